@@ -1,0 +1,97 @@
+"""The LMDB environment, with error translation and automatic map growth."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import lmdb
+
+from ..errors import StorageError, StorageFullError
+from . import keys
+
+T = TypeVar("T")
+INITIAL_MAP_BYTES = 64 * 1024 * 1024
+_GROWTHS_MAX = 24  # 64 MiB doubled 24 times is far beyond any disk
+
+
+class Catalog:
+    """One LMDB environment in ``<store>/catalog`` with the databases of ``keys.ALL_DBS``."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = directory
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self.env = lmdb.open(
+                directory, map_size=INITIAL_MAP_BYTES, max_dbs=len(keys.ALL_DBS) + 4,
+                subdir=True, sync=True, metasync=True, readahead=False, lock=True,
+            )
+            self.dbs = {name: self.env.open_db(name) for name in keys.ALL_DBS}
+        except lmdb.Error as e:
+            raise StorageError(directory, f"cannot open catalog: {e}") from e
+        except OSError as e:
+            raise StorageError(directory, f"cannot open catalog: {e.strerror}") from e
+        self.write(lambda txn: self._init_meta(txn))
+
+    def _init_meta(self, txn: Any) -> None:
+        db = self.dbs[keys.DB_META]
+        if txn.get(keys.META_FORMAT, db=db) is None:
+            txn.put(keys.META_FORMAT, str(keys.FORMAT_VERSION).encode(), db=db)
+
+    def write(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(txn)`` in one write transaction, growing the map when it is full."""
+        for _ in range(_GROWTHS_MAX):
+            try:
+                with self.env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.DiskError as e:
+                raise StorageFullError(self.path, f"catalog write failed: {e}") from e
+            except lmdb.Error as e:
+                raise StorageError(self.path, f"catalog write failed: {e}") from e
+        raise StorageFullError(self.path, "catalog map cannot grow any further")
+
+    def read(self, fn: Callable[[Any], T]) -> T:
+        try:
+            with self.env.begin(write=False) as txn:
+                return fn(txn)
+        except lmdb.Error as e:
+            raise StorageError(self.path, f"catalog read failed: {e}") from e
+
+    def get(self, db: bytes, key: bytes) -> bytes | None:
+        return self.read(lambda txn: txn.get(key, db=self.dbs[db]))
+
+    def put(self, db: bytes, key: bytes, value: bytes) -> None:
+        self.write(lambda txn: txn.put(key, value, db=self.dbs[db]))
+
+    def delete(self, db: bytes, key: bytes) -> None:
+        self.write(lambda txn: txn.delete(key, db=self.dbs[db]))
+
+    def items(self, db: bytes, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        def scan(txn: Any) -> list[tuple[bytes, bytes]]:
+            return list(_prefix_items(txn.cursor(db=self.dbs[db]), prefix))
+
+        return self.read(scan)
+
+    def delete_prefix(self, db: bytes, prefix: bytes) -> int:
+        def drop(txn: Any) -> int:
+            found = [k for k, _ in _prefix_items(txn.cursor(db=self.dbs[db]), prefix)]
+            for k in found:
+                txn.delete(k, db=self.dbs[db])
+            return len(found)
+
+        return self.write(drop)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _prefix_items(cursor: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    if not cursor.set_range(prefix):
+        return
+    for k, v in cursor:  # bounded by the database size
+        if not bytes(k).startswith(prefix):
+            return
+        yield bytes(k), bytes(v)

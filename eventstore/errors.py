@@ -1,0 +1,152 @@
+"""Every exception eventstore raises, grouped by when it happens.
+
+All of them derive from :class:`EventStoreError`. Expected failures (bad input,
+a full disk, corrupt bytes, a store held by someone else) raise one of these;
+``assert`` is kept for broken internal invariants only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptionError",
+    "EventStoreError",
+    "InvalidArgumentError",
+    "InvalidTopicError",
+    "OffsetOutOfRangeError",
+    "PartitionNotFoundError",
+    "RecordTooLargeError",
+    "StorageError",
+    "StorageFullError",
+    "StoreClosedError",
+    "StoreLockedError",
+    "TopicExistsError",
+    "TopicNotFoundError",
+]
+
+
+class EventStoreError(Exception):
+    """Base class of every error eventstore raises on purpose."""
+
+
+# --- when opening a store -------------------------------------------------
+
+
+class StoreLockedError(EventStoreError):
+    """Another owner (this process or another) holds the store's directory lock."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"store {path!r} is locked by {holder}; close it there first")
+
+
+class StoreClosedError(EventStoreError):
+    """The store was used after ``close()``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"store {path!r} is closed")
+
+
+# --- when validating input (nothing has been written) ---------------------
+
+
+class InvalidArgumentError(EventStoreError, ValueError):
+    """An argument has the wrong type or value."""
+
+
+class InvalidTopicError(InvalidArgumentError):
+    """A topic name breaks the naming rule ``[A-Za-z0-9._-]{1,249}``."""
+
+
+class RecordTooLargeError(InvalidArgumentError):
+    """A record is larger than the topic's ``max_record_bytes``."""
+
+    def __init__(self, topic: str, size: int, limit: int, index: int | None = None) -> None:
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+        self.index = index
+        where = f" (item {index})" if index is not None else ""
+        super().__init__(
+            f"record of {size} bytes{where} exceeds max_record_bytes={limit} of topic {topic!r}"
+        )
+
+
+class TopicNotFoundError(EventStoreError, KeyError):
+    """The named topic does not exist."""
+
+    def __init__(self, topic: str, suggestion: str | None = None) -> None:
+        self.topic = topic
+        self.suggestion = suggestion
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        super().__init__(f"topic {topic!r} does not exist{hint}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class TopicExistsError(EventStoreError):
+    """``create_topic`` was called for a name that already exists."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(f"topic {topic!r} already exists")
+
+
+class PartitionNotFoundError(EventStoreError, IndexError):
+    """A partition number is outside ``0 .. partitions-1`` of its topic."""
+
+    def __init__(self, topic: str, partition: object, partitions: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.partitions = partitions
+        super().__init__(
+            f"partition {partition!r} out of range for topic {topic!r} "
+            f"(it has partitions 0..{partitions - 1})"
+        )
+
+
+# --- when reading ----------------------------------------------------------
+
+
+class OffsetOutOfRangeError(EventStoreError):
+    """A read asked for an offset below the log start or above the end."""
+
+    def __init__(self, topic: str, partition: int, offset: int, start: int, end: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.log_start_offset = start
+        self.end_offset = end
+        super().__init__(
+            f"offset {offset} out of range for {topic}/{partition}: "
+            f"valid offsets are {start}..{end} (end is the next offset to be written)"
+        )
+
+
+# --- when the disk misbehaves ------------------------------------------------
+
+
+class StorageError(EventStoreError):
+    """An operating-system error on the store's files."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class StorageFullError(StorageError):
+    """The disk (or quota, or file-size limit) is full; nothing was written."""
+
+
+class CorruptionError(EventStoreError):
+    """Bytes on disk fail validation (checksum, framing, offsets)."""
+
+    def __init__(self, path: str, position: int, reason: str) -> None:
+        self.path = path
+        self.position = position
+        self.reason = reason
+        super().__init__(f"corrupt data in {path} at position {position}: {reason}")

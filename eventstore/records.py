@@ -1,0 +1,127 @@
+"""Public value types. All are frozen msgspec Structs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "Header",
+    "Message",
+    "PartitionStatistics",
+    "Record",
+    "RecordMetadata",
+    "RecoveryEvent",
+    "StoreStatistics",
+    "TopicConfig",
+    "TopicPartition",
+]
+
+Header = tuple[str, bytes]
+DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
+DEFAULT_SEGMENT_MS = 7 * 24 * 3600 * 1000
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+Durability = Literal["fsync", "interval", "none"]
+
+
+class Record(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
+    """One record read from a partition.
+
+    The field order is the on-disk order of a record (docs/format.md, 2.1); the
+    trailing ``topic`` and ``partition`` are not stored per record but filled in
+    by the decoder. Construct it with keyword arguments.
+    """
+
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[Header] = []
+    topic: str = ""
+    partition: int = 0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return msgspec.structs.astuple(self) == msgspec.structs.astuple(other)
+
+    def __hash__(self) -> int:
+        return hash((self.topic, self.partition, self.offset))
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """A record to append: what ``append_batch`` accepts besides bare values and pairs."""
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[Header] | None = None
+    partition: int | None = None
+    timestamp_ms: int | None = None
+
+
+class RecordMetadata(msgspec.Struct, frozen=True):
+    """Where an appended record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+class TopicPartition(msgspec.Struct, frozen=True, order=True):
+    """A (topic, partition) pair, hashable and ordered like Kafka's."""
+
+    topic: str
+    partition: int
+
+
+class TopicConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """A topic's configuration, as stored in its ``topic.json``."""
+
+    name: str
+    partitions: int
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    segment_ms: int = DEFAULT_SEGMENT_MS
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    created_ms: int = 0
+    format: int = 1
+
+
+class PartitionStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of one partition's state."""
+
+    topic: str
+    partition: int
+    log_start_offset: int
+    end_offset: int
+    size_bytes: int
+    segments: int
+    max_timestamp_ms: int | None
+
+
+class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of the whole store, as ``store.statistics()`` returns it."""
+
+    path: str
+    durability: Durability
+    topics: int
+    partitions: int
+    records: int
+    size_bytes: int
+    appended_batches: int
+    appended_records: int
+    fsyncs: int
+    partition_stats: list[PartitionStatistics]
+
+
+class RecoveryEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Something recovery did on open (see docs/format.md, section 9)."""
+
+    case: str
+    path: str
+    position: int
+    detail: str
+    extra: dict[str, Any] = {}

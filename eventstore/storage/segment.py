@@ -1,0 +1,347 @@
+"""One segment: a ``.log`` file of batches plus its two sparse indexes.
+
+Appends go through ``pwrite`` on the log's file descriptor; reads go through a
+read-only ``mmap`` of the file, remapped when a reader needs bytes past the
+mapped length. A segment knows nothing of topics, records or LMDB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from ..errors import CorruptionError, StorageError, StorageFullError
+from ..records import Record
+from . import format as fmt
+from .index import INDEX_INTERVAL_BYTES, OffsetIndex, TimeIndex
+from .names import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, format_segment_name
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_DONTNEED_AFTER_BYTES = 64 * 1024 * 1024
+_pwrite = os.pwrite  # module attribute so tests can inject write faults
+
+
+class SegmentDeletedError(Exception):
+    """Internal: a reader's segment was deleted by retention; it retries on the new layout."""
+
+
+def storage_error(path: str, e: OSError, doing: str) -> StorageError:
+    """Translate an OSError on ``path`` into the matching EventStoreError."""
+    cls = StorageFullError if e.errno in _FULL_ERRNOS else StorageError
+    return cls(path, f"{doing} failed: {e.strerror or e}")
+
+
+class Segment:
+    """A segment file and its indexes. Closed segments are immutable."""
+
+    def __init__(self, directory: str, base_offset: int) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.log_path = os.path.join(directory, format_segment_name(base_offset, LOG_SUFFIX))
+        self.index = OffsetIndex(os.path.join(directory, format_segment_name(base_offset, INDEX_SUFFIX)))
+        self.timeindex = TimeIndex(
+            os.path.join(directory, format_segment_name(base_offset, TIMEINDEX_SUFFIX))
+        )
+        self.fd: int | None = None
+        self.size = 0
+        self.next_offset = base_offset
+        self.max_timestamp = -1
+        self.last_batch_base = base_offset
+        self.first_timestamp: int | None = None
+        self.indexes_loaded = False
+        self.deleted = False
+        self._mm: mmap.mmap | None = None
+        self._mapped = 0
+        self._map_lock = threading.Lock()
+        self._touched_bytes = 0
+
+    # --- lifecycle ---------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: str, base_offset: int) -> Segment:
+        seg = cls(directory, base_offset)
+        try:
+            seg.fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+            if os.fstat(seg.fd).st_size:
+                raise CorruptionError(seg.log_path, 0, "new segment file already holds data")
+            for idx in (seg.index, seg.timeindex):
+                idx.truncate(0)
+        except OSError as e:
+            raise storage_error(seg.log_path, e, "creating segment") from e
+        seg.indexes_loaded = True
+        return seg
+
+    @classmethod
+    def existing(cls, directory: str, base_offset: int, end_offset: int | None) -> Segment:
+        """A segment already on disk; ``end_offset`` is known for closed ones."""
+        seg = cls(directory, base_offset)
+        try:
+            seg.size = os.stat(seg.log_path).st_size
+        except OSError as e:
+            raise storage_error(seg.log_path, e, "stat") from e
+        if end_offset is not None:
+            seg.next_offset = end_offset
+        return seg
+
+    def open_for_append(self) -> None:
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.log_path, os.O_RDWR)
+            except OSError as e:
+                raise storage_error(self.log_path, e, "opening segment") from e
+
+    def seal(self) -> None:
+        """Close for writes (on roll): final time entry, fsync log and indexes."""
+        if self.max_timestamp > self.timeindex.last_timestamp:
+            self.timeindex.append(self.max_timestamp, self.last_batch_base - self.base_offset)
+        self.sync_all()
+        self.index.close()
+        self.timeindex.close()
+
+    def sync_all(self) -> None:
+        self.datasync()
+        try:
+            self.index.sync()
+            self.timeindex.sync()
+        except OSError as e:
+            raise storage_error(self.index.path, e, "fsync of index") from e
+
+    def datasync(self) -> None:
+        if self.fd is not None:
+            try:
+                os.fdatasync(self.fd)
+            except OSError as e:
+                raise storage_error(self.log_path, e, "fdatasync") from e
+
+    def close(self) -> None:
+        self.index.close()
+        self.timeindex.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        mm, self._mm, self._mapped = self._mm, None, 0
+        if mm is not None:
+            with contextlib.suppress(BufferError):  # a reader still holds a view
+                mm.close()
+
+    def delete(self) -> None:
+        """Unlink the log first, then the indexes (docs/format.md, section 10)."""
+        self.deleted = True
+        self.close()
+        for path in (self.log_path, self.index.path, self.timeindex.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    # --- appending ---------------------------------------------------------
+
+    def append(self, batch: bytearray, base_offset: int, count: int, base_ts: int, max_ts: int) -> None:
+        """Write one encoded batch at the end; on failure nothing is left behind."""
+        assert self.fd is not None, "append to a segment not open for writes"
+        position = self.size
+        try:
+            written = _pwrite(self.fd, batch, position)
+            while written < len(batch):  # bounded: each pass writes ≥1 byte or raises
+                n = _pwrite(self.fd, memoryview(batch)[written:], position + written)
+                if n <= 0:
+                    raise OSError(errno.EIO, "short write")
+                written += n
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, position)
+            raise storage_error(self.log_path, e, f"write of {len(batch)} bytes") from e
+        self.size = position + len(batch)
+        self.next_offset = base_offset + count
+        self.last_batch_base = base_offset
+        if self.first_timestamp is None:
+            self.first_timestamp = base_ts
+        if max_ts > self.max_timestamp:
+            self.max_timestamp = max_ts
+        self._maybe_index(position, base_offset)
+
+    def _maybe_index(self, position: int, base_offset: int) -> None:
+        if position == 0 or position - self.index.last_position < INDEX_INTERVAL_BYTES:
+            return
+        rel = base_offset - self.base_offset
+        self.index.append(rel, position)
+        if self.max_timestamp > self.timeindex.last_timestamp:
+            self.timeindex.append(self.max_timestamp, rel)
+
+    def truncate(self, position: int) -> None:
+        """Cut the log at ``position`` (recovery only: no reader exists yet)."""
+        try:
+            if self.fd is not None:
+                os.ftruncate(self.fd, position)
+            else:
+                os.truncate(self.log_path, position)
+        except OSError as e:
+            raise storage_error(self.log_path, e, "truncate") from e
+        self.size = position
+        self._mm, self._mapped = None, 0
+
+    # --- reading -----------------------------------------------------------
+
+    def view(self, end: int) -> Any:
+        """A read-only mapping covering at least ``[0, end)``."""
+        mm = self._mm
+        if mm is not None and self._mapped >= end:
+            return mm
+        with self._map_lock:
+            if self._mm is None or self._mapped < end:
+                if self.deleted:
+                    raise SegmentDeletedError(self.log_path)
+                try:
+                    fd = self.fd if self.fd is not None else os.open(self.log_path, os.O_RDONLY)
+                    try:
+                        self._mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+                    finally:
+                        if fd != self.fd:
+                            os.close(fd)
+                except (OSError, ValueError) as e:
+                    raise CorruptionError(self.log_path, end, f"cannot map segment: {e}") from e
+                self._mapped = len(self._mm)
+                if self._mapped < end:
+                    raise CorruptionError(self.log_path, self._mapped, "segment shorter than its end")
+            return self._mm
+
+    def _release_pages(self, nbytes: int) -> None:
+        """Keep a long scan from growing the resident set: drop mapped pages now and then."""
+        self._touched_bytes += nbytes
+        if self._touched_bytes >= _DONTNEED_AFTER_BYTES and self._mm is not None:
+            self._touched_bytes = 0
+            with contextlib.suppress(OSError, ValueError):
+                self._mm.madvise(mmap.MADV_DONTNEED)
+
+    def locate(self, offset: int, limit: int, mm: Any) -> int:
+        """Position of the batch holding ``offset`` (or ``limit`` if none before it)."""
+        self.ensure_indexes()
+        position = self.index.lookup(offset - self.base_offset)
+        if position >= limit or fmt.read_prefix(mm, position)[0] > offset:
+            position = 0  # a stale or damaged entry: walk from the start
+        while position < limit:  # bounded: every step advances by a batch size ≥ 51
+            base, size, magic = fmt.read_prefix(mm, position)
+            if size < fmt.NATIVE_HEADER_SIZE or magic != fmt.MAGIC_NATIVE:
+                return position  # let the reader report it
+            if base + fmt.batch_record_count(mm, position) > offset:
+                return position
+            position += size
+        return limit
+
+    def read(
+        self,
+        offset: int,
+        limit: int,
+        max_records: int,
+        max_bytes: int | None,
+        decoder: msgspec.msgpack.Decoder[list[Record]],
+    ) -> tuple[list[Record], int]:
+        """Records from ``offset`` up to byte ``limit`` (a batch boundary), and bytes used.
+
+        ``max_bytes`` bounds the batch bytes read, but the first batch is always
+        returned whole, so a reader always makes progress.
+        """
+        mm = self.view(limit)
+        position = self.locate(offset, limit, mm)
+        chunks: list[list[Record]] = []
+        count = 0
+        total = 0
+        expected: int | None = None
+        while position < limit and count < max_records:  # bounded by limit
+            info = fmt.validate_batch(mm, position, limit - position, expected)
+            if isinstance(info, str):
+                raise CorruptionError(self.log_path, position, info)
+            if chunks and max_bytes is not None and total + info.size > max_bytes:
+                break
+            records = self._decode(mm, position, info, decoder)
+            if offset > info.base_offset:
+                records = records[offset - info.base_offset :]
+            chunks.append(records)
+            count += len(records)
+            total += info.size
+            position += info.size
+            expected = info.next_offset
+        self._release_pages(total)
+        out = chunks[0] if len(chunks) == 1 else _concat(chunks)
+        if len(out) > max_records:
+            del out[max_records:]
+        return out, total
+
+    def _decode(
+        self, mm: Any, position: int, info: fmt.BatchInfo, decoder: msgspec.msgpack.Decoder[list[Record]]
+    ) -> list[Record]:
+        try:
+            records = fmt.decode_records(mm, position, info.size, decoder)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise CorruptionError(self.log_path, position, f"undecodable records: {e}") from e
+        if (
+            len(records) != info.record_count
+            or records[0].offset != info.base_offset
+            or records[-1].offset != info.next_offset - 1
+        ):
+            raise CorruptionError(self.log_path, position, "record offsets disagree with header")
+        return records
+
+    def batches(self, start: int, end: int) -> Iterator[tuple[int, fmt.BatchInfo | str]]:
+        """(position, info or reason) for each batch in ``[start, end)``; stops after a bad one."""
+        mm = self.view(end) if end > 0 else None
+        position = start
+        expected: int | None = None
+        while position < end:  # bounded: each step advances ≥ 51 bytes or stops
+            info = fmt.validate_batch(mm, position, end - position, expected)
+            yield position, info
+            if isinstance(info, str):
+                return
+            position += info.size
+            expected = info.next_offset
+
+    # --- indexes of closed segments ----------------------------------------
+
+    def ensure_indexes(self) -> None:
+        """Load a closed segment's indexes on first use; rebuild them if damaged (R8)."""
+        if self.indexes_loaded:
+            return
+        with self._map_lock:
+            if self.indexes_loaded:
+                return
+            rel_max = max(0, self.next_offset - 1 - self.base_offset)
+            ok = self.index.load(self.size) and self.timeindex.load(rel_max)
+            if not ok or (self.size and not len(self.timeindex)):
+                self._rebuild_indexes()
+            self.max_timestamp = self.timeindex.last_timestamp
+            self.indexes_loaded = True
+
+    def _rebuild_indexes(self) -> None:
+        index, timeindex = OffsetIndex(self.index.path), TimeIndex(self.timeindex.path)
+        max_ts, last_pos, last_base = -1, 0, self.base_offset
+        for position, info in self.batches(0, self.size):
+            if isinstance(info, str):
+                raise CorruptionError(self.log_path, position, info)
+            max_ts = max(max_ts, info.max_timestamp)
+            last_base = info.base_offset
+            if position and position - last_pos >= INDEX_INTERVAL_BYTES:
+                last_pos = position
+                index.relative_offsets.append(info.base_offset - self.base_offset)
+                index.positions.append(position)
+                if max_ts > timeindex.last_timestamp:
+                    timeindex.timestamps.append(max_ts)
+                    timeindex.relative_offsets.append(info.base_offset - self.base_offset)
+        if max_ts > timeindex.last_timestamp:
+            timeindex.timestamps.append(max_ts)
+            timeindex.relative_offsets.append(last_base - self.base_offset)
+        with contextlib.suppress(OSError):  # derived data: keep serving from memory
+            index.rewrite()
+            timeindex.rewrite()
+        self.index, self.timeindex = index, timeindex
+
+
+def _concat(chunks: list[list[Record]]) -> list[Record]:
+    out: list[Record] = []
+    for chunk in chunks:  # one extend per batch, not per record
+        out.extend(chunk)
+    return out

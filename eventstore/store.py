@@ -1,0 +1,557 @@
+"""The embedded store: composes the log engine (``storage``) and the LMDB catalog.
+
+``open()`` locks the directory, recovers every partition and returns a
+:class:`Store`. All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from .catalog import Catalog
+from .catalog import keys as ck
+from .errors import (
+    InvalidArgumentError,
+    InvalidTopicError,
+    StoreClosedError,
+    TopicExistsError,
+    TopicNotFoundError,
+)
+from .partitioner import partition_for_key
+from .records import (
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_MS,
+    Durability,
+    Message,
+    PartitionStatistics,
+    Record,
+    RecordMetadata,
+    RecoveryEvent,
+    StoreStatistics,
+    TopicConfig,
+)
+from .storage import topicdir
+from .storage.check import CheckReport, check_partition
+from .storage.lock import DirectoryLock
+from .storage.names import is_valid_topic_name
+from .storage.partition import Item, PartitionLog
+from .storage.recovery import Checkpoint
+from .validation import (
+    NO_HEADERS,
+    as_bytes,
+    check_headers,
+    check_partition as valid_partition,
+    check_size,
+    check_timestamp,
+    normalize_item,
+    record_size,
+)
+
+log = logging.getLogger("eventstore")
+
+DEFAULT_PATH = "./es-data"
+DEFAULT_MAX_RECORDS = 500
+DURABILITY_MODES = ("fsync", "interval", "none")
+_UNSET: Any = object()
+
+
+def open(  # noqa: A001 - the natural name, as in io.open / dbm.open
+    path: str | os.PathLike[str] = DEFAULT_PATH,
+    *,
+    durability: Durability = "fsync",
+    fsync_interval_ms: int = 1000,
+) -> Store:
+    """Open (creating if missing) the store at ``path``.
+
+    ``durability``: ``"fsync"`` (append returns after fdatasync; concurrent
+    appenders share one), ``"interval"`` (a background fsync at most every
+    ``fsync_interval_ms``), ``"none"`` (page cache only). docs/format.md,
+    section 11, gives each mode's loss window.
+    """
+    if durability not in DURABILITY_MODES:
+        raise InvalidArgumentError(
+            f"durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}"
+        )
+    if type(fsync_interval_ms) is not int or fsync_interval_ms <= 0:
+        raise InvalidArgumentError(f"fsync_interval_ms must be a positive int, got {fsync_interval_ms!r}")
+    return Store(os.fspath(path), durability, fsync_interval_ms)
+
+
+class Store:
+    """An open store. Use ``eventstore.open()`` to get one; close it (or use ``with``)."""
+
+    def __init__(self, path: str, durability: Durability, fsync_interval_ms: int) -> None:
+        self.path = path
+        self.durability: Durability = durability
+        self.fsync_interval_ms = fsync_interval_ms
+        self.recovery_events: list[RecoveryEvent] = []
+        self._lock = threading.RLock()
+        self._closed = False
+        self._configs: dict[str, TopicConfig] = {}
+        self._logs: dict[str, list[PartitionLog]] = {}
+        self._round_robin = itertools.count()
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            from .errors import StorageError
+
+            raise StorageError(path, f"cannot create store directory: {e.strerror}") from e
+        self._dir_lock = DirectoryLock(path)
+        self._dir_lock.acquire()
+        try:
+            self._catalog = Catalog(os.path.join(path, "catalog"))
+            self._root = topicdir.topics_root(path)
+            os.makedirs(self._root, exist_ok=True)
+            self._load_topics()
+        except BaseException:
+            self._release()
+            raise
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        if durability == "interval":
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"eventstore-fsync:{path}", daemon=True
+            )
+            self._flusher.start()
+
+    # --- open / close ------------------------------------------------------
+
+    def _load_topics(self) -> None:
+        for name in topicdir.sweep_transient(self._root):
+            self._report(RecoveryEvent(case="R7", path=os.path.join(self._root, name), position=0,
+                                       detail="removed an unfinished topic creation or deletion"))
+        configs = topicdir.load_configs(self._root)
+        cached = {k.decode(): v for k, v in self._catalog.items(ck.DB_TOPICS)}
+        for name, cfg in configs.items():
+            encoded = msgspec.msgpack.encode(cfg)
+            if cached.get(name) != encoded:
+                self._catalog.put(ck.DB_TOPICS, ck.topic_key(name), encoded)
+        for name in set(cached) - set(configs):
+            self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name))
+            self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name))
+        for name, cfg in configs.items():
+            self._configs[name] = cfg
+            self._logs[name] = [self._open_partition(cfg, p) for p in range(cfg.partitions)]
+
+    def _open_partition(self, cfg: TopicConfig, p: int) -> PartitionLog:
+        directory = topicdir.partition_dir(self.path, cfg.name, p)
+        os.makedirs(directory, exist_ok=True)
+        key = ck.partition_key(cfg.name, p)
+        raw = self._catalog.get(ck.DB_CHECKPOINTS, key)
+        cp = None
+        if raw is not None:
+            try:
+                cp = msgspec.msgpack.decode(raw, type=Checkpoint)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                cp = None  # derived data: recover from the start of the last segment
+
+        def save(checkpoint: Checkpoint) -> None:
+            self._catalog.put(ck.DB_CHECKPOINTS, key, msgspec.msgpack.encode(checkpoint))
+
+        return PartitionLog(directory, cfg.name, p, cfg, self.durability, cp, self._report, save)
+
+    def _report(self, event: RecoveryEvent) -> None:
+        self.recovery_events.append(event)
+        log.warning("recovery %s: %s at %s:%d", event.case, event.detail, event.path, event.position)
+
+    def close(self) -> None:
+        """Fsync everything, write checkpoints and release the lock. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        try:
+            for logs in self._logs.values():
+                for plog in logs:
+                    plog.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        catalog = getattr(self, "_catalog", None)
+        if catalog is not None:
+            catalog.close()
+        self._dir_lock.release()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self.durability
+        return f"<eventstore.Store {self.path!r} ({state})>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(self.path)
+
+    def _flush_loop(self) -> None:
+        interval_s = self.fsync_interval_ms / 1000
+        while not self._stop.wait(interval_s):  # ends when the store closes
+            try:
+                self._sync_all()
+            except Exception:  # keep flushing; the error is logged
+                log.exception("background fsync failed")
+
+    def _sync_all(self) -> None:
+        for logs in list(self._logs.values()):
+            for plog in logs:
+                plog.wait_durable(plog.end_written)
+
+    def flush(self) -> None:
+        """Make everything appended so far durable and checkpoint every partition."""
+        self._check_open()
+        for logs in list(self._logs.values()):
+            for plog in logs:
+                plog.checkpoint()
+
+    # --- topics ------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        *,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        segment_ms: int = DEFAULT_SEGMENT_MS,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        exist_ok: bool = False,
+    ) -> TopicConfig:
+        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``)."""
+        self._check_open()
+        if not is_valid_topic_name(name):
+            raise InvalidTopicError(
+                f"invalid topic name {name!r}: use 1-249 of [A-Za-z0-9._-], not '.' or '..'"
+            )
+        cfg = TopicConfig(
+            name=name, partitions=_positive(partitions, "partitions", 1, 100_000),
+            retention_ms=_optional_positive(retention_ms, "retention_ms"),
+            retention_bytes=_optional_positive(retention_bytes, "retention_bytes"),
+            segment_bytes=_positive(segment_bytes, "segment_bytes", 1024, 0x7FFFFFFF),
+            segment_ms=_positive(segment_ms, "segment_ms", 1, 2**62),
+            max_record_bytes=_positive(max_record_bytes, "max_record_bytes", 1, 0x7FFFFFFF - 1024),
+            created_ms=_now_ms(),
+        )
+        with self._lock:
+            self._check_open()
+            if name in self._configs:
+                if exist_ok:
+                    return self._configs[name]
+                raise TopicExistsError(name)
+            topicdir.create(self._root, cfg)
+            self._catalog.put(ck.DB_TOPICS, ck.topic_key(name), msgspec.msgpack.encode(cfg))
+            logs = [self._open_partition(cfg, p) for p in range(cfg.partitions)]
+            self._configs = {**self._configs, name: cfg}
+            self._logs = {**self._logs, name: logs}
+        return cfg
+
+    def alter_topic(
+        self,
+        name: str,
+        *,
+        partitions: int = _UNSET,
+        retention_ms: int | None = _UNSET,
+        retention_bytes: int | None = _UNSET,
+        segment_bytes: int = _UNSET,
+        segment_ms: int = _UNSET,
+        max_record_bytes: int = _UNSET,
+    ) -> TopicConfig:
+        """Change a topic's configuration; partitions can only grow (as in Kafka)."""
+        self._check_open()
+        with self._lock:
+            old = self.topic(name)
+            changes: dict[str, Any] = {}
+            if partitions is not _UNSET:
+                changes["partitions"] = _positive(partitions, "partitions", old.partitions, 100_000)
+            if retention_ms is not _UNSET:
+                changes["retention_ms"] = _optional_positive(retention_ms, "retention_ms")
+            if retention_bytes is not _UNSET:
+                changes["retention_bytes"] = _optional_positive(retention_bytes, "retention_bytes")
+            if segment_bytes is not _UNSET:
+                changes["segment_bytes"] = _positive(segment_bytes, "segment_bytes", 1024, 0x7FFFFFFF)
+            if segment_ms is not _UNSET:
+                changes["segment_ms"] = _positive(segment_ms, "segment_ms", 1, 2**62)
+            if max_record_bytes is not _UNSET:
+                changes["max_record_bytes"] = _positive(
+                    max_record_bytes, "max_record_bytes", 1, 0x7FFFFFFF - 1024
+                )
+            cfg = msgspec.structs.replace(old, **changes)
+            directory = os.path.join(self._root, name)
+            if cfg.partitions > old.partitions:
+                topicdir.add_partitions(self._root, cfg, old.partitions)
+            else:
+                topicdir.write_config(directory, cfg)
+            self._catalog.put(ck.DB_TOPICS, ck.topic_key(name), msgspec.msgpack.encode(cfg))
+            logs = list(self._logs[name])
+            for plog in logs:
+                plog.config = cfg
+            logs += [self._open_partition(cfg, p) for p in range(old.partitions, cfg.partitions)]
+            self._configs = {**self._configs, name: cfg}
+            self._logs = {**self._logs, name: logs}
+        return cfg
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and all its data."""
+        self._check_open()
+        with self._lock:
+            self.topic(name)
+            logs = self._logs[name]
+            self._configs = {k: v for k, v in self._configs.items() if k != name}
+            self._logs = {k: v for k, v in self._logs.items() if k != name}
+            for plog in logs:
+                plog.close()
+            topicdir.delete(self._root, name)
+            self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name))
+            self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name))
+
+    def topic(self, name: str) -> TopicConfig:
+        """The configuration of topic ``name``; ``TopicNotFoundError`` if there is none."""
+        cfg = self._configs.get(name)
+        if cfg is None:
+            if not isinstance(name, str):
+                raise InvalidTopicError(f"topic name must be a str, got {type(name).__name__}")
+            close = difflib.get_close_matches(name, list(self._configs), n=1)
+            raise TopicNotFoundError(name, close[0] if close else None)
+        return cfg
+
+    def topics(self) -> list[TopicConfig]:
+        """Every topic's configuration, sorted by name."""
+        return [self._configs[k] for k in sorted(self._configs)]
+
+    def _partition_log(self, topic: str, partition: object) -> PartitionLog:
+        self._check_open()
+        cfg = self.topic(topic)
+        return self._logs[topic][valid_partition(cfg, partition)]
+
+    # --- appending ---------------------------------------------------------
+
+    def append(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Append one record; returns where it landed once it is durable per the mode."""
+        self._check_open()
+        cfg = self._configs.get(topic) or self.topic(topic)
+        where = f"append to topic {topic!r}"
+        if type(value) is not bytes and value is not None:
+            value = as_bytes(value, "value", where)
+        if key is not None and type(key) is not bytes:
+            key = as_bytes(key, "key", where)
+        hdrs = NO_HEADERS if headers is None else check_headers(headers, where)
+        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        check_size(cfg, size if not hdrs else record_size(key, value, hdrs), None)
+        if partition is None:
+            if key is not None:
+                partition = partition_for_key(key, cfg.partitions)
+            else:
+                partition = next(self._round_robin) % cfg.partitions
+        elif type(partition) is not int or not 0 <= partition < cfg.partitions:
+            valid_partition(cfg, partition)
+        ts = _now_ms() if timestamp_ms is None else check_timestamp(timestamp_ms, where)
+        plog = self._logs[topic][partition]
+        base = plog.append([(ts, key, value, hdrs)], ts)
+        if self.durability == "fsync":
+            plog.wait_durable(base + 1)
+        return RecordMetadata(topic, partition, base, ts)
+
+    def append_batch(
+        self,
+        topic: str,
+        items: Iterable[bytes | tuple[bytes | None, bytes | None] | Message | None],
+        *,
+        partition: int | None = None,
+    ) -> list[RecordMetadata]:
+        """Append many records: values, ``(key, value)`` pairs or ``Message`` objects.
+
+        Items are grouped by partition; each partition's group is written as one
+        atomic batch, and one durability barrier covers the whole call. Returns
+        metadata in input order. Invalid input raises before anything is written.
+        """
+        self._check_open()
+        cfg = self.topic(topic)
+        if isinstance(items, (bytes, str, Message)) or not isinstance(items, Iterable):
+            raise InvalidArgumentError(
+                f"append_batch needs a list of records, got {type(items).__name__}"
+            )
+        items = items if isinstance(items, list) else list(items)
+        if not items:
+            return []
+        fixed = None if partition is None else valid_partition(cfg, partition)
+        now = _now_ms()
+        groups = self._group(cfg, items, fixed, now)
+        logs = self._logs[topic]
+        written: list[tuple[int, int, list[int], list[Item]]] = []
+        for p, (indexes, group, max_ts) in groups.items():
+            written.append((p, logs[p].append(group, max_ts), indexes, group))
+        if self.durability == "fsync":
+            for p, base, _, group in written:
+                logs[p].wait_durable(base + len(group))
+        out: list[Any] = [None] * len(items)
+        for p, base, indexes, group in written:
+            if indexes is _ALL:
+                out = [RecordMetadata(topic, p, base + i, it[0]) for i, it in enumerate(group)]
+            else:
+                for j, (i, it) in enumerate(zip(indexes, group, strict=True)):
+                    out[i] = RecordMetadata(topic, p, base + j, it[0])
+        return out
+
+    def _group(
+        self, cfg: TopicConfig, items: list[Any], fixed: int | None, now: int
+    ) -> dict[int, tuple[list[int], list[Item], int]]:
+        """Validate every item and group them by partition (nothing is written here)."""
+        if all(type(v) is bytes for v in items):  # fast path: bare values
+            biggest = max(map(len, items))
+            if biggest > cfg.max_record_bytes:
+                index = next(i for i, v in enumerate(items) if len(v) == biggest)
+                check_size(cfg, biggest, index)
+            p = fixed if fixed is not None else next(self._round_robin) % cfg.partitions
+            return {p: (_ALL, [(now, None, v, NO_HEADERS) for v in items], now)}
+        sticky = next(self._round_robin) % cfg.partitions if fixed is None else fixed
+        groups: dict[int, tuple[list[int], list[Item], int]] = {}
+        for i, item in enumerate(items):  # validation needs each item once
+            key, value, headers, part, ts = normalize_item(cfg, item, i)
+            if part is None:
+                part = fixed if fixed is not None else (
+                    partition_for_key(key, cfg.partitions) if key is not None else sticky
+                )
+            ts = now if ts is None else ts
+            entry = groups.get(part)
+            if entry is None:
+                entry = groups[part] = ([], [], ts)
+            entry[0].append(i)
+            entry[1].append((ts, key, value, headers))
+            if ts > entry[2]:
+                groups[part] = (entry[0], entry[1], ts)
+        if len(groups) == 1:
+            (p, (_, group, max_ts)), = groups.items()
+            return {p: (_ALL, group, max_ts)}
+        return groups
+
+    # --- reading -----------------------------------------------------------
+
+    def read(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        max_bytes: int | None = None,
+    ) -> list[Record]:
+        """Records of one partition from ``offset`` on, at most ``max_records``.
+
+        ``max_bytes`` bounds the bytes read (the first batch is returned whole,
+        so progress is always made). Reading at the end offset returns ``[]``;
+        below the log start or past the end raises ``OffsetOutOfRangeError``.
+        """
+        plog = self._partition_log(topic, partition)
+        if type(offset) is not int:
+            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
+        if type(max_records) is not int or max_records < 1:
+            raise InvalidArgumentError(f"max_records must be a positive int, got {max_records!r}")
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 1):
+            raise InvalidArgumentError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        return plog.read(offset, max_records, max_bytes)
+
+    def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, end offset): the first readable offset and the next to be written."""
+        return self._partition_log(topic, partition).offsets()
+
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        """The first offset whose timestamp is ≥ ``timestamp_ms``, or None if there is none."""
+        plog = self._partition_log(topic, partition)
+        check_timestamp(timestamp_ms, f"offset_for_time on topic {topic!r}")
+        return plog.offset_for_time(timestamp_ms)
+
+    def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
+        """Block until the partition's end offset passes ``offset`` (True) or the timeout (False)."""
+        return self._partition_log(topic, partition).wait_for(offset, timeout_s)
+
+    # --- maintenance -------------------------------------------------------
+
+    def enforce_retention(self, now_ms: int | None = None) -> int:
+        """Apply every topic's retention now; returns the number of segments deleted."""
+        self._check_open()
+        return sum(plog.enforce_retention(now_ms) for logs in list(self._logs.values()) for plog in logs)
+
+    def check(self) -> CheckReport:
+        """Read every byte of every partition and verify it; returns what was found."""
+        self._check_open()
+        report = CheckReport()
+        for logs in list(self._logs.values()):
+            for plog in logs:
+                check_partition(plog, report)
+        return report
+
+    def statistics(self) -> StoreStatistics:
+        """A frozen snapshot of sizes, offsets and counters."""
+        self._check_open()
+        parts = []
+        for name in sorted(self._logs):
+            for plog in self._logs[name]:
+                start, end = plog.offsets()
+                segments = plog.segments()
+                active = segments[-1]
+                parts.append(PartitionStatistics(
+                    topic=name, partition=plog.partition, log_start_offset=start, end_offset=end,
+                    size_bytes=sum(s.size for s in segments), segments=len(segments),
+                    max_timestamp_ms=active.max_timestamp if active.max_timestamp >= 0 else None,
+                ))
+        all_logs = [plog for logs in self._logs.values() for plog in logs]
+        return StoreStatistics(
+            path=self.path, durability=self.durability, topics=len(self._configs),
+            partitions=len(parts), records=sum(p.end_offset - p.log_start_offset for p in parts),
+            size_bytes=sum(p.size_bytes for p in parts),
+            appended_batches=sum(p.appended_batches for p in all_logs),
+            appended_records=sum(p.appended_records for p in all_logs),
+            fsyncs=sum(p.fsyncs for p in all_logs), partition_stats=parts,
+        )
+
+
+_ALL: list[int] = []  # marker: the group holds every item, in input order
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _positive(value: object, what: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidArgumentError(f"{what} must be an int in {low}..{high}, got {value!r}")
+    return value
+
+
+def _optional_positive(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    return _positive(value, what, 1, 2**62)

@@ -1,0 +1,101 @@
+"""Checking and normalising what callers hand to ``append`` and ``append_batch``.
+
+Everything here runs before any byte is written, so bad input never leaves a
+partial write behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidArgumentError, PartitionNotFoundError, RecordTooLargeError
+from .records import Message, TopicConfig
+
+_BYTES_LIKE = (bytearray, memoryview)
+NO_HEADERS: tuple[()] = ()
+
+
+def as_bytes(value: object, what: str, where: str) -> bytes | None:
+    """``value`` as bytes (None stays None); a clear error for anything else."""
+    if value is None or type(value) is bytes:
+        return value  # type: ignore[return-value]
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, _BYTES_LIKE):
+        return bytes(value)
+    hint = "; encode it first, e.g. .encode()" if isinstance(value, str) else ""
+    raise InvalidArgumentError(
+        f"{what} must be bytes or None, got {type(value).__name__}{hint} ({where})"
+    )
+
+
+def check_headers(headers: object, where: str) -> Any:
+    """Headers as a list of (str, bytes) pairs."""
+    if headers is None:
+        return NO_HEADERS
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+        raise InvalidArgumentError(f"headers must be a list of (str, bytes) pairs ({where})")
+    out = []
+    for pair in pairs:  # bounded by the caller's header count
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise InvalidArgumentError(
+                f"each header must be a (str, bytes) pair, got {pair!r} ({where})"
+            )
+        value = as_bytes(pair[1], f"header {pair[0]!r} value", where)
+        out.append((pair[0], value if value is not None else b""))
+    return out
+
+
+def check_partition(config: TopicConfig, partition: object) -> int:
+    if type(partition) is not int or not 0 <= partition < config.partitions:
+        raise PartitionNotFoundError(config.name, partition, config.partitions)
+    return partition
+
+
+def check_timestamp(timestamp_ms: object, where: str) -> int:
+    if type(timestamp_ms) is not int or timestamp_ms < 0:
+        raise InvalidArgumentError(
+            f"timestamp_ms must be a non-negative int (milliseconds since the epoch), "
+            f"got {timestamp_ms!r} ({where})"
+        )
+    return timestamp_ms
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Any) -> int:
+    size = (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+    if headers:
+        size += sum(len(k) + len(v) for k, v in headers)
+    return size
+
+
+def check_size(config: TopicConfig, size: int, index: int | None) -> None:
+    if size > config.max_record_bytes:
+        raise RecordTooLargeError(config.name, size, config.max_record_bytes, index)
+
+
+# (key, value, headers, partition or None, timestamp_ms or None)
+Normalized = tuple[bytes | None, bytes | None, Any, int | None, int | None]
+
+
+def normalize_item(config: TopicConfig, item: object, index: int) -> Normalized:
+    """One ``append_batch`` item: a value, a (key, value) pair or a ``Message``."""
+    where = f"item {index} of the batch for topic {config.name!r}"
+    if type(item) is bytes or item is None:
+        key, value, headers, partition, ts = None, item, NO_HEADERS, None, None
+    elif isinstance(item, Message):
+        key = as_bytes(item.key, "key", where)
+        value = as_bytes(item.value, "value", where)
+        headers = check_headers(item.headers, where)
+        partition = None if item.partition is None else check_partition(config, item.partition)
+        ts = None if item.timestamp_ms is None else check_timestamp(item.timestamp_ms, where)
+    elif isinstance(item, tuple) and len(item) == 2:
+        key = as_bytes(item[0], "key", where)
+        value = as_bytes(item[1], "value", where)
+        headers, partition, ts = NO_HEADERS, None, None
+    else:
+        key, value = None, as_bytes(item, "value", where)
+        headers, partition, ts = NO_HEADERS, None, None
+    check_size(config, record_size(key, value, headers), index)
+    return key, value, headers, partition, ts
