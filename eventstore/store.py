@@ -51,11 +51,13 @@ from .validation import (
     NO_HEADERS,
     as_bytes,
     check_headers,
-    check_partition as valid_partition,
     check_size,
     check_timestamp,
     normalize_item,
     record_size,
+)
+from .validation import (
+    check_partition as valid_partition,
 )
 
 log = logging.getLogger("eventstore")
@@ -66,7 +68,7 @@ DURABILITY_MODES = ("fsync", "interval", "none")
 _UNSET: Any = object()
 
 
-def open(  # noqa: A001 - the natural name, as in io.open / dbm.open
+def open(
     path: str | os.PathLike[str] = DEFAULT_PATH,
     *,
     durability: Durability = "fsync",

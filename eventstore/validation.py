@@ -19,7 +19,7 @@ NO_HEADERS: tuple[()] = ()
 def as_bytes(value: object, what: str, where: str) -> bytes | None:
     """``value`` as bytes (None stays None); a clear error for anything else."""
     if value is None or type(value) is bytes:
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, bytes):
         return bytes(value)
     if isinstance(value, _BYTES_LIKE):

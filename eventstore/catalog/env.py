@@ -61,7 +61,8 @@ class Catalog:
             raise StorageError(self.path, f"catalog read failed: {e}") from e
 
     def get(self, db: bytes, key: bytes) -> bytes | None:
-        return self.read(lambda txn: txn.get(key, db=self.dbs[db]))
+        value: bytes | None = self.read(lambda txn: txn.get(key, db=self.dbs[db]))
+        return value
 
     def put(self, db: bytes, key: bytes, value: bytes) -> None:
         self.write(lambda txn: txn.put(key, value, db=self.dbs[db]))

@@ -265,8 +265,7 @@ class PartitionLog:
         cfg = self.config
         if cfg.retention_ms is None and cfg.retention_bytes is None:
             return 0
-        bases, segments = self._layout
-        keep = list(segments)
+        keep = list(self._layout[1])
         total = sum(s.size for s in keep)
         gone: list[Segment] = []
         while len(keep) > 1:  # bounded; never the active segment

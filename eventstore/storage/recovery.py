@@ -15,7 +15,13 @@ import msgspec
 from ..errors import CorruptionError
 from ..records import RecoveryEvent
 from . import format as fmt
-from .names import BROKEN_SUFFIX, LOG_SUFFIX, SEGMENT_SUFFIXES, format_broken_name, parse_segment_name
+from .names import (
+    BROKEN_SUFFIX,
+    LOG_SUFFIX,
+    SEGMENT_SUFFIXES,
+    format_broken_name,
+    parse_segment_name,
+)
 from .segment import Segment, storage_error
 
 

@@ -60,6 +60,7 @@ class Segment:
         self._mm: mmap.mmap | None = None
         self._mapped = 0
         self._map_lock = threading.Lock()
+        self._index_lock = threading.Lock()
         self._touched_bytes = 0
 
     # --- lifecycle ---------------------------------------------------------
@@ -304,11 +305,12 @@ class Segment:
 
     def ensure_indexes(self) -> None:
         """Load a closed segment's indexes on first use; rebuild them if damaged (R8)."""
-        if self.indexes_loaded:
-            return
-        with self._map_lock:
-            if self.indexes_loaded:
-                return
+        if not self.indexes_loaded:
+            with self._index_lock:
+                self._load_indexes_locked()
+
+    def _load_indexes_locked(self) -> None:
+        if not self.indexes_loaded:
             rel_max = max(0, self.next_offset - 1 - self.base_offset)
             ok = self.index.load(self.size) and self.timeindex.load(rel_max)
             if not ok or (self.size and not len(self.timeindex)):
