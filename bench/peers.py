@@ -57,21 +57,18 @@ class Physical(System):
         return os.open(root / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     @staticmethod
-    def _write_all(fd: int, data: bytes) -> None:
+    def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
 
     def append_batches(self, root: Path, values: list[bytes], records: int, batch: int) -> Measured:
-        chunks: dict[int, bytes] = {}
+        chunk = memoryview(os.urandom(batch * self.record_size))
         fd = self._open(root)
         try:
             with Timer() as timer:
                 for part in batches_of(values, records, batch):
-                    chunk = chunks.get(len(part))
-                    if chunk is None:
-                        chunk = chunks[len(part)] = os.urandom(len(part) * self.record_size)
-                    self._write_all(fd, chunk)
+                    self._write_all(fd, chunk[: len(part) * self.record_size])
                     os.fdatasync(fd)
         finally:
             os.close(fd)
@@ -99,7 +96,7 @@ class Physical(System):
     def load(self, root: Path, values: list[bytes], records: int) -> None:
         fd = self._open(root)
         try:
-            chunk = os.urandom(LOAD_BATCH * self.record_size)
+            chunk = memoryview(os.urandom(LOAD_BATCH * self.record_size))
             for part in batches_of(values, records, LOAD_BATCH):
                 self._write_all(fd, chunk[: len(part) * self.record_size])
         finally:

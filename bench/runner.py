@@ -207,7 +207,8 @@ def w8_large_store(ctx: Context) -> WorkloadResult:
         figures = probe("scan", store)
         if figures["records"] != records:
             raise RuntimeError(f"scanned {figures['records']} of {records} records")
-        extra = {key: figures[key] for key in ("max_rss_mb", "rss_before_open_mb")}
+        memory = ("max_rss_mb", "rss_before_open_mb", "rss_anon_mb", "rss_file_mb", "ru_maxrss_mb")
+        extra = {key: figures[key] for key in memory if key in figures}
         return Measured(figures["scan_seconds"], "read loop in a fresh process", extra)
 
     try:

@@ -55,6 +55,18 @@ def scan_store(store: Any, topic: str = TOPIC, partition: int = 0) -> int:
     return count
 
 
+def _statistics(store: Any) -> dict[str, float | int | str]:
+    """The fsyncs the store made (how appends shared durability barriers) and its bytes on
+    disk per record (to compare with the physical limit's assumed record size)."""
+    stats = store.statistics() if hasattr(store, "statistics") else None
+    if stats is None:
+        return {}
+    figures: dict[str, float | int | str] = {"fsyncs": stats.fsyncs}
+    if stats.records:
+        figures["bytes_per_record"] = stats.size_bytes / stats.records
+    return figures
+
+
 class EventStore(System):
     """This project's store: one topic with a single partition."""
 
@@ -72,9 +84,10 @@ class EventStore(System):
             with Timer() as timer:
                 for part in batches_of(values, records, batch):
                     store.append_batch(TOPIC, part, partition=0)
+            extra = _statistics(store)
         finally:
             store.close()
-        return Measured(timer.seconds, "durability=fsync, append_batch")
+        return Measured(timer.seconds, "durability=fsync, append_batch", extra)
 
     def append_singles(self, root: Path, values: list[bytes], records: int) -> Measured:
         store = self._create(root, "none")
@@ -102,9 +115,10 @@ class EventStore(System):
 
         try:
             seconds = run_in_threads([partial(worker, n * per_thread) for n in range(threads)])
+            extra = _statistics(store)
         finally:
             store.close()
-        return Measured(seconds, "durability=fsync, append from every thread")
+        return Measured(seconds, "durability=fsync, append from every thread", extra)
 
     def load(self, root: Path, values: list[bytes], records: int) -> None:
         build_store(root / "store", values, records)

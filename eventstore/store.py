@@ -13,8 +13,9 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 
@@ -45,7 +46,7 @@ from .storage import topicdir
 from .storage.check import CheckReport, check_partition
 from .storage.lock import DirectoryLock
 from .storage.names import is_valid_topic_name
-from .storage.partition import Item, PartitionLog
+from .storage.partition import PartitionLog
 from .storage.recovery import Checkpoint
 from .validation import (
     NO_HEADERS,
@@ -362,16 +363,21 @@ class Store:
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Append one record; returns where it landed once it is durable per the mode."""
-        self._check_open()
+        if self._closed:
+            raise StoreClosedError(self.path)
         cfg = self._configs.get(topic) or self.topic(topic)
-        where = f"append to topic {topic!r}"
         if type(value) is not bytes and value is not None:
-            value = as_bytes(value, "value", where)
+            value = as_bytes(value, "value", f"append to topic {topic!r}")
         if key is not None and type(key) is not bytes:
-            key = as_bytes(key, "key", where)
-        hdrs = NO_HEADERS if headers is None else check_headers(headers, where)
-        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
-        check_size(cfg, size if not hdrs else record_size(key, value, hdrs), None)
+            key = as_bytes(key, "key", f"append to topic {topic!r}")
+        if headers is None:
+            hdrs: Any = NO_HEADERS
+            size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        else:
+            hdrs = check_headers(headers, f"append to topic {topic!r}")
+            size = record_size(key, value, hdrs)
+        if size > cfg.max_record_bytes:
+            check_size(cfg, size, None)
         if partition is None:
             if key is not None:
                 partition = partition_for_key(key, cfg.partitions)
@@ -379,9 +385,12 @@ class Store:
                 partition = next(self._round_robin) % cfg.partitions
         elif type(partition) is not int or not 0 <= partition < cfg.partitions:
             valid_partition(cfg, partition)
-        ts = _now_ms() if timestamp_ms is None else check_timestamp(timestamp_ms, where)
+        if timestamp_ms is None:
+            ts = time.time_ns() // 1_000_000
+        else:
+            ts = check_timestamp(timestamp_ms, f"append to topic {topic!r}")
         plog = self._logs[topic][partition]
-        base = plog.append([(ts, key, value, hdrs)], ts)
+        base = plog.append_one(ts, key, value, hdrs)
         if self.durability == "fsync":
             plog.wait_durable(base + 1)
         return RecordMetadata(topic, partition, base, ts)
@@ -392,12 +401,13 @@ class Store:
         items: Iterable[bytes | tuple[bytes | None, bytes | None] | Message | None],
         *,
         partition: int | None = None,
-    ) -> list[RecordMetadata]:
+    ) -> Sequence[RecordMetadata]:
         """Append many records: values, ``(key, value)`` pairs or ``Message`` objects.
 
         Items are grouped by partition; each partition's group is written as one
         atomic batch, and one durability barrier covers the whole call. Returns
-        metadata in input order. Invalid input raises before anything is written.
+        the metadata in input order (a read-only sequence). Invalid input raises
+        before anything is written.
         """
         self._check_open()
         cfg = self.topic(topic)
@@ -409,55 +419,52 @@ class Store:
         if not items:
             return []
         fixed = None if partition is None else valid_partition(cfg, partition)
-        now = _now_ms()
-        groups = self._group(cfg, items, fixed, now)
+        groups = self._group(cfg, items, fixed, _now_ms())
         logs = self._logs[topic]
-        written: list[tuple[int, int, list[int], list[Item]]] = []
-        for p, (indexes, group, max_ts) in groups.items():
-            written.append((p, logs[p].append(group, max_ts), indexes, group))
+        bases = [
+            logs[g.partition].append(
+                len(g.values), g.timestamps, g.keys, g.values, g.headers, g.base_ts, g.max_ts
+            )
+            for g in groups
+        ]
         if self.durability == "fsync":
-            for p, base, _, group in written:
-                logs[p].wait_durable(base + len(group))
+            for g, base in zip(groups, bases, strict=True):
+                logs[g.partition].wait_durable(base + len(g.values))
+        if len(groups) == 1:
+            g = groups[0]
+            return BatchMetadata(topic, g.partition, bases[0], len(g.values), g.ts_list)
         out: list[Any] = [None] * len(items)
-        for p, base, indexes, group in written:
-            if indexes is _ALL:
-                out = [RecordMetadata(topic, p, base + i, it[0]) for i, it in enumerate(group)]
-            else:
-                for j, (i, it) in enumerate(zip(indexes, group, strict=True)):
-                    out[i] = RecordMetadata(topic, p, base + j, it[0])
+        for g, base in zip(groups, bases, strict=True):
+            metas = BatchMetadata(topic, g.partition, base, len(g.values), g.ts_list)
+            for i, meta in zip(g.indexes, metas, strict=True):
+                out[i] = meta
         return out
 
     def _group(
         self, cfg: TopicConfig, items: list[Any], fixed: int | None, now: int
-    ) -> dict[int, tuple[list[int], list[Item], int]]:
+    ) -> list[_Group]:
         """Validate every item and group them by partition (nothing is written here)."""
-        if all(type(v) is bytes for v in items):  # fast path: bare values
+        n = len(items)
+        if set(map(type, items)) == {bytes}:  # fast path: bare values, checked in C
             biggest = max(map(len, items))
             if biggest > cfg.max_record_bytes:
-                index = next(i for i, v in enumerate(items) if len(v) == biggest)
-                check_size(cfg, biggest, index)
+                check_size(cfg, biggest, next(i for i, v in enumerate(items) if len(v) == biggest))
             p = fixed if fixed is not None else next(self._round_robin) % cfg.partitions
-            return {p: (_ALL, [(now, None, v, NO_HEADERS) for v in items], now)}
+            return [_Group(p, None, repeat(now, n), repeat(None, n), items, repeat(NO_HEADERS, n),
+                           now, now, None)]
         sticky = next(self._round_robin) % cfg.partitions if fixed is None else fixed
-        groups: dict[int, tuple[list[int], list[Item], int]] = {}
+        groups: dict[int, _Group] = {}
         for i, item in enumerate(items):  # validation needs each item once
             key, value, headers, part, ts = normalize_item(cfg, item, i)
             if part is None:
                 part = fixed if fixed is not None else (
                     partition_for_key(key, cfg.partitions) if key is not None else sticky
                 )
-            ts = now if ts is None else ts
-            entry = groups.get(part)
-            if entry is None:
-                entry = groups[part] = ([], [], ts)
-            entry[0].append(i)
-            entry[1].append((ts, key, value, headers))
-            if ts > entry[2]:
-                groups[part] = (entry[0], entry[1], ts)
-        if len(groups) == 1:
-            (p, (_, group, max_ts)), = groups.items()
-            return {p: (_ALL, group, max_ts)}
-        return groups
+            g = groups.get(part)
+            if g is None:
+                g = groups[part] = _Group(part, [], [], [], [], [], now, now, [])
+            g.add(i, now if ts is None else ts, key, value, headers)
+        return list(groups.values())
 
     # --- reading -----------------------------------------------------------
 
@@ -535,12 +542,76 @@ class Store:
             partitions=len(parts), records=sum(p.end_offset - p.log_start_offset for p in parts),
             size_bytes=sum(p.size_bytes for p in parts),
             appended_batches=sum(p.appended_batches for p in all_logs),
-            appended_records=sum(p.appended_records for p in all_logs),
+            appended_records=sum(p.appended_total for p in all_logs),
             fsyncs=sum(p.fsyncs for p in all_logs), partition_stats=parts,
         )
 
 
-_ALL: list[int] = []  # marker: the group holds every item, in input order
+class _Group:
+    """The records of one ``append_batch`` call bound for one partition, as columns."""
+
+    __slots__ = ("base_ts", "headers", "indexes", "keys", "max_ts", "partition", "timestamps",
+                 "ts_list", "values")
+
+    def __init__(self, partition: int, indexes: list[int] | None, timestamps: Iterable[int],
+                 keys: Iterable[bytes | None], values: list[bytes | None], headers: Iterable[Any],
+                 base_ts: int, max_ts: int, ts_list: list[int] | None) -> None:
+        self.partition = partition
+        self.indexes = indexes if indexes is not None else range(len(values))
+        self.timestamps, self.keys, self.values, self.headers = timestamps, keys, values, headers
+        self.base_ts, self.max_ts = base_ts, max_ts
+        self.ts_list: list[int] | int = ts_list if ts_list is not None else base_ts
+
+    def add(self, index: int, ts: int, key: bytes | None, value: bytes | None, headers: Any) -> None:
+        assert isinstance(self.indexes, list) and isinstance(self.ts_list, list)
+        if not self.values:
+            self.base_ts = self.max_ts = ts
+        self.indexes.append(index)
+        self.ts_list.append(ts)
+        self.keys.append(key)  # type: ignore[attr-defined]
+        self.values.append(value)
+        self.headers.append(headers)  # type: ignore[attr-defined]
+        if ts > self.max_ts:
+            self.max_ts = ts
+        self.timestamps = self.ts_list
+
+
+class BatchMetadata(Sequence[RecordMetadata]):
+    """What ``append_batch`` returns for one partition: metadata made on access."""
+
+    __slots__ = ("_base", "_count", "_partition", "_timestamps", "_topic")
+
+    def __init__(self, topic: str, partition: int, base: int, count: int,
+                 timestamps: list[int] | int) -> None:
+        self._topic, self._partition, self._base = topic, partition, base
+        self._count, self._timestamps = count, timestamps
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> RecordMetadata: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RecordMetadata]: ...
+    def __getitem__(self, i: int | slice) -> RecordMetadata | list[RecordMetadata]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._count))]
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError("batch metadata index out of range")
+        ts = self._timestamps if isinstance(self._timestamps, int) else self._timestamps[i]
+        return RecordMetadata(self._topic, self._partition, self._base + i, ts)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 def _now_ms() -> int:

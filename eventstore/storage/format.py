@@ -24,6 +24,7 @@ into records, and says why bytes are invalid.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -48,9 +49,15 @@ assert NATIVE_HEADER.size == NATIVE_HEADER_SIZE
 
 _BODY_FIELDS = struct.Struct(">Qhiqqi")  # checksum .. record_count, at position 17
 _MAX_TS = struct.Struct(">q")
+_CHECKSUM = struct.Struct(">Q")
 _COUNT = struct.Struct(">i")
 
 _encoder = msgspec.msgpack.Encoder()
+_encode = _encoder.encode
+_BODY_AFTER_CHECKSUM = struct.Struct(">hiqqi")  # attributes .. record_count, at position 25
+_PREFIX_TAIL = 4 + 1 + 8  # epoch, magic and checksum: what batch_length counts before the tail
+_SMALL_BATCH_RECORDS = 64
+_xxh3 = xxhash.xxh3_64_intdigest
 
 # A record as encoded: (offset, timestamp_ms, key, value, headers)
 WireRecord = tuple[int, int, bytes | None, bytes | None, Any]
@@ -71,23 +78,35 @@ class BatchInfo(msgspec.Struct, frozen=True, array_like=True):
 
 
 def encode_batch(
-    base_offset: int, records: list[WireRecord], base_timestamp: int, max_timestamp: int
-) -> bytearray:
+    base_offset: int, records: Sequence[WireRecord], base_timestamp: int, max_timestamp: int
+) -> bytes | bytearray:
     """Encode ``records`` (offsets already assigned) as one native batch."""
+    count = len(records)
+    if count < _SMALL_BATCH_RECORDS:
+        # Small batches: a few short concatenations beat filling a buffer in place.
+        tail = _BODY_AFTER_CHECKSUM.pack(0, count - 1, base_timestamp, max_timestamp, count)
+        tail += _encode(records)
+        if len(tail) < _CONCAT_BELOW_BYTES:
+            prefix = PREFIX.pack(base_offset, len(tail) + _PREFIX_TAIL, 0, MAGIC_NATIVE)
+            return prefix + _CHECKSUM.pack(_xxh3(prefix + tail)) + tail
     buf = bytearray(NATIVE_HEADER_SIZE)
     _encoder.encode_into(records, buf, NATIVE_HEADER_SIZE)
-    count = len(records)
     NATIVE_HEADER.pack_into(
         buf, 0, base_offset, len(buf) - LENGTH_OFFSET, 0, MAGIC_NATIVE,
         0, 0, count - 1, base_timestamp, max_timestamp, count,
     )
-    struct.pack_into(">Q", buf, CHECKSUM_START, checksum(buf))
+    _CHECKSUM.pack_into(buf, CHECKSUM_START, checksum(buf))
     return buf
+
+
+_CONCAT_BELOW_BYTES = 32 * 1024  # below: copying is cheaper than a streaming hasher
 
 
 def checksum(batch: Any) -> int:
     """xxh3-64 over a batch's bytes [0, 17) and [25, end)."""
     view = memoryview(batch)
+    if len(view) < _CONCAT_BELOW_BYTES:
+        return int(_xxh3(bytes(view[:CHECKSUM_START]) + view[CHECKSUM_END:]))
     h = xxhash.xxh3_64(view[:CHECKSUM_START])
     h.update(view[CHECKSUM_END:])
     return int(h.intdigest())
@@ -157,6 +176,7 @@ def decoder_for(topic: str, partition: int) -> msgspec.msgpack.Decoder[list[Reco
         array_like=True,
         frozen=True,
         kw_only=True,
+        gc=False,
         module=Record.__module__,
     )
     return msgspec.msgpack.Decoder(list[cls])  # type: ignore[valid-type]

@@ -9,26 +9,27 @@ visible only once the partition's durability mode says it may not disappear.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from ..errors import CorruptionError, OffsetOutOfRangeError
 from ..records import Record, TopicConfig
 from . import format as fmt
+from . import segment as segment_module
 from .recovery import Checkpoint, Report, fsync_dir, open_segments
 from .segment import Segment, SegmentDeletedError
 
 Durability = Literal["fsync", "interval", "none"]
 CHECKPOINT_EVERY_BYTES = 32 * 1024 * 1024
 MAX_RELATIVE_OFFSET = 0xFFFFFFFF
+# append_one's inline path checks the segment's age (segment_ms) at least this often
+_ROLL_CHECK_EVERY_APPENDS = 64
+_encode_batch = fmt.encode_batch
 _READ_RETRIES_MAX = 3
-
-# (timestamp_ms, key, value, headers) — an item ready to be given an offset
-Item = tuple[int, bytes | None, bytes | None, Any]
-
 
 class PartitionLog:
     """One partition directory. Thread-safe; readers never block writers."""
@@ -49,6 +50,7 @@ class PartitionLog:
         self.partition = partition
         self.config = config
         self.durability = durability
+        self._fsync_mode = durability == "fsync"
         self._on_checkpoint = on_checkpoint
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
@@ -62,50 +64,103 @@ class PartitionLog:
         )
         active = segments[-1]
         self.active = active
-        self._active_since_ms = _now_ms()
+        self._roll_deadline = time.monotonic() + config.segment_ms / 1000
         self._next_offset = active.next_offset
         self._synced_offset = self._next_offset
+        self._fast_offset_limit = self._next_offset  # first append takes the careful path
         if checkpoint is None or checkpoint != self._checkpoint_of(active):
             active.sync_all()  # what recovery kept is durable before anyone sees it
             self._write_checkpoint(self._checkpoint_of(active))
         self._checkpoint_position = (active.base_offset, active.size)
         self._visible: tuple[int, Segment, int] = (self._next_offset, active, active.size)
         self.appended_batches = 0
-        self.appended_records = 0
+        self.appended_records = 0  # records beyond one per batch; see appended_total
         self.fsyncs = 0
 
     # --- appending ---------------------------------------------------------
 
-    def append(self, items: list[Item], max_ts: int) -> int:
-        """Write ``items`` as one batch; returns its base offset.
+    def append(
+        self,
+        count: int,
+        timestamps: Iterable[int],
+        keys: Iterable[bytes | None],
+        values: Iterable[bytes | None],
+        headers: Iterable[Any],
+        base_ts: int,
+        max_ts: int,
+    ) -> int:
+        """Write ``count`` records, given as columns, as one batch; returns its base offset.
 
-        The caller then calls ``wait_durable(base + len(items))`` (outside any
-        lock) so that concurrent appenders share fsyncs.
+        Each column yields one entry per record (``itertools.repeat`` for a value
+        they share). The caller then calls ``wait_durable(base + count)``
+        outside any lock, so that concurrent appenders share fsyncs.
         """
-        count = len(items)
-        base_ts = items[0][0]
         with self._lock:
             base = self._next_offset
-            rows = [(base + i, ts, k, v, h) for i, (ts, k, v, h) in enumerate(items)]
-            batch = fmt.encode_batch(base, rows, base_ts, max_ts)
-            seg = self.active
-            if seg.size and self._should_roll(seg, len(batch), count):
-                seg = self._roll()
-            seg.append(batch, base, count, base_ts, max_ts)
-            self._next_offset = base + count
-            self.appended_batches += 1
-            self.appended_records += count
-            if self.durability != "fsync":
-                self._publish(self._next_offset, seg, seg.size)
-        return base
+            rows = list(zip(range(base, base + count), timestamps, keys, values, headers, strict=True))
+            return self._write(_encode_batch(base, rows, base_ts, max_ts), base, count, base_ts, max_ts)
 
-    def _should_roll(self, seg: Segment, batch_bytes: int, count: int) -> bool:
-        cfg = self.config
-        return (
-            seg.size + batch_bytes > cfg.segment_bytes
-            or _now_ms() - self._active_since_ms >= cfg.segment_ms
-            or self._next_offset + count - seg.base_offset > MAX_RELATIVE_OFFSET
+    def append_one(self, ts: int, key: bytes | None, value: bytes | None, headers: Any) -> int:
+        """``append`` for a single record.
+
+        This is the hottest path of small appends, so the common case (no roll,
+        whole write, no index entry due) is written out inline; everything else
+        goes through ``_write``.
+        """
+        with self._lock:
+            base = self._next_offset
+            batch = _encode_batch(base, ((base, ts, key, value, headers),), ts, ts)
+            seg = self.active
+            position = seg.size
+            end_position = position + len(batch)
+            if (
+                position >= seg.index_due_position
+                or end_position > self._segment_bytes
+                or base >= self._fast_offset_limit
+            ):
+                return self._write(batch, base, 1, ts, ts)
+            try:
+                written = segment_module._pwrite(seg.fd, batch, position)  # type: ignore[arg-type]
+            except OSError:
+                written = -1
+            if written != len(batch):  # error or short write: let the careful path handle it
+                if written > 0:
+                    os.ftruncate(seg.fd, position)  # type: ignore[arg-type]
+                return self._write(batch, base, 1, ts, ts)
+            seg.size = end_position
+            seg.next_offset = self._next_offset = base + 1
+            seg.last_batch_base = base
+            if ts > seg.max_timestamp:
+                seg.max_timestamp = ts
+            self.appended_batches += 1
+            if not self._fsync_mode:
+                self._visible = (base + 1, seg, end_position)
+                if self._listeners:
+                    self._notify()
+            return base
+
+    def _write(self, batch: bytes | bytearray, base: int, count: int, base_ts: int, max_ts: int) -> int:
+        """Steps 2, 4, 5 and 7 of the append protocol. Called with the write lock held."""
+        seg = self.active
+        if seg.size and (
+            seg.size + len(batch) > self.config.segment_bytes
+            or time.monotonic() >= self._roll_deadline
+            or base + count - seg.base_offset > MAX_RELATIVE_OFFSET
+        ):
+            seg = self._roll()
+        self._fast_offset_limit = min(
+            seg.base_offset + MAX_RELATIVE_OFFSET,
+            base + count + _ROLL_CHECK_EVERY_APPENDS,
         )
+        seg.append(batch, base, count, base_ts, max_ts)
+        self._next_offset = end = base + count
+        self.appended_batches += 1
+        self.appended_records += count - 1  # append_one's inline path counts batches only
+        if self.durability != "fsync":
+            self._visible = (end, seg, seg.size)  # every publisher holds the write lock here
+            if self._listeners:
+                self._notify()
+        return base
 
     def _roll(self) -> Segment:
         """Roll protocol, docs/format.md section 8. Called with the write lock held."""
@@ -116,7 +171,7 @@ class PartitionLog:
         bases, segments = self._layout
         self._layout = ([*bases, new.base_offset], [*segments, new])
         self.active = new
-        self._active_since_ms = _now_ms()
+        self._roll_deadline = time.monotonic() + self.config.segment_ms / 1000
         self._publish(self._next_offset, old, old.size)  # sealing synced all of it
         self._write_checkpoint(self._checkpoint_of(new))
         self._enforce_retention_locked(_now_ms())
@@ -134,7 +189,8 @@ class PartitionLog:
             seg.datasync()
             self.fsyncs += 1
             self._synced_offset = max(self._synced_offset, target)
-            self._publish(target, seg, position)
+            if self.durability == "fsync":  # other modes publish on write
+                self._publish(target, seg, position)
         self._maybe_checkpoint()
 
     def _publish(self, offset: int, seg: Segment, position: int) -> None:
@@ -142,6 +198,10 @@ class PartitionLog:
             if offset <= self._visible[0]:
                 return
             self._visible = (offset, seg, position)
+        if self._listeners:
+            self._notify()
+
+    def _notify(self) -> None:
         for listener in list(self._listeners):  # bounded by the number of waiters
             listener()
 
@@ -285,6 +345,19 @@ class PartitionLog:
         return len(gone)
 
     # --- state -------------------------------------------------------------
+
+    @property
+    def config(self) -> TopicConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: TopicConfig) -> None:
+        self._config = config
+        self._segment_bytes = config.segment_bytes
+
+    @property
+    def appended_total(self) -> int:
+        return self.appended_batches + self.appended_records
 
     @property
     def end_written(self) -> int:

@@ -56,6 +56,7 @@ class Segment:
         self.last_batch_base = base_offset
         self.first_timestamp: int | None = None
         self.indexes_loaded = False
+        self.index_due_position = INDEX_INTERVAL_BYTES
         self.deleted = False
         self._mm: mmap.mmap | None = None
         self._mapped = 0
@@ -92,6 +93,7 @@ class Segment:
         return seg
 
     def open_for_append(self) -> None:
+        self.refresh_index_due()
         if self.fd is None:
             try:
                 self.fd = os.open(self.log_path, os.O_RDWR)
@@ -142,7 +144,9 @@ class Segment:
 
     # --- appending ---------------------------------------------------------
 
-    def append(self, batch: bytearray, base_offset: int, count: int, base_ts: int, max_ts: int) -> None:
+    def append(
+        self, batch: bytes | bytearray, base_offset: int, count: int, base_ts: int, max_ts: int
+    ) -> None:
         """Write one encoded batch at the end; on failure nothing is left behind."""
         assert self.fd is not None, "append to a segment not open for writes"
         position = self.size
@@ -166,13 +170,18 @@ class Segment:
             self.max_timestamp = max_ts
         self._maybe_index(position, base_offset)
 
+    def refresh_index_due(self) -> None:
+        """A batch starting at or past ``index_due_position`` gets an index entry (format.md, 3)."""
+        self.index_due_position = self.index.last_position + INDEX_INTERVAL_BYTES
+
     def _maybe_index(self, position: int, base_offset: int) -> None:
-        if position == 0 or position - self.index.last_position < INDEX_INTERVAL_BYTES:
+        if position == 0 or position < self.index_due_position:
             return
         rel = base_offset - self.base_offset
         self.index.append(rel, position)
         if self.max_timestamp > self.timeindex.last_timestamp:
             self.timeindex.append(self.max_timestamp, rel)
+        self.refresh_index_due()
 
     def truncate(self, position: int) -> None:
         """Cut the log at ``position`` (recovery only: no reader exists yet)."""
