@@ -1,0 +1,1 @@
+"""The ``es`` command line (typer). One module per command group."""
