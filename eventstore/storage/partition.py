@@ -16,7 +16,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from ..errors import CorruptionError, OffsetOutOfRangeError
+from ..errors import CorruptionError, OffsetOutOfRangeError, StorageError
 from ..records import Record, TopicConfig
 from . import format as fmt
 from . import segment as segment_module
@@ -53,7 +53,9 @@ class PartitionLog:
         self._fsync_mode = durability == "fsync"
         self._on_checkpoint = on_checkpoint
         self._lock = threading.Lock()
-        self._sync_lock = threading.Lock()
+        self._sync_cond = threading.Condition(threading.Lock())
+        self._syncing = False
+        self._failed: StorageError | None = None
         self._vis_lock = threading.Lock()
         self._listeners: set[Callable[[], object]] = set()
         self._decoder = fmt.decoder_for(topic, partition)
@@ -141,6 +143,8 @@ class PartitionLog:
 
     def _write(self, batch: bytes | bytearray, base: int, count: int, base_ts: int, max_ts: int) -> int:
         """Steps 2, 4, 5 and 7 of the append protocol. Called with the write lock held."""
+        if self._failed is not None:
+            raise self._failed
         seg = self.active
         if seg.size and (
             seg.size + len(batch) > self.config.segment_bytes
@@ -178,20 +182,46 @@ class PartitionLog:
         return new
 
     def wait_durable(self, end_offset: int) -> None:
-        """Return once every record before ``end_offset`` is fsynced (group commit)."""
+        """Return once every record before ``end_offset`` is fsynced (group commit).
+
+        One waiter at a time is the leader: it fsyncs everything written so far,
+        publishes it and wakes the others; those whose records it covered return,
+        the rest elect the next leader. An fsync error fails the partition for
+        good: after a failed fsync the kernel may have dropped the dirty pages, so
+        retrying could report success for data that is gone.
+        """
         if self._synced_offset >= end_offset:
             return
-        with self._sync_lock:
-            if self._synced_offset >= end_offset:
+        with self._sync_cond:
+            while self._synced_offset < end_offset:  # bounded: each round syncs ≥ 1 more record
+                if self._failed is not None:
+                    raise self._failed
+                if not self._syncing:
+                    self._syncing = True
+                    break
+                self._sync_cond.wait()
+            else:
                 return
-            with self._lock:
-                target, seg, position = self._next_offset, self.active, self.active.size
-            seg.datasync()
-            self.fsyncs += 1
-            self._synced_offset = max(self._synced_offset, target)
-            if self.durability == "fsync":  # other modes publish on write
-                self._publish(target, seg, position)
+        self._lead_sync()
         self._maybe_checkpoint()
+
+    def _lead_sync(self) -> None:
+        with self._lock:
+            target, seg, position = self._next_offset, self.active, self.active.size
+        try:
+            seg.datasync()
+        except StorageError as e:
+            self._failed = e
+            raise
+        finally:
+            with self._sync_cond:
+                self._syncing = False
+                if self._failed is None:
+                    self.fsyncs += 1
+                    self._synced_offset = max(self._synced_offset, target)
+                    if self._fsync_mode:  # other modes publish on write
+                        self._publish(target, seg, position)
+                self._sync_cond.notify_all()
 
     def _publish(self, offset: int, seg: Segment, position: int) -> None:
         with self._vis_lock:
@@ -372,8 +402,16 @@ class PartitionLog:
 
     def close(self) -> None:
         """Fsync, checkpoint, close every file. The partition is unusable after."""
-        with self._sync_lock:
-            self.checkpoint()
+        with self._sync_cond:
+            while self._syncing:  # bounded: a sync in progress ends
+                self._sync_cond.wait()
+            self._syncing = True  # no leader may start on files being closed
+        try:
+            if self._failed is None:
+                self.checkpoint()
+        finally:
+            with self._sync_cond:
+                self._sync_cond.notify_all()
             with self._lock:
                 for seg in self._layout[1]:
                     seg.close()
