@@ -53,8 +53,9 @@ class PartitionLog:
         self._fsync_mode = durability == "fsync"
         self._on_checkpoint = on_checkpoint
         self._lock = threading.Lock()
-        self._sync_cond = threading.Condition(threading.Lock())
+        self._sync_mutex = threading.Lock()  # guards _syncing, _waiters, _failed
         self._syncing = False
+        self._waiters: list[_Waiter] = []
         self._failed: StorageError | None = None
         self._vis_lock = threading.Lock()
         self._listeners: set[Callable[[], object]] = set()
@@ -184,44 +185,69 @@ class PartitionLog:
     def wait_durable(self, end_offset: int) -> None:
         """Return once every record before ``end_offset`` is fsynced (group commit).
 
-        One waiter at a time is the leader: it fsyncs everything written so far,
-        publishes it and wakes the others; those whose records it covered return,
-        the rest elect the next leader. An fsync error fails the partition for
-        good: after a failed fsync the kernel may have dropped the dirty pages, so
-        retrying could report success for data that is gone.
+        At most one thread at a time is the leader and runs ``fdatasync``; the
+        others park on a private lock. When the leader's sync completes it wakes
+        every waiter whose records it covered and hands leadership to the oldest
+        waiter it did not cover, which syncs at once for everyone written by then.
+        No woken thread has to reacquire a shared lock, so wakeups do not convoy.
+
+        An fsync error fails the partition for good: after a failed fsync the
+        kernel may have dropped the dirty pages, so a retry could report success
+        for data that is gone.
         """
         if self._synced_offset >= end_offset:
             return
-        with self._sync_cond:
-            while self._synced_offset < end_offset:  # bounded: each round syncs ≥ 1 more record
-                if self._failed is not None:
-                    raise self._failed
-                if not self._syncing:
-                    self._syncing = True
-                    break
-                self._sync_cond.wait()
-            else:
+        waiter = _Waiter(end_offset)
+        with self._sync_mutex:
+            if self._synced_offset >= end_offset:
                 return
-        self._lead_sync()
-        self._maybe_checkpoint()
+            if self._failed is not None:
+                raise self._failed
+            if self._syncing:
+                self._waiters.append(waiter)
+            else:
+                self._syncing = True
+                waiter.lead = True
+                waiter.lock.release()
+        waiter.lock.acquire()  # released by a leader: covered, failed, or our turn to lead
+        if waiter.lead:
+            self._lead_sync()
+            self._maybe_checkpoint()
+        failed: StorageError | None = self._failed  # set by another thread's leader
+        if failed is not None and self._synced_offset < end_offset:
+            raise failed
 
     def _lead_sync(self) -> None:
         with self._lock:
             target, seg, position = self._next_offset, self.active, self.active.size
+        error: StorageError | None = None
         try:
             seg.datasync()
         except StorageError as e:
-            self._failed = e
-            raise
-        finally:
-            with self._sync_cond:
+            error = e
+        with self._sync_mutex:
+            if error is not None:
+                self._failed = error
+                covered, self._waiters = self._waiters, []
+                nxt = None
+            else:
+                self.fsyncs += 1
+                self._synced_offset = max(self._synced_offset, target)
+                if self._fsync_mode:  # other modes publish on write
+                    self._publish(target, seg, position)
+                covered = [w for w in self._waiters if w.end_offset <= target]
+                self._waiters = [w for w in self._waiters if w.end_offset > target]
+                nxt = self._waiters.pop(0) if self._waiters else None
+            if nxt is None:
                 self._syncing = False
-                if self._failed is None:
-                    self.fsyncs += 1
-                    self._synced_offset = max(self._synced_offset, target)
-                    if self._fsync_mode:  # other modes publish on write
-                        self._publish(target, seg, position)
-                self._sync_cond.notify_all()
+            else:
+                nxt.lead = True
+        for w in covered:  # bounded by the number of waiting threads
+            w.lock.release()
+        if nxt is not None:
+            nxt.lock.release()
+        if error is not None:
+            raise error
 
     def _publish(self, offset: int, seg: Segment, position: int) -> None:
         with self._vis_lock:
@@ -280,7 +306,8 @@ class PartitionLog:
             cp = self._checkpoint_of(seg)
             seg.sync_all()
             self.fsyncs += 1
-            self._synced_offset = max(self._synced_offset, cp.next_offset)
+            with self._sync_mutex:
+                self._synced_offset = max(self._synced_offset, cp.next_offset)
             self._publish(cp.next_offset, seg, cp.position)
             self._write_checkpoint(cp)
 
@@ -402,16 +429,11 @@ class PartitionLog:
 
     def close(self) -> None:
         """Fsync, checkpoint, close every file. The partition is unusable after."""
-        with self._sync_cond:
-            while self._syncing:  # bounded: a sync in progress ends
-                self._sync_cond.wait()
-            self._syncing = True  # no leader may start on files being closed
+        self.wait_durable(self._next_offset)  # lets any sync in progress finish
         try:
             if self._failed is None:
                 self.checkpoint()
         finally:
-            with self._sync_cond:
-                self._sync_cond.notify_all()
             with self._lock:
                 for seg in self._layout[1]:
                     seg.close()
@@ -420,6 +442,18 @@ class PartitionLog:
         with self._lock:
             for seg in self._layout[1]:
                 seg.delete()
+
+
+class _Waiter:
+    """A thread waiting in ``wait_durable``: parked on its own lock until released."""
+
+    __slots__ = ("end_offset", "lead", "lock")
+
+    def __init__(self, end_offset: int) -> None:
+        self.end_offset = end_offset
+        self.lead = False
+        self.lock = threading.Lock()
+        self.lock.acquire()
 
 
 def _find_time(seg: Segment, timestamp_ms: int, limit: int, decoder: Any) -> int | None:

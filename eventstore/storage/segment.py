@@ -24,7 +24,7 @@ from .index import INDEX_INTERVAL_BYTES, OffsetIndex, TimeIndex
 from .names import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, format_segment_name
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_DONTNEED_AFTER_BYTES = 64 * 1024 * 1024
+_RESIDENT_BYTES_MAX = 16 * 1024 * 1024
 _pwrite = os.pwrite  # module attribute so tests can inject write faults
 
 
@@ -62,7 +62,6 @@ class Segment:
         self._mapped = 0
         self._map_lock = threading.Lock()
         self._index_lock = threading.Lock()
-        self._touched_bytes = 0
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -221,12 +220,14 @@ class Segment:
             return self._mm
 
     def _release_pages(self, nbytes: int) -> None:
-        """Keep a long scan from growing the resident set: drop mapped pages now and then."""
-        self._touched_bytes += nbytes
-        if self._touched_bytes >= _DONTNEED_AFTER_BYTES and self._mm is not None:
-            self._touched_bytes = 0
+        _resident.touched(self, nbytes)
+
+    def drop_pages(self) -> None:
+        """Drop this segment's mapped pages from the resident set (the page cache keeps them)."""
+        mm = self._mm
+        if mm is not None:
             with contextlib.suppress(OSError, ValueError):
-                self._mm.madvise(mmap.MADV_DONTNEED)
+                mm.madvise(mmap.MADV_DONTNEED)
 
     def locate(self, offset: int, limit: int, mm: Any) -> int:
         """Position of the batch holding ``offset`` (or ``limit`` if none before it)."""
@@ -356,3 +357,31 @@ def _concat(chunks: list[list[Record]]) -> list[Record]:
     for chunk in chunks:  # one extend per batch, not per record
         out.extend(chunk)
     return out
+
+
+class _ResidentPages:
+    """Bounds the mapped pages that reads leave resident, across all segments.
+
+    A full scan touches every page of every segment; left alone, the resident
+    set would grow with the log. Once reads have touched ``_RESIDENT_BYTES_MAX``
+    bytes, every segment they touched drops its pages (``MADV_DONTNEED``); a
+    later read of the same bytes takes minor faults from the page cache.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._segments: set[Segment] = set()
+
+    def touched(self, seg: Segment, nbytes: int) -> None:
+        with self._lock:
+            self._segments.add(seg)
+            self._bytes += nbytes
+            if self._bytes < _RESIDENT_BYTES_MAX:
+                return
+            segments, self._segments, self._bytes = self._segments, set(), 0
+        for s in segments:  # bounded by the segments read since the last drop
+            s.drop_pages()
+
+
+_resident = _ResidentPages()
