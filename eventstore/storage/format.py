@@ -9,13 +9,13 @@ Prefix, shared with Kafka's RecordBatch (big-endian)::
 
 Native body::
 
-    17  checksum                uint64  xxh3-64 of [0, 17) ++ [25, end)
-    25  attributes              int16   0
-    27  last_offset_delta       int32   record_count - 1
-    31  base_timestamp          int64
-    39  max_timestamp           int64
-    47  record_count            int32
-    51  records                 msgpack [[offset, timestamp_ms, key, value, headers], ...]
+    17  attributes              int16   0
+    19  last_offset_delta       int32   record_count - 1
+    23  base_timestamp          int64
+    31  max_timestamp           int64
+    39  record_count            int32
+    43  records                 msgpack [[offset, timestamp_ms, key, value, headers], ...]
+    end-8 checksum              uint64  xxh3-64 of [0, end - 8)
 
 This module does no I/O: it turns records into bytes and bytes (any buffer)
 into records, and says why bytes are invalid.
@@ -35,28 +35,32 @@ from ..records import Record
 PREFIX = struct.Struct(">qiib")
 PREFIX_SIZE = 17
 LENGTH_OFFSET = 12  # batch size = LENGTH_OFFSET + batch_length
-NATIVE_HEADER = struct.Struct(">qiibQhiqqi")
-NATIVE_HEADER_SIZE = 51
-CHECKSUM_START = 17
-CHECKSUM_END = 25
+NATIVE_HEADER = struct.Struct(">qiibhiqqi")
+NATIVE_HEADER_SIZE = 43
+CHECKSUM_SIZE = 8
 MAGIC_NATIVE = 0x45
 MAGIC_KAFKA_V2 = 2
-MIN_BATCH_LENGTH = NATIVE_HEADER_SIZE - LENGTH_OFFSET  # 39
+MIN_BATCH_SIZE = NATIVE_HEADER_SIZE + 1 + CHECKSUM_SIZE  # the smallest records array is 1 byte
+MIN_BATCH_LENGTH = MIN_BATCH_SIZE - LENGTH_OFFSET  # 40
 MAX_BATCH_LENGTH = 0x7FFFFFFF - LENGTH_OFFSET
+MAX_TIMESTAMP_POSITION = 31
+RECORD_COUNT_POSITION = 39
 
 assert PREFIX.size == PREFIX_SIZE
 assert NATIVE_HEADER.size == NATIVE_HEADER_SIZE
 
-_BODY_FIELDS = struct.Struct(">Qhiqqi")  # checksum .. record_count, at position 17
+_BODY_FIELDS = struct.Struct(">hiqqi")  # attributes .. record_count, at position 17
 _MAX_TS = struct.Struct(">q")
 _CHECKSUM = struct.Struct(">Q")
 _COUNT = struct.Struct(">i")
+assert PREFIX_SIZE + _BODY_FIELDS.size == NATIVE_HEADER_SIZE
 
 _encoder = msgspec.msgpack.Encoder()
 _encode = _encoder.encode
-_BODY_AFTER_CHECKSUM = struct.Struct(">hiqqi")  # attributes .. record_count, at position 25
-_PREFIX_TAIL = 4 + 1 + 8  # epoch, magic and checksum: what batch_length counts before the tail
+_pack_header = NATIVE_HEADER.pack
+_pack_checksum = _CHECKSUM.pack
 _SMALL_BATCH_RECORDS = 64
+_LENGTH_EXTRA = NATIVE_HEADER_SIZE - LENGTH_OFFSET + CHECKSUM_SIZE  # batch_length minus records
 _xxh3 = xxhash.xxh3_64_intdigest
 
 # A record as encoded: (offset, timestamp_ms, key, value, headers)
@@ -83,33 +87,27 @@ def encode_batch(
     """Encode ``records`` (offsets already assigned) as one native batch."""
     count = len(records)
     if count < _SMALL_BATCH_RECORDS:
-        # Small batches: a few short concatenations beat filling a buffer in place.
-        tail = _BODY_AFTER_CHECKSUM.pack(0, count - 1, base_timestamp, max_timestamp, count)
-        tail += _encode(records)
-        if len(tail) < _CONCAT_BELOW_BYTES:
-            prefix = PREFIX.pack(base_offset, len(tail) + _PREFIX_TAIL, 0, MAGIC_NATIVE)
-            return prefix + _CHECKSUM.pack(_xxh3(prefix + tail)) + tail
+        # Small batches: two short concatenations beat filling a buffer in place.
+        payload = _encode(records)
+        body = _pack_header(
+            base_offset, len(payload) + _LENGTH_EXTRA, 0, MAGIC_NATIVE,
+            0, count - 1, base_timestamp, max_timestamp, count,
+        ) + payload
+        return body + _pack_checksum(_xxh3(body))
     buf = bytearray(NATIVE_HEADER_SIZE)
     _encoder.encode_into(records, buf, NATIVE_HEADER_SIZE)
     NATIVE_HEADER.pack_into(
-        buf, 0, base_offset, len(buf) - LENGTH_OFFSET, 0, MAGIC_NATIVE,
-        0, 0, count - 1, base_timestamp, max_timestamp, count,
+        buf, 0, base_offset, len(buf) + CHECKSUM_SIZE - LENGTH_OFFSET, 0, MAGIC_NATIVE,
+        0, count - 1, base_timestamp, max_timestamp, count,
     )
-    _CHECKSUM.pack_into(buf, CHECKSUM_START, checksum(buf))
+    buf += _pack_checksum(_xxh3(buf))
     return buf
 
 
-_CONCAT_BELOW_BYTES = 32 * 1024  # below: copying is cheaper than a streaming hasher
-
-
 def checksum(batch: Any) -> int:
-    """xxh3-64 over a batch's bytes [0, 17) and [25, end)."""
+    """xxh3-64 of a whole batch but its last 8 bytes (the checksum field)."""
     view = memoryview(batch)
-    if len(view) < _CONCAT_BELOW_BYTES:
-        return int(_xxh3(bytes(view[:CHECKSUM_START]) + view[CHECKSUM_END:]))
-    h = xxhash.xxh3_64(view[:CHECKSUM_START])
-    h.update(view[CHECKSUM_END:])
-    return int(h.intdigest())
+    return int(_xxh3(view[: len(view) - CHECKSUM_SIZE]))
 
 
 def read_prefix(buf: Any, position: int) -> tuple[int, int, int]:
@@ -139,28 +137,28 @@ def validate_batch(buf: Any, position: int, available: int, expected_base: int |
         return f"unknown magic {magic}"
     if size > available:
         return f"short: batch of {size} bytes but only {available} available"
-    crc, attributes, last_delta, _base_ts, max_ts, count = _BODY_FIELDS.unpack_from(
-        buf, position + CHECKSUM_START
+    attributes, last_delta, _base_ts, max_ts, count = _BODY_FIELDS.unpack_from(
+        buf, position + PREFIX_SIZE
     )
+    end = position + size - CHECKSUM_SIZE
+    if _xxh3(memoryview(buf)[position:end]) != _CHECKSUM.unpack_from(buf, end)[0]:
+        return "checksum mismatch"
     if attributes != 0:
         return f"unsupported attributes {attributes:#x}"
     if count < 1 or last_delta != count - 1:
         return f"record count {count} does not match last offset delta {last_delta}"
     if expected_base is not None and base_offset != expected_base:
         return f"base offset {base_offset}, expected {expected_base}"
-    view = memoryview(buf)[position : position + size]
-    if checksum(view) != crc:
-        return "checksum mismatch"
     return BatchInfo(base_offset, size, magic, count, max_ts)
 
 
 def batch_max_timestamp(buf: Any, position: int) -> int:
     """The max_timestamp field of the native batch at ``position``."""
-    return int(_MAX_TS.unpack_from(buf, position + 39)[0])
+    return int(_MAX_TS.unpack_from(buf, position + MAX_TIMESTAMP_POSITION)[0])
 
 
 def batch_record_count(buf: Any, position: int) -> int:
-    return int(_COUNT.unpack_from(buf, position + 47)[0])
+    return int(_COUNT.unpack_from(buf, position + RECORD_COUNT_POSITION)[0])
 
 
 def decoder_for(topic: str, partition: int) -> msgspec.msgpack.Decoder[list[Record]]:
@@ -189,5 +187,5 @@ def decode_records(
     buf: Any, position: int, size: int, decoder: msgspec.msgpack.Decoder[list[Record]] | None = None
 ) -> list[Record]:
     """Decode the records of the (already validated) native batch at ``position``."""
-    view = memoryview(buf)[position + NATIVE_HEADER_SIZE : position + size]
+    view = memoryview(buf)[position + NATIVE_HEADER_SIZE : position + size - CHECKSUM_SIZE]
     return (decoder or _generic_decoder).decode(view)

@@ -172,7 +172,7 @@ def _valid_batch_follows(seg: Segment, position: int, end: int) -> bool:
     mm = seg.view(end)
     _base, size, _magic = fmt.read_prefix(mm, position)
     nxt = position + size
-    if size < fmt.NATIVE_HEADER_SIZE or nxt >= end:
+    if size < fmt.MIN_BATCH_SIZE or nxt >= end:
         return False
     info = fmt.validate_batch(mm, nxt, end - nxt, None)
     return not isinstance(info, str) and info.base_offset > seg.next_offset

@@ -237,7 +237,7 @@ class Segment:
             position = 0  # a stale or damaged entry: walk from the start
         while position < limit:  # bounded: every step advances by a batch size ≥ 51
             base, size, magic = fmt.read_prefix(mm, position)
-            if size < fmt.NATIVE_HEADER_SIZE or magic != fmt.MAGIC_NATIVE:
+            if size < fmt.MIN_BATCH_SIZE or magic != fmt.MAGIC_NATIVE:
                 return position  # let the reader report it
             if base + fmt.batch_record_count(mm, position) > offset:
                 return position
