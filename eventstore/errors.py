@@ -8,10 +8,14 @@ a full disk, corrupt bytes, a store held by someone else) raise one of these;
 from __future__ import annotations
 
 __all__ = [
+    "CommitFailedError",
     "CorruptionError",
     "EventStoreError",
+    "GroupNotEmptyError",
+    "IllegalStateError",
     "InvalidArgumentError",
     "InvalidTopicError",
+    "NoOffsetForPartitionError",
     "OffsetOutOfRangeError",
     "PartitionNotFoundError",
     "RecordTooLargeError",
@@ -106,6 +110,45 @@ class PartitionNotFoundError(EventStoreError, IndexError):
             f"partition {partition!r} out of range for topic {topic!r} "
             f"(it has partitions 0..{partitions - 1})"
         )
+
+
+# --- consumer groups ----------------------------------------------------------
+
+
+class CommitFailedError(EventStoreError):
+    """A commit was fenced: the consumer no longer owns the partitions it commits."""
+
+    def __init__(self, group: str, reason: str) -> None:
+        self.group = group
+        self.reason = reason
+        super().__init__(f"commit for group {group!r} failed: {reason}")
+
+
+class GroupNotEmptyError(EventStoreError):
+    """An operation that needs an inactive group (reset, delete) found active members."""
+
+    def __init__(self, group: str, members: int) -> None:
+        self.group = group
+        self.members = members
+        super().__init__(
+            f"group {group!r} has {members} active member(s); close its consumers first"
+        )
+
+
+class NoOffsetForPartitionError(EventStoreError):
+    """No committed offset and ``auto_offset_reset="none"``."""
+
+    def __init__(self, topic: str, partition: int, group: str | None) -> None:
+        self.topic = topic
+        self.partition = partition
+        super().__init__(
+            f"no committed offset for {topic}/{partition} in group {group!r} and "
+            f"auto_offset_reset='none'"
+        )
+
+
+class IllegalStateError(EventStoreError):
+    """A consumer was used in a way its state does not allow (e.g. poll with no assignment)."""
 
 
 # --- when reading ----------------------------------------------------------

@@ -9,6 +9,7 @@ import msgspec
 __all__ = [
     "Header",
     "Message",
+    "OffsetAndMetadata",
     "PartitionStatistics",
     "Record",
     "RecordMetadata",
@@ -127,3 +128,10 @@ class RecoveryEvent(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     detail: str
     extra: dict[str, Any] = {}
+
+
+class OffsetAndMetadata(msgspec.Struct, frozen=True):
+    """A committed offset (the next offset to read) and its free-form metadata."""
+
+    offset: int
+    metadata: str = ""

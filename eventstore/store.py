@@ -12,10 +12,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from types import TracebackType
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import msgspec
 
@@ -41,6 +41,7 @@ from .records import (
     RecoveryEvent,
     StoreStatistics,
     TopicConfig,
+    TopicPartition,
 )
 from .storage import topicdir
 from .storage.check import CheckReport, check_partition
@@ -60,6 +61,10 @@ from .validation import (
 from .validation import (
     check_partition as valid_partition,
 )
+
+if TYPE_CHECKING:
+    from .client.consumer import Consumer
+    from .client.coordinator import Coordinator, GroupDescription
 
 log = logging.getLogger("eventstore")
 
@@ -104,6 +109,7 @@ class Store:
         self._configs: dict[str, TopicConfig] = {}
         self._logs: dict[str, list[PartitionLog]] = {}
         self._round_robin = itertools.count()
+        self._group_coordinator: Coordinator | None = None
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
@@ -330,6 +336,9 @@ class Store:
             topicdir.delete(self._root, name)
             self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name))
             self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name))
+            from .catalog import cursors
+
+            cursors.delete_topic(self._catalog, name)
 
     def topic(self, name: str) -> TopicConfig:
         """The configuration of topic ``name``; ``TopicNotFoundError`` if there is none."""
@@ -505,6 +514,75 @@ class Store:
     def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
         """Block until the partition's end offset passes ``offset`` (True) or the timeout (False)."""
         return self._partition_log(topic, partition).wait_for(offset, timeout_s)
+
+    # --- clients and groups (the client layer, reached from the store) ------
+
+    def _coordinator(self) -> Coordinator:
+        coordinator = self._group_coordinator
+        if coordinator is None:
+            from .client.coordinator import Coordinator
+
+            with self._lock:
+                if self._group_coordinator is None:
+                    self._group_coordinator = Coordinator(self._partition_counts)
+                coordinator = self._group_coordinator
+        return coordinator
+
+    def _partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        configs = self._configs
+        return {t: configs[t].partitions for t in topics if t in configs}
+
+    def consumer(self, *topics: str, **config: Any) -> Consumer:
+        """A Kafka-style consumer (see ``eventstore.client.consumer.Consumer``)."""
+        self._check_open()
+        from .client.consumer import Consumer
+
+        return Consumer(self, *topics, **config)
+
+    def list_groups(self) -> list[str]:
+        """Consumer groups with committed offsets or active members."""
+        self._check_open()
+        from .client import admin
+
+        return admin.list_groups(self)
+
+    def describe_group(self, group: str) -> GroupDescription:
+        """A group's state, generation, members and their assignments."""
+        self._check_open()
+        from .client import admin
+
+        return admin.describe_group(self, group)
+
+    def group_offsets(self, group: str) -> dict[TopicPartition, int]:
+        """The group's committed offsets (next offsets to read)."""
+        self._check_open()
+        from .client import admin
+
+        return admin.group_offsets(self, group)
+
+    def lag(self, group: str) -> dict[TopicPartition, int]:
+        """Records the group has not committed past, per partition."""
+        self._check_open()
+        from .client import admin
+
+        return admin.lag(self, group)
+
+    def reset_group_offsets(
+        self, group: str, to: str | int | Mapping[TopicPartition, int],
+        topics: list[str] | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones."""
+        self._check_open()
+        from .client import admin
+
+        return admin.reset_group_offsets(self, group, to, topics)
+
+    def delete_group(self, group: str) -> int:
+        """Forget an inactive group's committed offsets."""
+        self._check_open()
+        from .client import admin
+
+        return admin.delete_group(self, group)
 
     # --- maintenance -------------------------------------------------------
 

@@ -27,9 +27,24 @@ def partition_key(topic: str, partition: int) -> bytes:
 
 
 def parse_partition_key(key: bytes) -> tuple[str, int]:
-    name, _, part = key.rpartition(b"\x00")
-    return name.decode("utf-8"), _PARTITION.unpack(part)[0]
+    # the partition is the last 4 bytes (they may contain 0x00 themselves)
+    return key[:-5].decode("utf-8"), _PARTITION.unpack(key[-4:])[0]
 
 
 def topic_prefix(topic: str) -> bytes:
     return topic.encode("utf-8") + b"\x00"
+
+
+def cursor_key(group: str, topic: str, partition: int) -> bytes:
+    """``<group> 0x00 <topic> 0x00 <partition uint32 BE>``: a group's cursors sort together."""
+    return group.encode("utf-8") + b"\x00" + partition_key(topic, partition)
+
+
+def parse_cursor_key(key: bytes) -> tuple[str, str, int]:
+    group, _, rest = key.partition(b"\x00")
+    topic, partition = parse_partition_key(rest)
+    return group.decode("utf-8"), topic, partition
+
+
+def group_prefix(group: str) -> bytes:
+    return group.encode("utf-8") + b"\x00"

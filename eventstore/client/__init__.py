@@ -1,0 +1,1 @@
+"""Kafka-style clients over an embedded store: consumer, producer, groups, dead letters."""

@@ -1,0 +1,114 @@
+"""Group administration over a store: list, describe, offsets, lag, reset, delete."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..catalog import cursors
+from ..errors import GroupNotEmptyError, InvalidArgumentError
+from ..records import OffsetAndMetadata, TopicPartition
+from .coordinator import GroupDescription
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+
+def list_groups(store: Store) -> list[str]:
+    """Groups with committed offsets or active members."""
+    return sorted(set(cursors.groups(store._catalog)) | set(store._coordinator().active_groups()))
+
+
+def group_offsets(store: Store, group: str) -> dict[TopicPartition, int]:
+    return {tp: om.offset for tp, om in cursors.read_group(store._catalog, group).items()}
+
+
+def lag(store: Store, group: str) -> dict[TopicPartition, int]:
+    """Per partition the group consumes: end offset - committed offset.
+
+    Partitions of topics the group has committed to or subscribes to; a
+    partition with no commit counts from its log start. A committed offset
+    below the log start (retention) counts from the log start too.
+    """
+    committed = group_offsets(store, group)
+    topics = {tp.topic for tp in committed}
+    g = store._coordinator().find(group)
+    if g is not None:
+        desc = g.describe()
+        topics |= {t for m in desc.members for t in m.topics}
+    out: dict[TopicPartition, int] = {}
+    for topic in sorted(topics):
+        try:
+            cfg = store.topic(topic)
+        except KeyError:
+            continue
+        for p in range(cfg.partitions):
+            tp = TopicPartition(topic, p)
+            start, end = store.offsets(topic, p)
+            out[tp] = end - max(committed.get(tp, start), start)
+    return out
+
+
+def describe_group(store: Store, group: str) -> GroupDescription:
+    g = store._coordinator().find(group)
+    if g is None:
+        return GroupDescription(group_id=group, state="Empty", generation=0, protocol="", members=[])
+    return g.describe()
+
+
+def _require_empty(store: Store, group: str) -> None:
+    g = store._coordinator().find(group)
+    if g is not None and g.members:
+        raise GroupNotEmptyError(group, len(g.members))
+
+
+def reset_group_offsets(
+    store: Store, group: str, to: str | int | Mapping[TopicPartition, int],
+    topics: list[str] | None = None,
+) -> dict[TopicPartition, int]:
+    """Set the group's offsets: ``"earliest"``, ``"latest"``, a timestamp (ms) or explicit offsets.
+
+    Applies to every partition of ``topics`` (default: the topics the group has
+    committed offsets for). The group must have no active members.
+    """
+    _require_empty(store, group)
+    if isinstance(to, Mapping):
+        target = {tp: int(off) for tp, off in to.items()}
+    else:
+        names = topics if topics is not None else sorted(
+            {tp.topic for tp in group_offsets(store, group)}
+        )
+        target = {}
+        for name in names:
+            for p in range(store.topic(name).partitions):
+                target[TopicPartition(name, p)] = _resolve(store, name, p, to)
+    for tp, off in target.items():
+        start, end = store.offsets(tp.topic, tp.partition)
+        if not start <= off <= end:
+            raise InvalidArgumentError(
+                f"offset {off} for {tp.topic}/{tp.partition} is outside {start}..{end}"
+            )
+    cursors.commit(store._catalog, group, {tp: OffsetAndMetadata(o) for tp, o in target.items()},
+                   time.time_ns() // 1_000_000)
+    return target
+
+
+def _resolve(store: Store, topic: str, partition: int, to: str | int) -> int:
+    start, end = store.offsets(topic, partition)
+    if to == "earliest":
+        return start
+    if to == "latest":
+        return end
+    if type(to) is int:
+        found = store.offset_for_time(topic, partition, to)
+        return end if found is None else found
+    raise InvalidArgumentError(
+        f"reset target must be 'earliest', 'latest', a timestamp in ms or a mapping, got {to!r}"
+    )
+
+
+def delete_group(store: Store, group: str) -> int:
+    """Forget a group's committed offsets; it must have no active members."""
+    _require_empty(store, group)
+    return cursors.delete_group(store._catalog, group)

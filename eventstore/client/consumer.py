@@ -1,0 +1,510 @@
+"""A Kafka-style consumer over an embedded store, with kafka-python's names and semantics.
+
+A consumer either subscribes to topics as a member of a consumer group (the
+in-process coordinator assigns it partitions and rebalances on joins, leaves
+and timeouts) or is assigned partitions by hand with ``assign``. Like a Kafka
+consumer it is meant for one thread at a time; run one consumer per thread or
+task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from ..catalog import cursors
+from ..errors import (
+    CommitFailedError,
+    IllegalStateError,
+    InvalidArgumentError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+    StoreClosedError,
+    TopicNotFoundError,
+)
+from ..records import OffsetAndMetadata, Record, TopicPartition
+from .coordinator import Member
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+_HEARTBEAT_SLICE_S = 0.5
+_EXPIRY_CHECK_S = 0.05
+RESET_POLICIES = ("earliest", "latest", "none")
+
+
+class OffsetAndTimestamp(msgspec.Struct, frozen=True):
+    offset: int
+    timestamp: int
+
+
+class ConsumerRebalanceListener(Protocol):
+    """Called from ``poll`` around rebalances, as in kafka-python."""
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None: ...
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None: ...
+
+
+class Consumer:
+    """Create with ``store.consumer(*topics, group_id=..., ...)``."""
+
+    def __init__(
+        self,
+        store: Store,
+        *topics: str,
+        group_id: str | None = None,
+        client_id: str = "eventstore-consumer",
+        auto_offset_reset: str = "latest",
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        max_poll_records: int = 500,
+        max_poll_interval_ms: int = 300_000,
+        session_timeout_ms: int = 10_000,
+        partition_assignment_strategy: str = "range",
+        consumer_timeout_ms: float = float("inf"),
+    ) -> None:
+        if auto_offset_reset not in RESET_POLICIES:
+            raise InvalidArgumentError(
+                f"auto_offset_reset must be one of {RESET_POLICIES}, got {auto_offset_reset!r}"
+            )
+        if partition_assignment_strategy not in ("range", "roundrobin", "cooperative-sticky"):
+            raise InvalidArgumentError(
+                "partition_assignment_strategy must be 'range', 'roundrobin' or "
+                f"'cooperative-sticky', got {partition_assignment_strategy!r}"
+            )
+        for name, value in (("max_poll_records", max_poll_records),
+                            ("max_poll_interval_ms", max_poll_interval_ms),
+                            ("session_timeout_ms", session_timeout_ms),
+                            ("auto_commit_interval_ms", auto_commit_interval_ms)):
+            if type(value) is not int or value < 1:
+                raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+        if group_id is not None and (not isinstance(group_id, str) or not group_id):
+            raise InvalidArgumentError(f"group_id must be a non-empty str or None, got {group_id!r}")
+        if enable_auto_commit and group_id is None:
+            enable_auto_commit = False  # nothing to commit to, as in kafka-python
+        self._store = store
+        self.group_id = group_id
+        self.client_id = client_id
+        self._reset = auto_offset_reset
+        self._auto_commit = enable_auto_commit
+        self._auto_commit_s = auto_commit_interval_ms / 1000
+        self._next_auto_commit = time.monotonic() + self._auto_commit_s
+        self._max_poll_records = max_poll_records
+        self._max_poll_interval_ms = max_poll_interval_ms
+        self._session_timeout_ms = session_timeout_ms
+        self._strategy = partition_assignment_strategy
+        self._consumer_timeout_s = consumer_timeout_ms / 1000
+        self._member: Member | None = None
+        self._subscription: frozenset[str] | None = None
+        self._listener: ConsumerRebalanceListener | None = None
+        self._manual: set[TopicPartition] | None = None
+        self._owned: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._rotation = 0
+        self._next_expiry_check = 0.0
+        self._iter_buffer: list[Record] = []
+        self._closed = False
+        import threading
+
+        self._wake = threading.Event()
+        if topics:
+            self.subscribe(topics)
+
+    # --- subscription and assignment -------------------------------------------
+
+    def subscribe(self, topics: Iterable[str] = (), listener: ConsumerRebalanceListener | None = None,
+                  *, pattern: str | None = None) -> None:
+        """Join the group for ``topics`` (or every topic matching ``pattern``)."""
+        self._check_open()
+        if self.group_id is None:
+            raise IllegalStateError("subscribe needs a group_id; use assign() without one")
+        if isinstance(topics, str):
+            topics = [topics]
+        names = set(topics)
+        if pattern is not None:
+            import re
+
+            rx = re.compile(pattern)
+            names |= {t.name for t in self._store.topics() if rx.fullmatch(t.name)}
+        if not names:
+            raise InvalidArgumentError("subscribe needs at least one topic or a pattern")
+        for name in names:
+            self._store.topic(name)
+        if self._manual is not None:
+            raise IllegalStateError("subscribe() and assign() cannot be mixed; unsubscribe first")
+        self._leave()
+        self._subscription = frozenset(names)
+        self._listener = listener
+        group = self._store._coordinator().group(self.group_id)
+        self._member = Member(group, self.client_id, self._subscription, self._strategy,
+                              self._max_poll_interval_ms, self._session_timeout_ms)
+        self._member.wake = self._wake
+        group.join(self._member)
+
+    def subscription(self) -> set[str] | None:
+        return set(self._subscription) if self._subscription is not None else None
+
+    def unsubscribe(self) -> None:
+        self._leave()
+        self._subscription = None
+        self._manual = None
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Take ``partitions`` by hand: no group membership, no rebalancing."""
+        self._check_open()
+        if self._subscription is not None:
+            raise IllegalStateError("assign() and subscribe() cannot be mixed; unsubscribe first")
+        tps = set(partitions)
+        for tp in tps:
+            self._store._partition_log(tp.topic, tp.partition)
+        self._release(self._owned - tps)
+        self._manual = tps
+        self._take(tps - self._owned)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._owned)
+
+    def _leave(self) -> None:
+        member, self._member = self._member, None
+        if member is None:
+            return
+        if self._owned:
+            self._commit_positions_quietly(member)
+            if self._listener is not None:
+                self._listener.on_partitions_revoked(set(self._owned))
+        self._release(set(self._owned))
+        member.group.leave(member)
+
+    def _take(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            self._owned.add(tp)
+            with contextlib.suppress(TopicNotFoundError):
+                self._store._partition_log(tp.topic, tp.partition).add_listener(self._wake.set)
+
+    def _release(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            self._owned.discard(tp)
+            self._positions.pop(tp, None)
+            self._paused.discard(tp)
+            with contextlib.suppress(TopicNotFoundError, Exception):
+                self._store._partition_log(tp.topic, tp.partition).remove_listener(self._wake.set)
+
+    # --- rebalancing ------------------------------------------------------------
+
+    def _coordinate(self, now: float) -> None:
+        member = self._member
+        if member is None:
+            return
+        group = member.group
+        member.last_poll = member.last_heartbeat = now
+        if now >= self._next_expiry_check:
+            self._next_expiry_check = now + _EXPIRY_CHECK_S
+            group.expire(now)
+        if not member.active:
+            self._rejoin(member)
+            return
+        if member.generation == group.generation and member.owned == member.target:
+            return
+        revoke = group.to_revoke(member)
+        if revoke:
+            self._commit_positions_quietly(member, revoke)
+            if self._listener is not None:
+                self._listener.on_partitions_revoked(set(revoke))
+            self._release(revoke)
+            group.release(member, revoke)
+        taken = group.acquire(member)
+        if taken:
+            self._take(taken)
+            if self._listener is not None:
+                self._listener.on_partitions_assigned(set(taken))
+
+    def _rejoin(self, member: Member) -> None:
+        """This member was removed (timeout): give up everything and join again."""
+        lost = set(self._owned)
+        self._release(lost)
+        if lost and self._listener is not None:
+            self._listener.on_partitions_revoked(lost)
+        assert self._subscription is not None and self.group_id is not None
+        group = member.group
+        self._member = Member(group, self.client_id, self._subscription, self._strategy,
+                              self._max_poll_interval_ms, self._session_timeout_ms)
+        self._member.wake = self._wake
+        group.join(self._member)
+
+    # --- positions ----------------------------------------------------------------
+
+    def _position(self, tp: TopicPartition) -> int:
+        pos = self._positions.get(tp)
+        if pos is None:
+            pos = self._initial_position(tp)
+            self._positions[tp] = pos
+        return pos
+
+    def _initial_position(self, tp: TopicPartition) -> int:
+        start, end = self._store.offsets(tp.topic, tp.partition)
+        if self.group_id is not None:
+            committed = cursors.get(self._store._catalog, self.group_id, tp)
+            if committed is not None and start <= committed.offset <= end:
+                return committed.offset
+        return self._reset_position(tp, start, end)
+
+    def _reset_position(self, tp: TopicPartition, start: int, end: int) -> int:
+        if self._reset == "earliest":
+            return start
+        if self._reset == "latest":
+            return end
+        raise NoOffsetForPartitionError(tp.topic, tp.partition, self.group_id)
+
+    def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record ``poll`` will return for ``tp``."""
+        self._check_assigned(tp)
+        return self._position(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._check_assigned(tp)
+        if type(offset) is not int or offset < 0:
+            raise InvalidArgumentError(f"offset must be a non-negative int, got {offset!r}")
+        self._positions[tp] = offset
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions or tuple(self._owned):
+            self._check_assigned(tp)
+            self._positions[tp] = self._store.offsets(tp.topic, tp.partition)[0]
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        for tp in partitions or tuple(self._owned):
+            self._check_assigned(tp)
+            self._positions[tp] = self._store.offsets(tp.topic, tp.partition)[1]
+
+    def _check_assigned(self, tp: TopicPartition) -> None:
+        if tp not in self._owned:
+            raise IllegalStateError(f"partition {tp.topic}/{tp.partition} is not assigned to this consumer")
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self._check_assigned(tp)
+            self._paused.add(tp)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self._paused.discard(tp)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    # --- fetching -------------------------------------------------------------------
+
+    def poll(self, timeout_ms: float = 0, max_records: int | None = None,
+             update_offsets: bool = True) -> dict[TopicPartition, list[Record]]:
+        """Records from the assigned partitions, waiting up to ``timeout_ms`` for some.
+
+        Returns at most ``max_records`` (default ``max_poll_records``) records,
+        grouped by partition, taking partitions in turn so none starves. A
+        waiting poll wakes as soon as a record is appended to an assigned
+        partition.
+        """
+        self._check_open()
+        if self._member is None and self._manual is None:
+            raise IllegalStateError("poll() needs subscribe() or assign() first")
+        limit = self._max_poll_records if max_records is None else max_records
+        if type(limit) is not int or limit < 1:
+            raise InvalidArgumentError(f"max_records must be a positive int, got {limit!r}")
+        now = time.monotonic()
+        deadline = now + max(0.0, timeout_ms) / 1000
+        while True:  # bounded by the deadline
+            self._wake.clear()
+            self._coordinate(now)
+            out = self._fetch(limit, update_offsets)
+            if self._auto_commit and now >= self._next_auto_commit:
+                self._next_auto_commit = now + self._auto_commit_s
+                if self._member is not None:
+                    self._commit_positions_quietly(self._member)
+            if out:
+                return out
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {}
+            self._wake.wait(min(remaining, _HEARTBEAT_SLICE_S))
+            now = time.monotonic()
+            if self._member is not None:
+                self._member.last_heartbeat = now
+
+    def _fetch(self, limit: int, update: bool) -> dict[TopicPartition, list[Record]]:
+        parts = [tp for tp in sorted(self._owned) if tp not in self._paused]
+        if not parts:
+            return {}
+        self._rotation = (self._rotation + 1) % len(parts)
+        parts = parts[self._rotation:] + parts[: self._rotation]
+        out: dict[TopicPartition, list[Record]] = {}
+        count = 0
+        store = self._store
+        for tp in parts:  # bounded by the assigned partitions
+            try:
+                pos = self._position(tp)
+                records = store.read(tp.topic, tp.partition, pos, max_records=limit - count)
+            except OffsetOutOfRangeError as e:
+                self._positions[tp] = self._reset_position(tp, e.log_start_offset, e.end_offset)
+                continue
+            except TopicNotFoundError:
+                continue
+            if records:
+                out[tp] = records
+                if update:
+                    self._positions[tp] = records[-1].offset + 1
+                count += len(records)
+                if count >= limit:
+                    break
+        return out
+
+    def __iter__(self) -> Iterator[Record]:
+        return self
+
+    def __next__(self) -> Record:
+        """The next record, blocking; StopIteration after ``consumer_timeout_ms`` idle."""
+        if not self._iter_buffer:
+            deadline = time.monotonic() + self._consumer_timeout_s
+            while not self._iter_buffer:  # bounded by consumer_timeout_ms
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StopIteration
+                batch = self.poll(timeout_ms=min(remaining, 3600.0) * 1000)
+                for records in batch.values():
+                    self._iter_buffer.extend(records)
+            self._iter_buffer.reverse()
+        return self._iter_buffer.pop()
+
+    # --- offsets and metadata ---------------------------------------------------------
+
+    def commit(self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None) -> None:
+        """Commit ``offsets`` (next offsets to read), or the positions of all records returned.
+
+        Fenced: a consumer removed from its group, or committing a partition it
+        no longer owns, gets ``CommitFailedError`` and writes nothing.
+        """
+        self._check_open()
+        if self.group_id is None:
+            raise IllegalStateError("commit needs a group_id")
+        if offsets is None:
+            offsets = {tp: pos for tp, pos in self._positions.items() if tp in self._owned}
+        normalized = _normalize_offsets(offsets)
+        if not normalized:
+            return
+        member = self._member
+        if member is None:
+            cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms())
+            return
+        with member.group.lock:
+            member.group.check_commit(member, normalized)
+            cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms())
+
+    def commit_async(self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None,
+                     callback: Any = None) -> None:
+        """``commit`` (it is fast and local), then ``callback(offsets, exception_or_None)``."""
+        error: Exception | None = None
+        try:
+            self.commit(offsets)
+        except CommitFailedError as e:
+            error = e
+        if callback is not None:
+            callback(offsets, error)
+        elif error is not None:
+            raise error
+
+    def _commit_positions_quietly(self, member: Member,
+                                  only: set[TopicPartition] | None = None) -> None:
+        if not self._auto_commit or self.group_id is None:
+            return
+        offsets = {tp: OffsetAndMetadata(pos) for tp, pos in self._positions.items()
+                   if tp in self._owned and (only is None or tp in only)}
+        if offsets:
+            with contextlib.suppress(CommitFailedError), member.group.lock:
+                member.group.check_commit(member, offsets)
+                cursors.commit(self._store._catalog, self.group_id, offsets, _now_ms())
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset for ``tp`` (None if it has none)."""
+        if self.group_id is None:
+            raise IllegalStateError("committed needs a group_id")
+        om = cursors.get(self._store._catalog, self.group_id, tp)
+        return None if om is None else om.offset
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self._store.offsets(tp.topic, tp.partition)[0] for tp in partitions}
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self._store.offsets(tp.topic, tp.partition)[1] for tp in partitions}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self._store.offsets(tp.topic, tp.partition)[1]
+
+    def offsets_for_times(
+        self, timestamps: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        out: dict[TopicPartition, OffsetAndTimestamp | None] = {}
+        for tp, ts in timestamps.items():
+            off = self._store.offset_for_time(tp.topic, tp.partition, ts)
+            if off is None:
+                out[tp] = None
+            else:
+                rec = self._store.read(tp.topic, tp.partition, off, max_records=1)[0]
+                out[tp] = OffsetAndTimestamp(off, rec.timestamp_ms)
+        return out
+
+    def topics(self) -> set[str]:
+        return {t.name for t in self._store.topics()}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self._store.topic(topic).partitions))
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def close(self, autocommit: bool = True) -> None:
+        """Commit (if auto-commit is on), leave the group and stop. Idempotent."""
+        if self._closed:
+            return
+        if not autocommit:
+            self._auto_commit = False
+        if not self._store.closed:
+            self._leave()
+            self._release(set(self._owned))
+        self._closed = True
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IllegalStateError("consumer is closed")
+        if self._store.closed:
+            raise StoreClosedError(self._store.path)
+
+
+def _normalize_offsets(
+    offsets: Mapping[TopicPartition, int | OffsetAndMetadata],
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    out = {}
+    for tp, value in offsets.items():
+        if not isinstance(tp, TopicPartition):
+            raise InvalidArgumentError(f"commit keys must be TopicPartition, got {tp!r}")
+        om = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(value)
+        if type(om.offset) is not int or om.offset < 0:
+            raise InvalidArgumentError(f"offset for {tp.topic}/{tp.partition} must be an int ≥ 0")
+        out[tp] = om
+    return out
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,222 @@
+"""The in-process group coordinator: membership, generations, assignment, fencing.
+
+Each member acts on a rebalance at its own next ``poll`` (as Kafka consumers
+do). A partition has at most one owner at any moment: a member takes a newly
+assigned partition only after its previous owner has released it (after the
+owner's ``on_partitions_revoked`` ran, so it could commit) or was removed.
+A member that stops polling for ``max_poll_interval_ms`` or stops heartbeating
+(a thread waiting in ``poll`` heartbeats) for ``session_timeout_ms`` is
+removed; its late commits fail with ``CommitFailedError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from ..errors import CommitFailedError, InvalidArgumentError
+from ..records import TopicPartition
+from .assignors import ASSIGNORS
+
+_member_ids = itertools.count(1)
+
+
+class MemberDescription(msgspec.Struct, frozen=True, kw_only=True):
+    member_id: str
+    client_id: str
+    topics: list[str]
+    assignment: list[TopicPartition]
+    owned: list[TopicPartition]
+
+
+class GroupDescription(msgspec.Struct, frozen=True, kw_only=True):
+    group_id: str
+    state: str  # "Stable", "PreparingRebalance" (someone has not caught up), "Empty"
+    generation: int
+    protocol: str
+    members: list[MemberDescription]
+
+
+class Member:
+    """One consumer's membership. Mutated only under its group's lock."""
+
+    def __init__(self, group: Group, client_id: str, topics: frozenset[str], strategy: str,
+                 max_poll_interval_ms: int, session_timeout_ms: int) -> None:
+        self.group = group
+        self.member_id = f"{client_id}-{next(_member_ids)}"
+        self.client_id = client_id
+        self.topics = topics
+        self.strategy = strategy
+        self.max_poll_interval_s = max_poll_interval_ms / 1000
+        self.session_timeout_s = session_timeout_ms / 1000
+        self.wake = threading.Event()
+        self.target: set[TopicPartition] = set()
+        self.owned: set[TopicPartition] = set()
+        self.generation = -1
+        self.active = True
+        self.last_poll = self.last_heartbeat = time.monotonic()
+
+
+class Group:
+    """The state of one consumer group in this process."""
+
+    def __init__(self, group_id: str, partition_counts: Callable[[Iterable[str]], dict[str, int]]):
+        self.group_id = group_id
+        self.lock = threading.RLock()
+        self.generation = 0
+        self.members: dict[str, Member] = {}
+        self.owners: dict[TopicPartition, str] = {}
+        self._partition_counts = partition_counts
+        self._counts: dict[str, int] = {}
+
+    # --- membership ----------------------------------------------------------
+
+    def join(self, member: Member) -> None:
+        with self.lock:
+            others = {m.strategy for m in self.members.values()}
+            if others and member.strategy not in others:
+                raise InvalidArgumentError(
+                    f"group {self.group_id!r} uses partition_assignment_strategy "
+                    f"{others.pop()!r}; this consumer asked for {member.strategy!r}"
+                )
+            member.active = True
+            member.last_poll = member.last_heartbeat = time.monotonic()
+            self.members[member.member_id] = member
+            self._rebalance()
+
+    def leave(self, member: Member) -> None:
+        with self.lock:
+            if self.members.pop(member.member_id, None) is None:
+                return
+            self._drop(member)
+            self._rebalance()
+
+    def _drop(self, member: Member) -> None:
+        member.active = False
+        for tp in member.owned:
+            if self.owners.get(tp) == member.member_id:
+                del self.owners[tp]
+        member.owned = set()
+        member.target = set()
+
+    def _rebalance(self) -> None:
+        self.generation += 1
+        subs = {mid: m.topics for mid, m in self.members.items()}
+        self._counts = self._partition_counts({t for ts in subs.values() for t in ts})
+        strategy = next(iter(self.members.values())).strategy if self.members else "range"
+        current = {mid: set(m.owned) for mid, m in self.members.items()}
+        assignment = ASSIGNORS[strategy](subs, self._counts, current)
+        for mid, m in self.members.items():
+            m.target = assignment.get(mid, set())
+            m.wake.set()
+
+    def expire(self, now: float) -> list[Member]:
+        """Remove members past max_poll_interval or session timeout; returns them."""
+        with self.lock:
+            gone = [
+                m for m in self.members.values()
+                if now - m.last_poll > m.max_poll_interval_s
+                or now - m.last_heartbeat > m.session_timeout_s
+            ]
+            for m in gone:
+                del self.members[m.member_id]
+                self._drop(m)
+            counts = self._partition_counts({t for m in self.members.values() for t in m.topics})
+            if gone or counts != self._counts:
+                self._rebalance()
+            return gone
+
+    # --- a member's view --------------------------------------------------------
+
+    def to_revoke(self, member: Member) -> set[TopicPartition] | None:
+        """Partitions ``member`` must give up for the current generation (None: up to date)."""
+        with self.lock:
+            if member.generation == self.generation:
+                return None
+            member.generation = self.generation
+            if member.strategy == "cooperative-sticky":
+                return member.owned - member.target
+            return set(member.owned)  # eager protocols revoke everything
+
+    def release(self, member: Member, tps: Iterable[TopicPartition]) -> None:
+        with self.lock:
+            for tp in tps:
+                member.owned.discard(tp)
+                if self.owners.get(tp) == member.member_id:
+                    del self.owners[tp]
+                    for other in self.members.values():  # wake whoever waits for it
+                        if tp in other.target:
+                            other.wake.set()
+
+    def acquire(self, member: Member) -> set[TopicPartition]:
+        """Take every target partition that nobody owns; returns the ones taken now."""
+        with self.lock:
+            if not member.active:
+                return set()
+            taken = set()
+            for tp in member.target - member.owned:
+                if tp not in self.owners:
+                    self.owners[tp] = member.member_id
+                    member.owned.add(tp)
+                    taken.add(tp)
+            return taken
+
+    def check_commit(self, member: Member, tps: Iterable[TopicPartition]) -> None:
+        """Fencing: only an active member may commit, and only partitions it owns."""
+        with self.lock:
+            if not member.active or member.member_id not in self.members:
+                raise CommitFailedError(
+                    self.group_id,
+                    "this consumer was removed from the group (it left, or exceeded "
+                    "max_poll_interval_ms / session_timeout_ms); its partitions were reassigned",
+                )
+            foreign = sorted(tp for tp in tps if self.owners.get(tp) != member.member_id)
+            if foreign:
+                raise CommitFailedError(
+                    self.group_id,
+                    f"partitions {', '.join(f'{t.topic}/{t.partition}' for t in foreign)} "
+                    f"are not owned by this consumer in generation {self.generation}",
+                )
+
+    def describe(self) -> GroupDescription:
+        with self.lock:
+            members = [
+                MemberDescription(member_id=m.member_id, client_id=m.client_id,
+                                  topics=sorted(m.topics), assignment=sorted(m.target),
+                                  owned=sorted(m.owned))
+                for m in self.members.values()
+            ]
+            settled = all(m.generation == self.generation and m.owned == m.target
+                          for m in self.members.values())
+            state = "Empty" if not members else ("Stable" if settled else "PreparingRebalance")
+            protocol = next(iter(self.members.values())).strategy if self.members else ""
+            return GroupDescription(group_id=self.group_id, state=state,
+                                    generation=self.generation, protocol=protocol, members=members)
+
+
+class Coordinator:
+    """All groups of one store."""
+
+    def __init__(self, partition_counts: Callable[[Iterable[str]], dict[str, int]]) -> None:
+        self._lock = threading.Lock()
+        self._groups: dict[str, Group] = {}
+        self._partition_counts = partition_counts
+
+    def group(self, group_id: str) -> Group:
+        with self._lock:
+            g = self._groups.get(group_id)
+            if g is None:
+                g = self._groups[group_id] = Group(group_id, self._partition_counts)
+            return g
+
+    def active_groups(self) -> list[str]:
+        with self._lock:
+            return sorted(g for g, state in self._groups.items() if state.members)
+
+    def find(self, group_id: str) -> Group | None:
+        with self._lock:
+            return self._groups.get(group_id)
