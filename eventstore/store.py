@@ -65,6 +65,8 @@ from .validation import (
 if TYPE_CHECKING:
     from .client.consumer import Consumer
     from .client.coordinator import Coordinator, GroupDescription
+    from .client.producer import Producer
+    from .transactions import Transaction
 
 log = logging.getLogger("eventstore")
 
@@ -123,6 +125,9 @@ class Store:
             self._root = topicdir.topics_root(path)
             os.makedirs(self._root, exist_ok=True)
             self._load_topics()
+            from . import transactions
+
+            transactions.recover(self)
         except BaseException:
             self._release()
             raise
@@ -537,7 +542,27 @@ class Store:
         self._check_open()
         from .client.consumer import Consumer
 
-        return Consumer(self, *topics, **config)
+        try:
+            return Consumer(self, *topics, **config)
+        except TypeError as e:
+            raise InvalidArgumentError(f"consumer(): {e}") from None
+
+    def producer(self, **config: Any) -> Producer:
+        """A Kafka-style producer (see ``eventstore.client.producer.Producer``)."""
+        self._check_open()
+        from .client.producer import Producer
+
+        try:
+            return Producer(self, **config)
+        except TypeError as e:
+            raise InvalidArgumentError(f"producer(): {e}") from None
+
+    def transaction(self) -> Transaction:
+        """Appends to any partitions that happen all together or not at all (``with`` commits)."""
+        self._check_open()
+        from .transactions import Transaction
+
+        return Transaction(self)
 
     def list_groups(self) -> list[str]:
         """Consumer groups with committed offsets or active members."""

@@ -9,9 +9,11 @@ DB_TOPICS = b"topics"
 DB_CHECKPOINTS = b"checkpoints"
 DB_CURSORS = b"cursors"
 DB_STREAMS = b"streams"
-ALL_DBS = (DB_META, DB_TOPICS, DB_CHECKPOINTS, DB_CURSORS, DB_STREAMS)
+DB_OUTBOX = b"outbox"
+ALL_DBS = (DB_META, DB_TOPICS, DB_CHECKPOINTS, DB_CURSORS, DB_STREAMS, DB_OUTBOX)
 
 META_FORMAT = b"format"
+META_TXN_SEQ = b"txn_seq"  # last transaction id, uint64 big-endian
 FORMAT_VERSION = 1
 
 _PARTITION = struct.Struct(">I")

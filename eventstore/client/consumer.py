@@ -31,6 +31,7 @@ from .coordinator import Member
 
 if TYPE_CHECKING:
     from ..store import Store
+    from ..transactions import Transaction
 
 _HEARTBEAT_SLICE_S = 0.5
 _EXPIRY_CHECK_S = 0.05
@@ -402,6 +403,23 @@ class Consumer:
         with member.group.lock:
             member.group.check_commit(member, normalized)
             cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms())
+
+    def transaction(self) -> Transaction:
+        """A transaction that also commits this consumer's positions, atomically with its appends.
+
+        Use it to make a handler's output and the offsets of the records it
+        processed one atomic step: after a crash the output is there exactly once
+        and consumption resumes right after the records that produced it.
+        """
+        self._check_open()
+        if self.group_id is None:
+            raise IllegalStateError("a consumer transaction needs a group_id")
+        from ..transactions import Transaction
+
+        tx = Transaction(self._store, group_id=self.group_id, member=self._member)
+        tx.commit_offsets(self.group_id, {tp: pos for tp, pos in self._positions.items()
+                                          if tp in self._owned})
+        return tx
 
     def commit_async(self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None,
                      callback: Any = None) -> None:
