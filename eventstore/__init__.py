@@ -1,11 +1,19 @@
 """eventstore: an embedded event store — a partitioned append-only log on
 memory-mapped segment files, with an LMDB catalog, in your process."""
 
+from .client.consumer import Consumer, ConsumerRebalanceListener, OffsetAndTimestamp
+from .client.coordinator import GroupDescription, MemberDescription
+from .client.deadletter import DeadLetterProcessor, ProcessingStats, replay_dead_letters
+from .client.producer import FutureRecordMetadata, Producer
 from .errors import (
+    CommitFailedError,
     CorruptionError,
     EventStoreError,
+    GroupNotEmptyError,
+    IllegalStateError,
     InvalidArgumentError,
     InvalidTopicError,
+    NoOffsetForPartitionError,
     OffsetOutOfRangeError,
     PartitionNotFoundError,
     RecordTooLargeError,
@@ -19,6 +27,7 @@ from .errors import (
 from .partitioner import murmur2, partition_for_key
 from .records import (
     Message,
+    OffsetAndMetadata,
     PartitionStatistics,
     Record,
     RecordMetadata,
@@ -28,7 +37,8 @@ from .records import (
     TopicPartition,
 )
 from .storage.check import CheckReport
-from .store import Store, open
+from .store import BatchMetadata, Store, open
+from .transactions import Transaction
 
 __version__ = "0.1.0"
 
@@ -36,9 +46,13 @@ __all__ = [
     # opening
     "Store",
     "open",
+    "Transaction",
     # values
+    "BatchMetadata",
     "CheckReport",
     "Message",
+    "OffsetAndMetadata",
+    "OffsetAndTimestamp",
     "PartitionStatistics",
     "Record",
     "RecordMetadata",
@@ -49,11 +63,25 @@ __all__ = [
     # partitioning
     "murmur2",
     "partition_for_key",
+    # clients and groups
+    "Consumer",
+    "ConsumerRebalanceListener",
+    "DeadLetterProcessor",
+    "FutureRecordMetadata",
+    "GroupDescription",
+    "MemberDescription",
+    "ProcessingStats",
+    "Producer",
+    "replay_dead_letters",
     # errors
+    "CommitFailedError",
     "CorruptionError",
     "EventStoreError",
+    "GroupNotEmptyError",
+    "IllegalStateError",
     "InvalidArgumentError",
     "InvalidTopicError",
+    "NoOffsetForPartitionError",
     "OffsetOutOfRangeError",
     "PartitionNotFoundError",
     "RecordTooLargeError",
