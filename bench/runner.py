@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench import consuming
 from bench.base import Measured, Progress, Skipped, System, make_values
 from bench.peers import PEERS
 from bench.workloads import EventStore, build_store, probe
@@ -227,6 +228,31 @@ def w8_large_store(ctx: Context) -> WorkloadResult:
     return rows, {}, metrics
 
 
+def w9_poll_throughput(ctx: Context) -> WorkloadResult:
+    records = ctx.scaled(1_000_000)
+    main = ctx.systems[0]
+    rows = [
+        ctx.measure("W9", main, records,
+                    partial(consuming.poll_throughput, values=ctx.values, records=records,
+                            max_poll_records=n), f"max_poll_records={n}")
+        for n in (500, 5_000)
+    ]
+    return rows, {}, {f"{MAIN} records/s @500": rate(rows, MAIN, "max_poll_records=500"),
+                      f"{MAIN} records/s @5000": rate(rows, MAIN, "max_poll_records=5000")}
+
+
+def w10_tail_latency(ctx: Context) -> WorkloadResult:
+    records = ctx.scaled(2_000)
+    main = ctx.systems[0]
+    rows = [
+        ctx.measure("W10", main, records,
+                    partial(consuming.tail_latency, records=records, durability=mode), mode)
+        for mode in ("none", "fsync")
+    ]
+    metrics: Metrics = {f"p99 ms ({row.get('variant')})": row.get("p99_ms") for row in rows}
+    return rows, {}, metrics
+
+
 @dataclass(frozen=True)
 class Workload:
     title: str
@@ -264,6 +290,18 @@ WORKLOADS: dict[str, Workload] = {
         "open and scan a store of 10,000,000 records",
         w8_large_store,
         (Target("open seconds", "<=", 0.3), Target("scan peak RSS MB", "<=", 100)),
+        peers=False,
+    ),
+    "W9": Workload(
+        "consume a 1,000,000-record topic through poll (group member)",
+        w9_poll_throughput,
+        (Target("eventstore records/s @500", ">=", 4_000_000),),
+        peers=False,
+    ),
+    "W10": Workload(
+        "append-to-poll latency of a consumer waiting in poll",
+        w10_tail_latency,
+        (Target("p99 ms (none)", "<=", 1.0),),
         peers=False,
     ),
 }

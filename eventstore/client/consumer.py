@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..transactions import Transaction
 
 _HEARTBEAT_SLICE_S = 0.5
+_FETCH_RECORDS_MIN = 2000
 _EXPIRY_CHECK_S = 0.05
 RESET_POLICIES = ("earliest", "latest", "none")
 
@@ -106,6 +107,7 @@ class Consumer:
         self._manual: set[TopicPartition] | None = None
         self._owned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
+        self._buffers: dict[TopicPartition, list[Record]] = {}
         self._paused: set[TopicPartition] = set()
         self._rotation = 0
         self._next_expiry_check = 0.0
@@ -192,6 +194,7 @@ class Consumer:
         for tp in tps:
             self._owned.discard(tp)
             self._positions.pop(tp, None)
+            self._buffers.pop(tp, None)
             self._paused.discard(tp)
             with contextlib.suppress(TopicNotFoundError, Exception):
                 self._store._partition_log(tp.topic, tp.partition).remove_listener(self._wake.set)
@@ -344,24 +347,43 @@ class Consumer:
         parts = parts[self._rotation:] + parts[: self._rotation]
         out: dict[TopicPartition, list[Record]] = {}
         count = 0
-        store = self._store
         for tp in parts:  # bounded by the assigned partitions
-            try:
-                pos = self._position(tp)
-                records = store.read(tp.topic, tp.partition, pos, max_records=limit - count)
-            except OffsetOutOfRangeError as e:
-                self._positions[tp] = self._reset_position(tp, e.log_start_offset, e.end_offset)
-                continue
-            except TopicNotFoundError:
-                continue
+            records = self._take_records(tp, limit - count)
             if records:
                 out[tp] = records
                 if update:
                     self._positions[tp] = records[-1].offset + 1
+                else:
+                    self._buffers.pop(tp, None)
                 count += len(records)
                 if count >= limit:
                     break
         return out
+
+    def _take_records(self, tp: TopicPartition, wanted: int) -> list[Record]:
+        """Up to ``wanted`` records at ``tp``'s position, from the fetch buffer or the log.
+
+        Like a Kafka consumer's fetch buffer: the log is read in whole batches
+        and what ``poll`` does not return yet waits here, so a batch is decoded
+        once however small ``max_poll_records`` is.
+        """
+        try:
+            pos = self._position(tp)
+            buffered = self._buffers.get(tp)
+            if buffered is None or not buffered or buffered[0].offset != pos:
+                log = self._store._partition_log(tp.topic, tp.partition)
+                buffered = log.read(pos, max(wanted, _FETCH_RECORDS_MIN), None, whole_batches=True)
+        except OffsetOutOfRangeError as e:
+            self._buffers.pop(tp, None)
+            self._positions[tp] = self._reset_position(tp, e.log_start_offset, e.end_offset)
+            return []
+        except TopicNotFoundError:
+            return []
+        if len(buffered) > wanted:
+            self._buffers[tp] = buffered[wanted:]
+            return buffered[:wanted]
+        self._buffers.pop(tp, None)
+        return buffered
 
     def __iter__(self) -> Iterator[Record]:
         return self

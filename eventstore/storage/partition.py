@@ -317,16 +317,18 @@ class PartitionLog:
         """(log start offset, high watermark)."""
         return self._layout[1][0].base_offset, self._visible[0]
 
-    def read(self, offset: int, max_records: int, max_bytes: int | None) -> list[Record]:
+    def read(self, offset: int, max_records: int, max_bytes: int | None,
+             whole_batches: bool = False) -> list[Record]:
         for _ in range(_READ_RETRIES_MAX):
             try:
-                return self._read_once(offset, max_records, max_bytes)
+                return self._read_once(offset, max_records, max_bytes, whole_batches)
             except SegmentDeletedError:
                 continue
         start, end = self.offsets()
         raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
 
-    def _read_once(self, offset: int, max_records: int, max_bytes: int | None) -> list[Record]:
+    def _read_once(self, offset: int, max_records: int, max_bytes: int | None,
+                   whole_batches: bool) -> list[Record]:
         end, vis_seg, vis_pos = self._visible
         bases, segments = self._layout
         start = bases[0]
@@ -340,7 +342,8 @@ class PartitionLog:
             if seg.deleted:
                 raise SegmentDeletedError
             limit = vis_pos if seg is vis_seg else seg.size
-            records, used = seg.read(offset, limit, max_records - len(out), budget, self._decoder)
+            records, used = seg.read(offset, limit, max_records - len(out), budget, self._decoder,
+                                     whole_batches)
             if records:
                 if out:
                     out.extend(records)

@@ -251,11 +251,14 @@ class Segment:
         max_records: int,
         max_bytes: int | None,
         decoder: msgspec.msgpack.Decoder[list[Record]],
+        whole_batches: bool = False,
     ) -> tuple[list[Record], int]:
         """Records from ``offset`` up to byte ``limit`` (a batch boundary), and bytes used.
 
         ``max_bytes`` bounds the batch bytes read, but the first batch is always
-        returned whole, so a reader always makes progress.
+        returned whole, so a reader always makes progress. With ``whole_batches``
+        the last batch is not cut at ``max_records`` (readers that buffer, like
+        the consumer, then never decode the same batch twice).
         """
         mm = self.view(limit)
         position = self.locate(offset, limit, mm)
@@ -279,7 +282,7 @@ class Segment:
             expected = info.next_offset
         self._release_pages(total)
         out = chunks[0] if len(chunks) == 1 else _concat(chunks)
-        if len(out) > max_records:
+        if len(out) > max_records and not whole_batches:
             del out[max_records:]
         return out, total
 
