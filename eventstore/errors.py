@@ -23,8 +23,10 @@ __all__ = [
     "StorageFullError",
     "StoreClosedError",
     "StoreLockedError",
+    "StreamNotFoundError",
     "TopicExistsError",
     "TopicNotFoundError",
+    "WrongExpectedVersionError",
 ]
 
 
@@ -149,6 +151,36 @@ class NoOffsetForPartitionError(EventStoreError):
 
 class IllegalStateError(EventStoreError):
     """A consumer was used in a way its state does not allow (e.g. poll with no assignment)."""
+
+
+# --- streams (event sourcing) -------------------------------------------------
+
+
+class WrongExpectedVersionError(EventStoreError):
+    """``append_to_stream`` found the stream at another version than expected; nothing written."""
+
+    def __init__(self, stream_id: str, expected: object, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        shown = getattr(expected, "name", expected)
+        now = "does not exist" if actual < 0 else f"is at version {actual}"
+        super().__init__(
+            f"stream {stream_id!r}: expected version {shown}, but the stream {now}"
+        )
+
+
+class StreamNotFoundError(EventStoreError, KeyError):
+    """The stream has no events (or was deleted)."""
+
+    def __init__(self, stream_id: str, deleted: bool = False) -> None:
+        self.stream_id = stream_id
+        self.deleted = deleted
+        why = "was deleted" if deleted else "does not exist"
+        super().__init__(f"stream {stream_id!r} {why}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 # --- when reading ----------------------------------------------------------

@@ -90,6 +90,7 @@ class TopicConfig(msgspec.Struct, frozen=True, kw_only=True):
     segment_ms: int = DEFAULT_SEGMENT_MS
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     created_ms: int = 0
+    streams: bool = False  # holds event-sourcing streams (records are event envelopes)
     format: int = 1
 
 

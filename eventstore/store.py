@@ -43,6 +43,7 @@ from .records import (
     TopicConfig,
     TopicPartition,
 )
+from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from .storage import topicdir
 from .storage.check import CheckReport, check_partition
 from .storage.lock import DirectoryLock
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from .client.consumer import Consumer
     from .client.coordinator import Coordinator, GroupDescription
     from .client.producer import Producer
+    from .sourcing.streams import Streams
     from .transactions import Transaction
 
 log = logging.getLogger("eventstore")
@@ -81,13 +83,15 @@ def open(
     *,
     durability: Durability = "fsync",
     fsync_interval_ms: int = 1000,
+    stream_partitions: int = 4,
 ) -> Store:
     """Open (creating if missing) the store at ``path``.
 
     ``durability``: ``"fsync"`` (append returns after fdatasync; concurrent
     appenders share one), ``"interval"`` (a background fsync at most every
     ``fsync_interval_ms``), ``"none"`` (page cache only). docs/format.md,
-    section 11, gives each mode's loss window.
+    section 11, gives each mode's loss window. ``stream_partitions`` is the
+    partition count of topics created on first use by ``append_to_stream``.
     """
     if durability not in DURABILITY_MODES:
         raise InvalidArgumentError(
@@ -95,13 +99,16 @@ def open(
         )
     if type(fsync_interval_ms) is not int or fsync_interval_ms <= 0:
         raise InvalidArgumentError(f"fsync_interval_ms must be a positive int, got {fsync_interval_ms!r}")
-    return Store(os.fspath(path), durability, fsync_interval_ms)
+    if type(stream_partitions) is not int or not 1 <= stream_partitions <= 100_000:
+        raise InvalidArgumentError(f"stream_partitions must be an int ≥ 1, got {stream_partitions!r}")
+    return Store(os.fspath(path), durability, fsync_interval_ms, stream_partitions)
 
 
 class Store:
     """An open store. Use ``eventstore.open()`` to get one; close it (or use ``with``)."""
 
-    def __init__(self, path: str, durability: Durability, fsync_interval_ms: int) -> None:
+    def __init__(self, path: str, durability: Durability, fsync_interval_ms: int,
+                 stream_partitions: int = 4) -> None:
         self.path = path
         self.durability: Durability = durability
         self.fsync_interval_ms = fsync_interval_ms
@@ -112,6 +119,8 @@ class Store:
         self._logs: dict[str, list[PartitionLog]] = {}
         self._round_robin = itertools.count()
         self._group_coordinator: Coordinator | None = None
+        self._stream_store: Streams | None = None
+        self.stream_partitions = stream_partitions
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
@@ -128,6 +137,8 @@ class Store:
             from . import transactions
 
             transactions.recover(self)
+            if any(cfg.streams for cfg in self._configs.values()):
+                self._streams()  # brings the stream index up to date with the log
         except BaseException:
             self._release()
             raise
@@ -189,6 +200,8 @@ class Store:
         if self._flusher is not None:
             self._flusher.join()
         try:
+            if self._stream_store is not None:
+                self._stream_store.close()
             for logs in self._logs.values():
                 for plog in logs:
                     plog.close()
@@ -254,6 +267,7 @@ class Store:
         segment_ms: int = DEFAULT_SEGMENT_MS,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         exist_ok: bool = False,
+        streams: bool = False,
     ) -> TopicConfig:
         """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``)."""
         self._check_open()
@@ -268,7 +282,7 @@ class Store:
             segment_bytes=_positive(segment_bytes, "segment_bytes", 1024, 0x7FFFFFFF),
             segment_ms=_positive(segment_ms, "segment_ms", 1, 2**62),
             max_record_bytes=_positive(max_record_bytes, "max_record_bytes", 1, 0x7FFFFFFF - 1024),
-            created_ms=_now_ms(),
+            created_ms=_now_ms(), streams=bool(streams),
         )
         with self._lock:
             self._check_open()
@@ -608,6 +622,83 @@ class Store:
         from .client import admin
 
         return admin.delete_group(self, group)
+
+    # --- streams (the event-sourcing layer, reached from the store) ----------
+
+    def _index_path(self) -> str:
+        return os.path.join(self.path, "index")
+
+    def _streams(self) -> Streams:
+        streams = self._stream_store
+        if streams is None:
+            from .sourcing.streams import Streams
+
+            with self._lock:
+                if self._stream_store is None:
+                    self._stream_store = Streams(self, self.stream_partitions)
+                streams = self._stream_store
+        return streams
+
+    def append_to_stream(
+        self, stream_id: str, events: Sequence[NewEvent] | NewEvent,
+        expected_version: int | StreamState = StreamState.ANY, *, topic: str | None = None,
+    ) -> AppendResult:
+        """Append events to a stream, atomically, if it is at ``expected_version``.
+
+        ``expected_version``: an int (the stream's last version, -1 for none),
+        ``StreamState.NO_STREAM``, ``STREAM_EXISTS`` or ``ANY``. A conflict
+        raises ``WrongExpectedVersionError`` and writes nothing. Re-appending
+        events with the same ids returns the original result and writes nothing.
+        The stream lives in the topic named by its category (text before the
+        first "-") unless ``topic`` says otherwise, partition murmur2(stream_id).
+        """
+        self._check_open()
+        batch = [events] if isinstance(events, NewEvent) else events
+        return self._streams().append(stream_id, batch, expected_version, topic)
+
+    def read_stream(
+        self, stream_id: str, from_version: int = 0, limit: int | None = None,
+        backwards: bool = False,
+    ) -> list[RecordedEvent]:
+        """A stream's events from ``from_version`` (backwards: down from it; -1 = the end)."""
+        self._check_open()
+        if backwards and from_version == 0:
+            from_version = -1
+        return self._streams().read(stream_id, from_version, limit, backwards)
+
+    def read_all(self, from_position: int = 0, limit: int | None = 1000) -> list[RecordedEvent]:
+        """Every stream's events in global position order, from ``from_position``."""
+        self._check_open()
+        return self._streams().read_all(from_position, limit)
+
+    def stream_version(self, stream_id: str) -> int | None:
+        """The stream's last version, or None if it has no events."""
+        self._check_open()
+        return self._streams().stream_version(stream_id)
+
+    def list_streams(self, category: str | None = None) -> list[str]:
+        """Stream ids, all or of one category, sorted; deleted streams left out."""
+        self._check_open()
+        return self._streams().list_streams(category)
+
+    def get_stream_metadata(self, stream_id: str) -> StreamMetadata:
+        self._check_open()
+        return self._streams().metadata(stream_id)
+
+    def set_stream_metadata(self, stream_id: str, metadata: StreamMetadata) -> AppendResult:
+        """Set max age, max count, truncate-before or custom metadata of a stream."""
+        self._check_open()
+        return self._streams().set_metadata(stream_id, metadata)
+
+    def delete_stream(self, stream_id: str) -> AppendResult:
+        """Soft-delete a stream: reads find nothing; appending again continues its versions."""
+        self._check_open()
+        return self._streams().delete(stream_id)
+
+    def truncate_stream(self, stream_id: str, before_version: int) -> AppendResult:
+        """Hide the stream's events below ``before_version`` (e.g. to remove personal data)."""
+        self._check_open()
+        return self._streams().truncate_before(stream_id, before_version)
 
     # --- maintenance -------------------------------------------------------
 

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from ..errors import CorruptionError, OffsetOutOfRangeError, StorageError
@@ -102,6 +102,27 @@ class PartitionLog:
             base = self._next_offset
             rows = list(zip(range(base, base + count), timestamps, keys, values, headers, strict=True))
             return self._write(_encode_batch(base, rows, base_ts, max_ts), base, count, base_ts, max_ts)
+
+    def append_prepared(self, prepare: Callable[[int], Prepared | None]) -> int:
+        """Append what ``prepare(base_offset)`` returns, deciding it under the write lock.
+
+        ``prepare`` runs with the partition's write lock held and sees the base
+        offset the batch will get; it may raise (nothing is written) or return
+        None (nothing to write). After a successful write its ``on_written``
+        runs, still under the lock. Returns the base offset.
+        """
+        with self._lock:
+            base = self._next_offset
+            prepared = prepare(base)
+            if prepared is None:
+                return base
+            count = len(prepared.values)
+            rows = list(zip(range(base, base + count), prepared.timestamps, prepared.keys,
+                            prepared.values, prepared.headers, strict=True))
+            batch = _encode_batch(base, rows, prepared.base_ts, prepared.max_ts)
+            self._write(batch, base, count, prepared.base_ts, prepared.max_ts)
+            prepared.on_written(base)
+            return base
 
     def append_one(self, ts: int, key: bytes | None, value: bytes | None, headers: Any) -> int:
         """``append`` for a single record.
@@ -445,6 +466,18 @@ class PartitionLog:
         with self._lock:
             for seg in self._layout[1]:
                 seg.delete()
+
+
+class Prepared:
+    """A batch decided under the write lock (see ``PartitionLog.append_prepared``)."""
+
+    __slots__ = ("base_ts", "headers", "keys", "max_ts", "on_written", "timestamps", "values")
+
+    def __init__(self, timestamps: Iterable[int], keys: Iterable[bytes | None],
+                 values: Sequence[bytes | None], headers: Iterable[Any], base_ts: int, max_ts: int,
+                 on_written: Callable[[int], object]) -> None:
+        self.timestamps, self.keys, self.values, self.headers = timestamps, keys, values, headers
+        self.base_ts, self.max_ts, self.on_written = base_ts, max_ts, on_written
 
 
 class _Waiter:

@@ -1,0 +1,500 @@
+"""Streams on the log: expected-version appends, reads by stream, the global ``$all`` order.
+
+Appending to a stream runs under its partition's write lock (``append_prepared``):
+the expected version is checked, versions and global positions are assigned,
+the envelopes are encoded and written as one batch, and the stream index is
+updated — all or nothing. Positions come from one store-wide counter; a reader
+of ``$all`` only sees positions below the *watermark*, the first position not
+yet durable, so it never sees a gap that later fills.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import InvalidArgumentError, StreamNotFoundError, WrongExpectedVersionError
+from ..partitioner import partition_for_key
+from ..storage.names import is_valid_topic_name
+from ..storage.partition import Prepared
+from .events import (
+    AppendResult,
+    NewEvent,
+    RecordedEvent,
+    StreamMetadata,
+    StreamState,
+    array_header,
+    decoder_for,
+    encode_envelope,
+)
+from .index import CHUNK_EVENTS, Head, StreamIndex
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+META_PREFIX = "$$"
+META_EVENT_TYPE = "$metadata"
+_DECODERS_MAX = 4096
+_CATCH_UP_RECORDS = 10_000
+_meta_json = msgspec.json.Encoder()
+_meta_decoder = msgspec.json.Decoder(StreamMetadata)
+_generic_events = msgspec.msgpack.Decoder(list[RecordedEvent])
+
+Expected = int | StreamState
+
+
+def category_of(stream_id: str) -> str:
+    """The text before the first ``-`` (the whole id if there is none)."""
+    base = stream_id[len(META_PREFIX):] if stream_id.startswith(META_PREFIX) else stream_id
+    return base.split("-", 1)[0]
+
+
+class _Positions:
+    """The store-wide position counter and the watermark below which all are durable."""
+
+    def __init__(self, last: int) -> None:
+        self._lock = threading.Lock()
+        self._next = last + 1
+        self._pending: dict[int, int] = {}  # start -> end of ranges not yet durable
+        self._done: set[int] = set()
+        self.watermark = last + 1  # first position readers may not see yet
+        self._listeners: set[Callable[[], object]] = set()
+
+    def reserve(self, count: int) -> int:
+        with self._lock:
+            start = self._next
+            self._next += count
+            self._pending[start] = start + count
+            return start
+
+    def complete(self, start: int) -> None:
+        """Mark a reserved range durable (or abandoned); advance the watermark."""
+        with self._lock:
+            self._done.add(start)
+            moved = False
+            while self.watermark in self._done:  # bounded by the ranges in flight
+                self._done.discard(self.watermark)
+                self.watermark = self._pending.pop(self.watermark)
+                moved = True
+        if moved:
+            for listener in list(self._listeners):
+                listener()
+
+    def add_listener(self, fn: Callable[[], object]) -> None:
+        self._listeners.add(fn)
+
+    def remove_listener(self, fn: Callable[[], object]) -> None:
+        self._listeners.discard(fn)
+
+
+class Streams:
+    """The event-sourcing view of a store (``store.append_to_stream`` and friends)."""
+
+    def __init__(self, store: Store, default_partitions: int) -> None:
+        self._store = store
+        self._default_partitions = default_partitions
+        self.index = StreamIndex(store._index_path())
+        self._decoders: dict[tuple[str, str, int], msgspec.msgpack.Decoder[list[RecordedEvent]]] = {}
+        self._topic_lock = threading.Lock()
+        self._catch_up()
+        with self.index.read() as txn:
+            self.positions = _Positions(self.index.last_position(txn))
+
+    def close(self) -> None:
+        self.index.close()
+
+    # --- where a stream lives ------------------------------------------------------
+
+    def _locate(self, stream_id: str, topic: str | None, txn: Any) -> tuple[str, int, Head | None]:
+        head = self.index.head(txn, stream_id)
+        if head is not None:
+            if topic is not None and topic != head.topic:
+                raise InvalidArgumentError(
+                    f"stream {stream_id!r} lives in topic {head.topic!r}, not {topic!r}"
+                )
+            return head.topic, head.partition, head
+        name = topic or category_of(stream_id)
+        if not is_valid_topic_name(name):
+            raise InvalidArgumentError(
+                f"stream {stream_id!r}: its category {name!r} is not a valid topic name; "
+                "pass topic= explicitly"
+            )
+        cfg = self._stream_topic(name)
+        key = stream_id[len(META_PREFIX):] if stream_id.startswith(META_PREFIX) else stream_id
+        return name, partition_for_key(key.encode(), cfg.partitions), None
+
+    def _stream_topic(self, name: str) -> Any:
+        store = self._store
+        with self._topic_lock:
+            cfg = store._configs.get(name)
+            if cfg is None:
+                return store.create_topic(name, partitions=self._default_partitions, streams=True)
+            if not cfg.streams:
+                raise InvalidArgumentError(
+                    f"topic {name!r} holds plain records, not streams; choose another topic="
+                )
+            return cfg
+
+    # --- appending ------------------------------------------------------------------
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], expected: Expected,
+               topic: str | None) -> AppendResult:
+        _check_stream_id(stream_id)
+        events = _check_events(events)
+        _check_expected(expected)
+        with self.index.read() as txn:
+            topic_name, partition, _ = self._locate(stream_id, topic, txn)
+        plog = self._store._partition_log(topic_name, partition)
+        outcome: dict[str, Any] = {}
+
+        def prepare(base_offset: int) -> Prepared | None:
+            with self.index.read() as txn:
+                head = self.index.head(txn, stream_id)
+                current = head.last_version if head is not None else -1
+                deleted = head is not None and _is_deleted(head)
+                duplicate = self._idempotent(txn, stream_id, events)
+            if duplicate is not None:
+                outcome["result"] = duplicate
+                return None
+            _check_version(stream_id, expected, current, deleted)
+            return self._prepare(stream_id, events, topic_name, partition, current, head,
+                                 base_offset, outcome)
+
+        try:
+            base = plog.append_prepared(prepare)
+        except BaseException:
+            start = outcome.get("position_start")
+            if start is not None and "written" not in outcome:
+                self.positions.complete(start)  # abandoned: never written
+            raise
+        if "result" in outcome:
+            return outcome["result"]  # type: ignore[no-any-return]
+        try:
+            if self._store.durability == "fsync":
+                plog.wait_durable(base + len(events))
+        finally:
+            self.positions.complete(outcome["position_start"])
+        return AppendResult(stream_id, outcome["last_version"], outcome["last_position"])
+
+    def _prepare(self, stream_id: str, events: Sequence[NewEvent], topic: str, partition: int,
+                 current: int, head: Head | None, base_offset: int,
+                 outcome: dict[str, Any]) -> Prepared:
+        count = len(events)
+        start = self.positions.reserve(count)
+        outcome["position_start"] = start
+        now = time.time_ns() // 1_000_000
+        envelopes = [
+            encode_envelope((current + 1 + i, e.type, e.data, e.metadata, e.id.bytes, start + i, now,
+                             base_offset + i))
+            for i, e in enumerate(events)
+        ]
+        key = stream_id.encode()
+
+        def written(base: int) -> None:
+            outcome["written"] = True
+            self._index_append(stream_id, events, envelopes, topic, partition, current, head,
+                               start, base)
+            outcome["last_version"] = current + count
+            outcome["last_position"] = start + count - 1
+
+        return Prepared([now] * count, [key] * count, envelopes, [()] * count, now, now, written)
+
+    def _index_append(self, stream_id: str, events: Sequence[NewEvent], envelopes: list[bytes],
+                      topic: str, partition: int, current: int, head: Head | None,
+                      position: int, base_offset: int) -> None:
+        index = self.index
+
+        def write(txn: Any) -> None:
+            new_head = Head(topic, partition, current + len(events), head.meta if head else b"")
+            if stream_id.startswith(META_PREFIX):
+                self._apply_metadata(txn, stream_id, events[-1].data, topic, partition)
+            index.put_head(txn, stream_id, new_head)
+            index.append_envelopes(txn, stream_id, current + 1, envelopes)
+            for i, e in enumerate(events):
+                index.put_event(txn, e.id.bytes, stream_id, current + 1 + i, position + i,
+                                topic, partition, base_offset + i)
+            index.put_covered(txn, topic, partition, base_offset + len(events))
+
+        index.write(write)
+
+    def _apply_metadata(self, txn: Any, meta_stream: str, data: bytes, topic: str,
+                        partition: int) -> None:
+        target = meta_stream[len(META_PREFIX):]
+        head = self.index.head(txn, target) or Head(topic, partition, -1, b"")
+        head.meta = data
+        self.index.put_head(txn, target, head)
+
+    def _idempotent(self, txn: Any, stream_id: str,
+                    events: Sequence[NewEvent]) -> AppendResult | None:
+        """The original result if every event id was already appended to this stream, in order."""
+        first = self.index.event_id(txn, events[0].id.bytes)
+        if first is None or first[0] != stream_id:
+            return None
+        found = [self.index.event_id(txn, e.id.bytes) for e in events]
+        expected = [(stream_id, first[1] + i) for i in range(len(events))]
+        if [f[:2] if f else None for f in found] != expected:
+            raise InvalidArgumentError(
+                f"some of these events were already appended to {stream_id!r}, others not; "
+                "an idempotent retry must resend exactly the same events"
+            )
+        last = found[-1]
+        assert last is not None
+        return AppendResult(stream_id, last[1], last[2])
+
+    # --- reading --------------------------------------------------------------------
+
+    def read(self, stream_id: str, from_version: int, limit: int | None,
+             backwards: bool) -> list[RecordedEvent]:
+        _check_stream_id(stream_id)
+        if type(from_version) is not int or from_version < -1:
+            raise InvalidArgumentError(f"from_version must be an int ≥ 0, got {from_version!r}")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidArgumentError(f"limit must be an int ≥ 0 or None, got {limit!r}")
+        with self.index.read() as txn:
+            head = self.index.head(txn, stream_id)
+            if head is None or head.last_version < 0:
+                raise StreamNotFoundError(stream_id)
+            if _is_deleted(head):
+                raise StreamNotFoundError(stream_id, deleted=True)
+            visible_end = self._store.offsets(head.topic, head.partition)[1]
+            floor = _floor_version(head)
+            if backwards:
+                top = head.last_version if from_version < 0 else min(from_version, head.last_version)
+                low = floor if limit is None else max(floor, top - limit + 1)
+                first, last = low, top
+            else:
+                first = max(from_version, floor)
+                last = head.last_version if limit is None else min(head.last_version, first + limit - 1)
+            if first > last:
+                return []
+            chunks = self.index.chunk_range(txn, stream_id, first // CHUNK_EVENTS,
+                                            last // CHUNK_EVENTS)
+        events = self._decode(stream_id, head, chunks, first, last)
+        while events and events[-1].offset >= visible_end:  # not yet durable: not yet visible
+            events.pop()
+        events = _apply_max_age(head, events)
+        if backwards:
+            events.reverse()
+        return events
+
+    def _decode(self, stream_id: str, head: Head, chunks: list[bytes], first: int,
+                last: int) -> list[RecordedEvent]:
+        chunk_first = (first // CHUNK_EVENTS) * CHUNK_EVENTS
+        count = min(head.last_version, (last // CHUNK_EVENTS + 1) * CHUNK_EVENTS - 1) - chunk_first + 1
+        decoder = self._decoder(stream_id, head.topic, head.partition)
+        events = decoder.decode(array_header(count) + b"".join(chunks))
+        return events[first - chunk_first : last - chunk_first + 1]
+
+    def _decoder(self, stream_id: str, topic: str,
+                 partition: int) -> msgspec.msgpack.Decoder[list[RecordedEvent]]:
+        key = (stream_id, topic, partition)
+        decoder = self._decoders.get(key)
+        if decoder is None:
+            if len(self._decoders) >= _DECODERS_MAX:
+                self._decoders.clear()
+            decoder = self._decoders[key] = decoder_for(stream_id, topic, partition)
+        return decoder
+
+    def read_all(self, from_position: int, limit: int | None) -> list[RecordedEvent]:
+        if type(from_position) is not int or from_position < 0:
+            raise InvalidArgumentError(f"from_position must be an int ≥ 0, got {from_position!r}")
+        end = self.positions.watermark
+        if limit is not None:
+            end = min(end, from_position + limit)
+        with self.index.read() as txn:
+            entries = self.index.positions(txn, from_position, end)
+        return self._events_at(entries)
+
+    def _events_at(self, entries: list[tuple[int, str, int, int]]) -> list[RecordedEvent]:
+        """Fetch events by location, reading each partition's runs of offsets in one go."""
+        out: list[RecordedEvent] = []
+        i = 0
+        store = self._store
+        while i < len(entries):  # bounded: every pass consumes ≥ 1 entry
+            _, topic, partition, offset = entries[i]
+            j = i
+            while j + 1 < len(entries) and entries[j + 1][1:3] == (topic, partition) \
+                    and entries[j + 1][3] == entries[j][3] + 1:
+                j += 1
+            records = store.read(topic, partition, offset, max_records=j - i + 1)
+            for record in records:  # one envelope per record
+                ev = _generic_events.decode(array_header(1) + (record.value or b""))[0]
+                out.append(msgspec.structs.replace(
+                    ev, stream_id=(record.key or b"").decode(), topic=topic, partition=partition))
+            i = j + 1
+        return out
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def metadata(self, stream_id: str) -> StreamMetadata:
+        _check_stream_id(stream_id)
+        with self.index.read() as txn:
+            head = self.index.head(txn, stream_id)
+        if head is None or not head.meta:
+            return StreamMetadata()
+        return _meta_decoder.decode(head.meta)
+
+    def set_metadata(self, stream_id: str, metadata: StreamMetadata,
+                     topic: str | None = None) -> AppendResult:
+        _check_stream_id(stream_id)
+        if not isinstance(metadata, StreamMetadata):
+            raise InvalidArgumentError("metadata must be a StreamMetadata")
+        with self.index.read() as txn:
+            head = self.index.head(txn, stream_id)
+        where = topic if head is None else head.topic
+        event = NewEvent(type=META_EVENT_TYPE, data=_meta_json.encode(metadata))
+        return self.append(META_PREFIX + stream_id, [event], StreamState.ANY,
+                           where if where is not None else None)
+
+    def delete(self, stream_id: str) -> AppendResult:
+        """Soft delete: hide every event; appending again revives the stream after them."""
+        with self.index.read() as txn:
+            head = self.index.head(txn, stream_id)
+        if head is None or head.last_version < 0:
+            raise StreamNotFoundError(stream_id)
+        meta = msgspec.structs.replace(self.metadata(stream_id), deleted=True,
+                                       truncate_before=head.last_version + 1)
+        return self.set_metadata(stream_id, meta, head.topic)
+
+    def truncate_before(self, stream_id: str, version: int) -> AppendResult:
+        if type(version) is not int or version < 0:
+            raise InvalidArgumentError(f"version must be an int ≥ 0, got {version!r}")
+        with self.index.read() as txn:
+            head = self.index.head(txn, stream_id)
+        if head is None:
+            raise StreamNotFoundError(stream_id)
+        meta = msgspec.structs.replace(self.metadata(stream_id), truncate_before=version)
+        return self.set_metadata(stream_id, meta, head.topic)
+
+    def list_streams(self, category: str | None) -> list[str]:
+        prefix = "" if category is None else category + "-"
+        with self.index.read() as txn:
+            heads = self.index.heads_with_prefix(txn, prefix)
+        return [sid for sid, head in heads
+                if not sid.startswith(META_PREFIX) and head.last_version >= 0 and not _is_deleted(head)]
+
+    def stream_version(self, stream_id: str) -> int | None:
+        with self.index.read() as txn:
+            head = self.index.head(txn, stream_id)
+        return None if head is None or head.last_version < 0 else head.last_version
+
+    # --- recovery: the index follows the log ------------------------------------------
+
+    def _catch_up(self) -> None:
+        """Index what the log has past each partition's ``covered`` offset."""
+        for cfg in self._store.topics():
+            if not cfg.streams:
+                continue
+            for p in range(cfg.partitions):
+                self._catch_up_partition(cfg.name, p)
+
+    def _catch_up_partition(self, topic: str, partition: int) -> None:
+        store = self._store
+        with self.index.read() as txn:
+            offset = self.index.covered(txn, topic, partition)
+        start, end = store.offsets(topic, partition)
+        offset = max(offset, start)
+        while offset < end:  # bounded by the partition's end
+            records = store.read(topic, partition, offset, max_records=_CATCH_UP_RECORDS)
+            self.index.write(lambda txn, recs=records: self._index_records(txn, topic, partition, recs))
+            offset = records[-1].offset + 1
+
+    def _index_records(self, txn: Any, topic: str, partition: int, records: list[Any]) -> None:
+        index = self.index
+        for record in records:  # recovery: once per record not yet indexed
+            stream_id = (record.key or b"").decode()
+            ev = _generic_events.decode(array_header(1) + (record.value or b""))[0]
+            head = index.head(txn, stream_id)
+            if head is not None and head.last_version >= ev.version:
+                continue  # indexed already
+            if stream_id.startswith(META_PREFIX):
+                self._apply_metadata(txn, stream_id, ev.data, topic, partition)
+            meta = head.meta if head is not None else b""
+            index.put_head(txn, stream_id, Head(topic, partition, ev.version, meta))
+            index.append_envelopes(txn, stream_id, ev.version, [record.value or b""])
+            index.put_event(txn, ev.id.bytes, stream_id, ev.version, ev.position, topic, partition,
+                            record.offset)
+        index.put_covered(txn, topic, partition, records[-1].offset + 1)
+
+
+# --- checks and rules ---------------------------------------------------------------------
+
+
+def _check_stream_id(stream_id: object) -> None:
+    if not isinstance(stream_id, str) or not stream_id or len(stream_id.encode()) > 1024:
+        raise InvalidArgumentError(f"stream_id must be a non-empty str of at most 1024 bytes, "
+                                   f"got {stream_id!r}")
+    if "\x00" in stream_id:
+        raise InvalidArgumentError("stream_id must not contain NUL characters")
+
+
+def _check_events(events: object) -> list[NewEvent]:
+    if isinstance(events, NewEvent):
+        events = [events]
+    if not isinstance(events, (list, tuple)) or not events:
+        raise InvalidArgumentError("events must be a non-empty list of NewEvent")
+    for i, e in enumerate(events):
+        if not isinstance(e, NewEvent):
+            raise InvalidArgumentError(f"event {i} must be a NewEvent, got {type(e).__name__}")
+        if not isinstance(e.type, str) or not e.type:
+            raise InvalidArgumentError(f"event {i} needs a non-empty str type")
+        if not isinstance(e.data, bytes) or not isinstance(e.metadata, bytes):
+            raise InvalidArgumentError(f"event {i}: data and metadata must be bytes")
+        if not isinstance(e.id, uuid.UUID):
+            raise InvalidArgumentError(f"event {i}: id must be a uuid.UUID")
+    return list(events)
+
+
+def _check_expected(expected: object) -> None:
+    if isinstance(expected, StreamState):
+        return
+    if type(expected) is not int or expected < -1:
+        raise InvalidArgumentError(
+            f"expected_version must be a StreamState or an int ≥ -1, got {expected!r}"
+        )
+
+
+def _check_version(stream_id: str, expected: Expected, current: int, deleted: bool) -> None:
+    if expected is StreamState.ANY:
+        return
+    if expected is StreamState.NO_STREAM:
+        ok = current < 0 or deleted
+    elif expected is StreamState.STREAM_EXISTS:
+        ok = current >= 0 and not deleted
+    else:
+        ok = expected == current
+    if not ok:
+        raise WrongExpectedVersionError(stream_id, expected, current)
+
+
+def _is_deleted(head: Head) -> bool:
+    if not head.meta:
+        return False
+    meta = _meta_decoder.decode(head.meta)
+    return meta.deleted and (meta.truncate_before or 0) > head.last_version
+
+
+def _floor_version(head: Head) -> int:
+    if not head.meta:
+        return 0
+    meta = _meta_decoder.decode(head.meta)
+    floor = meta.truncate_before or 0
+    if meta.max_count is not None:
+        floor = max(floor, head.last_version - meta.max_count + 1)
+    return max(0, floor)
+
+
+def _apply_max_age(head: Head, events: list[RecordedEvent]) -> list[RecordedEvent]:
+    if not head.meta or not events:
+        return events
+    meta = _meta_decoder.decode(head.meta)
+    if meta.max_age_ms is None:
+        return events
+    oldest = time.time_ns() // 1_000_000 - meta.max_age_ms
+    return [e for e in events if e.timestamp_ms >= oldest]
+
