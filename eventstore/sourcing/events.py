@@ -50,13 +50,18 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RecordedEvent(msgspec.Struct, array_like=True, frozen=True, kw_only=True, gc=False):
-    """An event read from a stream (field order = the envelope's, then the filled-in fields)."""
+    """An event read from a stream (field order = the envelope's, then the filled-in fields).
+
+    ``id`` is a property over the stored 16 bytes (``id_bytes``): building a
+    ``uuid.UUID`` for every event read costs as much as decoding the rest of
+    it, so it is built only when asked for.
+    """
 
     version: int
     type: str
     data: bytes
     metadata: bytes
-    id: uuid.UUID
+    id_bytes: bytes
     position: int
     timestamp_ms: int
     offset: int
@@ -71,6 +76,10 @@ class RecordedEvent(msgspec.Struct, array_like=True, frozen=True, kw_only=True, 
 
     def __hash__(self) -> int:
         return hash((self.stream_id, self.version))
+
+    @property
+    def id(self) -> uuid.UUID:
+        return uuid.UUID(bytes=self.id_bytes)
 
 
 class AppendResult(msgspec.Struct, frozen=True):

@@ -417,7 +417,7 @@ class Streams:
             meta = head.meta if head is not None else b""
             index.put_head(txn, stream_id, Head(topic, partition, ev.version, meta))
             index.append_envelopes(txn, stream_id, ev.version, [record.value or b""])
-            index.put_event(txn, ev.id.bytes, stream_id, ev.version, ev.position, topic, partition,
+            index.put_event(txn, ev.id_bytes, stream_id, ev.version, ev.position, topic, partition,
                             record.offset)
         index.put_covered(txn, topic, partition, records[-1].offset + 1)
 
