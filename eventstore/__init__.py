@@ -1,6 +1,7 @@
 """eventstore: an embedded event store — a partitioned append-only log on
 memory-mapped segment files, with an LMDB catalog, in your process."""
 
+from . import aio as aio  # the async API: a subpackage, so not in __all__
 from .client.consumer import Consumer, ConsumerRebalanceListener, OffsetAndTimestamp
 from .client.coordinator import GroupDescription, MemberDescription
 from .client.deadletter import DeadLetterProcessor, ProcessingStats, replay_dead_letters

@@ -33,6 +33,18 @@ __all__ = [
 class EventStoreError(Exception):
     """Base class of every error eventstore raises on purpose."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take structured arguments; rebuild from the state, not from args.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[EventStoreError], args: tuple[object, ...],
+             state: dict[str, object]) -> EventStoreError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 # --- when opening a store -------------------------------------------------
 

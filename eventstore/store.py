@@ -361,16 +361,18 @@ class Store:
 
     def topic(self, name: str) -> TopicConfig:
         """The configuration of topic ``name``; ``TopicNotFoundError`` if there is none."""
+        self._check_open()
+        if not isinstance(name, str):
+            raise InvalidTopicError(f"topic name must be a str, got {type(name).__name__}")
         cfg = self._configs.get(name)
         if cfg is None:
-            if not isinstance(name, str):
-                raise InvalidTopicError(f"topic name must be a str, got {type(name).__name__}")
             close = difflib.get_close_matches(name, list(self._configs), n=1)
             raise TopicNotFoundError(name, close[0] if close else None)
         return cfg
 
     def topics(self) -> list[TopicConfig]:
         """Every topic's configuration, sorted by name."""
+        self._check_open()
         return [self._configs[k] for k in sorted(self._configs)]
 
     def _partition_log(self, topic: str, partition: object) -> PartitionLog:
@@ -393,7 +395,7 @@ class Store:
         """Append one record; returns where it landed once it is durable per the mode."""
         if self._closed:
             raise StoreClosedError(self.path)
-        cfg = self._configs.get(topic) or self.topic(topic)
+        cfg = (self._configs.get(topic) if type(topic) is str else None) or self.topic(topic)
         if type(value) is not bytes and value is not None:
             value = as_bytes(value, "value", f"append to topic {topic!r}")
         if key is not None and type(key) is not bytes:
@@ -724,11 +726,11 @@ class Store:
             for plog in self._logs[name]:
                 start, end = plog.offsets()
                 segments = plog.segments()
-                active = segments[-1]
+                max_ts = plog.max_timestamp()
                 parts.append(PartitionStatistics(
                     topic=name, partition=plog.partition, log_start_offset=start, end_offset=end,
                     size_bytes=sum(s.size for s in segments), segments=len(segments),
-                    max_timestamp_ms=active.max_timestamp if active.max_timestamp >= 0 else None,
+                    max_timestamp_ms=max_ts if max_ts >= 0 else None,
                 ))
         all_logs = [plog for logs in self._logs.values() for plog in logs]
         return StoreStatistics(

@@ -66,7 +66,7 @@ def check_timestamp(timestamp_ms: object, where: str) -> int:
 def record_size(key: bytes | None, value: bytes | None, headers: Any) -> int:
     size = (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
     if headers:
-        size += sum(len(k) + len(v) for k, v in headers)
+        size += sum(len(k.encode()) + len(v) for k, v in headers)
     return size
 
 

@@ -10,8 +10,9 @@ task.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -113,9 +114,7 @@ class Consumer:
         self._next_expiry_check = 0.0
         self._iter_buffer: list[Record] = []
         self._closed = False
-        import threading
-
-        self._wake = threading.Event()
+        self._wake = _Wake()
         if topics:
             self.subscribe(topics)
 
@@ -289,6 +288,14 @@ class Consumer:
     def _check_assigned(self, tp: TopicPartition) -> None:
         if tp not in self._owned:
             raise IllegalStateError(f"partition {tp.topic}/{tp.partition} is not assigned to this consumer")
+
+    def add_wake_callback(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` (from any thread, without blocking it) whenever ``poll`` would wake:
+        a record appended to an assigned partition, or a rebalance of the group."""
+        self._wake.callbacks.add(fn)
+
+    def remove_wake_callback(self, fn: Callable[[], object]) -> None:
+        self._wake.callbacks.discard(fn)
 
     def pause(self, *partitions: TopicPartition) -> None:
         for tp in partitions:
@@ -530,6 +537,23 @@ class Consumer:
             raise IllegalStateError("consumer is closed")
         if self._store.closed:
             raise StoreClosedError(self._store.path)
+
+
+class _Wake(threading.Event):
+    """The consumer's wake-up: set by appends to its partitions and by rebalances.
+
+    Extra callbacks (``Consumer.add_wake_callback``) let an event loop learn of
+    a wake-up without a thread waiting on the event.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.callbacks: set[Callable[[], object]] = set()
+
+    def set(self) -> None:
+        super().set()
+        for fn in list(self.callbacks):  # bounded by the registered callbacks
+            fn()
 
 
 def _normalize_offsets(

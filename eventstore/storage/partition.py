@@ -364,7 +364,7 @@ class PartitionLog:
                 raise SegmentDeletedError
             limit = vis_pos if seg is vis_seg else seg.size
             records, used = seg.read(offset, limit, max_records - len(out), budget, self._decoder,
-                                     whole_batches)
+                                     whole_batches, must_progress=not out)
             if records:
                 if out:
                     out.extend(records)
@@ -447,6 +447,14 @@ class PartitionLog:
 
     def segments(self) -> list[Segment]:
         return list(self._layout[1])
+
+    def max_timestamp(self) -> int:
+        """The largest record timestamp in the partition (-1 if empty)."""
+        best = -1
+        for seg in self._layout[1]:  # bounded by the segment count
+            seg.ensure_indexes()
+            best = max(best, seg.max_timestamp)
+        return best
 
     def size_bytes(self) -> int:
         return sum(s.size for s in self._layout[1])

@@ -62,6 +62,7 @@ class Segment:
         self._mapped = 0
         self._map_lock = threading.Lock()
         self._index_lock = threading.Lock()
+        self._fd_lock = threading.Lock()
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -116,27 +117,36 @@ class Segment:
             raise storage_error(self.index.path, e, "fsync of index") from e
 
     def datasync(self) -> None:
-        if self.fd is not None:
+        """fdatasync the log. A segment already closed was synced when it was sealed."""
+        with self._fd_lock:  # close() must not reuse the descriptor under a sync
+            if self.fd is None:
+                return
             try:
                 os.fdatasync(self.fd)
             except OSError as e:
                 raise storage_error(self.log_path, e, "fdatasync") from e
 
-    def close(self) -> None:
+    def close(self, *, unmap: bool = True) -> None:
         self.index.close()
         self.timeindex.close()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        with self._fd_lock:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
         mm, self._mm, self._mapped = self._mm, None, 0
-        if mm is not None:
+        if mm is not None and unmap:
             with contextlib.suppress(BufferError):  # a reader still holds a view
                 mm.close()
 
     def delete(self) -> None:
-        """Unlink the log first, then the indexes (docs/format.md, section 10)."""
+        """Unlink the log first, then the indexes (docs/format.md, section 10).
+
+        The mapping is not closed: a reader may be using it right now. It goes
+        when the last reader drops it; a reader that asks for it again is told
+        the segment is gone and retries on the partition's new layout.
+        """
         self.deleted = True
-        self.close()
+        self.close(unmap=False)
         for path in (self.log_path, self.index.path, self.timeindex.path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -252,6 +262,7 @@ class Segment:
         max_bytes: int | None,
         decoder: msgspec.msgpack.Decoder[list[Record]],
         whole_batches: bool = False,
+        must_progress: bool = True,
     ) -> tuple[list[Record], int]:
         """Records from ``offset`` up to byte ``limit`` (a batch boundary), and bytes used.
 
@@ -270,7 +281,8 @@ class Segment:
             info = fmt.validate_batch(mm, position, limit - position, expected)
             if isinstance(info, str):
                 raise CorruptionError(self.log_path, position, info)
-            if chunks and max_bytes is not None and total + info.size > max_bytes:
+            if (chunks or not must_progress) and max_bytes is not None \
+                    and total + info.size > max_bytes:
                 break
             records = self._decode(mm, position, info, decoder)
             if offset > info.base_offset:

@@ -1,7 +1,9 @@
 """Topic directories: ``topics/<name>/topic.json`` plus one directory per partition.
 
 Creation and deletion are atomic renames, so a crash leaves either the whole
-topic or none of it (transient ``.<name>.*`` directories are swept on open).
+topic or none of it. Transient directories are named ``+creating-<hex>`` and
+``+deleting-<hex>``: ``+`` cannot start a topic name, and the names stay short
+whatever the topic's length. They are swept on open.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import contextlib
 import json
 import os
 import shutil
-import time
+import uuid
 
 import msgspec
 
@@ -29,11 +31,14 @@ def partition_dir(store_dir: str, topic: str, partition: int) -> str:
     return os.path.join(topics_root(store_dir), topic, str(partition))
 
 
+TRANSIENT_PREFIX = "+"
+
+
 def sweep_transient(root: str) -> list[str]:
-    """Remove ``.<name>.creating`` / ``.<name>.deleting-*`` left by a crash (R7)."""
+    """Remove ``+creating-*`` / ``+deleting-*`` directories left by a crash (R7)."""
     removed = []
     for name in os.listdir(root):
-        if name.startswith("."):
+        if name.startswith(TRANSIENT_PREFIX):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             removed.append(name)
     return removed
@@ -42,7 +47,7 @@ def sweep_transient(root: str) -> list[str]:
 def load_configs(root: str) -> dict[str, TopicConfig]:
     configs: dict[str, TopicConfig] = {}
     for name in sorted(os.listdir(root)):
-        if name.startswith("."):
+        if name.startswith(TRANSIENT_PREFIX):
             continue
         path = os.path.join(root, name, CONFIG_NAME)
         try:
@@ -72,7 +77,7 @@ def write_config(directory: str, config: TopicConfig) -> None:
 
 
 def create(root: str, config: TopicConfig) -> None:
-    staging = os.path.join(root, f".{config.name}.creating")
+    staging = os.path.join(root, f"{TRANSIENT_PREFIX}creating-{uuid.uuid4().hex}")
     final = os.path.join(root, config.name)
     try:
         shutil.rmtree(staging, ignore_errors=True)
@@ -100,7 +105,7 @@ def add_partitions(root: str, config: TopicConfig, old_count: int) -> None:
 
 def delete(root: str, name: str) -> None:
     final = os.path.join(root, name)
-    doomed = os.path.join(root, f".{name}.deleting-{time.time_ns()}")
+    doomed = os.path.join(root, f"{TRANSIENT_PREFIX}deleting-{uuid.uuid4().hex}")
     try:
         os.rename(final, doomed)
         fsync_dir(root)

@@ -1,0 +1,289 @@
+"""The async store: ``eventstore.Store`` behind coroutines.
+
+Each coroutine calls the blocking method of the same name and signature: in
+a worker thread when it may touch the disk, fsync or wait for a lock (see
+``threads``), on the loop thread when it only reads memory (``offsets``,
+``statistics``). ``wait_for`` alone waits on the loop instead, woken by the
+partition. Topic configurations (``topic``, ``topics``) are plain methods, as
+are the factories of consumers, producers and transactions.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from .. import store as sync_store
+from ..client.coordinator import GroupDescription
+from ..records import (
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_MS,
+    Durability,
+    Message,
+    Record,
+    RecordMetadata,
+    RecoveryEvent,
+    StoreStatistics,
+    TopicConfig,
+    TopicPartition,
+)
+from ..storage.check import CheckReport
+from ..store import _UNSET
+from .consumer import Consumer
+from .producer import Producer
+from .threads import Wakeup, complete_in_thread
+from .transactions import Transaction
+
+
+async def open(
+    path: str | os.PathLike[str] = sync_store.DEFAULT_PATH,
+    *,
+    durability: Durability = "fsync",
+    fsync_interval_ms: int = 1000,
+) -> Store:
+    """Open (creating if missing) the store at ``path``; as ``eventstore.open``.
+
+    Use it as ``async with await eventstore.aio.open(path) as store:``.
+    """
+    opener = functools.partial(sync_store.open, path, durability=durability,
+                               fsync_interval_ms=fsync_interval_ms)
+    return Store(await complete_in_thread(opener))
+
+
+class Store:
+    """An open store for async code. Get one from ``await eventstore.aio.open()``."""
+
+    def __init__(self, blocking: sync_store.Store) -> None:
+        self.blocking = blocking
+        """The underlying ``eventstore.Store`` (its calls block)."""
+
+    # --- open / close ------------------------------------------------------
+
+    async def close(self) -> None:
+        """Fsync everything, write checkpoints and release the lock. Idempotent.
+
+        Shielded from cancellation, so leaving ``async with`` always closes.
+        """
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.blocking.close)
+
+    async def __aenter__(self) -> Store:
+        return self  # no checkpoint: a cancelled task still reaches __aexit__ and closes
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<eventstore.aio.Store {self.path!r} ({'closed' if self.closed else self.durability})>"
+
+    @property
+    def path(self) -> str:
+        return self.blocking.path
+
+    @property
+    def durability(self) -> Durability:
+        return self.blocking.durability
+
+    @property
+    def closed(self) -> bool:
+        return self.blocking.closed
+
+    @property
+    def recovery_events(self) -> list[RecoveryEvent]:
+        return self.blocking.recovery_events
+
+    async def flush(self) -> None:
+        """Make everything appended so far durable and checkpoint every partition."""
+        await complete_in_thread(self.blocking.flush)
+
+    # --- topics ------------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        *,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        segment_ms: int = DEFAULT_SEGMENT_MS,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        exist_ok: bool = False,
+    ) -> TopicConfig:
+        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``)."""
+        return await complete_in_thread(functools.partial(
+            self.blocking.create_topic, name, partitions, retention_ms=retention_ms,
+            retention_bytes=retention_bytes, segment_bytes=segment_bytes, segment_ms=segment_ms,
+            max_record_bytes=max_record_bytes, exist_ok=exist_ok,
+        ))
+
+    async def alter_topic(
+        self,
+        name: str,
+        *,
+        partitions: int = _UNSET,
+        retention_ms: int | None = _UNSET,
+        retention_bytes: int | None = _UNSET,
+        segment_bytes: int = _UNSET,
+        segment_ms: int = _UNSET,
+        max_record_bytes: int = _UNSET,
+    ) -> TopicConfig:
+        """Change a topic's configuration; partitions can only grow (as in Kafka)."""
+        return await complete_in_thread(functools.partial(
+            self.blocking.alter_topic, name, partitions=partitions, retention_ms=retention_ms,
+            retention_bytes=retention_bytes, segment_bytes=segment_bytes, segment_ms=segment_ms,
+            max_record_bytes=max_record_bytes,
+        ))
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic and all its data."""
+        await complete_in_thread(self.blocking.delete_topic, name)
+
+    def topic(self, name: str) -> TopicConfig:
+        """The configuration of topic ``name``; ``TopicNotFoundError`` if there is none."""
+        return self.blocking.topic(name)
+
+    def topics(self) -> list[TopicConfig]:
+        """Every topic's configuration, sorted by name."""
+        return self.blocking.topics()
+
+    # --- appending ---------------------------------------------------------
+
+    async def append(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Append one record; returns where it landed once it is durable per the mode."""
+        return await complete_in_thread(functools.partial(
+            self.blocking.append, topic, value, key=key, headers=headers, partition=partition,
+            timestamp_ms=timestamp_ms,
+        ))
+
+    async def append_batch(
+        self,
+        topic: str,
+        items: Iterable[bytes | tuple[bytes | None, bytes | None] | Message | None],
+        *,
+        partition: int | None = None,
+    ) -> Sequence[RecordMetadata]:
+        """Append many records, one atomic batch per partition (see ``Store.append_batch``)."""
+        return await complete_in_thread(
+            functools.partial(self.blocking.append_batch, topic, items, partition=partition)
+        )
+
+    # --- reading -----------------------------------------------------------
+
+    async def read(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_records: int = sync_store.DEFAULT_MAX_RECORDS,
+        max_bytes: int | None = None,
+    ) -> list[Record]:
+        """Records of one partition from ``offset`` on, at most ``max_records``."""
+        return await complete_in_thread(functools.partial(
+            self.blocking.read, topic, partition, offset, max_records=max_records, max_bytes=max_bytes,
+        ))
+
+    async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, end offset): the first readable offset and the next to be written."""
+        await anyio.lowlevel.checkpoint()
+        return self.blocking.offsets(topic, partition)
+
+    async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        """The first offset whose timestamp is ≥ ``timestamp_ms``, or None if there is none."""
+        return await complete_in_thread(self.blocking.offset_for_time, topic, partition, timestamp_ms)
+
+    async def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
+        """Wait until the partition's end offset passes ``offset`` (True) or the timeout (False).
+
+        Holds no thread while waiting: the partition wakes the task when it
+        publishes new records.
+        """
+        plog = self.blocking._partition_log(topic, partition)
+        wakeup = Wakeup()
+        plog.add_listener(wakeup.notify)
+        try:
+            with anyio.move_on_after(float("inf") if timeout_s is None else timeout_s):
+                while True:  # bounded by the timeout
+                    wakeup.clear()
+                    if plog.offsets()[1] > offset:
+                        break
+                    await wakeup.wait()
+            return plog.offsets()[1] > offset
+        finally:
+            plog.remove_listener(wakeup.notify)
+
+    # --- clients and groups ------------------------------------------------
+
+    def consumer(self, *topics: str, **config: Any) -> Consumer:
+        """A consumer for async code (see ``eventstore.aio.Consumer``); same options as sync."""
+        consumer_timeout_ms = config.get("consumer_timeout_ms", float("inf"))
+        return Consumer(self.blocking, self.blocking.consumer(*topics, **config), consumer_timeout_ms)
+
+    def producer(self, **config: Any) -> Producer:
+        """A producer for async code (see ``eventstore.aio.Producer``); same options as sync."""
+        return Producer(self.blocking.producer(**config))
+
+    def transaction(self) -> Transaction:
+        """Appends to any partitions that happen all together or not at all (``async with`` commits)."""
+        return Transaction(self.blocking.transaction())
+
+    async def list_groups(self) -> list[str]:
+        """Consumer groups with committed offsets or active members."""
+        return await complete_in_thread(self.blocking.list_groups)
+
+    async def describe_group(self, group: str) -> GroupDescription:
+        """A group's state, generation, members and their assignments."""
+        return await complete_in_thread(self.blocking.describe_group, group)
+
+    async def group_offsets(self, group: str) -> dict[TopicPartition, int]:
+        """The group's committed offsets (next offsets to read)."""
+        return await complete_in_thread(self.blocking.group_offsets, group)
+
+    async def lag(self, group: str) -> dict[TopicPartition, int]:
+        """Records the group has not committed past, per partition."""
+        return await complete_in_thread(self.blocking.lag, group)
+
+    async def reset_group_offsets(
+        self, group: str, to: str | int | Mapping[TopicPartition, int],
+        topics: list[str] | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones."""
+        return await complete_in_thread(self.blocking.reset_group_offsets, group, to, topics)
+
+    async def delete_group(self, group: str) -> int:
+        """Forget an inactive group's committed offsets."""
+        return await complete_in_thread(self.blocking.delete_group, group)
+
+    # --- maintenance -------------------------------------------------------
+
+    async def enforce_retention(self, now_ms: int | None = None) -> int:
+        """Apply every topic's retention now; returns the number of segments deleted."""
+        return await complete_in_thread(self.blocking.enforce_retention, now_ms)
+
+    async def check(self) -> CheckReport:
+        """Read every byte of every partition and verify it; returns what was found."""
+        return await complete_in_thread(self.blocking.check)
+
+    async def statistics(self) -> StoreStatistics:
+        """A frozen snapshot of sizes, offsets and counters."""
+        await anyio.lowlevel.checkpoint()
+        return self.blocking.statistics()
