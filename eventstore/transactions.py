@@ -27,7 +27,7 @@ from .catalog import keys as ck
 from .errors import IllegalStateError, InvalidArgumentError
 from .partitioner import partition_for_key
 from .records import Message, OffsetAndMetadata, RecordMetadata, TopicPartition
-from .validation import normalize_item
+from .validation import check_group_id, normalize_item, normalize_offsets
 
 if TYPE_CHECKING:
     from .client.coordinator import Member
@@ -96,12 +96,10 @@ class Transaction:
             raise InvalidArgumentError(
                 f"this transaction commits for group {self._group_id!r}, not {group_id!r}"
             )
+        check_group_id(group_id)
+        normalized = normalize_offsets(offsets)
         self._group_id = group_id
-        for tp, value in offsets.items():
-            om = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(int(value))
-            if om.offset < 0:
-                raise InvalidArgumentError(f"offset for {tp.topic}/{tp.partition} must be ≥ 0")
-            self._offsets[tp] = om
+        self._offsets.update(normalized)
 
     def commit(self) -> list[RecordMetadata]:
         """Commit atomically; returns the appended records' metadata in append order."""

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidArgumentError, PartitionNotFoundError, RecordTooLargeError
-from .records import Message, TopicConfig
+from .records import Message, OffsetAndMetadata, TopicConfig, TopicPartition
 
 _BYTES_LIKE = (bytearray, memoryview)
 NO_HEADERS: tuple[()] = ()
@@ -99,3 +99,33 @@ def normalize_item(config: TopicConfig, item: object, index: int) -> Normalized:
         headers, partition, ts = NO_HEADERS, None, None
     check_size(config, record_size(key, value, headers), index)
     return key, value, headers, partition, ts
+
+
+def check_group_id(group_id: object) -> str:
+    """Group ids are non-empty str without NUL (NUL separates the parts of cursor keys)."""
+    if not isinstance(group_id, str) or not group_id or "\x00" in group_id:
+        raise InvalidArgumentError(
+            f"group_id must be a non-empty str without NUL characters, got {group_id!r}"
+        )
+    return group_id
+
+
+def normalize_offsets(offsets: object) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Offsets to commit: ``{TopicPartition: int | OffsetAndMetadata}``, checked."""
+    if not isinstance(offsets, Mapping):
+        raise InvalidArgumentError(f"offsets must be a mapping, got {type(offsets).__name__}")
+    out = {}
+    for tp, value in offsets.items():
+        if not isinstance(tp, TopicPartition):
+            raise InvalidArgumentError(f"offsets keys must be TopicPartition, got {tp!r}")
+        om = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(value)
+        if type(om.offset) is not int or om.offset < 0:
+            raise InvalidArgumentError(
+                f"offset for {tp.topic}/{tp.partition} must be an int ≥ 0, got {om.offset!r}"
+            )
+        if type(om.metadata) is not str:
+            raise InvalidArgumentError(
+                f"metadata for {tp.topic}/{tp.partition} must be a str, got {om.metadata!r}"
+            )
+        out[tp] = om
+    return out

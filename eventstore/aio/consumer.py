@@ -24,7 +24,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from ..client.consumer import _HEARTBEAT_SLICE_S, ConsumerRebalanceListener, OffsetAndTimestamp
+from ..client.consumer import ConsumerRebalanceListener, OffsetAndTimestamp
 from ..client.consumer import Consumer as BlockingConsumer
 from ..errors import TopicNotFoundError
 from ..records import OffsetAndMetadata, Record, TopicPartition
@@ -144,7 +144,7 @@ class Consumer:
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:
                     return {}
-                with anyio.move_on_after(min(remaining, _HEARTBEAT_SLICE_S)):
+                with anyio.move_on_after(min(remaining, self.blocking.heartbeat_slice_s)):
                     await wakeup.wait()
         finally:
             self._waiting.discard(wakeup)

@@ -9,18 +9,31 @@ from typing import TYPE_CHECKING
 from ..catalog import cursors
 from ..errors import GroupNotEmptyError, InvalidArgumentError
 from ..records import OffsetAndMetadata, TopicPartition
+from ..validation import check_group_id
 from .coordinator import GroupDescription
 
 if TYPE_CHECKING:
     from ..store import Store
 
 
+def _expire(store: Store, group: str | None = None) -> None:
+    """Run the coordinator's expiry now, so a member nobody polls beside is still removed."""
+    coordinator = store._coordinator()
+    names = [group] if group is not None else coordinator.active_groups()
+    for name in names:
+        g = coordinator.find(name)
+        if g is not None:
+            g.expire()
+
+
 def list_groups(store: Store) -> list[str]:
     """Groups with committed offsets or active members."""
+    _expire(store)
     return sorted(set(cursors.groups(store._catalog)) | set(store._coordinator().active_groups()))
 
 
 def group_offsets(store: Store, group: str) -> dict[TopicPartition, int]:
+    check_group_id(group)
     return {tp: om.offset for tp, om in cursors.read_group(store._catalog, group).items()}
 
 
@@ -31,6 +44,7 @@ def lag(store: Store, group: str) -> dict[TopicPartition, int]:
     partition with no commit counts from its log start. A committed offset
     below the log start (retention) counts from the log start too.
     """
+    _expire(store, group)
     committed = group_offsets(store, group)
     topics = {tp.topic for tp in committed}
     g = store._coordinator().find(group)
@@ -51,6 +65,7 @@ def lag(store: Store, group: str) -> dict[TopicPartition, int]:
 
 
 def describe_group(store: Store, group: str) -> GroupDescription:
+    _expire(store, group)
     g = store._coordinator().find(group)
     if g is None:
         return GroupDescription(group_id=group, state="Empty", generation=0, protocol="", members=[])
@@ -58,6 +73,7 @@ def describe_group(store: Store, group: str) -> GroupDescription:
 
 
 def _require_empty(store: Store, group: str) -> None:
+    _expire(store, group)
     g = store._coordinator().find(group)
     if g is not None and g.members:
         raise GroupNotEmptyError(group, len(g.members))

@@ -54,26 +54,42 @@ def roundrobin_assign(subs: Subscriptions, parts: Partitions,
 
 def sticky_assign(subs: Subscriptions, parts: Partitions,
                   current: Mapping[str, set[TopicPartition]]) -> Assignment:
-    """Balanced, keeping every partition where it is when that keeps the balance."""
+    """Balanced, keeping partitions where they are as far as balance allows.
+
+    With P partitions and N members, ``P % N`` members may hold ``P // N + 1``
+    and the others ``P // N``: owners keep what they can within that, the rest
+    goes to the least loaded subscribers.
+    """
     out: Assignment = {m: set() for m in subs}
+    if not subs:
+        return out
     by_topic: dict[str, list[str]] = defaultdict(list)
     for m in sorted(subs):
         for t in subs[m]:
             by_topic[t].append(m)
     all_tps = [TopicPartition(t, p) for t in sorted(by_topic) for p in range(parts.get(t, 0))]
-    if not subs:
-        return out
-    quota = -(-len(all_tps) // len(subs))  # ceiling: nobody keeps more than this
-    unassigned = []
+    base, extra = divmod(len(all_tps), len(subs))
+    owner_of = {tp: m for m, tps in current.items() if m in out for tp in tps}
+    kept: list[TopicPartition] = []
+    unassigned: list[TopicPartition] = []
     for tp in all_tps:
-        owner = next((m for m, tps in current.items() if tp in tps), None)
-        if owner in out and tp.topic in subs[owner] and len(out[owner]) < quota:
+        owner = owner_of.get(tp)
+        if owner is not None and tp.topic in subs[owner] and len(out[owner]) < base:
             out[owner].add(tp)
+            kept.append(tp)
         else:
             unassigned.append(tp)
-    for tp in unassigned:
-        candidates = by_topic[tp.topic]
-        target = min(candidates, key=lambda m: (len(out[m]), m))
+    still: list[TopicPartition] = []
+    for tp in unassigned:  # up to ``extra`` owners keep one more
+        owner = owner_of.get(tp)
+        if (owner is not None and tp.topic in subs[owner] and extra > 0
+                and len(out[owner]) == base):
+            out[owner].add(tp)
+            extra -= 1
+        else:
+            still.append(tp)
+    for tp in still:
+        target = min(by_topic[tp.topic], key=lambda m: (len(out[m]), m))
         out[target].add(tp)
     return out
 

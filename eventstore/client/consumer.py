@@ -28,6 +28,7 @@ from ..errors import (
     TopicNotFoundError,
 )
 from ..records import OffsetAndMetadata, Record, TopicPartition
+from ..validation import check_group_id, normalize_offsets
 from .coordinator import Member
 
 if TYPE_CHECKING:
@@ -86,8 +87,8 @@ class Consumer:
                             ("auto_commit_interval_ms", auto_commit_interval_ms)):
             if type(value) is not int or value < 1:
                 raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
-        if group_id is not None and (not isinstance(group_id, str) or not group_id):
-            raise InvalidArgumentError(f"group_id must be a non-empty str or None, got {group_id!r}")
+        if group_id is not None:
+            check_group_id(group_id)
         if enable_auto_commit and group_id is None:
             enable_auto_commit = False  # nothing to commit to, as in kafka-python
         self._store = store
@@ -102,6 +103,9 @@ class Consumer:
         self._session_timeout_ms = session_timeout_ms
         self._strategy = partition_assignment_strategy
         self._consumer_timeout_s = consumer_timeout_ms / 1000
+        # a thread waiting in poll heartbeats this often: well inside both timeouts
+        self.heartbeat_slice_s = min(_HEARTBEAT_SLICE_S, session_timeout_ms / 3000,
+                                     max_poll_interval_ms / 3000)
         self._member: Member | None = None
         self._subscription: frozenset[str] | None = None
         self._listener: ConsumerRebalanceListener | None = None
@@ -153,7 +157,9 @@ class Consumer:
         return set(self._subscription) if self._subscription is not None else None
 
     def unsubscribe(self) -> None:
+        """Leave the group (or drop the manual assignment)."""
         self._leave()
+        self._release(set(self._owned))
         self._subscription = None
         self._manual = None
 
@@ -331,17 +337,18 @@ class Consumer:
         while True:  # bounded by the deadline
             self._wake.clear()
             self._coordinate(now)
-            out = self._fetch(limit, update_offsets)
             if self._auto_commit and now >= self._next_auto_commit:
+                # before fetching: only records returned by earlier polls are committed
                 self._next_auto_commit = now + self._auto_commit_s
                 if self._member is not None:
                     self._commit_positions_quietly(self._member)
+            out = self._fetch(limit, update_offsets)
             if out:
                 return out
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return {}
-            self._wake.wait(min(remaining, _HEARTBEAT_SLICE_S))
+            self._wake.wait(min(remaining, self.heartbeat_slice_s))
             now = time.monotonic()
             if self._member is not None:
                 self._member.last_heartbeat = now
@@ -422,7 +429,7 @@ class Consumer:
             raise IllegalStateError("commit needs a group_id")
         if offsets is None:
             offsets = {tp: pos for tp, pos in self._positions.items() if tp in self._owned}
-        normalized = _normalize_offsets(offsets)
+        normalized = normalize_offsets(offsets)
         if not normalized:
             return
         member = self._member
@@ -554,20 +561,6 @@ class _Wake(threading.Event):
         super().set()
         for fn in list(self.callbacks):  # bounded by the registered callbacks
             fn()
-
-
-def _normalize_offsets(
-    offsets: Mapping[TopicPartition, int | OffsetAndMetadata],
-) -> dict[TopicPartition, OffsetAndMetadata]:
-    out = {}
-    for tp, value in offsets.items():
-        if not isinstance(tp, TopicPartition):
-            raise InvalidArgumentError(f"commit keys must be TopicPartition, got {tp!r}")
-        om = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(value)
-        if type(om.offset) is not int or om.offset < 0:
-            raise InvalidArgumentError(f"offset for {tp.topic}/{tp.partition} must be an int ≥ 0")
-        out[tp] = om
-    return out
 
 
 def _now_ms() -> int:

@@ -114,8 +114,10 @@ class Group:
             m.target = assignment.get(mid, set())
             m.wake.set()
 
-    def expire(self, now: float) -> list[Member]:
+    def expire(self, now: float | None = None) -> list[Member]:
         """Remove members past max_poll_interval or session timeout; returns them."""
+        if now is None:
+            now = time.monotonic()
         with self.lock:
             gone = [
                 m for m in self.members.values()

@@ -9,6 +9,7 @@ busy form the next batch: batching without a linger delay.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from ..validation import as_bytes, check_headers, check_partition, check_size, c
 if TYPE_CHECKING:
     from ..store import Store
 
+log = logging.getLogger("eventstore.producer")
 _DRAIN_RECORDS_MAX = 10_000
 _callback_lock = threading.Lock()
 
@@ -104,16 +106,21 @@ class FutureRecordMetadata:
         self._batch, self._index = batch, index
 
     def _run_callbacks(self) -> None:
+        """Run the callbacks; one that raises is logged and does not stop the others."""
         batch = self._batch
         assert batch is not None
+        calls: list[tuple[Callable[[Any], object], object]] = []
         if batch.error is None and self._callbacks:
             assert batch.metadata is not None
             meta = batch.metadata[self._index]
-            for fn in self._callbacks:
-                fn(meta)
+            calls = [(fn, meta) for fn in self._callbacks]
         elif batch.error is not None:
-            for eb in self._errbacks:
-                eb(batch.error)
+            calls = [(eb, batch.error) for eb in self._errbacks]
+        for fn, arg in calls:
+            try:
+                fn(arg)
+            except Exception:
+                log.exception("producer callback %r failed", fn)
 
 
 class Producer:
@@ -170,7 +177,10 @@ class Producer:
                     return
                 drained = [self._queue.popleft()
                            for _ in range(min(len(self._queue), _DRAIN_RECORDS_MAX))]
-            self._append(drained)
+            try:
+                self._append(drained)
+            except BaseException as e:  # never leave futures pending or the sender dead
+                self._fail(drained, e)
             with self._cond:
                 self._in_flight -= len(drained)
                 self._cond.notify_all()
@@ -192,6 +202,15 @@ class Producer:
             for _, future in entries:
                 if future._callbacks or future._errbacks:
                     future._run_callbacks()
+
+    @staticmethod
+    def _fail(drained: list[tuple[str, Message, FutureRecordMetadata]], error: BaseException) -> None:
+        batch = _Batch()
+        batch.error = error
+        for i, (_, _, future) in enumerate(drained):
+            if future._batch is None:
+                future._resolve(batch, i)
+        batch.done.set()
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every record sent so far is appended (or failed)."""

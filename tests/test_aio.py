@@ -1,0 +1,297 @@
+"""What only the async API has to get right, under asyncio and trio: the event loop keeps running
+while the store fsyncs, waits hold no thread and vanish when cancelled, and partitions wake
+waiting tasks without ever waiting for an event loop themselves.
+
+The behaviour shared with the blocking API is tested once for both in ``test_api_suite.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import eventstore
+import eventstore.aio
+from eventstore import Record, TopicPartition
+from eventstore.storage.segment import Segment
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(store_path: Path) -> AsyncIterator[eventstore.aio.Store]:
+    async with await eventstore.aio.open(store_path) as s:
+        yield s
+        report = await s.check()
+        assert report.ok, "\n".join(report.problems)
+
+
+def listener_counts(store: eventstore.aio.Store, topic: str) -> list[int]:
+    """How many listeners each partition of ``topic`` has (a consumer's own is one)."""
+    logs = [store.blocking._partition_log(topic, p) for p in range(store.topic(topic).partitions)]
+    return [len(plog._listeners) for plog in logs]
+
+
+async def consumed(consumer: eventstore.aio.Consumer, timeout_ms: float) -> list[bytes | None]:
+    return [r.value for records in (await consumer.poll(timeout_ms)).values() for r in records]
+
+
+# --- the event loop is never blocked ----------------------------------------------------------
+
+
+async def test_the_loop_keeps_running_during_a_durable_append(
+    store: eventstore.aio.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.create_topic("orders")
+    datasync = Segment.datasync
+
+    def slow_datasync(segment: Segment) -> None:
+        time.sleep(0.3)  # a slow disk
+        datasync(segment)
+
+    monkeypatch.setattr(Segment, "datasync", slow_datasync)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        started = time.monotonic()
+        meta = await store.append("orders", b"v")
+        elapsed_s = time.monotonic() - started
+        tg.cancel_scope.cancel()
+    assert meta.offset == 0
+    assert elapsed_s >= 0.3
+    assert ticks >= 10  # about 30 if the loop ran freely all along
+
+
+async def test_many_concurrent_appenders_share_fsyncs(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders")
+    offsets: list[int] = []
+
+    async def appender(i: int) -> None:
+        for j in range(3):
+            offsets.append((await store.append("orders", f"{i}-{j}".encode(), partition=0)).offset)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(100):
+            tg.start_soon(appender, i)
+    assert sorted(offsets) == list(range(300))
+    statistics = await store.statistics()
+    assert statistics.fsyncs < 300  # group commit: one fdatasync covered several appends
+
+
+async def test_an_appender_never_waits_for_a_busy_loop(store_path: Path) -> None:
+    async with await eventstore.aio.open(store_path, durability="none") as store:
+        await store.create_topic("orders")
+        consumer = store.consumer("orders", group_id="g", auto_offset_reset="earliest")
+        assert await consumer.poll(timeout_ms=10) == {}
+        append_s: list[float] = []
+
+        def append_from_a_thread() -> None:
+            started = time.monotonic()
+            store.blocking.append("orders", b"v")  # notifies the poll's listener
+            append_s.append(time.monotonic() - started)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumed, consumer, 5000)
+            await anyio.sleep(0.05)  # the poll is waiting, its listener registered
+            thread = threading.Thread(target=append_from_a_thread)
+            thread.start()
+            time.sleep(0.4)  # blocks the event loop on purpose (and so does the join)
+            thread.join(timeout=1.0)
+            assert append_s and append_s[0] < 0.2
+        await consumer.close()
+
+
+async def test_an_append_on_the_loop_thread_wakes_a_poll(store_path: Path) -> None:
+    async with await eventstore.aio.open(store_path, durability="none") as store:
+        await store.create_topic("orders")
+        consumer = store.consumer("orders", group_id="g", auto_offset_reset="earliest")
+        assert await consumer.poll(timeout_ms=10) == {}
+        got: list[bytes | None] = []
+
+        async def poll() -> None:
+            got.extend(await consumed(consumer, 5000))
+
+        with anyio.fail_after(2):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll)
+                await anyio.sleep(0.05)
+                store.blocking.append("orders", b"v")  # the listener runs on this very thread
+        assert got == [b"v"]
+        await consumer.close()
+
+
+# --- waiting holds no thread, and cancelling a wait leaves nothing behind ------------------------
+
+
+async def test_cancelling_a_waiting_poll_leaves_the_consumer_usable(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders", partitions=2)
+    consumer = store.consumer("orders", group_id="g", auto_offset_reset="earliest")
+    assert await consumer.poll(timeout_ms=10) == {}
+    idle = listener_counts(store, "orders")
+    with anyio.move_on_after(0.2) as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer.poll, 10_000)
+            await anyio.sleep(0.1)
+            assert listener_counts(store, "orders") == [n + 1 for n in idle]  # waits on listeners
+    assert scope.cancelled_caught
+    assert listener_counts(store, "orders") == idle
+    await store.append("orders", b"after", partition=1)
+    assert await consumed(consumer, 2000) == [b"after"]
+    await consumer.close()
+
+
+async def test_cancelling_async_for_leaves_the_consumer_usable(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders")
+    await store.append("orders", b"first")
+    consumer = store.consumer("orders", group_id="g", auto_offset_reset="earliest")
+    seen: list[Record] = []
+    with anyio.move_on_after(0.3):
+        async for record in consumer:
+            seen.append(record)
+    assert [r.value for r in seen] == [b"first"]
+    assert listener_counts(store, "orders") == [1]  # only the consumer's own
+    await store.append("orders", b"second")
+    assert await consumed(consumer, 2000) == [b"second"]
+    await consumer.close()
+
+
+async def test_async_iteration_stops_when_the_consumer_closes(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders")
+    await store.append("orders", b"v")
+    consumer = store.consumer("orders", group_id="g", auto_offset_reset="earliest")
+    seen: list[bytes | None] = []
+
+    closed_at: list[float] = []
+
+    async def close_soon() -> None:
+        await anyio.sleep(0.2)
+        await consumer.close()
+        closed_at.append(time.monotonic())
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close_soon)
+            async for record in consumer:
+                seen.append(record.value)
+            stopped_at = time.monotonic()
+    assert stopped_at - closed_at[0] < 0.2  # woken by close, not by a heartbeat slice
+    assert seen == [b"v"]
+    assert consumer.closed
+    assert listener_counts(store, "orders") == [0]
+    assert await store.group_offsets("g") == {TopicPartition("orders", 0): 1}  # auto-commit on close
+
+
+async def test_wait_for_wakes_on_append_and_times_out(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders")
+    assert await store.wait_for("orders", 0, 0, 0.05) is False
+
+    async def append_soon() -> None:
+        await anyio.sleep(0.1)
+        await store.append("orders", b"v")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(append_soon)
+        started = time.monotonic()
+        assert await store.wait_for("orders", 0, 0, 10) is True
+        assert time.monotonic() - started < 2
+    assert listener_counts(store, "orders") == [0]
+
+
+async def test_awaiting_a_producer_future(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders")
+    async with store.producer() as producer:
+        futures = [await producer.send("orders", f"v{i}".encode()) for i in range(50)]
+        metas = [await f for f in futures]
+        assert [m.offset for m in metas] == list(range(50))
+        assert (await producer.send_and_wait("orders", b"last")).offset == 50
+        assert await futures[0] == metas[0]  # a done future awaits again
+
+
+# --- closing and cancellation --------------------------------------------------------------------
+
+
+async def test_leaving_async_with_closes_the_store_even_when_cancelled(store_path: Path) -> None:
+    with anyio.move_on_after(0.1):
+        async with await eventstore.aio.open(store_path) as store:
+            await store.create_topic("orders")
+            await anyio.sleep(10)
+    assert store.closed
+    async with await eventstore.aio.open(store_path) as reopened:  # the lock was released
+        assert [t.name for t in reopened.topics()] == ["orders"]
+
+
+async def test_a_transaction_cancelled_in_its_body_writes_nothing(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders")
+    with anyio.move_on_after(0.05):
+        async with store.transaction() as tx:
+            tx.append("orders", b"v")
+            await anyio.sleep(10)
+    assert await store.offsets("orders", 0) == (0, 0)
+    async with store.transaction() as tx:
+        tx.append("orders", b"w")
+    assert await store.offsets("orders", 0) == (0, 1)
+
+
+# --- the public surface --------------------------------------------------------------------------
+
+FACADES: list[tuple[type[Any], type[Any]]] = [
+    (eventstore.aio.Store, eventstore.Store),
+    (eventstore.aio.Consumer, eventstore.Consumer),
+    (eventstore.aio.Producer, eventstore.Producer),
+    (eventstore.aio.Transaction, eventstore.Transaction),
+    (eventstore.aio.FutureRecordMetadata, eventstore.FutureRecordMetadata),
+]
+
+
+def test_exports() -> None:
+    assert eventstore.aio.__all__ == [
+        "Store", "open", "Transaction", "Consumer", "FutureRecordMetadata", "Producer",
+    ]
+    assert all(hasattr(eventstore.aio, name) for name in eventstore.aio.__all__)
+    plain_import = "import eventstore; assert eventstore.aio.open"
+    subprocess.run([sys.executable, "-c", plain_import], check=True)
+
+
+def _parameters(fn: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+@pytest.mark.parametrize(("facade", "blocking"), FACADES, ids=lambda c: c.__name__)
+def test_facades_take_the_arguments_of_the_blocking_methods(facade: type[Any], blocking: type[Any]) -> None:
+    mirrored: list[tuple[Callable[..., Any], Callable[..., Any]]] = []
+    for name, fn in vars(facade).items():
+        if not name.startswith("_") and callable(fn) and hasattr(blocking, name):
+            mirrored.append((fn, getattr(blocking, name)))
+    assert mirrored
+    for fn, blocking_fn in mirrored:
+        params, blocking_params = _parameters(fn), _parameters(blocking_fn)
+        assert params == [p for p in blocking_params if p[0] in {q[0] for q in params}], fn.__qualname__
+        missing = [p for p in blocking_params if p not in params and p[2] is inspect.Parameter.empty
+                   and p[1] not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+        assert not missing, f"{fn.__qualname__} lacks required {missing}"
+
+
+def test_open_takes_the_arguments_of_eventstore_open() -> None:
+    params = _parameters(eventstore.aio.open)
+    assert params == [p for p in _parameters(eventstore.open) if p[0] in {q[0] for q in params}]
