@@ -174,6 +174,9 @@ def relay(
             for ts, k, v, h in out.records
         ]
         placed[tp] = list(store.append_batch(out.topic, messages, partition=out.partition))
+    for tp, metas in placed.items():  # durable in every mode before the outbox forgets them
+        if metas:
+            store._partition_log(tp.topic, tp.partition).wait_durable(metas[-1].offset + 1)
     store._catalog.delete(ck.DB_OUTBOX, _ID.pack(entry.txn_id))
     return placed
 

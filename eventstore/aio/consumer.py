@@ -24,8 +24,8 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from ..client.consumer import ConsumerRebalanceListener, OffsetAndTimestamp
 from ..client.consumer import Consumer as BlockingConsumer
+from ..client.consumer import ConsumerRebalanceListener, OffsetAndTimestamp
 from ..errors import TopicNotFoundError
 from ..records import OffsetAndMetadata, Record, TopicPartition
 from ..storage.partition import PartitionLog

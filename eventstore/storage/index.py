@@ -84,14 +84,15 @@ class _IndexFile:
             os.close(self._fd)
             self._fd = None
 
-    def read_raw(self) -> bytes:
+    def read_raw(self) -> tuple[bytes, bool]:
+        """The file's whole entries, and whether it ended in a partial one (a torn write)."""
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            return b""
+            return b"", False
         whole = len(data) - len(data) % self.entry_bytes
-        return data[:whole]
+        return data[:whole], whole != len(data)
 
 
 class OffsetIndex(_IndexFile):
@@ -109,7 +110,8 @@ class OffsetIndex(_IndexFile):
 
     def load(self, log_size: int, entries_max: int | None = None) -> bool:
         """Read the file; keep the valid prefix. False if anything had to be dropped."""
-        flat = _from_file("I", self.read_raw())
+        raw, torn = self.read_raw()
+        flat = _from_file("I", raw)
         rel, pos = flat[0::2], flat[1::2]
         keep = len(pos) if entries_max is None else min(entries_max, len(pos))
         for i in range(keep):  # bounded by the file's entry count
@@ -118,7 +120,7 @@ class OffsetIndex(_IndexFile):
                 keep = i
                 break
         self.relative_offsets, self.positions = rel[:keep], pos[:keep]
-        return keep == len(pos)
+        return keep == len(pos) and not torn
 
     def truncate(self, entries: int) -> None:
         del self.relative_offsets[entries:]
@@ -136,10 +138,11 @@ class OffsetIndex(_IndexFile):
         flat[0::2], flat[1::2] = self.relative_offsets, self.positions
         self._rewrite(_to_file(flat))
 
-    def lookup(self, relative_offset: int) -> int:
-        """Position of the last indexed batch starting at or before ``relative_offset``."""
+    def lookup(self, relative_offset: int) -> tuple[int, int]:
+        """(relative offset, position) of the last indexed batch starting at or before
+        ``relative_offset``; (0, 0), the segment's start, if there is none."""
         i = bisect_right(self.relative_offsets, relative_offset)
-        return self.positions[i - 1] if i else 0
+        return (self.relative_offsets[i - 1], self.positions[i - 1]) if i else (0, 0)
 
     @property
     def last_position(self) -> int:
@@ -160,7 +163,7 @@ class TimeIndex(_IndexFile):
         return len(self.timestamps)
 
     def load(self, max_relative_offset: int, entries_max: int | None = None) -> bool:
-        raw = self.read_raw()
+        raw, torn = self.read_raw()
         pairs = list(_TIME_ENTRY.iter_unpack(raw))
         n = len(pairs)
         ts = array("q", (p[0] for p in pairs))
@@ -172,7 +175,7 @@ class TimeIndex(_IndexFile):
                 keep = i
                 break
         self.timestamps, self.relative_offsets = ts[:keep], rel[:keep]
-        return keep == n
+        return keep == n and not torn
 
     def truncate(self, entries: int) -> None:
         del self.timestamps[entries:]

@@ -31,9 +31,11 @@ def is_segment_name(name: str) -> bool:
     return _SEGMENT_RE.match(name) is not None
 
 
-def format_broken_name(base_offset: int, position: int) -> str:
-    """Name of the file keeping the bytes cut off a torn tail at ``position``."""
-    return f"{format_segment_name(base_offset, LOG_SUFFIX)}.{position}{BROKEN_SUFFIX}"
+def format_broken_name(base_offset: int, position: int, copy: int = 0) -> str:
+    """Name of the file keeping the bytes cut off a torn tail at ``position``
+    (``copy`` numbers later tails cut at the same position)."""
+    extra = f".{copy}" if copy else ""
+    return f"{format_segment_name(base_offset, LOG_SUFFIX)}.{position}{extra}{BROKEN_SUFFIX}"
 
 
 def is_valid_topic_name(name: object) -> bool:

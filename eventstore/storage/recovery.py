@@ -142,6 +142,7 @@ def _reset_state(seg: Segment, position: int, cp: Checkpoint | None) -> None:
 def _scan_tail(seg: Segment, start: int, *, is_last: bool, report: Report) -> None:
     end = seg.size
     bad: tuple[int, str] | None = None
+    seg.refresh_index_due()
     for position, info in seg.batches(start, end):
         if isinstance(info, str):
             bad = (position, info)
@@ -150,6 +151,7 @@ def _scan_tail(seg: Segment, start: int, *, is_last: bool, report: Report) -> No
             bad = (position, f"base offset {info.base_offset}, expected {seg.next_offset}")
             break
         seg.next_offset = info.next_offset
+        seg.last_batch_base = info.base_offset
         seg.max_timestamp = max(seg.max_timestamp, info.max_timestamp)
         seg._maybe_index(position, info.base_offset)
     if bad is None:
@@ -162,25 +164,41 @@ def _scan_tail(seg: Segment, start: int, *, is_last: bool, report: Report) -> No
     position, reason = bad
     if not is_last:
         raise CorruptionError(seg.log_path, position, f"{reason} (in a closed segment)")
-    if not reason.startswith("short:") and _valid_batch_follows(seg, position, end):
+    if _valid_batch_follows(seg, position, end):
         raise CorruptionError(seg.log_path, position, f"{reason} (valid data follows)")  # R5
     case = "R3" if reason.startswith("short:") else "R4"
     _cut_torn_tail(seg, position, case, reason, report)
 
 
 def _valid_batch_follows(seg: Segment, position: int, end: int) -> bool:
+    """Is there a valid batch past the bad one at ``position`` that continues the offsets?
+
+    The bad batch's own length may be the damaged field, so the search does not
+    trust it: it looks for every native prefix (epoch 0, magic 0x45: the bytes
+    ``00 00 00 00 45`` at 12..17 of a batch) after ``position``, with C-speed
+    ``find``, and validates each candidate.
+    """
     mm = seg.view(end)
-    _base, size, _magic = fmt.read_prefix(mm, position)
-    nxt = position + size
-    if size < fmt.MIN_BATCH_SIZE or nxt >= end:
-        return False
-    info = fmt.validate_batch(mm, nxt, end - nxt, None)
-    return not isinstance(info, str) and info.base_offset > seg.next_offset
+    marker = b"\x00\x00\x00\x00" + bytes((fmt.MAGIC_NATIVE,))
+    at = position + 1
+    while True:  # bounded: every pass moves ``at`` forward
+        found = mm.find(marker, at + 12, end)
+        if found < 0:
+            return False
+        candidate = found - 12
+        at = candidate + 1
+        info = fmt.validate_batch(mm, candidate, end - candidate, None)
+        if not isinstance(info, str) and info.base_offset >= seg.next_offset:
+            return True
 
 
 def _cut_torn_tail(seg: Segment, position: int, case: str, reason: str, report: Report) -> None:
     """Keep the torn bytes in a ``.broken`` file, then truncate the log (R3, R4)."""
     broken = os.path.join(seg.directory, format_broken_name(seg.base_offset, position))
+    copy = 1
+    while os.path.exists(broken):  # never overwrite bytes kept from an earlier torn tail
+        broken = os.path.join(seg.directory, format_broken_name(seg.base_offset, position, copy))
+        copy += 1
     assert broken.endswith(BROKEN_SUFFIX)
     try:
         with open(seg.log_path, "rb") as src:

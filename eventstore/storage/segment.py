@@ -103,7 +103,8 @@ class Segment:
     def seal(self) -> None:
         """Close for writes (on roll): final time entry, fsync log and indexes."""
         if self.max_timestamp > self.timeindex.last_timestamp:
-            self.timeindex.append(self.max_timestamp, self.last_batch_base - self.base_offset)
+            last_base = self.last_batch(self.size)[1] if self.size else self.base_offset
+            self.timeindex.append(self.max_timestamp, last_base - self.base_offset)
         self.sync_all()
         self.index.close()
         self.timeindex.close()
@@ -187,10 +188,23 @@ class Segment:
         if position == 0 or position < self.index_due_position:
             return
         rel = base_offset - self.base_offset
-        self.index.append(rel, position)
-        if self.max_timestamp > self.timeindex.last_timestamp:
-            self.timeindex.append(self.max_timestamp, rel)
-        self.refresh_index_due()
+        with self._index_lock:  # a reader may be repairing the index (R8)
+            self.index.append(rel, position)
+            if self.max_timestamp > self.timeindex.last_timestamp:
+                self.timeindex.append(self.max_timestamp, rel)
+            self.refresh_index_due()
+
+    def _repair_index(self, limit: int) -> None:
+        """Rebuild the offset and time indexes from the log up to ``limit`` (R8).
+
+        Appends that become due for an index entry meanwhile wait on the index
+        lock and add theirs after, so the rebuilt index stays complete.
+        """
+        with self._index_lock:
+            if self.index_entries_valid(limit):
+                return  # another reader repaired it first
+            self._rebuild_indexes(limit)
+            self.refresh_index_due()
 
     def truncate(self, position: int) -> None:
         """Cut the log at ``position`` (recovery only: no reader exists yet)."""
@@ -240,19 +254,48 @@ class Segment:
                 mm.madvise(mmap.MADV_DONTNEED)
 
     def locate(self, offset: int, limit: int, mm: Any) -> int:
-        """Position of the batch holding ``offset`` (or ``limit`` if none before it)."""
+        """Position of the batch holding ``offset`` (or ``limit`` if none before it).
+
+        Walks batch prefixes from the nearest index entry. Every prefix walked
+        must continue the offsets of the one before (its base offset is the
+        previous base plus count), so one damaged field anywhere on the way is
+        reported as corruption instead of leading the read astray.
+        """
         self.ensure_indexes()
-        position = self.index.lookup(offset - self.base_offset)
-        if position >= limit or fmt.read_prefix(mm, position)[0] > offset:
-            position = 0  # a stale or damaged entry: walk from the start
-        while position < limit:  # bounded: every step advances by a batch size ≥ 51
+        rel, position = self.index.lookup(offset - self.base_offset)
+        expected = self.base_offset + rel
+        if position >= limit or fmt.read_prefix(mm, position)[0] != expected:
+            if position < limit:
+                self._repair_index(limit)  # a damaged entry: rebuild (R8), then walk from 0
+            position, expected = 0, self.base_offset
+        while position < limit:  # bounded: every step advances by a batch size
             base, size, magic = fmt.read_prefix(mm, position)
-            if size < fmt.MIN_BATCH_SIZE or magic != fmt.MAGIC_NATIVE:
-                return position  # let the reader report it
-            if base + fmt.batch_record_count(mm, position) > offset:
+            count = fmt.batch_record_count(mm, position) if position + 43 <= limit else 0
+            if (base != expected or magic != fmt.MAGIC_NATIVE or size < fmt.MIN_BATCH_SIZE
+                    or position + size > limit or count < 1):
+                raise CorruptionError(
+                    self.log_path, position,
+                    f"batch prefix out of sequence while looking for offset {offset} "
+                    f"(base offset {base}, expected {expected}; size {size}; count {count})",
+                )
+            if base + count > offset:
                 return position
+            expected = base + count
             position += size
         return limit
+
+    def last_batch(self, limit: int) -> tuple[int, int]:
+        """(position, base offset) of the last batch before ``limit``, walking from the index."""
+        mm = self.view(limit)
+        rel, position = self.index.lookup(self.next_offset - self.base_offset)
+        last = (position, self.base_offset + rel)
+        while position < limit:  # bounded by limit
+            base, size, _ = fmt.read_prefix(mm, position)
+            if size < fmt.MIN_BATCH_SIZE:
+                break
+            last = (position, base)
+            position += size
+        return last
 
     def read(
         self,
@@ -285,6 +328,10 @@ class Segment:
                     and total + info.size > max_bytes:
                 break
             records = self._decode(mm, position, info, decoder)
+            if not chunks and not info.base_offset <= offset < info.next_offset:
+                raise CorruptionError(self.log_path, position,
+                                      f"batch {info.base_offset}..{info.next_offset - 1} "
+                                      f"found where offset {offset} should be")
             if offset > info.base_offset:
                 records = records[offset - info.base_offset :]
             chunks.append(records)
@@ -338,15 +385,43 @@ class Segment:
         if not self.indexes_loaded:
             rel_max = max(0, self.next_offset - 1 - self.base_offset)
             ok = self.index.load(self.size) and self.timeindex.load(rel_max)
-            if not ok or (self.size and not len(self.timeindex)):
+            if not ok or not self._indexes_agree():
                 self._rebuild_indexes()
             self.max_timestamp = self.timeindex.last_timestamp
             self.indexes_loaded = True
 
-    def _rebuild_indexes(self) -> None:
+    def index_entries_valid(self, limit: int) -> bool:
+        """Every offset-index entry below ``limit`` is a batch start with the right offset."""
+        if not limit:
+            return True
+        mm = self.view(limit)
+        for rel, position in zip(self.index.relative_offsets, self.index.positions, strict=True):
+            if position + fmt.PREFIX_SIZE > limit or \
+                    fmt.read_prefix(mm, position)[0] != self.base_offset + rel:
+                return False
+        return True
+
+    def _indexes_agree(self) -> bool:
+        """Every offset-index entry is a batch start with the right offset, and the time
+        index ends with the closed segment's final entry (on its last batch). R8."""
+        if not self.size:
+            return True
+        if not self.index_entries_valid(self.size):
+            return False
+        mm = self.view(self.size)
+        if not len(self.timeindex):
+            return False
+        _, last_base = self.last_batch(self.size)
+        if self.timeindex.relative_offsets[-1] != last_base - self.base_offset:
+            return False
+        return fmt.batch_max_timestamp(mm, self.last_batch(self.size)[0]) <= \
+            self.timeindex.last_timestamp
+
+    def _rebuild_indexes(self, limit: int | None = None) -> None:
         index, timeindex = OffsetIndex(self.index.path), TimeIndex(self.timeindex.path)
         max_ts, last_pos, last_base = -1, 0, self.base_offset
-        for position, info in self.batches(0, self.size):
+        end = self.size if limit is None else limit
+        for position, info in self.batches(0, end):
             if isinstance(info, str):
                 raise CorruptionError(self.log_path, position, info)
             max_ts = max(max_ts, info.max_timestamp)
@@ -364,6 +439,8 @@ class Segment:
         with contextlib.suppress(OSError):  # derived data: keep serving from memory
             index.rewrite()
             timeindex.rewrite()
+        self.index.close()
+        self.timeindex.close()
         self.index, self.timeindex = index, timeindex
 
 
