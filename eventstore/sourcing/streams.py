@@ -41,6 +41,7 @@ META_PREFIX = "$$"
 META_EVENT_TYPE = "$metadata"
 _DECODERS_MAX = 4096
 _CATCH_UP_RECORDS = 10_000
+_STAGED_MAX = 512  # appends flush the staged index updates once this many wait
 _meta_json = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(StreamMetadata)
 _generic_events = msgspec.msgpack.Decoder(list[RecordedEvent])
@@ -92,6 +93,20 @@ class _Positions:
         self._listeners.discard(fn)
 
 
+class _Staged:
+    """One append's index update, staged until the next flush."""
+
+    __slots__ = ("base_offset", "current", "envelopes", "head", "ids", "partition", "position",
+                 "stream_id", "target_head", "topic")
+
+    def __init__(self, stream_id: str, ids: list[bytes], envelopes: list[bytes], topic: str,
+                 partition: int, current: int, position: int, base_offset: int, head: Head) -> None:
+        self.stream_id, self.ids, self.envelopes = stream_id, ids, envelopes
+        self.topic, self.partition, self.current = topic, partition, current
+        self.position, self.base_offset, self.head = position, base_offset, head
+        self.target_head: Head | None = None
+
+
 class Streams:
     """The event-sourcing view of a store (``store.append_to_stream`` and friends)."""
 
@@ -101,17 +116,23 @@ class Streams:
         self.index = StreamIndex(store._index_path())
         self._decoders: dict[tuple[str, str, int], msgspec.msgpack.Decoder[list[RecordedEvent]]] = {}
         self._topic_lock = threading.Lock()
+        self._stage_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._staged: list[_Staged] = []
+        self._staged_heads: dict[str, Head] = {}
+        self._staged_ids: dict[bytes, tuple[str, int, int]] = {}
         self._catch_up()
         with self.index.read() as txn:
             self.positions = _Positions(self.index.last_position(txn))
 
     def close(self) -> None:
+        self.flush()
         self.index.close()
 
     # --- where a stream lives ------------------------------------------------------
 
     def _locate(self, stream_id: str, topic: str | None, txn: Any) -> tuple[str, int, Head | None]:
-        head = self.index.head(txn, stream_id)
+        head = self._head(txn, stream_id)
         if head is not None:
             if topic is not None and topic != head.topic:
                 raise InvalidArgumentError(
@@ -154,7 +175,7 @@ class Streams:
 
         def prepare(base_offset: int) -> Prepared | None:
             with self.index.read() as txn:
-                head = self.index.head(txn, stream_id)
+                head = self._head(txn, stream_id)
                 current = head.last_version if head is not None else -1
                 deleted = head is not None and _is_deleted(head)
                 duplicate = self._idempotent(txn, stream_id, events)
@@ -179,6 +200,8 @@ class Streams:
                 plog.wait_durable(base + len(events))
         finally:
             self.positions.complete(outcome["position_start"])
+        if len(self._staged) >= _STAGED_MAX:
+            self.flush()
         return AppendResult(stream_id, outcome["last_version"], outcome["last_position"])
 
     def _prepare(self, stream_id: str, events: Sequence[NewEvent], topic: str, partition: int,
@@ -207,20 +230,75 @@ class Streams:
     def _index_append(self, stream_id: str, events: Sequence[NewEvent], envelopes: list[bytes],
                       topic: str, partition: int, current: int, head: Head | None,
                       position: int, base_offset: int) -> None:
-        index = self.index
+        """Stage the index update of a written append (under its partition's write lock).
 
-        def write(txn: Any) -> None:
-            new_head = Head(topic, partition, current + len(events), head.meta if head else b"")
-            if stream_id.startswith(META_PREFIX):
-                self._apply_metadata(txn, stream_id, events[-1].data, topic, partition)
-            index.put_head(txn, stream_id, new_head)
-            index.append_envelopes(txn, stream_id, current + 1, envelopes)
+        Staged updates are visible at once to appends (heads, event ids) and are
+        written to LMDB in one transaction by ``flush``, which every read calls
+        first: many appends share one index commit. A crash loses only staged
+        updates, and open replays them from the log (``covered``).
+        """
+        staged = _Staged(stream_id, [e.id.bytes for e in events], envelopes, topic, partition,
+                         current, position, base_offset,
+                         Head(topic, partition, current + len(events), head.meta if head else b""))
+        with self._stage_lock:
+            self._staged.append(staged)
+            self._staged_heads[stream_id] = staged.head
             for i, e in enumerate(events):
-                index.put_event(txn, e.id.bytes, stream_id, current + 1 + i, position + i,
-                                topic, partition, base_offset + i)
-            index.put_covered(txn, topic, partition, base_offset + len(events))
+                self._staged_ids[e.id.bytes] = (stream_id, current + 1 + i, position + i)
+            if stream_id.startswith(META_PREFIX):
+                target = stream_id[len(META_PREFIX):]
+                with self.index.read() as txn:
+                    old = self._staged_heads.get(target) or self.index.head(txn, target)
+                base = old or Head(topic, partition, -1, b"")
+                self._staged_heads[target] = staged.target_head = Head(
+                    base.topic, base.partition, base.last_version, events[-1].data)
 
-        index.write(write)
+    def flush(self) -> None:
+        """Write every staged index update to LMDB, in one transaction."""
+        if not self._staged:
+            return
+        with self._flush_lock:
+            with self._stage_lock:
+                batch, self._staged = self._staged, []
+            if not batch:
+                return
+            index = self.index
+
+            def write(txn: Any) -> None:
+                for st in batch:  # in staging order: per stream, version order
+                    if st.target_head is not None:
+                        self._apply_metadata(txn, st.stream_id, st.target_head.meta, st.topic,
+                                             st.partition)
+                    stored = index.head(txn, st.stream_id)
+                    head = st.head
+                    if stored is not None and stored.meta and not head.meta:
+                        head = Head(head.topic, head.partition, head.last_version, stored.meta)
+                    index.put_head(txn, st.stream_id, head)
+                    index.append_envelopes(txn, st.stream_id, st.current + 1, st.envelopes)
+                    for i, event_id in enumerate(st.ids):
+                        index.put_event(txn, event_id, st.stream_id, st.current + 1 + i,
+                                        st.position + i, st.topic, st.partition, st.base_offset + i)
+                    index.put_covered(txn, st.topic, st.partition, st.base_offset + len(st.ids))
+
+            index.write(write)
+            with self._stage_lock:
+                for st in batch:
+                    if self._staged_heads.get(st.stream_id) is st.head:
+                        del self._staged_heads[st.stream_id]
+                    if st.target_head is not None:
+                        target = st.stream_id[len(META_PREFIX):]
+                        if self._staged_heads.get(target) is st.target_head:
+                            del self._staged_heads[target]
+                    for event_id in st.ids:
+                        self._staged_ids.pop(event_id, None)
+
+    def _head(self, txn: Any, stream_id: str) -> Head | None:
+        staged = self._staged_heads.get(stream_id)
+        return staged if staged is not None else self.index.head(txn, stream_id)
+
+    def _event_id(self, txn: Any, event_id: bytes) -> tuple[str, int, int] | None:
+        staged = self._staged_ids.get(event_id)
+        return staged if staged is not None else self.index.event_id(txn, event_id)
 
     def _apply_metadata(self, txn: Any, meta_stream: str, data: bytes, topic: str,
                         partition: int) -> None:
@@ -232,10 +310,10 @@ class Streams:
     def _idempotent(self, txn: Any, stream_id: str,
                     events: Sequence[NewEvent]) -> AppendResult | None:
         """The original result if every event id was already appended to this stream, in order."""
-        first = self.index.event_id(txn, events[0].id.bytes)
+        first = self._event_id(txn, events[0].id.bytes)
         if first is None or first[0] != stream_id:
             return None
-        found = [self.index.event_id(txn, e.id.bytes) for e in events]
+        found = [self._event_id(txn, e.id.bytes) for e in events]
         expected = [(stream_id, first[1] + i) for i in range(len(events))]
         if [f[:2] if f else None for f in found] != expected:
             raise InvalidArgumentError(
@@ -255,6 +333,7 @@ class Streams:
             raise InvalidArgumentError(f"from_version must be an int ≥ 0, got {from_version!r}")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidArgumentError(f"limit must be an int ≥ 0 or None, got {limit!r}")
+        self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
             if head is None or head.last_version < 0:
@@ -303,6 +382,7 @@ class Streams:
     def read_all(self, from_position: int, limit: int | None) -> list[RecordedEvent]:
         if type(from_position) is not int or from_position < 0:
             raise InvalidArgumentError(f"from_position must be an int ≥ 0, got {from_position!r}")
+        self.flush()
         end = self.positions.watermark
         if limit is not None:
             end = min(end, from_position + limit)
@@ -333,6 +413,7 @@ class Streams:
 
     def metadata(self, stream_id: str) -> StreamMetadata:
         _check_stream_id(stream_id)
+        self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
         if head is None or not head.meta:
@@ -344,6 +425,7 @@ class Streams:
         _check_stream_id(stream_id)
         if not isinstance(metadata, StreamMetadata):
             raise InvalidArgumentError("metadata must be a StreamMetadata")
+        self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
         where = topic if head is None else head.topic
@@ -353,6 +435,7 @@ class Streams:
 
     def delete(self, stream_id: str) -> AppendResult:
         """Soft delete: hide every event; appending again revives the stream after them."""
+        self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
         if head is None or head.last_version < 0:
@@ -364,6 +447,7 @@ class Streams:
     def truncate_before(self, stream_id: str, version: int) -> AppendResult:
         if type(version) is not int or version < 0:
             raise InvalidArgumentError(f"version must be an int ≥ 0, got {version!r}")
+        self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
         if head is None:
@@ -373,12 +457,14 @@ class Streams:
 
     def list_streams(self, category: str | None) -> list[str]:
         prefix = "" if category is None else category + "-"
+        self.flush()
         with self.index.read() as txn:
             heads = self.index.heads_with_prefix(txn, prefix)
         return [sid for sid, head in heads
                 if not sid.startswith(META_PREFIX) and head.last_version >= 0 and not _is_deleted(head)]
 
     def stream_version(self, stream_id: str) -> int | None:
+        self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
         return None if head is None or head.last_version < 0 else head.last_version
