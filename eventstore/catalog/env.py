@@ -41,17 +41,7 @@ class Catalog:
 
     def write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(txn)`` in one write transaction, growing the map when it is full."""
-        for _ in range(_GROWTHS_MAX):
-            try:
-                with self.env.begin(write=True) as txn:
-                    return fn(txn)
-            except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
-            except lmdb.DiskError as e:
-                raise StorageFullError(self.path, f"catalog write failed: {e}") from e
-            except lmdb.Error as e:
-                raise StorageError(self.path, f"catalog write failed: {e}") from e
-        raise StorageFullError(self.path, "catalog map cannot grow any further")
+        return write_growing(self.env, self.path, "catalog", fn)
 
     def read(self, fn: Callable[[Any], T]) -> T:
         try:
@@ -87,6 +77,24 @@ class Catalog:
 
     def close(self) -> None:
         self.env.close()
+
+
+def write_growing(env: Any, path: str, what: str, fn: Callable[[Any], T]) -> T:
+    """Run ``fn(txn)`` in one write transaction of ``env``, doubling the map when it is full.
+
+    LMDB errors become ``StorageFullError`` (disk or map full) or ``StorageError``.
+    """
+    for _ in range(_GROWTHS_MAX):
+        try:
+            with env.begin(write=True) as txn:
+                return fn(txn)
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)
+        except lmdb.DiskError as e:
+            raise StorageFullError(path, f"{what} write failed: {e}") from e
+        except lmdb.Error as e:
+            raise StorageError(path, f"{what} write failed: {e}") from e
+    raise StorageFullError(path, f"{what} map cannot grow any further")
 
 
 def _prefix_items(cursor: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:

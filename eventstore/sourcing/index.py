@@ -34,6 +34,7 @@ from typing import Any
 import lmdb
 import msgspec
 
+from ..catalog.env import write_growing
 from ..errors import StorageError
 
 CHUNK_EVENTS = 128
@@ -48,7 +49,6 @@ _DBS = (DB_HEADS, DB_CHUNKS, DB_IDS, DB_ALL, DB_COVERED, DB_SNAPSHOTS, DB_META)
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _INITIAL_MAP_BYTES = 256 * 1024 * 1024
-_GROWTHS_MAX = 24
 
 
 class Head(msgspec.Struct, array_like=True):
@@ -117,15 +117,8 @@ class StreamIndex:
         return env
 
     def write(self, fn: Any) -> Any:
-        for _ in range(_GROWTHS_MAX):
-            try:
-                with self.env.begin(write=True) as txn:
-                    return fn(txn)
-            except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
-            except lmdb.Error as e:
-                raise StorageError(self.path, f"stream index write failed: {e}") from e
-        raise StorageError(self.path, "stream index map cannot grow any further")
+        """Run ``fn(txn)`` in one write transaction, growing the map when it is full."""
+        return write_growing(self.env, self.path, "stream index", fn)
 
     def read(self) -> Any:
         return self.env.begin(write=False)
