@@ -199,14 +199,21 @@ class Store:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
+        first_error: BaseException | None = None
         try:
             if self._stream_store is not None:
                 self._stream_store.close()
-            for logs in self._logs.values():
-                for plog in logs:
+        except Exception as e:  # keep closing the rest
+            first_error = e
+        for logs in self._logs.values():
+            for plog in logs:
+                try:
                     plog.close()
-        finally:
-            self._release()
+                except Exception as e:  # every partition gets closed; the first error is raised
+                    first_error = first_error or e
+        self._release()
+        if first_error is not None:
+            raise first_error
 
     def _release(self) -> None:
         catalog = getattr(self, "_catalog", None)
@@ -351,7 +358,7 @@ class Store:
             self._configs = {k: v for k, v in self._configs.items() if k != name}
             self._logs = {k: v for k, v in self._logs.items() if k != name}
             for plog in logs:
-                plog.close()
+                plog.close(TopicNotFoundError(name))
             topicdir.delete(self._root, name)
             self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name))
             self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name))
@@ -534,6 +541,10 @@ class Store:
 
     def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
         """Block until the partition's end offset passes ``offset`` (True) or the timeout (False)."""
+        if type(offset) is not int:
+            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
+        if timeout_s is not None and not isinstance(timeout_s, (int, float)):
+            raise InvalidArgumentError(f"timeout_s must be a number or None, got {timeout_s!r}")
         return self._partition_log(topic, partition).wait_for(offset, timeout_s)
 
     # --- clients and groups (the client layer, reached from the store) ------
@@ -707,6 +718,8 @@ class Store:
     def enforce_retention(self, now_ms: int | None = None) -> int:
         """Apply every topic's retention now; returns the number of segments deleted."""
         self._check_open()
+        if now_ms is not None and type(now_ms) is not int:
+            raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
         return sum(plog.enforce_retention(now_ms) for logs in list(self._logs.values()) for plog in logs)
 
     def check(self) -> CheckReport:

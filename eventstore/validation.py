@@ -43,6 +43,12 @@ def check_headers(headers: object, where: str) -> Any:
             raise InvalidArgumentError(
                 f"each header must be a (str, bytes) pair, got {pair!r} ({where})"
             )
+        try:
+            pair[0].encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(
+                f"header name {pair[0]!r} cannot be encoded as UTF-8 ({where})"
+            ) from None
         value = as_bytes(pair[1], f"header {pair[0]!r} value", where)
         out.append((pair[0], value if value is not None else b""))
     return out

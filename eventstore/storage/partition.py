@@ -16,7 +16,13 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
-from ..errors import CorruptionError, OffsetOutOfRangeError, StorageError
+from ..errors import (
+    CorruptionError,
+    EventStoreError,
+    OffsetOutOfRangeError,
+    StorageError,
+    StoreClosedError,
+)
 from ..records import Record, TopicConfig
 from . import format as fmt
 from . import segment as segment_module
@@ -56,7 +62,7 @@ class PartitionLog:
         self._sync_mutex = threading.Lock()  # guards _syncing, _waiters, _failed
         self._syncing = False
         self._waiters: list[_Waiter] = []
-        self._failed: StorageError | None = None
+        self._failed: EventStoreError | None = None  # a failed fsync, or closed
         self._vis_lock = threading.Lock()
         self._listeners: set[Callable[[], object]] = set()
         self._decoder = fmt.decoder_for(topic, partition)
@@ -112,6 +118,8 @@ class PartitionLog:
         runs, still under the lock. Returns the base offset.
         """
         with self._lock:
+            if self._failed is not None:
+                raise self._failed
             base = self._next_offset
             prepared = prepare(base)
             if prepared is None:
@@ -141,6 +149,7 @@ class PartitionLog:
                 position >= seg.index_due_position
                 or end_position > self._segment_bytes
                 or base >= self._fast_offset_limit
+                or self._failed is not None
             ):
                 return self._write(batch, base, 1, ts, ts)
             try:
@@ -174,6 +183,8 @@ class PartitionLog:
             or base + count - seg.base_offset > MAX_RELATIVE_OFFSET
         ):
             seg = self._roll()
+        if not seg.size:  # segment_ms counts from a segment's first append
+            self._roll_deadline = time.monotonic() + self.config.segment_ms / 1000
         self._fast_offset_limit = min(
             seg.base_offset + MAX_RELATIVE_OFFSET,
             base + count + _ROLL_CHECK_EVERY_APPENDS,
@@ -197,7 +208,6 @@ class PartitionLog:
         bases, segments = self._layout
         self._layout = ([*bases, new.base_offset], [*segments, new])
         self.active = new
-        self._roll_deadline = time.monotonic() + self.config.segment_ms / 1000
         self._publish(self._next_offset, old, old.size)  # sealing synced all of it
         self._write_checkpoint(self._checkpoint_of(new))
         self._enforce_retention_locked(_now_ms())
@@ -234,7 +244,7 @@ class PartitionLog:
         if waiter.lead:
             self._lead_sync()
             self._maybe_checkpoint()
-        failed: StorageError | None = self._failed  # set by another thread's leader
+        failed: EventStoreError | None = self._failed  # set by another thread's leader
         if failed is not None and self._synced_offset < end_offset:
             raise failed
 
@@ -382,6 +392,14 @@ class PartitionLog:
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The first offset whose record timestamp is ≥ ``timestamp_ms``, or None."""
+        for _ in range(_READ_RETRIES_MAX):
+            try:
+                return self._offset_for_time_once(timestamp_ms)
+            except SegmentDeletedError:
+                continue  # retention removed a segment under us: look again
+        return self._offset_for_time_once(timestamp_ms)
+
+    def _offset_for_time_once(self, timestamp_ms: int) -> int | None:
         end, vis_seg, vis_pos = self._visible
         for seg in self._layout[1]:  # bounded by the segment count
             if seg.base_offset >= end:
@@ -459,14 +477,17 @@ class PartitionLog:
     def size_bytes(self) -> int:
         return sum(s.size for s in self._layout[1])
 
-    def close(self) -> None:
-        """Fsync, checkpoint, close every file. The partition is unusable after."""
-        self.wait_durable(self._next_offset)  # lets any sync in progress finish
+    def close(self, refuse_with: EventStoreError | None = None) -> None:
+        """Fsync, checkpoint, close every file. Appends after it raise ``refuse_with``
+        (by default ``StoreClosedError``)."""
         try:
             if self._failed is None:
+                self.wait_durable(self._next_offset)  # lets any sync in progress finish
                 self.checkpoint()
         finally:
             with self._lock:
+                if self._failed is None:
+                    self._failed = refuse_with or StoreClosedError(self.directory)
                 for seg in self._layout[1]:
                     seg.close()
 

@@ -1,0 +1,124 @@
+"""The package's public surface: ``__all__`` and the error hierarchy."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import types
+
+import eventstore
+import eventstore.errors as errors
+
+# What the README's API section and error list promise; the package may export more.
+DOCUMENTED = {
+    "open", "Store", "Message", "Record", "RecordMetadata", "TopicConfig", "TopicPartition",
+    "StoreStatistics", "PartitionStatistics", "CheckReport", "RecoveryEvent",
+    "murmur2", "partition_for_key",
+    "EventStoreError", "TopicNotFoundError", "TopicExistsError", "PartitionNotFoundError",
+    "OffsetOutOfRangeError", "RecordTooLargeError", "InvalidArgumentError", "InvalidTopicError",
+    "StoreLockedError", "StoreClosedError", "StorageError", "StorageFullError", "CorruptionError",
+}
+
+
+def _error_classes() -> list[type[BaseException]]:
+    return [
+        obj for obj in vars(errors).values()
+        if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__
+    ]
+
+
+def test_all_has_no_duplicates() -> None:
+    assert len(eventstore.__all__) == len(set(eventstore.__all__))
+
+
+def test_every_name_in_all_is_importable() -> None:
+    for name in eventstore.__all__:
+        assert getattr(eventstore, name, None) is not None, name
+    namespace: dict[str, object] = {}
+    exec("from eventstore import *", namespace)
+    assert {k for k in namespace if k != "__builtins__"} == set(eventstore.__all__)
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    """Every public, non-module attribute of the package is in ``__all__`` and nothing else is."""
+    public = {
+        name for name, obj in vars(eventstore).items()
+        if not name.startswith("_") and not isinstance(obj, types.ModuleType)
+    }
+    assert public == set(eventstore.__all__)
+
+
+def test_documented_names_are_exported() -> None:
+    assert set(eventstore.__all__) >= DOCUMENTED
+
+
+def test_exported_objects_come_from_the_package() -> None:
+    for name in eventstore.__all__:
+        obj = getattr(eventstore, name)
+        module = getattr(obj, "__module__", "")
+        assert module == "eventstore" or module.startswith("eventstore."), (name, module)
+
+
+def test_every_error_class_derives_from_event_store_error() -> None:
+    classes = _error_classes()
+    assert errors.EventStoreError in classes
+    assert len(classes) >= 13
+    for cls in classes:
+        assert issubclass(cls, errors.EventStoreError), cls.__name__
+
+
+def test_errors_all_lists_every_error_class() -> None:
+    assert {c.__name__ for c in _error_classes()} == set(errors.__all__)
+
+
+def test_exported_error_names_are_the_classes_of_errors_module() -> None:
+    for name in eventstore.__all__:
+        obj = getattr(eventstore, name)
+        if inspect.isclass(obj) and issubclass(obj, BaseException):
+            assert getattr(errors, name) is obj, name
+
+
+def test_error_hierarchy_details() -> None:
+    assert issubclass(errors.StorageFullError, errors.StorageError)
+    assert issubclass(errors.InvalidTopicError, errors.InvalidArgumentError)
+    assert issubclass(errors.RecordTooLargeError, errors.InvalidArgumentError)
+    # the stdlib bases let callers catch them the Python way too
+    assert issubclass(errors.InvalidArgumentError, ValueError)
+    assert issubclass(errors.TopicNotFoundError, KeyError)
+    assert issubclass(errors.PartitionNotFoundError, IndexError)
+
+
+def test_error_messages_name_what_and_where() -> None:
+    assert "4242" in str(errors.StoreLockedError("/s", 4242))
+    assert str(errors.TopicNotFoundError("ordres", "orders")) == (
+        "topic 'ordres' does not exist (did you mean 'orders'?)"
+    )
+    e = errors.CorruptionError("/s/x.log", 17, "checksum mismatch")
+    assert (e.path, e.position, e.reason) == ("/s/x.log", 17, "checksum mismatch")
+    assert "/s/x.log" in str(e) and "17" in str(e)
+    oor = errors.OffsetOutOfRangeError("t", 1, 99, 5, 10)
+    assert (oor.offset, oor.log_start_offset, oor.end_offset) == (99, 5, 10)
+
+
+def _sample_errors() -> list[BaseException]:
+    return [
+        errors.StoreLockedError("/s", 42),
+        errors.StoreClosedError("/s"),
+        errors.RecordTooLargeError("t", 10, 5, 2),
+        errors.TopicNotFoundError("ordres", "orders"),
+        errors.TopicExistsError("t"),
+        errors.PartitionNotFoundError("t", 7, 3),
+        errors.OffsetOutOfRangeError("t", 0, 9, 0, 5),
+        errors.StorageError("/s/x.log", "write failed"),
+        errors.StorageFullError("/s/x.log", "write failed"),
+        errors.CorruptionError("/s/x.log", 17, "checksum mismatch"),
+    ]
+
+
+def test_errors_survive_pickling() -> None:
+    """Errors cross process boundaries (multiprocessing, ProcessPoolExecutor) intact."""
+    for e in _sample_errors():
+        copy = pickle.loads(pickle.dumps(e))
+        assert type(copy) is type(e)
+        assert str(copy) == str(e)
+        assert vars(copy) == vars(e)
