@@ -22,8 +22,10 @@ from .errors import (
     StorageFullError,
     StoreClosedError,
     StoreLockedError,
+    StreamNotFoundError,
     TopicExistsError,
     TopicNotFoundError,
+    WrongExpectedVersionError,
 )
 from .partitioner import murmur2, partition_for_key
 from .records import (
@@ -38,6 +40,7 @@ from .records import (
     TopicPartition,
 )
 from .storage.check import CheckReport
+from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from .store import BatchMetadata, Store, open
 from .transactions import Transaction
 
@@ -74,6 +77,12 @@ __all__ = [
     "ProcessingStats",
     "Producer",
     "replay_dead_letters",
+    # event streams
+    "AppendResult",
+    "NewEvent",
+    "RecordedEvent",
+    "StreamMetadata",
+    "StreamState",
     # errors
     "CommitFailedError",
     "CorruptionError",
@@ -90,6 +99,8 @@ __all__ = [
     "StorageFullError",
     "StoreClosedError",
     "StoreLockedError",
+    "StreamNotFoundError",
     "TopicExistsError",
     "TopicNotFoundError",
+    "WrongExpectedVersionError",
 ]
