@@ -39,8 +39,8 @@ from .records import (
     TopicConfig,
     TopicPartition,
 )
-from .storage.check import CheckReport
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
+from .storage.check import CheckReport
 from .store import BatchMetadata, Store, open
 from .transactions import Transaction
 
