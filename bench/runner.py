@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import consuming
+from bench import consuming, sourcing
 from bench.base import Measured, Progress, Skipped, System, make_values
 from bench.peers import PEERS
 from bench.workloads import EventStore, build_store, probe
@@ -286,6 +286,13 @@ WORKLOADS: dict[str, Workload] = {
         w4_full_scan,
         (Target("eventstore/lmdb", ">=", 1.0),),
     ),
+    "W5": Workload("read one 10,000-event stream among 50 interleaved streams", sourcing.w5_read_stream,
+                   (Target("eventstore ms", "<=", 3.0),), peers=False),
+    "W6": Workload("rebuild a 10,000-event aggregate by replay", sourcing.w6_rebuild,
+                   (Target("eventstore ms", "<=", 10.0),), peers=False),
+    "W7": Workload("save one event per aggregate, durable, from 1 and 64 threads", sourcing.w7_save,
+                   (Target("eventstore saves/s @1", ">=", 4_000),
+                    Target("eventstore saves/s @64", ">=", 40_000)), peers=False),
     "W8": Workload(
         "open and scan a store of 10,000,000 records",
         w8_large_store,

@@ -9,6 +9,7 @@ from .client.producer import FutureRecordMetadata, Producer
 from .errors import (
     CommitFailedError,
     CorruptionError,
+    EventDecodeError,
     EventStoreError,
     GroupNotEmptyError,
     IllegalStateError,
@@ -39,7 +40,18 @@ from .records import (
     TopicConfig,
     TopicPartition,
 )
+from .sourcing.aggregate import Aggregate
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
+from .sourcing.repository import Repository
+from .sourcing.snapshots import Snapshot
+from .sourcing.types import (
+    Event,
+    EventRegistry,
+    decode_event,
+    decode_events,
+    encode_event,
+    event_type,
+)
 from .storage.check import CheckReport
 from .store import BatchMetadata, Store, open
 from .transactions import Transaction
@@ -83,9 +95,20 @@ __all__ = [
     "RecordedEvent",
     "StreamMetadata",
     "StreamState",
+    # event sourcing
+    "Aggregate",
+    "Event",
+    "EventRegistry",
+    "Repository",
+    "Snapshot",
+    "decode_event",
+    "decode_events",
+    "encode_event",
+    "event_type",
     # errors
     "CommitFailedError",
     "CorruptionError",
+    "EventDecodeError",
     "EventStoreError",
     "GroupNotEmptyError",
     "IllegalStateError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CommitFailedError",
     "CorruptionError",
+    "EventDecodeError",
     "EventStoreError",
     "GroupNotEmptyError",
     "IllegalStateError",
@@ -193,6 +194,20 @@ class StreamNotFoundError(EventStoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class EventDecodeError(EventStoreError):
+    """A stored event's data does not fit its registered type and schema version."""
+
+    def __init__(self, stream_id: str, version: int, event_type: str, reason: str) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.event_type = event_type
+        self.reason = reason
+        super().__init__(
+            f"stream {stream_id!r}, version {version}: cannot decode {event_type!r}: {reason}"
+        )
+
 
 
 # --- when reading ----------------------------------------------------------

@@ -231,6 +231,7 @@ class StreamIndex:
             for key, head in heads:  # bounded by the stream count
                 if head.topic == topic:
                     txn.delete(key, db=self.dbs[DB_HEADS])
+                    txn.delete(key, db=self.dbs[DB_SNAPSHOTS])
                     prefix = bytes(key) + b"\x00"
                     chunks = txn.cursor(db=self.dbs[DB_CHUNKS])
                     if chunks.set_range(prefix):

@@ -254,9 +254,11 @@ class Streams:
                     base.topic, base.partition, base.last_version, events[-1].data)
 
     def flush(self) -> None:
-        """Write every staged index update to LMDB, in one transaction."""
-        if not self._staged:
-            return
+        """Write every staged index update to LMDB, in one transaction.
+
+        Readers call it first; taking the flush lock even when nothing is staged
+        makes a reader wait for a flush another thread is in the middle of.
+        """
         with self._flush_lock:
             with self._stage_lock:
                 batch, self._staged = self._staged, []
