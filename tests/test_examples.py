@@ -1,0 +1,37 @@
+"""Every example in ``examples/`` runs, and says what it should."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bank_account_conflict_and_retry(tmp_path: Path) -> None:
+    result = _load("bank_account").main(str(tmp_path / "bank"))
+    # 100.00 deposited, 30.00 and (after the refused save and a retry) 40.00 withdrawn
+    assert result == {"balance_cents": 3_000, "events": 4, "conflicts": 1}
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_example_runs_as_a_script(tmp_path: Path, script: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), str(tmp_path / "store")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
