@@ -42,8 +42,10 @@ from .records import (
 )
 from .sourcing.aggregate import Aggregate
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
+from .sourcing.projections import Projection, ProjectionRunner, ProjectionState
 from .sourcing.repository import Repository
 from .sourcing.snapshots import Snapshot
+from .sourcing.subscriptions import Subscription
 from .sourcing.types import (
     Event,
     EventRegistry,
@@ -99,8 +101,12 @@ __all__ = [
     "Aggregate",
     "Event",
     "EventRegistry",
+    "Projection",
+    "ProjectionRunner",
+    "ProjectionState",
     "Repository",
     "Snapshot",
+    "Subscription",
     "decode_event",
     "decode_events",
     "encode_event",

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from .client.coordinator import Coordinator, GroupDescription
     from .client.producer import Producer
     from .sourcing.streams import Streams
+    from .sourcing.subscriptions import Subscription
     from .transactions import Transaction
 
 log = logging.getLogger("eventstore")
@@ -353,7 +354,11 @@ class Store:
         """Delete a topic and all its data."""
         self._check_open()
         with self._lock:
-            self.topic(name)
+            cfg = self.topic(name)
+            if cfg.streams:
+                streams = self._streams()
+                streams.flush()
+                streams.index.drop_topic(name)
             logs = self._logs[name]
             self._configs = {k: v for k, v in self._configs.items() if k != name}
             self._logs = {k: v for k, v in self._logs.items() if k != name}
@@ -693,6 +698,30 @@ class Store:
         """Stream ids, all or of one category, sorted; deleted streams left out."""
         self._check_open()
         return self._streams().list_streams(category)
+
+    def subscribe_to_all(self, from_position: int | None = 0, **options: Any) -> Subscription:
+        """Every stream's events in position order: history from ``from_position``
+        (None: only new events), then live."""
+        self._check_open()
+        from .sourcing.subscriptions import subscribe_to_all
+
+        return subscribe_to_all(self, from_position, **options)
+
+    def subscribe_to_category(self, category: str, from_position: int | None = 0,
+                              **options: Any) -> Subscription:
+        """The events of streams ``<category>-*`` in position order, history then live."""
+        self._check_open()
+        from .sourcing.subscriptions import subscribe_to_category
+
+        return subscribe_to_category(self, category, from_position, **options)
+
+    def subscribe_to_stream(self, stream_id: str, from_version: int | None = 0,
+                            **options: Any) -> Subscription:
+        """One stream's events in version order, history then live."""
+        self._check_open()
+        from .sourcing.subscriptions import subscribe_to_stream
+
+        return subscribe_to_stream(self, stream_id, from_version, **options)
 
     def get_stream_metadata(self, stream_id: str) -> StreamMetadata:
         self._check_open()

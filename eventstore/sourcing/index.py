@@ -228,6 +228,18 @@ class StreamIndex:
         """Forget every stream of ``topic`` (when the topic is deleted)."""
         def drop(txn: Any) -> None:
             heads = [(k, _head_decoder.decode(v)) for k, v in txn.cursor(db=self.dbs[DB_HEADS])]
+            gone = {bytes(k).decode() for k, head in heads if head.topic == topic}
+            for key, value in list(txn.cursor(db=self.dbs[DB_ALL])):  # bounded by the index
+                if msgspec.msgpack.decode(value)[0] == topic:
+                    txn.delete(key, db=self.dbs[DB_ALL])
+            for key, value in list(txn.cursor(db=self.dbs[DB_IDS])):  # bounded by the index
+                if msgspec.msgpack.decode(value)[0] in gone:
+                    txn.delete(key, db=self.dbs[DB_IDS])
+            covered = txn.cursor(db=self.dbs[DB_COVERED])
+            prefix = topic.encode() + b"\x00"
+            if covered.set_range(prefix):
+                while covered.key().startswith(prefix) and covered.delete():
+                    pass
             for key, head in heads:  # bounded by the stream count
                 if head.topic == topic:
                     txn.delete(key, db=self.dbs[DB_HEADS])

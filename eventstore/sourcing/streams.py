@@ -86,6 +86,10 @@ class _Positions:
             for listener in list(self._listeners):
                 listener()
 
+    def wake(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
     def add_listener(self, fn: Callable[[], object]) -> None:
         self._listeners.add(fn)
 
@@ -128,6 +132,7 @@ class Streams:
     def close(self) -> None:
         self.flush()
         self.index.close()
+        self.positions.wake()  # waiting subscriptions see the store closed
 
     # --- where a stream lives ------------------------------------------------------
 
@@ -384,8 +389,8 @@ class Streams:
     def read_all(self, from_position: int, limit: int | None) -> list[RecordedEvent]:
         if type(from_position) is not int or from_position < 0:
             raise InvalidArgumentError(f"from_position must be an int ≥ 0, got {from_position!r}")
+        end = self.positions.watermark  # read first: everything below it is staged by now
         self.flush()
-        end = self.positions.watermark
         if limit is not None:
             end = min(end, from_position + limit)
         with self.index.read() as txn:

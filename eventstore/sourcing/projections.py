@@ -1,0 +1,328 @@
+"""Projections: fold the events of ``$all`` or a category into state that survives restarts.
+
+A :class:`Projection` says which events it reads (``category``, None for
+``$all``) and how each one changes its state (``handle(event, state)``). A
+:class:`ProjectionRunner` feeds it from a subscription and stores a
+*checkpoint*, the position of the last event handled, so that it resumes
+after a restart where it stopped.
+
+Where the state lives, and why a crash never applies an event twice
+---------------------------------------------------------------------
+
+The state is a set of keys and values in the store's catalog, the LMDB
+environment that the store commits with fsync (``<store>/catalog``), in the
+``streams`` database under the projection's prefix::
+
+    proj 0x00 <name> 0x00 "c"          checkpoint: MessagePack [source, position, events handled]
+    proj 0x00 <name> 0x00 "s" <key>    the projection's own keys and values
+
+The runner handles events a batch at a time, in one LMDB write transaction:
+
+1. read the stored checkpoint and check that it is the one this runner
+   last saw (so two runners of one projection cannot both apply a batch);
+2. call ``handle(event, state)`` for each event, where ``state`` reads and
+   writes through that same transaction;
+3. write the checkpoint (position of the batch's last event);
+4. commit, which LMDB makes durable atomically (one meta-page switch after
+   the data pages are synced).
+
+A crash before step 4 leaves neither the batch's state nor its checkpoint;
+after it, both. On restart the runner subscribes from ``checkpoint + 1``, so
+each event changes the state exactly once. If ``handle`` raises, the
+transaction is aborted, nothing of the batch stays, ``run`` re-raises, and a
+later ``run`` starts again at the same event.
+
+Rules for ``handle``, which follow from this design:
+
+* Keep every effect in ``state``. The transaction may be run again (when the
+  catalog's map grows, or after a failure), so effects elsewhere (memory,
+  other databases, messages sent) may happen more than once: at-least-once.
+* Do not call back into the store's catalog (commits, group offsets): LMDB
+  allows one write transaction at a time, so that would deadlock.
+
+Events handled are durable ones (below the watermark), so with
+``durability="fsync"`` an operating-system crash cannot take back an event
+that a projection has counted. (In the other modes it can: the log loses its
+unsynced tail while the catalog keeps the checkpoint.)
+
+Alternatives considered: appending the state as records in a
+``store.transaction()`` with the checkpoint as a group offset would make
+reading the state a replay, and a transaction's outputs are relayed after the
+commit; a separate LMDB environment would need its own commit, and two
+commits cannot be made atomic together.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..catalog import keys as ck
+from ..errors import IllegalStateError, InvalidArgumentError
+from .events import RecordedEvent
+from .subscriptions import (
+    ALL,
+    CATEGORY_PREFIX,
+    PAGE_EVENTS,
+    Subscription,
+    _check_count,
+    subscribe_to_all,
+    subscribe_to_category,
+)
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+__all__ = ["Projection", "ProjectionCheckpoint", "ProjectionRunner", "ProjectionState"]
+
+KEY_PREFIX = b"proj\x00"
+NAME_BYTES_MAX = 200
+_KEY_BYTES_MAX = 511  # LMDB's default maximum key size
+_COUNTER = struct.Struct(">q")
+
+
+class ProjectionCheckpoint(msgspec.Struct, array_like=True, frozen=True):
+    """What a projection has handled: its source, the last position, how many events."""
+
+    source: str  # "$all" or "$ce-<category>"
+    position: int
+    events: int
+
+
+_encode = msgspec.msgpack.encode
+_decode_checkpoint = msgspec.msgpack.Decoder(ProjectionCheckpoint).decode
+
+
+class Projection:
+    """Derive and implement ``handle``; set ``category`` to read one category (None: ``$all``)."""
+
+    category: str | None = None
+
+    def handle(self, event: RecordedEvent, state: ProjectionState) -> None:
+        """Apply ``event`` to ``state`` (runs inside the batch's transaction; see the module notes)."""
+        raise NotImplementedError
+
+
+class ProjectionState:
+    """A projection's keys and values, read and written inside one batch's transaction.
+
+    Keys and values are bytes; ``add`` keeps a signed 64-bit counter under a key.
+    """
+
+    __slots__ = ("_db", "_prefix", "_txn")
+
+    def __init__(self, txn: Any, db: Any, prefix: bytes) -> None:
+        self._txn = txn
+        self._db = db
+        self._prefix = prefix
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._txn.get(self._key(key), db=self._db)
+        return None if value is None else bytes(value)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if not isinstance(value, bytes):
+            raise InvalidArgumentError(f"a projection's values are bytes, got {type(value).__name__}")
+        self._txn.put(self._key(key), value, db=self._db)
+
+    def delete(self, key: bytes) -> bool:
+        """Remove ``key``; True if it was there."""
+        return bool(self._txn.delete(self._key(key), db=self._db))
+
+    def add(self, key: bytes, amount: int = 1) -> int:
+        """Add ``amount`` to the counter under ``key`` (0 if missing); returns the new value."""
+        raw = self.get(key)
+        value = (0 if raw is None else decode_counter(raw)) + amount
+        self.put(key, _COUNTER.pack(value))
+        return value
+
+    def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, in key order."""
+        return _prefix_items(self._txn, self._db, self._prefix, prefix)
+
+    def _key(self, key: bytes) -> bytes:
+        if not isinstance(key, bytes) or not key:
+            raise InvalidArgumentError(f"a projection's keys are non-empty bytes, got {key!r}")
+        full = self._prefix + key
+        if len(full) > _KEY_BYTES_MAX:
+            raise InvalidArgumentError(
+                f"projection key too long: {len(key)} bytes, at most {_KEY_BYTES_MAX - len(self._prefix)}"
+            )
+        return full
+
+
+def decode_counter(raw: bytes) -> int:
+    """The value of a counter kept with ``ProjectionState.add``."""
+    return int(_COUNTER.unpack(raw)[0])
+
+
+class ProjectionRunner:
+    """Runs ``projection`` under ``name``: handles events in batches, checkpointed atomically.
+
+    ``run()`` follows the source live until ``stop()``; ``catch_up()`` returns
+    once everything appended so far is handled. ``on_commit(checkpoint)`` is
+    called after each batch commits. One runner per name at a time.
+    """
+
+    def __init__(self, store: Store, projection: Projection, *, name: str,
+                 batch_events: int = PAGE_EVENTS,
+                 on_commit: Callable[[ProjectionCheckpoint], object] | None = None) -> None:
+        _check_name(name)
+        _check_count(batch_events, "batch_events")
+        if not isinstance(projection, Projection):
+            raise InvalidArgumentError(f"projection must be a Projection, got {type(projection).__name__}")
+        self.store = store
+        self.projection = projection
+        self.name = name
+        self.batch_events = batch_events
+        self._on_commit = on_commit
+        category = projection.category
+        self.source = ALL if category is None else CATEGORY_PREFIX + category
+        prefix = KEY_PREFIX + name.encode() + b"\x00"
+        self._checkpoint_key = prefix + b"c"
+        self._state_prefix = prefix + b"s"
+        self._prefix = prefix
+        self._running = threading.Lock()
+        self._stop = threading.Event()
+        self._subscription: Subscription | None = None
+
+    # --- running ---------------------------------------------------------------------
+
+    def run(self, idle_timeout_s: float | None = None) -> int:
+        """Handle events, live, until ``stop()`` (or ``idle_timeout_s`` without any); returns how many."""
+        return self._run(idle_timeout_s)
+
+    def catch_up(self) -> int:
+        """Handle every event below the watermark now, then return how many were handled."""
+        return self._run(0)
+
+    def stop(self) -> None:
+        """Make the current (or next) ``run`` return once its batch in hand is committed."""
+        self._stop.set()
+        subscription = self._subscription
+        if subscription is not None:
+            subscription.close()
+
+    def _run(self, idle_timeout_s: float | None) -> int:
+        if not self._running.acquire(blocking=False):
+            raise IllegalStateError(f"projection {self.name!r} is already running in this runner")
+        try:
+            last = self.checkpoint_record()
+            subscription = self._subscribe(last)
+            self._subscription = subscription
+            handled = 0
+            try:
+                while not self._stop.is_set():  # bounded by stop() or the idle timeout
+                    batch = subscription.next_batch(self.batch_events, idle_timeout_s)
+                    if not batch:
+                        break
+                    last = self._commit(batch, last)
+                    handled += len(batch)
+                    if self._on_commit is not None:
+                        self._on_commit(last)
+            finally:
+                self._subscription = None
+                subscription.close()
+            return handled
+        finally:
+            self._stop.clear()
+            self._running.release()
+
+    def _subscribe(self, last: ProjectionCheckpoint | None) -> Subscription:
+        start = 0 if last is None else last.position + 1
+        category = self.projection.category
+        if category is None:
+            return subscribe_to_all(self.store, start, page_events=self.batch_events)
+        return subscribe_to_category(self.store, category, start, page_events=self.batch_events)
+
+    def _commit(self, batch: list[RecordedEvent],
+                last: ProjectionCheckpoint | None) -> ProjectionCheckpoint:
+        """Handle ``batch`` and save the checkpoint after it, in one catalog transaction."""
+        catalog = self.store._catalog
+        db = catalog.dbs[ck.DB_STREAMS]
+        record = ProjectionCheckpoint(self.source, batch[-1].position,
+                                      (0 if last is None else last.events) + len(batch))
+        handle = self.projection.handle
+
+        def write(txn: Any) -> None:
+            if self._stored(txn.get(self._checkpoint_key, db=db)) != last:
+                raise IllegalStateError(
+                    f"projection {self.name!r} was advanced by another runner; this one stops"
+                )
+            state = ProjectionState(txn, db, self._state_prefix)
+            for event in batch:  # the projection's own work: one call per event
+                handle(event, state)
+            txn.put(self._checkpoint_key, _encode(record), db=db)
+
+        catalog.write(write)
+        return record
+
+    # --- what it has stored ------------------------------------------------------------
+
+    def checkpoint_record(self) -> ProjectionCheckpoint | None:
+        """The stored checkpoint (None: nothing handled yet)."""
+        return self._stored(self.store._catalog.get(ck.DB_STREAMS, self._checkpoint_key))
+
+    @property
+    def checkpoint(self) -> int | None:
+        """Position of the last event handled (None: none yet)."""
+        record = self.checkpoint_record()
+        return None if record is None else record.position
+
+    def get(self, key: bytes) -> bytes | None:
+        """A value of the projection's state, as last committed."""
+        return self.store._catalog.get(ck.DB_STREAMS, self._state_prefix + key)
+
+    def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """The projection's committed (key, value) pairs whose key starts with ``prefix``."""
+        catalog = self.store._catalog
+        db = catalog.dbs[ck.DB_STREAMS]
+        return catalog.read(lambda txn: _prefix_items(txn, db, self._state_prefix, prefix))
+
+    def reset(self) -> None:
+        """Forget the state and the checkpoint (the next run starts from the first event)."""
+        if not self._running.acquire(blocking=False):
+            raise IllegalStateError(f"projection {self.name!r} is running; stop it before a reset")
+        try:
+            self.store._catalog.delete_prefix(ck.DB_STREAMS, self._prefix)
+        finally:
+            self._running.release()
+
+    def _stored(self, raw: bytes | None) -> ProjectionCheckpoint | None:
+        if raw is None:
+            return None
+        record = _decode_checkpoint(raw)
+        if record.source != self.source:
+            raise InvalidArgumentError(
+                f"projection {self.name!r} was built from {record.source!r}, not {self.source!r}; "
+                "reset() it to rebuild from the new source"
+            )
+        return record
+
+    def __repr__(self) -> str:
+        return f"<ProjectionRunner {self.name!r} from {self.source!r}>"
+
+
+def _prefix_items(txn: Any, db: Any, base: bytes, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    start = base + prefix
+    cursor = txn.cursor(db=db)
+    out: list[tuple[bytes, bytes]] = []
+    if not cursor.set_range(start):
+        return out
+    for key, value in cursor:  # bounded by the projection's keys
+        if not bytes(key).startswith(start):
+            break
+        out.append((bytes(key)[len(base):], bytes(value)))
+    return out
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name or "\x00" in name or len(name.encode()) > NAME_BYTES_MAX:
+        raise InvalidArgumentError(
+            f"a projection name is a non-empty str of at most {NAME_BYTES_MAX} bytes without NUL, "
+            f"got {name!r}"
+        )
