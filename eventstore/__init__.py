@@ -41,7 +41,14 @@ from .records import (
     TopicPartition,
 )
 from .sourcing.aggregate import Aggregate
-from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
+from .sourcing.events import (
+    AppendResult,
+    NewEvent,
+    RecordedEvent,
+    StreamMetadata,
+    StreamState,
+    event_from_record,
+)
 from .sourcing.projections import Projection, ProjectionRunner, ProjectionState
 from .sourcing.repository import Repository
 from .sourcing.snapshots import Snapshot
@@ -97,6 +104,7 @@ __all__ = [
     "RecordedEvent",
     "StreamMetadata",
     "StreamState",
+    "event_from_record",
     # event sourcing
     "Aggregate",
     "Event",

@@ -35,3 +35,16 @@ def test_example_runs_as_a_script(tmp_path: Path, script: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ecommerce_flow_settles_exactly_once(tmp_path: Path) -> None:
+    summary = _load("ecommerce").run(str(tmp_path / "shop"), orders=300)
+    types = summary["events_per_type"]
+    assert types["OrderPlaced"] == 301  # 300 orders and the poison one
+    assert types["InventoryReserved"] + types["OutOfStock"] == 300
+    assert types["PaymentCompleted"] == types["InventoryReserved"]
+    assert types["CustomerNotified"] == 300
+    assert summary["dead_lettered"] == 1
+    assert summary["fraud_alerts"] == 1
+    assert all(lag == 0 for lag in summary["lag"].values())
+    assert summary["sample_order"]["status"].endswith("customer notified")

@@ -129,3 +129,22 @@ def array_header(count: int) -> bytes:
     if count < 0x10000:
         return b"\xdc" + count.to_bytes(2, "big")
     return b"\xdd" + count.to_bytes(4, "big")
+
+
+_one_event = msgspec.msgpack.Decoder(list[RecordedEvent])
+
+
+def event_from_record(record: Any) -> RecordedEvent:
+    """The ``RecordedEvent`` a record of a streams topic carries (for consumers of such topics).
+
+    Raises ``EventDecodeError`` if the record is not a stream event envelope.
+    """
+    from ..errors import EventDecodeError
+
+    stream_id = (record.key or b"").decode("utf-8", "replace")
+    try:
+        event = _one_event.decode(array_header(1) + (record.value or b""))[0]
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise EventDecodeError(stream_id, -1, "?", f"not an event envelope: {e}") from e
+    return msgspec.structs.replace(event, stream_id=stream_id, topic=record.topic,
+                                   partition=record.partition)
