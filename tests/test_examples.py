@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +14,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"eventstore.examples.{name}")
 
 
 def test_bank_account_conflict_and_retry(tmp_path: Path) -> None:
-    result = _load("bank_account").main(str(tmp_path / "bank"))
+    result = _load("bank_account").run(str(tmp_path / "bank"))
     # 100.00 deposited, 30.00 and (after the refused save and a retry) 40.00 withdrawn
     assert result == {"balance_cents": 3_000, "events": 4, "conflicts": 1}
 
