@@ -26,6 +26,7 @@ class Catalog:
             self.env = lmdb.open(
                 directory, map_size=INITIAL_MAP_BYTES, max_dbs=len(keys.ALL_DBS) + 4,
                 subdir=True, sync=True, metasync=True, readahead=False, lock=True,
+                max_readers=4096,  # LMDB binds a reader slot to each thread that reads
             )
             self.dbs = {name: self.env.open_db(name) for name in keys.ALL_DBS}
         except lmdb.Error as e:

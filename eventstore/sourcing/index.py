@@ -38,6 +38,7 @@ from ..catalog.env import write_growing
 from ..errors import StorageError
 
 CHUNK_EVENTS = 128
+MAX_READERS = 4096  # LMDB binds a reader slot to each thread that reads
 DB_HEADS = b"heads"
 DB_CHUNKS = b"chunks"
 DB_IDS = b"ids"
@@ -110,7 +111,7 @@ class StreamIndex:
         try:
             os.makedirs(directory, exist_ok=True)
             env = lmdb.open(directory, map_size=_INITIAL_MAP_BYTES, max_dbs=len(_DBS) + 2,
-                            sync=False, metasync=False, readahead=False)
+                            sync=False, metasync=False, readahead=False, max_readers=MAX_READERS)
             self.dbs = {name: env.open_db(name) for name in _DBS}
         except (lmdb.Error, OSError) as e:
             raise StorageError(directory, f"cannot open stream index: {e}") from e

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import InvalidArgumentError, StreamNotFoundError, WrongExpectedVersionError
+from ..errors import (
+    EventStoreError,
+    InvalidArgumentError,
+    StreamNotFoundError,
+    WrongExpectedVersionError,
+)
 from ..partitioner import partition_for_key
 from ..storage.names import is_valid_topic_name
 from ..storage.partition import Prepared
@@ -97,6 +102,50 @@ class _Positions:
         self._listeners.discard(fn)
 
 
+class _Request:
+    """One ``append_to_stream`` call waiting for a combiner."""
+
+    __slots__ = ("error", "events", "expected", "lock", "position_start", "result", "stream_id",
+                 "written")
+
+    def __init__(self, stream_id: str, events: list[NewEvent], expected: Expected) -> None:
+        self.stream_id, self.events, self.expected = stream_id, events, expected
+        self.result: AppendResult | None = None
+        self.error: BaseException | None = None
+        self.position_start = -1
+        self.written = False
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+
+class _Queue:
+    """The appends waiting for one partition, and who is combining them."""
+
+    __slots__ = ("combiner", "items", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[_Request] = []
+        self.combiner = threading.Lock()
+
+
+_BATCH_REQUESTS_MAX = 1000
+
+
+def _take_batch(items: list[_Request]) -> list[_Request]:
+    """The next requests to combine: up to a bound, a metadata append alone."""
+    if not items:
+        return []
+    if items[0].stream_id.startswith(META_PREFIX):
+        return [items.pop(0)]
+    n = 0
+    while n < len(items) and n < _BATCH_REQUESTS_MAX and not items[n].stream_id.startswith(META_PREFIX):
+        n += 1
+    batch = items[:n]
+    del items[:n]
+    return batch
+
+
 class _Staged:
     """One append's index update, staged until the next flush."""
 
@@ -125,6 +174,7 @@ class Streams:
         self._staged: list[_Staged] = []
         self._staged_heads: dict[str, Head] = {}
         self._staged_ids: dict[bytes, tuple[str, int, int]] = {}
+        self._queues: dict[tuple[str, int], _Queue] = {}
         self._catch_up()
         with self.index.read() as txn:
             self.positions = _Positions(self.index.last_position(txn))
@@ -170,67 +220,137 @@ class Streams:
 
     def append(self, stream_id: str, events: Sequence[NewEvent], expected: Expected,
                topic: str | None) -> AppendResult:
+        """Append to one stream: queue the request, then combine or wait (see ``_combine``)."""
         _check_stream_id(stream_id)
         events = _check_events(events)
         _check_expected(expected)
         with self.index.read() as txn:
             topic_name, partition, _ = self._locate(stream_id, topic, txn)
         plog = self._store._partition_log(topic_name, partition)
-        outcome: dict[str, Any] = {}
-
-        def prepare(base_offset: int) -> Prepared | None:
-            with self.index.read() as txn:
-                head = self._head(txn, stream_id)
-                current = head.last_version if head is not None else -1
-                deleted = head is not None and _is_deleted(head)
-                duplicate = self._idempotent(txn, stream_id, events)
-            if duplicate is not None:
-                outcome["result"] = duplicate
-                return None
-            _check_version(stream_id, expected, current, deleted)
-            return self._prepare(stream_id, events, topic_name, partition, current, head,
-                                 base_offset, outcome)
-
-        try:
-            base = plog.append_prepared(prepare)
-        except BaseException:
-            start = outcome.get("position_start")
-            if start is not None and "written" not in outcome:
-                self.positions.complete(start)  # abandoned: never written
-            raise
-        if "result" in outcome:
-            return outcome["result"]  # type: ignore[no-any-return]
-        try:
-            if self._store.durability == "fsync":
-                plog.wait_durable(base + len(events))
-        finally:
-            self.positions.complete(outcome["position_start"])
+        request = _Request(stream_id, events, expected)
+        queue = self._queue(topic_name, partition)
+        with queue.lock:
+            queue.items.append(request)
+        self._drive(queue, plog, topic_name, partition)
+        request.lock.acquire()  # released once a combiner (maybe this thread) handled it
+        if request.error is not None:
+            raise request.error
         if len(self._staged) >= _STAGED_MAX:
             self.flush()
-        return AppendResult(stream_id, outcome["last_version"], outcome["last_position"])
+        assert request.result is not None
+        return request.result
 
-    def _prepare(self, stream_id: str, events: Sequence[NewEvent], topic: str, partition: int,
-                 current: int, head: Head | None, base_offset: int,
-                 outcome: dict[str, Any]) -> Prepared:
-        count = len(events)
-        start = self.positions.reserve(count)
-        outcome["position_start"] = start
+    def _queue(self, topic: str, partition: int) -> _Queue:
+        key = (topic, partition)
+        queue = self._queues.get(key)
+        if queue is None:
+            with self._topic_lock:
+                queue = self._queues.setdefault(key, _Queue())
+        return queue
+
+    def _drive(self, queue: _Queue, plog: Any, topic: str, partition: int) -> None:
+        """Combine queued requests while there are some and no other thread is combining.
+
+        A request queued while another thread combines is taken by that thread:
+        it drains the queue until it finds it empty, and looks once more after
+        letting go, so no request is left waiting with nobody to serve it.
+        """
+        while queue.combiner.acquire(blocking=False):  # bounded: stops when the queue is empty
+            try:
+                while self._combine(queue, plog, topic, partition):
+                    pass
+            finally:
+                queue.combiner.release()
+            with queue.lock:
+                if not queue.items:
+                    return
+
+    def _combine(self, queue: _Queue, plog: Any, topic: str, partition: int) -> bool:
+        """Check, write and make durable every queued append of a partition as one batch.
+
+        Under 64 threads, handing the partition lock from appender to appender
+        costs more than the appends themselves (each hand-off is a GIL hand-off);
+        here one thread checks every request's expected version, writes them all
+        with one ``pwrite`` and one fsync, and wakes each requester once. Each
+        request stays all-or-nothing and is refused on its own. A metadata
+        append (``$$stream``) is combined alone, since it changes how later
+        checks see its stream.
+        """
+        with queue.lock:
+            batch = _take_batch(queue.items)
+        if not batch:
+            return False
+        accepted: list[tuple[_Request, int, Head | None, list[bytes], int]] = []
+
+        def prepare(base_offset: int) -> Prepared | None:
+            self._check_requests(batch, accepted, topic, partition, base_offset)
+            if not accepted:
+                return None
+            now = time.time_ns() // 1_000_000
+            keys = [r.stream_id.encode() for r, _, _, envs, _ in accepted for _ in envs]
+            values = [env for _, _, _, envs, _ in accepted for env in envs]
+            count = len(values)
+
+            def written(base: int) -> None:
+                for req, current, head, envs, offset in accepted:
+                    req.written = True
+                    self._index_append(req.stream_id, req.events, envs, topic, partition, current,
+                                       head, req.position_start, offset)
+
+            return Prepared([now] * count, keys, values, [()] * count, now, now, written)
+
+        try:
+            end = plog.append_prepared(prepare) + sum(len(a[3]) for a in accepted)
+            if accepted and self._store.durability == "fsync":
+                plog.wait_durable(end)
+        except BaseException as e:  # every requester gets the failure, none waits in vain
+            taken = {id(a[0]) for a in accepted}
+            for req in batch:
+                if req.error is None and (req.result is None or id(req) in taken):
+                    req.result, req.error = None, e
+        finally:
+            for req, _, _, _, _ in accepted:
+                self.positions.complete(req.position_start)  # durable now, or abandoned
+            for req in batch:
+                req.lock.release()
+        return True
+
+    def _check_requests(self, batch: list[_Request],
+                        accepted: list[tuple[_Request, int, Head | None, list[bytes], int]],
+                        topic: str, partition: int, base_offset: int) -> None:
+        """Under the partition lock: versions, idempotency, positions and envelopes of each."""
+        heads: dict[str, Head | None] = {}
+        offset = base_offset
         now = time.time_ns() // 1_000_000
-        envelopes = [
-            encode_envelope((current + 1 + i, e.type, e.data, e.metadata, e.id.bytes, start + i, now,
-                             base_offset + i))
-            for i, e in enumerate(events)
-        ]
-        key = stream_id.encode()
-
-        def written(base: int) -> None:
-            outcome["written"] = True
-            self._index_append(stream_id, events, envelopes, topic, partition, current, head,
-                               start, base)
-            outcome["last_version"] = current + count
-            outcome["last_position"] = start + count - 1
-
-        return Prepared([now] * count, [key] * count, envelopes, [()] * count, now, now, written)
+        # The flush lock keeps a flush from committing and un-staging heads while this
+        # looks at them: a read transaction opened before that commit would otherwise
+        # miss the heads both in memory and in its snapshot, and reuse a version.
+        with self._flush_lock, self.index.read() as txn:
+            for req in batch:  # bounded by the batch
+                sid = req.stream_id
+                head = heads[sid] if sid in heads else self._head(txn, sid)
+                current = head.last_version if head is not None else -1
+                try:
+                    duplicate = self._idempotent(txn, sid, req.events) if sid not in heads else None
+                    if duplicate is not None:
+                        req.result = duplicate
+                        continue
+                    _check_version(sid, req.expected, current,
+                                   head is not None and _is_deleted(head))
+                except EventStoreError as e:
+                    req.error = e
+                    continue
+                count = len(req.events)
+                start = req.position_start = self.positions.reserve(count)
+                envelopes = [
+                    encode_envelope((current + 1 + i, e.type, e.data, e.metadata, e.id.bytes,
+                                     start + i, now, offset + i))
+                    for i, e in enumerate(req.events)
+                ]
+                req.result = AppendResult(sid, current + count, start + count - 1)
+                accepted.append((req, current, head, envelopes, offset))
+                heads[sid] = Head(topic, partition, current + count, head.meta if head else b"")
+                offset += count
 
     def _index_append(self, stream_id: str, events: Sequence[NewEvent], envelopes: list[bytes],
                       topic: str, partition: int, current: int, head: Head | None,
