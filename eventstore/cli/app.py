@@ -4,23 +4,50 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from ..errors import EventStoreError, StoreLockedError, TopicNotFoundError
+from ..errors import (
+    CorruptionError,
+    EventStoreError,
+    RecordTooLargeError,
+    StorageFullError,
+    StoreLockedError,
+    StreamNotFoundError,
+    TopicExistsError,
+    TopicNotFoundError,
+)
+from . import consume, dump, groups, produce, stats, streams, topics, verify
+from .access import DATA_HELP, CliError, DataOption
 
-DATA_HELP = "Store directory (env ES_DATA)."
-DataOption = Annotated[str, typer.Option("--data", envvar="ES_DATA", help=DATA_HELP)]
+__all__ = ["DATA_HELP", "DataOption", "app", "main"]
+
+_state = {"debug": False}
+
+
+class _Commands(TyperGroup):
+    """The root group: turns expected errors of any command into ``error:`` + ``hint:``, exit 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (EventStoreError, CliError) as e:
+            if _state["debug"] or os.environ.get("ES_DEBUG"):
+                raise
+            report(e)
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
     name="es",
+    cls=_Commands,
     help="Administer and inspect an eventstore store.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
 )
-_state = {"debug": False}
 
 
 @app.callback()
@@ -30,27 +57,47 @@ def _global(
     _state["debug"] = debug
 
 
+def report(error: EventStoreError | CliError) -> None:
+    """One ``error:`` line on stderr, and a ``hint:`` line when there is something to do."""
+    print(f"error: {error}", file=sys.stderr)
+    hint = error.hint if isinstance(error, CliError) else _hint(error)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+
+
 def _hint(error: EventStoreError) -> str | None:
     if isinstance(error, StoreLockedError):
         return "another process has this store open; stop it or use another --data directory"
     if isinstance(error, TopicNotFoundError) and not error.suggestion:
         return "list topics with: es topics list"
+    if isinstance(error, TopicExistsError):
+        return f"see it with: es topics describe {error.topic}"
+    if isinstance(error, RecordTooLargeError):
+        return f"raise the limit with: es topics alter {error.topic} --max-record-bytes N"
+    if isinstance(error, StreamNotFoundError):
+        if error.deleted:
+            return "a deleted stream reads as empty; appending to it again continues its versions"
+        return "list streams with: es streams list"
+    if isinstance(error, StorageFullError):
+        return "free disk space (or raise the quota) and try again"
+    if isinstance(error, CorruptionError):
+        return "run 'es verify' for a full report; 'es dump FILE' shows the file's batches"
     return None
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``es`` console script."""
-    try:
-        app(args=argv, prog_name="es", standalone_mode=True)
-    except EventStoreError as e:
-        if _state["debug"] or os.environ.get("ES_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        hint = _hint(e)
-        if hint:
-            print(f"hint: {hint}", file=sys.stderr)
-        sys.exit(1)
+    app(args=argv, prog_name="es")
 
 
-# Command modules register themselves on ``app``; import them last.
+app.add_typer(topics.topics_app, name="topics")
+app.command()(produce.produce)
+app.command()(consume.consume)
+app.add_typer(groups.groups_app, name="groups")
+app.add_typer(streams.streams_app, name="streams")
+app.command()(dump.dump)
+app.command()(verify.verify)
+app.command()(stats.stats)
+
+# These modules register themselves on ``app``; import them last.
 from . import bench_cmd, demo  # noqa: E402, F401

@@ -1,0 +1,5 @@
+"""``python -m eventstore.cli``: the ``es`` command."""
+
+from .app import main
+
+main()

@@ -1,0 +1,47 @@
+"""How commands reach a store, and the errors the command line finds by itself."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable
+from typing import Annotated
+
+import typer
+
+from .. import store as store_module
+
+DATA_HELP = "Store directory (env ES_DATA)."
+DataOption = Annotated[str, typer.Option("--data", envvar="ES_DATA", help=DATA_HELP)]
+
+
+class CliError(Exception):
+    """A failure the command line detects itself; printed as ``error:`` and ``hint:``, exit 1."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def is_store(path: str) -> bool:
+    """Whether ``path`` holds a store (``eventstore.open`` made its ``catalog`` and ``topics``)."""
+    return os.path.isdir(os.path.join(path, "catalog")) and os.path.isdir(os.path.join(path, "topics"))
+
+
+def open_store(data: str, *, create: bool = False) -> store_module.Store:
+    """Open the store at ``data``; unless ``create``, a missing store is an error, not a new one.
+
+    A typo in ``--data`` should not leave an empty store behind.
+    """
+    if not create and not is_store(data):
+        raise CliError(
+            f"no store at {data!r}",
+            hint="pass --data DIR (or set ES_DATA); 'es topics create' makes a new store",
+        )
+    return store_module.open(data)
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
