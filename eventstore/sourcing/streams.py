@@ -224,8 +224,12 @@ class Streams:
         _check_stream_id(stream_id)
         events = _check_events(events)
         _check_expected(expected)
-        with self.index.read() as txn:
-            topic_name, partition, _ = self._locate(stream_id, topic, txn)
+        staged = self._staged_heads.get(stream_id)
+        if staged is not None and (topic is None or topic == staged.topic):
+            topic_name, partition = staged.topic, staged.partition  # no index look-up needed
+        else:
+            with self.index.read() as txn:
+                topic_name, partition, _ = self._locate(stream_id, topic, txn)
         plog = self._store._partition_log(topic_name, partition)
         request = _Request(stream_id, events, expected)
         queue = self._queue(topic_name, partition)
@@ -331,12 +335,22 @@ class Streams:
                 head = heads[sid] if sid in heads else self._head(txn, sid)
                 current = head.last_version if head is not None else -1
                 try:
-                    duplicate = self._idempotent(txn, sid, req.events) if sid not in heads else None
+                    # A retry is recognised by its event ids: look them up only when the
+                    # version check alone would not refuse a duplicate (ANY) or refuses.
+                    if req.expected is StreamState.ANY:
+                        duplicate = self._idempotent(txn, sid, req.events) if sid not in heads else None
+                    else:
+                        try:
+                            _check_version(sid, req.expected, current,
+                                           head is not None and _is_deleted(head))
+                            duplicate = None
+                        except WrongExpectedVersionError:
+                            duplicate = self._idempotent(txn, sid, req.events)
+                            if duplicate is None:
+                                raise
                     if duplicate is not None:
                         req.result = duplicate
                         continue
-                    _check_version(sid, req.expected, current,
-                                   head is not None and _is_deleted(head))
                 except EventStoreError as e:
                     req.error = e
                     continue
