@@ -464,9 +464,7 @@ class Store:
         groups = self._group(cfg, items, fixed, _now_ms())
         logs = self._logs[topic]
         bases = [
-            logs[g.partition].append(
-                len(g.values), g.timestamps, g.keys, g.values, g.headers, g.base_ts, g.max_ts
-            )
+            logs[g.partition].append(g.timestamps, g.keys, g.values, g.headers, g.base_ts, g.max_ts)
             for g in groups
         ]
         if self.durability == "fsync":

@@ -105,9 +105,6 @@ class StreamMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     custom: dict[str, Any] = {}
 
 
-# The envelope as written: (version, type, data, metadata, id bytes, position, timestamp, offset)
-Envelope = tuple[int, str, bytes, bytes, bytes, int, int, int]
-
 _envelope_encoder = msgspec.msgpack.Encoder()
 encode_envelope = _envelope_encoder.encode
 
@@ -131,20 +128,33 @@ def array_header(count: int) -> bytes:
     return b"\xdd" + count.to_bytes(4, "big")
 
 
-_one_event = msgspec.msgpack.Decoder(list[RecordedEvent])
+_envelopes = msgspec.msgpack.Decoder(list[RecordedEvent])
 
 
-def event_from_record(record: Any) -> RecordedEvent:
-    """The ``RecordedEvent`` a record of a streams topic carries (for consumers of such topics).
+def events_from_records(records: list[Any]) -> list[RecordedEvent]:
+    """The ``RecordedEvent`` values records of a streams topic carry.
 
-    Raises ``EventDecodeError`` if the record is not a stream event envelope.
+    Their envelopes are decoded in one call (joined under one array header);
+    only the stream id, topic and partition are then set per event. Raises
+    ``EventDecodeError`` if a record is not a stream event envelope.
     """
     from ..errors import EventDecodeError
 
-    stream_id = (record.key or b"").decode("utf-8", "replace")
     try:
-        event = _one_event.decode(array_header(1) + (record.value or b""))[0]
+        events = _envelopes.decode(array_header(len(records))
+                                   + b"".join(r.value or b"" for r in records))
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise EventDecodeError(stream_id, -1, "?", f"not an event envelope: {e}") from e
-    return msgspec.structs.replace(event, stream_id=stream_id, topic=record.topic,
-                                   partition=record.partition)
+        first = records[0] if records else None
+        where = (first.key or b"").decode("utf-8", "replace") if first is not None else "?"
+        raise EventDecodeError(where, -1, "?", f"not an event envelope: {e}") from e
+    replace = msgspec.structs.replace
+    return [
+        replace(ev, stream_id=(r.key or b"").decode("utf-8", "replace"), topic=r.topic,
+                partition=r.partition)
+        for ev, r in zip(events, records, strict=True)
+    ]
+
+
+def event_from_record(record: Any) -> RecordedEvent:
+    """The ``RecordedEvent`` one record of a streams topic carries (for consumers of such topics)."""
+    return events_from_records([record])[0]

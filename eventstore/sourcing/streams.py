@@ -10,6 +10,7 @@ yet durable, so it never sees a gap that later fills.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -36,6 +37,7 @@ from .events import (
     array_header,
     decoder_for,
     encode_envelope,
+    events_from_records,
 )
 from .index import CHUNK_EVENTS, Head, StreamIndex
 
@@ -49,8 +51,6 @@ _CATCH_UP_RECORDS = 10_000
 _STAGED_MAX = 512  # appends flush the staged index updates once this many wait
 _meta_json = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(StreamMetadata)
-_generic_events = msgspec.msgpack.Decoder(list[RecordedEvent])
-
 Expected = int | StreamState
 
 
@@ -542,11 +542,8 @@ class Streams:
             while j + 1 < len(entries) and entries[j + 1][1:3] == (topic, partition) \
                     and entries[j + 1][3] == entries[j][3] + 1:
                 j += 1
-            records = store.read(topic, partition, offset, max_records=j - i + 1)
-            for record in records:  # one envelope per record
-                ev = _generic_events.decode(array_header(1) + (record.value or b""))[0]
-                out.append(msgspec.structs.replace(
-                    ev, stream_id=(record.key or b"").decode(), topic=topic, partition=partition))
+            out.extend(events_from_records(store.read(topic, partition, offset,
+                                                      max_records=j - i + 1)))
             i = j + 1
         return out
 
@@ -559,7 +556,7 @@ class Streams:
             head = self.index.head(txn, stream_id)
         if head is None or not head.meta:
             return StreamMetadata()
-        return _meta_decoder.decode(head.meta)
+        return _meta_decoder.decode(head.meta)  # a fresh value: callers may change it
 
     def set_metadata(self, stream_id: str, metadata: StreamMetadata,
                      topic: str | None = None) -> AppendResult:
@@ -633,9 +630,8 @@ class Streams:
 
     def _index_records(self, txn: Any, topic: str, partition: int, records: list[Any]) -> None:
         index = self.index
-        for record in records:  # recovery: once per record not yet indexed
-            stream_id = (record.key or b"").decode()
-            ev = _generic_events.decode(array_header(1) + (record.value or b""))[0]
+        for record, ev in zip(records, events_from_records(records), strict=True):
+            stream_id = ev.stream_id  # recovery: once per record not yet indexed
             head = index.head(txn, stream_id)
             if head is not None and head.last_version >= ev.version:
                 continue  # indexed already
@@ -699,17 +695,23 @@ def _check_version(stream_id: str, expected: Expected, current: int, deleted: bo
         raise WrongExpectedVersionError(stream_id, expected, current)
 
 
+@functools.lru_cache(maxsize=1024)
+def _decode_meta(raw: bytes) -> StreamMetadata:
+    """A stream's metadata JSON, decoded once however many checks and reads consult it."""
+    return _meta_decoder.decode(raw)
+
+
 def _is_deleted(head: Head) -> bool:
     if not head.meta:
         return False
-    meta = _meta_decoder.decode(head.meta)
+    meta = _decode_meta(head.meta)
     return meta.deleted and (meta.truncate_before or 0) > head.last_version
 
 
 def _floor_version(head: Head) -> int:
     if not head.meta:
         return 0
-    meta = _meta_decoder.decode(head.meta)
+    meta = _decode_meta(head.meta)
     floor = meta.truncate_before or 0
     if meta.max_count is not None:
         floor = max(floor, head.last_version - meta.max_count + 1)
@@ -719,7 +721,7 @@ def _floor_version(head: Head) -> int:
 def _apply_max_age(head: Head, events: list[RecordedEvent]) -> list[RecordedEvent]:
     if not head.meta or not events:
         return events
-    meta = _meta_decoder.decode(head.meta)
+    meta = _decode_meta(head.meta)
     if meta.max_age_ms is None:
         return events
     oldest = time.time_ns() // 1_000_000 - meta.max_age_ms

@@ -8,7 +8,6 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIMEINDEX_SUFFIX = ".timeindex"
 BROKEN_SUFFIX = ".broken"
-SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIMEINDEX_SUFFIX)
 
 _SEGMENT_RE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex)$")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")

@@ -90,24 +90,21 @@ class PartitionLog:
 
     def append(
         self,
-        count: int,
         timestamps: Iterable[int],
         keys: Iterable[bytes | None],
-        values: Iterable[bytes | None],
+        values: Sequence[bytes | None],
         headers: Iterable[Any],
         base_ts: int,
         max_ts: int,
     ) -> int:
-        """Write ``count`` records, given as columns, as one batch; returns its base offset.
+        """Write records, given as columns, as one batch; returns its base offset.
 
-        Each column yields one entry per record (``itertools.repeat`` for a value
-        they share). The caller then calls ``wait_durable(base + count)``
+        Each column yields one entry per value (``itertools.repeat`` for a value
+        they share). The caller then calls ``wait_durable(base + len(values))``
         outside any lock, so that concurrent appenders share fsyncs.
         """
-        with self._lock:
-            base = self._next_offset
-            rows = list(zip(range(base, base + count), timestamps, keys, values, headers, strict=True))
-            return self._write(_encode_batch(base, rows, base_ts, max_ts), base, count, base_ts, max_ts)
+        prepared = Prepared(timestamps, keys, values, headers, base_ts, max_ts, _nothing)
+        return self.append_prepared(lambda _base: prepared)
 
     def append_prepared(self, prepare: Callable[[int], Prepared | None]) -> int:
         """Append what ``prepare(base_offset)`` returns, deciding it under the write lock.
@@ -162,7 +159,6 @@ class PartitionLog:
                 return self._write(batch, base, 1, ts, ts)
             seg.size = end_position
             seg.next_offset = self._next_offset = base + 1
-            seg.last_batch_base = base
             if ts > seg.max_timestamp:
                 seg.max_timestamp = ts
             self.appended_batches += 1
@@ -491,10 +487,9 @@ class PartitionLog:
                 for seg in self._layout[1]:
                     seg.close()
 
-    def remove_files(self) -> None:
-        with self._lock:
-            for seg in self._layout[1]:
-                seg.delete()
+
+def _nothing(_base: int) -> None:
+    return None
 
 
 class Prepared:

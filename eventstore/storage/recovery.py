@@ -18,7 +18,6 @@ from . import format as fmt
 from .names import (
     BROKEN_SUFFIX,
     LOG_SUFFIX,
-    SEGMENT_SUFFIXES,
     format_broken_name,
     parse_segment_name,
 )
@@ -69,7 +68,7 @@ def open_segments(directory: str, checkpoint: Checkpoint | None, report: Report)
     bases = list_segment_bases(directory, report)
     if not bases:
         seg = Segment.create(directory, 0)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return [seg]
     segments = [
         Segment.existing(directory, base, bases[i + 1] if i + 1 < len(bases) else None)
@@ -151,7 +150,6 @@ def _scan_tail(seg: Segment, start: int, *, is_last: bool, report: Report) -> No
             bad = (position, f"base offset {info.base_offset}, expected {seg.next_offset}")
             break
         seg.next_offset = info.next_offset
-        seg.last_batch_base = info.base_offset
         seg.max_timestamp = max(seg.max_timestamp, info.max_timestamp)
         seg._maybe_index(position, info.base_offset)
     if bad is None:
@@ -222,7 +220,7 @@ def _cut_torn_tail(seg: Segment, position: int, case: str, reason: str, report: 
     ))
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -230,5 +228,3 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-fsync_dir = _fsync_dir
-__all__ = ["SEGMENT_SUFFIXES", "Checkpoint", "fsync_dir", "list_segment_bases", "open_segments"]

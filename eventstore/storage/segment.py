@@ -53,7 +53,6 @@ class Segment:
         self.size = 0
         self.next_offset = base_offset
         self.max_timestamp = -1
-        self.last_batch_base = base_offset
         self.first_timestamp: int | None = None
         self.indexes_loaded = False
         self.index_due_position = INDEX_INTERVAL_BYTES
@@ -173,7 +172,6 @@ class Segment:
             raise storage_error(self.log_path, e, f"write of {len(batch)} bytes") from e
         self.size = position + len(batch)
         self.next_offset = base_offset + count
-        self.last_batch_base = base_offset
         if self.first_timestamp is None:
             self.first_timestamp = base_ts
         if max_ts > self.max_timestamp:
@@ -242,9 +240,6 @@ class Segment:
                 if self._mapped < end:
                     raise CorruptionError(self.log_path, self._mapped, "segment shorter than its end")
             return self._mm
-
-    def _release_pages(self, nbytes: int) -> None:
-        _resident.touched(self, nbytes)
 
     def drop_pages(self) -> None:
         """Drop this segment's mapped pages from the resident set (the page cache keeps them)."""
@@ -339,7 +334,7 @@ class Segment:
             total += info.size
             position += info.size
             expected = info.next_offset
-        self._release_pages(total)
+        _resident.touched(self, total)
         out = chunks[0] if len(chunks) == 1 else _concat(chunks)
         if len(out) > max_records and not whole_batches:
             del out[max_records:]
@@ -408,14 +403,13 @@ class Segment:
             return True
         if not self.index_entries_valid(self.size):
             return False
-        mm = self.view(self.size)
         if not len(self.timeindex):
             return False
-        _, last_base = self.last_batch(self.size)
+        last_position, last_base = self.last_batch(self.size)
         if self.timeindex.relative_offsets[-1] != last_base - self.base_offset:
             return False
-        return fmt.batch_max_timestamp(mm, self.last_batch(self.size)[0]) <= \
-            self.timeindex.last_timestamp
+        mm = self.view(self.size)
+        return fmt.batch_max_timestamp(mm, last_position) <= self.timeindex.last_timestamp
 
     def _rebuild_indexes(self, limit: int | None = None) -> None:
         index, timeindex = OffsetIndex(self.index.path), TimeIndex(self.timeindex.path)
