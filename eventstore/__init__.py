@@ -23,12 +23,14 @@ from .errors import (
     StorageFullError,
     StoreClosedError,
     StoreLockedError,
+    StoreNotFoundError,
     StreamNotFoundError,
     TopicExistsError,
     TopicNotFoundError,
     WrongExpectedVersionError,
 )
 from .partitioner import murmur2, partition_for_key
+from .reader import StoreReader, open_reader
 from .records import (
     Message,
     OffsetAndMetadata,
@@ -70,7 +72,9 @@ __version__ = "0.1.0"
 __all__ = [
     # opening
     "Store",
+    "StoreReader",
     "open",
+    "open_reader",
     "Transaction",
     # values
     "BatchMetadata",
@@ -136,6 +140,7 @@ __all__ = [
     "StorageFullError",
     "StoreClosedError",
     "StoreLockedError",
+    "StoreNotFoundError",
     "StreamNotFoundError",
     "TopicExistsError",
     "TopicNotFoundError",

@@ -24,6 +24,7 @@ __all__ = [
     "StorageFullError",
     "StoreClosedError",
     "StoreLockedError",
+    "StoreNotFoundError",
     "StreamNotFoundError",
     "TopicExistsError",
     "TopicNotFoundError",
@@ -58,6 +59,14 @@ class StoreLockedError(EventStoreError):
         self.pid = pid
         holder = f"process {pid}" if pid is not None else "another process"
         super().__init__(f"store {path!r} is locked by {holder}; close it there first")
+
+
+class StoreNotFoundError(EventStoreError):
+    """A read-only open found no store at the path (``open_reader`` never creates one)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"no store at {path!r}")
 
 
 class StoreClosedError(EventStoreError):

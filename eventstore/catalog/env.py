@@ -19,21 +19,25 @@ _GROWTHS_MAX = 24  # 64 MiB doubled 24 times is far beyond any disk
 class Catalog:
     """One LMDB environment in ``<store>/catalog`` with the databases of ``keys.ALL_DBS``."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, *, readonly: bool = False) -> None:
+        """``readonly``: open beside a writer in another process (docs/format.md, section 14)."""
         self.path = directory
         try:
-            os.makedirs(directory, exist_ok=True)
+            if not readonly:
+                os.makedirs(directory, exist_ok=True)
             self.env = lmdb.open(
                 directory, map_size=INITIAL_MAP_BYTES, max_dbs=len(keys.ALL_DBS) + 4,
                 subdir=True, sync=True, metasync=True, readahead=False, lock=True,
                 max_readers=4096,  # LMDB binds a reader slot to each thread that reads
+                readonly=readonly, create=not readonly,
             )
-            self.dbs = {name: self.env.open_db(name) for name in keys.ALL_DBS}
+            self.dbs = {name: self.env.open_db(name, create=not readonly) for name in keys.ALL_DBS}
         except lmdb.Error as e:
             raise StorageError(directory, f"cannot open catalog: {e}") from e
         except OSError as e:
             raise StorageError(directory, f"cannot open catalog: {e.strerror}") from e
-        self.write(lambda txn: self._init_meta(txn))
+        if not readonly:
+            self.write(lambda txn: self._init_meta(txn))
 
     def _init_meta(self, txn: Any) -> None:
         db = self.dbs[keys.DB_META]
@@ -46,8 +50,13 @@ class Catalog:
 
     def read(self, fn: Callable[[Any], T]) -> T:
         try:
-            with self.env.begin(write=False) as txn:
-                return fn(txn)
+            try:
+                with self.env.begin(write=False) as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:  # another process grew the map: adopt its size
+                self.env.set_mapsize(0)
+                with self.env.begin(write=False) as txn:
+                    return fn(txn)
         except lmdb.Error as e:
             raise StorageError(self.path, f"catalog read failed: {e}") from e
 

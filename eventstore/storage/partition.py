@@ -404,7 +404,7 @@ class PartitionLog:
             if seg.max_timestamp < timestamp_ms:
                 continue
             limit = vis_pos if seg is vis_seg else seg.size
-            found = _find_time(seg, timestamp_ms, limit, self._decoder)
+            found = find_time(seg, timestamp_ms, limit, self._decoder)
             if found is not None:
                 return found if found < end else None
         return None
@@ -516,7 +516,7 @@ class _Waiter:
         self.lock.acquire()
 
 
-def _find_time(seg: Segment, timestamp_ms: int, limit: int, decoder: Any) -> int | None:
+def find_time(seg: Segment, timestamp_ms: int, limit: int, decoder: Any) -> int | None:
     mm = seg.view(limit) if limit else None
     rel = seg.timeindex.start_for(timestamp_ms)
     position = 0

@@ -41,6 +41,9 @@ def storage_error(path: str, e: OSError, doing: str) -> StorageError:
 class Segment:
     """A segment file and its indexes. Closed segments are immutable."""
 
+    #: Whether rebuilt indexes are written back; a read-only view keeps them in memory.
+    persist_indexes = True
+
     def __init__(self, directory: str, base_offset: int) -> None:
         self.directory = directory
         self.base_offset = base_offset
@@ -430,9 +433,10 @@ class Segment:
         if max_ts > timeindex.last_timestamp:
             timeindex.timestamps.append(max_ts)
             timeindex.relative_offsets.append(last_base - self.base_offset)
-        with contextlib.suppress(OSError):  # derived data: keep serving from memory
-            index.rewrite()
-            timeindex.rewrite()
+        if self.persist_indexes:
+            with contextlib.suppress(OSError):  # derived data: keep serving from memory
+                index.rewrite()
+                timeindex.rewrite()
         self.index.close()
         self.timeindex.close()
         self.index, self.timeindex = index, timeindex

@@ -1,0 +1,220 @@
+"""A read-only store for another process: ``open_reader(path)``.
+
+An application holds its store with ``eventstore.open`` (an exclusive lock);
+tools and other processes read the same store beside it through this module:
+topics, records, offsets, times and committed group offsets. It takes no lock
+and writes nothing (docs/format.md, section 14), so it can never get in the
+writer's way, and the writer need not be running at all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+import time
+from types import TracebackType
+
+from .catalog import Catalog, cursors
+from .errors import InvalidArgumentError, StoreClosedError, StoreNotFoundError, TopicNotFoundError
+from .records import PartitionStatistics, Record, TopicConfig, TopicPartition
+from .storage import topicdir
+from .storage.view import PartitionView
+from .validation import check_partition as valid_partition
+
+DEFAULT_POLL_INTERVAL_MS = 50
+
+
+def open_reader(path: str | os.PathLike[str] = "./es-data", *,
+                poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS) -> StoreReader:
+    """Open the store at ``path`` read-only, beside whichever process holds it.
+
+    ``poll_interval_ms``: how often ``wait_for`` looks for new records (another
+    process's appends wake nothing here).
+    """
+    if type(poll_interval_ms) is not int or poll_interval_ms <= 0:
+        raise InvalidArgumentError(f"poll_interval_ms must be a positive int, got {poll_interval_ms!r}")
+    return StoreReader(os.fspath(path), poll_interval_ms)
+
+
+class StoreReader:
+    """Read-only access to a store another process may be writing. Thread-safe."""
+
+    def __init__(self, path: str, poll_interval_ms: int) -> None:
+        self.path = path
+        self.poll_interval_ms = poll_interval_ms
+        self._root = topicdir.topics_root(path)
+        catalog_dir = os.path.join(path, "catalog")
+        if not (os.path.isdir(catalog_dir) and os.path.isdir(self._root)):
+            raise StoreNotFoundError(path)
+        self._catalog_dir = catalog_dir
+        self._catalog_env: Catalog | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._configs: dict[str, TopicConfig] = {}
+        self._views: dict[TopicPartition, PartitionView] = {}
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the mappings and the catalog. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            views, self._views = self._views, {}
+        for view in views.values():
+            view.close()
+        if self._catalog_env is not None:
+            self._catalog_env.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<eventstore.StoreReader {self.path!r}{' (closed)' if self._closed else ''}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(self.path)
+
+    # --- topics --------------------------------------------------------------
+
+    def topics(self) -> list[TopicConfig]:
+        """Every topic's configuration as the writer has it now, sorted by name."""
+        self._check_open()
+        configs = topicdir.load_configs(self._root)
+        with self._lock:
+            self._configs = configs
+            for tp in [tp for tp in self._views if tp.topic not in configs]:
+                self._views.pop(tp).close()  # deleted: its views are stale
+        return [configs[name] for name in sorted(configs)]
+
+    def topic(self, name: str) -> TopicConfig:
+        """One topic's configuration; ``TopicNotFoundError`` (with a suggestion) if missing."""
+        configs = {c.name: c for c in self.topics()}
+        cfg = configs.get(name)
+        if cfg is None:
+            close = difflib.get_close_matches(name, list(configs), n=1)
+            raise TopicNotFoundError(name, close[0] if close else None)
+        return cfg
+
+    def _view(self, topic: str, partition: object) -> PartitionView:
+        self._check_open()
+        cfg = self._configs.get(topic) if isinstance(topic, str) else None
+        if cfg is None or (isinstance(partition, int) and not 0 <= partition < cfg.partitions):
+            cfg = self.topic(topic)  # unknown here: look at the writer's topics again
+        p = valid_partition(cfg, partition)
+        tp = TopicPartition(topic, p)
+        view = self._views.get(tp)
+        if view is None:
+            view = PartitionView(topicdir.partition_dir(self.path, topic, p), topic, p)
+            with self._lock:
+                view = self._views.setdefault(tp, view)
+        return view
+
+    # --- records -------------------------------------------------------------
+
+    def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, end offset) of a partition, as written now."""
+        return self._view(topic, partition).offsets()
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int = 500,
+             max_bytes: int | None = None) -> list[Record]:
+        """Up to ``max_records`` records from ``offset``; empty at the end.
+
+        ``OffsetOutOfRangeError`` below the log start or past the end.
+        """
+        if type(offset) is not int or offset < 0:
+            raise InvalidArgumentError(f"offset must be an int ≥ 0, got {offset!r}")
+        if type(max_records) is not int or max_records < 1:
+            raise InvalidArgumentError(f"max_records must be an int ≥ 1, got {max_records!r}")
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 1):
+            raise InvalidArgumentError(f"max_bytes must be an int ≥ 1 or None, got {max_bytes!r}")
+        return self._view(topic, partition).read(offset, max_records, max_bytes)
+
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        """The first offset whose timestamp is ≥ ``timestamp_ms``, or None."""
+        if type(timestamp_ms) is not int:
+            raise InvalidArgumentError(f"timestamp_ms must be an int, got {timestamp_ms!r}")
+        return self._view(topic, partition).offset_for_time(timestamp_ms)
+
+    def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
+        """Wait until a record at ``offset`` or later exists; False if ``timeout_s`` passes first.
+
+        The writer is another process, so this looks every ``poll_interval_ms``.
+        """
+        view = self._view(topic, partition)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        interval = self.poll_interval_ms / 1000
+        while True:  # bounded by the deadline, or by the caller (timeout None)
+            if view.offsets()[1] > offset:
+                return True
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                time.sleep(min(interval, left))
+            else:
+                time.sleep(interval)
+            self._check_open()
+
+    def partition_statistics(self, topic: str | None = None) -> list[PartitionStatistics]:
+        """Offsets, size and segments of every partition (of ``topic`` if given), as written now."""
+        configs = [self.topic(topic)] if topic is not None else self.topics()
+        out = []
+        for cfg in configs:
+            for p in range(cfg.partitions):
+                view = self._view(cfg.name, p)
+                start, end = view.offsets()
+                max_ts = view.max_timestamp()
+                out.append(PartitionStatistics(
+                    topic=cfg.name, partition=p, log_start_offset=start, end_offset=end,
+                    size_bytes=view.size_bytes(), segments=view.segment_count(),
+                    max_timestamp_ms=max_ts if max_ts >= 0 else None,
+                ))
+        return out
+
+    # --- groups --------------------------------------------------------------
+
+    @property
+    def _catalog(self) -> Catalog:
+        """The catalog, opened on first use: records need none of it.
+
+        LMDB allows one handle per environment and process, so group offsets
+        are read here only when the store is not open in this same process.
+        """
+        with self._lock:
+            self._check_open()
+            if self._catalog_env is None:
+                self._catalog_env = Catalog(self._catalog_dir, readonly=True)
+            return self._catalog_env
+
+    def list_groups(self) -> list[str]:
+        """Groups with committed offsets (membership lives in the writer's process)."""
+        self._check_open()
+        return cursors.groups(self._catalog)
+
+    def group_offsets(self, group: str) -> dict[TopicPartition, int]:
+        """The group's committed offsets (next offsets to read)."""
+        self._check_open()
+        return {tp: om.offset for tp, om in cursors.read_group(self._catalog, group).items()}
+
+    def lag(self, group: str) -> dict[TopicPartition, int]:
+        """End offset minus committed offset, per partition the group has committed to."""
+        out: dict[TopicPartition, int] = {}
+        configs = {c.name for c in self.topics()}
+        for tp, committed in sorted(self.group_offsets(group).items()):
+            if tp.topic not in configs:
+                continue
+            start, end = self.offsets(tp.topic, tp.partition)
+            out[tp] = max(0, end - max(committed, start))
+        return out

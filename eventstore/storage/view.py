@@ -1,0 +1,277 @@
+"""A read-only view of a partition that another process may be writing.
+
+The rules are docs/format.md, section 14: no lock, nothing written, closed
+segments read whole, the active segment read up to its last whole valid batch,
+found by scanning with ``pread`` so that no mapping ever reaches past the end
+of the file. ``refresh()`` picks up growth, rolls and retention.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from bisect import bisect_right
+from typing import NamedTuple
+
+from ..errors import CorruptionError, OffsetOutOfRangeError, TopicNotFoundError
+from ..records import Record
+from . import format as fmt
+from .index import INDEX_INTERVAL_BYTES
+from .names import LOG_SUFFIX, parse_segment_name
+from .partition import find_time
+from .segment import Segment, SegmentDeletedError, storage_error
+
+_READ_RETRIES_MAX = 8
+_SCAN_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class _End(NamedTuple):
+    """What the view has accepted: the next offset, and where the active segment's valid bytes end."""
+
+    offset: int
+    active: Segment | None
+    position: int
+
+
+class PartitionView:
+    """Read-only, lock-free view of one partition directory. Thread-safe."""
+
+    def __init__(self, directory: str, topic: str, partition: int) -> None:
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self._decoder = fmt.decoder_for(topic, partition)
+        self._lock = threading.Lock()
+        self._layout: tuple[list[int], list[Segment]] = ([], [])
+        self._end = _End(0, None, 0)
+        self.refresh()
+
+    # --- following the writer --------------------------------------------
+
+    def refresh(self) -> None:
+        """Look at the directory and the active segment's tail again."""
+        with self._lock:
+            bases = self._list_bases()
+            old_bases, old_segments = self._layout
+            known = dict(zip(old_bases, old_segments, strict=True))
+            end = self._end
+            segments: list[Segment] = []
+            for i, base in enumerate(bases):  # bounded by the segment count
+                last = i == len(bases) - 1
+                seg = known.get(base)
+                if seg is None or (not last and seg is end.active):
+                    seg = self._segment(base, None if last else bases[i + 1])  # new, or closed now
+                segments.append(seg)
+            for base, seg in known.items():
+                if base not in bases:
+                    seg.deleted = True  # retention: readers of it retry on the new layout
+            if not segments:
+                self._layout, self._end = ([], []), _End(0, None, 0)
+                return
+            active = segments[-1]
+            if active is not end.active:
+                end = self._start_scan(active)
+            self._layout = (bases, segments)
+            self._end = self._scan(end)
+
+    def _list_bases(self) -> list[int]:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            raise TopicNotFoundError(self.topic, None) from None
+        except OSError as e:
+            raise storage_error(self.directory, e, "listing partition") from e
+        bases = []
+        for name in names:
+            try:
+                base, suffix = parse_segment_name(name)
+            except ValueError:
+                continue
+            if suffix == LOG_SUFFIX:
+                bases.append(base)
+        return sorted(bases)
+
+    def _segment(self, base: int, next_base: int | None) -> Segment:
+        seg = Segment(self.directory, base)
+        seg.persist_indexes = False
+        try:
+            seg.size = os.stat(seg.log_path).st_size
+        except FileNotFoundError:
+            seg.deleted = True  # removed between the listing and now; the next refresh drops it
+        except OSError as e:
+            raise storage_error(seg.log_path, e, "stat") from e
+        if next_base is not None:
+            seg.next_offset = next_base
+        return seg
+
+    def _start_scan(self, seg: Segment) -> _End:
+        """Where to start scanning a segment first seen as the active one (section 14)."""
+        seg.indexes_loaded = True  # this view keeps the active segment's indexes itself
+        seg.index.load(seg.size)
+        start_rel, start = seg.index.lookup(1 << 32)
+        if start and self._prefix_base(seg, start) != seg.base_offset + start_rel:
+            start_rel, start = 0, 0
+        keep = bisect_right(seg.index.relative_offsets, start_rel) if start else 0
+        del seg.index.relative_offsets[keep:], seg.index.positions[keep:]
+        seg.timeindex.load(start_rel)
+        seg.max_timestamp = seg.timeindex.last_timestamp
+        seg.size, seg.next_offset = start, seg.base_offset + start_rel
+        return _End(seg.next_offset, seg, start)
+
+    @staticmethod
+    def _prefix_base(seg: Segment, position: int) -> int | None:
+        raw = _pread(seg, fmt.PREFIX_SIZE, position)
+        return fmt.read_prefix(raw, 0)[0] if len(raw) == fmt.PREFIX_SIZE else None
+
+    def _scan(self, end: _End) -> _End:
+        """Accept the whole, valid batches that follow ``end`` in the active segment."""
+        seg = end.active
+        assert seg is not None
+        position, offset = end.position, end.offset
+        want = _SCAN_CHUNK_BYTES
+        while True:  # bounded: a pass accepts a batch, or widens the read once for a big one, or stops
+            data = _pread(seg, want, position)
+            used = 0
+            while used < len(data):  # bounded: each step accepts a batch or stops
+                info = fmt.validate_batch(data, used, len(data) - used, offset)
+                if isinstance(info, str):
+                    break
+                self._index(seg, position + used, info)
+                used += info.size
+                offset = info.next_offset
+            position += used
+            full = len(data) == want
+            if used:
+                if not full:
+                    break  # the end of the file, or a batch not yet whole or valid
+                want = _SCAN_CHUNK_BYTES
+                continue
+            need = fmt.read_prefix(data, 0)[1] if len(data) >= fmt.PREFIX_SIZE else 0
+            if not full or need <= want:
+                break
+            want = need  # one batch larger than a chunk
+        seg.size, seg.next_offset = position, offset
+        return _End(offset, seg, position)
+
+    @staticmethod
+    def _index(seg: Segment, position: int, info: fmt.BatchInfo) -> None:
+        """In-memory index entries at the spacing of docs/format.md, sections 3 and 4."""
+        if info.max_timestamp > seg.max_timestamp:
+            seg.max_timestamp = info.max_timestamp
+        if position == 0 or position < seg.index.last_position + INDEX_INTERVAL_BYTES:
+            return
+        rel = info.base_offset - seg.base_offset
+        seg.index.relative_offsets.append(rel)
+        seg.index.positions.append(position)
+        if seg.max_timestamp > seg.timeindex.last_timestamp:
+            seg.timeindex.timestamps.append(seg.max_timestamp)
+            seg.timeindex.relative_offsets.append(rel)
+
+    # --- reading -----------------------------------------------------------
+
+    def offsets(self) -> tuple[int, int]:
+        """(log start offset, end offset), after a refresh."""
+        self.refresh()
+        return self._known_offsets()
+
+    def _known_offsets(self) -> tuple[int, int]:
+        bases = self._layout[0]
+        return (bases[0] if bases else 0), self._end.offset
+
+    def read(self, offset: int, max_records: int, max_bytes: int | None = None) -> list[Record]:
+        """Up to ``max_records`` records from ``offset``; empty at the end."""
+        start, end = self._known_offsets()
+        if not start <= offset < end:
+            self.refresh()
+        for _ in range(_READ_RETRIES_MAX):  # bounded retries while retention moves the start
+            try:
+                return self._read_once(offset, max_records, max_bytes)
+            except (CorruptionError, SegmentDeletedError):
+                if all(os.path.exists(s.log_path) for s in self._layout[1]):
+                    raise
+                self.refresh()  # a segment went away under the read
+        start, end = self._known_offsets()
+        raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
+
+    def _read_once(self, offset: int, max_records: int, max_bytes: int | None) -> list[Record]:
+        end = self._end
+        bases, segments = self._layout
+        start = bases[0] if bases else 0
+        if offset < start or offset > end.offset:
+            raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end.offset)
+        out: list[Record] = []
+        budget = max_bytes
+        i = bisect_right(bases, offset) - 1
+        while offset < end.offset and len(out) < max_records and i < len(segments):  # bounded by i
+            seg = segments[i]
+            limit = end.position if seg is end.active else seg.size
+            records, used = seg.read(offset, limit, max_records - len(out), budget, self._decoder,
+                                     must_progress=not out)
+            if records:
+                out.extend(records)
+                offset = records[-1].offset + 1
+            if budget is not None:
+                budget -= used
+                if budget <= 0:
+                    break
+            if seg is end.active or offset < seg.next_offset:
+                break
+            i += 1
+        return out
+
+    def offset_for_time(self, timestamp_ms: int) -> int | None:
+        """The first offset whose timestamp is ≥ ``timestamp_ms``, or None."""
+        self.refresh()
+        end = self._end
+        for seg in self._layout[1]:  # bounded by the segment count
+            if seg.base_offset >= end.offset:
+                return None
+            seg.ensure_indexes()
+            if seg.max_timestamp < timestamp_ms:
+                continue
+            limit = end.position if seg is end.active else seg.size
+            found = find_time(seg, timestamp_ms, limit, self._decoder)
+            if found is not None:
+                return found if found < end.offset else None
+        return None
+
+    def max_timestamp(self) -> int:
+        """The largest record timestamp in the view (-1 when empty)."""
+        end = self._end
+        found = -1
+        for seg in reversed(self._layout[1]):  # bounded by the segment count; usually the last
+            if seg is not end.active:
+                seg.ensure_indexes()
+            found = max(found, seg.max_timestamp)
+            if found >= 0:
+                return found
+        return found
+
+    def segment_count(self) -> int:
+        return len(self._layout[1])
+
+    def size_bytes(self) -> int:
+        end = self._end
+        return sum(end.position if s is end.active else s.size for s in self._layout[1])
+
+    def close(self) -> None:
+        with self._lock:
+            for seg in self._layout[1]:
+                seg.close()
+            self._layout, self._end = ([], []), _End(0, None, 0)
+
+
+def _pread(seg: Segment, size: int, position: int) -> bytes:
+    """Bytes of the segment's log at ``position`` (fewer at the end of the file)."""
+    try:
+        fd = os.open(seg.log_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return b""  # deleted by retention: nothing more to accept here
+    except OSError as e:
+        raise storage_error(seg.log_path, e, "opening segment") from e
+    try:
+        return os.pread(fd, size, position)
+    except OSError as e:
+        raise storage_error(seg.log_path, e, "read") from e
+    finally:
+        os.close(fd)
