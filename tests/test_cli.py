@@ -112,9 +112,21 @@ def test_data_option_beats_the_environment(es: Es, orders: Path, tmp_path: Path)
 
 def test_locked_store_names_the_pid(es: Es, orders: Path) -> None:
     with eventstore.open(orders):  # this process holds the lock
-        lines = error_lines(ok(es("topics", "list"), 1))
+        lines = error_lines(ok(es("topics", "create", "more"), 1))
     assert f"is locked by process {os.getpid()}" in lines[0]
-    assert lines[1].startswith("hint: another process has this store open")
+    assert lines[1].startswith("hint: another process has this store open; commands that only read")
+
+
+def test_reading_commands_work_beside_the_owner(es: Es, orders: Path) -> None:
+    """Nothing that only reads takes the lock, so an application can keep the store open."""
+    free = {args: ok(es(*args, "--json")).stdout for args in (("topics", "list"),
+                                                            ("topics", "describe", "orders"))}
+    with eventstore.open(orders) as store:  # this process holds the lock
+        for args, expected in free.items():
+            assert ok(es(*args, "--json")).stdout == expected
+        assert sorted(ok(es("consume", "orders")).stdout.split()) == ["o1", "o2", "o3", "p1", "p2"]
+        store.append("orders", b"o4", partition=0)
+        assert ok(es("consume", "orders", "--partition", "0", "--offset", "-1")).stdout == "o4\n"
 
 
 @pytest.mark.parametrize("args", [

@@ -6,6 +6,7 @@ environment), else ``python -m eventstore.cli``. Every wait has a timeout.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -92,7 +93,7 @@ def test_locked_store_names_the_pid(data: Path) -> None:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
-        result = es(data, "topics", "list")
+        result = es(data, "topics", "create", "more")
         assert result.returncode == 1
         lines = result.stderr.decode().splitlines()
         assert lines[0] == (f"error: store {str(data)!r} is locked by process {holder.pid}; "
@@ -138,3 +139,57 @@ def test_follow_exits_cleanly_on_a_signal(data: Path, signum: int) -> None:
     assert proc.returncode in ((0, 130) if signum == signal.SIGINT else (0,))
     assert b"Traceback" not in err and b"error" not in err
     assert es(data, "topics", "list").returncode == 0  # the lock was released
+
+
+_HOLDER = """
+import sys, eventstore
+store = eventstore.open(sys.argv[1])
+store.consumer(group_id="billing").commit({eventstore.TopicPartition("orders", 0): 1})
+print("open", flush=True)
+for line in sys.stdin:  # one record per line, until stdin closes
+    store.append("orders", line.strip().encode())
+    print("appended", flush=True)
+store.close()
+"""
+
+
+def test_follow_tails_a_store_another_process_holds(data: Path) -> None:
+    """``es consume`` takes no lock: it reads beside the application that owns the store."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(data)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    follower: subprocess.Popen[bytes] | None = None
+    try:
+        assert holder.stdin is not None and holder.stdout is not None
+        assert _read_line(holder.stdout.fileno(), TIMEOUT_S) == b"open\n"
+        locked = es(data, "consume", "orders", "--group", "g")
+        assert locked.returncode == 1
+        assert f"locked by process {holder.pid}".encode() in locked.stderr
+        assert es(data, "consume", "orders").stdout == b"first\nsecond\n"
+        groups = json.loads(es(data, "groups", "list", "--json").stdout)
+        assert groups == [{"group": "billing", "topics": ["orders"], "lag": 1}]
+        described = json.loads(es(data, "groups", "describe", "billing", "--json").stdout)
+        assert (described["state"], described["generation"], described["members"]) == ("Unknown", None, [])
+        assert [(p["committed"], p["end_offset"], p["lag"]) for p in described["partitions"]] == [(1, 2, 1)]
+        stats = json.loads(es(data, "stats", "--json").stdout)
+        assert (stats["durability"], stats["records"], stats["groups"]) == (
+            None, 2, [{"group": "billing", "lag": 1}])
+
+        follower = subprocess.Popen([*es_command(), "consume", "orders", "--follow"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=environment(data))
+        assert follower.stdout is not None
+        time.sleep(0.5)  # the follower starts at the end: only records appended from now on
+        holder.stdin.write(b"third\n")
+        holder.stdin.flush()
+        assert _read_line(holder.stdout.fileno(), TIMEOUT_S) == b"appended\n"
+        assert _read_line(follower.stdout.fileno(), TIMEOUT_S) == b"third\n"
+        follower.send_signal(signal.SIGTERM)
+        out, err = follower.communicate(timeout=10)
+        assert (follower.returncode, out, err) == (0, b"", b"")
+        holder.stdin.close()
+        assert holder.wait(timeout=TIMEOUT_S) == 0  # the reader never got in the owner's way
+    finally:
+        for proc in (follower, holder):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=TIMEOUT_S)

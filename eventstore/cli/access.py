@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
+from .. import reader as reader_module
 from .. import store as store_module
+from ..errors import StoreLockedError
+from ..reader import StoreReader
 
 DATA_HELP = "Store directory (env ES_DATA)."
 DataOption = Annotated[str, typer.Option("--data", envvar="ES_DATA", help=DATA_HELP)]
@@ -39,6 +43,31 @@ def open_store(data: str, *, create: bool = False) -> store_module.Store:
             hint="pass --data DIR (or set ES_DATA); 'es topics create' makes a new store",
         )
     return store_module.open(data)
+
+
+def open_reader(data: str) -> StoreReader:
+    """Open the store at ``data`` read-only: no lock, so an application may hold it meanwhile."""
+    if not is_store(data):
+        raise CliError(f"no store at {data!r}", hint="pass --data DIR (or set ES_DATA)")
+    return reader_module.open_reader(data)
+
+
+@contextmanager
+def store_or_reader(data: str) -> Iterator[tuple[store_module.Store | StoreReader, int | None]]:
+    """The store, or, while another process holds it, a read-only view and that process's pid.
+
+    Commands that only look (``groups``, ``stats``) work beside a running
+    application this way; what only the owner knows (group members, its
+    durability mode) they report as unknown.
+    """
+    try:
+        store = open_store(data)
+    except StoreLockedError as e:
+        with open_reader(data) as reader:
+            yield reader, e.pid
+        return
+    with store:
+        yield store, None
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

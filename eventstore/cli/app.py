@@ -67,7 +67,8 @@ def report(error: EventStoreError | CliError) -> None:
 
 def _hint(error: EventStoreError) -> str | None:
     if isinstance(error, StoreLockedError):
-        return "another process has this store open; stop it or use another --data directory"
+        return ("another process has this store open; commands that only read (topics list, "
+                "consume without --group, groups list, stats) work beside it")
     if isinstance(error, TopicNotFoundError) and not error.suggestion:
         return "list topics with: es topics list"
     if isinstance(error, TopicExistsError):

@@ -6,18 +6,20 @@ import enum
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 
 from .. import store as store_module
 from ..client.consumer import Consumer
 from ..errors import OffsetOutOfRangeError, PartitionNotFoundError
-from ..records import Record, TopicPartition
-from .access import DataOption, open_store
+from ..reader import StoreReader
+from ..records import Record, TopicConfig, TopicPartition
+from .access import DataOption, open_reader, open_store
 from .output import (
     JsonOption,
     bytes_json,
@@ -79,41 +81,64 @@ def consume(
                                  param_hint="--from-beginning")
     since_ms = parse_time_ms(since, "--since") if since is not None else None
     write = _writer(Format.json if json else fmt)
-    with open_store(data) as store:
-        cfg = store.topic(topic)
-        if partition is not None and partition >= cfg.partitions:
-            raise PartitionNotFoundError(topic, partition, cfg.partitions)
-        parts = [partition] if partition is not None else list(range(cfg.partitions))
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer = store.consumer(
-            group_id=group, enable_auto_commit=False, max_poll_records=POLL_RECORDS_MAX,
-            auto_offset_reset="latest" if follow else "earliest",
-        )
-        try:
-            consumer.assign(tps)
-            for tp, start in _starts(store, tps, from_beginning, offset, since_ms).items():
-                consumer.seek(tp, start)
-            total = _backlog(store, consumer, tps)
+    if group is None:  # no lock: tail a store an application holds open
+        with open_reader(data) as reader:
+            tps = _partitions(reader, topic, partition)
+            starts = _starts(reader, tps, from_beginning, offset, since_ms)
+            for tp in tps:
+                if tp not in starts:
+                    first, end = reader.offsets(tp.topic, tp.partition)
+                    starts[tp] = end if follow else first
             with _sigterm_stops(follow):
-                count = _run(consumer, write, follow, max_records, group is not None, total)
-        finally:
-            consumer.close(autocommit=False)
+                count = _run_reader(reader, starts, write, follow, max_records)
+    else:
+        with open_store(data) as store:
+            tps = _partitions(store, topic, partition)
+            consumer = store.consumer(
+                group_id=group, enable_auto_commit=False, max_poll_records=POLL_RECORDS_MAX,
+                auto_offset_reset="latest" if follow else "earliest",
+            )
+            try:
+                consumer.assign(tps)
+                for tp, start in _starts(store, tps, from_beginning, offset, since_ms).items():
+                    consumer.seek(tp, start)
+                total = _backlog(store, consumer, tps)
+                with _sigterm_stops(follow):
+                    count = _run(consumer, write, follow, max_records, total)
+            finally:
+                consumer.close(autocommit=False)
     if follow and stderr_is_terminal():
         note(f"consumed {plural(count, 'record')}")
 
 
-def _starts(store: store_module.Store, tps: list[TopicPartition], from_beginning: bool,
+class _Log(Protocol):
+    """What both a ``Store`` and a ``StoreReader`` offer the start options."""
+
+    def topic(self, name: str) -> TopicConfig: ...
+    def offsets(self, topic: str, partition: int) -> tuple[int, int]: ...
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None: ...
+
+
+def _partitions(log: _Log, topic: str, partition: int | None) -> list[TopicPartition]:
+    cfg = log.topic(topic)
+    if partition is not None and partition >= cfg.partitions:
+        raise PartitionNotFoundError(topic, partition, cfg.partitions)
+    parts = [partition] if partition is not None else list(range(cfg.partitions))
+    return [TopicPartition(topic, p) for p in parts]
+
+
+def _starts(log: _Log, tps: list[TopicPartition], from_beginning: bool,
             offset: int | None, since_ms: int | None) -> dict[TopicPartition, int]:
     """The explicit start offset of each partition (none without a start option)."""
     out: dict[TopicPartition, int] = {}
     if not (from_beginning or offset is not None or since_ms is not None):
         return out
     for tp in tps:
-        start, end = store.offsets(tp.topic, tp.partition)
+        start, end = log.offsets(tp.topic, tp.partition)
         if from_beginning:
             out[tp] = start
         elif since_ms is not None:
-            found = store.offset_for_time(tp.topic, tp.partition, since_ms)
+            found = log.offset_for_time(tp.topic, tp.partition, since_ms)
             out[tp] = end if found is None else found
         elif offset is not None:
             target = max(start, end + offset) if offset < 0 else offset
@@ -146,17 +171,15 @@ def _sigterm_stops(follow: bool) -> Iterator[None]:
 
 
 def _run(consumer: Consumer, write: Writer, follow: bool, max_records: int | None,
-         commit: bool, backlog: int) -> int:
-    """Poll and print until the end (or Ctrl-C with ``follow``); returns the records printed."""
+         backlog: int) -> int:
+    """Poll, print and commit until the end (or Ctrl-C with ``follow``); returns the count."""
     count = 0
     timeout_ms = FOLLOW_POLL_MS if follow else 0
     show = not follow and not stdout_is_terminal()
     with progress("consume", min(backlog, max_records or backlog), enabled=show) as bar:
         try:
             while max_records is None or count < max_records:  # bounded by the log or Ctrl-C
-                limit = POLL_RECORDS_MAX if max_records is None else min(
-                    POLL_RECORDS_MAX, max_records - count)
-                polled = consumer.poll(timeout_ms=timeout_ms, max_records=limit)
+                polled = consumer.poll(timeout_ms=timeout_ms, max_records=_limit(count, max_records))
                 if not polled:
                     if follow:
                         continue
@@ -166,12 +189,58 @@ def _run(consumer: Consumer, write: Writer, follow: bool, max_records: int | Non
                     count += len(records)
                     bar.advance(len(records))
                 sys.stdout.flush()
-                if commit:  # only what was printed, only partitions that printed something
-                    consumer.commit({tp: records[-1].offset + 1 for tp, records in polled.items()})
+                # only what was printed, only partitions that printed something
+                consumer.commit({tp: records[-1].offset + 1 for tp, records in polled.items()})
         except KeyboardInterrupt:
             if not follow:
                 raise
     return count
+
+
+def _run_reader(reader: StoreReader, positions: dict[TopicPartition, int], write: Writer,
+                follow: bool, max_records: int | None) -> int:
+    """Read each partition in turn from ``positions`` until the ends (or Ctrl-C with ``follow``).
+
+    A position that retention has passed moves to the log start, as a
+    consumer with ``auto_offset_reset="earliest"`` would.
+    """
+    count = 0
+    backlog = sum(reader.offsets(tp.topic, tp.partition)[1] - at for tp, at in positions.items())
+    show = not follow and not stdout_is_terminal()
+    with progress("consume", min(backlog, max_records or backlog), enabled=show) as bar:
+        try:
+            while max_records is None or count < max_records:  # bounded by the log or Ctrl-C
+                got = 0
+                for tp, at in positions.items():  # bounded by the partitions
+                    if max_records is not None and count >= max_records:
+                        break
+                    try:
+                        records = reader.read(tp.topic, tp.partition, at, _limit(count, max_records))
+                    except OffsetOutOfRangeError as e:
+                        if at >= e.log_start_offset:
+                            raise  # past the end: the log was cut back under us
+                        positions[tp] = e.log_start_offset
+                        continue
+                    if records:
+                        write(records)
+                        positions[tp] = records[-1].offset + 1
+                        got += len(records)
+                if got:
+                    count += got
+                    bar.advance(got)
+                    sys.stdout.flush()
+                elif follow:
+                    time.sleep(reader.poll_interval_ms / 1000)
+                else:
+                    break
+        except KeyboardInterrupt:
+            if not follow:
+                raise
+    return count
+
+
+def _limit(count: int, max_records: int | None) -> int:
+    return POLL_RECORDS_MAX if max_records is None else min(POLL_RECORDS_MAX, max_records - count)
 
 
 def _writer(fmt: Format) -> Writer:

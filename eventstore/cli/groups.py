@@ -8,8 +8,9 @@ import typer
 
 from .. import store as store_module
 from ..errors import OffsetOutOfRangeError
+from ..reader import StoreReader
 from ..records import TopicPartition
-from .access import CliError, DataOption, did_you_mean, open_store
+from .access import CliError, DataOption, did_you_mean, open_store, store_or_reader
 from .output import JsonOption, add_row, console, key_values, note, plural, print_json, table
 from .times import TIME_HELP, parse_time_ms
 
@@ -18,7 +19,7 @@ groups_app = typer.Typer(help="List, describe, reset and delete consumer groups.
 Json = Annotated[bool, JsonOption]
 
 
-def require_group(store: store_module.Store, group: str) -> None:
+def require_group(store: store_module.Store | StoreReader, group: str) -> None:
     """A ``CliError`` (with a "did you mean") if ``group`` has no offsets and no members."""
     groups = store.list_groups()
     if group not in groups:
@@ -26,14 +27,14 @@ def require_group(store: store_module.Store, group: str) -> None:
                        hint="list groups with: es groups list")
 
 
-def group_lag(store: store_module.Store, group: str) -> int:
+def group_lag(store: store_module.Store | StoreReader, group: str) -> int:
     return sum(store.lag(group).values())
 
 
 @groups_app.command("list")
 def list_groups(data: DataOption = store_module.DEFAULT_PATH, json: Json = False) -> None:
     """Every group with the topics it has offsets for and its total lag."""
-    with open_store(data) as store:
+    with store_or_reader(data) as (store, _owner):
         rows = [(g, sorted({tp.topic for tp in store.group_offsets(g)}), group_lag(store, g))
                 for g in store.list_groups()]
     if json:
@@ -48,7 +49,7 @@ def list_groups(data: DataOption = store_module.DEFAULT_PATH, json: Json = False
     console().print(t)
 
 
-def _partitions(store: store_module.Store, group: str) -> list[dict[str, Any]]:
+def _partitions(store: store_module.Store | StoreReader, group: str) -> list[dict[str, Any]]:
     committed = store.group_offsets(group)
     lag = store.lag(group)
     out = []
@@ -65,22 +66,27 @@ def _partitions(store: store_module.Store, group: str) -> list[dict[str, Any]]:
 @groups_app.command()
 def describe(group: str, data: DataOption = store_module.DEFAULT_PATH, json: Json = False) -> None:
     """A group's state, members and assignment, and per partition: committed, end and lag."""
-    with open_store(data) as store:
+    with store_or_reader(data) as (store, owner):
         require_group(store, group)
-        desc = store.describe_group(group)
         parts = _partitions(store, group)
-    members: list[dict[str, Any]] = [
-        {"member_id": m.member_id, "client_id": m.client_id, "topics": sorted(m.topics),
-         "assignment": [{"topic": tp.topic, "partition": tp.partition} for tp in m.assignment]}
-        for m in desc.members]
+        if isinstance(store, StoreReader):  # membership lives in the owning process only
+            state, generation, members = "Unknown", None, []
+        else:
+            desc = store.describe_group(group)
+            state, generation, members = desc.state, desc.generation, [
+                {"member_id": m.member_id, "client_id": m.client_id, "topics": sorted(m.topics),
+                 "assignment": [{"topic": tp.topic, "partition": tp.partition} for tp in m.assignment]}
+                for m in desc.members]
     if json:
-        print_json({"group": group, "state": desc.state, "generation": desc.generation,
+        print_json({"group": group, "state": state, "generation": generation,
                     "members": members, "partitions": parts})
         return
     out = console()
     print(key_values([
-        ("group", group), ("state", f"{desc.state}, generation {desc.generation}"),
-        ("members", len(members) or "none"),
+        ("group", group),
+        ("state", f"{state}, generation {generation}" if owner is None
+         else f"unknown: the store is open in process {owner}, which alone knows the members"),
+        ("members", len(members) or ("none" if owner is None else "unknown")),
         ("lag", plural(sum(p["lag"] for p in parts), "record")),
     ]))
     if members:

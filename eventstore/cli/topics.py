@@ -12,7 +12,7 @@ from .. import store as store_module
 from ..records import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SEGMENT_MS, TopicConfig
 from ..storage import topicdir
 from ..storage.names import LOG_SUFFIX, is_segment_name, parse_segment_name
-from .access import CliError, DataOption, open_store
+from .access import CliError, DataOption, open_reader, open_store
 from .output import (
     JsonOption,
     add_row,
@@ -73,13 +73,14 @@ def segment_files(data: str, topic: str, partition: int) -> list[dict[str, Any]]
 @topics_app.command("list")
 def list_topics(data: DataOption = store_module.DEFAULT_PATH, json: Json = False) -> None:
     """Every topic with its partitions, records, size and retention."""
-    with open_store(data) as store:
+    with open_reader(data) as reader:  # no lock: works beside a running application
         counts: dict[str, int] = defaultdict(int)
         sizes: dict[str, int] = defaultdict(int)
-        for p in store.statistics().partition_stats:
+        configs = reader.topics()
+        for p in reader.partition_statistics():
             counts[p.topic] += p.end_offset - p.log_start_offset
             sizes[p.topic] += p.size_bytes
-        rows = [(cfg, counts[cfg.name], sizes[cfg.name]) for cfg in store.topics()]
+        rows = [(cfg, counts[cfg.name], sizes[cfg.name]) for cfg in configs]
     if json:
         print_json([{"name": cfg.name, "partitions": cfg.partitions, "records": records,
                      "size_bytes": size, "retention_ms": cfg.retention_ms,
@@ -141,9 +142,9 @@ def describe(
     json: Json = False,
 ) -> None:
     """A topic's configuration and, per partition, offsets, records, size and segments."""
-    with open_store(data) as store:
-        cfg = store.topic(name)
-        stats = [p for p in store.statistics().partition_stats if p.topic == name]
+    with open_reader(data) as reader:  # no lock: works beside a running application
+        cfg = reader.topic(name)
+        stats = reader.partition_statistics(name)
         files = {p.partition: segment_files(data, name, p.partition) for p in stats}
     parts: list[dict[str, Any]] = [{
         "partition": p.partition, "log_start_offset": p.log_start_offset, "end_offset": p.end_offset,
