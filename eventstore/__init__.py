@@ -63,7 +63,7 @@ from .sourcing.types import (
     encode_event,
     event_type,
 )
-from .storage.check import CheckReport
+from .storage.check import CheckProblem, CheckReport
 from .store import BatchMetadata, Store, open
 from .transactions import Transaction
 
@@ -78,6 +78,7 @@ __all__ = [
     "Transaction",
     # values
     "BatchMetadata",
+    "CheckProblem",
     "CheckReport",
     "Message",
     "OffsetAndMetadata",

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
@@ -749,13 +749,19 @@ class Store:
             raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
         return sum(plog.enforce_retention(now_ms) for logs in list(self._logs.values()) for plog in logs)
 
-    def check(self) -> CheckReport:
-        """Read every byte of every partition and verify it; returns what was found."""
+    def check(self, on_progress: Callable[[int], object] | None = None) -> CheckReport:
+        """Read every byte of every partition and verify it; returns what was found.
+
+        ``on_progress(nbytes)`` is called after each partition with the bytes it
+        held, for a progress bar over ``statistics().size_bytes``.
+        """
         self._check_open()
         report = CheckReport()
         for logs in list(self._logs.values()):
             for plog in logs:
                 check_partition(plog, report)
+                if on_progress is not None:
+                    on_progress(plog.size_bytes())
         return report
 
     def statistics(self) -> StoreStatistics:

@@ -22,7 +22,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 def assert_consistent(store: eventstore.Store) -> None:
     report = store.check()
-    assert report.ok, "store consistency check failed:\n" + "\n".join(report.problems)
+    assert report.ok, "store consistency check failed:\n" + "\n".join(map(str, report.problems))
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ async def store(store_path: Path) -> AsyncIterator[eventstore.aio.Store]:
     async with await eventstore.aio.open(store_path) as s:
         yield s
         report = await s.check()
-        assert report.ok, "\n".join(report.problems)
+        assert report.ok, "\n".join(map(str, report.problems))
 
 
 def listener_counts(store: eventstore.aio.Store, topic: str) -> list[int]:

@@ -586,6 +586,28 @@ def test_check_reports_what_it_read(store: eventstore.Store) -> None:
     assert report.batches == 41
     assert report.segments == sum(p.segments for p in store.statistics().partition_stats)
     assert report.bytes == log_bytes_on_disk(store)
+    steps: list[int] = []
+    assert store.check(on_progress=steps.append).ok
+    assert len(steps) == 2 and sum(steps) == store.statistics().size_bytes
+
+
+def test_check_names_the_file_and_position_of_a_problem(store: eventstore.Store) -> None:
+    store.create_topic("t")
+    store.append_batch("t", [b"a", b"b"])
+    store.append_batch("t", [b"c"])
+    seg = store._partition_log("t", 0).segments()[0]
+    second = seg.last_batch(seg.size)[0]
+    with open(seg.log_path, "r+b") as f:  # one bit of the second batch's checksum field
+        f.seek(seg.size - 1)
+        last = f.read(1)[0]
+        f.seek(seg.size - 1)
+        f.write(bytes([last ^ 1]))
+    report = store.check()
+    assert report.problems == [eventstore.CheckProblem(seg.log_path, second, "checksum mismatch")]
+    assert str(report.problems[0]) == f"{seg.log_path} at position {second}: checksum mismatch"
+    with open(seg.log_path, "r+b") as f:  # put it back: the teardown check must pass
+        f.seek(seg.size - 1)
+        f.write(bytes([last]))
 
 
 # --- closing ---------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def open_store(api: BlockingPortal | None, store_path: Path) -> Iterator[Callabl
     for store in opened:
         if not store.closed:
             report = store.check()
-            assert report.ok, "\n".join(report.problems)
+            assert report.ok, "\n".join(map(str, report.problems))
             store.close()
 
 

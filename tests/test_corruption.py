@@ -389,7 +389,7 @@ def _expect_caught_on_read(
         with pytest.raises(CorruptionError):
             store.read(TOPIC, p, 0, max_records=len(pristine.expected[p]))
         report = store.check()
-        assert any(target.name in problem for problem in report.problems), f"{where}: {report.problems}"
+        assert any(target.name in problem.path for problem in report.problems), f"{where}: {report.problems}"
         for other in range(PARTITIONS):
             if other != p:
                 assert [row(r) for r in cw.read_all(store, TOPIC, other)] == pristine.expected[other]

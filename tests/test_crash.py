@@ -207,7 +207,7 @@ class Harness:
             assert self.seen[p][offset] == ack.seq, f"acknowledged record replaced: {ack}"
             assert digests[p][offset] == ack.digest, f"acknowledged record damaged: {ack}"
         report = store.check()
-        assert report.ok, "\n".join(report.problems)
+        assert report.ok, "\n".join(map(str, report.problems))
 
     def reopen_and_verify(self, durability: str = "fsync") -> list[Any]:
         with eventstore.open(self.path, durability=durability) as store:  # type: ignore[arg-type]

@@ -11,12 +11,14 @@ import eventstore.errors as errors
 
 # What the README's API section and error list promise; the package may export more.
 DOCUMENTED = {
-    "open", "Store", "Message", "Record", "RecordMetadata", "TopicConfig", "TopicPartition",
+    "open", "Store", "open_reader", "StoreReader", "CheckProblem",
+    "Message", "Record", "RecordMetadata", "TopicConfig", "TopicPartition",
     "StoreStatistics", "PartitionStatistics", "CheckReport", "RecoveryEvent",
     "murmur2", "partition_for_key",
     "EventStoreError", "TopicNotFoundError", "TopicExistsError", "PartitionNotFoundError",
     "OffsetOutOfRangeError", "RecordTooLargeError", "InvalidArgumentError", "InvalidTopicError",
-    "StoreLockedError", "StoreClosedError", "StorageError", "StorageFullError", "CorruptionError",
+    "StoreLockedError", "StoreNotFoundError", "StoreClosedError", "StorageError", "StorageFullError",
+    "CorruptionError",
 }
 
 

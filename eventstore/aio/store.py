@@ -281,7 +281,7 @@ class Store:
 
     async def check(self) -> CheckReport:
         """Read every byte of every partition and verify it; returns what was found."""
-        return await complete_in_thread(self.blocking.check)
+        return await complete_in_thread(self.blocking.check, None)
 
     async def statistics(self) -> StoreStatistics:
         """A frozen snapshot of sizes, offsets and counters."""

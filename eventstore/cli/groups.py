@@ -69,9 +69,9 @@ def describe(group: str, data: DataOption = store_module.DEFAULT_PATH, json: Jso
     with store_or_reader(data) as (store, owner):
         require_group(store, group)
         parts = _partitions(store, group)
-        if isinstance(store, StoreReader):  # membership lives in the owning process only
-            state, generation, members = "Unknown", None, []
-        else:
+        members: list[dict[str, Any]] = []
+        state, generation = "Unknown", None  # membership lives in the owning process only
+        if not isinstance(store, StoreReader):
             desc = store.describe_group(group)
             state, generation, members = desc.state, desc.generation, [
                 {"member_id": m.member_id, "client_id": m.client_id, "topics": sorted(m.topics),

@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from .. import store as store_module
-from ..storage.check import CheckReport, check_partition
+from ..storage.check import CheckProblem, CheckReport
 from .access import CliError, DataOption, open_store
 from .output import JsonOption, human_size, plural, print_json, progress
 
-_AT_POSITION = re.compile(r"^(?P<path>.+?) at position (?P<position>\d+): (?P<reason>.*)$", re.S)
-_AT_FILE = re.compile(r"^(?P<path>[^:]+): (?P<reason>.*)$", re.S)
 
-
-def problem_json(problem: str) -> dict[str, Any]:
-    """A check problem as ``{"path", "position" (or null), "reason"}``."""
-    m = _AT_POSITION.match(problem)
-    if m:
-        return {"path": m["path"], "position": int(m["position"]), "reason": m["reason"]}
-    m = _AT_FILE.match(problem)
-    if m:
-        return {"path": m["path"], "position": None, "reason": m["reason"]}
-    return {"path": None, "position": None, "reason": problem}
+def problem_json(problem: CheckProblem) -> dict[str, Any]:
+    return {"path": problem.path, "position": problem.position, "reason": problem.reason}
 
 
 def check_with_progress(store: store_module.Store) -> CheckReport:
-    """``store.check()``, one partition at a time so that a progress bar can follow (in bytes).
-
-    Uses the store's private ``_partition_log``: ``Store.check`` takes no progress callback.
-    """
-    stats = store.statistics()
-    report = CheckReport()
-    with progress("verify", stats.size_bytes, unit="bytes") as bar:
-        for p in stats.partition_stats:  # bounded by the partitions
-            check_partition(store._partition_log(p.topic, p.partition), report)
-            bar.advance(p.size_bytes)
-    return report
+    """``store.check()`` with a progress bar in bytes."""
+    with progress("verify", store.statistics().size_bytes, unit="bytes") as bar:
+        return store.check(on_progress=bar.advance)
 
 
 def verify(data: DataOption = store_module.DEFAULT_PATH,

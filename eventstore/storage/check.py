@@ -13,6 +13,18 @@ from .partition import PartitionLog
 from .segment import Segment, SegmentDeletedError
 
 
+class CheckProblem(msgspec.Struct, frozen=True):
+    """One thing wrong: the file, the byte position in it (None: the file as a whole), why."""
+
+    path: str
+    position: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.path if self.position is None else f"{self.path} at position {self.position}"
+        return f"{where}: {self.reason}"
+
+
 class CheckReport(msgspec.Struct, kw_only=True):
     """What a check read and what it found wrong (``problems`` empty means healthy)."""
 
@@ -21,7 +33,7 @@ class CheckReport(msgspec.Struct, kw_only=True):
     batches: int = 0
     records: int = 0
     bytes: int = 0
-    problems: list[str] = msgspec.field(default_factory=list)
+    problems: list[CheckProblem] = msgspec.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -38,9 +50,8 @@ def check_partition(plog: PartitionLog, report: CheckReport) -> None:
             break
         report.segments += 1
         if seg.base_offset != expected:
-            report.problems.append(
-                f"{seg.log_path}: starts at offset {seg.base_offset}, expected {expected}"
-            )
+            report.problems.append(CheckProblem(
+                seg.log_path, None, f"starts at offset {seg.base_offset}, expected {expected}"))
         limit = vis_pos if seg is vis_seg else seg.size
         try:
             expected = _check_segment(seg, limit, report, plog)
@@ -56,23 +67,21 @@ def _check_segment(seg: Segment, limit: int, report: CheckReport, plog: Partitio
     max_ts = -1
     for position, info in seg.batches(0, limit):
         if isinstance(info, str):
-            report.problems.append(f"{seg.log_path} at position {position}: {info}")
+            report.problems.append(CheckProblem(seg.log_path, position, info))
             return next_offset
         if info.base_offset != next_offset:
-            report.problems.append(
-                f"{seg.log_path} at position {position}: base offset {info.base_offset}, "
-                f"expected {next_offset}"
-            )
+            report.problems.append(CheckProblem(
+                seg.log_path, position, f"base offset {info.base_offset}, expected {next_offset}"))
         try:
             records = fmt.decode_records(seg.view(limit), position, info.size, plog._decoder)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            report.problems.append(f"{seg.log_path} at position {position}: {e}")
+            report.problems.append(CheckProblem(seg.log_path, position, str(e)))
             return next_offset
         offsets = [r.offset for r in records]
         if offsets != list(range(info.base_offset, info.next_offset)):
-            report.problems.append(f"{seg.log_path} at position {position}: record offsets wrong")
+            report.problems.append(CheckProblem(seg.log_path, position, "record offsets wrong"))
         if max((r.timestamp_ms for r in records), default=-1) != info.max_timestamp:
-            report.problems.append(f"{seg.log_path} at position {position}: max timestamp wrong")
+            report.problems.append(CheckProblem(seg.log_path, position, "max timestamp wrong"))
         starts[position] = info.base_offset
         max_ts = max(max_ts, info.max_timestamp)
         next_offset = info.next_offset
@@ -84,11 +93,11 @@ def _check_segment(seg: Segment, limit: int, report: CheckReport, plog: Partitio
         if position >= limit:
             continue  # indexes may run ahead of the visible end in fsync mode
         if starts.get(position) != seg.base_offset + rel:
-            report.problems.append(
-                f"{seg.index.path}: entry ({rel}, {position}) is not a batch start"
-            )
+            report.problems.append(CheckProblem(
+                seg.index.path, None, f"entry ({rel}, {position}) is not a batch start"))
     for ts in seg.timeindex.timestamps:
         if ts > max(max_ts, seg.max_timestamp):
-            report.problems.append(f"{seg.timeindex.path}: timestamp {ts} above the segment's max")
+            report.problems.append(CheckProblem(
+                seg.timeindex.path, None, f"timestamp {ts} above the segment's max"))
             break
     return next_offset
