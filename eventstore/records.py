@@ -14,6 +14,7 @@ __all__ = [
     "Record",
     "RecordMetadata",
     "RecoveryEvent",
+    "RetentionResult",
     "StoreStatistics",
     "TopicConfig",
     "TopicPartition",
@@ -119,6 +120,17 @@ class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
     appended_records: int
     fsyncs: int
     partition_stats: list[PartitionStatistics]
+
+
+class RetentionResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What retention removed from one partition (or, in a dry run, would remove)."""
+
+    topic: str
+    partition: int
+    segments: int
+    records: int
+    bytes: int
+    log_start_offset: int  # the partition's start once those segments are gone
 
 
 class RecoveryEvent(msgspec.Struct, frozen=True, kw_only=True):

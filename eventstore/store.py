@@ -39,6 +39,7 @@ from .records import (
     Record,
     RecordMetadata,
     RecoveryEvent,
+    RetentionResult,
     StoreStatistics,
     TopicConfig,
     TopicPartition,
@@ -747,7 +748,39 @@ class Store:
         self._check_open()
         if now_ms is not None and type(now_ms) is not int:
             raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
-        return sum(plog.enforce_retention(now_ms) for logs in list(self._logs.values()) for plog in logs)
+        return sum(r.segments for r in self.retention(now_ms=now_ms))
+
+    def retention(self, topics: Iterable[str] | None = None, *, now_ms: int | None = None,
+                  dry_run: bool = False,
+                  on_progress: Callable[[RetentionResult], object] | None = None) -> list[RetentionResult]:
+        """Apply retention now to ``topics`` (default: all) and report, per partition with
+        something to remove, the segments, records and bytes removed.
+
+        Retention also runs at every roll; this is for limits just lowered, or a
+        topic that no longer receives appends. ``dry_run`` removes nothing and
+        reports what would go. ``on_progress`` is called after each partition.
+        """
+        self._check_open()
+        if now_ms is not None and type(now_ms) is not int:
+            raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
+        if isinstance(topics, str):
+            raise InvalidArgumentError("topics must be a list of topic names, not one str")
+        names = sorted(self._logs) if topics is None else [self.topic(t).name for t in topics]
+        out = []
+        for name in names:
+            for plog in list(self._logs.get(name, ())):
+                gone = plog.enforce_retention(now_ms, dry_run)
+                start = plog.offsets()[0]
+                new_start = gone[-1].next_offset if gone else start
+                result = RetentionResult(
+                    topic=name, partition=plog.partition, segments=len(gone),
+                    records=(new_start - gone[0].base_offset) if gone else 0,
+                    bytes=sum(s.size for s in gone), log_start_offset=new_start)
+                if on_progress is not None:
+                    on_progress(result)
+                if gone:
+                    out.append(result)
+        return out
 
     def check(self, on_progress: Callable[[int], object] | None = None) -> CheckReport:
         """Read every byte of every partition and verify it; returns what was found.

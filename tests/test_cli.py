@@ -614,6 +614,35 @@ def test_stats(es: Es, billing: Path) -> None:
     assert_fits_80(text)
 
 
+# --- retention --------------------------------------------------------------------------------
+
+
+def test_retention_dry_run_then_apply(es: Es, data: Path) -> None:
+    with eventstore.open(data) as store:
+        store.create_topic("logs", segment_bytes=1024)
+        store.create_topic("keep")
+        store.append_batch("logs", [bytes(300) for _ in range(2)])
+        store.append_batch("logs", [bytes(300) for _ in range(2)])
+        store.append_batch("logs", [bytes(300) for _ in range(3)])  # three segments: 2 + 2 + 3 records
+        sizes = [p.size_bytes for p in store.statistics().partition_stats if p.topic == "logs"]
+    assert as_json(es("retention", "--json")) == {"dry_run": False, "partitions": []}
+    assert ok(es("topics", "alter", "logs", "--retention-bytes", "1")).exit_code == 0
+    preview = as_json(es("retention", "logs", "--dry-run", "--json"))
+    [row] = preview["partitions"]
+    assert preview["dry_run"] is True
+    assert (row["topic"], row["partition"], row["segments"], row["records"], row["log_start_offset"]) == (
+        "logs", 0, 2, 4, 4)
+    assert row["size_bytes"] < sizes[0]
+    assert as_json(es("topics", "describe", "logs", "--json"))["partitions"][0]["log_start_offset"] == 0
+    text = ok(es("retention", "logs")).stdout
+    assert text.splitlines()[-1].startswith("removed 2 segments: 4 records, ")
+    assert_fits_80(text)
+    assert as_json(es("topics", "describe", "logs", "--json"))["partitions"][0]["log_start_offset"] == 4
+    assert ok(es("retention")).stdout == "nothing to remove in 2 partitions\n"
+    lines = error_lines(ok(es("retention", "lgos"), 1))
+    assert lines[0] == "error: topic 'lgos' does not exist (did you mean 'logs'?)"
+
+
 # --- the time options -------------------------------------------------------------------------
 
 

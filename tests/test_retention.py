@@ -368,3 +368,45 @@ def test_retention_racing_offset_for_time_and_check(
     else:
         assert store.check().ok
     assert fired and fired[0] >= 1
+
+
+# --- store.retention(): per-partition report, dry run, topic filter ------------------------------
+
+
+@pytest.mark.parametrize("limit", [4096, 10_000, 25_000])
+def test_retention_reports_and_dry_run_matches(open_store: OpenStore, limit: int) -> None:
+    store = open_store(durability="none")
+    store.create_topic("t", partitions=2, segment_bytes=4096)
+    store.create_topic("other", segment_bytes=4096, retention_bytes=1)
+    values = {p: fill(store, "t", 150 + 60 * p, partition=p) for p in (0, 1)}
+    fill(store, "other", 10)  # one segment: nothing of it can go
+    before = {p: segments_on_disk(store, "t", p) for p in (0, 1)}
+    store.alter_topic("t", retention_bytes=limit)
+    expected = []
+    for p in (0, 1):
+        keep = spec_keep(before[p], {}, retention_bytes=limit)
+        gone = before[p][: len(before[p]) - len(keep)]
+        if gone:
+            expected.append(eventstore.RetentionResult(
+                topic="t", partition=p, segments=len(gone), records=keep[0][0],
+                bytes=sum(size for _, size in gone), log_start_offset=keep[0][0]))
+    assert expected, "the limits were chosen so that something goes"
+    seen: list[eventstore.RetentionResult] = []
+    assert store.retention(dry_run=True, on_progress=seen.append) == expected
+    assert [(r.topic, r.partition) for r in seen] == [("other", 0), ("t", 0), ("t", 1)]
+    assert {p: segments_on_disk(store, "t", p) for p in (0, 1)} == before  # the dry run removed nothing
+    assert store.retention(["other"]) == []
+    assert store.retention(["t"]) == expected
+    for r in expected:
+        assert_log_start(store, "t", r.partition, r.log_start_offset, values[r.partition])
+    assert store.retention() == []
+
+
+def test_retention_rejects_bad_arguments(store: eventstore.Store) -> None:
+    store.create_topic("t")
+    with pytest.raises(eventstore.TopicNotFoundError):
+        store.retention(["t", "nope"])
+    with pytest.raises(eventstore.InvalidArgumentError):
+        store.retention("t")
+    with pytest.raises(eventstore.InvalidArgumentError):
+        store.retention(now_ms="now")  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from ..records import (
     Record,
     RecordMetadata,
     RecoveryEvent,
+    RetentionResult,
     StoreStatistics,
     TopicConfig,
     TopicPartition,
@@ -278,6 +279,12 @@ class Store:
     async def enforce_retention(self, now_ms: int | None = None) -> int:
         """Apply every topic's retention now; returns the number of segments deleted."""
         return await complete_in_thread(self.blocking.enforce_retention, now_ms)
+
+    async def retention(self, topics: list[str] | None = None, *, now_ms: int | None = None,
+                        dry_run: bool = False) -> list[RetentionResult]:
+        """Apply (or with ``dry_run`` preview) retention now; per partition what goes."""
+        return await complete_in_thread(
+            functools.partial(self.blocking.retention, topics, now_ms=now_ms, dry_run=dry_run))
 
     async def check(self) -> CheckReport:
         """Read every byte of every partition and verify it; returns what was found."""

@@ -19,7 +19,7 @@ from ..errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
-from . import consume, dump, groups, produce, stats, streams, topics, verify
+from . import consume, dump, groups, produce, retention, stats, streams, topics, verify
 from .access import DATA_HELP, CliError, DataOption
 
 __all__ = ["DATA_HELP", "DataOption", "app", "main"]
@@ -99,6 +99,7 @@ app.add_typer(streams.streams_app, name="streams")
 app.command()(dump.dump)
 app.command()(verify.verify)
 app.command()(stats.stats)
+app.command()(retention.retention)
 
 # These modules register themselves on ``app``; import them last.
 from . import bench_cmd, demo  # noqa: E402, F401

@@ -411,33 +411,41 @@ class PartitionLog:
 
     # --- retention ---------------------------------------------------------
 
-    def enforce_retention(self, now_ms: int | None = None) -> int:
-        """Delete closed segments past retention; returns how many were deleted."""
+    def enforce_retention(self, now_ms: int | None = None, dry_run: bool = False) -> list[Segment]:
+        """Delete closed segments past retention (with ``dry_run``, only name them); returns them."""
         with self._lock:
-            return self._enforce_retention_locked(_now_ms() if now_ms is None else now_ms)
+            now = _now_ms() if now_ms is None else now_ms
+            if dry_run:
+                return self._retention_victims(now)
+            return self._enforce_retention_locked(now)
 
-    def _enforce_retention_locked(self, now_ms: int) -> int:
+    def _retention_victims(self, now_ms: int) -> list[Segment]:
+        """The oldest closed segments that retention removes now (docs/format.md, section 10)."""
         cfg = self.config
         if cfg.retention_ms is None and cfg.retention_bytes is None:
-            return 0
-        keep = list(self._layout[1])
-        total = sum(s.size for s in keep)
+            return []
+        segments = self._layout[1]
+        total = sum(s.size for s in segments)
         gone: list[Segment] = []
-        while len(keep) > 1:  # bounded; never the active segment
-            oldest = keep[0]
+        for oldest in segments[:-1]:  # bounded; never the active segment
             oldest.ensure_indexes()
             by_time = cfg.retention_ms is not None and oldest.max_timestamp < now_ms - cfg.retention_ms
             by_size = cfg.retention_bytes is not None and total - oldest.size >= cfg.retention_bytes
             if not (by_time or by_size):
                 break
-            gone.append(keep.pop(0))
+            gone.append(oldest)
             total -= oldest.size
+        return gone
+
+    def _enforce_retention_locked(self, now_ms: int) -> list[Segment]:
+        gone = self._retention_victims(now_ms)
         if gone:
+            keep = self._layout[1][len(gone):]
             self._layout = ([s.base_offset for s in keep], keep)
             for seg in gone:
                 seg.delete()
             fsync_dir(self.directory)
-        return len(gone)
+        return gone
 
     # --- state -------------------------------------------------------------
 
