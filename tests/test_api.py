@@ -640,6 +640,7 @@ CLOSED_CALLS: dict[str, Callable[[eventstore.Store], object]] = {
     "statistics": lambda s: s.statistics(),
     "check": lambda s: s.check(),
     "enforce_retention": lambda s: s.enforce_retention(),
+    "retention": lambda s: s.retention(dry_run=True),
     "topics": lambda s: s.topics(),
     "topic": lambda s: s.topic("t"),
 }
