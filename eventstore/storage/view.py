@@ -44,6 +44,7 @@ class PartitionView:
         self._lock = threading.Lock()
         self._layout: tuple[list[int], list[Segment]] = ([], [])
         self._end = _End(0, None, 0)
+        self._active_file = (0, 0)  # (device, inode) of the active segment's file
         self.refresh()
 
     # --- following the writer --------------------------------------------
@@ -55,6 +56,10 @@ class PartitionView:
             old_bases, old_segments = self._layout
             known = dict(zip(old_bases, old_segments, strict=True))
             end = self._end
+            if end.active is not None and self._replaced(end):
+                for old in old_segments:  # the topic was deleted and made again: start over
+                    old.deleted = True
+                known, end = {}, _End(0, None, 0)
             segments: list[Segment] = []
             for i, base in enumerate(bases):  # bounded by the segment count
                 last = i == len(bases) - 1
@@ -73,6 +78,17 @@ class PartitionView:
                 end = self._start_scan(active)
             self._layout = (bases, segments)
             self._end = self._scan(end)
+
+    def _replaced(self, end: _End) -> bool:
+        """Whether the active segment's file is no longer the one this view scanned."""
+        assert end.active is not None
+        try:
+            st = os.stat(end.active.log_path)
+        except FileNotFoundError:
+            return False  # gone: the listing tells what happened
+        except OSError as e:
+            raise storage_error(end.active.log_path, e, "stat") from e
+        return (st.st_dev, st.st_ino) != self._active_file or st.st_size < end.position
 
     def _list_bases(self) -> list[int]:
         try:
@@ -106,6 +122,13 @@ class PartitionView:
 
     def _start_scan(self, seg: Segment) -> _End:
         """Where to start scanning a segment first seen as the active one (section 14)."""
+        try:
+            st = os.stat(seg.log_path)
+            self._active_file = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            self._active_file = (0, 0)
+        except OSError as e:
+            raise storage_error(seg.log_path, e, "stat") from e
         seg.indexes_loaded = True  # this view keeps the active segment's indexes itself
         seg.index.load(seg.size)
         start_rel, start = seg.index.lookup(1 << 32)
