@@ -16,10 +16,17 @@ import time
 from types import TracebackType
 
 from .catalog import Catalog, cursors
-from .errors import InvalidArgumentError, StoreClosedError, StoreNotFoundError, TopicNotFoundError
+from .errors import (
+    InvalidArgumentError,
+    InvalidTopicError,
+    StoreClosedError,
+    StoreNotFoundError,
+    TopicNotFoundError,
+)
 from .records import PartitionStatistics, Record, TopicConfig, TopicPartition
 from .storage import topicdir
 from .storage.view import PartitionView
+from .validation import check_group_id
 from .validation import check_partition as valid_partition
 
 DEFAULT_POLL_INTERVAL_MS = 50
@@ -100,6 +107,8 @@ class StoreReader:
 
     def topic(self, name: str) -> TopicConfig:
         """One topic's configuration; ``TopicNotFoundError`` (with a suggestion) if missing."""
+        if not isinstance(name, str):
+            raise InvalidTopicError(f"topic name must be a str, got {type(name).__name__}")
         configs = {c.name: c for c in self.topics()}
         cfg = configs.get(name)
         if cfg is None:
@@ -206,6 +215,7 @@ class StoreReader:
     def group_offsets(self, group: str) -> dict[TopicPartition, int]:
         """The group's committed offsets (next offsets to read)."""
         self._check_open()
+        check_group_id(group)
         return {tp: om.offset for tp, om in cursors.read_group(self._catalog, group).items()}
 
     def lag(self, group: str) -> dict[TopicPartition, int]:

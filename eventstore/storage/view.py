@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 from bisect import bisect_right
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 from ..errors import CorruptionError, OffsetOutOfRangeError, TopicNotFoundError
 from ..records import Record
@@ -21,6 +22,7 @@ from .names import LOG_SUFFIX, parse_segment_name
 from .partition import find_time
 from .segment import Segment, SegmentDeletedError, storage_error
 
+T = TypeVar("T")
 _READ_RETRIES_MAX = 8
 _SCAN_CHUNK_BYTES = 4 * 1024 * 1024
 
@@ -45,6 +47,7 @@ class PartitionView:
         self._layout: tuple[list[int], list[Segment]] = ([], [])
         self._end = _End(0, None, 0)
         self._active_file = (0, 0)  # (device, inode) of the active segment's file
+        self._directory = (0, 0)  # (device, inode) of the partition directory
         self.refresh()
 
     # --- following the writer --------------------------------------------
@@ -52,11 +55,14 @@ class PartitionView:
     def refresh(self) -> None:
         """Look at the directory and the active segment's tail again."""
         with self._lock:
+            directory = self._directory_identity()
             bases = self._list_bases()
             old_bases, old_segments = self._layout
             known = dict(zip(old_bases, old_segments, strict=True))
             end = self._end
-            if end.active is not None and self._replaced(end):
+            moved = directory != self._directory
+            self._directory = directory
+            if moved or (end.active is not None and self._replaced(end)):
                 for old in old_segments:  # the topic was deleted and made again: start over
                     old.deleted = True
                 known, end = {}, _End(0, None, 0)
@@ -78,6 +84,16 @@ class PartitionView:
                 end = self._start_scan(active)
             self._layout = (bases, segments)
             self._end = self._scan(end)
+
+    def _directory_identity(self) -> tuple[int, int]:
+        """(device, inode) of the partition directory; a topic made again gets a new one."""
+        try:
+            st = os.stat(self.directory)
+        except FileNotFoundError:
+            raise TopicNotFoundError(self.topic, None) from None
+        except OSError as e:
+            raise storage_error(self.directory, e, "stat") from e
+        return st.st_dev, st.st_ino
 
     def _replaced(self, end: _End) -> bool:
         """Whether the active segment's file is no longer the one this view scanned."""
@@ -131,12 +147,17 @@ class PartitionView:
             raise storage_error(seg.log_path, e, "stat") from e
         seg.indexes_loaded = True  # this view keeps the active segment's indexes itself
         seg.index.load(seg.size)
-        start_rel, start = seg.index.lookup(1 << 32)
+        seg.timeindex.load(1 << 32)
+        # The time index's last entry covers every batch up to its own; it may lag the
+        # offset index (a failed or unfinished append), so the scan starts at or before it.
+        last_timed = seg.timeindex.relative_offsets[-1] if len(seg.timeindex) else -1
+        start_rel, start = seg.index.lookup(last_timed) if last_timed >= 0 else (0, 0)
         if start and self._prefix_base(seg, start) != seg.base_offset + start_rel:
             start_rel, start = 0, 0
         keep = bisect_right(seg.index.relative_offsets, start_rel) if start else 0
         del seg.index.relative_offsets[keep:], seg.index.positions[keep:]
-        seg.timeindex.load(start_rel)
+        keep = bisect_right(seg.timeindex.relative_offsets, start_rel) if start else 0
+        del seg.timeindex.timestamps[keep:], seg.timeindex.relative_offsets[keep:]
         seg.max_timestamp = seg.timeindex.last_timestamp
         seg.size, seg.next_offset = start, seg.base_offset + start_rel
         return _End(seg.next_offset, seg, start)
@@ -204,11 +225,15 @@ class PartitionView:
     def read(self, offset: int, max_records: int, max_bytes: int | None = None) -> list[Record]:
         """Up to ``max_records`` records from ``offset``; empty at the end."""
         start, end = self._known_offsets()
-        if not start <= offset < end:
-            self.refresh()
+        if not start <= offset < end or self._directory_identity() != self._directory:
+            self.refresh()  # past the known end, or the topic was deleted (and made again)
+        return self._retrying(lambda: self._read_once(offset, max_records, max_bytes), offset)
+
+    def _retrying(self, action: Callable[[], T], offset: int) -> T:
+        """``action()``, again on a refreshed view while retention removes segments under it."""
         for _ in range(_READ_RETRIES_MAX):  # bounded retries while retention moves the start
             try:
-                return self._read_once(offset, max_records, max_bytes)
+                return action()
             except (CorruptionError, SegmentDeletedError):
                 if all(os.path.exists(s.log_path) for s in self._layout[1]):
                     raise
@@ -245,6 +270,9 @@ class PartitionView:
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The first offset whose timestamp is ≥ ``timestamp_ms``, or None."""
         self.refresh()
+        return self._retrying(lambda: self._offset_for_time_once(timestamp_ms), self._known_offsets()[0])
+
+    def _offset_for_time_once(self, timestamp_ms: int) -> int | None:
         end = self._end
         for seg in self._layout[1]:  # bounded by the segment count
             if seg.base_offset >= end.offset:
@@ -262,12 +290,10 @@ class PartitionView:
         """The largest record timestamp in the view (-1 when empty)."""
         end = self._end
         found = -1
-        for seg in reversed(self._layout[1]):  # bounded by the segment count; usually the last
+        for seg in self._layout[1]:  # bounded by the segment count; timestamps may go backwards
             if seg is not end.active:
                 seg.ensure_indexes()
             found = max(found, seg.max_timestamp)
-            if found >= 0:
-                return found
         return found
 
     def segment_count(self) -> int:
