@@ -198,6 +198,54 @@ def test_subscribe_pattern(two: eventstore.Store) -> None:
     c.close()
 
 
+def _poll_until(consumers: list[eventstore.Consumer], want: int,
+                timeout_s: float = 5.0) -> list[eventstore.Record]:
+    out: list[eventstore.Record] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < want and time.monotonic() < deadline:  # bounded by the deadline
+        for c in consumers:
+            for recs in c.poll(timeout_ms=10).values():
+                out.extend(recs)
+    return out
+
+
+def test_pattern_subscription_follows_topics_created_and_deleted(two: eventstore.Store) -> None:
+    c = two.consumer(group_id="g", auto_offset_reset="earliest")
+    other = two.consumer(group_id="g", auto_offset_reset="earliest")
+    c.subscribe(pattern=r"orders\..*")  # nothing matches yet: Kafka allows it, and so do we
+    other.subscribe(["t"], pattern=r"orders\..*")
+    assert c.subscription() == set() and other.subscription() == {"t"}
+    assert c.poll(timeout_ms=0) == {}
+    two.create_topic("orders.eu", 2)
+    fill(two, "orders.eu", 0, 3)
+    fill(two, "orders.eu", 1, 4)
+    got = _poll_until([c, other], 7 + 20)
+    for _ in range(3):  # settle the rebalance, then nothing more may come
+        got += _poll_until([c, other], 1, timeout_s=0.05)
+    assert Counter(r.topic for r in got) == {"orders.eu": 7, "t": 20}
+    assert c.subscription() == other.subscription() - {"t"} == {"orders.eu"}
+    owned = c.assignment() | other.assignment()
+    assert {tp for tp in owned if tp.topic == "orders.eu"} == {TP("orders.eu", 0), TP("orders.eu", 1)}
+    assert not c.assignment() & other.assignment()
+    two.delete_topic("orders.eu")
+    deadline = time.monotonic() + 5
+    while c.subscription() and time.monotonic() < deadline:  # bounded by the deadline
+        c.poll(timeout_ms=50)
+        other.poll(timeout_ms=0)
+    assert c.subscription() == set() and other.subscription() == {"t"}
+    c.close()
+    other.close()
+
+
+@pytest.mark.parametrize("pattern", ["orders(", 5])
+def test_bad_pattern_is_rejected(two: eventstore.Store, pattern: object) -> None:
+    c = two.consumer(group_id="g")
+    with pytest.raises(eventstore.InvalidArgumentError, match="pattern"):
+        c.subscribe(pattern=pattern)  # type: ignore[arg-type]
+    assert c.subscription() is None
+    c.close()
+
+
 def test_topic_metadata(two: eventstore.Store) -> None:
     c = two.consumer()
     assert c.topics() == {"t"}

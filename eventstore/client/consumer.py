@@ -10,6 +10,7 @@ task.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -44,6 +45,15 @@ RESET_POLICIES = ("earliest", "latest", "none")
 class OffsetAndTimestamp(msgspec.Struct, frozen=True):
     offset: int
     timestamp: int
+
+
+def _compile_pattern(pattern: object) -> re.Pattern[str]:
+    if not isinstance(pattern, str):
+        raise InvalidArgumentError(f"pattern must be a str, got {type(pattern).__name__}")
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise InvalidArgumentError(f"pattern {pattern!r} is not a regular expression: {e}") from e
 
 
 class ConsumerRebalanceListener(Protocol):
@@ -108,6 +118,8 @@ class Consumer:
                                      max_poll_interval_ms / 3000)
         self._member: Member | None = None
         self._subscription: frozenset[str] | None = None
+        self._named: frozenset[str] = frozenset()  # topics subscribed by name
+        self._pattern: re.Pattern[str] | None = None  # and by pattern
         self._listener: ConsumerRebalanceListener | None = None
         self._manual: set[TopicPartition] | None = None
         self._owned: set[TopicPartition] = set()
@@ -133,18 +145,18 @@ class Consumer:
         if isinstance(topics, str):
             topics = [topics]
         names = set(topics)
-        if pattern is not None:
-            import re
-
-            rx = re.compile(pattern)
-            names |= {t.name for t in self._store.topics() if rx.fullmatch(t.name)}
-        if not names:
+        if pattern is None and not names:
             raise InvalidArgumentError("subscribe needs at least one topic or a pattern")
         for name in names:
             self._store.topic(name)
+        rx = _compile_pattern(pattern) if pattern is not None else None
         if self._manual is not None:
             raise IllegalStateError("subscribe() and assign() cannot be mixed; unsubscribe first")
         self._leave()
+        self._named = frozenset(names)
+        self._pattern = rx
+        if rx is not None:
+            names |= self._matching(rx)
         self._subscription = frozenset(names)
         self._listener = listener
         group = self._store._coordinator().group(self.group_id)
@@ -152,6 +164,18 @@ class Consumer:
                               self._max_poll_interval_ms, self._session_timeout_ms)
         self._member.wake = self._wake
         group.join(self._member)
+
+    def _matching(self, rx: re.Pattern[str]) -> set[str]:
+        return {t.name for t in self._store.topics() if rx.fullmatch(t.name)}
+
+    def _follow_pattern(self, member: Member) -> None:
+        """Topics created or deleted since: a pattern subscription follows them (Kafka does)."""
+        if self._pattern is None:
+            return
+        names = frozenset(self._named | self._matching(self._pattern))
+        if names != self._subscription:
+            self._subscription = names
+            member.group.resubscribe(member, names)
 
     def subscription(self) -> set[str] | None:
         return set(self._subscription) if self._subscription is not None else None
@@ -161,6 +185,7 @@ class Consumer:
         self._leave()
         self._release(set(self._owned))
         self._subscription = None
+        self._pattern = None
         self._manual = None
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
@@ -214,6 +239,7 @@ class Consumer:
         member.last_poll = member.last_heartbeat = now
         if now >= self._next_expiry_check:
             self._next_expiry_check = now + _EXPIRY_CHECK_S
+            self._follow_pattern(member)
             group.expire(now)
         if not member.active:
             self._rejoin(member)

@@ -95,6 +95,14 @@ class Group:
             self._drop(member)
             self._rebalance()
 
+    def resubscribe(self, member: Member, topics: frozenset[str]) -> None:
+        """Change an active member's topics (a pattern matched new ones); rebalances."""
+        with self.lock:
+            if not member.active or member.topics == topics:
+                return
+            member.topics = topics
+            self._rebalance()
+
     def _drop(self, member: Member) -> None:
         member.active = False
         for tp in member.owned:
