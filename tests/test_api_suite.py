@@ -274,9 +274,9 @@ def test_a_removed_member_cannot_commit(open_store: Callable[..., Any]) -> None:
     store.create_topic("orders")
     store.append("orders", b"v")
     stale = store.consumer("orders", group_id="g", auto_offset_reset="earliest",
-                           session_timeout_ms=100, enable_auto_commit=False)
+                           max_poll_interval_ms=100, enable_auto_commit=False)
     assert poll_values(stale, 1) == [b"v"]
-    time.sleep(0.2)  # no poll, no heartbeat: the next member to poll expires this one
+    time.sleep(0.2)  # no poll for max_poll_interval_ms: the next member to poll expires this one
     fresh = store.consumer("orders", group_id="g", auto_offset_reset="earliest")
     assert poll_values(fresh, 1) == [b"v"]
     with pytest.raises(CommitFailedError):

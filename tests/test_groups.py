@@ -9,6 +9,7 @@ that expiry is deterministic.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import threading
 import time
@@ -368,6 +369,38 @@ def test_member_waiting_in_poll_is_not_expired(store: eventstore.Store) -> None:
         members.add(tuple(sorted(m.member_id for m in store.describe_group("g").members)))
     waiter.join()
     assert len(members) == 1, members
+
+
+def test_member_busy_between_polls_keeps_its_session(store: eventstore.Store) -> None:
+    """Kafka heartbeats from a background thread: a consumer that takes longer than
+    session_timeout_ms over a batch keeps its partitions; only max_poll_interval_ms counts."""
+    store.create_topic("t", 2)
+    cfg: dict[str, Any] = {"group_id": "g", "max_poll_interval_ms": 5000, "session_timeout_ms": 50}
+    a = store.consumer("t", client_id="a", **cfg)
+    b = store.consumer("t", client_id="b", **cfg)
+    poll_until([a, b], lambda: stable(store, "g", 2))
+    owned = a.assignment()
+    end = time.monotonic() + 0.4  # a is "processing": eight session timeouts without a poll
+    while time.monotonic() < end:
+        b.poll(timeout_ms=20)
+    assert owned_by_member(store, "g")["a"] == owned
+    a.poll(timeout_ms=0)
+    assert a.assignment() == owned
+    a.close()
+    b.close()
+
+
+def test_consumer_dropped_without_close_loses_its_session(store: eventstore.Store) -> None:
+    store.create_topic("t", 2)
+    cfg: dict[str, Any] = {"group_id": "g", "max_poll_interval_ms": 60_000, "session_timeout_ms": 50}
+    a = store.consumer("t", client_id="a", **cfg)
+    b = store.consumer("t", client_id="b", **cfg)
+    poll_until([a, b], lambda: stable(store, "g", 2))
+    del a  # never closed: nothing heartbeats for it any more
+    gc.collect()
+    poll_until([b], lambda: len(b.assignment()) == 2, timeout_s=5)
+    assert owned_by_member(store, "g") == {"b": {TP("t", 0), TP("t", 1)}}
+    b.close()
 
 
 # --- durable cursors and retention --------------------------------------------------------------------

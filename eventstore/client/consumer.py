@@ -13,6 +13,7 @@ import contextlib
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -163,7 +164,23 @@ class Consumer:
         self._member = Member(group, self.client_id, self._subscription, self._strategy,
                               self._max_poll_interval_ms, self._session_timeout_ms)
         self._member.wake = self._wake
+        self._member.alive = self._alive
         group.join(self._member)
+
+    @property
+    def _alive(self) -> Callable[[], bool]:
+        """For the coordinator: whether this consumer still exists and is open.
+
+        A weak reference, so that a consumer dropped without ``close()`` is
+        collected and then loses its session (its partitions move).
+        """
+        ref = weakref.ref(self)
+
+        def alive() -> bool:
+            consumer = ref()
+            return consumer is not None and not consumer._closed
+
+        return alive
 
     def _matching(self, rx: re.Pattern[str]) -> set[str]:
         return {t.name for t in self._store.topics() if rx.fullmatch(t.name)}
@@ -270,6 +287,7 @@ class Consumer:
         self._member = Member(group, self.client_id, self._subscription, self._strategy,
                               self._max_poll_interval_ms, self._session_timeout_ms)
         self._member.wake = self._wake
+        self._member.alive = self._alive
         group.join(self._member)
 
     # --- positions ----------------------------------------------------------------

@@ -4,9 +4,12 @@ Each member acts on a rebalance at its own next ``poll`` (as Kafka consumers
 do). A partition has at most one owner at any moment: a member takes a newly
 assigned partition only after its previous owner has released it (after the
 owner's ``on_partitions_revoked`` ran, so it could commit) or was removed.
-A member that stops polling for ``max_poll_interval_ms`` or stops heartbeating
-(a thread waiting in ``poll`` heartbeats) for ``session_timeout_ms`` is
-removed; its late commits fail with ``CommitFailedError``.
+A member that stops polling for ``max_poll_interval_ms`` is removed; so is one
+whose consumer is gone without ``close()`` (garbage collected: nothing can
+heartbeat for it) once ``session_timeout_ms`` has passed since its last
+heartbeat. A consumer busy between polls keeps its session, as Kafka's
+background heartbeat keeps it. Late commits of a removed member fail with
+``CommitFailedError``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ class GroupDescription(msgspec.Struct, frozen=True, kw_only=True):
     members: list[MemberDescription]
 
 
+def _always() -> bool:
+    return True
+
+
 class Member:
     """One consumer's membership. Mutated only under its group's lock."""
 
@@ -59,6 +66,7 @@ class Member:
         self.generation = -1
         self.active = True
         self.last_poll = self.last_heartbeat = time.monotonic()
+        self.alive: Callable[[], bool] = _always  # whether its consumer still exists
 
 
 class Group:
@@ -130,7 +138,7 @@ class Group:
             gone = [
                 m for m in self.members.values()
                 if now - m.last_poll > m.max_poll_interval_s
-                or now - m.last_heartbeat > m.session_timeout_s
+                or (now - m.last_heartbeat > m.session_timeout_s and not m.alive())
             ]
             for m in gone:
                 del self.members[m.member_id]
