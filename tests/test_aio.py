@@ -295,3 +295,53 @@ def test_facades_take_the_arguments_of_the_blocking_methods(facade: type[Any], b
 def test_open_takes_the_arguments_of_eventstore_open() -> None:
     params = _parameters(eventstore.aio.open)
     assert params == [p for p in _parameters(eventstore.open) if p[0] in {q[0] for q in params}]
+
+
+# --- dead letters ---------------------------------------------------------------------
+
+
+async def test_dead_letter_processor_with_an_async_handler(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders", partitions=2)
+    values = [b"ok-0", b"bad-1", b"flaky-2", b"ok-3"]
+    await store.append_batch("orders", [eventstore.Message(value=v, partition=i % 2)
+                                        for i, v in enumerate(values)])
+    calls: list[bytes] = []
+
+    async def handler(record: Record) -> None:
+        value = record.value or b""
+        calls.append(value)
+        await anyio.sleep(0)  # a real handler awaits something
+        if value.startswith(b"bad") or (value.startswith(b"flaky") and calls.count(value) < 2):
+            raise ValueError(f"cannot handle {value.decode()}")
+
+    consumer = store.consumer("orders", group_id="workers", auto_offset_reset="earliest",
+                              enable_auto_commit=False)
+    proc = eventstore.aio.DeadLetterProcessor(consumer, handler, retries=2, backoff_ms=1)
+    with anyio.fail_after(10):
+        stats = await proc.run(max_polls=3, poll_timeout_ms=0)
+    assert (stats.processed, stats.retried, stats.dead_lettered) == (3, 3, 1)
+    assert calls.count(b"bad-1") == 3 and calls.count(b"flaky-2") == 2
+    [parked] = await store.read("orders.dlq", 0, 0)
+    assert parked.value == b"bad-1" and dict(parked.headers)["es.dlq.exception"] == b"ValueError"
+    assert await store.group_offsets("workers") == {TopicPartition("orders", 0): 2,
+                                                    TopicPartition("orders", 1): 2}
+    await consumer.close()
+
+
+async def test_dead_letter_processor_stops_on_an_event(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders")
+    consumer = store.consumer("orders", group_id="workers", auto_offset_reset="earliest")
+    seen: list[bytes | None] = []
+    stop = anyio.Event()
+
+    def handler(record: Record) -> None:  # a plain function is accepted too
+        seen.append(record.value)
+        stop.set()
+
+    proc = eventstore.aio.DeadLetterProcessor(consumer, handler)
+    await store.append("orders", b"one")
+    with anyio.fail_after(10):
+        stats = await proc.run(stop=stop, poll_timeout_ms=50)
+    assert seen == [b"one"] and stats.processed == 1
+    assert await consumer.committed(TopicPartition("orders", 0)) == 1
+    await consumer.close()

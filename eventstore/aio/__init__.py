@@ -30,6 +30,7 @@ calls. What changes is how they wait:
 """
 
 from .consumer import Consumer
+from .deadletter import DeadLetterProcessor
 from .producer import FutureRecordMetadata, Producer
 from .store import Store, open
 from .transactions import Transaction
@@ -41,6 +42,7 @@ __all__ = [
     "Transaction",
     # clients
     "Consumer",
+    "DeadLetterProcessor",
     "FutureRecordMetadata",
     "Producer",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -34,6 +34,9 @@ H_MESSAGE = "es.dlq.message"
 H_ATTEMPTS = "es.dlq.attempts"
 DLQ_HEADERS = (H_TOPIC, H_PARTITION, H_OFFSET, H_TIMESTAMP, H_EXCEPTION, H_MESSAGE, H_ATTEMPTS)
 _MESSAGE_BYTES_MAX = 4096
+
+#: A record that kept failing: the record, the last exception, how many attempts were made.
+Parked = tuple[Record, BaseException, int]
 
 
 class ProcessingStats(msgspec.Struct, kw_only=True):
@@ -80,13 +83,17 @@ class DeadLetterProcessor:
 
     def process(self, batch: dict[TopicPartition, list[Record]]) -> None:
         """Handle one polled batch, park what keeps failing, commit — all before returning."""
-        store = self.consumer._store
-        parked: list[tuple[Record, BaseException, int]] = []
+        parked: list[Parked] = []
         for records in batch.values():
             for record in records:  # the handler runs per record by nature
                 failure = self._handle(record)
                 if failure is not None:
                     parked.append((record, *failure))
+        self.park(parked)
+
+    def park(self, parked: list[Parked]) -> None:
+        """Append ``parked`` records to their DLQs and commit the consumer's positions, atomically."""
+        store = self.consumer._store
         with self.consumer.transaction() as tx:
             for record, error, attempts in parked:
                 dlq = record.topic + self.dlq_suffix
@@ -96,19 +103,25 @@ class DeadLetterProcessor:
         self.stats.batches += 1
         self.stats.dead_lettered += len(parked)
 
-    def _handle(self, record: Record) -> tuple[BaseException, int] | None:
+    def attempts(self) -> Iterator[tuple[int, float | None]]:
+        """(attempt number, seconds to wait before the next one, or None after the last)."""
         delay_ms = self.backoff_ms
-        for attempt in range(1, self.retries + 2):  # bounded: 1 try + retries
+        for attempt in range(1, self.retries + 1):  # bounded by retries
+            yield attempt, delay_ms / 1000
+            delay_ms = min(delay_ms * self.backoff_multiplier, self.max_backoff_ms)
+        yield self.retries + 1, None
+
+    def _handle(self, record: Record) -> tuple[BaseException, int] | None:
+        for attempt, wait_s in self.attempts():  # bounded: 1 try + retries
             try:
                 self.handler(record)
                 self.stats.processed += 1
                 return None
             except Exception as e:  # the handler's failure is data here
-                if attempt > self.retries:
+                if wait_s is None:
                     return e, attempt
                 self.stats.retried += 1
-                self._sleep(delay_ms / 1000)
-                delay_ms = min(delay_ms * self.backoff_multiplier, self.max_backoff_ms)
+                self._sleep(wait_s)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def run(self, *, stop: threading.Event | None = None, max_polls: int | None = None,
