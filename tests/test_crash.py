@@ -18,7 +18,6 @@ at chosen points of recovery) by the child itself.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import random
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from siblings import load
 
 import eventstore
 from eventstore import Message
@@ -39,19 +39,7 @@ from eventstore import Message
 _WRITER = Path(__file__).with_name("crash_writer.py")
 
 
-def _load_writer() -> Any:
-    """crash_writer.py, by path: it works whether or not tests/ is a package."""
-    if "crash_writer" in sys.modules:
-        return sys.modules["crash_writer"]
-    spec = importlib.util.spec_from_file_location("crash_writer", _WRITER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_writer"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cw = _load_writer()
+cw = load("crash_writer")
 
 TOPIC = cw.TOPIC
 DURABILITIES = ["fsync", "interval", "none"]

@@ -4,7 +4,6 @@ without applying any event twice or skipping one."""
 from __future__ import annotations
 
 import collections
-import importlib.util
 import os
 import random
 import signal
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from siblings import load
 
 import eventstore
 from eventstore.errors import IllegalStateError, InvalidArgumentError
@@ -33,19 +33,7 @@ _WORKER = Path(__file__).with_name("projection_worker.py")
 _WAIT_S = 20.0
 
 
-def _load_worker() -> Any:
-    """projection_worker.py, by path: it works whether or not tests/ is a package."""
-    if "projection_worker" in sys.modules:
-        return sys.modules["projection_worker"]
-    spec = importlib.util.spec_from_file_location("projection_worker", _WORKER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["projection_worker"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pw = _load_worker()
+pw = load("projection_worker")
 
 
 class CountTypes(Projection):

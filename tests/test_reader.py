@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import inspect
 import os
 import random
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from siblings import load
 
 import eventstore
 from eventstore import Message, TopicPartition
@@ -54,19 +54,7 @@ _WRITER = Path(__file__).with_name("crash_writer.py")
 _CHILD_TIMEOUT_S = 20.0
 
 
-def _load_crash_writer() -> Any:
-    """crash_writer.py, by path (as test_crash.py loads it), for its self-verifying records."""
-    if "crash_writer" in sys.modules:
-        return sys.modules["crash_writer"]
-    spec = importlib.util.spec_from_file_location("crash_writer", _WRITER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_writer"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cw = _load_crash_writer()
+cw = load("crash_writer")
 
 
 # --- helpers -----------------------------------------------------------------
