@@ -87,23 +87,17 @@ class PartitionView:
 
     def _directory_identity(self) -> tuple[int, int]:
         """(device, inode) of the partition directory; a topic made again gets a new one."""
-        try:
-            st = os.stat(self.directory)
-        except FileNotFoundError:
-            raise TopicNotFoundError(self.topic, None) from None
-        except OSError as e:
-            raise storage_error(self.directory, e, "stat") from e
+        st = _stat(self.directory)
+        if st is None:
+            raise TopicNotFoundError(self.topic, None)
         return st.st_dev, st.st_ino
 
     def _replaced(self, end: _End) -> bool:
         """Whether the active segment's file is no longer the one this view scanned."""
         assert end.active is not None
-        try:
-            st = os.stat(end.active.log_path)
-        except FileNotFoundError:
+        st = _stat(end.active.log_path)
+        if st is None:
             return False  # gone: the listing tells what happened
-        except OSError as e:
-            raise storage_error(end.active.log_path, e, "stat") from e
         return (st.st_dev, st.st_ino) != self._active_file or st.st_size < end.position
 
     def _list_bases(self) -> list[int]:
@@ -126,25 +120,19 @@ class PartitionView:
     def _segment(self, base: int, next_base: int | None) -> Segment:
         seg = Segment(self.directory, base)
         seg.persist_indexes = False
-        try:
-            seg.size = os.stat(seg.log_path).st_size
-        except FileNotFoundError:
+        st = _stat(seg.log_path)
+        if st is None:
             seg.deleted = True  # removed between the listing and now; the next refresh drops it
-        except OSError as e:
-            raise storage_error(seg.log_path, e, "stat") from e
+        else:
+            seg.size = st.st_size
         if next_base is not None:
             seg.next_offset = next_base
         return seg
 
     def _start_scan(self, seg: Segment) -> _End:
         """Where to start scanning a segment first seen as the active one (section 14)."""
-        try:
-            st = os.stat(seg.log_path)
-            self._active_file = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            self._active_file = (0, 0)
-        except OSError as e:
-            raise storage_error(seg.log_path, e, "stat") from e
+        st = _stat(seg.log_path)
+        self._active_file = (st.st_dev, st.st_ino) if st is not None else (0, 0)
         seg.indexes_loaded = True  # this view keeps the active segment's indexes itself
         seg.index.load(seg.size)
         seg.timeindex.load(1 << 32)
@@ -308,6 +296,16 @@ class PartitionView:
             for seg in self._layout[1]:
                 seg.close()
             self._layout, self._end = ([], []), _End(0, None, 0)
+
+
+def _stat(path: str) -> os.stat_result | None:
+    """``os.stat(path)``, or None if it does not exist (the writer may remove files any time)."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise storage_error(path, e, "stat") from e
 
 
 def _pread(seg: Segment, size: int, position: int) -> bytes:
