@@ -266,7 +266,8 @@ FACADES: list[tuple[type[Any], type[Any]]] = [
 
 def test_exports() -> None:
     assert eventstore.aio.__all__ == [
-        "Store", "open", "Transaction", "Consumer", "FutureRecordMetadata", "Producer",
+        "Store", "open", "Transaction", "Consumer", "DeadLetterProcessor", "FutureRecordMetadata",
+        "Producer",
     ]
     assert all(hasattr(eventstore.aio, name) for name in eventstore.aio.__all__)
     plain_import = "import eventstore; assert eventstore.aio.open"
