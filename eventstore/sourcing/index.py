@@ -28,7 +28,7 @@ import contextlib
 import os
 import shutil
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lmdb
@@ -91,6 +91,8 @@ class StreamIndex:
     def __init__(self, directory: str) -> None:
         self.path = directory
         self.rebuilt = self._open(directory)
+        #: called with a topic's name once ``drop_topic`` has dropped its streams
+        self.drop_listeners: list[Callable[[str], object]] = []
 
     def _open(self, directory: str) -> bool:
         """Open; drop everything if the last run ended with an operating-system crash."""
@@ -203,19 +205,24 @@ class StreamIndex:
 
     def append_envelopes(self, txn: Any, stream_id: str, first_version: int,
                          envelopes: Iterable[bytes]) -> None:
-        """Add envelopes of consecutive versions to the stream's chunks."""
+        """Add envelopes of consecutive versions to the stream's chunks.
+
+        A chunk that starts with these versions holds nothing yet, so it is
+        written without reading it first.
+        """
         db = self.dbs[DB_CHUNKS]
         version = first_version
         pending: list[bytes] = []
         key = chunk_key(stream_id, version)
+        fresh = version % CHUNK_EVENTS == 0
         for env in envelopes:  # bounded by the events of one append
             k = chunk_key(stream_id, version)
             if k != key:
-                _extend(txn, db, key, pending)
-                key, pending = k, []
+                _extend(txn, db, key, pending, fresh)
+                key, pending, fresh = k, [], True
             pending.append(env)
             version += 1
-        _extend(txn, db, key, pending)
+        _extend(txn, db, key, pending, fresh)
 
     def put_event(self, txn: Any, event_id: bytes, stream_id: str, version: int, position: int,
                   topic: str, partition: int, offset: int) -> None:
@@ -251,10 +258,12 @@ class StreamIndex:
                         while chunks.key().startswith(prefix) and chunks.delete():
                             pass
         self.write(drop)
+        for listener in self.drop_listeners:  # bounded by the listeners
+            listener(topic)
 
 
-def _extend(txn: Any, db: Any, key: bytes, envelopes: list[bytes]) -> None:
+def _extend(txn: Any, db: Any, key: bytes, envelopes: list[bytes], fresh: bool) -> None:
     if not envelopes:
         return
-    old = txn.get(key, db=db)
+    old = None if fresh else txn.get(key, db=db)
     txn.put(key, (bytes(old) if old is not None else b"") + b"".join(envelopes), db=db)

@@ -1,19 +1,26 @@
 """Streams on the log: expected-version appends, reads by stream, the global ``$all`` order.
 
-Appending to a stream runs under its partition's write lock (``append_prepared``):
-the expected version is checked, versions and global positions are assigned,
-the envelopes are encoded and written as one batch, and the stream index is
-updated — all or nothing. Positions come from one store-wide counter; a reader
-of ``$all`` only sees positions below the *watermark*, the first position not
-yet durable, so it never sees a gap that later fills.
+An append is a request queued per partition. One thread at a time (the
+leader) takes the queued requests and, under the partition's write lock
+(``append_prepared``), checks each expected version, assigns versions and
+global positions, encodes the envelopes and writes them as one batch with one
+fsync, and stages the stream index updates — each request all or nothing.
+Versions are checked against stream heads kept in memory; the index (LMDB) is
+read only for streams memory does not hold, mostly by the requester before it
+queues, so the leader, whom everyone waits for, seldom leaves the GIL. Positions
+come from one store-wide counter; a reader of ``$all`` only sees positions
+below the *watermark*, the first position not yet durable, so it never sees a
+gap that later fills.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +56,9 @@ META_EVENT_TYPE = "$metadata"
 _DECODERS_MAX = 4096
 _CATCH_UP_RECORDS = 10_000
 _STAGED_MAX = 512  # appends flush the staged index updates once this many wait
+_STAGED_BLOCK = 8 * _STAGED_MAX  # past this many, an append waits for a flush in progress
+_FILL_WAIT_S = 0.002  # how long a leader waits for its batch to fill (see _await_batch)
+_HEADS_MAX = 65_536  # stream heads kept in memory; past it, the flush forgets committed ones
 _meta_json = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(StreamMetadata)
 Expected = int | StreamState
@@ -103,65 +113,150 @@ class _Positions:
 
 
 class _Request:
-    """One ``append_to_stream`` call waiting for a combiner."""
+    """One ``append_to_stream`` call waiting for a leader.
 
-    __slots__ = ("error", "events", "expected", "lock", "position_start", "result", "stream_id",
-                 "written")
+    ``seen`` is the stream's head as the requester found it (None: no such
+    stream) when the head-eviction count was ``generation``; the leader may
+    use it instead of reading the index again (see ``Streams._current_heads``).
+    """
 
-    def __init__(self, stream_id: str, events: list[NewEvent], expected: Expected) -> None:
+    __slots__ = ("error", "events", "expected", "generation", "lead", "lock", "position_start",
+                 "result", "seen", "stream_id")
+
+    def __init__(self, stream_id: str, events: list[NewEvent], expected: Expected,
+                 seen: Head | None, generation: int) -> None:
         self.stream_id, self.events, self.expected = stream_id, events, expected
+        self.seen, self.generation = seen, generation
         self.result: AppendResult | None = None
         self.error: BaseException | None = None
         self.position_start = -1
-        self.written = False
+        self.lead = False  # woken to combine the queue, not because it was handled
         self.lock = threading.Lock()
         self.lock.acquire()
 
 
 class _Queue:
-    """The appends waiting for one partition, and who is combining them."""
+    """The appends waiting for one partition, and the token of the thread combining them.
 
-    __slots__ = ("combiner", "items", "lock")
+    ``items`` takes no lock: a deque's appends and pops are atomic under the
+    GIL, and a thread that lost the GIL while holding a lock every appender
+    needs would make all of them queue behind it. ``leader`` is held by the
+    thread that leads; it is only ever tried, never waited for. Only its
+    holder takes requests out of ``items``.
+    """
+
+    __slots__ = ("filled", "items", "last", "leader", "want")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.items: list[_Request] = []
-        self.combiner = threading.Lock()
+        self.items: deque[_Request] = deque()
+        self.leader = threading.Lock()
+        self.last = 1  # requests in the last batch
+        self.want = 1  # requests the waiting leader waits for
+        self.filled: threading.Lock | None = None  # released once ``want`` are queued
+
+    def put(self, request: _Request) -> None:
+        """Queue ``request``; wake the waiting leader if that fills its batch."""
+        self.items.append(request)
+        filled = self.filled
+        if filled is not None and len(self.items) >= self.want:
+            if self.filled is filled:
+                self.filled = None
+            with contextlib.suppress(RuntimeError):  # another appender released it first
+                filled.release()
 
 
 _BATCH_REQUESTS_MAX = 1000
 
 
-def _take_batch(items: list[_Request]) -> list[_Request]:
+def _take_batch(items: deque[_Request]) -> list[_Request]:
     """The next requests to combine: up to a bound, a metadata append alone."""
     if not items:
         return []
     if items[0].stream_id.startswith(META_PREFIX):
-        return [items.pop(0)]
-    n = 0
-    while n < len(items) and n < _BATCH_REQUESTS_MAX and not items[n].stream_id.startswith(META_PREFIX):
-        n += 1
-    batch = items[:n]
-    del items[:n]
+        return [items.popleft()]
+    batch: list[_Request] = []
+    while items and len(batch) < _BATCH_REQUESTS_MAX and not items[0].stream_id.startswith(META_PREFIX):
+        batch.append(items.popleft())
     return batch
 
 
-class _Staged:
-    """One append's index update, staged until the next flush."""
+def _await_batch(queue: _Queue) -> None:
+    """Wait until as many requests are queued as the last batch held, or ``_FILL_WAIT_S``.
 
-    __slots__ = ("base_offset", "current", "envelopes", "head", "ids", "partition", "position",
-                 "stream_id", "target_head", "topic")
+    Group commit with a delay, as databases do it: under many threads, those
+    the last batch released come back with their next appends within about a
+    batch's time. Taking the queue before they do splits the batch into ever
+    smaller ones, each paying an fsync and a GIL hand-off per thread. A lone
+    appender never waits (its last batch held one request: itself), and after
+    a wait that timed out the next batch expects no more than came.
+    """
+    want = queue.last
+    if len(queue.items) >= want:
+        return
+    filled = threading.Lock()
+    filled.acquire()
+    queue.want, queue.filled = want, filled
+    if len(queue.items) < want:  # looked at after publishing ``filled``: no append is missed
+        filled.acquire(timeout=_FILL_WAIT_S)
+    queue.filled = None
+
+
+class _Staged:
+    """One append's index update, staged until the next flush.
+
+    ``fresh``: the stream had no head when the append was checked, so the
+    index holds nothing of it that the flush would have to merge.
+    """
+
+    __slots__ = ("base_offset", "current", "envelopes", "fresh", "head", "ids", "partition",
+                 "position", "stream_id", "target_head", "topic")
 
     def __init__(self, stream_id: str, ids: list[bytes], envelopes: list[bytes], topic: str,
-                 partition: int, current: int, position: int, base_offset: int, head: Head) -> None:
+                 partition: int, current: int, position: int, base_offset: int, head: Head,
+                 fresh: bool) -> None:
         self.stream_id, self.ids, self.envelopes = stream_id, ids, envelopes
         self.topic, self.partition, self.current = topic, partition, current
         self.position, self.base_offset, self.head = position, base_offset, head
+        self.fresh = fresh
         self.target_head: Head | None = None
 
 
+# An accepted request: (request, its stream's version before it, its head, its first offset)
+_Accepted = tuple[_Request, int, Head | None, int]
+
+
+class _Batch:
+    """Requests combined into one write: those accepted, their envelopes and positions."""
+
+    __slots__ = ("accepted", "end", "envelopes", "requests", "reserved")
+
+    def __init__(self, requests: list[_Request]) -> None:
+        self.requests = requests
+        self.accepted: list[_Accepted] = []
+        self.envelopes: list[list[bytes]] = []  # per accepted request
+        self.reserved: list[int] = []  # start of the batch's range of global positions
+        self.end = -1  # the offset after the batch's records, once written
+
+    def fail(self, error: BaseException) -> None:
+        """Give ``error`` to every request not already refused or found to be a retry."""
+        taken = {id(a[0]) for a in self.accepted}
+        for req in self.requests:  # bounded by the batch
+            if req.error is None and (req.result is None or id(req) in taken):
+                req.result, req.error = None, error
+
+
 class Streams:
-    """The event-sourcing view of a store (``store.append_to_stream`` and friends)."""
+    """The event-sourcing view of a store (``store.append_to_stream`` and friends).
+
+    Stream heads live in memory as well as in the index: ``_heads`` holds the
+    current head of every stream appended to (or looked up by a leader)
+    since its entry was last evicted, so that the version check of an append
+    needs no index read. Entries are added only under the stream's partition
+    lock, where no other append can change that head. Once ``_HEADS_MAX`` are
+    held, the flush evicts the ones it has committed, after bumping
+    ``_evictions``: a look-up that found nothing in memory can tell from that
+    count whether an entry left memory since it looked.
+    """
 
     def __init__(self, store: Store, default_partitions: int) -> None:
         self._store = store
@@ -172,12 +267,14 @@ class Streams:
         self._stage_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._staged: list[_Staged] = []
-        self._staged_heads: dict[str, Head] = {}
+        self._heads: dict[str, Head] = {}
+        self._evictions = 0
         self._staged_ids: dict[bytes, tuple[str, int, int]] = {}
         self._queues: dict[tuple[str, int], _Queue] = {}
         self._catch_up()
         with self.index.read() as txn:
             self.positions = _Positions(self.index.last_position(txn))
+        self.index.drop_listeners.append(self._forget_topic)
 
     def close(self) -> None:
         self.flush()
@@ -186,14 +283,13 @@ class Streams:
 
     # --- where a stream lives ------------------------------------------------------
 
-    def _locate(self, stream_id: str, topic: str | None, txn: Any) -> tuple[str, int, Head | None]:
-        head = self._head(txn, stream_id)
+    def _locate(self, stream_id: str, topic: str | None, head: Head | None) -> tuple[str, int]:
         if head is not None:
             if topic is not None and topic != head.topic:
                 raise InvalidArgumentError(
                     f"stream {stream_id!r} lives in topic {head.topic!r}, not {topic!r}"
                 )
-            return head.topic, head.partition, head
+            return head.topic, head.partition
         name = topic or category_of(stream_id)
         if not is_valid_topic_name(name):
             raise InvalidArgumentError(
@@ -202,10 +298,19 @@ class Streams:
             )
         cfg = self._stream_topic(name)
         key = stream_id[len(META_PREFIX):] if stream_id.startswith(META_PREFIX) else stream_id
-        return name, partition_for_key(key.encode(), cfg.partitions), None
+        return name, partition_for_key(key.encode(), cfg.partitions)
 
     def _stream_topic(self, name: str) -> Any:
+        """The configuration of the streams topic ``name``, created if it does not exist.
+
+        An existing streams topic is found without taking the lock: a thread
+        that loses the GIL while holding a lock every appender needs makes all
+        of them queue behind it.
+        """
         store = self._store
+        cfg = store._configs.get(name)
+        if cfg is not None and cfg.streams:
+            return cfg
         with self._topic_lock:
             cfg = store._configs.get(name)
             if cfg is None:
@@ -216,31 +321,46 @@ class Streams:
                 )
             return cfg
 
+    def _forget_topic(self, topic: str) -> None:
+        """Drop the heads of a deleted topic's streams from memory (the index dropped them)."""
+        with self._stage_lock:
+            self._evictions += 1
+            self._heads = {sid: h for sid, h in list(self._heads.items()) if h.topic != topic}
+
     # --- appending ------------------------------------------------------------------
 
     def append(self, stream_id: str, events: Sequence[NewEvent], expected: Expected,
                topic: str | None) -> AppendResult:
-        """Append to one stream: queue the request, then combine or wait (see ``_combine``)."""
+        """Append to one stream: queue the request, then lead or wait (see ``_lead``).
+
+        The head is looked up here, outside the partition lock, so that the
+        leader, which everyone waits for, rarely has to read the index itself.
+        """
         _check_stream_id(stream_id)
         events = _check_events(events)
         _check_expected(expected)
-        staged = self._staged_heads.get(stream_id)
-        if staged is not None and (topic is None or topic == staged.topic):
-            topic_name, partition = staged.topic, staged.partition  # no index look-up needed
-        else:
+        generation = self._evictions  # before looking: see _current_heads
+        seen = self._heads.get(stream_id)
+        if seen is None:
             with self.index.read() as txn:
-                topic_name, partition, _ = self._locate(stream_id, topic, txn)
+                seen = self.index.head(txn, stream_id)
+        topic_name, partition = self._locate(stream_id, topic, seen)
         plog = self._store._partition_log(topic_name, partition)
-        request = _Request(stream_id, events, expected)
+        request = _Request(stream_id, events, expected, seen, generation)
         queue = self._queue(topic_name, partition)
-        with queue.lock:
-            queue.items.append(request)
-        self._drive(queue, plog, topic_name, partition)
-        request.lock.acquire()  # released once a combiner (maybe this thread) handled it
+        queue.put(request)
+        lead = queue.leader.acquire(blocking=False)
+        while True:  # bounded: a request leads at most once, then is handled
+            if lead:
+                self._lead(queue, plog, topic_name, partition)
+            request.lock.acquire()  # released once handled, or to make this thread lead
+            lead, request.lead = request.lead, False
+            if not lead:
+                break
         if request.error is not None:
             raise request.error
         if len(self._staged) >= _STAGED_MAX:
-            self.flush()
+            self._flush_due()
         assert request.result is not None
         return request.result
 
@@ -252,119 +372,179 @@ class Streams:
                 queue = self._queues.setdefault(key, _Queue())
         return queue
 
-    def _drive(self, queue: _Queue, plog: Any, topic: str, partition: int) -> None:
-        """Combine queued requests while there are some and no other thread is combining.
-
-        A request queued while another thread combines is taken by that thread:
-        it drains the queue until it finds it empty, and looks once more after
-        letting go, so no request is left waiting with nobody to serve it.
-        """
-        while queue.combiner.acquire(blocking=False):  # bounded: stops when the queue is empty
-            try:
-                while self._combine(queue, plog, topic, partition):
-                    pass
-            finally:
-                queue.combiner.release()
-            with queue.lock:
-                if not queue.items:
-                    return
-
-    def _combine(self, queue: _Queue, plog: Any, topic: str, partition: int) -> bool:
-        """Check, write and make durable every queued append of a partition as one batch.
+    def _lead(self, queue: _Queue, plog: Any, topic: str, partition: int) -> None:
+        """Combine one batch of the queue: check, write, fsync; then hand the queue on.
 
         Under 64 threads, handing the partition lock from appender to appender
         costs more than the appends themselves (each hand-off is a GIL hand-off);
-        here one thread checks every request's expected version, writes them all
-        with one ``pwrite`` and one fsync, and wakes each requester once. Each
-        request stays all-or-nothing and is refused on its own. A metadata
-        append (``$$stream``) is combined alone, since it changes how later
-        checks see its stream.
+        here one thread checks every queued request's expected version, writes
+        them all with one ``pwrite`` and one fsync, and wakes each requester
+        once. Each request stays all-or-nothing and is refused on its own. A
+        metadata append (``$$stream``) is combined alone, since it changes how
+        later checks see its stream.
+
+        The next leader is the first request still queued, not this thread: by
+        the time it has woken and got the GIL, the threads released before have
+        had their turn and queued their next appends; it then waits for the
+        rest of them (``_await_batch``), so batches stay large instead of
+        splitting into ever smaller ones, each with its own fsync.
         """
-        with queue.lock:
-            batch = _take_batch(queue.items)
-        if not batch:
-            return False
-        accepted: list[tuple[_Request, int, Head | None, list[bytes], int]] = []
-
-        def prepare(base_offset: int) -> Prepared | None:
-            self._check_requests(batch, accepted, topic, partition, base_offset)
-            if not accepted:
-                return None
-            now = time.time_ns() // 1_000_000
-            keys = [r.stream_id.encode() for r, _, _, envs, _ in accepted for _ in envs]
-            values = [env for _, _, _, envs, _ in accepted for env in envs]
-            count = len(values)
-
-            def written(base: int) -> None:
-                for req, current, head, envs, offset in accepted:
-                    req.written = True
-                    self._index_append(req.stream_id, req.events, envs, topic, partition, current,
-                                       head, req.position_start, offset)
-
-            return Prepared([now] * count, keys, values, [()] * count, now, now, written)
-
+        _await_batch(queue)
+        batch = _Batch(_take_batch(queue.items))
+        queue.last = max(1, len(batch.requests))
         try:
-            end = plog.append_prepared(prepare) + sum(len(a[3]) for a in accepted)
-            if accepted and self._store.durability == "fsync":
-                plog.wait_durable(end)
+            if batch.requests:
+                base = plog.append_prepared(functools.partial(self._prepare, batch, topic, partition))
+                batch.end = base + sum(len(e) for e in batch.envelopes)
+                if batch.accepted and self._store.durability == "fsync":
+                    plog.wait_durable(batch.end)
         except BaseException as e:  # every requester gets the failure, none waits in vain
-            taken = {id(a[0]) for a in accepted}
-            for req in batch:
-                if req.error is None and (req.result is None or id(req) in taken):
-                    req.result, req.error = None, e
+            batch.fail(e)
         finally:
-            for req, _, _, _, _ in accepted:
-                self.positions.complete(req.position_start)  # durable now, or abandoned
-            for req in batch:
+            for start in batch.reserved:
+                self.positions.complete(start)  # durable now, or abandoned
+            for req in batch.requests:  # bounded by the batch
                 req.lock.release()
-        return True
+            self._hand_off(queue)
 
-    def _check_requests(self, batch: list[_Request],
-                        accepted: list[tuple[_Request, int, Head | None, list[bytes], int]],
-                        topic: str, partition: int, base_offset: int) -> None:
-        """Under the partition lock: versions, idempotency, positions and envelopes of each."""
-        heads: dict[str, Head | None] = {}
-        offset = base_offset
+    @staticmethod
+    def _hand_off(queue: _Queue) -> None:
+        """Make the first queued request's thread the next leader, or leave the queue idle.
+
+        A request queued just as the token is let go is seen by the look that
+        follows: either its own thread got the token, or this one takes it back.
+        """
+        items = queue.items
+        while True:  # bounded: a second pass finds the queue non-empty
+            if items:
+                nxt = items[0]
+                nxt.lead = True
+                nxt.lock.release()
+                return
+            queue.leader.release()
+            if not items or not queue.leader.acquire(blocking=False):
+                return
+
+    def _prepare(self, batch: _Batch, topic: str, partition: int, base_offset: int) -> Prepared | None:
+        """Under the partition lock: what of the batch is written (see ``append_prepared``)."""
+        accepted, envelopes = batch.accepted, batch.envelopes
+        self._check_requests(batch.requests, accepted, topic, partition, base_offset)
+        if not accepted:
+            return None
+        batch.reserved.append(self._assign_positions(accepted, envelopes))
         now = time.time_ns() // 1_000_000
-        # The flush lock keeps a flush from committing and un-staging heads while this
-        # looks at them: a read transaction opened before that commit would otherwise
-        # miss the heads both in memory and in its snapshot, and reuse a version.
-        with self._flush_lock, self.index.read() as txn:
-            for req in batch:  # bounded by the batch
-                sid = req.stream_id
-                head = heads[sid] if sid in heads else self._head(txn, sid)
-                current = head.last_version if head is not None else -1
-                try:
-                    # A retry is recognised by its event ids: look them up only when the
-                    # version check alone would not refuse a duplicate (ANY) or refuses.
-                    if req.expected is StreamState.ANY:
-                        duplicate = self._idempotent(txn, sid, req.events) if sid not in heads else None
-                    else:
-                        try:
-                            _check_version(sid, req.expected, current,
-                                           head is not None and _is_deleted(head))
-                            duplicate = None
-                        except WrongExpectedVersionError:
-                            duplicate = self._idempotent(txn, sid, req.events)
-                            if duplicate is None:
-                                raise
-                    if duplicate is not None:
-                        req.result = duplicate
-                        continue
-                except EventStoreError as e:
-                    req.error = e
+        keys = [a[0].stream_id.encode() for a, envs in zip(accepted, envelopes, strict=True) for _ in envs]
+        values = [env for envs in envelopes for env in envs]
+        count = len(values)
+
+        def written(base: int) -> None:
+            for (req, current, head, offset), envs in zip(accepted, envelopes, strict=True):
+                self._index_append(req.stream_id, req.events, envs, topic, partition, current,
+                                   head, req.position_start, offset)
+
+        return Prepared([now] * count, keys, values, [()] * count, now, now, written)
+
+    def _check_requests(self, batch: list[_Request], accepted: list[_Accepted], topic: str,
+                        partition: int, base_offset: int) -> None:
+        """Under the partition lock: decide which requests are written, refused or retries."""
+        heads = self._current_heads(batch)
+        touched: set[str] = set()  # streams an earlier request of this batch appended to
+        offset = base_offset
+        for req in batch:  # bounded by the batch
+            sid = req.stream_id
+            head = heads[sid]
+            current = head.last_version if head is not None else -1
+            try:
+                duplicate = self._duplicate(req, head, current, sid in touched)
+            except EventStoreError as e:
+                req.error = e
+                continue
+            if duplicate is not None:
+                req.result = duplicate
+                continue
+            accepted.append((req, current, head, offset))
+            count = len(req.events)
+            heads[sid] = Head(topic, partition, current + count, head.meta if head else b"")
+            touched.add(sid)
+            offset += count
+
+    def _current_heads(self, batch: list[_Request]) -> dict[str, Head | None]:
+        """The head of each batched stream, read from the index only when memory cannot tell.
+
+        Called under the partition lock, so no other append changes these heads
+        meanwhile. Memory (``_heads``) answers for what it holds. For a stream
+        it does not hold, the requester's own look-up is still current if no
+        head was evicted since it started: anything written to the stream after
+        that look-up would be in memory now. Otherwise one read transaction,
+        opened after memory was consulted, serves every remaining stream: a
+        head leaves memory only once committed, so the transaction sees it.
+        Heads found are kept in memory for the next appends.
+        """
+        memory = self._heads
+        heads: dict[str, Head | None] = {}
+        unknown: list[str] = []
+        for req in batch:  # bounded by the batch
+            sid = req.stream_id
+            if sid in heads:
+                continue
+            head = memory.get(sid)
+            if head is None:
+                if req.generation != self._evictions:  # read after memory: see the docstring
+                    unknown.append(sid)
+                    heads[sid] = None
                     continue
-                count = len(req.events)
-                start = req.position_start = self.positions.reserve(count)
-                envelopes = [
-                    encode_envelope((current + 1 + i, e.type, e.data, e.metadata, e.id.bytes,
-                                     start + i, now, offset + i))
-                    for i, e in enumerate(req.events)
-                ]
-                req.result = AppendResult(sid, current + count, start + count - 1)
-                accepted.append((req, current, head, envelopes, offset))
-                heads[sid] = Head(topic, partition, current + count, head.meta if head else b"")
-                offset += count
+                head = req.seen
+                if head is not None:
+                    memory[sid] = head
+            heads[sid] = head
+        if unknown:
+            with self.index.read() as txn:
+                for sid in unknown:  # bounded by the batch
+                    head = heads[sid] = self.index.head(txn, sid)
+                    if head is not None:
+                        memory[sid] = head
+        return heads
+
+    def _duplicate(self, req: _Request, head: Head | None, current: int,
+                   touched: bool) -> AppendResult | None:
+        """The original result if ``req`` is a retry of an append already written, else None.
+
+        Raises ``WrongExpectedVersionError`` if the stream is not at the
+        expected version and this is no retry. Event ids are looked up only
+        when the version check alone would not refuse a duplicate (``ANY``)
+        or refuses.
+        """
+        sid = req.stream_id
+        if req.expected is StreamState.ANY:
+            return None if touched else self._idempotent(sid, req.events)
+        try:
+            _check_version(sid, req.expected, current, head is not None and _is_deleted(head))
+            return None
+        except WrongExpectedVersionError:
+            duplicate = self._idempotent(sid, req.events)
+            if duplicate is None:
+                raise
+            return duplicate
+
+    def _assign_positions(self, accepted: list[_Accepted], envelopes: list[list[bytes]]) -> int:
+        """Reserve one range of global positions for the batch; encode each request's envelopes.
+
+        Returns the range's start, to complete once the batch is durable.
+        """
+        total = sum(len(a[0].events) for a in accepted)
+        first = start = self.positions.reserve(total)
+        now = time.time_ns() // 1_000_000
+        for req, current, _head, offset in accepted:  # bounded by the batch
+            count = len(req.events)
+            req.position_start = start
+            envelopes.append([
+                encode_envelope((current + 1 + i, e.type, e.data, e.metadata, e.id.bytes,
+                                 start + i, now, offset + i))
+                for i, e in enumerate(req.events)
+            ])
+            req.result = AppendResult(req.stream_id, current + count, start + count - 1)
+            start += count
+        return first
 
     def _index_append(self, stream_id: str, events: Sequence[NewEvent], envelopes: list[bytes],
                       topic: str, partition: int, current: int, head: Head | None,
@@ -378,18 +558,21 @@ class Streams:
         """
         staged = _Staged(stream_id, [e.id.bytes for e in events], envelopes, topic, partition,
                          current, position, base_offset,
-                         Head(topic, partition, current + len(events), head.meta if head else b""))
+                         Head(topic, partition, current + len(events), head.meta if head else b""),
+                         head is None)
         with self._stage_lock:
             self._staged.append(staged)
-            self._staged_heads[stream_id] = staged.head
+            self._heads[stream_id] = staged.head
             for i, e in enumerate(events):
                 self._staged_ids[e.id.bytes] = (stream_id, current + 1 + i, position + i)
             if stream_id.startswith(META_PREFIX):
                 target = stream_id[len(META_PREFIX):]
-                with self.index.read() as txn:
-                    old = self._staged_heads.get(target) or self.index.head(txn, target)
+                old = self._heads.get(target)
+                if old is None:
+                    with self.index.read() as txn:
+                        old = self.index.head(txn, target)
                 base = old or Head(topic, partition, -1, b"")
-                self._staged_heads[target] = staged.target_head = Head(
+                self._heads[target] = staged.target_head = Head(
                     base.topic, base.partition, base.last_version, events[-1].data)
 
     def flush(self) -> None:
@@ -399,47 +582,75 @@ class Streams:
         makes a reader wait for a flush another thread is in the middle of.
         """
         with self._flush_lock:
-            with self._stage_lock:
-                batch, self._staged = self._staged, []
-            if not batch:
-                return
-            index = self.index
+            self._flush_locked()
 
-            def write(txn: Any) -> None:
-                for st in batch:  # in staging order: per stream, version order
-                    if st.target_head is not None:
-                        self._apply_metadata(txn, st.stream_id, st.target_head.meta, st.topic,
-                                             st.partition)
-                    stored = index.head(txn, st.stream_id)
-                    head = st.head
-                    if stored is not None and stored.meta and not head.meta:
-                        head = Head(head.topic, head.partition, head.last_version, stored.meta)
-                    index.put_head(txn, st.stream_id, head)
-                    index.append_envelopes(txn, st.stream_id, st.current + 1, st.envelopes)
-                    for i, event_id in enumerate(st.ids):
-                        index.put_event(txn, event_id, st.stream_id, st.current + 1 + i,
-                                        st.position + i, st.topic, st.partition, st.base_offset + i)
-                    index.put_covered(txn, st.topic, st.partition, st.base_offset + len(st.ids))
+    def _flush_due(self) -> None:
+        """An appender's flush, once enough is staged: skipped while another thread flushes.
 
-            index.write(write)
-            with self._stage_lock:
-                for st in batch:
-                    if self._staged_heads.get(st.stream_id) is st.head:
-                        del self._staged_heads[st.stream_id]
-                    if st.target_head is not None:
-                        target = st.stream_id[len(META_PREFIX):]
-                        if self._staged_heads.get(target) is st.target_head:
-                            del self._staged_heads[target]
-                    for event_id in st.ids:
-                        self._staged_ids.pop(event_id, None)
+        Appenders need not wait for a flush (their appends are staged, and
+        staged heads and ids are visible to the next appends), unless so much
+        piled up meanwhile that memory should be bounded.
+        """
+        if len(self._staged) >= _STAGED_BLOCK:
+            self.flush()
+        elif self._flush_lock.acquire(blocking=False):
+            try:
+                self._flush_locked()
+            finally:
+                self._flush_lock.release()
 
-    def _head(self, txn: Any, stream_id: str) -> Head | None:
-        staged = self._staged_heads.get(stream_id)
-        return staged if staged is not None else self.index.head(txn, stream_id)
+    def _flush_locked(self) -> None:
+        with self._stage_lock:
+            batch, self._staged = self._staged, []
+        if not batch:
+            return
+        self.index.write(functools.partial(self._write_staged, batch))
+        with self._stage_lock:
+            for st in batch:  # bounded by the batch
+                for event_id in st.ids:
+                    self._staged_ids.pop(event_id, None)
+            if len(self._heads) > _HEADS_MAX:
+                self._evict_committed_heads()
 
-    def _event_id(self, txn: Any, event_id: bytes) -> tuple[str, int, int] | None:
-        staged = self._staged_ids.get(event_id)
-        return staged if staged is not None else self.index.event_id(txn, event_id)
+    def _write_staged(self, batch: list[_Staged], txn: Any) -> None:
+        """Write staged updates, in staging order (per stream, version order)."""
+        index = self.index
+        covered: dict[tuple[str, int], int] = {}
+        for st in batch:  # bounded by the batch
+            if st.target_head is not None:
+                self._apply_metadata(txn, st.stream_id, st.target_head.meta, st.topic, st.partition)
+            head = st.head
+            if not st.fresh and not head.meta:
+                stored = index.head(txn, st.stream_id)
+                if stored is not None and stored.meta:
+                    head = Head(head.topic, head.partition, head.last_version, stored.meta)
+            index.put_head(txn, st.stream_id, head)
+            index.append_envelopes(txn, st.stream_id, st.current + 1, st.envelopes)
+            for i, event_id in enumerate(st.ids):
+                index.put_event(txn, event_id, st.stream_id, st.current + 1 + i,
+                                st.position + i, st.topic, st.partition, st.base_offset + i)
+            key = (st.topic, st.partition)
+            covered[key] = max(covered.get(key, 0), st.base_offset + len(st.ids))
+        for (topic, partition), next_offset in covered.items():  # bounded by the partitions
+            index.put_covered(txn, topic, partition, next_offset)
+
+    def _evict_committed_heads(self) -> None:
+        """Forget every head the index holds already (under the stage lock).
+
+        The count goes up before anything leaves memory, so a look-up that
+        misses in memory after an eviction sees a changed count.
+        """
+        self._evictions += 1
+        keep: dict[str, Head] = {}
+        for st in self._staged:  # staged after this flush took its batch: not committed
+            sids = [st.stream_id]
+            if st.target_head is not None:
+                sids.append(st.stream_id[len(META_PREFIX):])
+            for sid in sids:
+                head = self._heads.get(sid)
+                if head is not None:
+                    keep[sid] = head
+        self._heads = keep
 
     def _apply_metadata(self, txn: Any, meta_stream: str, data: bytes, topic: str,
                         partition: int) -> None:
@@ -448,13 +659,26 @@ class Streams:
         head.meta = data
         self.index.put_head(txn, target, head)
 
-    def _idempotent(self, txn: Any, stream_id: str,
-                    events: Sequence[NewEvent]) -> AppendResult | None:
+    def _event_ids(self, event_ids: list[bytes]) -> list[tuple[str, int, int] | None]:
+        """Where each event id was appended (stream, version, position), None if nowhere.
+
+        Staged ids are looked up first, the index after, in a transaction opened
+        only then: an id leaves the staged ones only once the index has it.
+        """
+        staged = self._staged_ids
+        found = [staged.get(event_id) for event_id in event_ids]
+        if None in found:
+            with self.index.read() as txn:
+                found = [f if f is not None else self.index.event_id(txn, event_id)
+                         for f, event_id in zip(found, event_ids, strict=True)]
+        return found
+
+    def _idempotent(self, stream_id: str, events: Sequence[NewEvent]) -> AppendResult | None:
         """The original result if every event id was already appended to this stream, in order."""
-        first = self._event_id(txn, events[0].id.bytes)
+        first = self._event_ids([events[0].id.bytes])[0]
         if first is None or first[0] != stream_id:
             return None
-        found = [self._event_id(txn, e.id.bytes) for e in events]
+        found = self._event_ids([e.id.bytes for e in events])
         expected = [(stream_id, first[1] + i) for i in range(len(events))]
         if [f[:2] if f else None for f in found] != expected:
             raise InvalidArgumentError(
