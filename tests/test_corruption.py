@@ -399,10 +399,10 @@ def _expect_caught_on_read(
     assert target.stat().st_size == size
 
 
-# Known bug: Segment.locate walks batch prefixes without validating them, and Segment.read
-# serves whatever batch locate lands on. One flipped bit in a batch's base_offset,
+# Regression: Segment.locate once walked batch prefixes without validating them, and
+# Segment.read served whatever batch locate landed on. One flipped bit in a batch's base_offset,
 # batch_length or record_count (checkpointed region, so never rescanned) makes a read at an
-# offset in or after that batch return later records, or nothing, instead of raising.
+# offset in or after that batch returned later records, or nothing, instead of raising.
 @pytest.mark.parametrize(
     ("field", "byte", "bit", "read_at"),
     [
@@ -431,10 +431,10 @@ def test_random_read_after_a_walked_field_flip(
         assert got == [read_at, read_at + 1], f"{field} flipped: read({read_at}) returned offsets {got}"
 
 
-# Known bug: recovery finds "the batch after a bad one" by the bad batch's own batch_length.
-# When that field is the damaged one, the valid batches after it are not found, and R5
-# (invalid batch followed by a valid one: CorruptionError, nothing cut) becomes R3/R4: the
-# valid, possibly fsynced and acknowledged records after it are cut off into a .broken file.
+# Regression: recovery once found "the batch after a bad one" by the bad batch's own
+# batch_length. When that field is the damaged one, the valid batches after it were not found,
+# and R5 (invalid batch followed by a valid one: CorruptionError, nothing cut) became R3/R4:
+# valid, possibly acknowledged records after it were cut off into a .broken file.
 @pytest.mark.parametrize(("byte", "bit"), [(11, 0), (9, 0)], ids=["length-1-or+1", "length+64KiB"])
 def test_r5_when_the_damaged_field_is_batch_length(tmp_path: Path, byte: int, bit: int) -> None:
     root = tmp_path / "s"

@@ -451,11 +451,11 @@ def test_kill_after_a_transaction_committed(tmp_path: Path, point: str) -> None:
     h.append_in_parent("fsync")
 
 
-# Known bug: Transaction.commit / transactions.relay delete the outbox entry (an fsynced LMDB
-# commit) right after append_batch returns, and in modes interval and none append_batch returns
-# before the records are fdatasynced. A power loss then loses the outputs of a committed
+# Regression: Transaction.commit / transactions.relay once deleted the outbox entry (an fsynced
+# LMDB commit) right after append_batch returned, and in modes interval and none append_batch
+# returns before the records are fdatasynced. A power loss then lost the outputs of a committed
 # transaction for good: the outbox entry that would have relayed them again is gone, while the
-# group offsets committed with them are durable - the "never lost" of transactions.py does not
+# group offsets committed with them were durable - the "never lost" of transactions.py did not
 # hold outside mode fsync. (A SIGKILL cannot show this: the page cache survives it; so this
 # test watches the order of fdatasync calls and the outbox delete instead.)
 @pytest.mark.parametrize("durability", ["fsync", "interval", "none"])

@@ -7,6 +7,7 @@ what open reads is exactly what these ranges say.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import itertools
 import os
@@ -25,6 +26,7 @@ import pytest
 
 import eventstore
 from eventstore import CorruptionError, Message
+from eventstore.storage import recovery as recovery_module
 from eventstore.storage import topicdir
 from eventstore.storage.segment import Segment
 
@@ -164,11 +166,11 @@ def test_r2_tail_past_the_checkpoint_is_kept_and_indexed(tmp_path: Path, scans: 
     assert cw.read_checkpoint(path, TOPIC, 0)[1] == log.stat().st_size
 
 
-# Known bug (regression from the index_due_position fast path): recovery scans with the
+# Regression (from the index_due_position fast path): recovery once scanned with the
 # segment's index_due_position still at its initial 4096 instead of last entry + 4096, so the
-# first batch past a checkpoint gets an entry however close it is to the previous one, and
-# every later entry shifts. The index stays usable, but it breaks section 3's spacing rule and
-# differs from the index the same appends made without a crash.
+# first batch past a checkpoint got an entry however close it was to the previous one, and
+# every later entry shifted. The index stayed usable, but it broke section 3's spacing rule and
+# differed from the index the same appends made without a crash.
 def test_r2_rebuilt_index_entries_match_an_uncrashed_store(tmp_path: Path) -> None:
     path = tmp_path / "s"
     build(path, 300, value_bytes=300, segment_bytes=1024 * 1024)
@@ -205,11 +207,10 @@ def test_r3_torn_short_tail_is_cut_and_kept(tmp_path: Path, scans: Scans) -> Non
     assert broken.read_bytes() == data[spans[-1].position : cut]
 
 
-# Known bug: _cut_torn_tail opens <segment>.log.<position>.broken with "wb". After a torn tail
-# is cut at P, the next append is written at P again; if that write is torn too (another crash),
-# the second recovery overwrites the first copy. A .broken file exists to keep bytes recovery
-# removed from the log, so the first ones are lost. (It matters most when the cut bytes were
-# valid data: see test_r5_when_the_damaged_field_is_batch_length in test_corruption.py.)
+# After a torn tail is cut at P, the next append is written at P again; if that write is torn
+# too (another crash), the second recovery must not overwrite the first copy: a .broken file
+# keeps bytes recovery removed from the log. (It matters most when the cut bytes were valid
+# data: see test_r5_when_the_damaged_field_is_batch_length in test_corruption.py.)
 def test_r3_two_torn_tails_at_the_same_position_keep_both_copies(tmp_path: Path) -> None:
     path = tmp_path / "s"
     build(path, 50)
@@ -228,6 +229,35 @@ def test_r3_two_torn_tails_at_the_same_position_keep_both_copies(tmp_path: Path)
     assert kept[0] != kept[1]
     copies = [f.read_bytes() for f in partition_dir(path).glob("*.broken")]
     assert sorted(copies) == sorted(kept), "every torn tail cut off is kept"
+
+
+def test_r3_a_kill_while_keeping_the_torn_bytes_leaves_no_short_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy is written aside and renamed: a crash mid-copy leaves a .tmp that the next
+    open removes (R7), never a short .broken that would pass for the kept bytes."""
+    path = tmp_path / "s"
+    build(path, 50)
+    log = cw.segment_files(partition_dir(path))[-1]
+    spans = cw.batch_layout(log.read_bytes())
+    rewind_checkpoint(path, log, spans[-1].position)
+    data = log.read_bytes()
+    log.write_bytes(data[: spans[-1].position + 30])
+    broken = log.with_name(f"{log.name}.{spans[-1].position}.broken")
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError(errno.EIO, "simulated crash before the rename")
+
+    monkeypatch.setattr(recovery_module.os, "replace", crash)
+    with pytest.raises(eventstore.StorageError):
+        eventstore.open(path)
+    monkeypatch.undo()
+    assert not broken.exists() and broken.with_name(broken.name + ".tmp").exists()
+    assert log.stat().st_size == spans[-1].position + 30, "nothing cut before the copy is kept"
+    with eventstore.open(path) as store:
+        assert sorted(e.case for e in events(store)) == ["R3", "R7"]
+    assert broken.read_bytes() == data[spans[-1].position : spans[-1].position + 30]
+    assert not broken.with_name(broken.name + ".tmp").exists()
 
 
 def test_r4_torn_bad_last_batch_is_cut_and_kept(tmp_path: Path) -> None:
@@ -362,12 +392,11 @@ def test_r8_bad_index_of_a_closed_segment_is_rebuilt_on_first_use(tmp_path: Path
 # --- the final time-index entry of a sealed segment ----------------------------------------------------
 
 
-# Known bug: Segment.last_batch_base is not restored by recovery (neither from a checkpoint nor
-# by the tail scan), so sealing a segment that was not appended to since open - a roll by the
-# first append after a reopen, or the seal of an earlier segment during a rescan - writes the
-# final time-index entry with relative offset 0 instead of the last batch's. Relative offsets
-# then go backwards (section 4), check() does not notice, and the next load rejects and
-# rebuilds the whole time index.
+# Regression: sealing a segment that was not appended to since open - a roll by the first
+# append after a reopen, or the seal of an earlier segment during a rescan - once wrote the
+# final time-index entry with relative offset 0 instead of the last batch's (recovery did not
+# restore where the last batch starts). Relative offsets then went backwards (section 4),
+# check() did not notice, and the next load rejected and rebuilt the whole time index.
 @pytest.mark.parametrize("how", ["roll-after-reopen", "seal-during-rescan"])
 def test_final_time_entry_points_at_the_last_batch(tmp_path: Path, how: str) -> None:
     path = tmp_path / "s"

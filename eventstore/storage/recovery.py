@@ -202,10 +202,13 @@ def _cut_torn_tail(seg: Segment, position: int, case: str, reason: str, report: 
         with open(seg.log_path, "rb") as src:
             src.seek(position)
             data = src.read(seg.size - position)
-        with open(broken, "wb") as dst:
+        tmp = broken + ".tmp"  # a kill mid-copy leaves a .tmp (removed, R7), never a short copy
+        with open(tmp, "wb") as dst:
             dst.write(data)
             dst.flush()
             os.fsync(dst.fileno())
+        os.replace(tmp, broken)
+        fsync_dir(seg.directory)
     except OSError as e:
         raise storage_error(broken, e, "saving torn tail") from e
     seg.truncate(position)
