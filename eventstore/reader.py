@@ -102,7 +102,9 @@ class StoreReader:
         with self._lock:
             self._configs = configs
             for tp in [tp for tp in self._views if tp.topic not in configs]:
-                self._views.pop(tp).close()  # deleted: its views are stale
+                # deleted: forget its view, but leave its mappings to the garbage collector,
+                # since another thread may be reading through them right now
+                del self._views[tp]
         return [configs[name] for name in sorted(configs)]
 
     def topic(self, name: str) -> TopicConfig:
