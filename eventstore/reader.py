@@ -19,6 +19,7 @@ from .catalog import Catalog, cursors
 from .errors import (
     InvalidArgumentError,
     InvalidTopicError,
+    StorageError,
     StoreClosedError,
     StoreNotFoundError,
     TopicNotFoundError,
@@ -206,7 +207,13 @@ class StoreReader:
         with self._lock:
             self._check_open()
             if self._catalog_env is None:
-                self._catalog_env = Catalog(self._catalog_dir, readonly=True)
+                try:
+                    self._catalog_env = Catalog(self._catalog_dir, readonly=True)
+                except StorageError as e:
+                    if "already open in this process" not in str(e):
+                        raise
+                    raise StorageError(self._catalog_dir, "the store is open in this process: "
+                                       "read group offsets through its Store") from e
             return self._catalog_env
 
     def list_groups(self) -> list[str]:

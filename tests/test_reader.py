@@ -1337,3 +1337,13 @@ def test_records_equal_across_partitions_and_keys(store_path: Path, reader_of: A
         assert recs(got) == expected[p]
         assert all(r.topic == "t" and r.partition == p for r in got)
     assert sum(len(v) for v in expected.values()) == 11
+
+
+def test_group_offsets_beside_a_store_of_this_process_say_what_to_do(store_path: Path) -> None:
+    """LMDB allows one handle per environment and process: the error says to use the Store."""
+    with eventstore.open(store_path) as store:
+        store.create_topic("t")
+        with eventstore.open_reader(store_path) as reader:
+            assert reader.offsets("t", 0) == (0, 0)  # records need no catalog
+            with pytest.raises(eventstore.StorageError, match=r"open in this process.*its Store"):
+                reader.list_groups()
