@@ -266,8 +266,8 @@ FACADES: list[tuple[type[Any], type[Any]]] = [
 
 def test_exports() -> None:
     assert eventstore.aio.__all__ == [
-        "Store", "open", "Transaction", "Consumer", "DeadLetterProcessor", "FutureRecordMetadata",
-        "Producer",
+        "Store", "StoreReader", "open", "open_reader", "Transaction", "Consumer",
+        "DeadLetterProcessor", "FutureRecordMetadata", "Producer",
     ]
     assert all(hasattr(eventstore.aio, name) for name in eventstore.aio.__all__)
     plain_import = "import eventstore; assert eventstore.aio.open"
@@ -346,3 +346,32 @@ async def test_dead_letter_processor_stops_on_an_event(store: eventstore.aio.Sto
     assert seen == [b"one"] and stats.processed == 1
     assert await consumer.committed(TopicPartition("orders", 0)) == 1
     await consumer.close()
+
+
+# --- the read-only reader ---------------------------------------------------------------------
+
+
+async def test_reader_reads_and_waits_beside_the_owner(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders", partitions=2)
+    await store.append("orders", b"first", partition=1)
+    async with await eventstore.aio.open_reader(store.path, poll_interval_ms=5) as reader:
+        assert [c.name for c in await reader.topics()] == ["orders"]
+        assert (await reader.topic("orders")).partitions == 2
+        assert await reader.offsets("orders", 1) == (0, 1)
+        assert [r.value for r in await reader.read("orders", 1, 0)] == [b"first"]
+        assert await reader.offset_for_time("orders", 1, 0) == 0
+        assert [p.end_offset for p in await reader.partition_statistics("orders")] == [0, 1]
+        with anyio.fail_after(10):
+            assert not await reader.wait_for("orders", 1, 1, 0.05)  # nothing new: times out
+
+            async def later() -> None:
+                await anyio.sleep(0.05)
+                await store.append("orders", b"second", partition=1)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(later)
+                assert await reader.wait_for("orders", 1, 1, None)  # the loop kept running
+        assert [r.value for r in await reader.read("orders", 1, 1)] == [b"second"]
+        with pytest.raises(eventstore.TopicNotFoundError):
+            await reader.offsets("ordres", 0)
+    assert reader.closed

@@ -32,13 +32,16 @@ calls. What changes is how they wait:
 from .consumer import Consumer
 from .deadletter import DeadLetterProcessor
 from .producer import FutureRecordMetadata, Producer
+from .reader import StoreReader, open_reader
 from .store import Store, open
 from .transactions import Transaction
 
 __all__ = [
     # opening
     "Store",
+    "StoreReader",
     "open",
+    "open_reader",
     "Transaction",
     # clients
     "Consumer",
