@@ -253,6 +253,27 @@ def w10_tail_latency(ctx: Context) -> WorkloadResult:
     return rows, {}, metrics
 
 
+def w11_other_process(ctx: Context) -> WorkloadResult:
+    records = ctx.scaled(1_000_000)
+    main = ctx.systems[0]
+    rows = [
+        ctx.measure("W11", main, records,
+                    partial(consuming.scan, values=ctx.values, records=records, through_reader=r),
+                    "open_reader" if r else "owner")
+        for r in (False, True)
+    ]
+    latency = ctx.scaled(200)
+    rows.append(ctx.measure("W11", main, latency,
+                            partial(consuming.cross_process_latency, records=latency), "latency"))
+    owner, reader = rate(rows, MAIN, "owner"), rate(rows, MAIN, "open_reader")
+    metrics: Metrics = {
+        "reader/owner scan": reader / owner if reader and owner else None,
+        "cross-process p50 ms": rows[2].get("p50_ms"),
+        "cross-process p99 ms": rows[2].get("p99_ms"),
+    }
+    return rows, {}, metrics
+
+
 @dataclass(frozen=True)
 class Workload:
     title: str
@@ -309,6 +330,12 @@ WORKLOADS: dict[str, Workload] = {
         "append-to-poll latency of a consumer waiting in poll",
         w10_tail_latency,
         (Target("p99 ms (none)", "<=", 1.0),),
+        peers=False,
+    ),
+    "W11": Workload(
+        "read a store another process owns (open_reader): scan, and append-to-read latency",
+        w11_other_process,
+        (),
         peers=False,
     ),
 }

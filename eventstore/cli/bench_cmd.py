@@ -12,7 +12,7 @@ from .app import app
 @app.command()
 def bench(
     workload: Annotated[
-        list[str] | None, typer.Option("--workload", "-w", help="W1..W8; repeat for several.")
+        list[str] | None, typer.Option("--workload", "-w", help="W1..W11; repeat for several.")
     ] = None,
     scale: Annotated[float, typer.Option(min=0.0001, help="Multiply every record count.")] = 1.0,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the report here.")] = None,
