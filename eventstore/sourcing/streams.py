@@ -228,18 +228,19 @@ _Accepted = tuple[_Request, int, Head | None, int]
 class _Batch:
     """Requests combined into one write: those accepted, their envelopes and positions."""
 
-    __slots__ = ("accepted", "end", "envelopes", "requests", "reserved")
+    __slots__ = ("accepted", "end", "envelopes", "followers", "requests", "reserved")
 
     def __init__(self, requests: list[_Request]) -> None:
         self.requests = requests
         self.accepted: list[_Accepted] = []
+        self.followers: list[tuple[_Request, _Request]] = []  # (resent, the accepted original)
         self.envelopes: list[list[bytes]] = []  # per accepted request
         self.reserved: list[int] = []  # start of the batch's range of global positions
         self.end = -1  # the offset after the batch's records, once written
 
     def fail(self, error: BaseException) -> None:
         """Give ``error`` to every request not already refused or found to be a retry."""
-        taken = {id(a[0]) for a in self.accepted}
+        taken = {id(a[0]) for a in self.accepted} | {id(f) for f, _ in self.followers}
         for req in self.requests:  # bounded by the batch
             if req.error is None and (req.result is None or id(req) in taken):
                 req.result, req.error = None, error
@@ -428,10 +429,12 @@ class Streams:
     def _prepare(self, batch: _Batch, topic: str, partition: int, base_offset: int) -> Prepared | None:
         """Under the partition lock: what of the batch is written (see ``append_prepared``)."""
         accepted, envelopes = batch.accepted, batch.envelopes
-        self._check_requests(batch.requests, accepted, topic, partition, base_offset)
+        self._check_requests(batch, topic, partition, base_offset)
         if not accepted:
             return None
         batch.reserved.append(self._assign_positions(accepted, envelopes))
+        for follower, twin in batch.followers:  # bounded by the batch
+            follower.result = twin.result
         now = time.time_ns() // 1_000_000
         keys = [a[0].stream_id.encode() for a, envs in zip(accepted, envelopes, strict=True) for _ in envs]
         values = [env for envs in envelopes for env in envs]
@@ -444,28 +447,36 @@ class Streams:
 
         return Prepared([now] * count, keys, values, [()] * count, now, now, written)
 
-    def _check_requests(self, batch: list[_Request], accepted: list[_Accepted], topic: str,
-                        partition: int, base_offset: int) -> None:
-        """Under the partition lock: decide which requests are written, refused or retries."""
-        heads = self._current_heads(batch)
-        touched: set[str] = set()  # streams an earlier request of this batch appended to
+    def _check_requests(self, batch: _Batch, topic: str, partition: int, base_offset: int) -> None:
+        """Under the partition lock: decide which requests are written, refused or retries.
+
+        A request that resends the events of one accepted earlier in the same
+        batch (the same retry sent twice at once) gets that one's result: its
+        event ids are in no index yet.
+        """
+        heads = self._current_heads(batch.requests)
+        firsts: dict[bytes, _Request] = {}  # first event id -> request accepted in this batch
         offset = base_offset
-        for req in batch:  # bounded by the batch
+        for req in batch.requests:  # bounded by the batch
             sid = req.stream_id
-            head = heads[sid]
-            current = head.last_version if head is not None else -1
             try:
-                duplicate = self._duplicate(req, head, current, sid in touched)
+                twin = _twin(firsts.get(req.events[0].id.bytes), req)
+                if twin is not None:
+                    batch.followers.append((req, twin))
+                    continue
+                head = heads[sid]
+                current = head.last_version if head is not None else -1
+                duplicate = self._duplicate(req, head, current)
             except EventStoreError as e:
                 req.error = e
                 continue
             if duplicate is not None:
                 req.result = duplicate
                 continue
-            accepted.append((req, current, head, offset))
+            batch.accepted.append((req, current, head, offset))
+            firsts.setdefault(req.events[0].id.bytes, req)
             count = len(req.events)
             heads[sid] = Head(topic, partition, current + count, head.meta if head else b"")
-            touched.add(sid)
             offset += count
 
     def _current_heads(self, batch: list[_Request]) -> dict[str, Head | None]:
@@ -505,26 +516,29 @@ class Streams:
                         memory[sid] = head
         return heads
 
-    def _duplicate(self, req: _Request, head: Head | None, current: int,
-                   touched: bool) -> AppendResult | None:
+    def _duplicate(self, req: _Request, head: Head | None, current: int) -> AppendResult | None:
         """The original result if ``req`` is a retry of an append already written, else None.
 
         Raises ``WrongExpectedVersionError`` if the stream is not at the
-        expected version and this is no retry. Event ids are looked up only
-        when the version check alone would not refuse a duplicate (``ANY``)
-        or refuses.
+        expected version and this is no retry. Event ids are looked up when the
+        check refuses, and when it passes but a retry could pass it too: the
+        expected state does not pin a version (``ANY``, ``STREAM_EXISTS``), or
+        ``NO_STREAM`` meets a deleted stream. An int expected version, or
+        ``NO_STREAM`` for a stream never written, passes only if nothing was
+        appended since, so a first append (the common case) costs no look-up.
         """
         sid = req.stream_id
-        if req.expected is StreamState.ANY:
-            return None if touched else self._idempotent(sid, req.events)
         try:
             _check_version(sid, req.expected, current, head is not None and _is_deleted(head))
-            return None
         except WrongExpectedVersionError:
             duplicate = self._idempotent(sid, req.events)
             if duplicate is None:
                 raise
             return duplicate
+        if req.expected is StreamState.ANY or req.expected is StreamState.STREAM_EXISTS or (
+                req.expected is StreamState.NO_STREAM and head is not None):
+            return self._idempotent(sid, req.events)
+        return None
 
     def _assign_positions(self, accepted: list[_Accepted], envelopes: list[list[bytes]]) -> int:
         """Reserve one range of global positions for the batch; encode each request's envelopes.
@@ -904,6 +918,21 @@ def _check_expected(expected: object) -> None:
         raise InvalidArgumentError(
             f"expected_version must be a StreamState or an int ≥ -1, got {expected!r}"
         )
+
+
+def _twin(earlier: _Request | None, req: _Request) -> _Request | None:
+    """``earlier`` if ``req`` resends exactly its events to the same stream, else None.
+
+    Raises if ``req`` resends some of them but not all, as a retry must not.
+    """
+    if earlier is None or earlier.stream_id != req.stream_id:
+        return None
+    if [e.id for e in earlier.events] != [e.id for e in req.events]:
+        raise InvalidArgumentError(
+            f"some of these events were already appended to {req.stream_id!r}, others not; "
+            "an idempotent retry must resend exactly the same events"
+        )
+    return earlier
 
 
 def _check_version(stream_id: str, expected: Expected, current: int, deleted: bool) -> None:
