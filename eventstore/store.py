@@ -700,7 +700,7 @@ class Store:
 
     def subscribe_to_all(self, from_position: int | None = 0, **options: Any) -> Subscription:
         """Every stream's events in position order: history from ``from_position``
-        (None: only new events), then live."""
+        (None: only those of appends that begin after this call), then live."""
         self._check_open()
         from .sourcing.subscriptions import subscribe_to_all
 

@@ -72,11 +72,17 @@ class Subscription:
                          timeout_s: float | None = None) -> list[RecordedEvent]:
         """Up to ``max_events`` next events; ``[]`` on timeout or once closed."""
         sync_subscriptions._check_count(max_events, "max_events")
-        if self._buffer and not self.closed:
-            await anyio.lowlevel.checkpoint()
-        else:
-            await self._fill(max(max_events, PAGE_EVENTS), timeout_s)
-        return self._take(max_events)
+        deadline = None if timeout_s is None else anyio.current_time() + max(0.0, timeout_s)
+        while True:  # bounded by the deadline, or by close
+            if self._buffer and not self.closed:
+                await anyio.lowlevel.checkpoint()
+            else:
+                remaining = None if deadline is None else max(0.0, deadline - anyio.current_time())
+                await self._fill(max(max_events, PAGE_EVENTS), remaining)
+            had = bool(self._buffer)
+            batch = self._take(max_events)
+            if batch or not had or self.closed:
+                return batch  # else all it took was hidden (deleted, truncated) since: read on
 
     async def _fill(self, max_events: int, timeout_s: float | None) -> None:
         """Wait (up to ``timeout_s``) until the buffer has events or the subscription is closed."""
@@ -108,8 +114,9 @@ class Subscription:
         if self.closed or not self._buffer:
             return []
         buffer = self._buffer
-        batch = [buffer.popleft() for _ in range(min(max_events, len(buffer)))]
-        self.checkpoint = self.blocking._reader.checkpoint_of(batch[-1])
+        batch = self.blocking.visible([buffer.popleft() for _ in range(min(max_events, len(buffer)))])
+        if batch:
+            self.checkpoint = self.blocking._reader.checkpoint_of(batch[-1])
         return batch
 
     def __aiter__(self) -> Subscription:
@@ -145,7 +152,8 @@ class Subscription:
 
 def subscribe_to_all(store: Store, from_position: int | None = 0, *,
                      page_events: int = PAGE_EVENTS) -> Subscription:
-    """Every event in position order from ``from_position`` (None: only events to come)."""
+    """Every event in position order from ``from_position`` (None: only those of appends that
+    begin after this call)."""
     return Subscription(sync_subscriptions.subscribe_to_all(
         store.blocking, from_position, page_events=page_events))
 

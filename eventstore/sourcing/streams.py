@@ -88,6 +88,12 @@ class _Positions:
             self._pending[start] = start + count
             return start
 
+    @property
+    def next(self) -> int:
+        """The position the next append will be given."""
+        with self._lock:
+            return self._next
+
     def complete(self, start: int) -> None:
         """Mark a reserved range durable (or abandoned); advance the watermark."""
         with self._lock:
@@ -739,6 +745,23 @@ class Streams:
         if backwards:
             events.reverse()
         return events
+
+    def visible(self, stream_id: str, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Those of ``events`` (read earlier from ``stream_id``) that its metadata still shows.
+
+        A subscription delivers events it read ahead; a delete, truncation or
+        max count set since must hide them as it hides them from ``read``.
+        """
+        head = self._heads.get(stream_id)  # the newest head: staged updates included
+        if head is None:
+            with self.index.read() as txn:
+                head = self.index.head(txn, stream_id)
+        if head is None or not head.meta or not events:
+            return events
+        if _is_deleted(head):
+            return []
+        floor = _floor_version(head)
+        return _apply_max_age(head, [e for e in events if e.version >= floor])
 
     def _decode(self, stream_id: str, head: Head, chunks: list[bytes], first: int,
                 last: int) -> list[RecordedEvent]:

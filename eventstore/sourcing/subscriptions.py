@@ -87,6 +87,10 @@ class _Reader(Protocol):
 
     def checkpoint_of(self, event: RecordedEvent) -> int: ...
 
+    def visible(self, store: Store, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Those of ``events``, read earlier, that readers may still see."""
+        ...
+
 
 class _AllReader:
     """``$all`` (``category`` None) or one category, in position order; the cursor is a position."""
@@ -110,6 +114,9 @@ class _AllReader:
 
     def checkpoint_of(self, event: RecordedEvent) -> int:
         return event.position
+
+    def visible(self, store: Store, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        return events  # $all and categories keep every event of the log
 
 
 class _StreamReader:
@@ -145,6 +152,9 @@ class _StreamReader:
 
     def checkpoint_of(self, event: RecordedEvent) -> int:
         return event.version
+
+    def visible(self, store: Store, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        return store._streams().visible(self.stream_id, events)  # deleted or truncated since
 
 
 def _index_barrier(store: Store) -> None:
@@ -214,20 +224,23 @@ class Subscription:
         _check_count(max_events, "max_events")
         deadline = _deadline(timeout_s)
         with self._lock:
-            while not self._buffer:  # bounded by the deadline, or by close
+            while True:  # bounded by the deadline, or by close
+                while not self._buffer:  # bounded by the deadline, or by close
+                    if self._closed:
+                        return []
+                    self._store._check_open()
+                    self._ready.clear()  # watermark moves from here on set it again
+                    if self._fill():
+                        continue
+                    remaining = _CLOSED_CHECK_S if deadline is None else deadline - time.monotonic()
+                    if remaining <= 0:
+                        return []
+                    self._ready.wait(min(remaining, _CLOSED_CHECK_S))
                 if self._closed:
                     return []
-                self._store._check_open()
-                self._ready.clear()  # watermark moves from here on set it again
-                if self._fill():
-                    continue
-                remaining = _CLOSED_CHECK_S if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                self._ready.wait(min(remaining, _CLOSED_CHECK_S))
-            if self._closed:
-                return []
-            return self._take(max_events)
+                batch = self._take(max_events)
+                if batch:
+                    return batch  # else everything taken was hidden since it was read: read on
 
     def _fill(self) -> bool:
         """Read the next page into the buffer; True if the cursor moved."""
@@ -242,9 +255,14 @@ class Subscription:
     def _take(self, max_events: int) -> list[RecordedEvent]:
         buffer = self._buffer
         count = min(max_events, len(buffer))
-        batch = [buffer.popleft() for _ in range(count)]
-        self.checkpoint = self._reader.checkpoint_of(batch[-1])
+        batch = self.visible([buffer.popleft() for _ in range(count)])
+        if batch:
+            self.checkpoint = self._reader.checkpoint_of(batch[-1])
         return batch
+
+    def visible(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Those of ``events``, read ahead, that a delete or truncation since has not hidden."""
+        return self._reader.visible(self._store, events)
 
     def close(self) -> None:
         """Stop: wakes a waiting ``next``; later calls return nothing. Idempotent."""
@@ -278,7 +296,10 @@ class Subscription:
 
 def subscribe_to_all(store: Store, from_position: int | None = 0, *,
                      page_events: int = PAGE_EVENTS) -> Subscription:
-    """Every event in position order from ``from_position`` (None: only events to come)."""
+    """Every event in position order from ``from_position``.
+
+    None: only the events of appends that begin after this call.
+    """
     return _subscribe_positions(store, _AllReader(None), from_position, page_events)
 
 
@@ -313,8 +334,8 @@ def _subscribe_positions(store: Store, reader: _AllReader, from_position: int | 
     _check_start(from_position, "from_position")
     _check_count(page_events, "page_events")
     store._check_open()
-    if from_position is None:
-        from_position = store._streams().positions.watermark
+    if from_position is None:  # from the next append to begin: none that already returned
+        from_position = store._streams().positions.next
     return Subscription(store, reader, from_position, page_events)
 
 
