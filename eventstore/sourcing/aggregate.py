@@ -64,6 +64,8 @@ class Aggregate:
         self.id = id
         self.version = -1
         self._pending: list[Event] = []
+        #: Built without some of its stream's events (truncated, aged out): no snapshot of it.
+        self._partial = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__} {self.id!r} version={self.version}>"

@@ -10,7 +10,9 @@ retries the command.
 
 With ``snapshot_every=N`` a snapshot is written when a save crosses a
 multiple of N events, and when a load had to replay N events or more (so a
-deleted or ignored snapshot comes back on the next load).
+deleted or ignored snapshot comes back on the next load) — never of an
+aggregate built while its stream hid some of its first events (truncated,
+aged out), whose state would be wrong once they show again.
 """
 
 from __future__ import annotations
@@ -74,11 +76,13 @@ class Repository(Generic[A]):
         if version is not None and (type(version) is not int or version < 0):
             raise InvalidArgumentError(f"version must be an int ≥ 0 or None, got {version!r}")
         aggregate, events = self._load(aggregate_id, version)
+        if aggregate.version < 0 and events and events[0].version > 0:
+            aggregate._partial = True  # its first events are hidden: a snapshot would be wrong later
         replayed = replay(aggregate, events, self.registry)
         if aggregate.version < 0:
             raise StreamNotFoundError(aggregate_id)
         every = self.snapshot_every
-        if every is not None and version is None and replayed >= every:
+        if every is not None and version is None and replayed >= every and not aggregate._partial:
             self._put_snapshot(aggregate, self._snapshot_of(aggregate))
         return aggregate
 
@@ -93,8 +97,14 @@ class Repository(Generic[A]):
         return self.aggregate_class(aggregate_id), self._read(aggregate_id, 0, version)
 
     def _read(self, aggregate_id: str, first: int, last: int | None) -> list[RecordedEvent]:
-        limit = None if last is None else max(0, last - first + 1)
-        return self.store.read_stream(aggregate_id, first, limit)
+        if last is None:
+            return self.store.read_stream(aggregate_id, first, None)
+        # read_stream counts its limit from the first visible version, which a truncation
+        # may have raised above ``first``: read enough, then drop what is past ``last``
+        events = self.store.read_stream(aggregate_id, first, max(0, last - first + 1))
+        while events and events[-1].version > last:
+            events.pop()
+        return events
 
     def _from_snapshot(self, aggregate_id: str, version: int | None) -> A | None:
         if self.snapshot_every is None:
@@ -135,7 +145,8 @@ class Repository(Generic[A]):
         expected = aggregate.version - count
         encode = self.registry.encode
         events = [encode(e) for e in pending]
-        snapshot = self._snapshot_of(aggregate) if self._snapshot_due(expected, aggregate.version) else None
+        due = self._snapshot_due(expected, aggregate.version) and not aggregate._partial
+        snapshot = self._snapshot_of(aggregate) if due else None
         result = self.store.append_to_stream(aggregate.id, events, expected, topic=self.topic)
         del pending[:count]
         if snapshot is not None:
@@ -153,6 +164,10 @@ class Repository(Generic[A]):
         """Store a snapshot of a saved aggregate now (whatever ``snapshot_every`` says)."""
         if aggregate._pending:
             raise InvalidArgumentError("save the aggregate before taking a snapshot of it")
+        if aggregate._partial:
+            raise InvalidArgumentError(
+                f"{aggregate.id!r} was loaded while its stream hid some of its events: a snapshot "
+                "of it would be wrong once they show again")
         self._put_snapshot(aggregate, self._snapshot_of(aggregate))
 
     def _snapshot_of(self, aggregate: A) -> Snapshot:
