@@ -26,6 +26,7 @@ from ..errors import (
     InvalidArgumentError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
+    PartitionNotFoundError,
     StoreClosedError,
     TopicNotFoundError,
 )
@@ -118,6 +119,7 @@ class Consumer:
         self.heartbeat_slice_s = min(_HEARTBEAT_SLICE_S, session_timeout_ms / 3000,
                                      max_poll_interval_ms / 3000)
         self._member: Member | None = None
+        self._born: dict[str, int | None] = {}  # topic -> the creation time of the one read
         self._subscription: frozenset[str] | None = None
         self._named: frozenset[str] = frozenset()  # topics subscribed by name
         self._pattern: re.Pattern[str] | None = None  # and by pattern
@@ -234,7 +236,32 @@ class Consumer:
     def _take(self, tps: set[TopicPartition]) -> None:
         for tp in tps:
             self._owned.add(tp)
+            self._born.setdefault(tp.topic, self._incarnation(tp.topic))
             with contextlib.suppress(TopicNotFoundError):
+                self._store._partition_log(tp.topic, tp.partition).add_listener(self._wake.set)
+
+    def _incarnation(self, topic: str) -> int | None:
+        """Which topic of that name this is (its creation time); None if there is none now."""
+        cfg = self._store._configs.get(topic)
+        return None if cfg is None else cfg.created_ms
+
+    def _is_current(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` still exists as the partition this consumer's position belongs to.
+
+        A topic deleted (and perhaps made again) under its owner loses its group
+        offsets; committing the old position would bring them back.
+        """
+        cfg = self._store._configs.get(tp.topic)
+        return cfg is not None and tp.partition < cfg.partitions \
+            and self._born.get(tp.topic) == cfg.created_ms
+
+    def _start_over(self, topic: str) -> None:
+        """The topic was deleted and made again: forget positions in the old one, follow the new."""
+        self._born[topic] = self._incarnation(topic)
+        for tp in [tp for tp in self._owned if tp.topic == topic]:
+            self._positions.pop(tp, None)
+            self._buffers.pop(tp, None)
+            with contextlib.suppress(TopicNotFoundError, PartitionNotFoundError):
                 self._store._partition_log(tp.topic, tp.partition).add_listener(self._wake.set)
 
     def _release(self, tps: set[TopicPartition]) -> None:
@@ -425,6 +452,11 @@ class Consumer:
         and what ``poll`` does not return yet waits here, so a batch is decoded
         once however small ``max_poll_records`` is.
         """
+        if not self._is_current(tp):
+            cfg = self._store._configs.get(tp.topic)
+            if cfg is None or tp.partition >= cfg.partitions:
+                return []  # deleted, or made again smaller: the next rebalance takes it away
+            self._start_over(tp.topic)
         try:
             pos = self._position(tp)
             buffered = self._buffers.get(tp)
@@ -435,8 +467,8 @@ class Consumer:
             self._buffers.pop(tp, None)
             self._positions[tp] = self._reset_position(tp, e.log_start_offset, e.end_offset)
             return []
-        except TopicNotFoundError:
-            return []
+        except (TopicNotFoundError, PartitionNotFoundError):
+            return []  # deleted meanwhile
         if len(buffered) > wanted:
             self._buffers[tp] = buffered[wanted:]
             return buffered[:wanted]
@@ -472,7 +504,7 @@ class Consumer:
         if self.group_id is None:
             raise IllegalStateError("commit needs a group_id")
         if offsets is None:
-            offsets = {tp: pos for tp, pos in self._positions.items() if tp in self._owned}
+            offsets = self._owned_positions()
         normalized = normalize_offsets(offsets)
         if not normalized:
             return
@@ -497,9 +529,13 @@ class Consumer:
         from ..transactions import Transaction
 
         tx = Transaction(self._store, group_id=self.group_id, member=self._member)
-        tx.commit_offsets(self.group_id, {tp: pos for tp, pos in self._positions.items()
-                                          if tp in self._owned})
+        tx.commit_offsets(self.group_id, self._owned_positions())
         return tx
+
+    def _owned_positions(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Positions of the partitions owned (of ``only``), but of topics deleted under them."""
+        return {tp: pos for tp, pos in self._positions.items()
+                if tp in self._owned and (only is None or tp in only) and self._is_current(tp)}
 
     def commit_async(self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None,
                      callback: Any = None) -> None:
@@ -518,8 +554,7 @@ class Consumer:
                                   only: set[TopicPartition] | None = None) -> None:
         if not self._auto_commit or self.group_id is None:
             return
-        offsets = {tp: OffsetAndMetadata(pos) for tp, pos in self._positions.items()
-                   if tp in self._owned and (only is None or tp in only)}
+        offsets = {tp: OffsetAndMetadata(pos) for tp, pos in self._owned_positions(only).items()}
         if offsets:
             with contextlib.suppress(CommitFailedError), member.group.lock:
                 member.group.check_commit(member, offsets)

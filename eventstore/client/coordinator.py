@@ -184,8 +184,13 @@ class Group:
             return taken
 
     def check_commit(self, member: Member, tps: Iterable[TopicPartition]) -> None:
-        """Fencing: only an active member may commit, and only partitions it owns."""
+        """Fencing: only an active member may commit, and only partitions it owns.
+
+        Expiry runs first: a member past ``max_poll_interval_ms`` is removed even
+        when no other member polls, so its late commit fails as in Kafka.
+        """
         with self.lock:
+            self.expire()
             if not member.active or member.member_id not in self.members:
                 raise CommitFailedError(
                     self.group_id,
