@@ -184,16 +184,28 @@ class StoreReader:
         configs = [self.topic(topic)] if topic is not None else self.topics()
         out = []
         for cfg in configs:
-            for p in range(cfg.partitions):
-                view = self._view(cfg.name, p)
-                start, end = view.offsets()
-                max_ts = view.max_timestamp()
-                out.append(PartitionStatistics(
-                    topic=cfg.name, partition=p, log_start_offset=start, end_offset=end,
-                    size_bytes=view.size_bytes(), segments=view.segment_count(),
-                    max_timestamp_ms=max_ts if max_ts >= 0 else None,
-                ))
+            try:
+                out += [self._partition_statistics(cfg.name, p) for p in range(cfg.partitions)]
+            except TopicNotFoundError:
+                if topic is not None:
+                    raise
+                continue  # deleted by the writer while this listed: not a topic any more
         return out
+
+    def _partition_statistics(self, topic: str, partition: int) -> PartitionStatistics:
+        view = self._view(topic, partition)
+        start, end = view.offsets()
+        max_ts = view.max_timestamp()
+        return PartitionStatistics(
+            topic=topic, partition=partition, log_start_offset=start, end_offset=end,
+            size_bytes=view.size_bytes(), segments=view.segment_count(),
+            max_timestamp_ms=max_ts if max_ts >= 0 else None,
+        )
+
+    def incarnation(self, topic: str, partition: int) -> object:
+        """Which partition of that name the reader reads: it changes when the writer deletes
+        the topic and makes it again, after which offsets name other records."""
+        return self._view(topic, partition).incarnation
 
     # --- groups --------------------------------------------------------------
 
@@ -228,12 +240,23 @@ class StoreReader:
         return {tp: om.offset for tp, om in cursors.read_group(self._catalog, group).items()}
 
     def lag(self, group: str) -> dict[TopicPartition, int]:
-        """End offset minus committed offset, per partition the group has committed to."""
+        """End offset minus committed offset, per partition of the topics the group committed to.
+
+        As ``Store.lag``: a partition with no commit counts from its log start,
+        and so does a commit below it (retention).
+        """
+        committed = self.group_offsets(group)
+        configs = {c.name: c for c in self.topics()}
         out: dict[TopicPartition, int] = {}
-        configs = {c.name for c in self.topics()}
-        for tp, committed in sorted(self.group_offsets(group).items()):
-            if tp.topic not in configs:
-                continue
-            start, end = self.offsets(tp.topic, tp.partition)
-            out[tp] = max(0, end - max(committed, start))
+        for topic in sorted({tp.topic for tp in committed}):
+            cfg = configs.get(topic)
+            if cfg is None:
+                continue  # offsets of a deleted topic: nothing to measure against
+            for p in range(cfg.partitions):
+                tp = TopicPartition(topic, p)
+                try:
+                    start, end = self.offsets(topic, p)
+                except TopicNotFoundError:
+                    break
+                out[tp] = max(0, end - max(committed.get(tp, start), start))
         return out

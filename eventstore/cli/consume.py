@@ -19,7 +19,7 @@ from ..client.consumer import Consumer
 from ..errors import OffsetOutOfRangeError, PartitionNotFoundError
 from ..reader import StoreReader
 from ..records import Record, TopicConfig, TopicPartition
-from .access import DataOption, open_reader, open_store
+from .access import CliError, DataOption, open_reader, open_store
 from .output import (
     JsonOption,
     bytes_json,
@@ -206,6 +206,7 @@ def _run_reader(reader: StoreReader, positions: dict[TopicPartition, int], write
     """
     count = 0
     backlog = sum(reader.offsets(tp.topic, tp.partition)[1] - at for tp, at in positions.items())
+    born = {tp: reader.incarnation(tp.topic, tp.partition) for tp in positions}
     show = not follow and not stdout_is_terminal()
     with progress("consume", min(backlog, max_records or backlog), enabled=show) as bar:
         try:
@@ -216,7 +217,9 @@ def _run_reader(reader: StoreReader, positions: dict[TopicPartition, int], write
                         break
                     try:
                         records = reader.read(tp.topic, tp.partition, at, _limit(count, max_records))
+                        _same_topic(reader, tp, born[tp])
                     except OffsetOutOfRangeError as e:
+                        _same_topic(reader, tp, born[tp])
                         if at >= e.log_start_offset:
                             raise  # past the end: the log was cut back under us
                         positions[tp] = e.log_start_offset
@@ -237,6 +240,13 @@ def _run_reader(reader: StoreReader, positions: dict[TopicPartition, int], write
             if not follow:
                 raise
     return count
+
+
+def _same_topic(reader: StoreReader, tp: TopicPartition, born: object) -> None:
+    """A ``CliError`` if the topic was deleted and made again: its offsets name other records."""
+    if reader.incarnation(tp.topic, tp.partition) != born:
+        raise CliError(f"topic {tp.topic!r} was deleted and made again while it was read",
+                       hint=f"read the new one with: es consume {tp.topic} --from-beginning")
 
 
 def _limit(count: int, max_records: int | None) -> int:

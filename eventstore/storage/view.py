@@ -274,8 +274,16 @@ class PartitionView:
                 return found if found < end.offset else None
         return None
 
+    @property
+    def incarnation(self) -> object:
+        """The partition directory's identity: another one once the topic is made again."""
+        return self._directory
+
     def max_timestamp(self) -> int:
         """The largest record timestamp in the view (-1 when empty)."""
+        return self._retrying(self._max_timestamp_once, self._known_offsets()[0])
+
+    def _max_timestamp_once(self) -> int:
         end = self._end
         found = -1
         for seg in self._layout[1]:  # bounded by the segment count; timestamps may go backwards
