@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import store as store_module
+from ..errors import TopicNotFoundError
 from ..records import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SEGMENT_MS, TopicConfig
 from ..storage import topicdir
 from ..storage.names import LOG_SUFFIX, is_segment_name, parse_segment_name
@@ -62,11 +63,18 @@ def segment_files(data: str, topic: str, partition: int) -> list[dict[str, Any]]
     """The partition's ``.log`` files on disk: base offset, path (usable by ``es dump``), size."""
     directory = topicdir.partition_dir(data, topic, partition)
     out = []
-    for name in sorted(os.listdir(directory)):
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        raise TopicNotFoundError(topic) from None  # deleted by the owner meanwhile
+    for name in names:
         if is_segment_name(name) and name.endswith(LOG_SUFFIX):
             path = os.path.join(directory, name)
-            out.append({"base_offset": parse_segment_name(name)[0], "file": path,
-                        "size_bytes": os.path.getsize(path)})
+            try:
+                size = os.path.getsize(path)
+            except FileNotFoundError:
+                continue  # removed by retention since the listing (the owner may be running)
+            out.append({"base_offset": parse_segment_name(name)[0], "file": path, "size_bytes": size})
     return out
 
 
