@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import entry_points
 import pytest
 
 import eventstore
@@ -140,16 +141,8 @@ out({"closed": True})
 """
 
 
-def es_command() -> list[str]:
-    script = Path(sys.executable).with_name("es")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "eventstore.cli"]
-
-
-def environment(data: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ES_DEBUG", "ES_DATA")}
-    return {**env, "ES_DATA": str(data)}
+es_command = entry_points.es_command
+environment = entry_points.environment
 
 
 def es(data: Path, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
