@@ -1,12 +1,17 @@
-"""Load a helper script that lives beside the tests (a writer or worker that the tests also
-run as a child process) as a module, by path: it works whether or not tests/ is a package."""
+"""Helpers shared by test files: load a helper script that lives beside the tests (a writer
+or worker the tests also run as a child process) as a module, by path, whether or not
+tests/ is a package; and simulate a SIGKILL of a store in this process."""
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import eventstore
 
 
 def load(name: str) -> Any:
@@ -19,3 +24,31 @@ def load(name: str) -> Any:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def crash(store: eventstore.Store) -> None:
+    """What SIGKILL leaves behind, in-process: every file closed without a sync or a
+    checkpoint (the page cache keeps what was written), the catalog and the lock released.
+    The store object is dead afterwards."""
+    store._closed = True
+    store._stop.set()
+    if store._flusher is not None:
+        store._flusher.join()
+    for logs in store._logs.values():
+        for plog in logs:
+            for seg in plog.segments():
+                seg.close()
+    store._catalog.close()
+    store._dir_lock.release()
+
+
+def close_checked(store: eventstore.Store | None, directory: Any) -> None:
+    """A state machine's teardown: the store passes its consistency check and closes, and its
+    directory goes, whatever happened."""
+    try:
+        if store is not None and not store.closed:
+            report = store.check()
+            assert report.ok, report.problems
+            store.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from siblings import crash
 
 import eventstore
 from eventstore import (
@@ -30,22 +31,6 @@ from eventstore import (
 
 OpenStore = Callable[..., eventstore.Store]
 REPO = Path(eventstore.__file__).resolve().parent.parent
-
-
-def crash(store: eventstore.Store) -> None:
-    """What SIGKILL leaves behind, in-process: every file closed without a sync or a
-    checkpoint (the page cache keeps what was written), the catalog and the lock released.
-    The store object is dead afterwards."""
-    store._closed = True
-    store._stop.set()
-    if store._flusher is not None:
-        store._flusher.join()
-    for logs in store._logs.values():
-        for plog in logs:
-            for seg in plog.segments():
-                seg.close()
-    store._catalog.close()
-    store._dir_lock.release()
 
 
 def now_ms() -> int:

@@ -10,16 +10,15 @@ LMDB catalog are derived and rebuilt.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import shutil
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from siblings import load
 
 import eventstore
 from eventstore import CorruptionError, Message
@@ -30,18 +29,7 @@ SEGMENT_BYTES = 16 * 1024
 TS0 = 1_750_000_000_000
 
 
-def _load_helpers() -> Any:
-    if "crash_writer" in sys.modules:
-        return sys.modules["crash_writer"]
-    spec = importlib.util.spec_from_file_location("crash_writer", Path(__file__).with_name("crash_writer.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_writer"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cw = _load_helpers()
+cw = load("crash_writer")
 
 Row = tuple[int, int, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import tempfile
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, event, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from siblings import close_checked, crash
 
 import eventstore
 import eventstore.storage.segment as segment_module
@@ -62,21 +62,6 @@ items = st.one_of(
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def crash(store: eventstore.Store) -> None:
-    """What SIGKILL leaves behind, in-process: every file closed without a sync or a
-    checkpoint (the page cache keeps what was written), the catalog and the lock released."""
-    store._closed = True
-    store._stop.set()
-    if store._flusher is not None:
-        store._flusher.join()
-    for logs in store._logs.values():
-        for plog in logs:
-            for seg in plog.segments():
-                seg.close()
-    store._catalog.close()
-    store._dir_lock.release()
 
 
 def as_rec(r: eventstore.Record) -> tuple[int, Rec]:
@@ -139,13 +124,7 @@ class StoreMachine(RuleBasedStateMachine):
                 self.start[(name, p)] = 0
 
     def teardown(self) -> None:
-        try:
-            if self.store is not None and not self.store.closed:
-                report = self.store.check()
-                assert report.ok, report.problems
-                self.store.close()
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        close_checked(self.store, self.tmp)
 
     # --- appends ----------------------------------------------------------------------------
 

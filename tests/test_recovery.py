@@ -8,7 +8,6 @@ what open reads is exactly what these ranges say.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import itertools
 import os
 import shutil
@@ -23,6 +22,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from siblings import load
 
 import eventstore
 from eventstore import CorruptionError, Message
@@ -34,18 +34,7 @@ TOPIC = "r"
 TS0 = 1_760_000_000_000
 
 
-def _load_helpers() -> Any:
-    if "crash_writer" in sys.modules:
-        return sys.modules["crash_writer"]
-    spec = importlib.util.spec_from_file_location("crash_writer", Path(__file__).with_name("crash_writer.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["crash_writer"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cw = _load_helpers()
+cw = load("crash_writer")
 
 
 # --- helpers ----------------------------------------------------------------------------------

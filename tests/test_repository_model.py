@@ -42,6 +42,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from siblings import close_checked
 
 import eventstore
 from eventstore import NewEvent, RecordedEvent, StreamNotFoundError, WrongExpectedVersionError
@@ -202,13 +203,7 @@ class RepositoryMachine(RuleBasedStateMachine):
         return Repository(self.s, cls or self.cls, snapshot_every=every, registry=REGISTRY)
 
     def teardown(self) -> None:
-        try:
-            if self.store is not None and not self.store.closed:
-                report = self.store.check()
-                assert report.ok, report.problems
-                self.store.close()
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        close_checked(self.store, self.tmp)
 
     def state_of(self, agg: Tally) -> dict[str, Any]:
         return {k: getattr(agg, k) for k in ("owner", "total", "names", "applied", "unknown")}

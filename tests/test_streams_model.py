@@ -55,6 +55,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from siblings import close_checked
 
 import eventstore
 from eventstore import (
@@ -232,13 +233,7 @@ class StreamsMachine(RuleBasedStateMachine):
             self.append_checked(sid, self.new_events(n), StreamState.ANY)
 
     def teardown(self) -> None:
-        try:
-            if self.store is not None and not self.store.closed:
-                report = self.store.check()
-                assert report.ok, report.problems
-                self.store.close()
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        close_checked(self.store, self.tmp)
 
     # --- appends ---------------------------------------------------------------------------
 

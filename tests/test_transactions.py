@@ -3,7 +3,6 @@ fencing, and exactly-once output across SIGKILLs and across the commit/relay win
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from siblings import load
 
 import eventstore
 from eventstore import (
@@ -33,15 +33,7 @@ TP = TopicPartition
 WORKER = Path(__file__).with_name("txn_worker.py")
 
 
-def _load_worker() -> Any:
-    spec = importlib.util.spec_from_file_location("txn_worker", WORKER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tw = _load_worker()
+tw = load("txn_worker")
 
 
 def read_all(store: eventstore.Store, topic: str) -> list[eventstore.Record]:
