@@ -251,6 +251,30 @@ def test_iteration_yields_records_then_stops_when_idle(open_store: Callable[...,
     consumer.close()
 
 
+def test_iteration_advances_only_past_records_handed_out(open_store: Callable[..., Any]) -> None:
+    store = open_store()
+    store.create_topic("orders")
+    store.append_batch("orders", [f"v{i}".encode() for i in range(6)])
+    tp = TopicPartition("orders", 0)
+    consumer = store.consumer("orders", group_id="g2", auto_offset_reset="earliest",
+                              consumer_timeout_ms=300)
+    for n, _record in enumerate(consumer):
+        if n == 1:
+            break
+    assert consumer.position(tp) == 2  # records 2-5 were read ahead, not handed out
+    consumer.close()
+    assert store.group_offsets("g2") == {tp: 2}
+    again = store.consumer("orders", group_id="g2", auto_offset_reset="earliest",
+                           consumer_timeout_ms=300)
+    assert next(iter(again)).value == b"v2"
+    again.seek(tp, 0)  # a seek between two records drops what the iterator read ahead
+    assert next(iter(again)).value == b"v0"
+    assert again.poll(timeout_ms=1000) == {tp: store.read("orders", 0, 1)}
+    assert [r.value for r in again] == []  # the poll handed out what the iterator held
+    again.close()
+    assert store.group_offsets("g2") == {tp: 6}
+
+
 def test_group_members_split_the_partitions(open_store: Callable[..., Any]) -> None:
     store = open_store()
     store.create_topic("orders", partitions=4)

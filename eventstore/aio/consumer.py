@@ -25,7 +25,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ..client.consumer import Consumer as BlockingConsumer
-from ..client.consumer import ConsumerRebalanceListener, OffsetAndTimestamp
+from ..client.consumer import ConsumerRebalanceListener, IterationBuffer, OffsetAndTimestamp
 from ..errors import TopicNotFoundError
 from ..records import OffsetAndMetadata, Record, TopicPartition
 from ..storage.partition import PartitionLog
@@ -53,7 +53,7 @@ class Consumer:
         self._consumer_timeout_s = consumer_timeout_ms / 1000
         self._lock = anyio.Lock()
         self._waiting: set[Wakeup] = set()
-        self._iter_buffer: list[Record] = []
+        self._iteration = IterationBuffer(blocking)
 
     async def _call(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         async with self._lock:
@@ -166,18 +166,24 @@ class Consumer:
         return self
 
     async def __anext__(self) -> Record:
-        """The next record; stops after ``consumer_timeout_ms`` idle, or once the consumer is closed."""
-        if not self._iter_buffer:
-            deadline = anyio.current_time() + self._consumer_timeout_s
-            while not self._iter_buffer:  # bounded by consumer_timeout_ms
-                remaining = deadline - anyio.current_time()
-                if remaining <= 0 or self.closed:
-                    raise StopAsyncIteration
-                batch = await self.poll(timeout_ms=min(remaining, _ITERATION_POLL_S_MAX) * 1000)
-                for records in batch.values():
-                    self._iter_buffer.extend(records)
-            self._iter_buffer.reverse()
-        return self._iter_buffer.pop()
+        """The next record; stops after ``consumer_timeout_ms`` idle, or once the consumer is closed.
+
+        Only the records handed out move the positions, as in the blocking iterator.
+        """
+        record = self._iteration.next()
+        if record is not None:
+            return record
+        deadline = anyio.current_time() + self._consumer_timeout_s
+        while True:  # bounded by consumer_timeout_ms
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0 or self.closed:
+                raise StopAsyncIteration
+            batch = await self.poll(timeout_ms=min(remaining, _ITERATION_POLL_S_MAX) * 1000,
+                                    update_offsets=False)
+            self._iteration.fill(batch)
+            record = self._iteration.next()
+            if record is not None:
+                return record
 
     # --- offsets and metadata ---------------------------------------------------------
 

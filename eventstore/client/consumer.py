@@ -131,7 +131,7 @@ class Consumer:
         self._paused: set[TopicPartition] = set()
         self._rotation = 0
         self._next_expiry_check = 0.0
-        self._iter_buffer: list[Record] = []
+        self._iteration = IterationBuffer(self)
         self._closed = False
         self._wake = _Wake()
         if topics:
@@ -438,8 +438,6 @@ class Consumer:
                 out[tp] = records
                 if update:
                     self._positions[tp] = records[-1].offset + 1
-                else:
-                    self._buffers.pop(tp, None)
                 count += len(records)
                 if count >= limit:
                     break
@@ -479,18 +477,23 @@ class Consumer:
         return self
 
     def __next__(self) -> Record:
-        """The next record, blocking; StopIteration after ``consumer_timeout_ms`` idle."""
-        if not self._iter_buffer:
-            deadline = time.monotonic() + self._consumer_timeout_s
-            while not self._iter_buffer:  # bounded by consumer_timeout_ms
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise StopIteration
-                batch = self.poll(timeout_ms=min(remaining, 3600.0) * 1000)
-                for records in batch.values():
-                    self._iter_buffer.extend(records)
-            self._iter_buffer.reverse()
-        return self._iter_buffer.pop()
+        """The next record, blocking; StopIteration after ``consumer_timeout_ms`` idle.
+
+        Only the records handed out move the positions (see ``IterationBuffer``).
+        """
+        record = self._iteration.next()
+        if record is not None:
+            return record
+        deadline = time.monotonic() + self._consumer_timeout_s
+        while True:  # bounded by consumer_timeout_ms
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StopIteration
+            batch = self.poll(timeout_ms=min(remaining, 3600.0) * 1000, update_offsets=False)
+            self._iteration.fill(batch)
+            record = self._iteration.next()
+            if record is not None:
+                return record
 
     # --- offsets and metadata ---------------------------------------------------------
 
@@ -623,6 +626,51 @@ class Consumer:
             raise IllegalStateError("consumer is closed")
         if self._store.closed:
             raise StoreClosedError(self._store.path)
+
+
+class IterationBuffer:
+    """The records a poll returned to an iterator, handed out one at a time.
+
+    The iterator polls with ``update_offsets=False``; handing a record out moves
+    its partition's position just past it. So positions, and the offsets that
+    auto-commit and ``close`` commit, cover only the records the application was
+    given, as in kafka-python: leaving a loop early leaves the rest to be
+    delivered again. Records of a partition that was sought, paused or revoked
+    since the poll are dropped (its position says where to read next).
+    """
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+        # (partition, records, its position at the poll), the next chunk last
+        self._chunks: list[tuple[TopicPartition, list[Record], int]] = []
+        self._next = 0  # index of the next record in the last chunk
+        self._expected = 0  # the last chunk's partition's position if nobody moved it
+
+    def fill(self, batch: Mapping[TopicPartition, list[Record]]) -> None:
+        """Replace the buffer with what ``poll(update_offsets=False)`` returned."""
+        positions = self._consumer._positions
+        self._chunks = [(tp, records, positions.get(tp, records[0].offset))
+                        for tp, records in reversed(list(batch.items())) if records]
+        self._next = 0
+        if self._chunks:
+            self._expected = self._chunks[-1][2]
+
+    def next(self) -> Record | None:
+        """The next record still valid to hand out (its position moves past it), or None."""
+        consumer = self._consumer
+        while self._chunks:  # bounded by the records buffered
+            tp, records, _ = self._chunks[-1]
+            if (self._next < len(records) and consumer._positions.get(tp) == self._expected
+                    and tp in consumer._owned and tp not in consumer._paused):
+                record = records[self._next]
+                self._next += 1
+                self._expected = consumer._positions[tp] = record.offset + 1
+                return record
+            self._chunks.pop()
+            self._next = 0
+            if self._chunks:
+                self._expected = self._chunks[-1][2]
+        return None
 
 
 class _Wake(threading.Event):
