@@ -353,6 +353,15 @@ def test_consume_start_options(es: Es, orders: Path) -> None:
     assert values("--since", "10m") == []  # the records are from 2023
 
 
+def test_consume_max_counts_records_over_all_partitions(es: Es, orders: Path) -> None:
+    # partition 0 has 3 records, partition 1 has 2: --max is a total, not a count per partition
+    for n in (1, 2, 3, 4):
+        assert len(ok(es("consume", "orders", "--max", str(n))).stdout.split()) == n
+        assert len(ok(es("consume", "orders", "--max", str(n), "--format", "json")).stdout.splitlines()) == n
+    assert len(ok(es("consume", "orders", "--max", "9")).stdout.split()) == 5
+    assert len(ok(es("consume", "orders", "-g", "billing", "--max", "4")).stdout.split()) == 4
+
+
 def test_consume_offset_out_of_range(es: Es, orders: Path) -> None:
     lines = error_lines(ok(es("consume", "orders", "--partition", "0", "--offset", "9"), 1))
     assert lines == ["error: offset 9 out of range for orders/0: valid offsets are 0..3 "

@@ -213,10 +213,10 @@ def _run_reader(reader: StoreReader, positions: dict[TopicPartition, int], write
             while max_records is None or count < max_records:  # bounded by the log or Ctrl-C
                 got = 0
                 for tp, at in positions.items():  # bounded by the partitions
-                    if max_records is not None and count >= max_records:
+                    if max_records is not None and count + got >= max_records:
                         break
                     try:
-                        records = reader.read(tp.topic, tp.partition, at, _limit(count, max_records))
+                        records = reader.read(tp.topic, tp.partition, at, _limit(count + got, max_records))
                         _same_topic(reader, tp, born[tp])
                     except OffsetOutOfRangeError as e:
                         _same_topic(reader, tp, born[tp])
