@@ -26,6 +26,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "StreamNotFoundError",
+    "StreamsTopicError",
     "TopicExistsError",
     "TopicNotFoundError",
     "WrongExpectedVersionError",
@@ -99,6 +100,17 @@ class RecordTooLargeError(InvalidArgumentError):
         where = f" (item {index})" if index is not None else ""
         super().__init__(
             f"record of {size} bytes{where} exceeds max_record_bytes={limit} of topic {topic!r}"
+        )
+
+
+class StreamsTopicError(InvalidArgumentError):
+    """A plain append (not through the stream API) to a topic that holds event streams."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(
+            f"topic {topic!r} holds event streams: only append_to_stream writes to it "
+            "(a plain record would belong to no stream)"
         )
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import itertools
 import logging
@@ -46,7 +47,7 @@ from .records import (
 )
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from .storage import topicdir
-from .storage.check import CheckReport, check_partition
+from .storage.check import CheckProblem, CheckReport, check_partition
 from .storage.lock import DirectoryLock
 from .storage.names import is_valid_topic_name
 from .storage.partition import PartitionLog
@@ -55,6 +56,7 @@ from .validation import (
     NO_HEADERS,
     as_bytes,
     check_headers,
+    check_plain_topic,
     check_size,
     check_timestamp,
     normalize_item,
@@ -409,6 +411,8 @@ class Store:
         if self._closed:
             raise StoreClosedError(self.path)
         cfg = (self._configs.get(topic) if type(topic) is str else None) or self.topic(topic)
+        if cfg.streams:
+            check_plain_topic(cfg)
         if type(value) is not bytes and value is not None:
             value = as_bytes(value, "value", f"append to topic {topic!r}")
         if key is not None and type(key) is not bytes:
@@ -454,6 +458,7 @@ class Store:
         """
         self._check_open()
         cfg = self.topic(topic)
+        check_plain_topic(cfg)
         if isinstance(items, (bytes, str, Message)) or not isinstance(items, Iterable):
             raise InvalidArgumentError(
                 f"append_batch needs a list of records, got {type(items).__name__}"
@@ -652,7 +657,10 @@ class Store:
 
             with self._lock:
                 if self._stream_store is None:
-                    self._stream_store = Streams(self, self.stream_partitions)
+                    made = Streams(self, self.stream_partitions)
+                    for event in made.foreign_skipped:  # records the index catch-up skipped
+                        self._report(event)
+                    self._stream_store = made
                 streams = self._stream_store
         return streams
 
@@ -792,10 +800,26 @@ class Store:
         report = CheckReport()
         for logs in list(self._logs.values()):
             for plog in logs:
+                problems = len(report.problems)
                 check_partition(plog, report)
+                if plog.config.streams and len(report.problems) == problems:
+                    self._check_envelopes(plog, report)
                 if on_progress is not None:
                     on_progress(plog.size_bytes())
         return report
+
+    def _check_envelopes(self, plog: PartitionLog, report: CheckReport) -> None:
+        """Report each foreign record of a streams partition (docs/format.md, section 12)."""
+        from .sourcing.streams import foreign_records
+
+        segments = plog.segments()
+        bases = [s.base_offset for s in segments]
+        for offset, reason in foreign_records(self, plog.topic, plog.partition):
+            segment = segments[max(0, bisect.bisect_right(bases, offset) - 1)]
+            report.foreign_records += 1
+            report.problems.append(CheckProblem(
+                segment.log_path, None,
+                f"record at offset {offset}: {reason}; the stream index skips it"))
 
     def statistics(self) -> StoreStatistics:
         """A frozen snapshot of sizes, offsets and counters."""

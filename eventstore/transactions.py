@@ -27,7 +27,7 @@ from .catalog import keys as ck
 from .errors import IllegalStateError, InvalidArgumentError
 from .partitioner import partition_for_key
 from .records import Message, OffsetAndMetadata, RecordMetadata, TopicPartition
-from .validation import check_group_id, normalize_item, normalize_offsets
+from .validation import check_group_id, check_plain_topic, normalize_item, normalize_offsets
 
 if TYPE_CHECKING:
     from .client.coordinator import Member
@@ -74,6 +74,7 @@ class Transaction:
         """Add a record; it is written only when the transaction commits."""
         self._check_active()
         cfg = self._store.topic(topic)
+        check_plain_topic(cfg)
         message = Message(value=value, key=key, headers=headers, partition=partition,
                           timestamp_ms=timestamp_ms)
         key_b, value_b, hdrs, part, ts = normalize_item(cfg, message, len(self._order))
@@ -194,11 +195,16 @@ def _already_relayed(store: Store, out: _Output, txn_id: bytes) -> bool:
 
 
 def recover(store: Store) -> int:
-    """Relay every committed but unrelayed transaction (on open); returns how many."""
+    """Relay every committed but unrelayed transaction (on open); returns how many.
+
+    An entry with outputs to a topic deleted since, or to a streams topic (which
+    only the stream API writes), stays pending.
+    """
     pending = store._catalog.items(ck.DB_OUTBOX)
+    configs = store._configs
     for _, value in pending:  # in transaction-id order
         entry = _decode_entry(value)
-        if all(o.topic in store._configs for o in entry.outputs):
+        if all(o.topic in configs and not configs[o.topic].streams for o in entry.outputs):
             relay(store, entry, check_existing=True)
     return len(pending)
 

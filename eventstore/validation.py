@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InvalidArgumentError, PartitionNotFoundError, RecordTooLargeError
+from .errors import (
+    InvalidArgumentError,
+    PartitionNotFoundError,
+    RecordTooLargeError,
+    StreamsTopicError,
+)
 from .records import Message, OffsetAndMetadata, TopicConfig, TopicPartition
 
 _BYTES_LIKE = (bytearray, memoryview)
@@ -52,6 +57,13 @@ def check_headers(headers: object, where: str) -> Any:
         value = as_bytes(pair[1], f"header {pair[0]!r} value", where)
         out.append((pair[0], value if value is not None else b""))
     return out
+
+
+def check_plain_topic(config: TopicConfig) -> None:
+    """Refuse a plain write to a streams topic: only the stream API writes there
+    (docs/format.md, section 12)."""
+    if config.streams:
+        raise StreamsTopicError(config.name)
 
 
 def check_partition(config: TopicConfig, partition: object) -> int:

@@ -584,7 +584,7 @@ def test_verify_healthy_store(es: Es, orders: Path) -> None:
         expected = store.check()
     assert report == {"ok": True, "partitions": expected.partitions, "segments": expected.segments,
                       "batches": expected.batches, "records": expected.records, "bytes": expected.bytes,
-                      "problems": [], "recovery": []}
+                      "foreign_records": 0, "problems": [], "recovery": []}
     text = ok(es("verify")).stdout
     assert "checked 3 partitions" in text and "no problems found" in text
 

@@ -16,6 +16,7 @@ from ..errors import (
     StorageFullError,
     StoreLockedError,
     StreamNotFoundError,
+    StreamsTopicError,
     TopicExistsError,
     TopicNotFoundError,
 )
@@ -73,6 +74,8 @@ def _hint(error: EventStoreError) -> str | None:
         return "list topics with: es topics list"
     if isinstance(error, TopicExistsError):
         return f"see it with: es topics describe {error.topic}"
+    if isinstance(error, StreamsTopicError):
+        return "produce to a plain topic; 'es streams read' shows the streams of this one"
     if isinstance(error, RecordTooLargeError):
         return f"raise the limit with: es topics alter {error.topic} --max-record-bytes N"
     if isinstance(error, StreamNotFoundError):

@@ -11,6 +11,7 @@ import typer
 from .. import store as store_module
 from ..errors import PartitionNotFoundError, RecordTooLargeError
 from ..records import Header, Message, RecordMetadata
+from ..validation import check_plain_topic
 from .access import CliError, DataOption, open_store
 from .output import JsonOption, note, plural, print_json, progress
 
@@ -65,6 +66,7 @@ def produce(
     written = _Written()
     with open_store(data) as store:
         cfg = store.topic(topic)  # a missing topic or partition fails before reading any input
+        check_plain_topic(cfg)
         if partition is not None and partition >= cfg.partitions:
             raise PartitionNotFoundError(topic, partition, cfg.partitions)
         fixed_key = key.encode() if key is not None else None

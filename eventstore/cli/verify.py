@@ -34,6 +34,7 @@ def verify(data: DataOption = store_module.DEFAULT_PATH,
         print_json({
             "ok": report.ok, "partitions": report.partitions, "segments": report.segments,
             "batches": report.batches, "records": report.records, "bytes": report.bytes,
+            "foreign_records": report.foreign_records,
             "problems": [problem_json(p) for p in report.problems],
             "recovery": [{"case": e.case, "path": e.path, "position": e.position, "detail": e.detail}
                          for e in recovered],
@@ -42,6 +43,9 @@ def verify(data: DataOption = store_module.DEFAULT_PATH,
         print(f"checked {plural(report.partitions, 'partition')}: "
               f"{plural(report.segments, 'segment')}, {plural(report.batches, 'batch')}, "
               f"{plural(report.records, 'record')}, {human_size(report.bytes)}")
+        if report.foreign_records:
+            print(f"{plural(report.foreign_records, 'foreign record')} in streams topics "
+                  "(not event envelopes; the stream index skips them)")
         for e in recovered:
             print(f"repaired on open ({e.case}): {e.path} at position {e.position}: {e.detail}")
         for problem in report.problems:

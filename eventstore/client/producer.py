@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EventStoreError, IllegalStateError
 from ..records import Message, RecordMetadata
-from ..validation import as_bytes, check_headers, check_partition, check_size, check_timestamp, record_size
+from ..validation import (
+    as_bytes,
+    check_headers,
+    check_partition,
+    check_plain_topic,
+    check_size,
+    check_timestamp,
+    record_size,
+)
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -146,6 +154,7 @@ class Producer:
         if self._closed:
             raise IllegalStateError("producer is closed")
         cfg = self._store.topic(topic)
+        check_plain_topic(cfg)
         where = f"send to topic {topic!r}"
         if self._value_serializer is not None and value is not None:
             value = self._value_serializer(value)

@@ -27,14 +27,17 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..errors import (
+    EventDecodeError,
     EventStoreError,
     InvalidArgumentError,
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
 from ..partitioner import partition_for_key
+from ..records import RecoveryEvent
 from ..storage.names import is_valid_topic_name
 from ..storage.partition import Prepared
+from ..storage.topicdir import partition_dir
 from .events import (
     AppendResult,
     NewEvent,
@@ -278,6 +281,7 @@ class Streams:
         self._evictions = 0
         self._staged_ids: dict[bytes, tuple[str, int, int]] = {}
         self._queues: dict[tuple[str, int], _Queue] = {}
+        self.foreign_skipped: list[RecoveryEvent] = []  # what the catch-up skipped (case F1)
         self._catch_up()
         with self.index.read() as txn:
             self.positions = _Positions(self.index.last_position(txn))
@@ -879,6 +883,7 @@ class Streams:
                 self._catch_up_partition(cfg.name, p)
 
     def _catch_up_partition(self, topic: str, partition: int) -> None:
+        """Index the partition's records past ``covered``; skip and report foreign ones."""
         store = self._store
         with self.index.read() as txn:
             offset = self.index.covered(txn, topic, partition)
@@ -886,12 +891,21 @@ class Streams:
         offset = max(offset, start)
         while offset < end:  # bounded by the partition's end
             records = store.read(topic, partition, offset, max_records=_CATCH_UP_RECORDS)
-            self.index.write(lambda txn, recs=records: self._index_records(txn, topic, partition, recs))
+            found, foreign = envelopes_of(records)
+            self.index.write(lambda txn, f=found, last=records[-1].offset:
+                             self._index_records(txn, topic, partition, f, last))
+            for record, reason in foreign:  # bounded by the records read
+                self.foreign_skipped.append(RecoveryEvent(
+                    case="F1", path=partition_dir(store.path, topic, partition), position=0,
+                    detail=f"skipped a foreign record at offset {record.offset} of a streams "
+                           f"topic: {reason}", extra={"topic": topic, "partition": partition,
+                                                      "offset": record.offset}))
             offset = records[-1].offset + 1
 
-    def _index_records(self, txn: Any, topic: str, partition: int, records: list[Any]) -> None:
+    def _index_records(self, txn: Any, topic: str, partition: int,
+                       found: list[tuple[Any, RecordedEvent]], last_offset: int) -> None:
         index = self.index
-        for record, ev in zip(records, events_from_records(records), strict=True):
+        for record, ev in found:
             stream_id = ev.stream_id  # recovery: once per record not yet indexed
             head = index.head(txn, stream_id)
             if head is not None and head.last_version >= ev.version:
@@ -903,7 +917,53 @@ class Streams:
             index.append_envelopes(txn, stream_id, ev.version, [record.value or b""])
             index.put_event(txn, ev.id_bytes, stream_id, ev.version, ev.position, topic, partition,
                             record.offset)
-        index.put_covered(txn, topic, partition, records[-1].offset + 1)
+        index.put_covered(txn, topic, partition, last_offset + 1)
+
+
+def foreign_records(store: Store, topic: str, partition: int) -> list[tuple[int, str]]:
+    """The offset and the reason of each foreign record of one streams partition (for ``check``)."""
+    out: list[tuple[int, str]] = []
+    offset, end = store.offsets(topic, partition)
+    while offset < end:  # bounded by the partition's end
+        records = store.read(topic, partition, offset, max_records=_CATCH_UP_RECORDS)
+        if not records:
+            break
+        out.extend((record.offset, reason) for record, reason in envelopes_of(records)[1])
+        offset = records[-1].offset + 1
+    return out
+
+
+def envelopes_of(records: list[Any]) -> tuple[list[tuple[Any, RecordedEvent]], list[tuple[Any, str]]]:
+    """Split records of a streams topic into (record, event) pairs and foreign (record, reason).
+
+    A foreign record has no key, or a value that is not an event envelope, or
+    an envelope that names another offset than its record's (one copied from
+    elsewhere). The records are decoded in one call; only when that fails,
+    one by one.
+    """
+    try:
+        events = events_from_records(records)
+    except EventDecodeError:
+        pairs: list[tuple[Any, RecordedEvent | str]] = []
+        for record in records:  # the slow path: a foreign record among them
+            try:
+                pairs.append((record, events_from_records([record])[0]))
+            except EventDecodeError as e:
+                pairs.append((record, f"not a stream event envelope ({e.__cause__})"))
+    else:
+        pairs = list(zip(records, events, strict=True))
+    found: list[tuple[Any, RecordedEvent]] = []
+    foreign: list[tuple[Any, str]] = []
+    for record, ev in pairs:  # bounded by the records
+        if isinstance(ev, str):
+            foreign.append((record, ev))
+        elif record.key is None:
+            foreign.append((record, "not a stream event envelope (no stream id as its key)"))
+        elif ev.offset != record.offset:
+            foreign.append((record, f"not a stream event envelope (it names offset {ev.offset})"))
+        else:
+            found.append((record, ev))
+    return found, foreign
 
 
 # --- checks and rules ---------------------------------------------------------------------

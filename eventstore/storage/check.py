@@ -26,13 +26,18 @@ class CheckProblem(msgspec.Struct, frozen=True):
 
 
 class CheckReport(msgspec.Struct, kw_only=True):
-    """What a check read and what it found wrong (``problems`` empty means healthy)."""
+    """What a check read and what it found wrong (``problems`` empty means healthy).
+
+    ``foreign_records``: records of streams topics that are not event envelopes
+    (each is also one of ``problems``; docs/format.md, section 12).
+    """
 
     partitions: int = 0
     segments: int = 0
     batches: int = 0
     records: int = 0
     bytes: int = 0
+    foreign_records: int = 0
     problems: list[CheckProblem] = msgspec.field(default_factory=list)
 
     @property
