@@ -15,15 +15,12 @@ transaction neither loses nor duplicates output across a crash.
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from .catalog import cursors
-from .catalog import keys as ck
+from .catalog import cursors, outbox
+from .catalog.outbox import Entry, Output
 from .errors import IllegalStateError, InvalidArgumentError
 from .partitioner import partition_for_key
 from .records import Message, OffsetAndMetadata, RecordMetadata, TopicPartition
@@ -31,35 +28,18 @@ from .validation import check_group_id, check_plain_topic, normalize_item, norma
 
 if TYPE_CHECKING:
     from .client.coordinator import Member
-    from .store import Store
+    from .log import Log
 
 TXN_HEADER = "es.txn"
-_ID = struct.Struct(">Q")
 _SCAN_RECORDS = 1000
-
-
-class _Output(msgspec.Struct, array_like=True):
-    topic: str
-    partition: int
-    start_offset: int  # the partition's end offset when the transaction committed
-    records: list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]]
-
-
-class _Entry(msgspec.Struct, array_like=True):
-    txn_id: int
-    committed_ms: int
-    outputs: list[_Output]
-
-
-_decode_entry = msgspec.msgpack.Decoder(_Entry).decode
 
 
 class Transaction:
     """Collects appends (and offsets to commit); ``commit`` makes them all happen or none."""
 
-    def __init__(self, store: Store, *, group_id: str | None = None,
+    def __init__(self, log: Log, *, group_id: str | None = None,
                  member: Member | None = None) -> None:
-        self._store = store
+        self._log = log
         self._group_id = group_id
         self._member = member
         self._outputs: dict[TopicPartition, list[tuple[int, bytes | None, bytes | None, Any]]] = {}
@@ -73,7 +53,7 @@ class Transaction:
                timestamp_ms: int | None = None) -> None:
         """Add a record; it is written only when the transaction commits."""
         self._check_active()
-        cfg = self._store.topic(topic)
+        cfg = self._log.topic(topic)
         check_plain_topic(cfg)
         message = Message(value=value, key=key, headers=headers, partition=partition,
                           timestamp_ms=timestamp_ms)
@@ -106,27 +86,23 @@ class Transaction:
         """Commit atomically; returns the appended records' metadata in append order."""
         self._check_active()
         self._done = True
-        store = self._store
+        log = self._log
         outputs = [
-            _Output(tp.topic, tp.partition, store.offsets(tp.topic, tp.partition)[1], rows)
+            Output(tp.topic, tp.partition, log.offsets(tp.topic, tp.partition)[1], rows)
             for tp, rows in self._outputs.items()
         ]
-        entry = _Entry(0, _now_ms(), outputs)
+        entry = Entry(0, _now_ms(), outputs)
         self._write_commit(entry)
-        placed = relay(store, entry)
+        placed = relay(log, entry)
         return [placed[tp][i] for tp, i in self._order]
 
-    def _write_commit(self, entry: _Entry) -> None:
-        catalog = self._store._catalog
+    def _write_commit(self, entry: Entry) -> None:
+        catalog = self._log.catalog
 
         def write(txn: Any) -> None:
-            meta = catalog.dbs[ck.DB_META]
-            raw = txn.get(ck.META_TXN_SEQ, db=meta)
-            entry.txn_id = (_ID.unpack(raw)[0] if raw else 0) + 1
-            txn.put(ck.META_TXN_SEQ, _ID.pack(entry.txn_id), db=meta)
+            entry.txn_id = outbox.next_id(txn, catalog)
             if entry.outputs:
-                txn.put(_ID.pack(entry.txn_id), msgspec.msgpack.encode(entry),
-                        db=catalog.dbs[ck.DB_OUTBOX])
+                outbox.put(txn, catalog, entry)
             if self._offsets and self._group_id is not None:
                 cursors.put_cursors(txn, catalog, self._group_id, self._offsets, entry.committed_ms)
 
@@ -161,32 +137,31 @@ class Transaction:
 
 
 def relay(
-    store: Store, entry: _Entry, *, check_existing: bool = False
+    log: Log, entry: Entry, *, check_existing: bool = False
 ) -> dict[TopicPartition, list[RecordMetadata]]:
     """Append a committed transaction's outputs, then delete its outbox entry."""
-    header = (TXN_HEADER, _ID.pack(entry.txn_id))
+    header = (TXN_HEADER, outbox.id_bytes(entry.txn_id))
     placed: dict[TopicPartition, list[RecordMetadata]] = {}
     for out in entry.outputs:
         tp = TopicPartition(out.topic, out.partition)
-        if check_existing and _already_relayed(store, out, header[1]):
+        if check_existing and _already_relayed(log, out, header[1]):
             continue
         messages = [
             Message(value=v, key=k, headers=[*h, header], partition=out.partition, timestamp_ms=ts)
             for ts, k, v, h in out.records
         ]
-        placed[tp] = list(store.append_batch(out.topic, messages, partition=out.partition))
-    for tp, metas in placed.items():  # durable in every mode before the outbox forgets them
-        if metas:
-            store._partition_log(tp.topic, tp.partition).wait_durable(metas[-1].offset + 1)
-    store._catalog.delete(ck.DB_OUTBOX, _ID.pack(entry.txn_id))
+        placed[tp] = list(log.append_batch(out.topic, messages, partition=out.partition))
+    # durable in every mode before the outbox forgets them
+    log.barrier({tp: metas[-1].offset + 1 for tp, metas in placed.items() if metas})
+    outbox.delete(log.catalog, entry.txn_id)
     return placed
 
 
-def _already_relayed(store: Store, out: _Output, txn_id: bytes) -> bool:
-    start, end = store.offsets(out.topic, out.partition)
+def _already_relayed(log: Log, out: Output, txn_id: bytes) -> bool:
+    start, end = log.offsets(out.topic, out.partition)
     offset = max(out.start_offset, start)
     while offset < end:  # bounded by what was appended since the commit
-        records = store.read(out.topic, out.partition, offset, max_records=_SCAN_RECORDS)
+        records = log.read(out.topic, out.partition, offset, max_records=_SCAN_RECORDS)
         for record in records:  # recovery only: a bounded scan of the tail
             if (TXN_HEADER, txn_id) in record.headers:
                 return True
@@ -194,18 +169,17 @@ def _already_relayed(store: Store, out: _Output, txn_id: bytes) -> bool:
     return False
 
 
-def recover(store: Store) -> int:
+def recover(log: Log) -> int:
     """Relay every committed but unrelayed transaction (on open); returns how many.
 
     An entry with outputs to a topic deleted since, or to a streams topic (which
     only the stream API writes), stays pending.
     """
-    pending = store._catalog.items(ck.DB_OUTBOX)
-    configs = store._configs
-    for _, value in pending:  # in transaction-id order
-        entry = _decode_entry(value)
-        if all(o.topic in configs and not configs[o.topic].streams for o in entry.outputs):
-            relay(store, entry, check_existing=True)
+    pending = outbox.pending(log.catalog)
+    for entry in pending:  # in transaction-id order
+        configs = [log.find_topic(o.topic) for o in entry.outputs]
+        if all(cfg is not None and not cfg.streams for cfg in configs):
+            relay(log, entry, check_existing=True)
     return len(pending)
 
 

@@ -402,11 +402,11 @@ def _install_txn_kill(point: str, after: int) -> None:
     """SIGKILL inside the ``after``-th transaction commit that touches two or more partitions,
     after its LMDB commit (the point of no return): before the relay appends anything, between
     the appends of two partitions, or after all appends but before the outbox entry is deleted."""
-    from eventstore import store as store_module
+    from eventstore import log as log_module
     from eventstore import transactions
     from eventstore.catalog import env, keys
 
-    relay, append_batch, delete = transactions.relay, store_module.Store.append_batch, env.Catalog.delete
+    relay, append_batch, delete = transactions.relay, log_module.Log.append_batch, env.Catalog.delete
     state = {"seen": 0, "armed": False, "appends": 0}
 
     def relaying(store: Any, entry: Any, **kwargs: Any) -> Any:
@@ -431,7 +431,7 @@ def _install_txn_kill(point: str, after: int) -> None:
         delete(self, db, key)
 
     transactions.relay = relaying
-    store_module.Store.append_batch = appending  # type: ignore[method-assign]
+    log_module.Log.append_batch = appending  # type: ignore[method-assign]
     env.Catalog.delete = deleting  # type: ignore[method-assign]
 
 

@@ -29,17 +29,19 @@ def load(name: str) -> Any:
 def crash(store: eventstore.Store) -> None:
     """What SIGKILL leaves behind, in-process: every file closed without a sync or a
     checkpoint (the page cache keeps what was written), the catalog and the lock released.
-    The store object is dead afterwards."""
-    store._closed = True
-    store._stop.set()
-    if store._flusher is not None:
-        store._flusher.join()
-    for logs in store._logs.values():
-        for plog in logs:
-            for seg in plog.segments():
-                seg.close()
-    store._catalog.close()
-    store._dir_lock.release()
+    The store object is dead afterwards. (No public method may do this: it reaches into
+    the log's own state.)"""
+    log = store.log
+    segments = [seg for topic in log.topics() for p in range(topic.partitions)
+                for seg in log.partition(topic.name, p).segments()]
+    log._closed = True
+    log._stop.set()
+    if log._flusher is not None:
+        log._flusher.join()
+    for seg in segments:
+        seg.close()
+    log.catalog.close()
+    log._dir_lock.release()
 
 
 def close_checked(store: eventstore.Store | None, directory: Any) -> None:

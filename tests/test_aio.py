@@ -41,9 +41,9 @@ async def store(store_path: Path) -> AsyncIterator[eventstore.aio.Store]:
 
 
 def listener_counts(store: eventstore.aio.Store, topic: str) -> list[int]:
-    """How many listeners each partition of ``topic`` has (a consumer's own is one)."""
-    logs = [store.blocking._partition_log(topic, p) for p in range(store.topic(topic).partitions)]
-    return [len(plog._listeners) for plog in logs]
+    """How many watches each partition of ``topic`` has (a consumer's own is one)."""
+    log = store.blocking.log
+    return [log.partition(topic, p).listener_count() for p in range(store.topic(topic).partitions)]
 
 
 async def consumed(consumer: eventstore.aio.Consumer, timeout_ms: float) -> list[bytes | None]:

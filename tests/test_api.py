@@ -580,7 +580,7 @@ def test_check_names_the_file_and_position_of_a_problem(store: eventstore.Store)
     store.create_topic("t")
     store.append_batch("t", [b"a", b"b"])
     store.append_batch("t", [b"c"])
-    seg = store._partition_log("t", 0).segments()[0]
+    seg = store.log.partition("t", 0).segments()[0]
     second = seg.last_batch(seg.size)[0]
     with open(seg.log_path, "r+b") as f:  # one bit of the second batch's checksum field
         f.seek(seg.size - 1)

@@ -239,7 +239,7 @@ def test_readers_never_see_a_gap_or_a_torn_record(open_store: OpenStore, durabil
 def test_readers_do_not_take_the_write_lock(store: eventstore.Store) -> None:
     store.create_topic("t")
     store.append_batch("t", [b"a", b"b", b"c"])
-    plog = store._logs["t"][0]
+    plog = store.log.partition("t", 0)
     results: list[Any] = []
     with plog._lock:  # an appender is inside its critical section
         t = threading.Thread(target=lambda: results.append(

@@ -298,7 +298,7 @@ def test_commit_committed_and_metadata(two: eventstore.Store) -> None:
     assert committed == positions
     c.commit({tp0: 5, tp1: OffsetAndMetadata(6, "note")})
     assert (c.committed(tp0), c.committed(tp1)) == (5, 6)
-    assert cursors.get(two._catalog, "g", tp1) == OffsetAndMetadata(6, "note")
+    assert cursors.get(two.log.catalog, "g", tp1) == OffsetAndMetadata(6, "note")
     assert two.group_offsets("g") == {tp0: 5, tp1: 6}
     with pytest.raises(InvalidArgumentError):
         c.commit({tp0: -1})

@@ -488,7 +488,7 @@ def test_transaction_outputs_are_durable_before_the_outbox_entry_is_deleted(
         txn.append(TOPIC, b"one", partition=0)
         txn.append(TOPIC, b"two", partition=1)
         txn.commit()
-        logs = [str(seg.log_path) for p in range(2) for seg in store._logs[TOPIC][p].segments()]
+        logs = [str(seg.log_path) for p in range(2) for seg in store.log.partition(TOPIC, p).segments()]
         monkeypatch.undo()
     done = events.index(("outbox-delete", ""))
     synced = {os.path.realpath(path) for kind, path in events[:done] if kind == "sync"}

@@ -96,7 +96,7 @@ def generate(case: Case, directory: Path) -> None:
     if directory.exists():
         shutil.rmtree(directory)
     mp = pytest.MonkeyPatch()
-    mp.setattr("eventstore.store._now_ms", lambda: CREATED_MS)  # topic.json's created_ms
+    mp.setattr("eventstore.log._now_ms", lambda: CREATED_MS)  # topic.json's created_ms
     try:
         with eventstore.open(directory, durability="none") as store:
             store.create_topic(TOPIC, case.partitions, segment_bytes=case.segment_bytes)

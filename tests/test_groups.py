@@ -417,7 +417,7 @@ def test_committed_offsets_survive_reopen(open_store, store_path) -> None:
     store.close()
     store = open_store(store_path)
     assert store.group_offsets("g") == {TP("t", 0): 4, TP("t", 1): 7}
-    assert cursors.get(store._catalog, "g", TP("t", 1)) == OffsetAndMetadata(7, "checkpoint")
+    assert cursors.get(store.log.catalog, "g", TP("t", 1)) == OffsetAndMetadata(7, "checkpoint")
     assert store.list_groups() == ["g"]
     d = store.consumer("t", group_id="g", auto_offset_reset="none")
     assert d.committed(TP("t", 0)) == 4

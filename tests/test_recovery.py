@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from siblings import load
 
@@ -150,7 +149,7 @@ def test_r2_tail_past_the_checkpoint_is_kept_and_indexed(tmp_path: Path, scans: 
         assert (event.case, event.path, event.position) == ("R2", str(log), position)
         assert values_of(store, 0) == values[0]
         assert store.check().ok
-        seg = store._logs[TOPIC][0].segments()[-1]
+        seg = store.log.partition(TOPIC, 0).segments()[-1]
         assert list(seg.index.positions), "the scan rebuilds index entries past the checkpoint"
     assert cw.read_checkpoint(path, TOPIC, 0)[1] == log.stat().st_size
 
@@ -487,7 +486,7 @@ def test_a_checkpoint_every_32_mib_after_a_sync(tmp_path: Path, durability: str)
     """Section 7: a long run without rolls still moves the checkpoint (so a crash rescans at most
     about 32 MiB), once a sync - per append in fsync mode, the background one in interval mode -
     has covered the data."""
-    from eventstore.catalog import keys
+    from eventstore.catalog import checkpoints
 
     with eventstore.open(tmp_path / "s", durability=durability, fsync_interval_ms=10) as store:  # type: ignore[arg-type]
         store.create_topic(TOPIC, 1, segment_bytes=1 << 30)
@@ -496,9 +495,9 @@ def test_a_checkpoint_every_32_mib_after_a_sync(tmp_path: Path, durability: str)
         deadline = time.monotonic() + 10
         checkpoint = None
         while time.monotonic() < deadline:  # bounded: the interval flusher runs every 10 ms
-            raw = store._catalog.get(keys.DB_CHECKPOINTS, keys.partition_key(TOPIC, 0))
-            assert raw is not None
-            checkpoint = list(msgspec.msgpack.decode(raw))
+            found = checkpoints.get(store.log.catalog, TOPIC, 0)
+            assert found is not None
+            checkpoint = list(found)
             if checkpoint[1] >= 32 * 1024 * 1024:
                 break
             time.sleep(0.01)

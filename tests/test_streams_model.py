@@ -624,7 +624,7 @@ def test_any_retry_batched_behind_another_append_is_idempotent(store: eventstore
     first = store.append_to_stream("acct-1", old, StreamState.NO_STREAM)
     streams = streams_of(store)
     topic, partition = "acct", store.read_stream("acct-1")[0].partition
-    plog = store._partition_log(topic, partition)
+    plog = store.log.partition(topic, partition)
     queue = streams._queue(topic, partition)
     results: dict[str, Any] = {}
 
@@ -659,7 +659,7 @@ def test_the_same_append_twice_in_one_batch_is_written_once(
     the first's result (its event ids are in no index yet) and nothing is written twice."""
     store.append_to_stream("acct-2", [NewEvent(type="Open")], StreamState.NO_STREAM)
     topic, partition = "acct", store.read_stream("acct-2")[0].partition
-    plog = store._partition_log(topic, partition)
+    plog = store.log.partition(topic, partition)
     queue = streams_of(store)._queue(topic, partition)
     same = [NewEvent(type="Deposit"), NewEvent(type="Fee")]
     results: dict[str, Any] = {}

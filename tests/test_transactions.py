@@ -48,7 +48,7 @@ def read_all(store: eventstore.Store, topic: str) -> list[eventstore.Record]:
 
 
 def outbox(store: eventstore.Store) -> list[tuple[bytes, bytes]]:
-    return store._catalog.items(ck.DB_OUTBOX)
+    return store.log.catalog.items(ck.DB_OUTBOX)
 
 
 def txn_id(record: eventstore.Record) -> bytes:

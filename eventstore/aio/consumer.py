@@ -27,8 +27,8 @@ import anyio.to_thread
 from ..client.consumer import Consumer as BlockingConsumer
 from ..client.consumer import ConsumerRebalanceListener, IterationBuffer, OffsetAndTimestamp
 from ..errors import TopicNotFoundError
+from ..log import Watch
 from ..records import OffsetAndMetadata, Record, TopicPartition
-from ..storage.partition import PartitionLog
 from .threads import Wakeup, complete_in_thread
 from .transactions import Transaction
 
@@ -49,7 +49,7 @@ class Consumer:
                  consumer_timeout_ms: float = float("inf")) -> None:
         self.blocking = blocking
         """The underlying ``eventstore.Consumer`` (its calls block)."""
-        self._store = store
+        self._log = store.log
         self._consumer_timeout_s = consumer_timeout_ms / 1000
         self._lock = anyio.Lock()
         self._waiting: set[Wakeup] = set()
@@ -127,7 +127,7 @@ class Consumer:
         deadline = anyio.current_time() + max(0.0, timeout_ms) / 1000
         open_at_start = not self.closed  # closed before the call: poll raises, as sync
         wakeup = Wakeup()
-        watched: dict[TopicPartition, PartitionLog] = {}
+        watched: dict[TopicPartition, Watch] = {}
         self._waiting.add(wakeup)
         try:
             while True:  # bounded by the deadline
@@ -150,16 +150,14 @@ class Consumer:
             self._waiting.discard(wakeup)
             self._watch(watched, wakeup, set())
 
-    def _watch(self, watched: dict[TopicPartition, PartitionLog], wakeup: Wakeup,
+    def _watch(self, watched: dict[TopicPartition, Watch], wakeup: Wakeup,
                wanted: set[TopicPartition]) -> set[TopicPartition]:
-        """Make ``wakeup`` a listener of exactly the ``wanted`` partitions; returns ``wanted``."""
+        """Make ``wakeup`` watch exactly the ``wanted`` partitions; returns ``wanted``."""
         for tp in watched.keys() - wanted:
-            watched.pop(tp).remove_listener(wakeup.notify)
+            watched.pop(tp).cancel()
         for tp in wanted - watched.keys():
             with contextlib.suppress(TopicNotFoundError):  # deleted: nothing to wait for
-                plog = self._store._partition_log(tp.topic, tp.partition)
-                plog.add_listener(wakeup.notify)
-                watched[tp] = plog
+                watched[tp] = self._log.watch([tp], wakeup.notify)
         return wanted
 
     def __aiter__(self) -> Consumer:

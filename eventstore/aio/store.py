@@ -21,6 +21,7 @@ import anyio.lowlevel
 
 from .. import store as sync_store
 from ..client.coordinator import GroupDescription
+from ..log import UNSET
 from ..records import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_SEGMENT_BYTES,
@@ -36,7 +37,6 @@ from ..records import (
     TopicPartition,
 )
 from ..storage.check import CheckReport
-from ..store import _UNSET
 from .consumer import Consumer
 from .producer import Producer
 from .threads import Wakeup, complete_in_thread
@@ -131,12 +131,12 @@ class Store:
         self,
         name: str,
         *,
-        partitions: int = _UNSET,
-        retention_ms: int | None = _UNSET,
-        retention_bytes: int | None = _UNSET,
-        segment_bytes: int = _UNSET,
-        segment_ms: int = _UNSET,
-        max_record_bytes: int = _UNSET,
+        partitions: int = UNSET,
+        retention_ms: int | None = UNSET,
+        retention_bytes: int | None = UNSET,
+        segment_bytes: int = UNSET,
+        segment_ms: int = UNSET,
+        max_record_bytes: int = UNSET,
     ) -> TopicConfig:
         """Change a topic's configuration; partitions can only grow (as in Kafka)."""
         return await complete_in_thread(functools.partial(
@@ -218,10 +218,9 @@ class Store:
         Holds no thread while waiting: the partition wakes the task when it
         publishes new records.
         """
-        plog = self.blocking._partition_log(topic, partition)
+        plog = self.blocking.log.partition(topic, partition)
         wakeup = Wakeup()
-        plog.add_listener(wakeup.notify)
-        try:
+        with self.blocking.log.watch([TopicPartition(topic, partition)], wakeup.notify):
             with anyio.move_on_after(float("inf") if timeout_s is None else timeout_s):
                 while True:  # bounded by the timeout
                     wakeup.clear()
@@ -229,8 +228,6 @@ class Store:
                         break
                     await wakeup.wait()
             return plog.offsets()[1] > offset
-        finally:
-            plog.remove_listener(wakeup.notify)
 
     # --- clients and groups ------------------------------------------------
 

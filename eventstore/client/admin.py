@@ -29,12 +29,12 @@ def _expire(store: Store, group: str | None = None) -> None:
 def list_groups(store: Store) -> list[str]:
     """Groups with committed offsets or active members."""
     _expire(store)
-    return sorted(set(cursors.groups(store._catalog)) | set(store._coordinator().active_groups()))
+    return sorted(set(cursors.groups(store.log.catalog)) | set(store._coordinator().active_groups()))
 
 
 def group_offsets(store: Store, group: str) -> dict[TopicPartition, int]:
     check_group_id(group)
-    return {tp: om.offset for tp, om in cursors.read_group(store._catalog, group).items()}
+    return {tp: om.offset for tp, om in cursors.read_group(store.log.catalog, group).items()}
 
 
 def lag(store: Store, group: str) -> dict[TopicPartition, int]:
@@ -105,7 +105,7 @@ def reset_group_offsets(
             raise InvalidArgumentError(
                 f"offset {off} for {tp.topic}/{tp.partition} is outside {start}..{end}"
             )
-    cursors.commit(store._catalog, group, {tp: OffsetAndMetadata(o) for tp, o in target.items()},
+    cursors.commit(store.log.catalog, group, {tp: OffsetAndMetadata(o) for tp, o in target.items()},
                    time.time_ns() // 1_000_000)
     return target
 
@@ -127,4 +127,4 @@ def _resolve(store: Store, topic: str, partition: int, to: str | int) -> int:
 def delete_group(store: Store, group: str) -> int:
     """Forget a group's committed offsets; it must have no active members."""
     _require_empty(store, group)
-    return cursors.delete_group(store._catalog, group)
+    return cursors.delete_group(store.log.catalog, group)

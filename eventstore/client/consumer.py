@@ -35,6 +35,7 @@ from ..validation import check_group_id, normalize_offsets
 from .coordinator import Member
 
 if TYPE_CHECKING:
+    from ..log import Watch
     from ..store import Store
     from ..transactions import Transaction
 
@@ -104,6 +105,8 @@ class Consumer:
         if enable_auto_commit and group_id is None:
             enable_auto_commit = False  # nothing to commit to, as in kafka-python
         self._store = store
+        self._log = store.log
+        self._watches: dict[TopicPartition, Watch] = {}
         self.group_id = group_id
         self.client_id = client_id
         self._reset = auto_offset_reset
@@ -151,7 +154,7 @@ class Consumer:
         if pattern is None and not names:
             raise InvalidArgumentError("subscribe needs at least one topic or a pattern")
         for name in names:
-            self._store.topic(name)
+            self._log.topic(name)
         rx = _compile_pattern(pattern) if pattern is not None else None
         if self._manual is not None:
             raise IllegalStateError("subscribe() and assign() cannot be mixed; unsubscribe first")
@@ -185,7 +188,7 @@ class Consumer:
         return alive
 
     def _matching(self, rx: re.Pattern[str]) -> set[str]:
-        return {t.name for t in self._store.topics() if rx.fullmatch(t.name)}
+        return {t.name for t in self._log.topics() if rx.fullmatch(t.name)}
 
     def _follow_pattern(self, member: Member) -> None:
         """Topics created or deleted since: a pattern subscription follows them (Kafka does)."""
@@ -214,7 +217,7 @@ class Consumer:
             raise IllegalStateError("assign() and subscribe() cannot be mixed; unsubscribe first")
         tps = set(partitions)
         for tp in tps:
-            self._store._partition_log(tp.topic, tp.partition)
+            self._log.partition(tp.topic, tp.partition)
         self._release(self._owned - tps)
         self._manual = tps
         self._take(tps - self._owned)
@@ -237,12 +240,11 @@ class Consumer:
         for tp in tps:
             self._owned.add(tp)
             self._born.setdefault(tp.topic, self._incarnation(tp.topic))
-            with contextlib.suppress(TopicNotFoundError):
-                self._store._partition_log(tp.topic, tp.partition).add_listener(self._wake.set)
+            self._watch(tp)
 
     def _incarnation(self, topic: str) -> int | None:
         """Which topic of that name this is (its creation time); None if there is none now."""
-        cfg = self._store._configs.get(topic)
+        cfg = self._log.find_topic(topic)
         return None if cfg is None else cfg.created_ms
 
     def _is_current(self, tp: TopicPartition) -> bool:
@@ -251,7 +253,7 @@ class Consumer:
         A topic deleted (and perhaps made again) under its owner loses its group
         offsets; committing the old position would bring them back.
         """
-        cfg = self._store._configs.get(tp.topic)
+        cfg = self._log.find_topic(tp.topic)
         return cfg is not None and tp.partition < cfg.partitions \
             and self._born.get(tp.topic) == cfg.created_ms
 
@@ -261,8 +263,7 @@ class Consumer:
         for tp in [tp for tp in self._owned if tp.topic == topic]:
             self._positions.pop(tp, None)
             self._buffers.pop(tp, None)
-            with contextlib.suppress(TopicNotFoundError, PartitionNotFoundError):
-                self._store._partition_log(tp.topic, tp.partition).add_listener(self._wake.set)
+            self._watch(tp)
 
     def _release(self, tps: set[TopicPartition]) -> None:
         for tp in tps:
@@ -270,8 +271,17 @@ class Consumer:
             self._positions.pop(tp, None)
             self._buffers.pop(tp, None)
             self._paused.discard(tp)
-            with contextlib.suppress(TopicNotFoundError, Exception):
-                self._store._partition_log(tp.topic, tp.partition).remove_listener(self._wake.set)
+            watch = self._watches.pop(tp, None)
+            if watch is not None:
+                watch.cancel()
+
+    def _watch(self, tp: TopicPartition) -> None:
+        """Wake ``poll`` when records become visible in ``tp`` (of the topic there is now)."""
+        old = self._watches.pop(tp, None)
+        if old is not None:
+            old.cancel()
+        with contextlib.suppress(TopicNotFoundError, PartitionNotFoundError):  # deleted meanwhile
+            self._watches[tp] = self._log.watch([tp], self._wake.set)
 
     # --- rebalancing ------------------------------------------------------------
 
@@ -327,9 +337,9 @@ class Consumer:
         return pos
 
     def _initial_position(self, tp: TopicPartition) -> int:
-        start, end = self._store.offsets(tp.topic, tp.partition)
+        start, end = self._log.offsets(tp.topic, tp.partition)
         if self.group_id is not None:
-            committed = cursors.get(self._store._catalog, self.group_id, tp)
+            committed = cursors.get(self._log.catalog, self.group_id, tp)
             if committed is not None and start <= committed.offset <= end:
                 return committed.offset
         return self._reset_position(tp, start, end)
@@ -355,12 +365,12 @@ class Consumer:
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         for tp in partitions or tuple(self._owned):
             self._check_assigned(tp)
-            self._positions[tp] = self._store.offsets(tp.topic, tp.partition)[0]
+            self._positions[tp] = self._log.offsets(tp.topic, tp.partition)[0]
 
     def seek_to_end(self, *partitions: TopicPartition) -> None:
         for tp in partitions or tuple(self._owned):
             self._check_assigned(tp)
-            self._positions[tp] = self._store.offsets(tp.topic, tp.partition)[1]
+            self._positions[tp] = self._log.offsets(tp.topic, tp.partition)[1]
 
     def _check_assigned(self, tp: TopicPartition) -> None:
         if tp not in self._owned:
@@ -451,7 +461,7 @@ class Consumer:
         once however small ``max_poll_records`` is.
         """
         if not self._is_current(tp):
-            cfg = self._store._configs.get(tp.topic)
+            cfg = self._log.find_topic(tp.topic)
             if cfg is None or tp.partition >= cfg.partitions:
                 return []  # deleted, or made again smaller: the next rebalance takes it away
             self._start_over(tp.topic)
@@ -459,8 +469,7 @@ class Consumer:
             pos = self._position(tp)
             buffered = self._buffers.get(tp)
             if buffered is None or not buffered or buffered[0].offset != pos:
-                log = self._store._partition_log(tp.topic, tp.partition)
-                buffered = log.read(pos, max(wanted, _FETCH_RECORDS_MIN), None, whole_batches=True)
+                buffered = self._log.fetch(tp.topic, tp.partition, pos, max(wanted, _FETCH_RECORDS_MIN))
         except OffsetOutOfRangeError as e:
             self._buffers.pop(tp, None)
             self._positions[tp] = self._reset_position(tp, e.log_start_offset, e.end_offset)
@@ -513,11 +522,11 @@ class Consumer:
             return
         member = self._member
         if member is None:
-            cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms())
+            cursors.commit(self._log.catalog, self.group_id, normalized, _now_ms())
             return
         with member.group.lock:
             member.group.check_commit(member, normalized)
-            cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms())
+            cursors.commit(self._log.catalog, self.group_id, normalized, _now_ms())
 
     def transaction(self) -> Transaction:
         """A transaction that also commits this consumer's positions, atomically with its appends.
@@ -531,7 +540,7 @@ class Consumer:
             raise IllegalStateError("a consumer transaction needs a group_id")
         from ..transactions import Transaction
 
-        tx = Transaction(self._store, group_id=self.group_id, member=self._member)
+        tx = Transaction(self._log, group_id=self.group_id, member=self._member)
         tx.commit_offsets(self.group_id, self._owned_positions())
         return tx
 
@@ -561,42 +570,42 @@ class Consumer:
         if offsets:
             with contextlib.suppress(CommitFailedError), member.group.lock:
                 member.group.check_commit(member, offsets)
-                cursors.commit(self._store._catalog, self.group_id, offsets, _now_ms())
+                cursors.commit(self._log.catalog, self.group_id, offsets, _now_ms())
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset for ``tp`` (None if it has none)."""
         if self.group_id is None:
             raise IllegalStateError("committed needs a group_id")
-        om = cursors.get(self._store._catalog, self.group_id, tp)
+        om = cursors.get(self._log.catalog, self.group_id, tp)
         return None if om is None else om.offset
 
     def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: self._store.offsets(tp.topic, tp.partition)[0] for tp in partitions}
+        return {tp: self._log.offsets(tp.topic, tp.partition)[0] for tp in partitions}
 
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: self._store.offsets(tp.topic, tp.partition)[1] for tp in partitions}
+        return {tp: self._log.offsets(tp.topic, tp.partition)[1] for tp in partitions}
 
     def highwater(self, tp: TopicPartition) -> int:
-        return self._store.offsets(tp.topic, tp.partition)[1]
+        return self._log.offsets(tp.topic, tp.partition)[1]
 
     def offsets_for_times(
         self, timestamps: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         out: dict[TopicPartition, OffsetAndTimestamp | None] = {}
         for tp, ts in timestamps.items():
-            off = self._store.offset_for_time(tp.topic, tp.partition, ts)
+            off = self._log.offset_for_time(tp.topic, tp.partition, ts)
             if off is None:
                 out[tp] = None
             else:
-                rec = self._store.read(tp.topic, tp.partition, off, max_records=1)[0]
+                rec = self._log.read(tp.topic, tp.partition, off, max_records=1)[0]
                 out[tp] = OffsetAndTimestamp(off, rec.timestamp_ms)
         return out
 
     def topics(self) -> set[str]:
-        return {t.name for t in self._store.topics()}
+        return {t.name for t in self._log.topics()}
 
     def partitions_for_topic(self, topic: str) -> set[int]:
-        return set(range(self._store.topic(topic).partitions))
+        return set(range(self._log.topic(topic).partitions))
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -606,7 +615,7 @@ class Consumer:
             return
         if not autocommit:
             self._auto_commit = False
-        if not self._store.closed:
+        if not self._log.closed:
             self._leave()
             self._release(set(self._owned))
         self._closed = True
@@ -624,8 +633,8 @@ class Consumer:
     def _check_open(self) -> None:
         if self._closed:
             raise IllegalStateError("consumer is closed")
-        if self._store.closed:
-            raise StoreClosedError(self._store.path)
+        if self._log.closed:
+            raise StoreClosedError(self._log.path)
 
 
 class IterationBuffer:

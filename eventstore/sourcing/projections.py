@@ -242,7 +242,7 @@ class ProjectionRunner:
     def _commit(self, batch: list[RecordedEvent],
                 last: ProjectionCheckpoint | None) -> ProjectionCheckpoint:
         """Handle ``batch`` and save the checkpoint after it, in one catalog transaction."""
-        catalog = self.store._catalog
+        catalog = self.store.log.catalog
         db = catalog.dbs[ck.DB_STREAMS]
         record = ProjectionCheckpoint(self.source, batch[-1].position,
                                       (0 if last is None else last.events) + len(batch))
@@ -265,7 +265,7 @@ class ProjectionRunner:
 
     def checkpoint_record(self) -> ProjectionCheckpoint | None:
         """The stored checkpoint (None: nothing handled yet)."""
-        return self._stored(self.store._catalog.get(ck.DB_STREAMS, self._checkpoint_key))
+        return self._stored(self.store.log.catalog.get(ck.DB_STREAMS, self._checkpoint_key))
 
     @property
     def checkpoint(self) -> int | None:
@@ -275,11 +275,11 @@ class ProjectionRunner:
 
     def get(self, key: bytes) -> bytes | None:
         """A value of the projection's state, as last committed."""
-        return self.store._catalog.get(ck.DB_STREAMS, self._state_prefix + key)
+        return self.store.log.catalog.get(ck.DB_STREAMS, self._state_prefix + key)
 
     def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         """The projection's committed (key, value) pairs whose key starts with ``prefix``."""
-        catalog = self.store._catalog
+        catalog = self.store.log.catalog
         db = catalog.dbs[ck.DB_STREAMS]
         return catalog.read(lambda txn: _prefix_items(txn, db, self._state_prefix, prefix))
 
@@ -288,7 +288,7 @@ class ProjectionRunner:
         if not self._running.acquire(blocking=False):
             raise IllegalStateError(f"projection {self.name!r} is running; stop it before a reset")
         try:
-            self.store._catalog.delete_prefix(ck.DB_STREAMS, self._prefix)
+            self.store.log.catalog.delete_prefix(ck.DB_STREAMS, self._prefix)
         finally:
             self._running.release()
 

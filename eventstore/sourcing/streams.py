@@ -15,6 +15,7 @@ gap that later fills.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import threading
@@ -34,7 +35,8 @@ from ..errors import (
     WrongExpectedVersionError,
 )
 from ..partitioner import partition_for_key
-from ..records import RecoveryEvent
+from ..records import RecoveryEvent, TopicConfig
+from ..storage.check import CheckProblem, CheckReport
 from ..storage.names import is_valid_topic_name
 from ..storage.partition import Prepared
 from ..storage.topicdir import partition_dir
@@ -283,14 +285,39 @@ class Streams:
         self._queues: dict[tuple[str, int], _Queue] = {}
         self.foreign_skipped: list[RecoveryEvent] = []  # what the catch-up skipped (case F1)
         self._catch_up()
+        for event in self.foreign_skipped:
+            store.log.report(event)
         with self.index.read() as txn:
             self.positions = _Positions(self.index.last_position(txn))
         self.index.drop_listeners.append(self._forget_topic)
+        store.log.add_delete_hook(self._drop_topic)
+        store.log.add_check_hook(self._check_envelopes)
+        store.log.add_close_hook(self.close)
 
     def close(self) -> None:
         self.flush()
         self.index.close()
         self.positions.wake()  # waiting subscriptions see the store closed
+
+    def _drop_topic(self, topic: str) -> None:
+        """The log deletes ``topic``: forget its streams (a delete hook)."""
+        cfg = self._store.log.find_topic(topic)
+        if cfg is not None and cfg.streams:
+            self.flush()
+            self.index.drop_topic(topic)
+
+    def _check_envelopes(self, cfg: TopicConfig, partition: int, report: CheckReport) -> None:
+        """Report each foreign record of a streams partition (docs/format.md, section 12)."""
+        if not cfg.streams:
+            return
+        segments = self._store.log.partition(cfg.name, partition).segments()
+        bases = [s.base_offset for s in segments]
+        for offset, reason in foreign_records(self._store, cfg.name, partition):
+            segment = segments[max(0, bisect.bisect_right(bases, offset) - 1)]
+            report.foreign_records += 1
+            report.problems.append(CheckProblem(
+                segment.log_path, None,
+                f"record at offset {offset}: {reason}; the stream index skips it"))
 
     # --- where a stream lives ------------------------------------------------------
 
@@ -319,11 +346,11 @@ class Streams:
         of them queue behind it.
         """
         store = self._store
-        cfg = store._configs.get(name)
+        cfg = store.log.find_topic(name)
         if cfg is not None and cfg.streams:
             return cfg
         with self._topic_lock:
-            cfg = store._configs.get(name)
+            cfg = store.log.find_topic(name)
             if cfg is None:
                 return store.create_topic(name, partitions=self._default_partitions, streams=True)
             if not cfg.streams:
@@ -356,14 +383,14 @@ class Streams:
             with self.index.read() as txn:
                 seen = self.index.head(txn, stream_id)
         topic_name, partition = self._locate(stream_id, topic, seen)
-        plog = self._store._partition_log(topic_name, partition)
+        self._store.log.partition(topic_name, partition)  # the partition exists
         request = _Request(stream_id, events, expected, seen, generation)
         queue = self._queue(topic_name, partition)
         queue.put(request)
         lead = queue.leader.acquire(blocking=False)
         while True:  # bounded: a request leads at most once, then is handled
             if lead:
-                self._lead(queue, plog, topic_name, partition)
+                self._lead(queue, topic_name, partition)
             request.lock.acquire()  # released once handled, or to make this thread lead
             lead, request.lead = request.lead, False
             if not lead:
@@ -383,7 +410,7 @@ class Streams:
                 queue = self._queues.setdefault(key, _Queue())
         return queue
 
-    def _lead(self, queue: _Queue, plog: Any, topic: str, partition: int) -> None:
+    def _lead(self, queue: _Queue, topic: str, partition: int) -> None:
         """Combine one batch of the queue: check, write, fsync; then hand the queue on.
 
         Under 64 threads, handing the partition lock from appender to appender
@@ -404,11 +431,9 @@ class Streams:
         batch = _Batch(_take_batch(queue.items))
         queue.last = max(1, len(batch.requests))
         try:
-            if batch.requests:
-                base = plog.append_prepared(functools.partial(self._prepare, batch, topic, partition))
-                batch.end = base + sum(len(e) for e in batch.envelopes)
-                if batch.accepted and self._store.durability == "fsync":
-                    plog.wait_durable(batch.end)
+            if batch.requests:  # durable per the mode once it returns
+                batch.end = self._store.log.append_prepared(
+                    topic, partition, functools.partial(self._prepare, batch, topic, partition))[1]
         except BaseException as e:  # every requester gets the failure, none waits in vain
             batch.fail(e)
         finally:

@@ -228,7 +228,7 @@ class Subscription:
                 while not self._buffer:  # bounded by the deadline, or by close
                     if self._closed:
                         return []
-                    self._store._check_open()
+                    self._store.log.check_open()
                     self._ready.clear()  # watermark moves from here on set it again
                     if self._fill():
                         continue
@@ -322,7 +322,7 @@ def subscribe_to_stream(store: Store, stream_id: str, from_version: int | None =
     _check_stream_id(stream_id)
     _check_start(from_version, "from_version")
     _check_count(page_events, "page_events")
-    store._check_open()
+    store.log.check_open()
     if from_version is None:
         version = store.stream_version(stream_id)
         from_version = 0 if version is None else version + 1
@@ -333,7 +333,7 @@ def _subscribe_positions(store: Store, reader: _AllReader, from_position: int | 
                          page_events: int) -> Subscription:
     _check_start(from_position, "from_position")
     _check_count(page_events, "page_events")
-    store._check_open()
+    store.log.check_open()
     if from_position is None:  # from the next append to begin: none that already returned
         from_position = store._streams().positions.next
     return Subscription(store, reader, from_position, page_events)

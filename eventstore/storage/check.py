@@ -47,7 +47,7 @@ class CheckReport(msgspec.Struct, kw_only=True):
 
 def check_partition(plog: PartitionLog, report: CheckReport) -> None:
     report.partitions += 1
-    end, vis_seg, vis_pos = plog._visible
+    end, vis_seg, vis_pos = plog.visible()
     segments = plog.segments()
     expected = segments[0].base_offset
     for seg in segments:  # bounded by the segment count
@@ -78,7 +78,7 @@ def _check_segment(seg: Segment, limit: int, report: CheckReport, plog: Partitio
             report.problems.append(CheckProblem(
                 seg.log_path, position, f"base offset {info.base_offset}, expected {next_offset}"))
         try:
-            records = fmt.decode_records(seg.view(limit), position, info.size, plog._decoder)
+            records = fmt.decode_records(seg.view(limit), position, info.size, plog.decoder)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             report.problems.append(CheckProblem(seg.log_path, position, str(e)))
             return next_offset

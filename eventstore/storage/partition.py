@@ -64,8 +64,9 @@ class PartitionLog:
         self._waiters: list[_Waiter] = []
         self._failed: EventStoreError | None = None  # a failed fsync, or closed
         self._vis_lock = threading.Lock()
-        self._listeners: set[Callable[[], object]] = set()
-        self._decoder = fmt.decoder_for(topic, partition)
+        self._listeners: dict[object, Callable[[], object]] = {}
+        self.decoder = fmt.decoder_for(topic, partition)
+        """Decodes this partition's records (``Record`` with its topic and partition filled in)."""
         segments = open_segments(directory, checkpoint, report)
         self._layout: tuple[list[int], list[Segment]] = (
             [s.base_offset for s in segments],
@@ -104,15 +105,16 @@ class PartitionLog:
         outside any lock, so that concurrent appenders share fsyncs.
         """
         prepared = Prepared(timestamps, keys, values, headers, base_ts, max_ts, _nothing)
-        return self.append_prepared(lambda _base: prepared)
+        return self.append_prepared(lambda _base: prepared)[0]
 
-    def append_prepared(self, prepare: Callable[[int], Prepared | None]) -> int:
+    def append_prepared(self, prepare: Callable[[int], Prepared | None]) -> tuple[int, int]:
         """Append what ``prepare(base_offset)`` returns, deciding it under the write lock.
 
         ``prepare`` runs with the partition's write lock held and sees the base
         offset the batch will get; it may raise (nothing is written) or return
         None (nothing to write). After a successful write its ``on_written``
-        runs, still under the lock. Returns the base offset.
+        runs, still under the lock. Returns the base offset and the end offset
+        (the base offset again if nothing was written).
         """
         with self._lock:
             if self._failed is not None:
@@ -120,14 +122,29 @@ class PartitionLog:
             base = self._next_offset
             prepared = prepare(base)
             if prepared is None:
-                return base
+                return base, base
             count = len(prepared.values)
             rows = list(zip(range(base, base + count), prepared.timestamps, prepared.keys,
                             prepared.values, prepared.headers, strict=True))
             batch = _encode_batch(base, rows, prepared.base_ts, prepared.max_ts)
             self._write(batch, base, count, prepared.base_ts, prepared.max_ts)
             prepared.on_written(base)
-            return base
+            return base, base + count
+
+    def append_encoded(self, batch: bytes, batch_base: int, count: int, base_ts: int, max_ts: int,
+                       rebase: Callable[[int], bytes | bytearray]) -> int:
+        """Write a batch already encoded and checked; returns its base offset.
+
+        If ``batch_base`` is not the partition's end, ``rebase(end)`` (called
+        under the write lock) returns the batch re-encoded to start there, or
+        raises (nothing is written).
+        """
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            base = self._next_offset
+            data = batch if batch_base == base else rebase(base)
+            return self._write(data, base, count, base_ts, max_ts)
 
     def append_one(self, ts: int, key: bytes | None, value: bytes | None, headers: Any) -> int:
         """``append`` for a single record.
@@ -285,26 +302,36 @@ class PartitionLog:
             self._notify()
 
     def _notify(self) -> None:
-        for listener in list(self._listeners):  # bounded by the number of waiters
+        for listener in list(self._listeners.values()):  # bounded by the number of waiters
             listener()
 
-    def add_listener(self, listener: Callable[[], object]) -> None:
-        """Call ``listener()`` (from the appending thread) whenever new records become visible."""
-        self._listeners.add(listener)
+    def add_listener(self, listener: Callable[[], object]) -> object:
+        """Call ``listener()`` (from the appending thread) whenever new records become visible.
 
-    def remove_listener(self, listener: Callable[[], object]) -> None:
-        self._listeners.discard(listener)
+        Returns a token for ``remove_listener``: the same callable added twice
+        is two registrations, each removed on its own.
+        """
+        token = object()
+        self._listeners[token] = listener
+        return token
+
+    def remove_listener(self, token: object) -> None:
+        self._listeners.pop(token, None)
+
+    def listener_count(self) -> int:
+        """How many listeners are registered (a leak shows here)."""
+        return len(self._listeners)
 
     def wait_for(self, offset: int, timeout_s: float | None) -> bool:
         """Block until a record at ``offset`` or later is visible, or the timeout passes."""
         if self._visible[0] > offset:
             return True
         event = threading.Event()
-        self.add_listener(event.set)
+        token = self.add_listener(event.set)
         try:
             return self._visible[0] > offset or event.wait(timeout_s)
         finally:
-            self.remove_listener(event.set)
+            self.remove_listener(token)
 
     # --- checkpoints -------------------------------------------------------
 
@@ -344,6 +371,10 @@ class PartitionLog:
         """(log start offset, high watermark)."""
         return self._layout[1][0].base_offset, self._visible[0]
 
+    def visible(self) -> tuple[int, Segment, int]:
+        """What readers see: (end offset, the segment holding it, the byte position there)."""
+        return self._visible
+
     def read(self, offset: int, max_records: int, max_bytes: int | None,
              whole_batches: bool = False) -> list[Record]:
         for _ in range(_READ_RETRIES_MAX):
@@ -369,7 +400,7 @@ class PartitionLog:
             if seg.deleted:
                 raise SegmentDeletedError
             limit = vis_pos if seg is vis_seg else seg.size
-            records, used = seg.read(offset, limit, max_records - len(out), budget, self._decoder,
+            records, used = seg.read(offset, limit, max_records - len(out), budget, self.decoder,
                                      whole_batches, must_progress=not out)
             if records:
                 if out:
@@ -385,6 +416,39 @@ class PartitionLog:
                 break  # the visible end, or a limit stopped this segment early
             i += 1
         return out
+
+    def read_batches(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """Stored batches from the one holding ``offset``, byte for byte, at most
+        ``max_bytes`` (the first whole), and the offset after the last of them."""
+        for _ in range(_READ_RETRIES_MAX):
+            try:
+                return self._read_batches_once(offset, max_bytes)
+            except SegmentDeletedError:
+                continue
+        start, end = self.offsets()
+        raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
+
+    def _read_batches_once(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        end, vis_seg, vis_pos = self._visible
+        bases, segments = self._layout
+        if offset < bases[0] or offset > end:
+            raise OffsetOutOfRangeError(self.topic, self.partition, offset, bases[0], end)
+        chunks: list[bytes] = []
+        budget = max_bytes
+        i = bisect_right(bases, offset) - 1
+        while offset < end and i < len(segments):  # bounded by i
+            seg = segments[i]
+            if seg.deleted:
+                raise SegmentDeletedError
+            limit = vis_pos if seg is vis_seg else seg.size
+            data, offset = seg.read_batches(offset, limit, budget, must_progress=not chunks)
+            if data:
+                chunks.append(data)
+                budget -= len(data)
+            if budget <= 0 or seg is vis_seg or offset < seg.next_offset:
+                break  # the byte budget, the visible end, or the budget stopped this segment
+            i += 1
+        return b"".join(chunks), offset
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The first offset whose record timestamp is ≥ ``timestamp_ms``, or None."""
@@ -404,7 +468,7 @@ class PartitionLog:
             if seg.max_timestamp < timestamp_ms:
                 continue
             limit = vis_pos if seg is vis_seg else seg.size
-            found = find_time(seg, timestamp_ms, limit, self._decoder)
+            found = find_time(seg, timestamp_ms, limit, self.decoder)
             if found is not None:
                 return found if found < end else None
         return None

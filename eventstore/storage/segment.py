@@ -343,6 +343,27 @@ class Segment:
             del out[max_records:]
         return out, total
 
+    def read_batches(self, offset: int, limit: int, max_bytes: int,
+                     must_progress: bool) -> tuple[bytes, int]:
+        """The batches from the one holding ``offset`` up to byte ``limit`` (a batch boundary),
+        byte for byte, checksums verified, and the offset after them.
+
+        At most ``max_bytes``, but with ``must_progress`` the first batch whole.
+        """
+        mm = self.view(limit)
+        start = position = self.locate(offset, limit, mm)
+        expected: int | None = None
+        while position < limit:  # bounded by limit
+            info = fmt.validate_batch(mm, position, limit - position, expected)
+            if isinstance(info, str):
+                raise CorruptionError(self.log_path, position, info)
+            if (position > start or not must_progress) and position - start + info.size > max_bytes:
+                break
+            position += info.size
+            offset = expected = info.next_offset
+        _resident.touched(self, position - start)
+        return bytes(mm[start:position]), offset
+
     def _decode(
         self, mm: Any, position: int, info: fmt.BatchInfo, decoder: msgspec.msgpack.Decoder[list[Record]]
     ) -> list[Record]:

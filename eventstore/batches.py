@@ -1,0 +1,111 @@
+"""``append_batch``'s items grouped by partition, as columns, and the metadata it returns.
+
+Grouping validates every item before anything is written. A list of bare
+values takes a path checked in C; other items are normalised one by one
+(validation needs each item once) and appended to their partition's columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
+from typing import Any, overload
+
+from .partitioner import partition_for_key
+from .records import RecordMetadata, TopicConfig
+from .validation import NO_HEADERS, check_size, normalize_item
+
+__all__ = ["BatchMetadata", "Group", "group_items"]
+
+
+class Group:
+    """The records of one ``append_batch`` call bound for one partition, as columns."""
+
+    __slots__ = ("base_ts", "headers", "indexes", "keys", "max_ts", "partition", "timestamps",
+                 "ts_list", "values")
+
+    def __init__(self, partition: int, indexes: list[int] | None, timestamps: Iterable[int],
+                 keys: Iterable[bytes | None], values: list[bytes | None], headers: Iterable[Any],
+                 base_ts: int, max_ts: int, ts_list: list[int] | None) -> None:
+        self.partition = partition
+        self.indexes = indexes if indexes is not None else range(len(values))
+        self.timestamps, self.keys, self.values, self.headers = timestamps, keys, values, headers
+        self.base_ts, self.max_ts = base_ts, max_ts
+        self.ts_list: list[int] | int = ts_list if ts_list is not None else base_ts
+
+    def add(self, index: int, ts: int, key: bytes | None, value: bytes | None, headers: Any) -> None:
+        assert isinstance(self.indexes, list) and isinstance(self.ts_list, list)
+        if not self.values:
+            self.base_ts = self.max_ts = ts
+        self.indexes.append(index)
+        self.ts_list.append(ts)
+        self.keys.append(key)  # type: ignore[attr-defined]
+        self.values.append(value)
+        self.headers.append(headers)  # type: ignore[attr-defined]
+        if ts > self.max_ts:
+            self.max_ts = ts
+        self.timestamps = self.ts_list
+
+
+def group_items(cfg: TopicConfig, items: list[Any], fixed: int | None, now: int,
+                round_robin: Iterator[int]) -> list[Group]:
+    """Validate every item and group them by partition (nothing is written here)."""
+    n = len(items)
+    if set(map(type, items)) == {bytes}:  # fast path: bare values, checked in C
+        biggest = max(map(len, items))
+        if biggest > cfg.max_record_bytes:
+            check_size(cfg, biggest, next(i for i, v in enumerate(items) if len(v) == biggest))
+        p = fixed if fixed is not None else next(round_robin) % cfg.partitions
+        return [Group(p, None, repeat(now, n), repeat(None, n), items, repeat(NO_HEADERS, n),
+                      now, now, None)]
+    sticky = next(round_robin) % cfg.partitions if fixed is None else fixed
+    groups: dict[int, Group] = {}
+    for i, item in enumerate(items):  # validation needs each item once
+        key, value, headers, part, ts = normalize_item(cfg, item, i)
+        if part is None:
+            part = fixed if fixed is not None else (
+                partition_for_key(key, cfg.partitions) if key is not None else sticky
+            )
+        g = groups.get(part)
+        if g is None:
+            g = groups[part] = Group(part, [], [], [], [], [], now, now, [])
+        g.add(i, now if ts is None else ts, key, value, headers)
+    return list(groups.values())
+
+
+class BatchMetadata(Sequence[RecordMetadata]):
+    """What ``append_batch`` returns for one partition: metadata made on access."""
+
+    __slots__ = ("_base", "_count", "_partition", "_timestamps", "_topic")
+
+    def __init__(self, topic: str, partition: int, base: int, count: int,
+                 timestamps: list[int] | int) -> None:
+        self._topic, self._partition, self._base = topic, partition, base
+        self._count, self._timestamps = count, timestamps
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> RecordMetadata: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RecordMetadata]: ...
+    def __getitem__(self, i: int | slice) -> RecordMetadata | list[RecordMetadata]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._count))]
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError("batch metadata index out of range")
+        ts = self._timestamps if isinstance(self._timestamps, int) else self._timestamps[i]
+        return RecordMetadata(self._topic, self._partition, self._base + i, ts)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))

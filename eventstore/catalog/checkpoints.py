@@ -1,0 +1,42 @@
+"""Recovery checkpoints in the catalog's ``checkpoints`` database (docs/format.md, section 6).
+
+Key: ``keys.partition_key(topic, partition)``. Value: the MessagePack array of
+six ints ``[segment_base, position, next_offset, max_timestamp, index_entries,
+timeindex_entries]``. A checkpoint is derived data: one that does not decode
+reads as missing, and recovery then scans the last segment from its start.
+The fields' meaning is the storage layer's (``storage.recovery.Checkpoint``);
+this module only stores them.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from . import keys
+from .env import Catalog
+
+#: segment_base, position, next_offset, max_timestamp, index_entries, timeindex_entries
+Fields = tuple[int, int, int, int, int, int]
+
+_encode = msgspec.msgpack.encode
+_decoder = msgspec.msgpack.Decoder(Fields)
+
+
+def get(catalog: Catalog, topic: str, partition: int) -> Fields | None:
+    """The partition's checkpoint, or None if there is none or it does not decode."""
+    raw = catalog.get(keys.DB_CHECKPOINTS, keys.partition_key(topic, partition))
+    if raw is None:
+        return None
+    try:
+        return _decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def put(catalog: Catalog, topic: str, partition: int, fields: Fields) -> None:
+    catalog.put(keys.DB_CHECKPOINTS, keys.partition_key(topic, partition), _encode(fields))
+
+
+def delete_topic(catalog: Catalog, topic: str) -> None:
+    """Forget the checkpoints of every partition of ``topic``."""
+    catalog.delete_prefix(keys.DB_CHECKPOINTS, keys.topic_prefix(topic))

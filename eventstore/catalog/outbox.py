@@ -1,0 +1,75 @@
+"""Committed transactions not yet relayed: the catalog's ``outbox`` database and the
+transaction id counter ``meta/txn_seq`` (docs/format.md, sections 6 and 13).
+
+Key: the transaction id, uint64 big-endian (the same bytes are the value of
+each relayed record's ``es.txn`` header). Value: the MessagePack array
+``[txn_id, committed_ms, outputs]``, each output
+``[topic, partition, start_offset, records]`` (``start_offset``: the
+partition's end offset when the transaction committed), each record
+``[timestamp_ms, key, value, headers]``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+from . import keys
+from .env import Catalog
+
+_ID = struct.Struct(">Q")
+
+# A record as the outbox keeps it: (timestamp_ms, key, value, headers)
+OutboxRecord = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+class Output(msgspec.Struct, array_like=True):
+    """One partition's records of a committed transaction."""
+
+    topic: str
+    partition: int
+    start_offset: int  # the partition's end offset when the transaction committed
+    records: list[OutboxRecord]
+
+
+class Entry(msgspec.Struct, array_like=True):
+    """A committed transaction whose outputs are not yet all relayed."""
+
+    txn_id: int
+    committed_ms: int
+    outputs: list[Output]
+
+
+_encode = msgspec.msgpack.encode
+_decode_entry = msgspec.msgpack.Decoder(Entry).decode
+
+
+def id_bytes(txn_id: int) -> bytes:
+    """A transaction id as its key, and as the value of its records' ``es.txn`` header."""
+    return _ID.pack(txn_id)
+
+
+def next_id(txn: Any, catalog: Catalog) -> int:
+    """Take the next transaction id, inside an open write transaction."""
+    meta = catalog.dbs[keys.DB_META]
+    raw = txn.get(keys.META_TXN_SEQ, db=meta)
+    txn_id = (_ID.unpack(raw)[0] if raw else 0) + 1
+    txn.put(keys.META_TXN_SEQ, _ID.pack(txn_id), db=meta)
+    return int(txn_id)
+
+
+def put(txn: Any, catalog: Catalog, entry: Entry) -> None:
+    """Record a committed transaction's outputs, inside an open write transaction."""
+    txn.put(_ID.pack(entry.txn_id), _encode(entry), db=catalog.dbs[keys.DB_OUTBOX])
+
+
+def delete(catalog: Catalog, txn_id: int) -> None:
+    """Forget a transaction whose outputs are all relayed."""
+    catalog.delete(keys.DB_OUTBOX, _ID.pack(txn_id))
+
+
+def pending(catalog: Catalog) -> list[Entry]:
+    """Every entry still in the outbox, in transaction-id order."""
+    return [_decode_entry(value) for _, value in catalog.items(keys.DB_OUTBOX)]

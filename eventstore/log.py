@@ -1,0 +1,790 @@
+"""The log: topics and their partitions, over the segment files and the LMDB catalog.
+
+A :class:`Log` is the one door to records. It opens (locks the directory,
+recovers every partition), creates and deletes topics, appends (records, or
+batches already encoded), reads (records, or stored batch bytes), tells
+watchers when records become visible, and waits for durability with one
+barrier. The embedded ``Store`` delegates its log methods here; a network
+Produce or Fetch handler and a replica would call the same methods.
+
+Layers above the log (groups, transactions, streams) keep state derived from
+it or tied to its topics. They register hooks (``add_delete_hook``,
+``add_close_hook``, ``add_check_hook``) so that the log's own operations keep
+them consistent whoever calls them. All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from .batches import BatchMetadata, Group, group_items
+from .catalog import Catalog, checkpoints
+from .catalog import topics as topic_cache
+from .errors import (
+    InvalidArgumentError,
+    InvalidTopicError,
+    StorageError,
+    StoreClosedError,
+    TopicExistsError,
+    TopicNotFoundError,
+)
+from .partitioner import partition_for_key
+from .records import (
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_MS,
+    Durability,
+    Message,
+    PartitionStatistics,
+    Record,
+    RecordMetadata,
+    RecoveryEvent,
+    RetentionResult,
+    StoreStatistics,
+    TopicConfig,
+    TopicPartition,
+)
+from .storage import format as fmt
+from .storage import topicdir
+from .storage.check import CheckReport, check_partition
+from .storage.lock import DirectoryLock
+from .storage.names import is_valid_topic_name
+from .storage.partition import PartitionLog, Prepared
+from .storage.recovery import Checkpoint
+from .validation import (
+    NO_HEADERS,
+    as_bytes,
+    check_headers,
+    check_plain_topic,
+    check_size,
+    check_timestamp,
+    record_size,
+)
+from .validation import (
+    check_partition as valid_partition,
+)
+
+__all__ = ["DEFAULT_MAX_RECORDS", "UNSET", "BatchMetadata", "Log", "Prepared", "Watch"]
+
+log = logging.getLogger("eventstore")
+
+DEFAULT_MAX_RECORDS = 500
+#: The default of ``alter_topic``'s parameters: "leave this setting as it is".
+UNSET: Any = object()
+
+DeleteHook = Callable[[str], object]
+CloseHook = Callable[[], object]
+CheckHook = Callable[[TopicConfig, int, CheckReport], object]
+
+
+class Watch:
+    """A registration made by ``Log.watch``: ``cancel()`` (or ``close()``, or leaving
+    ``with``) ends it. Cancelling twice does nothing."""
+
+    __slots__ = ("_cancels",)
+
+    def __init__(self, cancels: list[Callable[[], object]]) -> None:
+        self._cancels = cancels
+
+    def cancel(self) -> None:
+        cancels, self._cancels = self._cancels, []
+        for cancel in cancels:  # bounded by the partitions watched
+            cancel()
+
+    close = cancel
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+class Log:
+    """An open log. ``eventstore.open()`` makes one inside the ``Store`` it returns."""
+
+    def __init__(self, path: str, durability: Durability, fsync_interval_ms: int) -> None:
+        self.path = path
+        self.durability: Durability = durability
+        self.fsync_interval_ms = fsync_interval_ms
+        self.recovery_events: list[RecoveryEvent] = []
+        self._fsync = durability == "fsync"
+        self._lock = threading.RLock()
+        self._closed = False
+        self._configs: dict[str, TopicConfig] = {}
+        self._partitions: dict[str, list[PartitionLog]] = {}
+        self._round_robin = itertools.count()
+        self._delete_hooks: list[DeleteHook] = []
+        self._close_hooks: list[CloseHook] = []
+        self._check_hooks: list[CheckHook] = []
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise StorageError(path, f"cannot create store directory: {e.strerror}") from e
+        self._dir_lock = DirectoryLock(path)
+        self._dir_lock.acquire()
+        try:
+            self.catalog = Catalog(os.path.join(path, "catalog"))
+            """The LMDB catalog (``eventstore.catalog``): the layers above keep their state in it."""
+            self._root = topicdir.topics_root(path)
+            os.makedirs(self._root, exist_ok=True)
+            self._load_topics()
+        except BaseException:
+            self._release()
+            raise
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        if durability == "interval":
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"eventstore-fsync:{path}", daemon=True
+            )
+            self._flusher.start()
+
+    # --- open / close ------------------------------------------------------
+
+    def _load_topics(self) -> None:
+        for name in topicdir.sweep_transient(self._root):
+            self.report(RecoveryEvent(case="R7", path=os.path.join(self._root, name), position=0,
+                                      detail="removed an unfinished topic creation or deletion"))
+        configs = topicdir.load_configs(self._root)
+        cached = topic_cache.cached(self.catalog)
+        for name, cfg in configs.items():
+            if cached.get(name) != topic_cache.encode(cfg):
+                topic_cache.put(self.catalog, cfg)
+        for name in set(cached) - set(configs):
+            topic_cache.delete(self.catalog, name)
+            checkpoints.delete_topic(self.catalog, name)
+        for name, cfg in configs.items():
+            self._configs[name] = cfg
+            self._partitions[name] = [self._open_partition(cfg, p) for p in range(cfg.partitions)]
+
+    def _open_partition(self, cfg: TopicConfig, p: int) -> PartitionLog:
+        directory = topicdir.partition_dir(self.path, cfg.name, p)
+        os.makedirs(directory, exist_ok=True)
+        fields = checkpoints.get(self.catalog, cfg.name, p)
+        catalog, topic = self.catalog, cfg.name
+
+        def save(checkpoint: Checkpoint) -> None:
+            checkpoints.put(catalog, topic, p, msgspec.structs.astuple(checkpoint))
+
+        cp = None if fields is None else Checkpoint(*fields)
+        return PartitionLog(directory, cfg.name, p, cfg, self.durability, cp, self.report, save)
+
+    def report(self, event: RecoveryEvent) -> None:
+        """Record what recovery did (``recovery_events``) and log it; layers above report here too."""
+        self.recovery_events.append(event)
+        log.warning("recovery %s: %s at %s:%d", event.case, event.detail, event.path, event.position)
+
+    def add_delete_hook(self, hook: DeleteHook) -> None:
+        """Call ``hook(topic)`` when ``topic`` is deleted, under the log's lock, before its
+        partitions close and its files go. A hook that raises stops the deletion."""
+        self._delete_hooks.append(hook)
+
+    def add_close_hook(self, hook: CloseHook) -> None:
+        """Call ``hook()`` when the log closes, before the partitions close (errors are
+        raised after everything is closed)."""
+        self._close_hooks.append(hook)
+
+    def add_check_hook(self, hook: CheckHook) -> None:
+        """Call ``hook(config, partition, report)`` in ``check`` after each partition whose
+        bytes checked clean, to check what the layer above keeps in it."""
+        self._check_hooks.append(hook)
+
+    def close(self) -> None:
+        """Run the close hooks, fsync everything, write checkpoints and release the lock.
+        Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        first_error: BaseException | None = None
+        for hook in self._close_hooks:  # bounded by the layers
+            try:
+                hook()
+            except Exception as e:  # keep closing the rest
+                first_error = first_error or e
+        for partitions in self._partitions.values():
+            for plog in partitions:
+                try:
+                    plog.close()
+                except Exception as e:  # every partition gets closed; the first error is raised
+                    first_error = first_error or e
+        self._release()
+        if first_error is not None:
+            raise first_error
+
+    def _release(self) -> None:
+        catalog = getattr(self, "catalog", None)
+        if catalog is not None:
+            catalog.close()
+        self._dir_lock.release()
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self.durability
+        return f"<eventstore.Log {self.path!r} ({state})>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_open(self) -> None:
+        """Raise ``StoreClosedError`` if the log is closed."""
+        if self._closed:
+            raise StoreClosedError(self.path)
+
+    def _flush_loop(self) -> None:
+        interval_s = self.fsync_interval_ms / 1000
+        while not self._stop.wait(interval_s):  # ends when the log closes
+            try:
+                self._sync_all()
+            except Exception:  # keep flushing; the error is logged
+                log.exception("background fsync failed")
+
+    def _sync_all(self) -> None:
+        for partitions in list(self._partitions.values()):
+            for plog in partitions:
+                plog.wait_durable(plog.end_written)
+
+    def flush(self) -> None:
+        """Make everything appended so far durable and checkpoint every partition."""
+        self.check_open()
+        for partitions in list(self._partitions.values()):
+            for plog in partitions:
+                plog.checkpoint()
+
+    # --- topics ------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        *,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        segment_ms: int = DEFAULT_SEGMENT_MS,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        exist_ok: bool = False,
+        streams: bool = False,
+    ) -> TopicConfig:
+        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``)."""
+        self.check_open()
+        if not is_valid_topic_name(name):
+            raise InvalidTopicError(
+                f"invalid topic name {name!r}: use 1-249 of [A-Za-z0-9._-], not '.' or '..'"
+            )
+        cfg = TopicConfig(
+            name=name, partitions=_positive(partitions, "partitions", 1, 100_000),
+            retention_ms=_optional_positive(retention_ms, "retention_ms"),
+            retention_bytes=_optional_positive(retention_bytes, "retention_bytes"),
+            segment_bytes=_positive(segment_bytes, "segment_bytes", 1024, 0x7FFFFFFF),
+            segment_ms=_positive(segment_ms, "segment_ms", 1, 2**62),
+            max_record_bytes=_positive(max_record_bytes, "max_record_bytes", 1, 0x7FFFFFFF - 1024),
+            created_ms=_now_ms(), streams=bool(streams),
+        )
+        with self._lock:
+            self.check_open()
+            if name in self._configs:
+                if exist_ok:
+                    return self._configs[name]
+                raise TopicExistsError(name)
+            topicdir.create(self._root, cfg)
+            topic_cache.put(self.catalog, cfg)
+            opened = [self._open_partition(cfg, p) for p in range(cfg.partitions)]
+            self._configs = {**self._configs, name: cfg}
+            self._partitions = {**self._partitions, name: opened}
+        return cfg
+
+    def alter_topic(
+        self,
+        name: str,
+        *,
+        partitions: int = UNSET,
+        retention_ms: int | None = UNSET,
+        retention_bytes: int | None = UNSET,
+        segment_bytes: int = UNSET,
+        segment_ms: int = UNSET,
+        max_record_bytes: int = UNSET,
+    ) -> TopicConfig:
+        """Change a topic's configuration; partitions can only grow (as in Kafka)."""
+        self.check_open()
+        with self._lock:
+            old = self.topic(name)
+            changes: dict[str, Any] = {}
+            if partitions is not UNSET:
+                changes["partitions"] = _positive(partitions, "partitions", old.partitions, 100_000)
+            if retention_ms is not UNSET:
+                changes["retention_ms"] = _optional_positive(retention_ms, "retention_ms")
+            if retention_bytes is not UNSET:
+                changes["retention_bytes"] = _optional_positive(retention_bytes, "retention_bytes")
+            if segment_bytes is not UNSET:
+                changes["segment_bytes"] = _positive(segment_bytes, "segment_bytes", 1024, 0x7FFFFFFF)
+            if segment_ms is not UNSET:
+                changes["segment_ms"] = _positive(segment_ms, "segment_ms", 1, 2**62)
+            if max_record_bytes is not UNSET:
+                changes["max_record_bytes"] = _positive(
+                    max_record_bytes, "max_record_bytes", 1, 0x7FFFFFFF - 1024
+                )
+            cfg = msgspec.structs.replace(old, **changes)
+            directory = os.path.join(self._root, name)
+            if cfg.partitions > old.partitions:
+                topicdir.add_partitions(self._root, cfg, old.partitions)
+            else:
+                topicdir.write_config(directory, cfg)
+            topic_cache.put(self.catalog, cfg)
+            grown = list(self._partitions[name])
+            for plog in grown:
+                plog.config = cfg
+            grown += [self._open_partition(cfg, p) for p in range(old.partitions, cfg.partitions)]
+            self._configs = {**self._configs, name: cfg}
+            self._partitions = {**self._partitions, name: grown}
+        return cfg
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and all its data (the delete hooks run first)."""
+        self.check_open()
+        with self._lock:
+            self.topic(name)
+            for hook in self._delete_hooks:  # bounded by the layers
+                hook(name)
+            gone = self._partitions[name]
+            self._configs = {k: v for k, v in self._configs.items() if k != name}
+            self._partitions = {k: v for k, v in self._partitions.items() if k != name}
+            for plog in gone:
+                plog.close(TopicNotFoundError(name))
+            topicdir.delete(self._root, name)
+            topic_cache.delete(self.catalog, name)
+            checkpoints.delete_topic(self.catalog, name)
+
+    def topic(self, name: str) -> TopicConfig:
+        """The configuration of topic ``name``; ``TopicNotFoundError`` if there is none."""
+        self.check_open()
+        if not isinstance(name, str):
+            raise InvalidTopicError(f"topic name must be a str, got {type(name).__name__}")
+        cfg = self._configs.get(name)
+        if cfg is None:
+            close = difflib.get_close_matches(name, list(self._configs), n=1)
+            raise TopicNotFoundError(name, close[0] if close else None)
+        return cfg
+
+    def topics(self) -> list[TopicConfig]:
+        """Every topic's configuration, sorted by name."""
+        self.check_open()
+        return [self._configs[k] for k in sorted(self._configs)]
+
+    def find_topic(self, name: str) -> TopicConfig | None:
+        """The configuration of topic ``name``, or None: no error, no lock, for hot paths."""
+        return self._configs.get(name)
+
+    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        """The partition count of each of ``topics`` that exists."""
+        configs = self._configs
+        return {t: configs[t].partitions for t in topics if t in configs}
+
+    def partition(self, topic: str, partition: object) -> PartitionLog:
+        """The storage object of one partition (``storage.partition``), for tools and tests."""
+        self.check_open()
+        cfg = self.topic(topic)
+        return self._partitions[topic][valid_partition(cfg, partition)]
+
+    def partition_path(self, topic: str, partition: int) -> str:
+        """The directory of one partition's segment files."""
+        return topicdir.partition_dir(self.path, topic, partition)
+
+    # --- appending ---------------------------------------------------------
+
+    def append(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Append one record; returns where it landed once it is durable per the mode."""
+        if self._closed:
+            raise StoreClosedError(self.path)
+        cfg = (self._configs.get(topic) if type(topic) is str else None) or self.topic(topic)
+        if cfg.streams:
+            check_plain_topic(cfg)
+        if type(value) is not bytes and value is not None:
+            value = as_bytes(value, "value", f"append to topic {topic!r}")
+        if key is not None and type(key) is not bytes:
+            key = as_bytes(key, "key", f"append to topic {topic!r}")
+        if headers is None:
+            hdrs: Any = NO_HEADERS
+            size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        else:
+            hdrs = check_headers(headers, f"append to topic {topic!r}")
+            size = record_size(key, value, hdrs)
+        if size > cfg.max_record_bytes:
+            check_size(cfg, size, None)
+        if partition is None:
+            if key is not None:
+                partition = partition_for_key(key, cfg.partitions)
+            else:
+                partition = next(self._round_robin) % cfg.partitions
+        elif type(partition) is not int or not 0 <= partition < cfg.partitions:
+            valid_partition(cfg, partition)
+        if timestamp_ms is None:
+            ts = time.time_ns() // 1_000_000
+        else:
+            ts = check_timestamp(timestamp_ms, f"append to topic {topic!r}")
+        plog = self._partitions[topic][partition]
+        base = plog.append_one(ts, key, value, hdrs)
+        if self._fsync:
+            plog.wait_durable(base + 1)
+        return RecordMetadata(topic, partition, base, ts)
+
+    def append_batch(
+        self,
+        topic: str,
+        items: Iterable[bytes | tuple[bytes | None, bytes | None] | Message | None],
+        *,
+        partition: int | None = None,
+    ) -> Sequence[RecordMetadata]:
+        """Append many records: values, ``(key, value)`` pairs or ``Message`` objects.
+
+        Items are grouped by partition; each partition's group is written as one
+        atomic batch, and one durability barrier covers the whole call. Returns
+        the metadata in input order (a read-only sequence). Invalid input raises
+        before anything is written.
+        """
+        self.check_open()
+        cfg = self.topic(topic)
+        check_plain_topic(cfg)
+        if isinstance(items, (bytes, str, Message)) or not isinstance(items, Iterable):
+            raise InvalidArgumentError(
+                f"append_batch needs a list of records, got {type(items).__name__}"
+            )
+        items = items if isinstance(items, list) else list(items)
+        if not items:
+            return []
+        fixed = None if partition is None else valid_partition(cfg, partition)
+        groups = group_items(cfg, items, fixed, _now_ms(), self._round_robin)
+        partitions = self._partitions[topic]
+        bases = [
+            partitions[g.partition].append(g.timestamps, g.keys, g.values, g.headers, g.base_ts, g.max_ts)
+            for g in groups
+        ]
+        if self._fsync:
+            for g, base in zip(groups, bases, strict=True):
+                partitions[g.partition].wait_durable(base + len(g.values))
+        if len(groups) == 1:
+            g = groups[0]
+            return BatchMetadata(topic, g.partition, bases[0], len(g.values), g.ts_list)
+        return _in_input_order(topic, groups, bases, len(items))
+
+    def append_prepared(self, topic: str, partition: int,
+                        prepare: Callable[[int], Prepared | None]) -> tuple[int, int]:
+        """Append the batch ``prepare(base_offset)`` decides under the partition's write lock.
+
+        For layers that must decide what to write knowing where it lands (the
+        stream appends check expected versions there): ``prepare`` may raise
+        (nothing is written) or return None (nothing to write); its
+        ``on_written`` runs under the lock after the write (see
+        ``PartitionLog.append_prepared``). Returns ``(base offset, end offset)``
+        once the records are durable per the mode; no validation of the records
+        is done here.
+        """
+        plog = self.partition(topic, partition)
+        base, end = plog.append_prepared(prepare)
+        if self._fsync and end > base:
+            plog.wait_durable(end)
+        return base, end
+
+    def append_encoded(self, topic: str, partition: int, batch: bytes | bytearray | memoryview, *,
+                       replica: bool = False) -> tuple[int, int]:
+        """Append one batch already encoded in the native format (docs/format.md, section 2).
+
+        What a network Produce handler and a replica fetcher call. The batch is
+        checked as untrusted bytes before anything is written: framing, checksum,
+        record count, offsets, timestamps, each record's size against the
+        topic's ``max_record_bytes``; a streams topic refuses it (only the stream
+        API writes there). The log assigns the offsets: a batch whose base
+        offset is not the partition's end is re-encoded at the end (its
+        checksum covers the offsets). With ``replica`` the batch must start
+        exactly at the end instead, and is stored byte for byte. Kafka
+        RecordBatch v2 (magic 2) is refused. Returns ``(base offset, end
+        offset)`` once the records are durable per the mode.
+        """
+        self.check_open()
+        cfg = self.topic(topic)
+        check_plain_topic(cfg)
+        p = valid_partition(cfg, partition)
+        data, info, records = _checked_batch(cfg, batch)
+
+        def rebase(base: int) -> bytes | bytearray:
+            if replica:
+                raise InvalidArgumentError(
+                    f"replica batch for {topic}/{p} starts at offset {info.base_offset}, "
+                    f"but the partition ends at {base}"
+                )
+            rows = [(base + i, r.timestamp_ms, r.key, r.value, r.headers) for i, r in enumerate(records)]
+            return fmt.encode_batch(base, rows, records[0].timestamp_ms, info.max_timestamp)
+
+        plog = self._partitions[topic][p]
+        base = plog.append_encoded(data, info.base_offset, info.record_count, records[0].timestamp_ms,
+                                   info.max_timestamp, rebase)
+        end = base + info.record_count
+        if self._fsync:
+            plog.wait_durable(end)
+        return base, end
+
+    def barrier(self, ends: Mapping[TopicPartition, int]) -> None:
+        """Return once, in each partition of ``ends``, every record before its end offset is
+        fsynced, whatever the durability mode.
+
+        Concurrent callers share each ``fdatasync`` (group commit). Appends end
+        with this barrier in ``fsync`` mode; in the others, a caller that needs
+        its records on disk now (a transaction before its outbox entry goes, a
+        replica before it acknowledges) calls it.
+        """
+        for tp, end in ends.items():  # bounded by the caller's partitions
+            self.partition(tp.topic, tp.partition).wait_durable(end)
+
+    # --- reading -----------------------------------------------------------
+
+    def read(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        max_bytes: int | None = None,
+    ) -> list[Record]:
+        """Records of one partition from ``offset`` on, at most ``max_records``.
+
+        ``max_bytes`` bounds the bytes read (the first batch is returned whole,
+        so progress is always made). Reading at the end offset returns ``[]``;
+        below the log start or past the end raises ``OffsetOutOfRangeError``.
+        """
+        plog = self.partition(topic, partition)
+        if type(offset) is not int:
+            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
+        if type(max_records) is not int or max_records < 1:
+            raise InvalidArgumentError(f"max_records must be a positive int, got {max_records!r}")
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 1):
+            raise InvalidArgumentError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        return plog.read(offset, max_records, max_bytes)
+
+    def fetch(self, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
+        """Records from ``offset`` in whole batches: at least ``max_records`` if there are as
+        many, the last batch not cut (a consumer's fetch buffer keeps the rest, so no batch
+        is decoded twice). Arguments are not checked: for clients that check their own."""
+        return self.partition(topic, partition).read(offset, max_records, None, whole_batches=True)
+
+    def read_batches(self, topic: str, partition: int, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """The stored batches from the one holding ``offset``, byte for byte, and the offset
+        after the last of them: what a Fetch serves without decoding anything.
+
+        At most ``max_bytes`` (but the first batch whole, so a reader always
+        makes progress); each batch's checksum is verified. The first batch may
+        start before ``offset``. At the end offset: ``(b"", end)``.
+        """
+        plog = self.partition(topic, partition)
+        if type(offset) is not int:
+            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
+        if type(max_bytes) is not int or max_bytes < 1:
+            raise InvalidArgumentError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        return plog.read_batches(offset, max_bytes)
+
+    def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, end offset): the first readable offset and the next to be written."""
+        return self.partition(topic, partition).offsets()
+
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        """The first offset whose timestamp is ≥ ``timestamp_ms``, or None if there is none."""
+        plog = self.partition(topic, partition)
+        check_timestamp(timestamp_ms, f"offset_for_time on topic {topic!r}")
+        return plog.offset_for_time(timestamp_ms)
+
+    def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
+        """Block until the partition's end offset passes ``offset`` (True) or the timeout (False)."""
+        if type(offset) is not int:
+            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
+        if timeout_s is not None and not isinstance(timeout_s, (int, float)):
+            raise InvalidArgumentError(f"timeout_s must be a number or None, got {timeout_s!r}")
+        return self.partition(topic, partition).wait_for(offset, timeout_s)
+
+    def watch(self, partitions: Iterable[TopicPartition], callback: Callable[[], object]) -> Watch:
+        """Call ``callback()`` whenever records become visible in any of ``partitions``, until
+        the returned ``Watch`` is cancelled.
+
+        The callback runs in the appending thread, inside the append: it must
+        only set a flag or schedule a wake-up, never block. A partition that
+        does not exist raises (``TopicNotFoundError``, ``PartitionNotFoundError``)
+        and nothing is watched. A deleted topic's partitions simply stop
+        calling.
+        """
+        plogs = [self.partition(tp.topic, tp.partition) for tp in partitions]
+        cancels: list[Callable[[], object]] = []
+        for plog in plogs:  # bounded by the caller's partitions
+            cancels.append(functools.partial(plog.remove_listener, plog.add_listener(callback)))
+        return Watch(cancels)
+
+    # --- maintenance -------------------------------------------------------
+
+    def enforce_retention(self, now_ms: int | None = None) -> int:
+        """Apply every topic's retention now; returns the number of segments deleted."""
+        self.check_open()
+        if now_ms is not None and type(now_ms) is not int:
+            raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
+        return sum(r.segments for r in self.retention(now_ms=now_ms))
+
+    def retention(self, topics: Iterable[str] | None = None, *, now_ms: int | None = None,
+                  dry_run: bool = False,
+                  on_progress: Callable[[RetentionResult], object] | None = None) -> list[RetentionResult]:
+        """Apply retention now to ``topics`` (default: all) and report, per partition with
+        something to remove, the segments, records and bytes removed.
+
+        Retention also runs at every roll; this is for limits just lowered, or a
+        topic that no longer receives appends. ``dry_run`` removes nothing and
+        reports what would go. ``on_progress`` is called after each partition.
+        """
+        self.check_open()
+        if now_ms is not None and type(now_ms) is not int:
+            raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
+        if isinstance(topics, str):
+            raise InvalidArgumentError("topics must be a list of topic names, not one str")
+        names = sorted(self._partitions) if topics is None else [self.topic(t).name for t in topics]
+        out = []
+        for name in names:
+            for plog in list(self._partitions.get(name, ())):
+                gone = plog.enforce_retention(now_ms, dry_run)
+                start = plog.offsets()[0]
+                new_start = gone[-1].next_offset if gone else start
+                result = RetentionResult(
+                    topic=name, partition=plog.partition, segments=len(gone),
+                    records=(new_start - gone[0].base_offset) if gone else 0,
+                    bytes=sum(s.size for s in gone), log_start_offset=new_start)
+                if on_progress is not None:
+                    on_progress(result)
+                if gone:
+                    out.append(result)
+        return out
+
+    def check(self, on_progress: Callable[[int], object] | None = None) -> CheckReport:
+        """Read every byte of every partition and verify it; returns what was found.
+
+        ``on_progress(nbytes)`` is called after each partition with the bytes it
+        held, for a progress bar over ``statistics().size_bytes``. The check
+        hooks of the layers above run on each partition that checked clean.
+        """
+        self.check_open()
+        report = CheckReport()
+        for partitions in list(self._partitions.values()):
+            for plog in partitions:
+                problems = len(report.problems)
+                check_partition(plog, report)
+                if len(report.problems) == problems:
+                    for hook in self._check_hooks:  # bounded by the layers
+                        hook(plog.config, plog.partition, report)
+                if on_progress is not None:
+                    on_progress(plog.size_bytes())
+        return report
+
+    def statistics(self) -> StoreStatistics:
+        """A frozen snapshot of sizes, offsets and counters."""
+        self.check_open()
+        parts = []
+        for name in sorted(self._partitions):
+            for plog in self._partitions[name]:
+                start, end = plog.offsets()
+                segments = plog.segments()
+                max_ts = plog.max_timestamp()
+                parts.append(PartitionStatistics(
+                    topic=name, partition=plog.partition, log_start_offset=start, end_offset=end,
+                    size_bytes=sum(s.size for s in segments), segments=len(segments),
+                    max_timestamp_ms=max_ts if max_ts >= 0 else None,
+                ))
+        all_logs = [plog for partitions in self._partitions.values() for plog in partitions]
+        return StoreStatistics(
+            path=self.path, durability=self.durability, topics=len(self._configs),
+            partitions=len(parts), records=sum(p.end_offset - p.log_start_offset for p in parts),
+            size_bytes=sum(p.size_bytes for p in parts),
+            appended_batches=sum(p.appended_batches for p in all_logs),
+            appended_records=sum(p.appended_total for p in all_logs),
+            fsyncs=sum(p.fsyncs for p in all_logs), partition_stats=parts,
+        )
+
+
+def _in_input_order(topic: str, groups: list[Group], bases: list[int], count: int) -> list[Any]:
+    out: list[Any] = [None] * count
+    for g, base in zip(groups, bases, strict=True):
+        metas = BatchMetadata(topic, g.partition, base, len(g.values), g.ts_list)
+        for i, meta in zip(g.indexes, metas, strict=True):
+            out[i] = meta
+    return out
+
+
+def _checked_batch(cfg: TopicConfig, batch: object) -> tuple[bytes, fmt.BatchInfo, list[Record]]:
+    """``batch`` as bytes, its header and its records, once every check passed."""
+    if not isinstance(batch, (bytes, bytearray, memoryview)):
+        raise InvalidArgumentError(f"batch must be bytes, got {type(batch).__name__}")
+    data = bytes(batch)
+    info = fmt.validate_batch(data, 0, len(data), None)
+    if isinstance(info, str):
+        reason = info.removeprefix("short: ")
+        raise InvalidArgumentError(f"not a valid batch for topic {cfg.name!r}: {reason}")
+    if info.size != len(data):
+        raise InvalidArgumentError(
+            f"a batch of {info.size} bytes followed by {len(data) - info.size} more: one batch at a time"
+        )
+    try:
+        records = fmt.decode_records(data, 0, info.size)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise InvalidArgumentError(f"the batch's records do not decode: {e}") from None
+    offsets = [r.offset for r in records]
+    if offsets != list(range(info.base_offset, info.next_offset)):
+        raise InvalidArgumentError("the batch's record offsets do not follow its base offset and count")
+    timestamps = [r.timestamp_ms for r in records]
+    if min(timestamps) < 0 or max(timestamps) != info.max_timestamp:
+        raise InvalidArgumentError("the batch's record timestamps disagree with its max timestamp")
+    for i, r in enumerate(records):  # each record's size, as every write path checks it
+        size = record_size(r.key, r.value, r.headers)
+        if size > cfg.max_record_bytes:
+            check_size(cfg, size, i)
+    return data, info, records
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _positive(value: object, what: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidArgumentError(f"{what} must be an int in {low}..{high}, got {value!r}")
+    return value
+
+
+def _optional_positive(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    return _positive(value, what, 1, 2**62)
+
