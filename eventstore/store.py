@@ -629,10 +629,13 @@ class Store:
         return admin.lag(self, group)
 
     def reset_group_offsets(
-        self, group: str, to: str | int | Mapping[TopicPartition, int],
+        self, group: str, to: str | int | Mapping[TopicPartition, int] | Mapping[tuple[str, int], int],
         topics: list[str] | None = None,
     ) -> dict[TopicPartition, int]:
-        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones."""
+        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones.
+
+        Explicit offsets are keyed by ``TopicPartition`` or ``(topic, partition)`` tuples.
+        """
         self._check_open()
         from .client import admin
 

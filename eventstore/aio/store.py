@@ -264,10 +264,13 @@ class Store:
         return await complete_in_thread(self.blocking.lag, group)
 
     async def reset_group_offsets(
-        self, group: str, to: str | int | Mapping[TopicPartition, int],
+        self, group: str, to: str | int | Mapping[TopicPartition, int] | Mapping[tuple[str, int], int],
         topics: list[str] | None = None,
     ) -> dict[TopicPartition, int]:
-        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones."""
+        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones.
+
+        Explicit offsets are keyed by ``TopicPartition`` or ``(topic, partition)`` tuples.
+        """
         return await complete_in_thread(self.blocking.reset_group_offsets, group, to, topics)
 
     async def delete_group(self, group: str) -> int:
