@@ -136,16 +136,18 @@ class TopicExistsError(EventStoreError):
 
 
 class PartitionNotFoundError(EventStoreError, IndexError):
-    """A partition number is outside ``0 .. partitions-1`` of its topic."""
+    """A partition is not an int in ``0 .. partitions-1`` of its topic."""
 
     def __init__(self, topic: str, partition: object, partitions: int) -> None:
         self.topic = topic
         self.partition = partition
         self.partitions = partitions
-        super().__init__(
-            f"partition {partition!r} out of range for topic {topic!r} "
-            f"(it has partitions 0..{partitions - 1})"
-        )
+        if type(partition) is int:
+            problem = f"partition {partition} out of range for topic {topic!r}"
+        else:  # "0", True, 1.0: say what is wrong, not that the number is
+            problem = (f"partition must be an int, got {partition!r} ({type(partition).__name__}) "
+                       f"for topic {topic!r}")
+        super().__init__(f"{problem} (it has partitions 0..{partitions - 1})")
 
 
 # --- consumer groups ----------------------------------------------------------

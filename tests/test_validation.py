@@ -29,6 +29,7 @@ from eventstore import (
     StorageFullError,
     TopicExistsError,
     TopicNotFoundError,
+    TopicPartition,
 )
 
 MAX = 1000  # max_record_bytes of the test topics
@@ -272,6 +273,41 @@ def test_partition_out_of_range_or_wrong_type(s: eventstore.Store, partition: ob
     rejects(s, PartitionNotFoundError, lambda: s.offsets("orders", partition))  # type: ignore[arg-type]
     rejects(s, PartitionNotFoundError, lambda: s.offset_for_time("orders", partition, 0))  # type: ignore[arg-type]
     assert isinstance(e, IndexError)
+
+
+@pytest.mark.parametrize("partition", ["0", True, False, 1.0, [0]])
+def test_a_partition_of_another_type_must_be_an_int_on_every_api(s: eventstore.Store,
+                                                                   partition: Any) -> None:
+    def says_int(fn: Callable[[], object]) -> None:
+        e = rejects(s, PartitionNotFoundError, fn)
+        assert "must be an int" in str(e) and "out of range" not in str(e), str(e)
+
+    says_int(lambda: s.append("orders", b"v", partition=partition))
+    says_int(lambda: s.append_batch("orders", [b"v"], partition=partition))
+    says_int(lambda: s.append_batch("orders", [Message(value=b"v", partition=partition)]))
+    says_int(lambda: s.read("orders", partition, 0))
+    says_int(lambda: s.offsets("orders", partition))
+    says_int(lambda: s.offset_for_time("orders", partition, 0))
+    says_int(lambda: s.wait_for("orders", partition, 0, 0))
+    producer = s.producer()
+    says_int(lambda: producer.send("orders", b"v", partition=partition))
+    producer.close()
+    with s.transaction() as tx:
+        says_int(lambda: tx.append("orders", b"v", partition=partition))
+    consumer = s.consumer()
+    says_int(lambda: consumer.assign([TopicPartition("orders", partition)]))
+    consumer.close()
+    if not isinstance(partition, list):  # a list cannot be part of a dict key
+        says_int(lambda: s.reset_group_offsets("g", {("orders", partition): 0}))
+    with eventstore.open_reader(s.path) as reader:
+        says_int(lambda: reader.read("orders", partition, 0))
+        says_int(lambda: reader.offsets("orders", partition))
+
+
+def test_a_partition_number_outside_the_topic_is_out_of_range(s: eventstore.Store) -> None:
+    for partition in (3, -1):
+        e = rejects(s, PartitionNotFoundError, lambda: s.read("orders", partition, 0))  # noqa: B023
+        assert f"partition {partition} out of range for topic 'orders'" in str(e)
 
 
 # --- record size -------------------------------------------------------------------

@@ -212,9 +212,12 @@ class Consumer:
         self._check_open()
         if self._subscription is not None:
             raise IllegalStateError("assign() and subscribe() cannot be mixed; unsubscribe first")
-        tps = set(partitions)
-        for tp in tps:
+        given = list(partitions)
+        for tp in given:  # checked before hashing: a partition of any type says what is wrong
+            if not isinstance(tp, TopicPartition):
+                raise InvalidArgumentError(f"assign() takes TopicPartition objects, got {tp!r}")
             self._store._partition_log(tp.topic, tp.partition)
+        tps = set(given)
         self._release(self._owned - tps)
         self._manual = tps
         self._take(tps - self._owned)
