@@ -165,6 +165,16 @@ def test_bad_processor_config(orders: eventstore.Store, kw: dict) -> None:
         DeadLetterProcessor(orders.consumer(), Handler())
 
 
+@pytest.mark.parametrize("handler", ["nothandler", None, 42])
+def test_a_handler_that_cannot_be_called_is_refused(orders: eventstore.Store, handler: object) -> None:
+    consumer = orders.consumer("orders", group_id="g")
+    with pytest.raises(InvalidArgumentError, match="handler must be callable"):
+        DeadLetterProcessor(consumer, handler)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="sleep must be callable"):
+        DeadLetterProcessor(consumer, Handler(), sleep=0.1)  # type: ignore[arg-type]
+    consumer.close()
+
+
 def test_replay_sends_parked_records_back_once(orders: eventstore.Store) -> None:
     store = orders
     proc = processor(store, Handler(), [], retries=0)
