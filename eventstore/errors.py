@@ -128,11 +128,20 @@ class TopicNotFoundError(EventStoreError, KeyError):
 
 
 class TopicExistsError(EventStoreError):
-    """``create_topic`` was called for a name that already exists."""
+    """``create_topic`` was called for a name that already exists.
 
-    def __init__(self, topic: str) -> None:
+    With ``exist_ok=True`` only when the existing topic differs from what the
+    call asked for: ``differences`` maps each setting to (existing, asked).
+    """
+
+    def __init__(self, topic: str, differences: dict[str, tuple[object, object]] | None = None) -> None:
         self.topic = topic
-        super().__init__(f"topic {topic!r} already exists")
+        self.differences = differences or {}
+        if not self.differences:
+            super().__init__(f"topic {topic!r} already exists")
+            return
+        shown = "; ".join(f"{name} is {old!r}, not {new!r}" for name, (old, new) in self.differences.items())
+        super().__init__(f"topic {topic!r} already exists with another configuration: {shown}")
 
 
 class PartitionNotFoundError(EventStoreError, IndexError):

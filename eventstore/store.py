@@ -31,9 +31,6 @@ from .errors import (
 )
 from .partitioner import partition_for_key
 from .records import (
-    DEFAULT_MAX_RECORD_BYTES,
-    DEFAULT_SEGMENT_BYTES,
-    DEFAULT_SEGMENT_MS,
     Durability,
     Message,
     PartitionStatistics,
@@ -270,37 +267,44 @@ class Store:
     def create_topic(
         self,
         name: str,
-        partitions: int = 1,
+        partitions: int = _UNSET,
         *,
-        retention_ms: int | None = None,
-        retention_bytes: int | None = None,
-        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-        segment_ms: int = DEFAULT_SEGMENT_MS,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        retention_ms: int | None = _UNSET,
+        retention_bytes: int | None = _UNSET,
+        segment_bytes: int = _UNSET,
+        segment_ms: int = _UNSET,
+        max_record_bytes: int = _UNSET,
         exist_ok: bool = False,
-        streams: bool = False,
+        streams: bool = _UNSET,
     ) -> TopicConfig:
-        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``)."""
+        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``).
+
+        A setting not given takes its default: 1 partition, no retention limits,
+        ``segment_bytes`` 128 MiB, ``segment_ms`` 7 days, ``max_record_bytes``
+        1 MiB, not a streams topic. With ``exist_ok`` an existing topic is
+        returned as it is when every setting given matches it; one that differs
+        raises ``TopicExistsError`` naming the differences (``alter_topic``
+        changes a topic).
+        """
         self._check_open()
         if not is_valid_topic_name(name):
             raise InvalidTopicError(
                 f"invalid topic name {name!r}: use 1-249 of [A-Za-z0-9._-], not '.' or '..'"
             )
-        cfg = TopicConfig(
-            name=name, partitions=_positive(partitions, "partitions", 1, 100_000),
-            retention_ms=_optional_positive(retention_ms, "retention_ms"),
-            retention_bytes=_optional_positive(retention_bytes, "retention_bytes"),
-            segment_bytes=_positive(segment_bytes, "segment_bytes", 1024, 0x7FFFFFFF),
-            segment_ms=_positive(segment_ms, "segment_ms", 1, 2**62),
-            max_record_bytes=_positive(max_record_bytes, "max_record_bytes", 1, 0x7FFFFFFF - 1024),
-            created_ms=_now_ms(), streams=bool(streams),
-        )
+        given = {"partitions": partitions, "retention_ms": retention_ms, "retention_bytes": retention_bytes,
+                 "segment_bytes": segment_bytes, "segment_ms": segment_ms,
+                 "max_record_bytes": max_record_bytes, "streams": streams}
+        asked = _topic_settings({k: v for k, v in given.items() if v is not _UNSET})
+        cfg = TopicConfig(name=name, created_ms=_now_ms(), **{"partitions": 1, **asked})
         with self._lock:
             self._check_open()
-            if name in self._configs:
-                if exist_ok:
-                    return self._configs[name]
-                raise TopicExistsError(name)
+            existing = self._configs.get(name)
+            if existing is not None:
+                differences = {k: (getattr(existing, k), v) for k, v in asked.items()
+                               if getattr(existing, k) != v}
+                if exist_ok and not differences:
+                    return existing
+                raise TopicExistsError(name, differences if exist_ok else None)
             topicdir.create(self._root, cfg)
             self._catalog.put(ck.DB_TOPICS, ck.topic_key(name), msgspec.msgpack.encode(cfg))
             logs = [self._open_partition(cfg, p) for p in range(cfg.partitions)]
@@ -924,6 +928,21 @@ def _positive(value: object, what: str, low: int, high: int) -> int:
     if type(value) is not int or not low <= value <= high:
         raise InvalidArgumentError(f"{what} must be an int in {low}..{high}, got {value!r}")
     return value
+
+
+def _topic_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """The topic settings ``create_topic`` was given, checked (absent ones take TopicConfig's defaults)."""
+    limits = {"partitions": (1, 100_000), "segment_bytes": (1024, 0x7FFFFFFF), "segment_ms": (1, 2**62),
+              "max_record_bytes": (1, 0x7FFFFFFF - 1024)}
+    out: dict[str, Any] = {}
+    for key, value in given.items():  # bounded by the settings
+        if key in limits:
+            out[key] = _positive(value, key, *limits[key])
+        elif key == "streams":
+            out[key] = bool(value)
+        else:
+            out[key] = _optional_positive(value, key)
+    return out
 
 
 def _optional_positive(value: object, what: str) -> int | None:

@@ -224,7 +224,16 @@ def test_topics_describe_shows_offsets_sizes_and_segments(es: Es, orders: Path) 
 def test_topics_create_existing_and_if_not_exists(es: Es, orders: Path) -> None:
     lines = error_lines(ok(es("topics", "create", "orders"), 1))
     assert lines == ["error: topic 'orders' already exists", "hint: see it with: es topics describe orders"]
-    ok(es("topics", "create", "orders", "--if-not-exists"))
+    assert ok(es("topics", "create", "orders", "--if-not-exists")).stdout == (
+        "topic 'orders' exists with 3 partitions\n")
+    assert ok(es("topics", "create", "orders", "-p", "3", "--if-not-exists")).stdout == (
+        "topic 'orders' exists with 3 partitions\n")
+    lines = error_lines(ok(es("topics", "create", "orders", "-p", "5", "--if-not-exists"), 1))
+    assert lines[0] == ("error: topic 'orders' already exists with another configuration: "
+                        "partitions is 3, not 5")
+    ok(es("topics", "create", "fresh", "--if-not-exists", "--max-record-bytes", "2048"))
+    with eventstore.open(orders) as store:
+        assert (store.topic("fresh").partitions, store.topic("fresh").max_record_bytes) == (1, 2048)
 
 
 def test_topics_create_invalid_name(es: Es, data: Path) -> None:

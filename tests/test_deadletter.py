@@ -154,6 +154,15 @@ def test_custom_suffix_and_partitions(orders: eventstore.Store) -> None:
     proc.consumer.close()
 
 
+def test_a_dlq_topic_made_beforehand_is_used_as_it_is(orders: eventstore.Store) -> None:
+    orders.create_topic("orders.dlq", partitions=2, retention_ms=86_400_000)
+    proc = processor(orders, Handler(), [], retries=0)  # dlq_partitions=1 by default
+    proc.run(max_polls=2, poll_timeout_ms=0)
+    proc.consumer.close()
+    assert orders.topic("orders.dlq").partitions == 2
+    assert sorted(r.value for r in dlq_records(orders)) == [b"bad-1", b"bad-5"]
+
+
 @pytest.mark.parametrize("kw", [{"retries": -1}, {"retries": 1.5}, {"backoff_ms": -1},
                                 {"backoff_multiplier": 0.5}, {"max_backoff_ms": -1}])
 def test_bad_processor_config(orders: eventstore.Store, kw: dict) -> None:

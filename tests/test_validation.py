@@ -202,7 +202,24 @@ def test_create_existing_topic(s: eventstore.Store) -> None:
     e = rejects(s, TopicExistsError, lambda: s.create_topic("orders", partitions=5))
     assert isinstance(e, TopicExistsError) and e.topic == "orders"
     assert s.topic("orders").partitions == 3
-    assert s.create_topic("orders", partitions=5, exist_ok=True).partitions == 3
+
+
+def test_create_existing_topic_with_exist_ok(s: eventstore.Store) -> None:
+    existing = s.topic("orders")
+    # what the call asks for matches: the topic is returned as it is
+    assert s.create_topic("orders", exist_ok=True) == existing
+    assert s.create_topic("orders", partitions=3, max_record_bytes=MAX, exist_ok=True) == existing
+    # asked for otherwise: refused, naming each difference, and nothing changes
+    e = rejects(s, TopicExistsError, lambda: s.create_topic("orders", partitions=5, exist_ok=True))
+    assert isinstance(e, TopicExistsError) and e.differences == {"partitions": (3, 5)}
+    assert "partitions is 3, not 5" in str(e), str(e)
+    e = rejects(s, TopicExistsError, lambda: s.create_topic(
+        "orders", partitions=3, retention_ms=60_000, streams=True, exist_ok=True))
+    assert isinstance(e, TopicExistsError)
+    assert e.differences == {"retention_ms": (None, 60_000), "streams": (False, True)}
+    # a setting that is invalid is refused as such, existing topic or not
+    rejects(s, InvalidArgumentError, lambda: s.create_topic("orders", partitions=0, exist_ok=True))
+    assert s.topic("orders") == existing
 
 
 @pytest.mark.parametrize(

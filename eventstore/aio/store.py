@@ -22,9 +22,6 @@ import anyio.lowlevel
 from .. import store as sync_store
 from ..client.coordinator import GroupDescription
 from ..records import (
-    DEFAULT_MAX_RECORD_BYTES,
-    DEFAULT_SEGMENT_BYTES,
-    DEFAULT_SEGMENT_MS,
     Durability,
     Message,
     Record,
@@ -111,20 +108,25 @@ class Store:
     async def create_topic(
         self,
         name: str,
-        partitions: int = 1,
+        partitions: int = _UNSET,
         *,
-        retention_ms: int | None = None,
-        retention_bytes: int | None = None,
-        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-        segment_ms: int = DEFAULT_SEGMENT_MS,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        retention_ms: int | None = _UNSET,
+        retention_bytes: int | None = _UNSET,
+        segment_bytes: int = _UNSET,
+        segment_ms: int = _UNSET,
+        max_record_bytes: int = _UNSET,
         exist_ok: bool = False,
+        streams: bool = _UNSET,
     ) -> TopicConfig:
-        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``)."""
+        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``).
+
+        As ``eventstore.Store.create_topic``: with ``exist_ok`` an existing topic
+        is returned when every setting given matches it, else refused.
+        """
         return await complete_in_thread(functools.partial(
             self.blocking.create_topic, name, partitions, retention_ms=retention_ms,
             retention_bytes=retention_bytes, segment_bytes=segment_bytes, segment_ms=segment_ms,
-            max_record_bytes=max_record_bytes, exist_ok=exist_ok,
+            max_record_bytes=max_record_bytes, exist_ok=exist_ok, streams=streams,
         ))
 
     async def alter_topic(

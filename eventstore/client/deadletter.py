@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, TopicNotFoundError
 from ..records import Record, TopicPartition
 from ..transactions import TXN_HEADER
 from .consumer import Consumer
@@ -109,7 +109,10 @@ class DeadLetterProcessor:
         with self.consumer.transaction() as tx:
             for record, error, attempts in parked:
                 dlq = record.topic + self.dlq_suffix
-                store.create_topic(dlq, partitions=self.dlq_partitions, exist_ok=True)
+                try:
+                    store.topic(dlq)  # one made beforehand is used as it is
+                except TopicNotFoundError:
+                    store.create_topic(dlq, partitions=self.dlq_partitions, exist_ok=True)
                 tx.append(dlq, record.value, key=record.key,
                           headers=[*record.headers, *_dlq_headers(record, error, attempts)])
         self.stats.batches += 1
