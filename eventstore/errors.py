@@ -63,7 +63,7 @@ class StoreLockedError(EventStoreError):
 
 
 class StoreNotFoundError(EventStoreError):
-    """A read-only open found no store at the path (``open_reader`` never creates one)."""
+    """No store at the path, where none may be made (``open_reader``, ``open(create=False)``)."""
 
     def __init__(self, path: str) -> None:
         self.path = path

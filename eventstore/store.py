@@ -26,6 +26,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidTopicError,
     StoreClosedError,
+    StoreNotFoundError,
     TopicExistsError,
     TopicNotFoundError,
 )
@@ -85,14 +86,19 @@ def open(
     durability: Durability = "fsync",
     fsync_interval_ms: int = 1000,
     stream_partitions: int = 4,
+    create: bool = True,
 ) -> Store:
-    """Open (creating if missing) the store at ``path``.
+    """Open the store at ``path``, creating it if there is none.
 
-    ``durability``: ``"fsync"`` (append returns after fdatasync; concurrent
-    appenders share one), ``"interval"`` (a background fsync at most every
-    ``fsync_interval_ms``), ``"none"`` (page cache only). docs/format.md,
-    section 11, gives each mode's loss window. ``stream_partitions`` is the
-    partition count of topics created on first use by ``append_to_stream``.
+    A missing directory is made, its missing parents too (as ``mkdir -p``);
+    with ``create=False`` a path that holds no store raises
+    ``StoreNotFoundError`` and nothing is made, so a mistyped path does not
+    leave an empty store behind. ``durability``: ``"fsync"`` (append returns
+    after fdatasync; concurrent appenders share one), ``"interval"`` (a
+    background fsync at most every ``fsync_interval_ms``), ``"none"`` (page
+    cache only). docs/format.md, section 11, gives each mode's loss window.
+    ``stream_partitions`` is the partition count of topics created on first
+    use by ``append_to_stream``.
     """
     if durability not in DURABILITY_MODES:
         raise InvalidArgumentError(
@@ -102,7 +108,16 @@ def open(
         raise InvalidArgumentError(f"fsync_interval_ms must be a positive int, got {fsync_interval_ms!r}")
     if type(stream_partitions) is not int or not 1 <= stream_partitions <= 100_000:
         raise InvalidArgumentError(f"stream_partitions must be an int ≥ 1, got {stream_partitions!r}")
+    if type(create) is not bool:
+        raise InvalidArgumentError(f"create must be a bool, got {create!r}")
+    if not create and not holds_store(os.fspath(path)):
+        raise StoreNotFoundError(os.fspath(path))
     return Store(os.fspath(path), durability, fsync_interval_ms, stream_partitions)
+
+
+def holds_store(path: str) -> bool:
+    """Whether ``path`` holds a store: the ``catalog`` and ``topics`` directories ``open`` makes."""
+    return os.path.isdir(os.path.join(path, "catalog")) and os.path.isdir(topicdir.topics_root(path))
 
 
 class Store:

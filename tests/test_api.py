@@ -642,6 +642,22 @@ def test_using_a_closed_store_raises(open_store: OpenStore, call: str) -> None:
     assert "closed" in str(info.value)
 
 
+def test_open_makes_missing_parent_directories(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "dirs"
+    with pytest.raises(eventstore.StoreNotFoundError):
+        eventstore.open(path, create=False)
+    assert not (tmp_path / "no").exists()
+    with eventstore.open(path) as store:  # documented: a missing directory is made, parents too
+        assert store.topics() == []
+    with eventstore.open(path, create=False) as store:
+        assert store.path == str(path)
+    empty = tmp_path / "empty"
+    empty.mkdir()  # a directory that holds no store is not one
+    with pytest.raises(eventstore.StoreNotFoundError):
+        eventstore.open(empty, create=False)
+    assert list(empty.iterdir()) == []
+
+
 def test_context_manager_closes(store_path: Path) -> None:
     with eventstore.open(store_path) as store:
         store.create_topic("t")

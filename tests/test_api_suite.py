@@ -34,6 +34,7 @@ from eventstore import (
     RecordTooLargeError,
     StoreClosedError,
     StoreLockedError,
+    StoreNotFoundError,
     TopicExistsError,
     TopicNotFoundError,
     TopicPartition,
@@ -391,6 +392,21 @@ def test_errors_are_the_same(open_store: Callable[..., Any], case: str) -> None:
     with pytest.raises(error) as excinfo:
         operation(store)
     assert type(excinfo.value) is error
+
+
+def test_open_creates_a_missing_store_unless_told_not_to(open_store: Callable[..., Any],
+                                                         store_path: Path) -> None:
+    with pytest.raises(StoreNotFoundError):
+        open_store(create=False)
+    assert not store_path.exists()  # nothing left behind
+    store = open_store()  # create=True by default: the directory is made
+    store.create_topic("orders")
+    store.close()
+    store = open_store(create=False)
+    assert [t.name for t in store.topics()] == ["orders"]
+    store.close()
+    with pytest.raises(InvalidArgumentError):
+        open_store(create="no")
 
 
 def test_lifecycle_errors_are_the_same(open_store: Callable[..., Any]) -> None:

@@ -45,13 +45,18 @@ async def open(
     *,
     durability: Durability = "fsync",
     fsync_interval_ms: int = 1000,
+    stream_partitions: int = 4,
+    create: bool = True,
 ) -> Store:
-    """Open (creating if missing) the store at ``path``; as ``eventstore.open``.
+    """Open the store at ``path``, creating it if there is none; as ``eventstore.open``.
 
-    Use it as ``async with await eventstore.aio.open(path) as store:``.
+    A missing directory is made, parents too; ``create=False`` raises
+    ``StoreNotFoundError`` instead. Use it as ``async with await
+    eventstore.aio.open(path) as store:``.
     """
     opener = functools.partial(sync_store.open, path, durability=durability,
-                               fsync_interval_ms=fsync_interval_ms)
+                               fsync_interval_ms=fsync_interval_ms,
+                               stream_partitions=stream_partitions, create=create)
     return Store(await complete_in_thread(opener))
 
 
