@@ -23,6 +23,7 @@ import msgspec
 from .catalog import Catalog
 from .catalog import keys as ck
 from .errors import (
+    EventStoreError,
     InvalidArgumentError,
     InvalidTopicError,
     StoreClosedError,
@@ -44,7 +45,7 @@ from .records import (
     TopicPartition,
 )
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
-from .storage import topicdir
+from .storage import faults, topicdir
 from .storage.check import CheckProblem, CheckReport, check_partition
 from .storage.lock import DirectoryLock
 from .storage.names import is_valid_topic_name
@@ -156,7 +157,7 @@ class Store:
             if any(cfg.streams for cfg in self._configs.values()):
                 self._streams()  # brings the stream index up to date with the log
         except BaseException:
-            self._release()
+            self._abandon()
             raise
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -183,7 +184,19 @@ class Store:
             self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name))
         for name, cfg in configs.items():
             self._configs[name] = cfg
-            self._logs[name] = [self._open_partition(cfg, p) for p in range(cfg.partitions)]
+            self._logs[name] = self._open_partitions(cfg, range(cfg.partitions))
+
+    def _open_partitions(self, cfg: TopicConfig, partitions: range) -> list[PartitionLog]:
+        """Open (recover) these partitions of a topic; if one fails, those opened are closed."""
+        logs: list[PartitionLog] = []
+        try:
+            for p in partitions:  # bounded by the topic's partitions
+                logs.append(self._open_partition(cfg, p))
+        except BaseException:
+            for plog in logs:
+                plog.abandon()
+            raise
+        return logs
 
     def _open_partition(self, cfg: TopicConfig, p: int) -> PartitionLog:
         directory = topicdir.partition_dir(self.path, cfg.name, p)
@@ -236,6 +249,19 @@ class Store:
         if catalog is not None:
             catalog.close()
         self._dir_lock.release()
+
+    def _abandon(self) -> None:
+        """After a failed open: close every file the open had opened, without syncing."""
+        if self._stream_store is not None:
+            self._stream_store.index.abandon()
+        else:
+            from .sourcing import index
+
+            index.abandon(self._index_path())  # an index whose Streams never came to be
+        for logs in self._logs.values():
+            for plog in logs:
+                plog.abandon()
+        self._release()
 
     def __enter__(self) -> Store:
         return self
@@ -321,11 +347,31 @@ class Store:
                     return existing
                 raise TopicExistsError(name, differences if exist_ok else None)
             topicdir.create(self._root, cfg)
-            self._catalog.put(ck.DB_TOPICS, ck.topic_key(name), msgspec.msgpack.encode(cfg))
-            logs = [self._open_partition(cfg, p) for p in range(cfg.partitions)]
+            try:
+                self._catalog.put(ck.DB_TOPICS, ck.topic_key(name), msgspec.msgpack.encode(cfg))
+                faults.point("create-topic.cached")
+                logs = self._open_partitions(cfg, range(cfg.partitions))
+                faults.point("create-topic.opened")
+            except BaseException:
+                self._unmake_topic(name)
+                raise
             self._configs = {**self._configs, name: cfg}
             self._logs = {**self._logs, name: logs}
         return cfg
+
+    def _unmake_topic(self, name: str) -> None:
+        """Take back a topic whose creation failed half-way, step by step (best effort: the
+        disk may be full; what is left is an empty topic, or entries open drops)."""
+        steps: list[Callable[[], object]] = [
+            lambda: topicdir.delete(self._root, name),
+            lambda: self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name)),
+            lambda: self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name)),
+        ]
+        for step in steps:
+            try:
+                step()
+            except EventStoreError:
+                log.warning("removing the topic %r whose creation failed", name, exc_info=True)
 
     def alter_topic(
         self,
@@ -367,7 +413,7 @@ class Store:
             logs = list(self._logs[name])
             for plog in logs:
                 plog.config = cfg
-            logs += [self._open_partition(cfg, p) for p in range(old.partitions, cfg.partitions)]
+            logs += self._open_partitions(cfg, range(old.partitions, cfg.partitions))
             self._configs = {**self._configs, name: cfg}
             self._logs = {**self._logs, name: logs}
         return cfg
@@ -377,18 +423,26 @@ class Store:
         self._check_open()
         with self._lock:
             cfg = self.topic(name)
+            configs, all_logs, logs = self._configs, self._logs, self._logs[name]
+            self._configs = {k: v for k, v in configs.items() if k != name}
+            self._logs = {k: v for k, v in all_logs.items() if k != name}
+            try:
+                doomed = topicdir.retire(self._root, name)  # the point of no return
+            except BaseException:
+                self._configs, self._logs = configs, all_logs  # nothing was deleted
+                raise
+            for plog in logs:  # no sync for data that is gone: a full disk cannot stop a delete
+                plog.abandon(TopicNotFoundError(name))
             if cfg.streams:
                 streams = self._streams()
                 streams.flush()
                 streams.index.drop_topic(name)
-            logs = self._logs[name]
-            self._configs = {k: v for k, v in self._configs.items() if k != name}
-            self._logs = {k: v for k, v in self._logs.items() if k != name}
-            for plog in logs:
-                plog.close(TopicNotFoundError(name))
-            topicdir.delete(self._root, name)
+            faults.point("delete-topic.closed")
+            topicdir.remove(self._root, doomed)
             self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name))
+            faults.point("delete-topic.uncached")
             self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name))
+            faults.point("delete-topic.checkpoints-dropped")
             from .catalog import cursors
 
             cursors.delete_topic(self._catalog, name)

@@ -38,6 +38,8 @@ def crash(store: eventstore.Store) -> None:
         for plog in logs:
             for seg in plog.segments():
                 seg.close()
+    if store._stream_store is not None:
+        store._stream_store.index.abandon()  # closed, not marked clean
     store._catalog.close()
     store._dir_lock.release()
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 import eventstore
-import eventstore.storage.segment as segment_module
 from eventstore import (
     EventStoreError,
     InvalidArgumentError,
@@ -31,6 +30,7 @@ from eventstore import (
     TopicNotFoundError,
     TopicPartition,
 )
+from eventstore.storage import disk
 
 MAX = 1000  # max_record_bytes of the test topics
 
@@ -542,7 +542,7 @@ def test_disk_full_writes_nothing_and_recovers(
         append(b"before-%d" % i + bytes(50), i % 2)
     sizes, offsets = _log_sizes(store), [store.offsets("t", p) for p in (0, 1)]
 
-    monkeypatch.setattr(segment_module, "_pwrite", _enospc if fault == "enospc" else _half_then_enospc())
+    monkeypatch.setattr(disk, "pwrite", _enospc if fault == "enospc" else _half_then_enospc())
     for attempt in range(3):
         with pytest.raises(StorageFullError) as info:
             store.append("t", b"lost-%d" % attempt, partition=0)
@@ -572,7 +572,7 @@ def test_disk_full_right_after_a_roll(open_store: Callable[..., eventstore.Store
     store = open_store()
     store.create_topic("t", segment_bytes=1024)
     acked = [store.append("t", bytes(400)).offset for _ in range(2)]
-    monkeypatch.setattr(segment_module, "_pwrite", _enospc)
+    monkeypatch.setattr(disk, "pwrite", _enospc)
     with pytest.raises(StorageFullError):
         store.append("t", bytes(400))  # would roll: the new segment stays empty
     monkeypatch.undo()
@@ -591,7 +591,7 @@ def test_write_errors_map_to_storage_errors(
     def fail(*_args: object) -> int:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(segment_module, "_pwrite", fail)
+    monkeypatch.setattr(disk, "pwrite", fail)
     e = rejects(s, StorageError, lambda: s.append("single", b"v"))
     assert isinstance(e, StorageFullError) == full
     assert os.strerror(code) in str(e)
@@ -623,7 +623,7 @@ def test_after_a_failed_fsync_nothing_more_is_written(
     try:
         store.create_topic("t")
         store.append("t", b"acknowledged")
-        monkeypatch.setattr(os, "fdatasync", _eio)
+        monkeypatch.setattr(disk, "fdatasync", _eio)
         with pytest.raises(StorageError):
             store.append("t", b"unsure")  # written, then its sync failed: may or may not survive
         sizes = _log_sizes(store)
@@ -649,7 +649,7 @@ def test_a_failed_background_fsync_fails_every_append(
     try:
         store.create_topic("t")
         store.append("t", b"before")
-        monkeypatch.setattr(os, "fdatasync", _eio)
+        monkeypatch.setattr(disk, "fdatasync", _eio)
         _wait_until_failed(store, "t")
         with pytest.raises(StorageError):
             store.append("t", b"after")
@@ -670,14 +670,14 @@ def test_close_with_a_failed_partition_still_closes_the_others(
         store.append("a", b"a0")
         store.append("b", b"b0")
         failing_fd = store._logs["a"][0].segments()[-1].fd
-        real = os.fdatasync
+        real = disk.fdatasync
 
         def fail_a(fd: int) -> None:
             if fd == failing_fd:
                 _eio()
             real(fd)
 
-        monkeypatch.setattr(os, "fdatasync", fail_a)
+        monkeypatch.setattr(disk, "fdatasync", fail_a)
         with pytest.raises(StorageError):
             store.append("a", b"a1")
         store.append("b", b"b1")

@@ -22,6 +22,14 @@ class Catalog:
     def __init__(self, directory: str, *, readonly: bool = False) -> None:
         """``readonly``: open beside a writer in another process (docs/format.md, section 14)."""
         self.path = directory
+        self.env: Any = None
+        try:
+            self._open(directory, readonly)
+        except BaseException:
+            self.close()  # a failed open leaves nothing open
+            raise
+
+    def _open(self, directory: str, readonly: bool) -> None:
         try:
             if not readonly:
                 os.makedirs(directory, exist_ok=True)
@@ -86,7 +94,8 @@ class Catalog:
         return self.write(drop)
 
     def close(self) -> None:
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
 
 
 def write_growing(env: Any, path: str, what: str, fn: Callable[[Any], T]) -> T:
