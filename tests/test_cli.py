@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -659,6 +661,66 @@ def test_retention_dry_run_then_apply(es: Es, data: Path) -> None:
     assert ok(es("retention")).stdout == "nothing to remove in 2 partitions\n"
     lines = error_lines(ok(es("retention", "lgos"), 1))
     assert lines[0] == "error: topic 'lgos' does not exist (did you mean 'logs'?)"
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+def test_demo_prints_inclusive_offset_ranges_as_produce_does(es: Es, data: Path) -> None:
+    text = ok(es("demo", "--records", "3000", "--orders", "30", env={"COLUMNS": "120"})).stdout
+    rows = re.findall(r"partition (\d) │ offsets (\d+)\.\.(\d+) \(([\d,]+) records\)", text)
+    assert len(rows) == 3, text
+    with eventstore.open(data, create=False) as store:
+        for p, first, last, count in rows:
+            start, end = store.offsets("demo.orders", int(p))
+            # as `es produce` prints it: first..last, both written, last = end offset - 1
+            assert (int(first), int(last)) == (start, end - 1)
+            assert int(count.replace(",", "")) == end - start
+    assert sum(int(count.replace(",", "")) for *_, count in rows) == 3000
+
+
+README = Path(__file__).parent.parent / "README.md"
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def _readme_block(first_command: str) -> list[str]:
+    """The lines of the README's console block that starts with ``$ <first_command>``."""
+    text = README.read_text()
+    start = text.index(f"```console\n$ {first_command}\n") + len("```console\n")
+    return text[start:text.index("```", start)].rstrip("\n").split("\n")
+
+
+def test_readme_command_line_transcript_is_what_es_prints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    expected: list[str] = []
+    printed: list[str] = []
+    for line in _readme_block("es topics create orders -p 3"):
+        if not line.startswith("$ "):
+            expected.append(TIME.sub("<time>", line))
+            continue
+        stdin = None
+        command = line[2:]
+        if " | " in command:  # printf 'LINES' | es ...
+            feed, command = command.split(" | ", 1)
+            stdin = shlex.split(feed)[1].encode().decode("unicode_escape")
+        args = shlex.split(command)
+        assert args[0] == "es", line
+        result = runner.invoke(app, args[1:], input=stdin, prog_name="es",
+                               env={"ES_DATA": "es-data", "ES_DEBUG": "", "COLUMNS": "80"})
+        printed += TIME.sub("<time>", result.stdout + result.stderr).rstrip("\n").split("\n")
+    assert printed == expected
+
+
+def test_readme_demo_transcript_has_the_rows_es_demo_prints(es: Es) -> None:
+    def labels(lines: list[str]) -> list[str]:
+        return [line.split("│")[1].strip() for line in lines if line.count("│") == 3]
+
+    text = ok(es("demo", "--records", "2000", "--orders", "30", env={"COLUMNS": "120"})).stdout
+    readme = _readme_block("es demo --records 20000")
+    assert labels(text.splitlines()) == labels(readme)
+    assert len(labels(readme)) == 19
 
 
 # --- the time options -------------------------------------------------------------------------
