@@ -29,16 +29,19 @@ import msgspec
 from ..errors import (
     EventDecodeError,
     EventStoreError,
+    IllegalStateError,
     InvalidArgumentError,
+    RecordTooLargeError,
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
 from ..partitioner import partition_for_key
-from ..records import RecoveryEvent
+from ..records import DEFAULT_MAX_RECORD_BYTES, RecoveryEvent
 from ..storage.names import is_valid_topic_name
 from ..storage.partition import Prepared
 from ..storage.topicdir import partition_dir
 from .events import (
+    ENVELOPE_OVERHEAD_MAX,
     AppendResult,
     NewEvent,
     RecordedEvent,
@@ -294,7 +297,10 @@ class Streams:
 
     # --- where a stream lives ------------------------------------------------------
 
-    def _locate(self, stream_id: str, topic: str | None, head: Head | None) -> tuple[str, int]:
+    def _locate(self, stream_id: str, topic: str | None, head: Head | None,
+                events: list[NewEvent]) -> tuple[str, int]:
+        """The stream's topic and partition; a new stream's topic is made if missing, once
+        ``events`` are known to fit in it (nothing is made for an append that is refused)."""
         if head is not None:
             if topic is not None and topic != head.topic:
                 raise InvalidArgumentError(
@@ -307,11 +313,11 @@ class Streams:
                 f"stream {stream_id!r}: its category {name!r} is not a valid topic name; "
                 "pass topic= explicitly"
             )
-        cfg = self._stream_topic(name)
+        cfg = self._stream_topic(name, stream_id, events)
         key = stream_id[len(META_PREFIX):] if stream_id.startswith(META_PREFIX) else stream_id
         return name, partition_for_key(key.encode(), cfg.partitions)
 
-    def _stream_topic(self, name: str) -> Any:
+    def _stream_topic(self, name: str, stream_id: str, events: list[NewEvent]) -> Any:
         """The configuration of the streams topic ``name``, created if it does not exist.
 
         An existing streams topic is found without taking the lock: a thread
@@ -325,6 +331,7 @@ class Streams:
         with self._topic_lock:
             cfg = store._configs.get(name)
             if cfg is None:
+                _check_sizes(stream_id, events, name, DEFAULT_MAX_RECORD_BYTES)
                 return store.create_topic(name, partitions=self._default_partitions, streams=True)
             if not cfg.streams:
                 raise InvalidArgumentError(
@@ -350,13 +357,22 @@ class Streams:
         _check_stream_id(stream_id)
         events = _check_events(events)
         _check_expected(expected)
+        store = self._store
+        if store._catalog.writing:
+            raise IllegalStateError(
+                f"cannot append to stream {stream_id!r} inside a catalog write transaction "
+                "(Projection.handle runs in one): keep a projection's effects in its state, "
+                "and append from on_commit or after catch_up()/run()"
+            )
         generation = self._evictions  # before looking: see _current_heads
         seen = self._heads.get(stream_id)
         if seen is None:
             with self.index.read() as txn:
                 seen = self.index.head(txn, stream_id)
-        topic_name, partition = self._locate(stream_id, topic, seen)
-        plog = self._store._partition_log(topic_name, partition)
+        topic_name, partition = self._locate(stream_id, topic, seen, events)
+        cfg = store.topic(topic_name)
+        _check_sizes(stream_id, events, topic_name, cfg.max_record_bytes)
+        plog = store._partition_log(topic_name, partition)
         request = _Request(stream_id, events, expected, seen, generation)
         queue = self._queue(topic_name, partition)
         queue.put(request)
@@ -992,6 +1008,15 @@ def _check_events(events: object) -> list[NewEvent]:
         if not isinstance(e.id, uuid.UUID):
             raise InvalidArgumentError(f"event {i}: id must be a uuid.UUID")
     return list(events)
+
+
+def _check_sizes(stream_id: str, events: list[NewEvent], topic: str, limit: int) -> None:
+    """Each event's record (stream id + envelope) within the topic's ``max_record_bytes``."""
+    fixed = len(stream_id.encode()) + ENVELOPE_OVERHEAD_MAX
+    for i, e in enumerate(events):  # bounded by the caller's events
+        size = fixed + len(e.data) + len(e.metadata) + len(e.type.encode())
+        if size > limit:
+            raise RecordTooLargeError(topic, size, limit, i)
 
 
 def _check_expected(expected: object) -> None:
