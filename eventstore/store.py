@@ -816,7 +816,8 @@ class Store:
         return self._streams().set_metadata(stream_id, metadata)
 
     def delete_stream(self, stream_id: str) -> AppendResult:
-        """Soft-delete a stream: reads find nothing; appending again continues its versions."""
+        """Soft-delete a stream: reading it raises ``StreamNotFoundError`` (``deleted`` set),
+        ``list_streams`` leaves it out; appending again continues its versions."""
         self._check_open()
         return self._streams().delete(stream_id)
 

@@ -518,6 +518,12 @@ def test_streams_truncate_and_delete(es: Es, streams: Path) -> None:
     assert "a new append gets version 3" in ok(es("streams", "delete", "order-1")).stdout
     lines = error_lines(ok(es("streams", "read", "order-1"), 1))
     assert lines[0] == "error: stream 'order-1' was deleted"
+    # the hint says what the exit status does: a deleted stream is not read as an empty one
+    assert lines[1] == ("hint: reading a deleted stream fails as above and es streams list leaves it "
+                        "out; appending to it again continues its versions")
+    with eventstore.open(streams) as store, pytest.raises(eventstore.StreamNotFoundError) as e:
+        store.read_stream("order-1")  # as the API does
+    assert e.value.deleted
     assert "order-1" not in [s["stream_id"] for s in as_json(es("streams", "list", "--json"))]
     ok(es("streams", "truncate", "order-9", "--before", "1"), 1)
 
