@@ -19,6 +19,7 @@ __all__ = [
     "NoOffsetForPartitionError",
     "OffsetOutOfRangeError",
     "PartitionNotFoundError",
+    "RecordDeserializationError",
     "RecordTooLargeError",
     "StorageError",
     "StorageFullError",
@@ -257,6 +258,26 @@ class OffsetOutOfRangeError(EventStoreError):
         super().__init__(
             f"offset {offset} out of range for {topic}/{partition}: "
             f"valid offsets are {start}..{end} (end is the next offset to be written)"
+        )
+
+
+class RecordDeserializationError(EventStoreError):
+    """A consumer's ``key_deserializer`` or ``value_deserializer`` failed on a record.
+
+    The deserializer's exception is the ``__cause__``. The consumer's position
+    stays at the record: polls raise this again until the application seeks past
+    it (``consumer.seek(tp, error.offset + 1)``), as Kafka's consumers do.
+    """
+
+    def __init__(self, topic: str, partition: int, offset: int, part: str, reason: str) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.part = part
+        self.reason = reason
+        super().__init__(
+            f"cannot deserialize the {part} of the record at {topic}/{partition} offset {offset}: "
+            f"{reason}; skip it with consumer.seek(TopicPartition({topic!r}, {partition}), {offset + 1})"
         )
 
 
