@@ -55,8 +55,10 @@ from .validation import (
     NO_HEADERS,
     as_bytes,
     check_headers,
+    check_int64,
     check_plain_topic,
     check_size,
+    check_timeout,
     check_timestamp,
     normalize_item,
     record_size,
@@ -78,6 +80,7 @@ log = logging.getLogger("eventstore")
 DEFAULT_PATH = "./es-data"
 DEFAULT_MAX_RECORDS = 500
 DURABILITY_MODES = ("fsync", "interval", "none")
+FSYNC_INTERVAL_MS_MAX = 2**31 - 1  # Kafka's bound for its millisecond settings (about 24 days)
 _UNSET: Any = object()
 
 
@@ -105,8 +108,10 @@ def open(
         raise InvalidArgumentError(
             f"durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}"
         )
-    if type(fsync_interval_ms) is not int or fsync_interval_ms <= 0:
-        raise InvalidArgumentError(f"fsync_interval_ms must be a positive int, got {fsync_interval_ms!r}")
+    if type(fsync_interval_ms) is not int or not 0 < fsync_interval_ms <= FSYNC_INTERVAL_MS_MAX:
+        raise InvalidArgumentError(
+            f"fsync_interval_ms must be an int in 1..{FSYNC_INTERVAL_MS_MAX}, got {fsync_interval_ms!r}"
+        )
     if type(stream_partitions) is not int or not 1 <= stream_partitions <= 100_000:
         raise InvalidArgumentError(f"stream_partitions must be an int ≥ 1, got {stream_partitions!r}")
     if type(create) is not bool:
@@ -623,11 +628,9 @@ class Store:
 
     def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
         """Block until the partition's end offset passes ``offset`` (True) or the timeout (False)."""
-        if type(offset) is not int:
-            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
-        if timeout_s is not None and not isinstance(timeout_s, (int, float)):
-            raise InvalidArgumentError(f"timeout_s must be a number or None, got {timeout_s!r}")
-        return self._partition_log(topic, partition).wait_for(offset, timeout_s)
+        if type(offset) is not int or offset < 0:
+            raise InvalidArgumentError(f"offset must be an int ≥ 0, got {offset!r}")
+        return self._partition_log(topic, partition).wait_for(offset, check_timeout(timeout_s))
 
     # --- clients and groups (the client layer, reached from the store) ------
 
@@ -831,8 +834,7 @@ class Store:
     def enforce_retention(self, now_ms: int | None = None) -> int:
         """Apply every topic's retention now; returns the number of segments deleted."""
         self._check_open()
-        if now_ms is not None and type(now_ms) is not int:
-            raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
+        check_int64(now_ms, "now_ms (ms since the epoch)", optional=True)
         return sum(r.segments for r in self.retention(now_ms=now_ms))
 
     def retention(self, topics: Iterable[str] | None = None, *, now_ms: int | None = None,
@@ -846,8 +848,7 @@ class Store:
         reports what would go. ``on_progress`` is called after each partition.
         """
         self._check_open()
-        if now_ms is not None and type(now_ms) is not int:
-            raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
+        check_int64(now_ms, "now_ms (ms since the epoch)", optional=True)
         if isinstance(topics, str):
             raise InvalidArgumentError("topics must be a list of topic names, not one str")
         names = sorted(self._logs) if topics is None else [self.topic(t).name for t in topics]

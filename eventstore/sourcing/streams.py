@@ -40,6 +40,7 @@ from ..records import DEFAULT_MAX_RECORD_BYTES, RecoveryEvent
 from ..storage.names import is_valid_topic_name
 from ..storage.partition import Prepared
 from ..storage.topicdir import partition_dir
+from ..validation import check_int64
 from .events import (
     ENVELOPE_OVERHEAD_MAX,
     AppendResult,
@@ -802,8 +803,9 @@ class Streams:
         return decoder
 
     def read_all(self, from_position: int, limit: int | None) -> list[RecordedEvent]:
-        if type(from_position) is not int or from_position < 0:
-            raise InvalidArgumentError(f"from_position must be an int ≥ 0, got {from_position!r}")
+        check_int64(from_position, "from_position")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidArgumentError(f"limit must be an int ≥ 0 or None, got {limit!r}")
         end = self.positions.watermark  # read first: everything below it is staged by now
         self.flush()
         if limit is not None:
@@ -844,11 +846,17 @@ class Streams:
         _check_stream_id(stream_id)
         if not isinstance(metadata, StreamMetadata):
             raise InvalidArgumentError("metadata must be a StreamMetadata")
+        for name in ("max_age_ms", "max_count", "truncate_before"):  # bounded: three fields
+            check_int64(getattr(metadata, name), f"StreamMetadata.{name}", optional=True)
+        try:
+            data = _meta_json.encode(metadata)
+        except (TypeError, OverflowError) as e:
+            raise InvalidArgumentError(f"stream metadata cannot be stored as JSON: {e}") from None
         self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
         where = topic if head is None else head.topic
-        event = NewEvent(type=META_EVENT_TYPE, data=_meta_json.encode(metadata))
+        event = NewEvent(type=META_EVENT_TYPE, data=data)
         return self.append(META_PREFIX + stream_id, [event], StreamState.ANY,
                            where if where is not None else None)
 
@@ -864,8 +872,7 @@ class Streams:
         return self.set_metadata(stream_id, meta, head.topic)
 
     def truncate_before(self, stream_id: str, version: int) -> AppendResult:
-        if type(version) is not int or version < 0:
-            raise InvalidArgumentError(f"version must be an int ≥ 0, got {version!r}")
+        check_int64(version, "before_version")
         self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
