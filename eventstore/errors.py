@@ -19,6 +19,7 @@ __all__ = [
     "NoOffsetForPartitionError",
     "OffsetOutOfRangeError",
     "PartitionNotFoundError",
+    "RecordDeserializationError",
     "RecordTooLargeError",
     "StorageError",
     "StorageFullError",
@@ -63,7 +64,7 @@ class StoreLockedError(EventStoreError):
 
 
 class StoreNotFoundError(EventStoreError):
-    """A read-only open found no store at the path (``open_reader`` never creates one)."""
+    """No store at the path, where none may be made (``open_reader``, ``open(create=False)``)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -128,24 +129,35 @@ class TopicNotFoundError(EventStoreError, KeyError):
 
 
 class TopicExistsError(EventStoreError):
-    """``create_topic`` was called for a name that already exists."""
+    """``create_topic`` was called for a name that already exists.
 
-    def __init__(self, topic: str) -> None:
+    With ``exist_ok=True`` only when the existing topic differs from what the
+    call asked for: ``differences`` maps each setting to (existing, asked).
+    """
+
+    def __init__(self, topic: str, differences: dict[str, tuple[object, object]] | None = None) -> None:
         self.topic = topic
-        super().__init__(f"topic {topic!r} already exists")
+        self.differences = differences or {}
+        if not self.differences:
+            super().__init__(f"topic {topic!r} already exists")
+            return
+        shown = "; ".join(f"{name} is {old!r}, not {new!r}" for name, (old, new) in self.differences.items())
+        super().__init__(f"topic {topic!r} already exists with another configuration: {shown}")
 
 
 class PartitionNotFoundError(EventStoreError, IndexError):
-    """A partition number is outside ``0 .. partitions-1`` of its topic."""
+    """A partition is not an int in ``0 .. partitions-1`` of its topic."""
 
     def __init__(self, topic: str, partition: object, partitions: int) -> None:
         self.topic = topic
         self.partition = partition
         self.partitions = partitions
-        super().__init__(
-            f"partition {partition!r} out of range for topic {topic!r} "
-            f"(it has partitions 0..{partitions - 1})"
-        )
+        if type(partition) is int:
+            problem = f"partition {partition} out of range for topic {topic!r}"
+        else:  # "0", True, 1.0: say what is wrong, not that the number is
+            problem = (f"partition must be an int, got {partition!r} ({type(partition).__name__}) "
+                       f"for topic {topic!r}")
+        super().__init__(f"{problem} (it has partitions 0..{partitions - 1})")
 
 
 # --- consumer groups ----------------------------------------------------------
@@ -246,6 +258,26 @@ class OffsetOutOfRangeError(EventStoreError):
         super().__init__(
             f"offset {offset} out of range for {topic}/{partition}: "
             f"valid offsets are {start}..{end} (end is the next offset to be written)"
+        )
+
+
+class RecordDeserializationError(EventStoreError):
+    """A consumer's ``key_deserializer`` or ``value_deserializer`` failed on a record.
+
+    The deserializer's exception is the ``__cause__``. The consumer's position
+    stays at the record: polls raise this again until the application seeks past
+    it (``consumer.seek(tp, error.offset + 1)``), as Kafka's consumers do.
+    """
+
+    def __init__(self, topic: str, partition: int, offset: int, part: str, reason: str) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.part = part
+        self.reason = reason
+        super().__init__(
+            f"cannot deserialize the {part} of the record at {topic}/{partition} offset {offset}: "
+            f"{reason}; skip it with consumer.seek(TopicPartition({topic!r}, {partition}), {offset + 1})"
         )
 
 

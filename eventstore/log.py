@@ -32,6 +32,7 @@ from .batches import BatchMetadata, Group, group_items
 from .catalog import Catalog, checkpoints
 from .catalog import topics as topic_cache
 from .errors import (
+    EventStoreError,
     InvalidArgumentError,
     InvalidTopicError,
     StorageError,
@@ -41,9 +42,6 @@ from .errors import (
 )
 from .partitioner import partition_for_key
 from .records import (
-    DEFAULT_MAX_RECORD_BYTES,
-    DEFAULT_SEGMENT_BYTES,
-    DEFAULT_SEGMENT_MS,
     Durability,
     Message,
     PartitionStatistics,
@@ -55,8 +53,8 @@ from .records import (
     TopicConfig,
     TopicPartition,
 )
+from .storage import faults, topicdir
 from .storage import format as fmt
-from .storage import topicdir
 from .storage.check import CheckReport, check_partition
 from .storage.lock import DirectoryLock
 from .storage.names import is_valid_topic_name
@@ -66,8 +64,10 @@ from .validation import (
     NO_HEADERS,
     as_bytes,
     check_headers,
+    check_int64,
     check_plain_topic,
     check_size,
+    check_timeout,
     check_timestamp,
     record_size,
 )
@@ -83,7 +83,7 @@ DEFAULT_MAX_RECORDS = 500
 #: The default of ``alter_topic``'s parameters: "leave this setting as it is".
 UNSET: Any = object()
 
-DeleteHook = Callable[[str], object]
+DeleteHook = Callable[[TopicConfig], object]
 CloseHook = Callable[[], object]
 CheckHook = Callable[[TopicConfig, int, CheckReport], object]
 
@@ -128,6 +128,8 @@ class Log:
         self._delete_hooks: list[DeleteHook] = []
         self._close_hooks: list[CloseHook] = []
         self._check_hooks: list[CheckHook] = []
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
@@ -141,10 +143,8 @@ class Log:
             os.makedirs(self._root, exist_ok=True)
             self._load_topics()
         except BaseException:
-            self._release()
+            self.abandon()
             raise
-        self._flusher: threading.Thread | None = None
-        self._stop = threading.Event()
         if durability == "interval":
             self._flusher = threading.Thread(
                 target=self._flush_loop, name=f"eventstore-fsync:{path}", daemon=True
@@ -167,7 +167,19 @@ class Log:
             checkpoints.delete_topic(self.catalog, name)
         for name, cfg in configs.items():
             self._configs[name] = cfg
-            self._partitions[name] = [self._open_partition(cfg, p) for p in range(cfg.partitions)]
+            self._partitions[name] = self._open_partitions(cfg, range(cfg.partitions))
+
+    def _open_partitions(self, cfg: TopicConfig, partitions: range) -> list[PartitionLog]:
+        """Open (recover) these partitions of a topic; if one fails, those opened are closed."""
+        opened: list[PartitionLog] = []
+        try:
+            for p in partitions:  # bounded by the topic's partitions
+                opened.append(self._open_partition(cfg, p))
+        except BaseException:
+            for plog in opened:
+                plog.abandon()
+            raise
+        return opened
 
     def _open_partition(self, cfg: TopicConfig, p: int) -> PartitionLog:
         directory = topicdir.partition_dir(self.path, cfg.name, p)
@@ -187,8 +199,10 @@ class Log:
         log.warning("recovery %s: %s at %s:%d", event.case, event.detail, event.path, event.position)
 
     def add_delete_hook(self, hook: DeleteHook) -> None:
-        """Call ``hook(topic)`` when ``topic`` is deleted, under the log's lock, before its
-        partitions close and its files go. A hook that raises stops the deletion."""
+        """Call ``hook(config)`` when the topic of ``config`` is deleted, under the log's lock,
+        past the point of no return (its directory renamed away, its partitions closed) and
+        before its files and catalog entries go. A hook that raises does not stop the
+        deletion: the first error is raised once it is complete."""
         self._delete_hooks.append(hook)
 
     def add_close_hook(self, hook: CloseHook) -> None:
@@ -232,6 +246,18 @@ class Log:
         if catalog is not None:
             catalog.close()
         self._dir_lock.release()
+
+    def abandon(self) -> None:
+        """After a failed open: close every file the open had opened, without syncing, and
+        release the lock."""
+        self._closed = True
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        for partitions in self._partitions.values():
+            for plog in partitions:
+                plog.abandon()
+        self._release()
 
     def __enter__(self) -> Log:
         return self
@@ -279,43 +305,70 @@ class Log:
     def create_topic(
         self,
         name: str,
-        partitions: int = 1,
+        partitions: int = UNSET,
         *,
-        retention_ms: int | None = None,
-        retention_bytes: int | None = None,
-        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-        segment_ms: int = DEFAULT_SEGMENT_MS,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        retention_ms: int | None = UNSET,
+        retention_bytes: int | None = UNSET,
+        segment_bytes: int = UNSET,
+        segment_ms: int = UNSET,
+        max_record_bytes: int = UNSET,
         exist_ok: bool = False,
-        streams: bool = False,
+        streams: bool = UNSET,
     ) -> TopicConfig:
-        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``)."""
+        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``).
+
+        A setting not given takes its default: 1 partition, no retention limits,
+        ``segment_bytes`` 128 MiB, ``segment_ms`` 7 days, ``max_record_bytes``
+        1 MiB, not a streams topic. With ``exist_ok`` an existing topic is
+        returned as it is when every setting given matches it; one that differs
+        raises ``TopicExistsError`` naming the differences (``alter_topic``
+        changes a topic).
+        """
         self.check_open()
         if not is_valid_topic_name(name):
             raise InvalidTopicError(
                 f"invalid topic name {name!r}: use 1-249 of [A-Za-z0-9._-], not '.' or '..'"
             )
-        cfg = TopicConfig(
-            name=name, partitions=_positive(partitions, "partitions", 1, 100_000),
-            retention_ms=_optional_positive(retention_ms, "retention_ms"),
-            retention_bytes=_optional_positive(retention_bytes, "retention_bytes"),
-            segment_bytes=_positive(segment_bytes, "segment_bytes", 1024, 0x7FFFFFFF),
-            segment_ms=_positive(segment_ms, "segment_ms", 1, 2**62),
-            max_record_bytes=_positive(max_record_bytes, "max_record_bytes", 1, 0x7FFFFFFF - 1024),
-            created_ms=_now_ms(), streams=bool(streams),
-        )
+        given = {"partitions": partitions, "retention_ms": retention_ms, "retention_bytes": retention_bytes,
+                 "segment_bytes": segment_bytes, "segment_ms": segment_ms,
+                 "max_record_bytes": max_record_bytes, "streams": streams}
+        asked = _topic_settings({k: v for k, v in given.items() if v is not UNSET})
+        cfg = TopicConfig(name=name, created_ms=_now_ms(), **{"partitions": 1, **asked})
         with self._lock:
             self.check_open()
-            if name in self._configs:
-                if exist_ok:
-                    return self._configs[name]
-                raise TopicExistsError(name)
+            existing = self._configs.get(name)
+            if existing is not None:
+                differences = {k: (getattr(existing, k), v) for k, v in asked.items()
+                               if getattr(existing, k) != v}
+                if exist_ok and not differences:
+                    return existing
+                raise TopicExistsError(name, differences if exist_ok else None)
             topicdir.create(self._root, cfg)
-            topic_cache.put(self.catalog, cfg)
-            opened = [self._open_partition(cfg, p) for p in range(cfg.partitions)]
+            try:
+                topic_cache.put(self.catalog, cfg)
+                faults.point("create-topic.cached")
+                opened = self._open_partitions(cfg, range(cfg.partitions))
+                faults.point("create-topic.opened")
+            except BaseException:
+                self._unmake_topic(name)
+                raise
             self._configs = {**self._configs, name: cfg}
             self._partitions = {**self._partitions, name: opened}
         return cfg
+
+    def _unmake_topic(self, name: str) -> None:
+        """Take back a topic whose creation failed half-way, step by step (best effort: the
+        disk may be full; what is left is an empty topic, or entries open drops)."""
+        steps: list[Callable[[], object]] = [
+            lambda: topicdir.delete(self._root, name),
+            lambda: topic_cache.delete(self.catalog, name),
+            lambda: checkpoints.delete_topic(self.catalog, name),
+        ]
+        for step in steps:
+            try:
+                step()
+            except EventStoreError:
+                log.warning("removing the topic %r whose creation failed", name, exc_info=True)
 
     def alter_topic(
         self,
@@ -357,26 +410,40 @@ class Log:
             grown = list(self._partitions[name])
             for plog in grown:
                 plog.config = cfg
-            grown += [self._open_partition(cfg, p) for p in range(old.partitions, cfg.partitions)]
+            grown += self._open_partitions(cfg, range(old.partitions, cfg.partitions))
             self._configs = {**self._configs, name: cfg}
             self._partitions = {**self._partitions, name: grown}
         return cfg
 
     def delete_topic(self, name: str) -> None:
-        """Delete a topic and all its data (the delete hooks run first)."""
+        """Delete a topic and all its data (the delete hooks of the layers above included)."""
         self.check_open()
         with self._lock:
-            self.topic(name)
+            cfg = self.topic(name)
+            configs, all_partitions, gone = self._configs, self._partitions, self._partitions[name]
+            self._configs = {k: v for k, v in configs.items() if k != name}
+            self._partitions = {k: v for k, v in all_partitions.items() if k != name}
+            try:
+                doomed = topicdir.retire(self._root, name)  # the point of no return
+            except BaseException:
+                self._configs, self._partitions = configs, all_partitions  # nothing was deleted
+                raise
+            for plog in gone:  # no sync for data that is gone: a full disk cannot stop a delete
+                plog.abandon(TopicNotFoundError(name))
+            first_error: BaseException | None = None
             for hook in self._delete_hooks:  # bounded by the layers
-                hook(name)
-            gone = self._partitions[name]
-            self._configs = {k: v for k, v in self._configs.items() if k != name}
-            self._partitions = {k: v for k, v in self._partitions.items() if k != name}
-            for plog in gone:
-                plog.close(TopicNotFoundError(name))
-            topicdir.delete(self._root, name)
+                try:
+                    hook(cfg)
+                except Exception as e:  # finish the deletion; raise it after
+                    first_error = first_error or e
+            faults.point("delete-topic.closed")
+            topicdir.remove(self._root, doomed)
             topic_cache.delete(self.catalog, name)
+            faults.point("delete-topic.uncached")
             checkpoints.delete_topic(self.catalog, name)
+            faults.point("delete-topic.checkpoints-dropped")
+            if first_error is not None:
+                raise first_error
 
     def topic(self, name: str) -> TopicConfig:
         """The configuration of topic ``name``; ``TopicNotFoundError`` if there is none."""
@@ -626,11 +693,9 @@ class Log:
 
     def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
         """Block until the partition's end offset passes ``offset`` (True) or the timeout (False)."""
-        if type(offset) is not int:
-            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
-        if timeout_s is not None and not isinstance(timeout_s, (int, float)):
-            raise InvalidArgumentError(f"timeout_s must be a number or None, got {timeout_s!r}")
-        return self.partition(topic, partition).wait_for(offset, timeout_s)
+        if type(offset) is not int or offset < 0:
+            raise InvalidArgumentError(f"offset must be an int ≥ 0, got {offset!r}")
+        return self.partition(topic, partition).wait_for(offset, check_timeout(timeout_s))
 
     def watch(self, partitions: Iterable[TopicPartition], callback: Callable[[], object]) -> Watch:
         """Call ``callback()`` whenever records become visible in any of ``partitions``, until
@@ -653,8 +718,7 @@ class Log:
     def enforce_retention(self, now_ms: int | None = None) -> int:
         """Apply every topic's retention now; returns the number of segments deleted."""
         self.check_open()
-        if now_ms is not None and type(now_ms) is not int:
-            raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
+        check_int64(now_ms, "now_ms (ms since the epoch)", optional=True)
         return sum(r.segments for r in self.retention(now_ms=now_ms))
 
     def retention(self, topics: Iterable[str] | None = None, *, now_ms: int | None = None,
@@ -668,8 +732,7 @@ class Log:
         reports what would go. ``on_progress`` is called after each partition.
         """
         self.check_open()
-        if now_ms is not None and type(now_ms) is not int:
-            raise InvalidArgumentError(f"now_ms must be an int (ms since the epoch) or None, got {now_ms!r}")
+        check_int64(now_ms, "now_ms (ms since the epoch)", optional=True)
         if isinstance(topics, str):
             raise InvalidArgumentError("topics must be a list of topic names, not one str")
         names = sorted(self._partitions) if topics is None else [self.topic(t).name for t in topics]
@@ -781,6 +844,26 @@ def _positive(value: object, what: str, low: int, high: int) -> int:
     if type(value) is not int or not low <= value <= high:
         raise InvalidArgumentError(f"{what} must be an int in {low}..{high}, got {value!r}")
     return value
+
+
+def _topic_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """The topic settings ``create_topic`` was given, checked (absent ones take TopicConfig's defaults)."""
+    limits = {"partitions": (1, 100_000), "segment_bytes": (1024, 0x7FFFFFFF), "segment_ms": (1, 2**62),
+              "max_record_bytes": (1, 0x7FFFFFFF - 1024)}
+    out: dict[str, Any] = {}
+    for key, value in given.items():  # bounded by the settings
+        if key in limits:
+            out[key] = _positive(value, key, *limits[key])
+        elif key == "streams":
+            out[key] = bool(value)
+        else:
+            out[key] = _optional_positive(value, key)
+    return out
+
+
+def holds_store(path: str) -> bool:
+    """Whether ``path`` holds a store: the ``catalog`` and ``topics`` directories ``open`` makes."""
+    return os.path.isdir(os.path.join(path, "catalog")) and os.path.isdir(topicdir.topics_root(path))
 
 
 def _optional_positive(value: object, what: str) -> int | None:

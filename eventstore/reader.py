@@ -27,7 +27,7 @@ from .errors import (
 from .records import PartitionStatistics, Record, TopicConfig, TopicPartition
 from .storage import topicdir
 from .storage.view import PartitionView
-from .validation import check_group_id
+from .validation import check_group_id, check_timeout, check_timestamp
 from .validation import check_partition as valid_partition
 
 DEFAULT_POLL_INTERVAL_MS = 50
@@ -155,8 +155,7 @@ class StoreReader:
 
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
         """The first offset whose timestamp is ≥ ``timestamp_ms``, or None."""
-        if type(timestamp_ms) is not int:
-            raise InvalidArgumentError(f"timestamp_ms must be an int, got {timestamp_ms!r}")
+        check_timestamp(timestamp_ms, f"offset_for_time on topic {topic!r}")
         return self._view(topic, partition).offset_for_time(timestamp_ms)
 
     def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
@@ -164,6 +163,9 @@ class StoreReader:
 
         The writer is another process, so this looks every ``poll_interval_ms``.
         """
+        if type(offset) is not int or offset < 0:
+            raise InvalidArgumentError(f"offset must be an int ≥ 0, got {offset!r}")
+        timeout_s = check_timeout(timeout_s)
         view = self._view(topic, partition)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         interval = self.poll_interval_ms / 1000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -52,6 +52,20 @@ class Record(msgspec.Struct, array_like=True, frozen=True, kw_only=True, gc=Fals
 
     def __hash__(self) -> int:
         return hash((self.topic, self.partition, self.offset))
+
+    TIMESTAMP_CREATE_TIME: ClassVar[int] = 0
+    """``timestamp_type`` of a timestamp set by the producer (or at append), as in Kafka."""
+
+    @property
+    def timestamp(self) -> int:
+        """``timestamp_ms``, under kafka-python's ``ConsumerRecord`` name."""
+        return self.timestamp_ms
+
+    @property
+    def timestamp_type(self) -> int:
+        """0 (CreateTime), as kafka-python's ``ConsumerRecord.timestamp_type``: this store
+        keeps the timestamp the record was appended with; it never uses LogAppendTime (1)."""
+        return 0
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,6 @@ layers. All methods are thread-safe.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,12 +16,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .batches import BatchMetadata
-from .errors import InvalidArgumentError
-from .log import DEFAULT_MAX_RECORDS, UNSET, Log
+from .errors import InvalidArgumentError, StoreNotFoundError
+from .log import DEFAULT_MAX_RECORDS, UNSET, Log, holds_store
 from .records import (
-    DEFAULT_MAX_RECORD_BYTES,
-    DEFAULT_SEGMENT_BYTES,
-    DEFAULT_SEGMENT_MS,
     Durability,
     Message,
     Record,
@@ -48,6 +44,7 @@ __all__ = ["DEFAULT_MAX_RECORDS", "DEFAULT_PATH", "BatchMetadata", "Store", "ope
 
 DEFAULT_PATH = "./es-data"
 DURABILITY_MODES = ("fsync", "interval", "none")
+FSYNC_INTERVAL_MS_MAX = 2**31 - 1  # Kafka's bound for its millisecond settings (about 24 days)
 
 #: The Store's methods that are the Log's: each Store gets the Log's bound methods as
 #: attributes (a call costs no extra hop); the definitions below give their signatures.
@@ -64,23 +61,34 @@ def open(
     durability: Durability = "fsync",
     fsync_interval_ms: int = 1000,
     stream_partitions: int = 4,
+    create: bool = True,
 ) -> Store:
-    """Open (creating if missing) the store at ``path``.
+    """Open the store at ``path``, creating it if there is none.
 
-    ``durability``: ``"fsync"`` (append returns after fdatasync; concurrent
-    appenders share one), ``"interval"`` (a background fsync at most every
-    ``fsync_interval_ms``), ``"none"`` (page cache only). docs/format.md,
-    section 11, gives each mode's loss window. ``stream_partitions`` is the
-    partition count of topics created on first use by ``append_to_stream``.
+    A missing directory is made, its missing parents too (as ``mkdir -p``);
+    with ``create=False`` a path that holds no store raises
+    ``StoreNotFoundError`` and nothing is made, so a mistyped path does not
+    leave an empty store behind. ``durability``: ``"fsync"`` (append returns
+    after fdatasync; concurrent appenders share one), ``"interval"`` (a
+    background fsync at most every ``fsync_interval_ms``), ``"none"`` (page
+    cache only). docs/format.md, section 11, gives each mode's loss window.
+    ``stream_partitions`` is the partition count of topics created on first
+    use by ``append_to_stream``.
     """
     if durability not in DURABILITY_MODES:
         raise InvalidArgumentError(
             f"durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}"
         )
-    if type(fsync_interval_ms) is not int or fsync_interval_ms <= 0:
-        raise InvalidArgumentError(f"fsync_interval_ms must be a positive int, got {fsync_interval_ms!r}")
+    if type(fsync_interval_ms) is not int or not 0 < fsync_interval_ms <= FSYNC_INTERVAL_MS_MAX:
+        raise InvalidArgumentError(
+            f"fsync_interval_ms must be an int in 1..{FSYNC_INTERVAL_MS_MAX}, got {fsync_interval_ms!r}"
+        )
     if type(stream_partitions) is not int or not 1 <= stream_partitions <= 100_000:
         raise InvalidArgumentError(f"stream_partitions must be an int ≥ 1, got {stream_partitions!r}")
+    if type(create) is not bool:
+        raise InvalidArgumentError(f"create must be a bool, got {create!r}")
+    if not create and not holds_store(os.fspath(path)):
+        raise StoreNotFoundError(os.fspath(path))
     return Store(os.fspath(path), durability, fsync_interval_ms, stream_partitions)
 
 
@@ -108,9 +116,18 @@ class Store:
             if any(cfg.streams for cfg in self.log.topics()):
                 self._streams()  # brings the stream index up to date with the log
         except BaseException:
-            with contextlib.suppress(Exception):  # the first error is the one to report
-                self.log.close()
+            self._abandon()
             raise
+
+    def _abandon(self) -> None:
+        """After a failed open: close every file the open had opened, without syncing."""
+        if self._stream_store is not None:
+            self._stream_store.index.abandon()
+        else:
+            from .sourcing import index
+
+            index.abandon(self._index_path())  # an index whose Streams never came to be
+        self.log.abandon()
 
     # --- open / close ------------------------------------------------------
 
@@ -142,15 +159,15 @@ class Store:
     def create_topic(
         self,
         name: str,
-        partitions: int = 1,
+        partitions: int = UNSET,
         *,
-        retention_ms: int | None = None,
-        retention_bytes: int | None = None,
-        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-        segment_ms: int = DEFAULT_SEGMENT_MS,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        retention_ms: int | None = UNSET,
+        retention_bytes: int | None = UNSET,
+        segment_bytes: int = UNSET,
+        segment_ms: int = UNSET,
+        max_record_bytes: int = UNSET,
         exist_ok: bool = False,
-        streams: bool = False,
+        streams: bool = UNSET,
     ) -> TopicConfig:
         return self.log.create_topic(
             name, partitions, retention_ms=retention_ms, retention_bytes=retention_bytes,
@@ -294,10 +311,13 @@ class Store:
         return admin.lag(self, group)
 
     def reset_group_offsets(
-        self, group: str, to: str | int | Mapping[TopicPartition, int],
+        self, group: str, to: str | int | Mapping[TopicPartition, int] | Mapping[tuple[str, int], int],
         topics: list[str] | None = None,
     ) -> dict[TopicPartition, int]:
-        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones."""
+        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones.
+
+        Explicit offsets are keyed by ``TopicPartition`` or ``(topic, partition)`` tuples.
+        """
         self.log.check_open()
         from .client import admin
 
@@ -402,7 +422,8 @@ class Store:
         return self._streams().set_metadata(stream_id, metadata)
 
     def delete_stream(self, stream_id: str) -> AppendResult:
-        """Soft-delete a stream: reads find nothing; appending again continues its versions."""
+        """Soft-delete a stream: reading it raises ``StreamNotFoundError`` (``deleted`` set),
+        ``list_streams`` leaves it out; appending again continues its versions."""
         self.log.check_open()
         return self._streams().delete(stream_id)
 

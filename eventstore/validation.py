@@ -6,6 +6,7 @@ partial write behind.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,9 @@ from .records import Message, OffsetAndMetadata, TopicConfig, TopicPartition
 
 _BYTES_LIKE = (bytearray, memoryview)
 NO_HEADERS: tuple[()] = ()
+# Timestamps, offsets, positions and versions are int64 in the format (docs/format.md);
+# a larger int would make the encoder overflow after some of the input was checked.
+INT64_MAX = 2**63 - 1
 
 
 def as_bytes(value: object, what: str, where: str) -> bytes | None:
@@ -73,12 +77,32 @@ def check_partition(config: TopicConfig, partition: object) -> int:
 
 
 def check_timestamp(timestamp_ms: object, where: str) -> int:
-    if type(timestamp_ms) is not int or timestamp_ms < 0:
+    if type(timestamp_ms) is not int or not 0 <= timestamp_ms <= INT64_MAX:
         raise InvalidArgumentError(
-            f"timestamp_ms must be a non-negative int (milliseconds since the epoch), "
+            f"timestamp_ms must be an int in 0..2**63-1 (milliseconds since the epoch), "
             f"got {timestamp_ms!r} ({where})"
         )
     return timestamp_ms
+
+
+def check_int64(value: object, what: str, *, optional: bool = False) -> int | None:
+    """``value`` as an int in 0..2**63-1 (or None when ``optional``); a clear error otherwise."""
+    if value is None and optional:
+        return None
+    if type(value) is not int or not 0 <= value <= INT64_MAX:
+        none = " or None" if optional else ""
+        raise InvalidArgumentError(f"{what} must be an int in 0..2**63-1{none}, got {value!r}")
+    return value
+
+
+def check_timeout(timeout_s: object) -> float | None:
+    """A wait's timeout in seconds: None (or one too long for the OS to wait) waits forever."""
+    if timeout_s is None:
+        return None
+    if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) \
+            or timeout_s != timeout_s:
+        raise InvalidArgumentError(f"timeout_s must be a number or None, got {timeout_s!r}")
+    return None if timeout_s >= threading.TIMEOUT_MAX else timeout_s
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Any) -> int:
@@ -137,9 +161,10 @@ def normalize_offsets(offsets: object) -> dict[TopicPartition, OffsetAndMetadata
         if not isinstance(tp, TopicPartition):
             raise InvalidArgumentError(f"offsets keys must be TopicPartition, got {tp!r}")
         om = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(value)
-        if type(om.offset) is not int or om.offset < 0:
+        if type(om.offset) is not int or not 0 <= om.offset <= INT64_MAX:
             raise InvalidArgumentError(
-                f"offset for {tp.topic}/{tp.partition} must be an int ≥ 0, got {om.offset!r}"
+                f"offset for {tp.topic}/{tp.partition} must be an int in 0..2**63-1, "
+                f"got {om.offset!r}"
             )
         if type(om.metadata) is not str:
             raise InvalidArgumentError(

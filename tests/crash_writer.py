@@ -448,7 +448,7 @@ def _install_pause(point: str, after: int = 0) -> None:
     ``torn-write`` is not a pause: the process dies inside the write of its
     ``after``-th batch larger than 200 bytes, with only part of it written.
     """
-    from eventstore.storage import partition, segment
+    from eventstore.storage import disk, partition, segment
 
     if point == "scan":  # in the middle of the tail scan
         batches = segment.Segment.batches
@@ -479,7 +479,7 @@ def _install_pause(point: str, after: int = 0) -> None:
 
         partition.PartitionLog._write_checkpoint = checkpointing  # type: ignore[method-assign]
     elif point == "torn-write":  # die inside a pwrite, with part of the batch written
-        pwrite = segment._pwrite
+        pwrite = disk.pwrite
         seen = [0]
 
         def tearing(fd: int, data: Any, position: int) -> int:
@@ -491,7 +491,7 @@ def _install_pause(point: str, after: int = 0) -> None:
                 seen[0] += 1
             return pwrite(fd, data, position)
 
-        segment._pwrite = tearing
+        disk.pwrite = tearing
     elif point.startswith("txn-"):
         _install_txn_kill(point, after)
     elif point == "stream-before-index":

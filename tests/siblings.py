@@ -40,6 +40,8 @@ def crash(store: eventstore.Store) -> None:
         log._flusher.join()
     for seg in segments:
         seg.close()
+    if store._stream_store is not None:
+        store._stream_store.index.abandon()  # closed, not marked clean
     log.catalog.close()
     log._dir_lock.release()
 

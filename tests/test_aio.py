@@ -348,6 +348,18 @@ async def test_dead_letter_processor_stops_on_an_event(store: eventstore.aio.Sto
     await consumer.close()
 
 
+async def test_dead_letter_processor_refuses_what_it_cannot_use(store: eventstore.aio.Store) -> None:
+    await store.create_topic("orders")
+    consumer = store.consumer("orders", group_id="workers")
+    with pytest.raises(eventstore.InvalidArgumentError, match="handler must be callable"):
+        eventstore.aio.DeadLetterProcessor(consumer, "nothandler")
+    with pytest.raises(eventstore.InvalidArgumentError, match=r"an eventstore\.aio\.Consumer, got Consumer"):
+        eventstore.aio.DeadLetterProcessor(consumer.blocking, print)  # type: ignore[arg-type]
+    with pytest.raises(eventstore.InvalidArgumentError, match=r"needs an eventstore\.Consumer, got Consumer"):
+        eventstore.DeadLetterProcessor(consumer, print)  # type: ignore[arg-type]
+    await consumer.close()
+
+
 # --- the read-only reader ---------------------------------------------------------------------
 
 

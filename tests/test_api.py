@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from siblings import crash
 
@@ -212,6 +213,18 @@ def test_records_carry_topic_partition_and_headers(store: eventstore.Store) -> N
     assert [tuple(h) for h in r.headers] == [("a", b"1"), ("a", b"2"), ("", b"")]
     store.append("t", b"v", partition=1)
     assert list(store.read("t", 1, 1)[0].headers) == []
+
+
+def test_records_have_kafka_python_consumer_record_timestamps(store: eventstore.Store) -> None:
+    store.create_topic("t")
+    store.append("t", b"v", timestamp_ms=1_700_000_000_123)
+    [r] = store.read("t", 0, 0)
+    # ConsumerRecord's names: timestamp is timestamp_ms, timestamp_type 0 is CreateTime
+    assert (r.timestamp, r.timestamp_type) == (1_700_000_000_123, 0)
+    assert eventstore.Record.TIMESTAMP_CREATE_TIME == 0
+    # properties, not fields: the stored layout (and the C decoder's work per record) is unchanged
+    assert [f.name for f in msgspec.structs.fields(r)] == [
+        "offset", "timestamp_ms", "key", "value", "headers", "topic", "partition"]
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -640,6 +653,22 @@ def test_using_a_closed_store_raises(open_store: OpenStore, call: str) -> None:
         CLOSED_CALLS[call](store)
     assert info.value.path == store.path
     assert "closed" in str(info.value)
+
+
+def test_open_makes_missing_parent_directories(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "dirs"
+    with pytest.raises(eventstore.StoreNotFoundError):
+        eventstore.open(path, create=False)
+    assert not (tmp_path / "no").exists()
+    with eventstore.open(path) as store:  # documented: a missing directory is made, parents too
+        assert store.topics() == []
+    with eventstore.open(path, create=False) as store:
+        assert store.path == str(path)
+    empty = tmp_path / "empty"
+    empty.mkdir()  # a directory that holds no store is not one
+    with pytest.raises(eventstore.StoreNotFoundError):
+        eventstore.open(empty, create=False)
+    assert list(empty.iterdir()) == []
 
 
 def test_context_manager_closes(store_path: Path) -> None:

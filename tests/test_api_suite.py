@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,10 +31,12 @@ from eventstore import (
     Message,
     OffsetOutOfRangeError,
     PartitionNotFoundError,
+    RecordDeserializationError,
     RecordMetadata,
     RecordTooLargeError,
     StoreClosedError,
     StoreLockedError,
+    StoreNotFoundError,
     TopicExistsError,
     TopicNotFoundError,
     TopicPartition,
@@ -275,6 +278,55 @@ def test_iteration_advances_only_past_records_handed_out(open_store: Callable[..
     assert store.group_offsets("g2") == {tp: 6}
 
 
+def test_deserializers_apply_to_the_records_handed_out(open_store: Callable[..., Any]) -> None:
+    store = open_store()
+    store.create_topic("orders")
+    store.append_batch("orders", [(b"k1", b'{"n": 1}'), (None, b'{"n": 2}'), (b"k3", None)])
+    consumer = store.consumer(auto_offset_reset="earliest", consumer_timeout_ms=300,
+                              key_deserializer=bytes.decode, value_deserializer=json.loads)
+    tp = TopicPartition("orders", 0)
+    consumer.assign([tp])
+    [records] = consumer.poll(timeout_ms=1000).values()
+    # None (no key, a tombstone) is not passed to a deserializer, as with the producer's serializers
+    assert [(r.key, r.value) for r in records] == [("k1", {"n": 1}), (None, {"n": 2}), ("k3", None)]
+    assert [r.offset for r in records] == [0, 1, 2]
+    consumer.seek(tp, 0)
+    assert [r.value for r in consumer] == [{"n": 1}, {"n": 2}, None]
+    assert store.read("orders", 0, 0)[0].value == b'{"n": 1}'  # the log itself is untouched
+    consumer.close()
+    with pytest.raises(InvalidArgumentError, match="value_deserializer must be callable"):
+        store.consumer("orders", group_id="g", value_deserializer="json")
+
+
+def test_a_deserializer_error_names_the_record_and_can_be_skipped(open_store: Callable[..., Any]) -> None:
+    store = open_store()
+    store.create_topic("orders")
+    store.append_batch("orders", [b'{"n": 0}', b'{"n": 1}', b"not json", b'{"n": 3}'])
+    tp = TopicPartition("orders", 0)
+    consumer = store.consumer(auto_offset_reset="earliest", consumer_timeout_ms=300,
+                              value_deserializer=json.loads)
+    consumer.assign([tp])
+    # the records before the bad one are handed out, then the next poll raises (as Kafka's Java client)
+    assert [r.value for r in consumer.poll(timeout_ms=1000)[tp]] == [{"n": 0}, {"n": 1}]
+    for _ in range(2):  # and raises again until the application seeks past the record
+        with pytest.raises(RecordDeserializationError) as info:
+            consumer.poll(timeout_ms=1000)
+        e = info.value
+        assert (e.topic, e.partition, e.offset, e.part) == ("orders", 0, 2, "value")
+        assert "the value of the record at orders/0 offset 2" in str(e) and "JSONDecodeError" in str(e)
+        assert isinstance(e.__cause__, json.JSONDecodeError)
+        assert consumer.position(tp) == 2
+    consumer.seek(tp, e.offset + 1)
+    assert [r.value for r in consumer.poll(timeout_ms=1000)[tp]] == [{"n": 3}]
+    consumer.seek(tp, 0)  # iterating: the same, one record at a time
+    seen = []
+    with pytest.raises(RecordDeserializationError):
+        for record in consumer:
+            seen.append(record.value)
+    assert seen == [{"n": 0}, {"n": 1}] and consumer.position(tp) == 2
+    consumer.close()
+
+
 def test_group_members_split_the_partitions(open_store: Callable[..., Any]) -> None:
     store = open_store()
     store.create_topic("orders", partitions=4)
@@ -391,6 +443,21 @@ def test_errors_are_the_same(open_store: Callable[..., Any], case: str) -> None:
     with pytest.raises(error) as excinfo:
         operation(store)
     assert type(excinfo.value) is error
+
+
+def test_open_creates_a_missing_store_unless_told_not_to(open_store: Callable[..., Any],
+                                                         store_path: Path) -> None:
+    with pytest.raises(StoreNotFoundError):
+        open_store(create=False)
+    assert not store_path.exists()  # nothing left behind
+    store = open_store()  # create=True by default: the directory is made
+    store.create_topic("orders")
+    store.close()
+    store = open_store(create=False)
+    assert [t.name for t in store.topics()] == ["orders"]
+    store.close()
+    with pytest.raises(InvalidArgumentError):
+        open_store(create="no")
 
 
 def test_lifecycle_errors_are_the_same(open_store: Callable[..., Any]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -224,7 +226,16 @@ def test_topics_describe_shows_offsets_sizes_and_segments(es: Es, orders: Path) 
 def test_topics_create_existing_and_if_not_exists(es: Es, orders: Path) -> None:
     lines = error_lines(ok(es("topics", "create", "orders"), 1))
     assert lines == ["error: topic 'orders' already exists", "hint: see it with: es topics describe orders"]
-    ok(es("topics", "create", "orders", "--if-not-exists"))
+    assert ok(es("topics", "create", "orders", "--if-not-exists")).stdout == (
+        "topic 'orders' exists with 3 partitions\n")
+    assert ok(es("topics", "create", "orders", "-p", "3", "--if-not-exists")).stdout == (
+        "topic 'orders' exists with 3 partitions\n")
+    lines = error_lines(ok(es("topics", "create", "orders", "-p", "5", "--if-not-exists"), 1))
+    assert lines[0] == ("error: topic 'orders' already exists with another configuration: "
+                        "partitions is 3, not 5")
+    ok(es("topics", "create", "fresh", "--if-not-exists", "--max-record-bytes", "2048"))
+    with eventstore.open(orders) as store:
+        assert (store.topic("fresh").partitions, store.topic("fresh").max_record_bytes) == (1, 2048)
 
 
 def test_topics_create_invalid_name(es: Es, data: Path) -> None:
@@ -507,6 +518,12 @@ def test_streams_truncate_and_delete(es: Es, streams: Path) -> None:
     assert "a new append gets version 3" in ok(es("streams", "delete", "order-1")).stdout
     lines = error_lines(ok(es("streams", "read", "order-1"), 1))
     assert lines[0] == "error: stream 'order-1' was deleted"
+    # the hint says what the exit status does: a deleted stream is not read as an empty one
+    assert lines[1] == ("hint: reading a deleted stream fails as above and es streams list leaves it "
+                        "out; appending to it again continues its versions")
+    with eventstore.open(streams) as store, pytest.raises(eventstore.StreamNotFoundError) as e:
+        store.read_stream("order-1")  # as the API does
+    assert e.value.deleted
     assert "order-1" not in [s["stream_id"] for s in as_json(es("streams", "list", "--json"))]
     ok(es("streams", "truncate", "order-9", "--before", "1"), 1)
 
@@ -650,6 +667,66 @@ def test_retention_dry_run_then_apply(es: Es, data: Path) -> None:
     assert ok(es("retention")).stdout == "nothing to remove in 2 partitions\n"
     lines = error_lines(ok(es("retention", "lgos"), 1))
     assert lines[0] == "error: topic 'lgos' does not exist (did you mean 'logs'?)"
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+def test_demo_prints_inclusive_offset_ranges_as_produce_does(es: Es, data: Path) -> None:
+    text = ok(es("demo", "--records", "3000", "--orders", "30", env={"COLUMNS": "120"})).stdout
+    rows = re.findall(r"partition (\d) │ offsets (\d+)\.\.(\d+) \(([\d,]+) records\)", text)
+    assert len(rows) == 3, text
+    with eventstore.open(data, create=False) as store:
+        for p, first, last, count in rows:
+            start, end = store.offsets("demo.orders", int(p))
+            # as `es produce` prints it: first..last, both written, last = end offset - 1
+            assert (int(first), int(last)) == (start, end - 1)
+            assert int(count.replace(",", "")) == end - start
+    assert sum(int(count.replace(",", "")) for *_, count in rows) == 3000
+
+
+README = Path(__file__).parent.parent / "README.md"
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def _readme_block(first_command: str) -> list[str]:
+    """The lines of the README's console block that starts with ``$ <first_command>``."""
+    text = README.read_text()
+    start = text.index(f"```console\n$ {first_command}\n") + len("```console\n")
+    return text[start:text.index("```", start)].rstrip("\n").split("\n")
+
+
+def test_readme_command_line_transcript_is_what_es_prints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    expected: list[str] = []
+    printed: list[str] = []
+    for line in _readme_block("es topics create orders -p 3"):
+        if not line.startswith("$ "):
+            expected.append(TIME.sub("<time>", line))
+            continue
+        stdin = None
+        command = line[2:]
+        if " | " in command:  # printf 'LINES' | es ...
+            feed, command = command.split(" | ", 1)
+            stdin = shlex.split(feed)[1].encode().decode("unicode_escape")
+        args = shlex.split(command)
+        assert args[0] == "es", line
+        result = runner.invoke(app, args[1:], input=stdin, prog_name="es",
+                               env={"ES_DATA": "es-data", "ES_DEBUG": "", "COLUMNS": "80"})
+        printed += TIME.sub("<time>", result.stdout + result.stderr).rstrip("\n").split("\n")
+    assert printed == expected
+
+
+def test_readme_demo_transcript_has_the_rows_es_demo_prints(es: Es) -> None:
+    def labels(lines: list[str]) -> list[str]:
+        return [line.split("│")[1].strip() for line in lines if line.count("│") == 3]
+
+    text = ok(es("demo", "--records", "2000", "--orders", "30", env={"COLUMNS": "120"})).stdout
+    readme = _readme_block("es demo --records 20000")
+    assert labels(text.splitlines()) == labels(readme)
+    assert len(labels(readme)) == 19
 
 
 # --- the time options -------------------------------------------------------------------------

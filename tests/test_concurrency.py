@@ -4,7 +4,6 @@ commit), and readers neither block nor see a gap, a torn record or an unsynced o
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import threading
 import time
@@ -15,6 +14,7 @@ import pytest
 
 import eventstore
 from eventstore import Message, Record, partition_for_key
+from eventstore.storage import disk
 
 OpenStore = Callable[..., eventstore.Store]
 MODES = ["fsync", "interval", "none"]
@@ -260,7 +260,7 @@ def test_unsynced_records_are_invisible_and_readers_do_not_wait_for_fsync(
     store.create_topic("t")
     store.append("t", b"synced")
     entered, release = threading.Event(), threading.Event()
-    real = os.fdatasync
+    real = disk.fdatasync
 
     def slow_fdatasync(fd: int) -> None:
         if not entered.is_set():
@@ -268,7 +268,7 @@ def test_unsynced_records_are_invisible_and_readers_do_not_wait_for_fsync(
             assert release.wait(30)
         real(fd)
 
-    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    monkeypatch.setattr(disk, "fdatasync", slow_fdatasync)
     metas: list[Any] = []
     writers = [threading.Thread(target=lambda v=v: metas.append(store.append("t", v))) for v in (b"x", b"y")]
     writers[0].start()

@@ -463,9 +463,10 @@ def test_transaction_outputs_are_durable_before_the_outbox_entry_is_deleted(
     tmp_path: Path, durability: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from eventstore.catalog import env, keys
+    from eventstore.storage import disk
 
     events: list[tuple[str, str]] = []
-    fdatasync, fsync, delete = os.fdatasync, os.fsync, env.Catalog.delete
+    fdatasync, fsync, delete = disk.fdatasync, disk.fsync, env.Catalog.delete
 
     def syncing(real: Any) -> Any:
         def sync(fd: int) -> None:
@@ -481,8 +482,8 @@ def test_transaction_outputs_are_durable_before_the_outbox_entry_is_deleted(
     opened = eventstore.open(tmp_path / "s", durability=durability, fsync_interval_ms=600_000)  # type: ignore[arg-type]
     with opened as store:
         store.create_topic(TOPIC, 2)
-        monkeypatch.setattr(os, "fdatasync", syncing(fdatasync))
-        monkeypatch.setattr(os, "fsync", syncing(fsync))
+        monkeypatch.setattr(disk, "fdatasync", syncing(fdatasync))
+        monkeypatch.setattr(disk, "fsync", syncing(fsync))
         monkeypatch.setattr(env.Catalog, "delete", deleting)
         txn = store.transaction()
         txn.append(TOPIC, b"one", partition=0)

@@ -154,6 +154,15 @@ def test_custom_suffix_and_partitions(orders: eventstore.Store) -> None:
     proc.consumer.close()
 
 
+def test_a_dlq_topic_made_beforehand_is_used_as_it_is(orders: eventstore.Store) -> None:
+    orders.create_topic("orders.dlq", partitions=2, retention_ms=86_400_000)
+    proc = processor(orders, Handler(), [], retries=0)  # dlq_partitions=1 by default
+    proc.run(max_polls=2, poll_timeout_ms=0)
+    proc.consumer.close()
+    assert orders.topic("orders.dlq").partitions == 2
+    assert sorted(r.value for r in dlq_records(orders)) == [b"bad-1", b"bad-5"]
+
+
 @pytest.mark.parametrize("kw", [{"retries": -1}, {"retries": 1.5}, {"backoff_ms": -1},
                                 {"backoff_multiplier": 0.5}, {"max_backoff_ms": -1}])
 def test_bad_processor_config(orders: eventstore.Store, kw: dict) -> None:
@@ -163,6 +172,16 @@ def test_bad_processor_config(orders: eventstore.Store, kw: dict) -> None:
     consumer.close()
     with pytest.raises(InvalidArgumentError):
         DeadLetterProcessor(orders.consumer(), Handler())
+
+
+@pytest.mark.parametrize("handler", ["nothandler", None, 42])
+def test_a_handler_that_cannot_be_called_is_refused(orders: eventstore.Store, handler: object) -> None:
+    consumer = orders.consumer("orders", group_id="g")
+    with pytest.raises(InvalidArgumentError, match="handler must be callable"):
+        DeadLetterProcessor(consumer, handler)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="sleep must be callable"):
+        DeadLetterProcessor(consumer, Handler(), sleep=0.1)  # type: ignore[arg-type]
+    consumer.close()
 
 
 def test_replay_sends_parked_records_back_once(orders: eventstore.Store) -> None:

@@ -114,6 +114,7 @@ def _sample_errors() -> list[BaseException]:
         errors.StorageError("/s/x.log", "write failed"),
         errors.StorageFullError("/s/x.log", "write failed"),
         errors.CorruptionError("/s/x.log", 17, "checksum mismatch"),
+        errors.RecordDeserializationError("t", 1, 5, "value", "ValueError: not JSON"),
     ]
 
 

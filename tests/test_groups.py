@@ -568,6 +568,35 @@ def test_reset_group_offsets(topic4: eventstore.Store) -> None:
     assert store.delete_group("g") == 0
 
 
+def test_reset_group_offsets_takes_topic_partition_tuples(topic4: eventstore.Store) -> None:
+    store = topic4
+    # kafka-python code writes partitions as plain (topic, partition) tuples
+    assert store.reset_group_offsets("g", {("t", 1): 3, TP("t", 2): 4}) == {TP("t", 1): 3, TP("t", 2): 4}
+    assert store.group_offsets("g") == {TP("t", 1): 3, TP("t", 2): 4}
+
+
+@pytest.mark.parametrize("to", [
+    "beginning", "", -5, True, 1.5, None, ["t"], b"earliest",
+    {("t",): 1}, {"t": 1}, {(0, "t"): 1}, {("t", 0, 0): 1}, {("t", 0): "1"}, {("t", 0): 1.0},
+    {("t", 0): -1}, {("t", 0): True}, {("t", 0): 6},
+])
+def test_reset_group_offsets_refuses_a_nonsense_target(topic4: eventstore.Store, to: Any) -> None:
+    store = topic4
+    for group in ("fresh", "committed"):  # a group without commits too: nothing to reset is no excuse
+        if group == "committed":
+            store.reset_group_offsets(group, {TP("t", 0): 1})
+        before = store.group_offsets(group)
+        with pytest.raises(InvalidArgumentError):
+            store.reset_group_offsets(group, to)
+        assert store.group_offsets(group) == before
+
+
+def test_reset_group_offsets_refuses_a_topic_list_that_is_a_string(topic4: eventstore.Store) -> None:
+    with pytest.raises(InvalidArgumentError, match="list of topic names"):
+        topic4.reset_group_offsets("g", "earliest", topics="t")  # type: ignore[arg-type]
+    assert topic4.reset_group_offsets("g", "earliest", topics=["t"]) == {TP("t", p): 0 for p in range(4)}
+
+
 def test_group_ids_do_not_leak_into_each_other(topic4: eventstore.Store) -> None:
     store = topic4
     try:

@@ -20,7 +20,7 @@ from eventstore.errors import (
     TopicNotFoundError,
 )
 from eventstore.log import Log
-from eventstore.records import TopicPartition
+from eventstore.records import TopicConfig, TopicPartition
 from eventstore.storage import format as fmt
 from eventstore.store import _LOG_METHODS, Store
 
@@ -255,26 +255,31 @@ def test_barrier_syncs_in_every_mode(open_store: object, store_path: Path) -> No
 # --- hooks ---------------------------------------------------------------------------
 
 
-def test_delete_hooks_run_before_the_data_goes(store: eventstore.Store) -> None:
+def test_delete_hooks_run_past_the_point_of_no_return(store: eventstore.Store) -> None:
     store.create_topic("t")
     store.append("t", b"a")
-    seen: list[tuple[str, bool]] = []
+    seen: list[tuple[str, bool, bool]] = []
+    segment = store.log.partition("t", 0).segments()[-1]
     directory = store.log.partition_path("t", 0)
-    store.log.add_delete_hook(lambda topic: seen.append((topic, os.path.isdir(directory))))
+    store.log.add_delete_hook(lambda cfg: seen.append(
+        (cfg.name, store.log.find_topic("t") is None, segment.fd is None)))
     store.delete_topic("t")
-    assert seen == [("t", True)] and not os.path.exists(directory)
+    assert seen == [("t", True, True)] and not os.path.exists(directory)
 
 
-def test_a_failing_delete_hook_stops_the_deletion(store: eventstore.Store) -> None:
+def test_a_failing_delete_hook_does_not_stop_the_deletion(store: eventstore.Store) -> None:
     store.create_topic("t")
+    called: list[str] = []
 
-    def refuse(topic: str) -> None:
+    def refuse(cfg: TopicConfig) -> None:
         raise InvalidArgumentError("not now")
 
     store.log.add_delete_hook(refuse)
+    store.log.add_delete_hook(lambda cfg: called.append(cfg.name))
     with pytest.raises(InvalidArgumentError):
         store.delete_topic("t")
-    assert store.topic("t").name == "t"
+    assert called == ["t"]  # the other hooks ran
+    assert store.topics() == [] and not os.path.exists(store.log.partition_path("t", 0))
 
 
 def test_close_hooks_run_before_the_partitions_close(store_path: Path) -> None:

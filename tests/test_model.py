@@ -23,7 +23,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from siblings import close_checked, crash
 
 import eventstore
-import eventstore.storage.segment as segment_module
 from eventstore import (
     Message,
     OffsetOutOfRangeError,
@@ -31,6 +30,7 @@ from eventstore import (
     StorageFullError,
     partition_for_key,
 )
+from eventstore.storage import disk
 
 SEGMENT_BYTES = 1024
 RETENTION_BYTES = 2000
@@ -207,14 +207,14 @@ class StoreMachine(RuleBasedStateMachine):
         def full(*_args: object) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        real = segment_module._pwrite
-        segment_module._pwrite = full  # type: ignore[assignment]
+        real = disk.pwrite
+        disk.pwrite = full  # type: ignore[assignment]
         try:
             with contextlib.suppress(StorageFullError):
                 self.s.append(topic, value, partition=self.pick(topic, choice) or 0)
                 raise AssertionError("an append succeeded on a full disk")
         finally:
-            segment_module._pwrite = real
+            disk.pwrite = real
         self.retention_moved(topic)  # a failed append may still have rolled
 
     # --- reads ----------------------------------------------------------------------------------

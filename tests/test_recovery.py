@@ -25,8 +25,7 @@ from siblings import load
 
 import eventstore
 from eventstore import CorruptionError, Message
-from eventstore.storage import recovery as recovery_module
-from eventstore.storage import topicdir
+from eventstore.storage import disk, topicdir
 from eventstore.storage.segment import Segment
 
 TOPIC = "r"
@@ -236,7 +235,7 @@ def test_r3_a_kill_while_keeping_the_torn_bytes_leaves_no_short_copy(
     def crash(src: str, dst: str) -> None:
         raise OSError(errno.EIO, "simulated crash before the rename")
 
-    monkeypatch.setattr(recovery_module.os, "replace", crash)
+    monkeypatch.setattr(disk, "replace", crash)
     with pytest.raises(eventstore.StorageError):
         eventstore.open(path)
     monkeypatch.undo()

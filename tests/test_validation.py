@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 import eventstore
-import eventstore.storage.segment as segment_module
 from eventstore import (
     EventStoreError,
     InvalidArgumentError,
@@ -29,7 +28,9 @@ from eventstore import (
     StorageFullError,
     TopicExistsError,
     TopicNotFoundError,
+    TopicPartition,
 )
+from eventstore.storage import disk
 
 MAX = 1000  # max_record_bytes of the test topics
 
@@ -201,7 +202,24 @@ def test_create_existing_topic(s: eventstore.Store) -> None:
     e = rejects(s, TopicExistsError, lambda: s.create_topic("orders", partitions=5))
     assert isinstance(e, TopicExistsError) and e.topic == "orders"
     assert s.topic("orders").partitions == 3
-    assert s.create_topic("orders", partitions=5, exist_ok=True).partitions == 3
+
+
+def test_create_existing_topic_with_exist_ok(s: eventstore.Store) -> None:
+    existing = s.topic("orders")
+    # what the call asks for matches: the topic is returned as it is
+    assert s.create_topic("orders", exist_ok=True) == existing
+    assert s.create_topic("orders", partitions=3, max_record_bytes=MAX, exist_ok=True) == existing
+    # asked for otherwise: refused, naming each difference, and nothing changes
+    e = rejects(s, TopicExistsError, lambda: s.create_topic("orders", partitions=5, exist_ok=True))
+    assert isinstance(e, TopicExistsError) and e.differences == {"partitions": (3, 5)}
+    assert "partitions is 3, not 5" in str(e), str(e)
+    e = rejects(s, TopicExistsError, lambda: s.create_topic(
+        "orders", partitions=3, retention_ms=60_000, streams=True, exist_ok=True))
+    assert isinstance(e, TopicExistsError)
+    assert e.differences == {"retention_ms": (None, 60_000), "streams": (False, True)}
+    # a setting that is invalid is refused as such, existing topic or not
+    rejects(s, InvalidArgumentError, lambda: s.create_topic("orders", partitions=0, exist_ok=True))
+    assert s.topic("orders") == existing
 
 
 @pytest.mark.parametrize(
@@ -272,6 +290,41 @@ def test_partition_out_of_range_or_wrong_type(s: eventstore.Store, partition: ob
     rejects(s, PartitionNotFoundError, lambda: s.offsets("orders", partition))  # type: ignore[arg-type]
     rejects(s, PartitionNotFoundError, lambda: s.offset_for_time("orders", partition, 0))  # type: ignore[arg-type]
     assert isinstance(e, IndexError)
+
+
+@pytest.mark.parametrize("partition", ["0", True, False, 1.0, [0]])
+def test_a_partition_of_another_type_must_be_an_int_on_every_api(s: eventstore.Store,
+                                                                   partition: Any) -> None:
+    def says_int(fn: Callable[[], object]) -> None:
+        e = rejects(s, PartitionNotFoundError, fn)
+        assert "must be an int" in str(e) and "out of range" not in str(e), str(e)
+
+    says_int(lambda: s.append("orders", b"v", partition=partition))
+    says_int(lambda: s.append_batch("orders", [b"v"], partition=partition))
+    says_int(lambda: s.append_batch("orders", [Message(value=b"v", partition=partition)]))
+    says_int(lambda: s.read("orders", partition, 0))
+    says_int(lambda: s.offsets("orders", partition))
+    says_int(lambda: s.offset_for_time("orders", partition, 0))
+    says_int(lambda: s.wait_for("orders", partition, 0, 0))
+    producer = s.producer()
+    says_int(lambda: producer.send("orders", b"v", partition=partition))
+    producer.close()
+    with s.transaction() as tx:
+        says_int(lambda: tx.append("orders", b"v", partition=partition))
+    consumer = s.consumer()
+    says_int(lambda: consumer.assign([TopicPartition("orders", partition)]))
+    consumer.close()
+    if not isinstance(partition, list):  # a list cannot be part of a dict key
+        says_int(lambda: s.reset_group_offsets("g", {("orders", partition): 0}))
+    with eventstore.open_reader(s.path) as reader:
+        says_int(lambda: reader.read("orders", partition, 0))
+        says_int(lambda: reader.offsets("orders", partition))
+
+
+def test_a_partition_number_outside_the_topic_is_out_of_range(s: eventstore.Store) -> None:
+    for partition in (3, -1):
+        e = rejects(s, PartitionNotFoundError, lambda: s.read("orders", partition, 0))  # noqa: B023
+        assert f"partition {partition} out of range for topic 'orders'" in str(e)
 
 
 # --- record size -------------------------------------------------------------------
@@ -489,7 +542,7 @@ def test_disk_full_writes_nothing_and_recovers(
         append(b"before-%d" % i + bytes(50), i % 2)
     sizes, offsets = _log_sizes(store), [store.offsets("t", p) for p in (0, 1)]
 
-    monkeypatch.setattr(segment_module, "_pwrite", _enospc if fault == "enospc" else _half_then_enospc())
+    monkeypatch.setattr(disk, "pwrite", _enospc if fault == "enospc" else _half_then_enospc())
     for attempt in range(3):
         with pytest.raises(StorageFullError) as info:
             store.append("t", b"lost-%d" % attempt, partition=0)
@@ -519,7 +572,7 @@ def test_disk_full_right_after_a_roll(open_store: Callable[..., eventstore.Store
     store = open_store()
     store.create_topic("t", segment_bytes=1024)
     acked = [store.append("t", bytes(400)).offset for _ in range(2)]
-    monkeypatch.setattr(segment_module, "_pwrite", _enospc)
+    monkeypatch.setattr(disk, "pwrite", _enospc)
     with pytest.raises(StorageFullError):
         store.append("t", bytes(400))  # would roll: the new segment stays empty
     monkeypatch.undo()
@@ -538,7 +591,7 @@ def test_write_errors_map_to_storage_errors(
     def fail(*_args: object) -> int:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(segment_module, "_pwrite", fail)
+    monkeypatch.setattr(disk, "pwrite", fail)
     e = rejects(s, StorageError, lambda: s.append("single", b"v"))
     assert isinstance(e, StorageFullError) == full
     assert os.strerror(code) in str(e)
@@ -570,7 +623,7 @@ def test_after_a_failed_fsync_nothing_more_is_written(
     try:
         store.create_topic("t")
         store.append("t", b"acknowledged")
-        monkeypatch.setattr(os, "fdatasync", _eio)
+        monkeypatch.setattr(disk, "fdatasync", _eio)
         with pytest.raises(StorageError):
             store.append("t", b"unsure")  # written, then its sync failed: may or may not survive
         sizes = _log_sizes(store)
@@ -595,7 +648,7 @@ def test_a_failed_background_fsync_fails_every_append(
     try:
         store.create_topic("t")
         store.append("t", b"before")
-        monkeypatch.setattr(os, "fdatasync", _eio)
+        monkeypatch.setattr(disk, "fdatasync", _eio)
         _wait_until_failed(store, "t")
         with pytest.raises(StorageError):
             store.append("t", b"after")
@@ -615,14 +668,14 @@ def test_close_with_a_failed_partition_still_closes_the_others(
         store.append("a", b"a0")
         store.append("b", b"b0")
         failing_fd = store.log.partition("a", 0).segments()[-1].fd
-        real = os.fdatasync
+        real = disk.fdatasync
 
         def fail_a(fd: int) -> None:
             if fd == failing_fd:
                 _eio()
             real(fd)
 
-        monkeypatch.setattr(os, "fdatasync", fail_a)
+        monkeypatch.setattr(disk, "fdatasync", fail_a)
         with pytest.raises(StorageError):
             store.append("a", b"a1")
         store.append("b", b"b1")

@@ -10,7 +10,8 @@ from typing import Any
 import anyio
 
 from ..client.deadletter import DeadLetterProcessor as BlockingProcessor
-from ..client.deadletter import Parked, ProcessingStats
+from ..client.deadletter import Parked, ProcessingStats, check_callable
+from ..errors import InvalidArgumentError
 from ..records import Record, TopicPartition
 from .consumer import Consumer
 
@@ -29,6 +30,12 @@ class DeadLetterProcessor:
 
     def __init__(self, consumer: Consumer, handler: Callable[[Record], Awaitable[object] | object],
                  **options: Any) -> None:
+        if not isinstance(consumer, Consumer):
+            raise InvalidArgumentError(
+                "eventstore.aio.DeadLetterProcessor needs an eventstore.aio.Consumer, got "
+                f"{type(consumer).__name__} (for a blocking consumer use eventstore.DeadLetterProcessor)"
+            )
+        check_callable(handler, "handler")
         self.consumer = consumer
         self.handler = handler
         self.blocking = BlockingProcessor(consumer.blocking, _unused, **options)

@@ -23,9 +23,6 @@ from .. import store as sync_store
 from ..client.coordinator import GroupDescription
 from ..log import UNSET
 from ..records import (
-    DEFAULT_MAX_RECORD_BYTES,
-    DEFAULT_SEGMENT_BYTES,
-    DEFAULT_SEGMENT_MS,
     Durability,
     Message,
     Record,
@@ -48,13 +45,18 @@ async def open(
     *,
     durability: Durability = "fsync",
     fsync_interval_ms: int = 1000,
+    stream_partitions: int = 4,
+    create: bool = True,
 ) -> Store:
-    """Open (creating if missing) the store at ``path``; as ``eventstore.open``.
+    """Open the store at ``path``, creating it if there is none; as ``eventstore.open``.
 
-    Use it as ``async with await eventstore.aio.open(path) as store:``.
+    A missing directory is made, parents too; ``create=False`` raises
+    ``StoreNotFoundError`` instead. Use it as ``async with await
+    eventstore.aio.open(path) as store:``.
     """
     opener = functools.partial(sync_store.open, path, durability=durability,
-                               fsync_interval_ms=fsync_interval_ms)
+                               fsync_interval_ms=fsync_interval_ms,
+                               stream_partitions=stream_partitions, create=create)
     return Store(await complete_in_thread(opener))
 
 
@@ -111,20 +113,25 @@ class Store:
     async def create_topic(
         self,
         name: str,
-        partitions: int = 1,
+        partitions: int = UNSET,
         *,
-        retention_ms: int | None = None,
-        retention_bytes: int | None = None,
-        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-        segment_ms: int = DEFAULT_SEGMENT_MS,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        retention_ms: int | None = UNSET,
+        retention_bytes: int | None = UNSET,
+        segment_bytes: int = UNSET,
+        segment_ms: int = UNSET,
+        max_record_bytes: int = UNSET,
         exist_ok: bool = False,
+        streams: bool = UNSET,
     ) -> TopicConfig:
-        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``)."""
+        """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``).
+
+        As ``eventstore.Store.create_topic``: with ``exist_ok`` an existing topic
+        is returned when every setting given matches it, else refused.
+        """
         return await complete_in_thread(functools.partial(
             self.blocking.create_topic, name, partitions, retention_ms=retention_ms,
             retention_bytes=retention_bytes, segment_bytes=segment_bytes, segment_ms=segment_ms,
-            max_record_bytes=max_record_bytes, exist_ok=exist_ok,
+            max_record_bytes=max_record_bytes, exist_ok=exist_ok, streams=streams,
         ))
 
     async def alter_topic(
@@ -261,10 +268,13 @@ class Store:
         return await complete_in_thread(self.blocking.lag, group)
 
     async def reset_group_offsets(
-        self, group: str, to: str | int | Mapping[TopicPartition, int],
+        self, group: str, to: str | int | Mapping[TopicPartition, int] | Mapping[tuple[str, int], int],
         topics: list[str] | None = None,
     ) -> dict[TopicPartition, int]:
-        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones."""
+        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones.
+
+        Explicit offsets are keyed by ``TopicPartition`` or ``(topic, partition)`` tuples.
+        """
         return await complete_in_thread(self.blocking.reset_group_offsets, group, to, topics)
 
     async def delete_group(self, group: str) -> int:

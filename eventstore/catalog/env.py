@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import lmdb
 
-from ..errors import StorageError, StorageFullError
+from ..errors import IllegalStateError, StorageError, StorageFullError
 from . import keys
 
 T = TypeVar("T")
@@ -22,6 +23,15 @@ class Catalog:
     def __init__(self, directory: str, *, readonly: bool = False) -> None:
         """``readonly``: open beside a writer in another process (docs/format.md, section 14)."""
         self.path = directory
+        self._writer = threading.local()  # ``active`` while this thread runs a write
+        self.env: Any = None
+        try:
+            self._open(directory, readonly)
+        except BaseException:
+            self.close()  # a failed open leaves nothing open
+            raise
+
+    def _open(self, directory: str, readonly: bool) -> None:
         try:
             if not readonly:
                 os.makedirs(directory, exist_ok=True)
@@ -45,8 +55,27 @@ class Catalog:
             txn.put(keys.META_FORMAT, str(keys.FORMAT_VERSION).encode(), db=db)
 
     def write(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(txn)`` in one write transaction, growing the map when it is full."""
-        return write_growing(self.env, self.path, "catalog", fn)
+        """Run ``fn(txn)`` in one write transaction, growing the map when it is full.
+
+        LMDB allows one write transaction at a time: a write that ``fn`` starts
+        on the same thread (a store write from ``Projection.handle``) is refused.
+        """
+        writer = self._writer
+        if getattr(writer, "active", False):
+            raise IllegalStateError(
+                "a store write inside a catalog write transaction on the same thread "
+                "(e.g. from Projection.handle) is not possible: LMDB allows one at a time"
+            )
+        writer.active = True
+        try:
+            return write_growing(self.env, self.path, "catalog", fn)
+        finally:
+            writer.active = False
+
+    @property
+    def writing(self) -> bool:
+        """Whether this thread is inside one of this catalog's write transactions."""
+        return bool(getattr(self._writer, "active", False))
 
     def read(self, fn: Callable[[Any], T]) -> T:
         try:
@@ -86,7 +115,8 @@ class Catalog:
         return self.write(drop)
 
     def close(self) -> None:
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
 
 
 def write_growing(env: Any, path: str, what: str, fn: Callable[[Any], T]) -> T:

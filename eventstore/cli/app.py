@@ -80,7 +80,8 @@ def _hint(error: EventStoreError) -> str | None:
         return f"raise the limit with: es topics alter {error.topic} --max-record-bytes N"
     if isinstance(error, StreamNotFoundError):
         if error.deleted:
-            return "a deleted stream reads as empty; appending to it again continues its versions"
+            return ("reading a deleted stream fails as above and es streams list leaves it out; "
+                    "appending to it again continues its versions")
         return "list streams with: es streams list"
     if isinstance(error, StorageFullError):
         return "free disk space (or raise the quota) and try again"

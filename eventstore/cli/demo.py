@@ -111,7 +111,7 @@ def _log_demo(console: Console, data: str, records: int) -> bool:
         for p in stats.partition_stats:
             if p.topic == TOPIC:
                 figures.append((f"partition {p.partition}",
-                                f"offsets {p.log_start_offset}..{p.end_offset}, "
+                                f"{_offset_range(p.log_start_offset, p.end_offset)}, "
                                 f"{p.size_bytes / 1e6:.1f} MB in {p.segments} segment(s)"))
         figures.append(("store", f"{stats.size_bytes / 1e6:.1f} MB, {stats.records:,} records "
                                  f"in {stats.topics} topic(s), durability={stats.durability}"))
@@ -120,6 +120,13 @@ def _log_demo(console: Console, data: str, records: int) -> bool:
         table.add_row(name, text)
     console.print(table)
     return replay_crc == crc
+
+
+def _offset_range(start: int, end: int) -> str:
+    """Offsets as ``es produce`` prints them: ``first..last``, both inclusive (last = end - 1)."""
+    if end <= start:
+        return f"no records (next offset {end})"
+    return f"offsets {start}..{end - 1} ({end - start:,} records)"
 
 
 def _replay(

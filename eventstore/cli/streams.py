@@ -100,7 +100,7 @@ def _change(data: str, stream_id: str,
 
 @streams_app.command()
 def delete(stream_id: str, data: DataOption = store_module.DEFAULT_PATH) -> None:
-    """Soft-delete a stream: reads find nothing; appending again continues its versions."""
+    """Soft-delete a stream: reading it fails (exit status 1); appending again continues its versions."""
     last = _change(data, stream_id, lambda store, _last: store.delete_stream(stream_id))
     print(f"deleted stream {stream_id!r} (versions 0..{last}); a new append gets version {last + 1}")
 

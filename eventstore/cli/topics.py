@@ -116,28 +116,38 @@ def _retention(cfg: TopicConfig) -> str:
 @topics_app.command()
 def create(
     name: Annotated[str, typer.Argument(help="Topic name: 1-249 of [A-Za-z0-9._-].")],
-    partitions: Annotated[int, typer.Option("--partitions", "-p", min=1, help="Partition count.")] = 1,
+    partitions: Annotated[int | None, typer.Option(
+        "--partitions", "-p", min=1, show_default="1", help="Partition count.")] = None,
     retention_ms: Limit = None,
     retention_bytes: Limit = None,
-    segment_bytes: Annotated[int, typer.Option(min=1024, help="Roll segments at this size.")] = (
-        DEFAULT_SEGMENT_BYTES),
-    segment_ms: Annotated[int, typer.Option(min=1, help="Roll segments at this age.")] = DEFAULT_SEGMENT_MS,
-    max_record_bytes: Annotated[int, typer.Option(min=1, help="Largest record accepted.")] = (
-        DEFAULT_MAX_RECORD_BYTES),
-    if_not_exists: Annotated[bool, typer.Option(help="Succeed if the topic exists.")] = False,
+    segment_bytes: Annotated[int | None, typer.Option(
+        min=1024, show_default=str(DEFAULT_SEGMENT_BYTES), help="Roll segments at this size.")] = None,
+    segment_ms: Annotated[int | None, typer.Option(
+        min=1, show_default=str(DEFAULT_SEGMENT_MS), help="Roll segments at this age.")] = None,
+    max_record_bytes: Annotated[int | None, typer.Option(
+        min=1, show_default=str(DEFAULT_MAX_RECORD_BYTES), help="Largest record accepted.")] = None,
+    if_not_exists: Annotated[bool, typer.Option(
+        help="Succeed if the topic exists with the settings given.")] = False,
     data: DataOption = store_module.DEFAULT_PATH,
     json: Json = False,
 ) -> None:
     """Create a topic (and the store, if --data names none yet)."""
-    limits = parse_limit(retention_ms, "--retention-ms"), parse_limit(retention_bytes, "--retention-bytes")
+    settings: dict[str, Any] = {
+        "partitions": partitions, "segment_bytes": segment_bytes, "segment_ms": segment_ms,
+        "max_record_bytes": max_record_bytes,
+    }
+    if retention_ms is not None:
+        settings["retention_ms"] = parse_limit(retention_ms, "--retention-ms")
+    if retention_bytes is not None:
+        settings["retention_bytes"] = parse_limit(retention_bytes, "--retention-bytes")
+    given = {k: v for k, v in settings.items() if k.startswith("retention_") or v is not None}
     with open_store(data, create=True) as store:
-        cfg = store.create_topic(
-            name, partitions, retention_ms=limits[0], retention_bytes=limits[1],
-            segment_bytes=segment_bytes, segment_ms=segment_ms, max_record_bytes=max_record_bytes,
-            exist_ok=if_not_exists,
-        )
+        existed = any(cfg.name == name for cfg in store.topics())
+        cfg = store.create_topic(name, **given, exist_ok=if_not_exists)
     if json:
         print_json(config_json(cfg))
+    elif existed:
+        print(f"topic {cfg.name!r} exists with {plural(cfg.partitions, 'partition')}")
     else:
         print(f"created topic {cfg.name!r} with {plural(cfg.partitions, 'partition')}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import cursors
 from ..errors import GroupNotEmptyError, InvalidArgumentError
@@ -79,26 +79,34 @@ def _require_empty(store: Store, group: str) -> None:
         raise GroupNotEmptyError(group, len(g.members))
 
 
+ResetTarget = str | int | Mapping[TopicPartition, int] | Mapping[tuple[str, int], int]
+RESET_POLICIES = ("earliest", "latest")
+
+
 def reset_group_offsets(
-    store: Store, group: str, to: str | int | Mapping[TopicPartition, int],
-    topics: list[str] | None = None,
+    store: Store, group: str, to: ResetTarget, topics: list[str] | None = None,
 ) -> dict[TopicPartition, int]:
     """Set the group's offsets: ``"earliest"``, ``"latest"``, a timestamp (ms) or explicit offsets.
 
-    Applies to every partition of ``topics`` (default: the topics the group has
-    committed offsets for). The group must have no active members.
+    Explicit offsets are keyed by ``TopicPartition`` or plain ``(topic,
+    partition)`` tuples. The others apply to every partition of ``topics``
+    (default: the topics the group has committed offsets for). The group must
+    have no active members. A target that means nothing is refused even when
+    there is nothing to reset.
     """
-    _require_empty(store, group)
+    check_group_id(group)
     if isinstance(to, Mapping):
-        target = {tp: int(off) for tp, off in to.items()}
+        target = _explicit_offsets(to)
     else:
-        names = topics if topics is not None else sorted(
+        _check_target(to)
+        names = _topic_names(topics) if topics is not None else sorted(
             {tp.topic for tp in group_offsets(store, group)}
         )
         target = {}
         for name in names:
             for p in range(store.topic(name).partitions):
                 target[TopicPartition(name, p)] = _resolve(store, name, p, to)
+    _require_empty(store, group)
     for tp, off in target.items():
         start, end = store.offsets(tp.topic, tp.partition)
         if not start <= off <= end:
@@ -110,18 +118,53 @@ def reset_group_offsets(
     return target
 
 
+def _check_target(to: object) -> None:
+    if type(to) is str and to in RESET_POLICIES:
+        return
+    if type(to) is int and to >= 0:
+        return
+    raise InvalidArgumentError(
+        "reset target must be 'earliest', 'latest', a timestamp in ms (an int ≥ 0) or a mapping "
+        f"of partitions to offsets, got {to!r}"
+    )
+
+
+def _explicit_offsets(to: Mapping[Any, object]) -> dict[TopicPartition, int]:
+    """``{TopicPartition | (topic, partition): offset}`` as ``{TopicPartition: offset}``, checked."""
+    out: dict[TopicPartition, int] = {}
+    for key, offset in to.items():  # bounded by the caller's mapping
+        if isinstance(key, TopicPartition):
+            tp = key
+        elif isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str):
+            tp = TopicPartition(key[0], key[1])  # the partition is checked with the topic
+        else:
+            raise InvalidArgumentError(
+                f"reset offsets must be keyed by TopicPartition or (topic, partition), got {key!r}"
+            )
+        if type(offset) is not int or offset < 0:
+            raise InvalidArgumentError(
+                f"offset for {tp.topic}/{tp.partition} must be an int ≥ 0, got {offset!r}"
+            )
+        out[tp] = offset
+    return out
+
+
+def _topic_names(topics: object) -> list[str]:
+    if isinstance(topics, (str, bytes)) or not isinstance(topics, (list, tuple, set, frozenset)) \
+            or not all(isinstance(t, str) for t in topics):
+        raise InvalidArgumentError(f"topics must be a list of topic names, got {topics!r}")
+    return sorted(topics)
+
+
 def _resolve(store: Store, topic: str, partition: int, to: str | int) -> int:
     start, end = store.offsets(topic, partition)
     if to == "earliest":
         return start
     if to == "latest":
         return end
-    if type(to) is int:
-        found = store.offset_for_time(topic, partition, to)
-        return end if found is None else found
-    raise InvalidArgumentError(
-        f"reset target must be 'earliest', 'latest', a timestamp in ms or a mapping, got {to!r}"
-    )
+    assert type(to) is int  # _check_target
+    found = store.offset_for_time(topic, partition, to)
+    return end if found is None else found
 
 
 def delete_group(store: Store, group: str) -> int:

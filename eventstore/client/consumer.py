@@ -27,6 +27,7 @@ from ..errors import (
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
     PartitionNotFoundError,
+    RecordDeserializationError,
     StoreClosedError,
     TopicNotFoundError,
 )
@@ -84,6 +85,8 @@ class Consumer:
         session_timeout_ms: int = 10_000,
         partition_assignment_strategy: str = "range",
         consumer_timeout_ms: float = float("inf"),
+        key_deserializer: Callable[[bytes], Any] | None = None,
+        value_deserializer: Callable[[bytes], Any] | None = None,
     ) -> None:
         if auto_offset_reset not in RESET_POLICIES:
             raise InvalidArgumentError(
@@ -100,6 +103,10 @@ class Consumer:
                             ("auto_commit_interval_ms", auto_commit_interval_ms)):
             if type(value) is not int or value < 1:
                 raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+        for name, fn in (("key_deserializer", key_deserializer),
+                         ("value_deserializer", value_deserializer)):
+            if fn is not None and not callable(fn):
+                raise InvalidArgumentError(f"{name} must be callable or None, got {fn!r}")
         if group_id is not None:
             check_group_id(group_id)
         if enable_auto_commit and group_id is None:
@@ -135,6 +142,10 @@ class Consumer:
         self._rotation = 0
         self._next_expiry_check = 0.0
         self._iteration = IterationBuffer(self)
+        self._key_deserializer = key_deserializer
+        self._value_deserializer = value_deserializer
+        self._deserializing = key_deserializer is not None or value_deserializer is not None
+        self._failed: RecordDeserializationError | None = None  # raised by the next poll
         self._closed = False
         self._wake = _Wake()
         if topics:
@@ -215,9 +226,12 @@ class Consumer:
         self._check_open()
         if self._subscription is not None:
             raise IllegalStateError("assign() and subscribe() cannot be mixed; unsubscribe first")
-        tps = set(partitions)
-        for tp in tps:
+        given = list(partitions)
+        for tp in given:  # checked before hashing: a partition of any type says what is wrong
+            if not isinstance(tp, TopicPartition):
+                raise InvalidArgumentError(f"assign() takes TopicPartition objects, got {tp!r}")
             self._log.partition(tp.topic, tp.partition)
+        tps = set(given)
         self._release(self._owned - tps)
         self._manual = tps
         self._take(tps - self._owned)
@@ -405,7 +419,12 @@ class Consumer:
         Returns at most ``max_records`` (default ``max_poll_records``) records,
         grouped by partition, taking partitions in turn so none starves. A
         waiting poll wakes as soon as a record is appended to an assigned
-        partition.
+        partition. ``update_offsets=False`` leaves the positions where they were.
+
+        With a ``key_deserializer``/``value_deserializer``, records carry what
+        they return (None is passed through). One that fails raises
+        ``RecordDeserializationError``: the records before it are returned first
+        and the next poll raises, until the application seeks past the record.
         """
         self._check_open()
         if self._member is None and self._manual is None:
@@ -435,6 +454,7 @@ class Consumer:
                 self._member.last_heartbeat = now
 
     def _fetch(self, limit: int, update: bool) -> dict[TopicPartition, list[Record]]:
+        self._raise_failed()
         parts = [tp for tp in sorted(self._owned) if tp not in self._paused]
         if not parts:
             return {}
@@ -444,14 +464,50 @@ class Consumer:
         count = 0
         for tp in parts:  # bounded by the assigned partitions
             records = self._take_records(tp, limit - count)
+            failed = None
+            if records and self._deserializing:
+                records, failed = self._deserialize(tp, records)
             if records:
                 out[tp] = records
                 if update:
                     self._positions[tp] = records[-1].offset + 1
                 count += len(records)
-                if count >= limit:
-                    break
+            if failed is not None:
+                if not out:
+                    raise failed
+                self._failed = failed  # the records before it first, as Kafka does
+                break
+            if count >= limit:
+                break
         return out
+
+    def _raise_failed(self) -> None:
+        """Raise the deserialization failure a poll left, if the position is still at its record."""
+        failed, self._failed = self._failed, None
+        if failed is None:
+            return
+        tp = TopicPartition(failed.topic, failed.partition)
+        if self._positions.get(tp) == failed.offset and tp in self._owned and tp not in self._paused:
+            raise failed
+
+    def _deserialize(self, tp: TopicPartition,
+                     records: list[Record]) -> tuple[list[Record], RecordDeserializationError | None]:
+        """``records`` with their keys and values deserialized, up to the first that fails."""
+        key_of, value_of = self._key_deserializer, self._value_deserializer
+        out: list[Record] = []
+        for r in records:  # the deserializers run per record by nature
+            part = "key"
+            try:
+                key = r.key if key_of is None or r.key is None else key_of(r.key)
+                part = "value"
+                value = r.value if value_of is None or r.value is None else value_of(r.value)
+            except Exception as e:  # the application's deserializer: report it with the record
+                failed = RecordDeserializationError(tp.topic, tp.partition, r.offset, part,
+                                                    f"{type(e).__name__}: {e}")
+                failed.__cause__ = e
+                return out, failed
+            out.append(msgspec.structs.replace(r, key=key, value=value))
+        return out, None
 
     def _take_records(self, tp: TopicPartition, wanted: int) -> list[Record]:
         """Up to ``wanted`` records at ``tp``'s position, from the fetch buffer or the log.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, TopicNotFoundError
 from ..records import Record, TopicPartition
 from ..transactions import TXN_HEADER
 from .consumer import Consumer
@@ -48,6 +48,11 @@ class ProcessingStats(msgspec.Struct, kw_only=True):
     batches: int = 0
 
 
+def check_callable(fn: object, what: str) -> None:
+    if not callable(fn):
+        raise InvalidArgumentError(f"{what} must be callable, got {fn!r} ({type(fn).__name__})")
+
+
 class DeadLetterProcessor:
     """Runs ``handler(record)`` for every record a consumer polls, with retries and a DLQ."""
 
@@ -64,6 +69,13 @@ class DeadLetterProcessor:
         dlq_partitions: int = 1,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
+        if not isinstance(consumer, Consumer):
+            raise InvalidArgumentError(
+                f"a DeadLetterProcessor needs an eventstore.Consumer, got {type(consumer).__name__} "
+                "(for an eventstore.aio.Consumer use eventstore.aio.DeadLetterProcessor)"
+            )
+        check_callable(handler, "handler")
+        check_callable(sleep, "sleep")
         if type(retries) is not int or retries < 0:
             raise InvalidArgumentError(f"retries must be an int ≥ 0, got {retries!r}")
         if backoff_ms < 0 or backoff_multiplier < 1 or max_backoff_ms < 0:
@@ -97,7 +109,10 @@ class DeadLetterProcessor:
         with self.consumer.transaction() as tx:
             for record, error, attempts in parked:
                 dlq = record.topic + self.dlq_suffix
-                store.create_topic(dlq, partitions=self.dlq_partitions, exist_ok=True)
+                try:
+                    store.topic(dlq)  # one made beforehand is used as it is
+                except TopicNotFoundError:
+                    store.create_topic(dlq, partitions=self.dlq_partitions, exist_ok=True)
                 tx.append(dlq, record.value, key=record.key,
                           headers=[*record.headers, *_dlq_headers(record, error, attempts)])
         self.stats.batches += 1

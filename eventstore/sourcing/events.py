@@ -105,6 +105,13 @@ class StreamMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     custom: dict[str, Any] = {}
 
 
+# The most bytes an envelope adds to its type, data and metadata: the array header (1),
+# four ints of at most 9 bytes each (version, position, timestamp, offset), the str and
+# bin headers of type, data and metadata (at most 5 each) and the 16-byte id with its
+# header (2). A stream event's record counts its stream id (the key), type, data,
+# metadata and this against the topic's ``max_record_bytes``.
+ENVELOPE_OVERHEAD_MAX = 1 + 4 * 9 + 3 * 5 + 2 + 16
+
 _envelope_encoder = msgspec.msgpack.Encoder()
 encode_envelope = _envelope_encoder.encode
 

@@ -28,6 +28,7 @@ import contextlib
 import os
 import shutil
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -85,14 +86,43 @@ def boot_id() -> bytes:
         return b"unknown"
 
 
+_held: dict[str, StreamIndex] = {}  # the indexes this process holds open, by directory
+_held_lock = threading.Lock()
+
+
+def abandon(directory: str) -> None:
+    """Close the index held open at ``directory``, if any: an open of the store failed after
+    the index was opened but before anything took charge of it."""
+    with _held_lock:
+        index = _held.get(os.path.abspath(directory))
+    if index is not None:
+        index.abandon()
+
+
 class StreamIndex:
     """The LMDB environment of the stream index, with map growth and error translation."""
 
     def __init__(self, directory: str) -> None:
         self.path = directory
-        self.rebuilt = self._open(directory)
+        self.env: Any = None
         #: called with a topic's name once ``drop_topic`` has dropped its streams
         self.drop_listeners: list[Callable[[str], object]] = []
+        try:
+            self.rebuilt = self._open(directory)
+        except BaseException:
+            self.abandon()
+            raise
+        with _held_lock:
+            _held[os.path.abspath(directory)] = self
+
+    def abandon(self) -> None:
+        """Close the environment without marking the index clean (a failed open)."""
+        with _held_lock:
+            if _held.get(os.path.abspath(self.path)) is self:
+                del _held[os.path.abspath(self.path)]
+        env, self.env = self.env, None
+        if env is not None:
+            env.close()
 
     def _open(self, directory: str) -> bool:
         """Open; drop everything if the last run ended with an operating-system crash."""
@@ -110,12 +140,15 @@ class StreamIndex:
         return dropped
 
     def _env(self, directory: str) -> Any:
+        env = None
         try:
             os.makedirs(directory, exist_ok=True)
             env = lmdb.open(directory, map_size=_INITIAL_MAP_BYTES, max_dbs=len(_DBS) + 2,
                             sync=False, metasync=False, readahead=False, max_readers=MAX_READERS)
             self.dbs = {name: env.open_db(name) for name in _DBS}
         except (lmdb.Error, OSError) as e:
+            if env is not None:
+                env.close()
             raise StorageError(directory, f"cannot open stream index: {e}") from e
         return env
 
@@ -127,10 +160,12 @@ class StreamIndex:
         return self.env.begin(write=False)
 
     def close(self) -> None:
-        with contextlib.suppress(StorageError):
-            self.write(lambda txn: txn.put(b"clean", b"1", db=self.dbs[DB_META]))
-        self.env.sync(True)
-        self.env.close()
+        try:
+            with contextlib.suppress(StorageError):
+                self.write(lambda txn: txn.put(b"clean", b"1", db=self.dbs[DB_META]))
+            self.env.sync(True)
+        finally:
+            self.abandon()
 
     # --- reads -------------------------------------------------------------------
 

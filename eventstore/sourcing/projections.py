@@ -37,8 +37,11 @@ Rules for ``handle``, which follow from this design:
 * Keep every effect in ``state``. The transaction may be run again (when the
   catalog's map grows, or after a failure), so effects elsewhere (memory,
   other databases, messages sent) may happen more than once: at-least-once.
-* Do not call back into the store's catalog (commits, group offsets): LMDB
-  allows one write transaction at a time, so that would deadlock.
+* Do not write to the store from ``handle`` (stream appends, topics, commits,
+  group offsets): LMDB allows one write transaction at a time, so such a
+  write raises ``IllegalStateError`` before anything is written, and the batch
+  is rolled back. Append derived events from ``on_commit`` or after
+  ``catch_up()``/``run()`` returns.
 
 Events handled are durable ones (below the watermark), so with
 ``durability="fsync"`` an operating-system crash cannot take back an event

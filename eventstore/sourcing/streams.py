@@ -30,17 +30,21 @@ import msgspec
 from ..errors import (
     EventDecodeError,
     EventStoreError,
+    IllegalStateError,
     InvalidArgumentError,
+    RecordTooLargeError,
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
 from ..partitioner import partition_for_key
-from ..records import RecoveryEvent, TopicConfig
+from ..records import DEFAULT_MAX_RECORD_BYTES, RecoveryEvent, TopicConfig
 from ..storage.check import CheckProblem, CheckReport
 from ..storage.names import is_valid_topic_name
 from ..storage.partition import Prepared
 from ..storage.topicdir import partition_dir
+from ..validation import check_int64
 from .events import (
+    ENVELOPE_OVERHEAD_MAX,
     AppendResult,
     NewEvent,
     RecordedEvent,
@@ -299,12 +303,11 @@ class Streams:
         self.index.close()
         self.positions.wake()  # waiting subscriptions see the store closed
 
-    def _drop_topic(self, topic: str) -> None:
-        """The log deletes ``topic``: forget its streams (a delete hook)."""
-        cfg = self._store.log.find_topic(topic)
-        if cfg is not None and cfg.streams:
+    def _drop_topic(self, cfg: TopicConfig) -> None:
+        """The log deletes a topic: forget its streams (a delete hook)."""
+        if cfg.streams:
             self.flush()
-            self.index.drop_topic(topic)
+            self.index.drop_topic(cfg.name)
 
     def _check_envelopes(self, cfg: TopicConfig, partition: int, report: CheckReport) -> None:
         """Report each foreign record of a streams partition (docs/format.md, section 12)."""
@@ -321,7 +324,10 @@ class Streams:
 
     # --- where a stream lives ------------------------------------------------------
 
-    def _locate(self, stream_id: str, topic: str | None, head: Head | None) -> tuple[str, int]:
+    def _locate(self, stream_id: str, topic: str | None, head: Head | None,
+                events: list[NewEvent]) -> tuple[str, int]:
+        """The stream's topic and partition; a new stream's topic is made if missing, once
+        ``events`` are known to fit in it (nothing is made for an append that is refused)."""
         if head is not None:
             if topic is not None and topic != head.topic:
                 raise InvalidArgumentError(
@@ -334,11 +340,11 @@ class Streams:
                 f"stream {stream_id!r}: its category {name!r} is not a valid topic name; "
                 "pass topic= explicitly"
             )
-        cfg = self._stream_topic(name)
+        cfg = self._stream_topic(name, stream_id, events)
         key = stream_id[len(META_PREFIX):] if stream_id.startswith(META_PREFIX) else stream_id
         return name, partition_for_key(key.encode(), cfg.partitions)
 
-    def _stream_topic(self, name: str) -> Any:
+    def _stream_topic(self, name: str, stream_id: str, events: list[NewEvent]) -> Any:
         """The configuration of the streams topic ``name``, created if it does not exist.
 
         An existing streams topic is found without taking the lock: a thread
@@ -352,6 +358,7 @@ class Streams:
         with self._topic_lock:
             cfg = store.log.find_topic(name)
             if cfg is None:
+                _check_sizes(stream_id, events, name, DEFAULT_MAX_RECORD_BYTES)
                 return store.create_topic(name, partitions=self._default_partitions, streams=True)
             if not cfg.streams:
                 raise InvalidArgumentError(
@@ -377,13 +384,22 @@ class Streams:
         _check_stream_id(stream_id)
         events = _check_events(events)
         _check_expected(expected)
+        store = self._store
+        if store.log.catalog.writing:
+            raise IllegalStateError(
+                f"cannot append to stream {stream_id!r} inside a catalog write transaction "
+                "(Projection.handle runs in one): keep a projection's effects in its state, "
+                "and append from on_commit or after catch_up()/run()"
+            )
         generation = self._evictions  # before looking: see _current_heads
         seen = self._heads.get(stream_id)
         if seen is None:
             with self.index.read() as txn:
                 seen = self.index.head(txn, stream_id)
-        topic_name, partition = self._locate(stream_id, topic, seen)
-        self._store.log.partition(topic_name, partition)  # the partition exists
+        topic_name, partition = self._locate(stream_id, topic, seen, events)
+        cfg = store.topic(topic_name)
+        _check_sizes(stream_id, events, topic_name, cfg.max_record_bytes)
+        store.log.partition(topic_name, partition)  # the partition exists
         request = _Request(stream_id, events, expected, seen, generation)
         queue = self._queue(topic_name, partition)
         queue.put(request)
@@ -811,8 +827,9 @@ class Streams:
         return decoder
 
     def read_all(self, from_position: int, limit: int | None) -> list[RecordedEvent]:
-        if type(from_position) is not int or from_position < 0:
-            raise InvalidArgumentError(f"from_position must be an int ≥ 0, got {from_position!r}")
+        check_int64(from_position, "from_position")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidArgumentError(f"limit must be an int ≥ 0 or None, got {limit!r}")
         end = self.positions.watermark  # read first: everything below it is staged by now
         self.flush()
         if limit is not None:
@@ -853,11 +870,17 @@ class Streams:
         _check_stream_id(stream_id)
         if not isinstance(metadata, StreamMetadata):
             raise InvalidArgumentError("metadata must be a StreamMetadata")
+        for name in ("max_age_ms", "max_count", "truncate_before"):  # bounded: three fields
+            check_int64(getattr(metadata, name), f"StreamMetadata.{name}", optional=True)
+        try:
+            data = _meta_json.encode(metadata)
+        except (TypeError, OverflowError) as e:
+            raise InvalidArgumentError(f"stream metadata cannot be stored as JSON: {e}") from None
         self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
         where = topic if head is None else head.topic
-        event = NewEvent(type=META_EVENT_TYPE, data=_meta_json.encode(metadata))
+        event = NewEvent(type=META_EVENT_TYPE, data=data)
         return self.append(META_PREFIX + stream_id, [event], StreamState.ANY,
                            where if where is not None else None)
 
@@ -873,8 +896,7 @@ class Streams:
         return self.set_metadata(stream_id, meta, head.topic)
 
     def truncate_before(self, stream_id: str, version: int) -> AppendResult:
-        if type(version) is not int or version < 0:
-            raise InvalidArgumentError(f"version must be an int ≥ 0, got {version!r}")
+        check_int64(version, "before_version")
         self.flush()
         with self.index.read() as txn:
             head = self.index.head(txn, stream_id)
@@ -1017,6 +1039,15 @@ def _check_events(events: object) -> list[NewEvent]:
         if not isinstance(e.id, uuid.UUID):
             raise InvalidArgumentError(f"event {i}: id must be a uuid.UUID")
     return list(events)
+
+
+def _check_sizes(stream_id: str, events: list[NewEvent], topic: str, limit: int) -> None:
+    """Each event's record (stream id + envelope) within the topic's ``max_record_bytes``."""
+    fixed = len(stream_id.encode()) + ENVELOPE_OVERHEAD_MAX
+    for i, e in enumerate(events):  # bounded by the caller's events
+        size = fixed + len(e.data) + len(e.metadata) + len(e.type.encode())
+        if size > limit:
+            raise RecordTooLargeError(topic, size, limit, i)
 
 
 def _check_expected(expected: object) -> None:

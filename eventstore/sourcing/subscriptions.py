@@ -54,6 +54,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import InvalidArgumentError, StreamNotFoundError
+from ..validation import check_int64
 from .events import RecordedEvent
 from .streams import _check_stream_id
 
@@ -340,8 +341,7 @@ def _subscribe_positions(store: Store, reader: _AllReader, from_position: int | 
 
 
 def _check_start(value: object, what: str) -> None:
-    if value is not None and (type(value) is not int or value < 0):
-        raise InvalidArgumentError(f"{what} must be an int ≥ 0 or None, got {value!r}")
+    check_int64(value, what, optional=True)
 
 
 def _check_count(value: object, what: str) -> None:

@@ -8,11 +8,14 @@ made; the file is read back only when a closed segment is first used.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
+
+from . import disk
 
 INDEX_INTERVAL_BYTES = 4096
 OFFSET_ENTRY_BYTES = 8
@@ -37,6 +40,16 @@ def _from_file(typecode: str, data: bytes) -> array:  # type: ignore[type-arg]
     return arr
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` at the file position of ``fd`` through ``disk``, looping on short writes."""
+    view = memoryview(data)
+    while view:  # bounded: every pass writes at least one byte or raises
+        n = disk.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        view = view[n:]
+
+
 class _IndexFile:
     """An append-only file of fixed-size entries, opened lazily for writing."""
 
@@ -49,35 +62,35 @@ class _IndexFile:
     def _write(self, data: bytes, entries_before: int) -> bool:
         try:
             if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            os.pwrite(self._fd, data, entries_before * self.entry_bytes)
+                self._fd = disk.open_file(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            disk.pwrite(self._fd, data, entries_before * self.entry_bytes)
             return True
         except OSError:
             # Derived data: drop the entry, cut any partial write off, carry on.
             with contextlib.suppress(OSError):
                 if self._fd is not None:
-                    os.ftruncate(self._fd, entries_before * self.entry_bytes)
+                    disk.ftruncate(self._fd, entries_before * self.entry_bytes)
             return False
 
     def _rewrite(self, data: bytes) -> None:
         tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = disk.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            write_all(fd, data)
+            disk.fsync(fd)
         finally:
             os.close(fd)
         self.close()
-        os.replace(tmp, self.path)
+        disk.replace(tmp, self.path)
 
     def _truncate(self, entries: int) -> None:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        os.ftruncate(self._fd, entries * self.entry_bytes)
+            self._fd = disk.open_file(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        disk.ftruncate(self._fd, entries * self.entry_bytes)
 
     def sync(self) -> None:
         if self._fd is not None:
-            os.fdatasync(self._fd)
+            disk.fdatasync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -9,7 +9,6 @@ visible only once the partition's durability mode says it may not disappear.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from bisect import bisect_right
@@ -24,9 +23,9 @@ from ..errors import (
     StoreClosedError,
 )
 from ..records import Record, TopicConfig
+from . import disk, faults
 from . import format as fmt
-from . import segment as segment_module
-from .recovery import Checkpoint, Report, fsync_dir, open_segments
+from .recovery import Checkpoint, Report, open_segments, sync_dir
 from .segment import Segment, SegmentDeletedError
 
 Durability = Literal["fsync", "interval", "none"]
@@ -79,8 +78,12 @@ class PartitionLog:
         self._synced_offset = self._next_offset
         self._fast_offset_limit = self._next_offset  # first append takes the careful path
         if checkpoint is None or checkpoint != self._checkpoint_of(active):
-            active.sync_all()  # what recovery kept is durable before anyone sees it
-            self._write_checkpoint(self._checkpoint_of(active))
+            try:
+                active.sync_all()  # what recovery kept is durable before anyone sees it
+                self._write_checkpoint(self._checkpoint_of(active))
+            except BaseException:
+                self.abandon()  # a failed open leaves no file open
+                raise
         self._checkpoint_position = (active.base_offset, active.size)
         self._visible: tuple[int, Segment, int] = (self._next_offset, active, active.size)
         self.appended_batches = 0
@@ -167,12 +170,12 @@ class PartitionLog:
             ):
                 return self._write(batch, base, 1, ts, ts)
             try:
-                written = segment_module._pwrite(seg.fd, batch, position)  # type: ignore[arg-type]
+                written = disk.pwrite(seg.fd, batch, position)  # type: ignore[arg-type]
             except OSError:
                 written = -1
             if written != len(batch):  # error or short write: let the careful path handle it
                 if written > 0:
-                    os.ftruncate(seg.fd, position)  # type: ignore[arg-type]
+                    disk.ftruncate(seg.fd, position)  # type: ignore[arg-type]
                 return self._write(batch, base, 1, ts, ts)
             seg.size = end_position
             seg.next_offset = self._next_offset = base + 1
@@ -216,13 +219,17 @@ class PartitionLog:
         """Roll protocol, docs/format.md section 8. Called with the write lock held."""
         old = self.active
         old.seal()
+        faults.point("roll.sealed")
         new = Segment.create(self.directory, self._next_offset)
-        fsync_dir(self.directory)
+        faults.point("roll.created")
+        sync_dir(self.directory)
+        faults.point("roll.dir-synced")
         bases, segments = self._layout
         self._layout = ([*bases, new.base_offset], [*segments, new])
         self.active = new
         self._publish(self._next_offset, old, old.size)  # sealing synced all of it
         self._write_checkpoint(self._checkpoint_of(new))
+        faults.point("roll.checkpointed")
         self._enforce_retention_locked(_now_ms())
         return new
 
@@ -359,11 +366,13 @@ class PartitionLog:
             seg = self.active
             cp = self._checkpoint_of(seg)
             seg.sync_all()
+            faults.point("checkpoint.synced")
             self.fsyncs += 1
             with self._sync_mutex:
                 self._synced_offset = max(self._synced_offset, cp.next_offset)
             self._publish(cp.next_offset, seg, cp.position)
             self._write_checkpoint(cp)
+            faults.point("checkpoint.written")
 
     # --- reading -----------------------------------------------------------
 
@@ -508,7 +517,8 @@ class PartitionLog:
             self._layout = ([s.base_offset for s in keep], keep)
             for seg in gone:
                 seg.delete()
-            fsync_dir(self.directory)
+            sync_dir(self.directory)
+            faults.point("retention.dir-synced")
         return gone
 
     # --- state -------------------------------------------------------------
@@ -544,6 +554,15 @@ class PartitionLog:
 
     def size_bytes(self) -> int:
         return sum(s.size for s in self._layout[1])
+
+    def abandon(self, refuse_with: EventStoreError | None = None) -> None:
+        """Close every file without a sync or a checkpoint: after an open that failed, or
+        for a partition whose topic is deleted. Appends after it raise ``refuse_with``."""
+        with self._lock:
+            if self._failed is None:
+                self._failed = refuse_with or StoreClosedError(self.directory)
+            for seg in self._layout[1]:
+                seg.close()
 
     def close(self, refuse_with: EventStoreError | None = None) -> None:
         """Fsync, checkpoint, close every file. Appends after it raise ``refuse_with``

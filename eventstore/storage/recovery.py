@@ -14,7 +14,9 @@ import msgspec
 
 from ..errors import CorruptionError
 from ..records import RecoveryEvent
+from . import disk
 from . import format as fmt
+from .index import write_all
 from .names import (
     BROKEN_SUFFIX,
     LOG_SUFFIX,
@@ -59,24 +61,30 @@ def list_segment_bases(directory: str, report: Report) -> list[int]:
 
 def _remove(path: str, case: str, report: Report, why: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        disk.unlink(path)
     report(RecoveryEvent(case=case, path=path, position=0, detail=f"removed {why}"))
 
 
 def open_segments(directory: str, checkpoint: Checkpoint | None, report: Report) -> list[Segment]:
     """The partition's segments, the last one recovered and open for appends."""
     bases = list_segment_bases(directory, report)
-    if not bases:
-        seg = Segment.create(directory, 0)
-        fsync_dir(directory)
-        return [seg]
-    segments = [
-        Segment.existing(directory, base, bases[i + 1] if i + 1 < len(bases) else None)
-        for i, base in enumerate(bases)
-    ]
-    first, start = _recovery_point(segments, checkpoint, report)
-    _recover(segments, first, start, checkpoint, report)
-    segments[-1].open_for_append()
+    segments: list[Segment] = []
+    try:
+        if not bases:
+            segments.append(Segment.create(directory, 0))
+            sync_dir(directory)
+            return segments
+        segments += [
+            Segment.existing(directory, base, bases[i + 1] if i + 1 < len(bases) else None)
+            for i, base in enumerate(bases)
+        ]
+        first, start = _recovery_point(segments, checkpoint, report)
+        _recover(segments, first, start, checkpoint, report)
+        segments[-1].open_for_append()
+    except BaseException:
+        for seg in segments:  # a failed open leaves no file open
+            seg.close()
+        raise
     return segments
 
 
@@ -203,19 +211,23 @@ def _cut_torn_tail(seg: Segment, position: int, case: str, reason: str, report: 
             src.seek(position)
             data = src.read(seg.size - position)
         tmp = broken + ".tmp"  # a kill mid-copy leaves a .tmp (removed, R7), never a short copy
-        with open(tmp, "wb") as dst:
-            dst.write(data)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, broken)
+        fd = disk.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, data)
+            disk.fsync(fd)
+        finally:
+            os.close(fd)
+        disk.replace(tmp, broken)
         fsync_dir(seg.directory)
     except OSError as e:
         raise storage_error(broken, e, "saving torn tail") from e
     seg.truncate(position)
     with contextlib.suppress(OSError):
         fd = os.open(seg.log_path, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+        try:
+            disk.fsync(fd)
+        finally:
+            os.close(fd)
     report(RecoveryEvent(
         case=case, path=seg.log_path, position=position,
         detail=f"truncated torn tail of {len(data)} bytes ({reason}); kept in {os.path.basename(broken)}",
@@ -224,10 +236,14 @@ def _cut_torn_tail(seg: Segment, position: int, case: str, reason: str, report: 
 
 
 def fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    disk.fsync_dir(directory)  # looked up at each call: tests may have swapped it
+
+
+def sync_dir(directory: str) -> None:
+    """``fsync_dir``, its failure raised as ``StorageError`` (``StorageFullError``)."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        disk.fsync_dir(directory)
+    except OSError as e:
+        raise storage_error(directory, e, "fsync of directory") from e
 
 

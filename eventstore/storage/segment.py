@@ -19,13 +19,13 @@ import msgspec
 
 from ..errors import CorruptionError, StorageError, StorageFullError
 from ..records import Record
+from . import disk, faults
 from . import format as fmt
 from .index import INDEX_INTERVAL_BYTES, OffsetIndex, TimeIndex
 from .names import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, format_segment_name
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _RESIDENT_BYTES_MAX = 16 * 1024 * 1024
-_pwrite = os.pwrite  # module attribute so tests can inject write faults
 
 
 class SegmentDeletedError(Exception):
@@ -72,13 +72,17 @@ class Segment:
     def create(cls, directory: str, base_offset: int) -> Segment:
         seg = cls(directory, base_offset)
         try:
-            seg.fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT, 0o644)
-            if os.fstat(seg.fd).st_size:
-                raise CorruptionError(seg.log_path, 0, "new segment file already holds data")
-            for idx in (seg.index, seg.timeindex):
-                idx.truncate(0)
-        except OSError as e:
-            raise storage_error(seg.log_path, e, "creating segment") from e
+            try:
+                seg.fd = disk.open_file(seg.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+                if os.fstat(seg.fd).st_size:
+                    raise CorruptionError(seg.log_path, 0, "new segment file already holds data")
+                for idx in (seg.index, seg.timeindex):
+                    idx.truncate(0)
+            except OSError as e:
+                raise storage_error(seg.log_path, e, "creating segment") from e
+        except BaseException:
+            seg.close()  # nothing left open by a failed creation
+            raise
         seg.indexes_loaded = True
         return seg
 
@@ -125,7 +129,7 @@ class Segment:
             if self.fd is None:
                 return
             try:
-                os.fdatasync(self.fd)
+                disk.fdatasync(self.fd)
             except OSError as e:
                 raise storage_error(self.log_path, e, "fdatasync") from e
 
@@ -152,7 +156,8 @@ class Segment:
         self.close(unmap=False)
         for path in (self.log_path, self.index.path, self.timeindex.path):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+                disk.unlink(path)
+            faults.point("retention.log-unlinked" if path == self.log_path else "retention.segment-unlinked")
 
     # --- appending ---------------------------------------------------------
 
@@ -163,15 +168,15 @@ class Segment:
         assert self.fd is not None, "append to a segment not open for writes"
         position = self.size
         try:
-            written = _pwrite(self.fd, batch, position)
+            written = disk.pwrite(self.fd, batch, position)
             while written < len(batch):  # bounded: each pass writes ≥1 byte or raises
-                n = _pwrite(self.fd, memoryview(batch)[written:], position + written)
+                n = disk.pwrite(self.fd, memoryview(batch)[written:], position + written)
                 if n <= 0:
                     raise OSError(errno.EIO, "short write")
                 written += n
         except OSError as e:
             with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, position)
+                disk.ftruncate(self.fd, position)
             raise storage_error(self.log_path, e, f"write of {len(batch)} bytes") from e
         self.size = position + len(batch)
         self.next_offset = base_offset + count
@@ -211,9 +216,9 @@ class Segment:
         """Cut the log at ``position`` (recovery only: no reader exists yet)."""
         try:
             if self.fd is not None:
-                os.ftruncate(self.fd, position)
+                disk.ftruncate(self.fd, position)
             else:
-                os.truncate(self.log_path, position)
+                disk.truncate(self.log_path, position)
         except OSError as e:
             raise storage_error(self.log_path, e, "truncate") from e
         self.size = position

@@ -16,9 +16,12 @@ import uuid
 
 import msgspec
 
-from ..errors import CorruptionError, StorageError
+from ..errors import CorruptionError
 from ..records import TopicConfig
+from . import disk, faults
+from .index import write_all
 from .recovery import fsync_dir
+from .segment import storage_error
 
 CONFIG_NAME = "topic.json"
 
@@ -66,14 +69,16 @@ def write_config(directory: str, config: TopicConfig) -> None:
     tmp = path + ".tmp"
     data = json.dumps(msgspec.to_builtins(config), indent=1, sort_keys=True).encode() + b"\n"
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fd = disk.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, data)
+            disk.fsync(fd)
+        finally:
+            os.close(fd)
+        disk.replace(tmp, path)
         fsync_dir(directory)
     except OSError as e:
-        raise StorageError(path, f"writing topic configuration failed: {e.strerror}") from e
+        raise storage_error(path, e, "writing topic configuration") from e
 
 
 def create(root: str, config: TopicConfig) -> None:
@@ -81,35 +86,64 @@ def create(root: str, config: TopicConfig) -> None:
     final = os.path.join(root, config.name)
     try:
         shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
+        disk.mkdir(staging)
         for p in range(config.partitions):
-            os.mkdir(os.path.join(staging, str(p)))
+            disk.mkdir(os.path.join(staging, str(p)))
         write_config(staging, config)
-        os.rename(staging, final)
+        faults.point("create-topic.staged")
+        disk.rename(staging, final)
+        faults.point("create-topic.renamed")
         fsync_dir(root)
+        faults.point("create-topic.dir-synced")
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
-        raise StorageError(final, f"creating topic failed: {e.strerror}") from e
+        raise storage_error(final, e, "creating topic") from e
 
 
 def add_partitions(root: str, config: TopicConfig, old_count: int) -> None:
     directory = os.path.join(root, config.name)
     try:
         for p in range(old_count, config.partitions):
-            os.makedirs(os.path.join(directory, str(p)), exist_ok=True)
+            if not os.path.isdir(os.path.join(directory, str(p))):
+                disk.mkdir(os.path.join(directory, str(p)))
         fsync_dir(directory)
     except OSError as e:
-        raise StorageError(directory, f"adding partitions failed: {e.strerror}") from e
+        raise storage_error(directory, e, "adding partitions") from e
     write_config(directory, config)
 
 
 def delete(root: str, name: str) -> None:
+    remove(root, retire(root, name))
+
+
+def retire(root: str, name: str) -> str:
+    """Rename a topic's directory to a transient name, the point of no return of a deletion;
+    returns that name. If this raises, the topic is untouched."""
     final = os.path.join(root, name)
     doomed = os.path.join(root, f"{TRANSIENT_PREFIX}deleting-{uuid.uuid4().hex}")
     try:
-        os.rename(final, doomed)
-        fsync_dir(root)
+        disk.rename(final, doomed)
     except OSError as e:
-        raise StorageError(final, f"deleting topic failed: {e.strerror}") from e
+        raise storage_error(final, e, "deleting topic") from e
+    faults.point("delete-topic.renamed")
+    return doomed
+
+
+def remove(root: str, doomed: str) -> None:
+    """Finish a deletion ``retire`` began (open sweeps what a crash leaves of it, R7).
+
+    A failed fsync of ``root`` is raised once the files are removed anyway: the
+    rename stands in this run, and if it did not reach the disk the topic comes
+    back whole after a power loss, never half.
+    """
+    failed: OSError | None = None
+    try:
+        fsync_dir(root)
+        faults.point("delete-topic.dir-synced")
+    except OSError as e:
+        failed = e
     with contextlib.suppress(OSError):
         shutil.rmtree(doomed)
+    faults.point("delete-topic.removed")
+    if failed is not None:
+        raise storage_error(root, failed, "deleting topic")
