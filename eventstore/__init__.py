@@ -3,7 +3,6 @@ memory-mapped segment files, with an LMDB catalog, in your process."""
 
 from . import aio as aio  # the async API: a subpackage, so not in __all__
 from .client.consumer import Consumer, ConsumerRebalanceListener, OffsetAndTimestamp
-from .client.coordinator import GroupDescription, MemberDescription
 from .client.deadletter import DeadLetterProcessor, ProcessingStats, replay_dead_letters
 from .client.producer import FutureRecordMetadata, Producer
 from .errors import (
@@ -31,6 +30,7 @@ from .errors import (
     TopicNotFoundError,
     WrongExpectedVersionError,
 )
+from .groups import GroupDescription, MemberDescription
 from .partitioner import murmur2, partition_for_key
 from .reader import StoreReader, open_reader
 from .records import (

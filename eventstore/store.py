@@ -15,8 +15,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import transactions
 from .batches import BatchMetadata
+from .client.consumer import Consumer
+from .client.producer import Producer
 from .errors import InvalidArgumentError, StoreNotFoundError
+from .groups import GroupCoordinator, GroupDescription
 from .log import DEFAULT_MAX_RECORDS, UNSET, Log, holds_store
 from .records import (
     Durability,
@@ -31,14 +35,11 @@ from .records import (
 )
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from .storage.check import CheckReport
+from .transactions import Transaction
 
 if TYPE_CHECKING:
-    from .client.consumer import Consumer
-    from .client.coordinator import Coordinator, GroupDescription
-    from .client.producer import Producer
     from .sourcing.streams import Streams
     from .sourcing.subscriptions import Subscription
-    from .transactions import Transaction
 
 __all__ = ["DEFAULT_MAX_RECORDS", "DEFAULT_PATH", "BatchMetadata", "Store", "open"]
 
@@ -46,12 +47,16 @@ DEFAULT_PATH = "./es-data"
 DURABILITY_MODES = ("fsync", "interval", "none")
 FSYNC_INTERVAL_MS_MAX = 2**31 - 1  # Kafka's bound for its millisecond settings (about 24 days)
 
-#: The Store's methods that are the Log's: each Store gets the Log's bound methods as
-#: attributes (a call costs no extra hop); the definitions below give their signatures.
+#: The Store's methods that are the Log's, and the group coordinator's: each Store gets their
+#: bound methods as attributes (a call costs no extra hop); the definitions below give the
+#: signatures, and the docstrings are theirs.
 _LOG_METHODS = (
     "create_topic", "alter_topic", "delete_topic", "topic", "topics", "append", "append_batch",
     "read", "offsets", "offset_for_time", "wait_for", "flush", "enforce_retention", "retention",
     "check", "statistics",
+)
+_GROUP_METHODS = (
+    "list_groups", "describe_group", "group_offsets", "lag", "reset_group_offsets", "delete_group",
 )
 
 
@@ -107,11 +112,12 @@ class Store:
         for name in _LOG_METHODS:
             setattr(self, name, getattr(self.log, name))
         self._lock = threading.RLock()
-        self._group_coordinator: Coordinator | None = None
         self._stream_store: Streams | None = None
         try:
-            from . import transactions
-
+            self.groups = GroupCoordinator(self.log)
+            """The consumer groups of this store (``eventstore.groups.GroupCoordinator``)."""
+            for name in _GROUP_METHODS:
+                setattr(self, name, getattr(self.groups, name))
             transactions.recover(self.log)
             if any(cfg.streams for cfg in self.log.topics()):
                 self._streams()  # brings the stream index up to date with the log
@@ -244,91 +250,47 @@ class Store:
 
     # --- clients and groups --------------------------------------------------
 
-    def _coordinator(self) -> Coordinator:
-        coordinator = self._group_coordinator
-        if coordinator is None:
-            from .client.coordinator import Coordinator
-
-            with self._lock:
-                if self._group_coordinator is None:
-                    self._group_coordinator = Coordinator(self.log.partition_counts)
-                coordinator = self._group_coordinator
-        return coordinator
-
     def consumer(self, *topics: str, **config: Any) -> Consumer:
         """A Kafka-style consumer (see ``eventstore.client.consumer.Consumer``)."""
         self.log.check_open()
-        from .client.consumer import Consumer
-
         try:
-            return Consumer(self, *topics, **config)
+            return Consumer(self.log, self.groups, *topics, **config)
         except TypeError as e:
             raise InvalidArgumentError(f"consumer(): {e}") from None
 
     def producer(self, **config: Any) -> Producer:
         """A Kafka-style producer (see ``eventstore.client.producer.Producer``)."""
         self.log.check_open()
-        from .client.producer import Producer
-
         try:
-            return Producer(self, **config)
+            return Producer(self.log, **config)
         except TypeError as e:
             raise InvalidArgumentError(f"producer(): {e}") from None
 
     def transaction(self) -> Transaction:
         """Appends to any partitions that happen all together or not at all (``with`` commits)."""
         self.log.check_open()
-        from .transactions import Transaction
-
-        return Transaction(self.log)
+        return Transaction(self.log, self.groups)
 
     def list_groups(self) -> list[str]:
-        """Consumer groups with committed offsets or active members."""
-        self.log.check_open()
-        from .client import admin
-
-        return admin.list_groups(self)
+        return self.groups.list_groups()
 
     def describe_group(self, group: str) -> GroupDescription:
-        """A group's state, generation, members and their assignments."""
-        self.log.check_open()
-        from .client import admin
-
-        return admin.describe_group(self, group)
+        return self.groups.describe_group(group)
 
     def group_offsets(self, group: str) -> dict[TopicPartition, int]:
-        """The group's committed offsets (next offsets to read)."""
-        self.log.check_open()
-        from .client import admin
-
-        return admin.group_offsets(self, group)
+        return self.groups.group_offsets(group)
 
     def lag(self, group: str) -> dict[TopicPartition, int]:
-        """Records the group has not committed past, per partition."""
-        self.log.check_open()
-        from .client import admin
-
-        return admin.lag(self, group)
+        return self.groups.lag(group)
 
     def reset_group_offsets(
         self, group: str, to: str | int | Mapping[TopicPartition, int] | Mapping[tuple[str, int], int],
         topics: list[str] | None = None,
     ) -> dict[TopicPartition, int]:
-        """Move an inactive group's offsets: "earliest", "latest", a timestamp, or explicit ones.
-
-        Explicit offsets are keyed by ``TopicPartition`` or ``(topic, partition)`` tuples.
-        """
-        self.log.check_open()
-        from .client import admin
-
-        return admin.reset_group_offsets(self, group, to, topics)
+        return self.groups.reset_group_offsets(group, to, topics)
 
     def delete_group(self, group: str) -> int:
-        """Forget an inactive group's committed offsets."""
-        self.log.check_open()
-        from .client import admin
-
-        return admin.delete_group(self, group)
+        return self.groups.delete_group(group)
 
     # --- streams (the event-sourcing layer, reached from the store) ----------
 
@@ -451,4 +413,6 @@ class Store:
 
 for _name in _LOG_METHODS:  # one docstring per method: the Log's
     getattr(Store, _name).__doc__ = getattr(Log, _name).__doc__
+for _name in _GROUP_METHODS:  # and the group coordinator's
+    getattr(Store, _name).__doc__ = getattr(GroupCoordinator, _name).__doc__
 del _name

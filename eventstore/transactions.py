@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .catalog import cursors, outbox
+from .catalog import outbox
 from .catalog.outbox import Entry, Output
 from .errors import IllegalStateError, InvalidArgumentError
+from .groups import GroupCoordinator, Member
+from .log import Log
 from .partitioner import partition_for_key
 from .records import Message, OffsetAndMetadata, RecordMetadata, TopicPartition
 from .validation import check_group_id, check_plain_topic, normalize_item, normalize_offsets
-
-if TYPE_CHECKING:
-    from .client.coordinator import Member
-    from .log import Log
 
 TXN_HEADER = "es.txn"
 _SCAN_RECORDS = 1000
@@ -37,9 +35,10 @@ _SCAN_RECORDS = 1000
 class Transaction:
     """Collects appends (and offsets to commit); ``commit`` makes them all happen or none."""
 
-    def __init__(self, log: Log, *, group_id: str | None = None,
+    def __init__(self, log: Log, groups: GroupCoordinator, *, group_id: str | None = None,
                  member: Member | None = None) -> None:
         self._log = log
+        self._groups = groups
         self._group_id = group_id
         self._member = member
         self._outputs: dict[TopicPartition, list[tuple[int, bytes | None, bytes | None, Any]]] = {}
@@ -97,22 +96,22 @@ class Transaction:
         return [placed[tp][i] for tp, i in self._order]
 
     def _write_commit(self, entry: Entry) -> None:
+        """The point of no return: the outbox entry and the offsets, in one catalog write
+        (the group's fenced commit when there are offsets)."""
         catalog = self._log.catalog
 
-        def write(txn: Any) -> None:
+        def write_outbox(txn: Any) -> None:
             entry.txn_id = outbox.next_id(txn, catalog)
             if entry.outputs:
                 outbox.put(txn, catalog, entry)
-            if self._offsets and self._group_id is not None:
-                cursors.put_cursors(txn, catalog, self._group_id, self._offsets, entry.committed_ms)
 
         member = self._member
-        if member is not None and self._offsets:
-            with member.group.lock:  # fencing and the write happen as one step
-                member.group.check_commit(member, self._offsets)
-                catalog.write(write)
+        if self._offsets and self._group_id is not None:
+            member_id, generation = (None, -1) if member is None else (member.member_id, member.generation)
+            self._groups.commit_offsets(self._group_id, member_id, generation, self._offsets,
+                                        txn=write_outbox)
         else:
-            catalog.write(write)
+            catalog.write(write_outbox)
 
     def abort(self) -> None:
         """Drop everything collected; nothing was written."""

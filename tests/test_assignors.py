@@ -15,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eventstore import TopicPartition
-from eventstore.client.assignors import (
+from eventstore.groups.assignors import (
     ASSIGNORS,
     range_assign,
     roundrobin_assign,

@@ -34,7 +34,7 @@ from eventstore import (
 )
 from eventstore.catalog import cursors
 from eventstore.client import consumer as consumer_module
-from eventstore.client import coordinator as coordinator_module
+from eventstore.groups import membership as membership_module
 
 TP = TopicPartition
 TS0 = 1_700_000_000_000
@@ -734,7 +734,7 @@ def test_group_semantics_under_random_schedule(strategy: str, data: st.DataObjec
     clock = FakeTime()
     with tempfile.TemporaryDirectory() as directory, \
             mock.patch.object(consumer_module, "time", clock), \
-            mock.patch.object(coordinator_module, "time", clock):
+            mock.patch.object(membership_module, "time", clock):
         store = eventstore.open(directory, durability="none")
         try:
             for topic, n in TOPICS.items():

@@ -109,15 +109,16 @@ def test_callbacks_and_errbacks(open_store, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def gate_appends(store: eventstore.Store, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Make the store's append_batch wait until the returned event is set (holds the sender)."""
+    """Make the log's append_batch (which the sender calls) wait until the returned event is
+    set: it holds the sender."""
     gate = threading.Event()
-    original = store.append_batch
+    original = store.log.append_batch
 
     def gated(*args: object, **kwargs: object) -> object:
         assert gate.wait(10), "gate never opened"
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "append_batch", gated)
+    monkeypatch.setattr(store.log, "append_batch", gated)
     return gate
 
 

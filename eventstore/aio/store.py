@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from .. import store as sync_store
-from ..client.coordinator import GroupDescription
+from ..groups import GroupDescription
 from ..log import UNSET
 from ..records import (
     Durability,

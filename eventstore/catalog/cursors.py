@@ -30,16 +30,12 @@ _decoder = msgspec.msgpack.Decoder(_Cursor)
 
 def put_cursors(txn: Any, catalog: Catalog, group: str,
                 offsets: Mapping[TopicPartition, OffsetAndMetadata], now_ms: int) -> None:
-    """Write ``offsets`` for ``group`` inside an open write transaction."""
+    """Write ``offsets`` for ``group`` inside an open write transaction (the one caller is the
+    groups' fenced ``commit_offsets``)."""
     db = catalog.dbs[keys.DB_CURSORS]
     for tp, om in offsets.items():  # bounded by the caller's partitions
         value = _encode(_Cursor(om.offset, om.metadata, now_ms))
         txn.put(keys.cursor_key(group, tp.topic, tp.partition), value, db=db)
-
-
-def commit(catalog: Catalog, group: str, offsets: Mapping[TopicPartition, OffsetAndMetadata],
-           now_ms: int) -> None:
-    catalog.write(lambda txn: put_cursors(txn, catalog, group, offsets, now_ms))
 
 
 def read_group(catalog: Catalog, group: str) -> dict[TopicPartition, OffsetAndMetadata]:

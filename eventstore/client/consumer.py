@@ -15,11 +15,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
-from ..catalog import cursors
 from ..errors import (
     CommitFailedError,
     IllegalStateError,
@@ -31,14 +30,11 @@ from ..errors import (
     StoreClosedError,
     TopicNotFoundError,
 )
+from ..groups import EmbeddedMember, Group, GroupCoordinator
+from ..log import Log, Watch
 from ..records import OffsetAndMetadata, Record, TopicPartition
+from ..transactions import Transaction
 from ..validation import check_group_id, normalize_offsets
-from .coordinator import Member
-
-if TYPE_CHECKING:
-    from ..log import Watch
-    from ..store import Store
-    from ..transactions import Transaction
 
 _HEARTBEAT_SLICE_S = 0.5
 _FETCH_RECORDS_MIN = 2000
@@ -73,7 +69,8 @@ class Consumer:
 
     def __init__(
         self,
-        store: Store,
+        log: Log,
+        groups: GroupCoordinator,
         *topics: str,
         group_id: str | None = None,
         client_id: str = "eventstore-consumer",
@@ -111,8 +108,8 @@ class Consumer:
             check_group_id(group_id)
         if enable_auto_commit and group_id is None:
             enable_auto_commit = False  # nothing to commit to, as in kafka-python
-        self._store = store
-        self._log = store.log
+        self._log = log
+        self._groups = groups
         self._watches: dict[TopicPartition, Watch] = {}
         self.group_id = group_id
         self.client_id = client_id
@@ -128,7 +125,7 @@ class Consumer:
         # a thread waiting in poll heartbeats this often: well inside both timeouts
         self.heartbeat_slice_s = min(_HEARTBEAT_SLICE_S, session_timeout_ms / 3000,
                                      max_poll_interval_ms / 3000)
-        self._member: Member | None = None
+        self._member: EmbeddedMember | None = None
         self._born: dict[str, int | None] = {}  # topic -> the creation time of the one read
         self._subscription: frozenset[str] | None = None
         self._named: frozenset[str] = frozenset()  # topics subscribed by name
@@ -176,9 +173,12 @@ class Consumer:
             names |= self._matching(rx)
         self._subscription = frozenset(names)
         self._listener = listener
-        group = self._store._coordinator().group(self.group_id)
-        self._member = Member(group, self.client_id, self._subscription, self._strategy,
-                              self._max_poll_interval_ms, self._session_timeout_ms)
+        self._join(self._groups.group(self.group_id))
+
+    def _join(self, group: Group) -> None:
+        assert self._subscription is not None
+        self._member = EmbeddedMember(group, self.client_id, self._subscription, self._strategy,
+                                      self._max_poll_interval_ms, self._session_timeout_ms)
         self._member.wake = self._wake
         self._member.alive = self._alive
         group.join(self._member)
@@ -201,7 +201,7 @@ class Consumer:
     def _matching(self, rx: re.Pattern[str]) -> set[str]:
         return {t.name for t in self._log.topics() if rx.fullmatch(t.name)}
 
-    def _follow_pattern(self, member: Member) -> None:
+    def _follow_pattern(self, member: EmbeddedMember) -> None:
         """Topics created or deleted since: a pattern subscription follows them (Kafka does)."""
         if self._pattern is None:
             return
@@ -327,19 +327,13 @@ class Consumer:
             if self._listener is not None:
                 self._listener.on_partitions_assigned(set(taken))
 
-    def _rejoin(self, member: Member) -> None:
+    def _rejoin(self, member: EmbeddedMember) -> None:
         """This member was removed (timeout): give up everything and join again."""
         lost = set(self._owned)
         self._release(lost)
         if lost and self._listener is not None:
             self._listener.on_partitions_revoked(lost)
-        assert self._subscription is not None and self.group_id is not None
-        group = member.group
-        self._member = Member(group, self.client_id, self._subscription, self._strategy,
-                              self._max_poll_interval_ms, self._session_timeout_ms)
-        self._member.wake = self._wake
-        self._member.alive = self._alive
-        group.join(self._member)
+        self._join(member.group)
 
     # --- positions ----------------------------------------------------------------
 
@@ -353,7 +347,7 @@ class Consumer:
     def _initial_position(self, tp: TopicPartition) -> int:
         start, end = self._log.offsets(tp.topic, tp.partition)
         if self.group_id is not None:
-            committed = cursors.get(self._log.catalog, self.group_id, tp)
+            committed = self._groups.committed(self.group_id, tp)
             if committed is not None and start <= committed.offset <= end:
                 return committed.offset
         return self._reset_position(tp, start, end)
@@ -576,13 +570,15 @@ class Consumer:
         normalized = normalize_offsets(offsets)
         if not normalized:
             return
-        member = self._member
+        self._commit(self.group_id, self._member, normalized)
+
+    def _commit(self, group_id: str, member: EmbeddedMember | None,
+                offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        """The group's fenced commit, as this consumer's member (none: a manual assignment)."""
         if member is None:
-            cursors.commit(self._log.catalog, self.group_id, normalized, _now_ms())
-            return
-        with member.group.lock:
-            member.group.check_commit(member, normalized)
-            cursors.commit(self._log.catalog, self.group_id, normalized, _now_ms())
+            self._groups.commit_offsets(group_id, None, -1, offsets)
+        else:
+            self._groups.commit_offsets(group_id, member.member_id, member.generation, offsets)
 
     def transaction(self) -> Transaction:
         """A transaction that also commits this consumer's positions, atomically with its appends.
@@ -594,9 +590,7 @@ class Consumer:
         self._check_open()
         if self.group_id is None:
             raise IllegalStateError("a consumer transaction needs a group_id")
-        from ..transactions import Transaction
-
-        tx = Transaction(self._log, group_id=self.group_id, member=self._member)
+        tx = Transaction(self._log, self._groups, group_id=self.group_id, member=self._member)
         tx.commit_offsets(self.group_id, self._owned_positions())
         return tx
 
@@ -618,21 +612,20 @@ class Consumer:
         elif error is not None:
             raise error
 
-    def _commit_positions_quietly(self, member: Member,
+    def _commit_positions_quietly(self, member: EmbeddedMember,
                                   only: set[TopicPartition] | None = None) -> None:
         if not self._auto_commit or self.group_id is None:
             return
         offsets = {tp: OffsetAndMetadata(pos) for tp, pos in self._owned_positions(only).items()}
         if offsets:
-            with contextlib.suppress(CommitFailedError), member.group.lock:
-                member.group.check_commit(member, offsets)
-                cursors.commit(self._log.catalog, self.group_id, offsets, _now_ms())
+            with contextlib.suppress(CommitFailedError):
+                self._commit(self.group_id, member, offsets)
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset for ``tp`` (None if it has none)."""
         if self.group_id is None:
             raise IllegalStateError("committed needs a group_id")
-        om = cursors.get(self._log.catalog, self.group_id, tp)
+        om = self._groups.committed(self.group_id, tp)
         return None if om is None else om.offset
 
     def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
@@ -738,6 +731,11 @@ class IterationBuffer:
         return None
 
 
+def log_of(consumer: Consumer) -> Log:
+    """The log a consumer reads (for the client layer's own helpers, such as dead letters)."""
+    return consumer._log
+
+
 class _Wake(threading.Event):
     """The consumer's wake-up: set by appends to its partitions and by rebalances.
 
@@ -753,7 +751,3 @@ class _Wake(threading.Event):
         super().set()
         for fn in list(self.callbacks):  # bounded by the registered callbacks
             fn()
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -12,17 +12,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import msgspec
 
 from ..errors import InvalidArgumentError, TopicNotFoundError
-from ..records import Record, TopicPartition
+from ..records import Record, TopicConfig, TopicPartition
 from ..transactions import TXN_HEADER
-from .consumer import Consumer
+from .consumer import Consumer, log_of
 
-if TYPE_CHECKING:
-    from ..store import Store
+
+class ConsumerSource(Protocol):
+    """What ``replay_dead_letters`` needs of a store: its topics and consumers."""
+
+    def topic(self, name: str) -> TopicConfig: ...
+
+    def consumer(self, *topics: str, **config: Any) -> Consumer: ...
 
 DLQ_SUFFIX = ".dlq"
 H_TOPIC = "es.dlq.topic"
@@ -105,7 +110,7 @@ class DeadLetterProcessor:
 
     def park(self, parked: list[Parked]) -> None:
         """Append ``parked`` records to their DLQs and commit the consumer's positions, atomically."""
-        store = self.consumer._store
+        store = log_of(self.consumer)
         with self.consumer.transaction() as tx:
             for record, error, attempts in parked:
                 dlq = record.topic + self.dlq_suffix
@@ -164,7 +169,7 @@ def _dlq_headers(record: Record, error: BaseException, attempts: int) -> list[tu
     ]
 
 
-def replay_dead_letters(store: Store, dlq_topic: str, *, group_id: str | None = None,
+def replay_dead_letters(store: ConsumerSource, dlq_topic: str, *, group_id: str | None = None,
                         max_records: int | None = None, timeout_ms: int = 0) -> int:
     """Append parked records back to their original topic; returns how many.
 

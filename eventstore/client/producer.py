@@ -29,7 +29,7 @@ from ..validation import (
 )
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..log import Log
 
 log = logging.getLogger("eventstore.producer")
 _DRAIN_RECORDS_MAX = 10_000
@@ -134,10 +134,10 @@ class FutureRecordMetadata:
 class Producer:
     """Create with ``store.producer()``. Thread-safe: many threads may ``send``."""
 
-    def __init__(self, store: Store, *, key_serializer: Callable[[Any], bytes] | None = None,
+    def __init__(self, log: Log, *, key_serializer: Callable[[Any], bytes] | None = None,
                  value_serializer: Callable[[Any], bytes] | None = None,
                  client_id: str = "eventstore-producer") -> None:
-        self._store = store
+        self._log = log
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         self.client_id = client_id
@@ -153,7 +153,7 @@ class Producer:
         """Queue one record; the returned future resolves once it is appended (and durable)."""
         if self._closed:
             raise IllegalStateError("producer is closed")
-        cfg = self._store.topic(topic)
+        cfg = self._log.topic(topic)
         check_plain_topic(cfg)
         where = f"send to topic {topic!r}"
         if self._value_serializer is not None and value is not None:
@@ -201,7 +201,7 @@ class Producer:
         for topic, entries in by_topic.items():
             batch = _Batch()
             try:
-                batch.metadata = self._store.append_batch(topic, [m for m, _ in entries])
+                batch.metadata = self._log.append_batch(topic, [m for m, _ in entries])
             except (EventStoreError, OSError) as e:
                 batch.error = e
             for i, (_, future) in enumerate(entries):
@@ -248,4 +248,4 @@ class Producer:
         self.close()
 
     def partitions_for(self, topic: str) -> set[int]:
-        return set(range(self._store.topic(topic).partitions))
+        return set(range(self._log.topic(topic).partitions))

@@ -1,13 +1,20 @@
-"""The in-process group coordinator: membership, generations, assignment, fencing.
+"""A consumer group: its members, generations, assignment, expiry and fencing.
 
-Each member acts on a rebalance at its own next ``poll`` (as Kafka consumers
-do). A partition has at most one owner at any moment: a member takes a newly
-assigned partition only after its previous owner has released it (after the
-owner's ``on_partitions_revoked`` ran, so it could commit) or was removed.
-A member that stops polling for ``max_poll_interval_ms`` is removed; so is one
-whose consumer is gone without ``close()`` (garbage collected: nothing can
-heartbeat for it) once ``session_timeout_ms`` has passed since its last
-heartbeat. A consumer busy between polls keeps its session, as Kafka's
+A group knows members, not consumers. ``Member`` is what every kind of member
+shares (an id, the topics it reads, a generation, a session, the partitions it
+is assigned and owns); a kind says how it follows rebalances. The one kind
+today is ``EmbeddedMember``, a consumer in this process: it acts on a rebalance
+at its own next ``poll`` (as Kafka consumers do) and takes a newly assigned
+partition only after the previous owner released it (after the owner's
+``on_partitions_revoked`` ran, so it could commit) or was removed, so a
+partition has at most one owner at any moment. A member of Kafka's
+JoinGroup/SyncGroup protocol would be a second kind of the same group, with
+the same generations, expiry and fencing.
+
+An embedded member that stops polling for ``max_poll_interval_ms`` is removed;
+so is one whose consumer is gone without ``close()`` (garbage collected:
+nothing can heartbeat for it) once ``session_timeout_ms`` has passed since its
+last heartbeat. A consumer busy between polls keeps its session, as Kafka's
 background heartbeat keeps it. Late commits of a removed member fail with
 ``CommitFailedError``.
 """
@@ -24,6 +31,8 @@ import msgspec
 from ..errors import CommitFailedError, InvalidArgumentError
 from ..records import TopicPartition
 from .assignors import ASSIGNORS
+
+__all__ = ["EmbeddedMember", "Group", "GroupDescription", "Member", "MemberDescription"]
 
 _member_ids = itertools.count(1)
 
@@ -44,29 +53,72 @@ class GroupDescription(msgspec.Struct, frozen=True, kw_only=True):
     members: list[MemberDescription]
 
 
-def _always() -> bool:
-    return True
-
-
 class Member:
-    """One consumer's membership. Mutated only under its group's lock."""
+    """What every kind of member of a group has. Mutated only under its group's lock.
+
+    ``target`` is the member's assignment in the group's current generation,
+    ``owned`` what it holds now; ``generation`` the last generation it caught
+    up with. ``strategy`` names the assignor the member asked for.
+    """
 
     def __init__(self, group: Group, client_id: str, topics: frozenset[str], strategy: str,
-                 max_poll_interval_ms: int, session_timeout_ms: int) -> None:
+                 session_timeout_ms: int) -> None:
         self.group = group
         self.member_id = f"{client_id}-{next(_member_ids)}"
         self.client_id = client_id
         self.topics = topics
         self.strategy = strategy
-        self.max_poll_interval_s = max_poll_interval_ms / 1000
         self.session_timeout_s = session_timeout_ms / 1000
-        self.wake = threading.Event()
         self.target: set[TopicPartition] = set()
         self.owned: set[TopicPartition] = set()
         self.generation = -1
         self.active = True
-        self.last_poll = self.last_heartbeat = time.monotonic()
-        self.alive: Callable[[], bool] = _always  # whether its consumer still exists
+        self.last_heartbeat = time.monotonic()
+
+    def joined(self, now: float) -> None:
+        """The member (re)joins its group at ``now``."""
+        self.active = True
+        self.last_heartbeat = now
+
+    def expired(self, now: float) -> bool:
+        """Whether the group removes this member at ``now``: its session ran out."""
+        return now - self.last_heartbeat > self.session_timeout_s
+
+    def notify(self) -> None:
+        """Something the member acts on changed: a new generation (and ``target``), or a
+        partition it waits for was released."""
+
+
+def _always() -> bool:
+    return True
+
+
+class EmbeddedMember(Member):
+    """A consumer of this process: it polls, and is woken when it should poll again.
+
+    ``wake`` is set on a rebalance; ``alive`` says whether its consumer still
+    exists (a consumer dropped without ``close()`` cannot heartbeat any more).
+    """
+
+    def __init__(self, group: Group, client_id: str, topics: frozenset[str], strategy: str,
+                 max_poll_interval_ms: int, session_timeout_ms: int) -> None:
+        super().__init__(group, client_id, topics, strategy, session_timeout_ms)
+        self.max_poll_interval_s = max_poll_interval_ms / 1000
+        self.wake = threading.Event()
+        self.alive: Callable[[], bool] = _always
+        self.last_poll = self.last_heartbeat
+
+    def joined(self, now: float) -> None:
+        super().joined(now)
+        self.last_poll = now
+
+    def expired(self, now: float) -> bool:
+        """Past ``max_poll_interval`` without a poll, or out of session with its consumer gone."""
+        return now - self.last_poll > self.max_poll_interval_s or (
+            super().expired(now) and not self.alive())
+
+    def notify(self) -> None:
+        self.wake.set()
 
 
 class Group:
@@ -91,8 +143,7 @@ class Group:
                     f"group {self.group_id!r} uses partition_assignment_strategy "
                     f"{others.pop()!r}; this consumer asked for {member.strategy!r}"
                 )
-            member.active = True
-            member.last_poll = member.last_heartbeat = time.monotonic()
+            member.joined(time.monotonic())
             self.members[member.member_id] = member
             self._rebalance()
 
@@ -128,18 +179,14 @@ class Group:
         assignment = ASSIGNORS[strategy](subs, self._counts, current)
         for mid, m in self.members.items():
             m.target = assignment.get(mid, set())
-            m.wake.set()
+            m.notify()
 
     def expire(self, now: float | None = None) -> list[Member]:
-        """Remove members past max_poll_interval or session timeout; returns them."""
+        """Remove the members that expired (see ``Member.expired``); returns them."""
         if now is None:
             now = time.monotonic()
         with self.lock:
-            gone = [
-                m for m in self.members.values()
-                if now - m.last_poll > m.max_poll_interval_s
-                or (now - m.last_heartbeat > m.session_timeout_s and not m.alive())
-            ]
+            gone = [m for m in self.members.values() if m.expired(now)]
             for m in gone:
                 del self.members[m.member_id]
                 self._drop(m)
@@ -168,7 +215,7 @@ class Group:
                     del self.owners[tp]
                     for other in self.members.values():  # wake whoever waits for it
                         if tp in other.target:
-                            other.wake.set()
+                            other.notify()
 
     def acquire(self, member: Member) -> set[TopicPartition]:
         """Take every target partition that nobody owns; returns the ones taken now."""
@@ -183,21 +230,29 @@ class Group:
                     taken.add(tp)
             return taken
 
-    def check_commit(self, member: Member, tps: Iterable[TopicPartition]) -> None:
-        """Fencing: only an active member may commit, and only partitions it owns.
+    def check_commit(self, member_id: str, generation: int, tps: Iterable[TopicPartition]) -> None:
+        """Fencing, under the group's lock: only an active member may commit, in the generation
+        it caught up with, and only partitions it owns.
 
         Expiry runs first: a member past ``max_poll_interval_ms`` is removed even
         when no other member polls, so its late commit fails as in Kafka.
         """
         with self.lock:
             self.expire()
-            if not member.active or member.member_id not in self.members:
+            member = self.members.get(member_id)
+            if member is None or not member.active:
                 raise CommitFailedError(
                     self.group_id,
                     "this consumer was removed from the group (it left, or exceeded "
                     "max_poll_interval_ms / session_timeout_ms); its partitions were reassigned",
                 )
-            foreign = sorted(tp for tp in tps if self.owners.get(tp) != member.member_id)
+            if generation != member.generation:
+                raise CommitFailedError(
+                    self.group_id,
+                    f"generation {generation} is not this member's generation {member.generation}: "
+                    "the group rebalanced since",
+                )
+            foreign = sorted(tp for tp in tps if self.owners.get(tp) != member_id)
             if foreign:
                 raise CommitFailedError(
                     self.group_id,
@@ -219,27 +274,3 @@ class Group:
             protocol = next(iter(self.members.values())).strategy if self.members else ""
             return GroupDescription(group_id=self.group_id, state=state,
                                     generation=self.generation, protocol=protocol, members=members)
-
-
-class Coordinator:
-    """All groups of one store."""
-
-    def __init__(self, partition_counts: Callable[[Iterable[str]], dict[str, int]]) -> None:
-        self._lock = threading.Lock()
-        self._groups: dict[str, Group] = {}
-        self._partition_counts = partition_counts
-
-    def group(self, group_id: str) -> Group:
-        with self._lock:
-            g = self._groups.get(group_id)
-            if g is None:
-                g = self._groups[group_id] = Group(group_id, self._partition_counts)
-            return g
-
-    def active_groups(self) -> list[str]:
-        with self._lock:
-            return sorted(g for g, state in self._groups.items() if state.members)
-
-    def find(self, group_id: str) -> Group | None:
-        with self._lock:
-            return self._groups.get(group_id)

@@ -1,8 +1,8 @@
-"""Group administration over a store: list, describe, offsets, lag, reset, delete."""
+"""Group administration: list, describe, offsets, lag, reset, delete (``Store``'s group methods,
+through ``GroupCoordinator``)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -10,71 +10,63 @@ from ..catalog import cursors
 from ..errors import GroupNotEmptyError, InvalidArgumentError
 from ..records import OffsetAndMetadata, TopicPartition
 from ..validation import check_group_id
-from .coordinator import GroupDescription
+from .membership import GroupDescription
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..log import Log
+    from .coordinator import GroupCoordinator
 
 
-def _expire(store: Store, group: str | None = None) -> None:
-    """Run the coordinator's expiry now, so a member nobody polls beside is still removed."""
-    coordinator = store._coordinator()
-    names = [group] if group is not None else coordinator.active_groups()
-    for name in names:
-        g = coordinator.find(name)
-        if g is not None:
-            g.expire()
-
-
-def list_groups(store: Store) -> list[str]:
+def list_groups(coordinator: GroupCoordinator) -> list[str]:
     """Groups with committed offsets or active members."""
-    _expire(store)
-    return sorted(set(cursors.groups(store.log.catalog)) | set(store._coordinator().active_groups()))
+    coordinator.expire()
+    return sorted(set(cursors.groups(coordinator.log.catalog)) | set(coordinator.active_groups()))
 
 
-def group_offsets(store: Store, group: str) -> dict[TopicPartition, int]:
+def group_offsets(coordinator: GroupCoordinator, group: str) -> dict[TopicPartition, int]:
     check_group_id(group)
-    return {tp: om.offset for tp, om in cursors.read_group(store.log.catalog, group).items()}
+    return {tp: om.offset for tp, om in cursors.read_group(coordinator.log.catalog, group).items()}
 
 
-def lag(store: Store, group: str) -> dict[TopicPartition, int]:
+def lag(coordinator: GroupCoordinator, group: str) -> dict[TopicPartition, int]:
     """Per partition the group consumes: end offset - committed offset.
 
     Partitions of topics the group has committed to or subscribes to; a
     partition with no commit counts from its log start. A committed offset
     below the log start (retention) counts from the log start too.
     """
-    _expire(store, group)
-    committed = group_offsets(store, group)
+    coordinator.expire(group)
+    committed = group_offsets(coordinator, group)
     topics = {tp.topic for tp in committed}
-    g = store._coordinator().find(group)
+    log = coordinator.log
+    g = coordinator.find(group)
     if g is not None:
         desc = g.describe()
         topics |= {t for m in desc.members for t in m.topics}
     out: dict[TopicPartition, int] = {}
     for topic in sorted(topics):
         try:
-            cfg = store.topic(topic)
+            cfg = log.topic(topic)
         except KeyError:
             continue
         for p in range(cfg.partitions):
             tp = TopicPartition(topic, p)
-            start, end = store.offsets(topic, p)
+            start, end = log.offsets(topic, p)
             out[tp] = end - max(committed.get(tp, start), start)
     return out
 
 
-def describe_group(store: Store, group: str) -> GroupDescription:
-    _expire(store, group)
-    g = store._coordinator().find(group)
+def describe_group(coordinator: GroupCoordinator, group: str) -> GroupDescription:
+    coordinator.expire(group)
+    g = coordinator.find(group)
     if g is None:
         return GroupDescription(group_id=group, state="Empty", generation=0, protocol="", members=[])
     return g.describe()
 
 
-def _require_empty(store: Store, group: str) -> None:
-    _expire(store, group)
-    g = store._coordinator().find(group)
+def _require_empty(coordinator: GroupCoordinator, group: str) -> None:
+    coordinator.expire(group)
+    g = coordinator.find(group)
     if g is not None and g.members:
         raise GroupNotEmptyError(group, len(g.members))
 
@@ -84,7 +76,7 @@ RESET_POLICIES = ("earliest", "latest")
 
 
 def reset_group_offsets(
-    store: Store, group: str, to: ResetTarget, topics: list[str] | None = None,
+    coordinator: GroupCoordinator, group: str, to: ResetTarget, topics: list[str] | None = None,
 ) -> dict[TopicPartition, int]:
     """Set the group's offsets: ``"earliest"``, ``"latest"``, a timestamp (ms) or explicit offsets.
 
@@ -95,26 +87,27 @@ def reset_group_offsets(
     there is nothing to reset.
     """
     check_group_id(group)
+    log = coordinator.log
     if isinstance(to, Mapping):
         target = _explicit_offsets(to)
     else:
         _check_target(to)
         names = _topic_names(topics) if topics is not None else sorted(
-            {tp.topic for tp in group_offsets(store, group)}
+            {tp.topic for tp in group_offsets(coordinator, group)}
         )
         target = {}
         for name in names:
-            for p in range(store.topic(name).partitions):
-                target[TopicPartition(name, p)] = _resolve(store, name, p, to)
-    _require_empty(store, group)
+            for p in range(log.topic(name).partitions):
+                target[TopicPartition(name, p)] = _resolve(log, name, p, to)
+    _require_empty(coordinator, group)
     for tp, off in target.items():
-        start, end = store.offsets(tp.topic, tp.partition)
+        start, end = log.offsets(tp.topic, tp.partition)
         if not start <= off <= end:
             raise InvalidArgumentError(
                 f"offset {off} for {tp.topic}/{tp.partition} is outside {start}..{end}"
             )
-    cursors.commit(store.log.catalog, group, {tp: OffsetAndMetadata(o) for tp, o in target.items()},
-                   time.time_ns() // 1_000_000)
+    offsets = {tp: OffsetAndMetadata(o) for tp, o in target.items()}
+    coordinator.commit_offsets(group, None, -1, offsets)  # no member: the group is empty
     return target
 
 
@@ -156,18 +149,18 @@ def _topic_names(topics: object) -> list[str]:
     return sorted(topics)
 
 
-def _resolve(store: Store, topic: str, partition: int, to: str | int) -> int:
-    start, end = store.offsets(topic, partition)
+def _resolve(log: Log, topic: str, partition: int, to: str | int) -> int:
+    start, end = log.offsets(topic, partition)
     if to == "earliest":
         return start
     if to == "latest":
         return end
     assert type(to) is int  # _check_target
-    found = store.offset_for_time(topic, partition, to)
+    found = log.offset_for_time(topic, partition, to)
     return end if found is None else found
 
 
-def delete_group(store: Store, group: str) -> int:
+def delete_group(coordinator: GroupCoordinator, group: str) -> int:
     """Forget a group's committed offsets; it must have no active members."""
-    _require_empty(store, group)
-    return cursors.delete_group(store.log.catalog, group)
+    _require_empty(coordinator, group)
+    return cursors.delete_group(coordinator.log.catalog, group)
