@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.lowlevel
@@ -221,6 +221,10 @@ class Consumer:
 
     def partitions_for_topic(self, topic: str) -> set[int]:
         return self.blocking.partitions_for_topic(topic)
+
+    def metrics(self) -> dict[str, Any]:
+        """What this consumer did since it was made (see ``eventstore.Consumer.metrics``)."""
+        return self.blocking.metrics()
 
     # --- lifecycle ---------------------------------------------------------------------
 

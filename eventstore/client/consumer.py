@@ -143,6 +143,7 @@ class Consumer:
         self._value_deserializer = value_deserializer
         self._deserializing = key_deserializer is not None or value_deserializer is not None
         self._failed: RecordDeserializationError | None = None  # raised by the next poll
+        self._counts = _Counts()
         self._closed = False
         self._wake = _Wake()
         if topics:
@@ -312,6 +313,8 @@ class Consumer:
             self._release(revoke)
             group.release(member, revoke)
         taken = group.acquire(member)
+        if taken or revoke:
+            self._counts.rebalances += 1
         if taken:
             self._take(taken)
             if self._listener is not None:
@@ -424,6 +427,8 @@ class Consumer:
             raise InvalidArgumentError(f"max_records must be a positive int, got {limit!r}")
         now = time.monotonic()
         deadline = now + max(0.0, timeout_ms) / 1000
+        self._counts.polls += 1
+        self._counts.last_poll_ms = _now_ms()
         while True:  # bounded by the deadline
             self._wake.clear()
             self._coordinate(now)
@@ -458,6 +463,7 @@ class Consumer:
             if records and self._deserializing:
                 records, failed = self._deserialize(tp, records)
             if records:
+                self._counts.records += len(records)
                 out[tp] = records
                 if update:
                     self._positions[tp] = records[-1].offset + 1
@@ -516,7 +522,9 @@ class Consumer:
             buffered = self._buffers.get(tp)
             if buffered is None or not buffered or buffered[0].offset != pos:
                 log = self._store._partition_log(tp.topic, tp.partition)
-                buffered = log.read(pos, max(wanted, _FETCH_RECORDS_MIN), None, whole_batches=True)
+                buffered, size = log.read_sized(pos, max(wanted, _FETCH_RECORDS_MIN), None,
+                                                whole_batches=True)
+                self._counts.fetched(size)
         except OffsetOutOfRangeError as e:
             self._buffers.pop(tp, None)
             self._positions[tp] = self._reset_position(tp, e.log_start_offset, e.end_offset)
@@ -570,10 +578,16 @@ class Consumer:
         member = self._member
         if member is None:
             cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms())
+            self._counts.commits += 1
             return
         with member.group.lock:
-            member.group.check_commit(member, normalized)
+            try:
+                member.group.check_commit(member, normalized)
+            except CommitFailedError:
+                self._counts.commit_failures += 1
+                raise
             cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms())
+        self._counts.commits += 1
 
     def transaction(self) -> Transaction:
         """A transaction that also commits this consumer's positions, atomically with its appends.
@@ -615,9 +629,14 @@ class Consumer:
             return
         offsets = {tp: OffsetAndMetadata(pos) for tp, pos in self._owned_positions(only).items()}
         if offsets:
-            with contextlib.suppress(CommitFailedError), member.group.lock:
-                member.group.check_commit(member, offsets)
+            with member.group.lock:
+                try:
+                    member.group.check_commit(member, offsets)
+                except CommitFailedError:
+                    self._counts.commit_failures += 1
+                    return
                 cursors.commit(self._store._catalog, self.group_id, offsets, _now_ms())
+            self._counts.commits += 1
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset for ``tp`` (None if it has none)."""
@@ -650,6 +669,41 @@ class Consumer:
 
     def topics(self) -> set[str]:
         return {t.name for t in self._store.topics()}
+
+    def metrics(self) -> dict[str, Any]:
+        """What this consumer did since it was made, as kafka-python's ``metrics()`` (flat).
+
+        ``polls``; ``records_consumed`` (records polls returned, iterators'
+        polls included); ``log_reads`` and ``bytes_fetched`` (reads from the log,
+        each of whole batches, most ahead of what polls return: a Kafka fetch;
+        the bytes are the batches' bytes on disk); ``commits`` and ``commit_failures``
+        (``commit``, ``commit_async``, auto-commit, close; not the offsets a
+        ``transaction()`` commits); ``rebalances`` (assignment changes
+        from the group); ``assigned_partitions``; ``last_poll_ms`` (wall clock)
+        and ``last_poll_seconds_ago`` (None before the first poll);
+        ``records_lag`` per assigned partition (end offset - position; None
+        until the position is known) and ``records_lag_max``.
+        """
+        c = self._counts
+        lag: dict[TopicPartition, int | None] = {}
+        positions = dict(self._positions)
+        for tp in sorted(set(self._owned)):  # bounded by the assignment
+            pos = positions.get(tp)
+            try:
+                end = self._store.offsets(tp.topic, tp.partition)[1]
+                lag[tp] = None if pos is None else max(0, end - pos)
+            except (TopicNotFoundError, PartitionNotFoundError):
+                lag[tp] = None  # deleted meanwhile: the next rebalance takes it away
+        known = [n for n in lag.values() if n is not None]
+        last = c.last_poll_ms
+        return {
+            "polls": c.polls, "records_consumed": c.records, "bytes_fetched": c.bytes,
+            "log_reads": c.log_reads, "commits": c.commits, "commit_failures": c.commit_failures,
+            "rebalances": c.rebalances, "assigned_partitions": len(lag),
+            "last_poll_ms": last,
+            "last_poll_seconds_ago": None if last is None else max(0.0, (_now_ms() - last) / 1000),
+            "records_lag": lag, "records_lag_max": max(known) if known else None,
+        }
 
     def partitions_for_topic(self, topic: str) -> set[int]:
         return set(range(self._store.topic(topic).partitions))
@@ -727,6 +781,24 @@ class IterationBuffer:
             if self._chunks:
                 self._expected = self._chunks[-1][2]
         return None
+
+
+class _Counts:
+    """The counters ``Consumer.metrics`` reports (one consumer is used by one thread at a time)."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.records = 0
+        self.bytes = 0
+        self.log_reads = 0
+        self.commits = 0
+        self.commit_failures = 0
+        self.rebalances = 0
+        self.last_poll_ms: int | None = None
+
+    def fetched(self, size: int) -> None:
+        self.log_reads += 1
+        self.bytes += size
 
 
 class _Wake(threading.Event):
