@@ -58,8 +58,8 @@ from .validation import (
     check_int64,
     check_plain_topic,
     check_size,
-    check_timeout,
     check_timestamp,
+    check_wait,
     normalize_item,
     record_size,
 )
@@ -628,9 +628,8 @@ class Store:
 
     def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
         """Block until the partition's end offset passes ``offset`` (True) or the timeout (False)."""
-        if type(offset) is not int or offset < 0:
-            raise InvalidArgumentError(f"offset must be an int ≥ 0, got {offset!r}")
-        return self._partition_log(topic, partition).wait_for(offset, check_timeout(timeout_s))
+        timeout_s = check_wait(offset, timeout_s)
+        return self._partition_log(topic, partition).wait_for(offset, timeout_s)
 
     # --- clients and groups (the client layer, reached from the store) ------
 

@@ -95,6 +95,13 @@ def check_int64(value: object, what: str, *, optional: bool = False) -> int | No
     return value
 
 
+def check_wait(offset: object, timeout_s: object) -> float | None:
+    """A ``wait_for``'s offset (an int ≥ 0) and timeout (see ``check_timeout``)."""
+    if type(offset) is not int or offset < 0:
+        raise InvalidArgumentError(f"offset must be an int ≥ 0, got {offset!r}")
+    return check_timeout(timeout_s)
+
+
 def check_timeout(timeout_s: object) -> float | None:
     """A wait's timeout in seconds: None (or one too long for the OS to wait) waits forever."""
     if timeout_s is None:

@@ -42,7 +42,7 @@ async def store(store_path: Path) -> AsyncIterator[eventstore.aio.Store]:
 
 def listener_counts(store: eventstore.aio.Store, topic: str) -> list[int]:
     """How many listeners each partition of ``topic`` has (a consumer's own is one)."""
-    logs = [store.blocking._partition_log(topic, p) for p in range(store.topic(topic).partitions)]
+    logs = [store.blocking._partition_log(topic, p) for p in range(store.blocking.topic(topic).partitions)]
     return [len(plog._listeners) for plog in logs]
 
 
@@ -238,7 +238,7 @@ async def test_leaving_async_with_closes_the_store_even_when_cancelled(store_pat
             await anyio.sleep(10)
     assert store.closed
     async with await eventstore.aio.open(store_path) as reopened:  # the lock was released
-        assert [t.name for t in reopened.topics()] == ["orders"]
+        assert [t.name for t in await reopened.topics()] == ["orders"]
 
 
 async def test_a_transaction_cancelled_in_its_body_writes_nothing(store: eventstore.aio.Store) -> None:
@@ -267,7 +267,7 @@ FACADES: list[tuple[type[Any], type[Any]]] = [
 def test_exports() -> None:
     assert eventstore.aio.__all__ == [
         "Store", "StoreReader", "open", "open_reader", "Transaction", "Consumer",
-        "DeadLetterProcessor", "FutureRecordMetadata", "Producer",
+        "DeadLetterProcessor", "FutureRecordMetadata", "Producer", "Subscription",
     ]
     assert all(hasattr(eventstore.aio, name) for name in eventstore.aio.__all__)
     plain_import = "import eventstore; assert eventstore.aio.open"

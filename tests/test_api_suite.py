@@ -45,7 +45,7 @@ from eventstore import (
 
 APIS = ["sync", "asyncio", "trio"]
 _FACADES = (eventstore.aio.Store, eventstore.aio.Consumer, eventstore.aio.Producer,
-            eventstore.aio.Transaction, eventstore.aio.FutureRecordMetadata)
+            eventstore.aio.Transaction, eventstore.aio.FutureRecordMetadata, eventstore.aio.Subscription)
 
 
 class Blocking:
