@@ -32,7 +32,7 @@ from ..errors import (
     TopicNotFoundError,
 )
 from ..records import OffsetAndMetadata, Record, TopicPartition
-from ..validation import check_group_id, normalize_offsets
+from ..validation import check_group_id, check_topic_partition, normalize_offsets
 from .coordinator import Member
 
 if TYPE_CHECKING:
@@ -642,6 +642,7 @@ class Consumer:
         """The group's committed offset for ``tp`` (None if it has none)."""
         if self.group_id is None:
             raise IllegalStateError("committed needs a group_id")
+        check_topic_partition(tp, "committed() takes a TopicPartition: tp")
         om = cursors.get(self._store._catalog, self.group_id, tp)
         return None if om is None else om.offset
 
