@@ -1,9 +1,12 @@
 """The LMDB environment, with error translation and automatic map growth.
 
 Every LMDB error of the catalog and of the stream index is translated here
-(``lmdb_error``): damaged pages become ``CorruptionError``, the rest
-``StorageError``. Before an environment is opened its data file is checked
-(``datafile.check``), since LMDB would fault on a truncated one.
+(``lmdb_error``): damaged pages become ``CorruptionError``, a full disk
+``StorageFullError``, the rest ``StorageError``. LMDB reports a write cut short
+by a full disk as EIO ("Input/output error"), so any other LMDB error is a
+full disk when the file system has (almost) no room left right after it.
+Before an environment is opened its data file is checked (``datafile.check``),
+since LMDB would fault on a truncated one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ _GROWTHS_MAX = 24  # 64 MiB doubled 24 times is far beyond any disk
 CATALOG_REPAIR = ("run 'es verify --repair': it keeps the damaged catalog aside and makes a new one "
                   "from the log and each topic.json (committed group offsets, transactions not yet "
                   "relayed and projection checkpoints cannot be rebuilt)")
+#: Free bytes below which an LMDB error is put down to a full disk (see ``disk_full``).
+FULL_FREE_BYTES = 1024 * 1024
 #: LMDB's errors for pages that are not what they should be.
 DAMAGE_ERRORS: tuple[type[Exception], ...] = (
     lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.VersionMismatchError,
@@ -164,9 +169,20 @@ def lmdb_error(e: Exception, path: str, doing: str, repair: str) -> EventStoreEr
     """
     if isinstance(e, DAMAGE_ERRORS):
         return CorruptionError(os.path.join(path, datafile.DATA_FILE), 0, f"{doing}: {e}; {repair}")
-    if isinstance(e, lmdb.DiskError):
-        return StorageFullError(path, f"{doing}: {e}")
+    if isinstance(e, lmdb.DiskError) or disk_full(path):
+        return StorageFullError(path, f"{doing}: {e}; the disk is full")
     return StorageError(path, f"{doing}: {e}")
+
+
+def disk_full(path: str) -> bool:
+    """Whether the file system holding ``path`` has less than ``FULL_FREE_BYTES`` left, or
+    no inode. A short write (which LMDB reports as EIO) means the disk filled up as it wrote:
+    what is free just after is less than the pages it could not write."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_FREE_BYTES or (st.f_files > 0 and st.f_favail == 0)
 
 
 def _prefix_items(cursor: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -241,6 +241,8 @@ class StreamIndex:
             with contextlib.suppress(StorageError):
                 self.write(lambda txn: txn.put(b"clean", b"1", db=self.dbs[DB_META]))
             self.env.sync(True)
+        except lmdb.Error as e:
+            raise lmdb_error(e, self.path, "stream index sync failed", INDEX_REPAIR) from e
         finally:
             self.abandon()
 
