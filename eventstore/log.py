@@ -67,8 +67,8 @@ from .validation import (
     check_int64,
     check_plain_topic,
     check_size,
-    check_timeout,
     check_timestamp,
+    check_wait,
     record_size,
 )
 from .validation import (
@@ -660,11 +660,12 @@ class Log:
             raise InvalidArgumentError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
         return plog.read(offset, max_records, max_bytes)
 
-    def fetch(self, topic: str, partition: int, offset: int, max_records: int) -> list[Record]:
-        """Records from ``offset`` in whole batches: at least ``max_records`` if there are as
-        many, the last batch not cut (a consumer's fetch buffer keeps the rest, so no batch
-        is decoded twice). Arguments are not checked: for clients that check their own."""
-        return self.partition(topic, partition).read(offset, max_records, None, whole_batches=True)
+    def fetch(self, topic: str, partition: int, offset: int, max_records: int) -> tuple[list[Record], int]:
+        """Records from ``offset`` in whole batches, and the bytes of those batches: at least
+        ``max_records`` records if there are as many, the last batch not cut (a consumer's
+        fetch buffer keeps the rest, so no batch is decoded twice). Arguments are not checked:
+        for clients that check their own."""
+        return self.partition(topic, partition).read_sized(offset, max_records, None, whole_batches=True)
 
     def read_batches(self, topic: str, partition: int, offset: int, max_bytes: int) -> tuple[bytes, int]:
         """The stored batches from the one holding ``offset``, byte for byte, and the offset
@@ -693,9 +694,8 @@ class Log:
 
     def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
         """Block until the partition's end offset passes ``offset`` (True) or the timeout (False)."""
-        if type(offset) is not int or offset < 0:
-            raise InvalidArgumentError(f"offset must be an int ≥ 0, got {offset!r}")
-        return self.partition(topic, partition).wait_for(offset, check_timeout(timeout_s))
+        timeout_s = check_wait(offset, timeout_s)
+        return self.partition(topic, partition).wait_for(offset, timeout_s)
 
     def watch(self, partitions: Iterable[TopicPartition], callback: Callable[[], object]) -> Watch:
         """Call ``callback()`` whenever records become visible in any of ``partitions``, until

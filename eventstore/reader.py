@@ -27,7 +27,7 @@ from .errors import (
 from .records import PartitionStatistics, Record, TopicConfig, TopicPartition
 from .storage import topicdir
 from .storage.view import PartitionView
-from .validation import check_group_id, check_timeout, check_timestamp
+from .validation import check_group_id, check_timestamp, check_wait
 from .validation import check_partition as valid_partition
 
 DEFAULT_POLL_INTERVAL_MS = 50
@@ -163,9 +163,7 @@ class StoreReader:
 
         The writer is another process, so this looks every ``poll_interval_ms``.
         """
-        if type(offset) is not int or offset < 0:
-            raise InvalidArgumentError(f"offset must be an int ≥ 0, got {offset!r}")
-        timeout_s = check_timeout(timeout_s)
+        timeout_s = check_wait(offset, timeout_s)
         view = self._view(topic, partition)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         interval = self.poll_interval_ms / 1000

@@ -19,7 +19,7 @@ from . import transactions
 from .batches import BatchMetadata
 from .client.consumer import Consumer
 from .client.producer import Producer
-from .errors import InvalidArgumentError, StoreNotFoundError
+from .errors import CorruptionError, InvalidArgumentError, StoreNotFoundError
 from .groups import GroupCoordinator, GroupDescription
 from .log import DEFAULT_MAX_RECORDS, UNSET, Log, holds_store
 from .records import (
@@ -300,13 +300,32 @@ class Store:
     def _streams(self) -> Streams:
         streams = self._stream_store
         if streams is None:
-            from .sourcing.streams import Streams
-
             with self._lock:
                 if self._stream_store is None:
-                    self._stream_store = Streams(self, self.stream_partitions)
+                    self._stream_store = self._open_streams()
                 streams = self._stream_store
         return streams
+
+    def _open_streams(self) -> Streams:
+        """The event-sourcing layer over this store. A stream index found damaged while it
+        catches up with the log (it marks itself) is kept aside and rebuilt, once (case L1)."""
+        from .sourcing import index
+        from .sourcing.streams import Streams
+
+        for attempt in (1, 2):  # bounded: a damaged index is rebuilt once
+            try:
+                made = Streams(self, self.stream_partitions)
+                break
+            except BaseException as e:
+                marked = index.abandon(self._index_path())  # nothing left open
+                if attempt == 2 or not marked or not isinstance(e, CorruptionError):
+                    raise
+        damage, broken = made.index.damage, made.index.broken
+        if damage is not None and broken is not None:
+            self.log.report(RecoveryEvent(
+                case="L1", path=broken, position=damage.position,
+                detail=f"stream index damaged ({damage.reason}); kept aside, rebuilt from the log"))
+        return made
 
     def append_to_stream(
         self, stream_id: str, events: Sequence[NewEvent] | NewEvent,

@@ -95,6 +95,13 @@ def check_int64(value: object, what: str, *, optional: bool = False) -> int | No
     return value
 
 
+def check_wait(offset: object, timeout_s: object) -> float | None:
+    """A ``wait_for``'s offset (an int ≥ 0) and timeout (see ``check_timeout``)."""
+    if type(offset) is not int or offset < 0:
+        raise InvalidArgumentError(f"offset must be an int ≥ 0, got {offset!r}")
+    return check_timeout(timeout_s)
+
+
 def check_timeout(timeout_s: object) -> float | None:
     """A wait's timeout in seconds: None (or one too long for the OS to wait) waits forever."""
     if timeout_s is None:
@@ -152,14 +159,27 @@ def check_group_id(group_id: object) -> str:
     return group_id
 
 
+def check_topic_partition(tp: object, what: str) -> TopicPartition:
+    """A ``TopicPartition`` of a str topic and an int partition (not a bool, not "0")."""
+    if not isinstance(tp, TopicPartition):
+        raise InvalidArgumentError(f"{what} must be TopicPartition, got {tp!r}")
+    if not isinstance(tp.topic, str):
+        raise InvalidArgumentError(f"topic must be a str, got {tp.topic!r} in {tp!r}")
+    if type(tp.partition) is not int:
+        raise InvalidArgumentError(
+            f"partition must be an int, got {tp.partition!r} ({type(tp.partition).__name__}) "
+            f"for topic {tp.topic!r}"
+        )
+    return tp
+
+
 def normalize_offsets(offsets: object) -> dict[TopicPartition, OffsetAndMetadata]:
     """Offsets to commit: ``{TopicPartition: int | OffsetAndMetadata}``, checked."""
     if not isinstance(offsets, Mapping):
         raise InvalidArgumentError(f"offsets must be a mapping, got {type(offsets).__name__}")
     out = {}
     for tp, value in offsets.items():
-        if not isinstance(tp, TopicPartition):
-            raise InvalidArgumentError(f"offsets keys must be TopicPartition, got {tp!r}")
+        check_topic_partition(tp, "offsets keys")
         om = value if isinstance(value, OffsetAndMetadata) else OffsetAndMetadata(value)
         if type(om.offset) is not int or not 0 <= om.offset <= INT64_MAX:
             raise InvalidArgumentError(

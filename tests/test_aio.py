@@ -43,7 +43,7 @@ async def store(store_path: Path) -> AsyncIterator[eventstore.aio.Store]:
 def listener_counts(store: eventstore.aio.Store, topic: str) -> list[int]:
     """How many watches each partition of ``topic`` has (a consumer's own is one)."""
     log = store.blocking.log
-    return [log.partition(topic, p).listener_count() for p in range(store.topic(topic).partitions)]
+    return [log.partition(topic, p).listener_count() for p in range(log.topic(topic).partitions)]
 
 
 async def consumed(consumer: eventstore.aio.Consumer, timeout_ms: float) -> list[bytes | None]:
@@ -238,7 +238,7 @@ async def test_leaving_async_with_closes_the_store_even_when_cancelled(store_pat
             await anyio.sleep(10)
     assert store.closed
     async with await eventstore.aio.open(store_path) as reopened:  # the lock was released
-        assert [t.name for t in reopened.topics()] == ["orders"]
+        assert [t.name for t in await reopened.topics()] == ["orders"]
 
 
 async def test_a_transaction_cancelled_in_its_body_writes_nothing(store: eventstore.aio.Store) -> None:
@@ -267,7 +267,7 @@ FACADES: list[tuple[type[Any], type[Any]]] = [
 def test_exports() -> None:
     assert eventstore.aio.__all__ == [
         "Store", "StoreReader", "open", "open_reader", "Transaction", "Consumer",
-        "DeadLetterProcessor", "FutureRecordMetadata", "Producer",
+        "DeadLetterProcessor", "FutureRecordMetadata", "Producer", "Subscription",
     ]
     assert all(hasattr(eventstore.aio, name) for name in eventstore.aio.__all__)
     plain_import = "import eventstore; assert eventstore.aio.open"

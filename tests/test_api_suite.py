@@ -45,7 +45,7 @@ from eventstore import (
 
 APIS = ["sync", "asyncio", "trio"]
 _FACADES = (eventstore.aio.Store, eventstore.aio.Consumer, eventstore.aio.Producer,
-            eventstore.aio.Transaction, eventstore.aio.FutureRecordMetadata)
+            eventstore.aio.Transaction, eventstore.aio.FutureRecordMetadata, eventstore.aio.Subscription)
 
 
 class Blocking:
@@ -324,6 +324,34 @@ def test_a_deserializer_error_names_the_record_and_can_be_skipped(open_store: Ca
         for record in consumer:
             seen.append(record.value)
     assert seen == [{"n": 0}, {"n": 1}] and consumer.position(tp) == 2
+    consumer.close()
+
+
+def test_metrics_count_what_the_consumer_did(open_store: Callable[..., Any]) -> None:
+    store = open_store()
+    store.create_topic("orders", partitions=2)
+    store.append_batch("orders", [b"aa", b"bbb"], partition=0)
+    store.append_batch("orders", [(b"k", b"c")], partition=1)
+    tps = [TopicPartition("orders", 0), TopicPartition("orders", 1)]
+    consumer = store.consumer(group_id="g", auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer.assign(tps)
+    fresh = consumer.metrics()
+    assert (fresh["polls"], fresh["records_consumed"], fresh["bytes_fetched"]) == (0, 0, 0)
+    assert fresh["last_poll_ms"] is None and fresh["last_poll_seconds_ago"] is None
+    assert fresh["assigned_partitions"] == 2
+    before_ms = time.time_ns() // 1_000_000
+    assert sum(len(rs) for rs in consumer.poll(timeout_ms=1000).values()) == 3
+    assert consumer.poll(timeout_ms=0) == {}
+    consumer.commit()
+    on_disk = store.statistics().size_bytes  # both partitions' batches, each read once
+    store.append_batch("orders", [b"x", b"y"], partition=1)
+    m = consumer.metrics()
+    # each poll read both partitions: the second read nothing (the fetch buffer was empty, the log at its end)
+    assert (m["polls"], m["records_consumed"], m["bytes_fetched"], m["log_reads"]) == (2, 3, on_disk, 4)
+    assert (m["commits"], m["commit_failures"]) == (1, 0)
+    assert m["records_lag"] == {tps[0]: 0, tps[1]: 2} and m["records_lag_max"] == 2
+    assert before_ms <= m["last_poll_ms"] <= time.time_ns() // 1_000_000
+    assert 0 <= m["last_poll_seconds_ago"] < 5
     consumer.close()
 
 

@@ -3,6 +3,7 @@ fetching (max_records, fairness), the blocking iterator and live tailing."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -491,6 +492,29 @@ def test_live_tailing_wakes_promptly(open_store, durability: str, mode: str) -> 
         assert woke - t0 >= 0.1
         latencies.append(woke - appended_at[0])
     assert max(latencies) < 0.5, latencies
+    c.close()
+
+
+def test_metrics_of_a_group_member(two: eventstore.Store) -> None:
+    c = two.consumer("t", group_id="g", auto_offset_reset="earliest", max_poll_interval_ms=100,
+                     max_poll_records=4)
+    assert len(list(itertools.islice(c, 6))) == 6  # iterating polls too: 4 of one partition, 2 of the other
+    m = c.metrics()
+    assert m["records_consumed"] == 8 and m["polls"] == 2  # two polls of 4; 6 handed out so far
+    # the first read of each partition fetched all its 10 records (one batch) ahead of the polls
+    assert m["log_reads"] == 2 and m["bytes_fetched"] == two.statistics().size_bytes
+    assert m["assigned_partitions"] == 2 and m["rebalances"] == 1
+    assert sorted(m["records_lag"].values()) == [6, 8] and m["records_lag_max"] == 8
+    c.commit()
+    assert c.metrics()["commits"] == 1
+    time.sleep(0.2)  # no poll for max_poll_interval_ms: the next member to poll expires this one
+    other = two.consumer("t", group_id="g", auto_offset_reset="earliest")
+    other.poll(timeout_ms=0)
+    with pytest.raises(CommitFailedError):
+        c.commit({TP("t", 0): 1})
+    m = c.metrics()
+    assert (m["commits"], m["commit_failures"]) == (1, 1)
+    other.close()
     c.close()
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import eventstore
 import eventstore.errors as errors
@@ -20,6 +24,60 @@ DOCUMENTED = {
     "StoreLockedError", "StoreNotFoundError", "StoreClosedError", "StorageError", "StorageFullError",
     "CorruptionError",
 }
+
+
+USER_PROGRAM = """
+import json
+
+import eventstore
+from eventstore import Record, RecordMetadata, TopicPartition
+
+
+def summary(path: str) -> dict[str, int]:
+    with eventstore.open(path, create=False) as store:
+        meta: RecordMetadata = store.append("orders", b"v", key=b"k")
+        records: list[Record] = store.read("orders", meta.partition, 0)
+        consumer = store.consumer("orders", group_id="g", value_deserializer=json.loads)
+        polled: dict[TopicPartition, list[Record]] = consumer.poll(timeout_ms=100)
+        lag = consumer.metrics()["records_lag_max"]
+        consumer.close()
+        return {"records": len(records) + sum(map(len, polled.values())), "lag": lag or 0,
+                "first": records[0].timestamp if records else 0}
+"""
+# one error a checker can only report if it reads eventstore's annotations
+MISTAKE = """
+
+def mistake(store: eventstore.Store) -> str:
+    return store.append("orders", b"v").offset
+"""
+
+
+def test_a_typed_user_program_type_checks_against_the_installed_package(tmp_path: Path) -> None:
+    """The package ships ``py.typed`` (PEP 561), so a user's checker reads its annotations.
+
+    mypy runs outside the repository (its own configuration and source paths
+    out of the way) and finds eventstore where the interpreter imports it from,
+    as an installed package: without the marker it would skip eventstore's
+    annotations, treat it as untyped, and not see the mistake below.
+    """
+    package_root = Path(eventstore.__file__).resolve().parent.parent
+    assert (package_root / "eventstore" / "py.typed").is_file()
+
+    def mypy(source: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "user.py").write_text(source)
+        env = {**os.environ, "PYTHONPATH": str(package_root)}
+        return subprocess.run(
+            [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull,
+             "--python-executable", sys.executable, "user.py"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        )
+
+    clean = mypy(USER_PROGRAM)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    wrong = mypy(USER_PROGRAM + MISTAKE)
+    assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+    assert 'Incompatible return value type (got "int", expected "str")' in wrong.stdout, wrong.stdout
+    assert "py.typed" not in wrong.stdout and "import-untyped" not in wrong.stdout
 
 
 def _error_classes() -> list[type[BaseException]]:

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import eventstore
+import eventstore.aio
 from eventstore import InvalidArgumentError, Message, NewEvent, StreamMetadata, TopicPartition
 
 INT64_MAX = 2**63 - 1
@@ -152,3 +154,22 @@ def test_the_reader_checks_as_the_store_does(filled: eventstore.Store) -> None:
         with pytest.raises(InvalidArgumentError):
             reader.wait_for("t", 0, 5, float("nan"))
         assert reader.wait_for("t", 0, 0, 2**64) is True
+
+
+def test_async_wait_for_checks_as_the_blocking_one(filled: eventstore.Store) -> None:
+    path = filled.path
+    filled.close()
+
+    async def main() -> None:
+        async with await eventstore.aio.open(path) as store:
+            with pytest.raises(InvalidArgumentError):
+                await store.wait_for("t", 0, -1, 0)
+            with pytest.raises(InvalidArgumentError):
+                await store.wait_for("t", 0, 5, float("nan"))
+            assert await store.wait_for("t", 0, 0, 2**64) is True
+        async with await eventstore.aio.open_reader(path) as reader:
+            with pytest.raises(InvalidArgumentError):
+                await reader.wait_for("t", 0, -1, 0)
+            assert await reader.wait_for("t", 0, 0, float("inf")) is True
+
+    anyio.run(main)

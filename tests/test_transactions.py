@@ -200,6 +200,39 @@ def test_consumer_transaction_commits_positions_with_outputs(pipeline: eventstor
         store.consumer().transaction()
 
 
+def _readme_rewind() -> str:
+    """The README's lines that rewind a consumer after an aborted transaction."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    start = text.index("```python\nfor tp in consumer.assignment():  # after an aborted")
+    return text[start + len("```python\n"):text.index("```", start + 3)]
+
+
+@pytest.mark.parametrize("committed_first", [True, False])
+def test_an_aborted_consumer_transaction_is_rewound_by_the_readme_lines(
+        pipeline: eventstore.Store, committed_first: bool) -> None:
+    store = pipeline
+    c = tw.open_consumer(store)
+    if committed_first:  # one transaction went through: its offsets are the ones to go back to
+        tw.transform(c, c.poll(timeout_ms=0, max_records=5))
+    expected = {tp: sorted(r.offset for r in rs) for tp, rs in c.poll(timeout_ms=0, max_records=7).items()}
+    committed = {tp: c.committed(tp) for tp in c.assignment()}
+    assert expected and all(expected[tp][0] == (committed[tp] or 0) for tp in expected)
+    with pytest.raises(RuntimeError), c.transaction() as tx:
+        tx.append("out", b"half")
+        raise RuntimeError("handler failed")
+    assert store.group_offsets(tw.GROUP) == {tp: o for tp, o in committed.items() if o is not None}
+    exec(_readme_rewind(), {"consumer": c})
+    for tp in c.assignment():
+        assert c.position(tp) == (committed[tp] or store.offsets(tp.topic, tp.partition)[0])
+    again: dict[TopicPartition, list[int]] = {}
+    while batch := c.poll(timeout_ms=0):
+        for tp, rs in batch.items():
+            again.setdefault(tp, []).extend(r.offset for r in rs)
+    for tp, offsets in expected.items():  # the records of the aborted transaction come again
+        assert again[tp][:len(offsets)] == offsets
+    c.close()
+
+
 def test_consumer_transaction_is_fenced(pipeline: eventstore.Store) -> None:
     store = pipeline
     cfg: dict[str, Any] = {"group_id": "xform", "auto_offset_reset": "earliest", "enable_auto_commit": False,

@@ -319,6 +319,16 @@ def test_a_partition_of_another_type_must_be_an_int_on_every_api(s: eventstore.S
     with eventstore.open_reader(s.path) as reader:
         says_int(lambda: reader.read("orders", partition, 0))
         says_int(lambda: reader.offsets("orders", partition))
+    # offsets to commit are checked before the topic is looked at (a deleted one may still be committed)
+    if not isinstance(partition, list):
+        consumer = s.consumer(group_id="g")
+        tp = TopicPartition("orders", partition)
+        for commit in (lambda: consumer.commit({tp: 1}), lambda: consumer.committed(tp),
+                       lambda: s.transaction().commit_offsets("g", {tp: 1})):
+            e = rejects(s, InvalidArgumentError, commit)
+            assert "must be an int" in str(e), str(e)
+        consumer.close()
+        assert s.group_offsets("g") == {}
 
 
 def test_a_partition_number_outside_the_topic_is_out_of_range(s: eventstore.Store) -> None:

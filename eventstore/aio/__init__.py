@@ -23,10 +23,19 @@ calls. What changes is how they wait:
    thread) wakes the task, and a cancelled wait leaves nothing behind.
 3. ``close`` and leaving ``async with`` are shielded from cancellation, so a
    store is always closed and its lock released.
-4. Methods that only read or change memory (topic configurations, a
-   consumer's assignment, ``seek``, ``pause``) and the factories
-   (``consumer``, ``producer``, ``transaction``) are plain methods.
+4. Methods that only read or change a client's own state in memory (a
+   consumer's assignment, ``seek``, ``pause``, a transaction's ``append``, a
+   future's ``done``) and the factories (``consumer``, ``producer``,
+   ``transaction``, ``subscribe_to_*``) are plain methods. Everything else is
+   awaited, topic configurations (``topic``, ``topics``, ``partitions_for``)
+   included.
 5. Each facade's ``blocking`` attribute is the object it wraps.
+
+The event-sourcing API of the store is here too: ``append_to_stream``,
+``read_stream``, ``read_all``, stream metadata, and subscriptions that are
+async iterators (``async for event in store.subscribe_to_category("order")``).
+``tests/test_api_signatures.py`` holds every facade to the parameters of the
+blocking class it wraps, and lists the few deliberate differences.
 """
 
 from .consumer import Consumer
@@ -34,6 +43,7 @@ from .deadletter import DeadLetterProcessor
 from .producer import FutureRecordMetadata, Producer
 from .reader import StoreReader, open_reader
 from .store import Store, open
+from .subscriptions import Subscription
 from .transactions import Transaction
 
 __all__ = [
@@ -48,4 +58,6 @@ __all__ = [
     "DeadLetterProcessor",
     "FutureRecordMetadata",
     "Producer",
+    # event streams
+    "Subscription",
 ]

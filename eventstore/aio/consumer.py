@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.lowlevel
@@ -189,6 +189,11 @@ class Consumer:
         """Commit ``offsets``, or the positions of all records returned (fenced, as sync)."""
         await self._call(self.blocking.commit, offsets)
 
+    async def commit_async(self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None,
+                           callback: Any = None) -> None:
+        """``commit``, then ``callback(offsets, exception_or_None)`` (as ``eventstore.Consumer``)."""
+        await self._call(self.blocking.commit_async, offsets, callback)
+
     def transaction(self) -> Transaction:
         """A transaction that also commits this consumer's positions, atomically with its appends."""
         return Transaction(self.blocking.transaction())
@@ -214,11 +219,18 @@ class Consumer:
     ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
         return await self._call(self.blocking.offsets_for_times, timestamps)
 
-    def topics(self) -> set[str]:
+    async def topics(self) -> set[str]:
+        """The names of every topic of the store."""
+        await anyio.lowlevel.checkpoint()
         return self.blocking.topics()
 
-    def partitions_for_topic(self, topic: str) -> set[int]:
+    async def partitions_for_topic(self, topic: str) -> set[int]:
+        await anyio.lowlevel.checkpoint()
         return self.blocking.partitions_for_topic(topic)
+
+    def metrics(self) -> dict[str, Any]:
+        """What this consumer did since it was made (see ``eventstore.Consumer.metrics``)."""
+        return self.blocking.metrics()
 
     # --- lifecycle ---------------------------------------------------------------------
 

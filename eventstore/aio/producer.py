@@ -7,7 +7,7 @@ The blocking producer's sender thread does the appending and batching;
 from __future__ import annotations
 
 import functools
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import anyio
@@ -32,14 +32,31 @@ class FutureRecordMetadata:
     def done(self) -> bool:
         return self.blocking.done()
 
+    def is_done(self) -> bool:
+        return self.blocking.is_done()
+
     def exception(self) -> BaseException | None:
         return self.blocking.exception()
 
     def succeeded(self) -> bool:
         return self.blocking.succeeded()
 
-    async def result(self) -> RecordMetadata:
-        """Wait until the record is appended (and durable); its metadata, or the append's error."""
+    def add_callback(self, fn: Callable[[RecordMetadata], object]) -> FutureRecordMetadata:
+        """Call ``fn(metadata)`` once the record is appended (in the producer's sender thread,
+        or now if it already is); ``fn`` must not block."""
+        self.blocking.add_callback(fn)
+        return self
+
+    def add_errback(self, fn: Callable[[BaseException], object]) -> FutureRecordMetadata:
+        """Call ``fn(exception)`` if the append fails (in the sender thread, or now)."""
+        self.blocking.add_errback(fn)
+        return self
+
+    async def result(self, timeout: float | None = None) -> RecordMetadata:
+        """Wait until the record is appended (and durable); its metadata, or the append's error.
+
+        ``TimeoutError`` if that takes more than ``timeout`` seconds (None: no limit).
+        """
         future = self.blocking
         if future.done():
             await anyio.lowlevel.checkpoint()
@@ -47,8 +64,13 @@ class FutureRecordMetadata:
             wakeup = Wakeup()
             future.add_callback(lambda _metadata: wakeup.notify())
             future.add_errback(lambda _error: wakeup.notify())
-            await wakeup.wait()
+            with anyio.fail_after(timeout):
+                await wakeup.wait()
         return future.result(0)  # done: does not wait
+
+    async def get(self, timeout: float | None = None) -> RecordMetadata:
+        """kafka-python's name for ``result``."""
+        return await self.result(timeout)
 
     def __await__(self) -> Generator[Any, None, RecordMetadata]:
         return self.result().__await__()
@@ -90,5 +112,6 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def partitions_for(self, topic: str) -> set[int]:
+    async def partitions_for(self, topic: str) -> set[int]:
+        await anyio.lowlevel.checkpoint()
         return self.blocking.partitions_for(topic)

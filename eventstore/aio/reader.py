@@ -17,6 +17,7 @@ from ..reader import DEFAULT_POLL_INTERVAL_MS
 from ..reader import StoreReader as BlockingReader
 from ..reader import open_reader as open_blocking
 from ..records import PartitionStatistics, Record, TopicConfig, TopicPartition
+from ..validation import check_wait
 from .threads import complete_in_thread
 
 
@@ -79,6 +80,7 @@ class StoreReader:
 
         Looks every ``poll_interval_ms``, sleeping on the event loop in between.
         """
+        timeout_s = check_wait(offset, timeout_s)
         interval = self.blocking.poll_interval_ms / 1000
         with anyio.move_on_after(float("inf") if timeout_s is None else timeout_s):
             while True:  # bounded by the timeout, or by the caller (timeout None)
@@ -86,6 +88,10 @@ class StoreReader:
                     return True
                 await anyio.sleep(interval)
         return (await self.offsets(topic, partition))[1] > offset
+
+    async def incarnation(self, topic: str, partition: int) -> object:
+        """Which partition of that name the reader reads (see ``eventstore.StoreReader``)."""
+        return await complete_in_thread(self.blocking.incarnation, topic, partition)
 
     async def partition_statistics(self, topic: str | None = None) -> list[PartitionStatistics]:
         return await complete_in_thread(self.blocking.partition_statistics, topic)

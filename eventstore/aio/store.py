@@ -2,17 +2,18 @@
 
 Each coroutine calls the blocking method of the same name and signature: in
 a worker thread when it may touch the disk, fsync or wait for a lock (see
-``threads``), on the loop thread when it only reads memory (``offsets``,
-``statistics``). ``wait_for`` alone waits on the loop instead, woken by the
-partition. Topic configurations (``topic``, ``topics``) are plain methods, as
-are the factories of consumers, producers and transactions.
+``threads``), on the loop thread when it only reads memory (``topic``,
+``topics``, ``offsets``, ``statistics``). ``wait_for`` alone waits on the loop
+instead, woken by the partition. The factories of consumers, producers,
+transactions and subscriptions are plain methods that return async facades.
+``tests/test_api_signatures.py`` holds the two APIs to the same parameters.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -33,9 +34,12 @@ from ..records import (
     TopicConfig,
     TopicPartition,
 )
+from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from ..storage.check import CheckReport
+from ..validation import check_wait
 from .consumer import Consumer
 from .producer import Producer
+from .subscriptions import Subscription
 from .threads import Wakeup, complete_in_thread
 from .transactions import Transaction
 
@@ -156,12 +160,14 @@ class Store:
         """Delete a topic and all its data."""
         await complete_in_thread(self.blocking.delete_topic, name)
 
-    def topic(self, name: str) -> TopicConfig:
+    async def topic(self, name: str) -> TopicConfig:
         """The configuration of topic ``name``; ``TopicNotFoundError`` if there is none."""
+        await anyio.lowlevel.checkpoint()
         return self.blocking.topic(name)
 
-    def topics(self) -> list[TopicConfig]:
+    async def topics(self) -> list[TopicConfig]:
         """Every topic's configuration, sorted by name."""
+        await anyio.lowlevel.checkpoint()
         return self.blocking.topics()
 
     # --- appending ---------------------------------------------------------
@@ -225,6 +231,7 @@ class Store:
         Holds no thread while waiting: the partition wakes the task when it
         publishes new records.
         """
+        timeout_s = check_wait(offset, timeout_s)
         plog = self.blocking.log.partition(topic, partition)
         wakeup = Wakeup()
         with self.blocking.log.watch([TopicPartition(topic, partition)], wakeup.notify):
@@ -281,21 +288,89 @@ class Store:
         """Forget an inactive group's committed offsets."""
         return await complete_in_thread(self.blocking.delete_group, group)
 
+    # --- streams (event sourcing) ----------------------------------------------
+
+    async def append_to_stream(
+        self, stream_id: str, events: Sequence[NewEvent] | NewEvent,
+        expected_version: int | StreamState = StreamState.ANY, *, topic: str | None = None,
+    ) -> AppendResult:
+        """Append events to a stream, atomically, if it is at ``expected_version``
+        (see ``eventstore.Store.append_to_stream``)."""
+        return await complete_in_thread(functools.partial(
+            self.blocking.append_to_stream, stream_id, events, expected_version, topic=topic))
+
+    async def read_stream(
+        self, stream_id: str, from_version: int = 0, limit: int | None = None,
+        backwards: bool = False,
+    ) -> list[RecordedEvent]:
+        """A stream's events from ``from_version`` (backwards: down from it; -1 = the end)."""
+        return await complete_in_thread(
+            self.blocking.read_stream, stream_id, from_version, limit, backwards)
+
+    async def read_all(self, from_position: int = 0, limit: int | None = 1000) -> list[RecordedEvent]:
+        """Every stream's events in global position order, from ``from_position``."""
+        return await complete_in_thread(self.blocking.read_all, from_position, limit)
+
+    async def stream_version(self, stream_id: str) -> int | None:
+        """The stream's last version, or None if it has no events."""
+        return await complete_in_thread(self.blocking.stream_version, stream_id)
+
+    async def list_streams(self, category: str | None = None) -> list[str]:
+        """Stream ids, all or of one category, sorted; deleted streams left out."""
+        return await complete_in_thread(self.blocking.list_streams, category)
+
+    def subscribe_to_all(self, from_position: int | None = 0, **options: Any) -> Subscription:
+        """Every stream's events in position order, history then live (``async for``)."""
+        return Subscription(self.blocking.subscribe_to_all(from_position, **options))
+
+    def subscribe_to_category(self, category: str, from_position: int | None = 0,
+                              **options: Any) -> Subscription:
+        """The events of streams ``<category>-*`` in position order, history then live."""
+        return Subscription(self.blocking.subscribe_to_category(category, from_position, **options))
+
+    def subscribe_to_stream(self, stream_id: str, from_version: int | None = 0,
+                            **options: Any) -> Subscription:
+        """One stream's events in version order, history then live."""
+        return Subscription(self.blocking.subscribe_to_stream(stream_id, from_version, **options))
+
+    async def get_stream_metadata(self, stream_id: str) -> StreamMetadata:
+        return await complete_in_thread(self.blocking.get_stream_metadata, stream_id)
+
+    async def set_stream_metadata(self, stream_id: str, metadata: StreamMetadata) -> AppendResult:
+        """Set max age, max count, truncate-before or custom metadata of a stream."""
+        return await complete_in_thread(self.blocking.set_stream_metadata, stream_id, metadata)
+
+    async def delete_stream(self, stream_id: str) -> AppendResult:
+        """Soft-delete a stream: reads find nothing; appending again continues its versions."""
+        return await complete_in_thread(self.blocking.delete_stream, stream_id)
+
+    async def truncate_stream(self, stream_id: str, before_version: int) -> AppendResult:
+        """Hide the stream's events below ``before_version`` (e.g. to remove personal data)."""
+        return await complete_in_thread(self.blocking.truncate_stream, stream_id, before_version)
+
     # --- maintenance -------------------------------------------------------
 
     async def enforce_retention(self, now_ms: int | None = None) -> int:
         """Apply every topic's retention now; returns the number of segments deleted."""
         return await complete_in_thread(self.blocking.enforce_retention, now_ms)
 
-    async def retention(self, topics: list[str] | None = None, *, now_ms: int | None = None,
-                        dry_run: bool = False) -> list[RetentionResult]:
-        """Apply (or with ``dry_run`` preview) retention now; per partition what goes."""
-        return await complete_in_thread(
-            functools.partial(self.blocking.retention, topics, now_ms=now_ms, dry_run=dry_run))
+    async def retention(self, topics: Iterable[str] | None = None, *, now_ms: int | None = None,
+                        dry_run: bool = False,
+                        on_progress: Callable[[RetentionResult], object] | None = None,
+                        ) -> list[RetentionResult]:
+        """Apply (or with ``dry_run`` preview) retention now; per partition what goes.
 
-    async def check(self) -> CheckReport:
-        """Read every byte of every partition and verify it; returns what was found."""
-        return await complete_in_thread(self.blocking.check, None)
+        ``on_progress`` is called after each partition, in the worker thread.
+        """
+        return await complete_in_thread(functools.partial(
+            self.blocking.retention, topics, now_ms=now_ms, dry_run=dry_run, on_progress=on_progress))
+
+    async def check(self, on_progress: Callable[[int], object] | None = None) -> CheckReport:
+        """Read every byte of every partition and verify it; returns what was found.
+
+        ``on_progress(nbytes)`` is called after each partition, in the worker thread.
+        """
+        return await complete_in_thread(self.blocking.check, on_progress)
 
     async def statistics(self) -> StoreStatistics:
         """A frozen snapshot of sizes, offsets and counters."""

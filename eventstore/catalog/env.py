@@ -1,4 +1,13 @@
-"""The LMDB environment, with error translation and automatic map growth."""
+"""The LMDB environment, with error translation and automatic map growth.
+
+Every LMDB error of the catalog and of the stream index is translated here
+(``lmdb_error``): damaged pages become ``CorruptionError``, a full disk
+``StorageFullError``, the rest ``StorageError``. LMDB reports a write cut short
+by a full disk as EIO ("Input/output error"), so any other LMDB error is a
+full disk when the file system has (almost) no room left right after it.
+Before an environment is opened its data file is checked (``datafile.check``),
+since LMDB would fault on a truncated one.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,23 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from ..errors import IllegalStateError, StorageError, StorageFullError
-from . import keys
+from ..errors import CorruptionError, EventStoreError, IllegalStateError, StorageError, StorageFullError
+from . import datafile, keys
 
 T = TypeVar("T")
 INITIAL_MAP_BYTES = 64 * 1024 * 1024
 _GROWTHS_MAX = 24  # 64 MiB doubled 24 times is far beyond any disk
+#: What to do about a damaged catalog (docs/format.md, section 15).
+CATALOG_REPAIR = ("run 'es verify --repair': it keeps the damaged catalog aside and makes a new one "
+                  "from the log and each topic.json (committed group offsets, transactions not yet "
+                  "relayed and projection checkpoints cannot be rebuilt)")
+#: Free bytes below which an LMDB error is put down to a full disk (see ``disk_full``).
+FULL_FREE_BYTES = 1024 * 1024
+#: LMDB's errors for pages that are not what they should be.
+DAMAGE_ERRORS: tuple[type[Exception], ...] = (
+    lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.VersionMismatchError,
+    lmdb.PanicError, lmdb.IncompatibleError, lmdb.BadTxnError,
+)
 
 
 class Catalog:
@@ -32,6 +52,10 @@ class Catalog:
             raise
 
     def _open(self, directory: str, readonly: bool) -> None:
+        damage = datafile.check(directory)
+        if damage is not None:
+            raise CorruptionError(damage.path, damage.position,
+                                  f"damaged catalog: {damage.reason}; {CATALOG_REPAIR}")
         try:
             if not readonly:
                 os.makedirs(directory, exist_ok=True)
@@ -43,7 +67,7 @@ class Catalog:
             )
             self.dbs = {name: self.env.open_db(name, create=not readonly) for name in keys.ALL_DBS}
         except lmdb.Error as e:
-            raise StorageError(directory, f"cannot open catalog: {e}") from e
+            raise lmdb_error(e, directory, "cannot open catalog", CATALOG_REPAIR) from e
         except OSError as e:
             raise StorageError(directory, f"cannot open catalog: {e.strerror}") from e
         if not readonly:
@@ -87,7 +111,7 @@ class Catalog:
                 with self.env.begin(write=False) as txn:
                     return fn(txn)
         except lmdb.Error as e:
-            raise StorageError(self.path, f"catalog read failed: {e}") from e
+            raise lmdb_error(e, self.path, "catalog read failed", CATALOG_REPAIR) from e
 
     def get(self, db: bytes, key: bytes) -> bytes | None:
         value: bytes | None = self.read(lambda txn: txn.get(key, db=self.dbs[db]))
@@ -119,10 +143,12 @@ class Catalog:
             self.env.close()
 
 
-def write_growing(env: Any, path: str, what: str, fn: Callable[[Any], T]) -> T:
+def write_growing(env: Any, path: str, what: str, fn: Callable[[Any], T],
+                  repair: str = CATALOG_REPAIR) -> T:
     """Run ``fn(txn)`` in one write transaction of ``env``, doubling the map when it is full.
 
-    LMDB errors become ``StorageFullError`` (disk or map full) or ``StorageError``.
+    LMDB errors are translated by ``lmdb_error``; ``repair`` says what to do
+    about damage.
     """
     for _ in range(_GROWTHS_MAX):
         try:
@@ -130,11 +156,33 @@ def write_growing(env: Any, path: str, what: str, fn: Callable[[Any], T]) -> T:
                 return fn(txn)
         except lmdb.MapFullError:
             env.set_mapsize(env.info()["map_size"] * 2)
-        except lmdb.DiskError as e:
-            raise StorageFullError(path, f"{what} write failed: {e}") from e
         except lmdb.Error as e:
-            raise StorageError(path, f"{what} write failed: {e}") from e
+            raise lmdb_error(e, path, f"{what} write failed", repair) from e
     raise StorageFullError(path, f"{what} map cannot grow any further")
+
+
+def lmdb_error(e: Exception, path: str, doing: str, repair: str) -> EventStoreError:
+    """The ``EventStoreError`` for LMDB error ``e`` of the environment in directory ``path``.
+
+    Damaged pages (``DAMAGE_ERRORS``) are a ``CorruptionError`` of its data file
+    that says what to do (``repair``); a full disk is a ``StorageFullError``.
+    """
+    if isinstance(e, DAMAGE_ERRORS):
+        return CorruptionError(os.path.join(path, datafile.DATA_FILE), 0, f"{doing}: {e}; {repair}")
+    if isinstance(e, lmdb.DiskError) or disk_full(path):
+        return StorageFullError(path, f"{doing}: {e}; the disk is full")
+    return StorageError(path, f"{doing}: {e}")
+
+
+def disk_full(path: str) -> bool:
+    """Whether the file system holding ``path`` has less than ``FULL_FREE_BYTES`` left, or
+    no inode. A short write (which LMDB reports as EIO) means the disk filled up as it wrote:
+    what is free just after is less than the pages it could not write."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_FREE_BYTES or (st.f_files > 0 and st.f_favail == 0)
 
 
 def _prefix_items(cursor: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:

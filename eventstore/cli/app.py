@@ -20,6 +20,7 @@ from ..errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
+from ..repair import damaged_catalog
 from . import consume, dump, groups, produce, retention, stats, streams, topics, verify
 from .access import DATA_HELP, CliError, DataOption
 
@@ -85,6 +86,8 @@ def _hint(error: EventStoreError) -> str | None:
         return "list streams with: es streams list"
     if isinstance(error, StorageFullError):
         return "free disk space (or raise the quota) and try again"
+    if isinstance(error, CorruptionError) and damaged_catalog(error):
+        return "run 'es verify --repair' (it says what cannot be rebuilt; see docs/format.md, section 15)"
     if isinstance(error, CorruptionError):
         return "run 'es verify' for a full report; 'es dump FILE' shows the file's batches"
     return None

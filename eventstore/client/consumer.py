@@ -34,7 +34,7 @@ from ..groups import EmbeddedMember, Group, GroupCoordinator
 from ..log import Log, Watch
 from ..records import OffsetAndMetadata, Record, TopicPartition
 from ..transactions import Transaction
-from ..validation import check_group_id, normalize_offsets
+from ..validation import check_group_id, check_topic_partition, normalize_offsets
 
 _HEARTBEAT_SLICE_S = 0.5
 _FETCH_RECORDS_MIN = 2000
@@ -143,6 +143,7 @@ class Consumer:
         self._value_deserializer = value_deserializer
         self._deserializing = key_deserializer is not None or value_deserializer is not None
         self._failed: RecordDeserializationError | None = None  # raised by the next poll
+        self._counts = _Counts()
         self._closed = False
         self._wake = _Wake()
         if topics:
@@ -322,6 +323,8 @@ class Consumer:
             self._release(revoke)
             group.release(member, revoke)
         taken = group.acquire(member)
+        if taken or revoke:
+            self._counts.rebalances += 1
         if taken:
             self._take(taken)
             if self._listener is not None:
@@ -428,6 +431,8 @@ class Consumer:
             raise InvalidArgumentError(f"max_records must be a positive int, got {limit!r}")
         now = time.monotonic()
         deadline = now + max(0.0, timeout_ms) / 1000
+        self._counts.polls += 1
+        self._counts.last_poll_ms = _now_ms()
         while True:  # bounded by the deadline
             self._wake.clear()
             self._coordinate(now)
@@ -462,6 +467,7 @@ class Consumer:
             if records and self._deserializing:
                 records, failed = self._deserialize(tp, records)
             if records:
+                self._counts.records += len(records)
                 out[tp] = records
                 if update:
                     self._positions[tp] = records[-1].offset + 1
@@ -519,7 +525,9 @@ class Consumer:
             pos = self._position(tp)
             buffered = self._buffers.get(tp)
             if buffered is None or not buffered or buffered[0].offset != pos:
-                buffered = self._log.fetch(tp.topic, tp.partition, pos, max(wanted, _FETCH_RECORDS_MIN))
+                buffered, size = self._log.fetch(tp.topic, tp.partition, pos,
+                                                 max(wanted, _FETCH_RECORDS_MIN))
+                self._counts.fetched(size)
         except OffsetOutOfRangeError as e:
             self._buffers.pop(tp, None)
             self._positions[tp] = self._reset_position(tp, e.log_start_offset, e.end_offset)
@@ -576,9 +584,15 @@ class Consumer:
                 offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         """The group's fenced commit, as this consumer's member (none: a manual assignment)."""
         if member is None:
-            self._groups.commit_offsets(group_id, None, -1, offsets)
+            member_id, generation = None, -1
         else:
-            self._groups.commit_offsets(group_id, member.member_id, member.generation, offsets)
+            member_id, generation = member.member_id, member.generation
+        try:
+            self._groups.commit_offsets(group_id, member_id, generation, offsets)
+        except CommitFailedError:
+            self._counts.commit_failures += 1
+            raise
+        self._counts.commits += 1
 
     def transaction(self) -> Transaction:
         """A transaction that also commits this consumer's positions, atomically with its appends.
@@ -618,13 +632,14 @@ class Consumer:
             return
         offsets = {tp: OffsetAndMetadata(pos) for tp, pos in self._owned_positions(only).items()}
         if offsets:
-            with contextlib.suppress(CommitFailedError):
+            with contextlib.suppress(CommitFailedError):  # counted as a failure
                 self._commit(self.group_id, member, offsets)
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset for ``tp`` (None if it has none)."""
         if self.group_id is None:
             raise IllegalStateError("committed needs a group_id")
+        check_topic_partition(tp, "committed() takes a TopicPartition: tp")
         om = self._groups.committed(self.group_id, tp)
         return None if om is None else om.offset
 
@@ -652,6 +667,41 @@ class Consumer:
 
     def topics(self) -> set[str]:
         return {t.name for t in self._log.topics()}
+
+    def metrics(self) -> dict[str, Any]:
+        """What this consumer did since it was made, as kafka-python's ``metrics()`` (flat).
+
+        ``polls``; ``records_consumed`` (records polls returned, iterators'
+        polls included); ``log_reads`` and ``bytes_fetched`` (reads from the log,
+        each of whole batches, most ahead of what polls return: a Kafka fetch;
+        the bytes are the batches' bytes on disk); ``commits`` and ``commit_failures``
+        (``commit``, ``commit_async``, auto-commit, close; not the offsets a
+        ``transaction()`` commits); ``rebalances`` (assignment changes
+        from the group); ``assigned_partitions``; ``last_poll_ms`` (wall clock)
+        and ``last_poll_seconds_ago`` (None before the first poll);
+        ``records_lag`` per assigned partition (end offset - position; None
+        until the position is known) and ``records_lag_max``.
+        """
+        c = self._counts
+        lag: dict[TopicPartition, int | None] = {}
+        positions = dict(self._positions)
+        for tp in sorted(set(self._owned)):  # bounded by the assignment
+            pos = positions.get(tp)
+            try:
+                end = self._log.offsets(tp.topic, tp.partition)[1]
+                lag[tp] = None if pos is None else max(0, end - pos)
+            except (TopicNotFoundError, PartitionNotFoundError):
+                lag[tp] = None  # deleted meanwhile: the next rebalance takes it away
+        known = [n for n in lag.values() if n is not None]
+        last = c.last_poll_ms
+        return {
+            "polls": c.polls, "records_consumed": c.records, "bytes_fetched": c.bytes,
+            "log_reads": c.log_reads, "commits": c.commits, "commit_failures": c.commit_failures,
+            "rebalances": c.rebalances, "assigned_partitions": len(lag),
+            "last_poll_ms": last,
+            "last_poll_seconds_ago": None if last is None else max(0.0, (_now_ms() - last) / 1000),
+            "records_lag": lag, "records_lag_max": max(known) if known else None,
+        }
 
     def partitions_for_topic(self, topic: str) -> set[int]:
         return set(range(self._log.topic(topic).partitions))
@@ -736,6 +786,24 @@ def log_of(consumer: Consumer) -> Log:
     return consumer._log
 
 
+class _Counts:
+    """The counters ``Consumer.metrics`` reports (one consumer is used by one thread at a time)."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.records = 0
+        self.bytes = 0
+        self.log_reads = 0
+        self.commits = 0
+        self.commit_failures = 0
+        self.rebalances = 0
+        self.last_poll_ms: int | None = None
+
+    def fetched(self, size: int) -> None:
+        self.log_reads += 1
+        self.bytes += size
+
+
 class _Wake(threading.Event):
     """The consumer's wake-up: set by appends to its partitions and by rebalances.
 
@@ -751,3 +819,7 @@ class _Wake(threading.Event):
         super().set()
         for fn in list(self.callbacks):  # bounded by the registered callbacks
             fn()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

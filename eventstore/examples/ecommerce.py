@@ -43,7 +43,6 @@ from eventstore import (
     event_from_record,
     event_type,
 )
-from eventstore.sourcing.projections import decode_counter
 
 SKUS = {"book": 1_500, "lamp": 4_900, "desk": 24_900, "pen": 300}
 STOCK_PER_SKU = 0.3  # share of the orders each SKU can serve before it runs out
@@ -262,9 +261,8 @@ def run(path: str, orders: int = 2_000, progress: Callable[[str, int, int], Any]
 
 
 def _analytics(runner: ProjectionRunner) -> dict[str, int]:
-    counts = {k.removeprefix(b"type:").decode(): decode_counter(v) for k, v in runner.items(b"type:")}
-    revenue = runner.get(b"revenue_cents")
-    counts["revenue_cents"] = decode_counter(revenue) if revenue else 0
+    counts = {k.removeprefix(b"type:").decode(): n for k, n in runner.counters(b"type:").items()}
+    counts["revenue_cents"] = runner.counter(b"revenue_cents")
     return counts
 
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from .events import RecordedEvent
-from .types import Decoded, Event, EventRegistry
+from .types import Decoded, Event, EventRegistry, check_event
 
 __all__ = ["Aggregate", "replay"]
 
@@ -79,7 +79,12 @@ class Aggregate:
         return event
 
     def record(self, event: Event) -> None:
-        """Apply ``event`` and keep it as pending (it is not kept if ``when`` raises)."""
+        """Apply ``event`` and keep it as pending (it is not kept if ``when`` raises).
+
+        An event that does not fit its type (``check_event``) is refused before
+        it is applied.
+        """
+        check_event(event)
         self.when(event)
         self._pending.append(event)
         self.version += 1
@@ -179,8 +184,8 @@ def _replay_dispatching(aggregate: Aggregate, cls: type[Aggregate], recorded: Se
         if entry is not None and rec.metadata == entry[0]:
             try:
                 event: Decoded = entry[1](rec.data)
-            except msgspec.MsgspecError as e:
-                raise registry.decode_error(rec, e) from e
+            except msgspec.MsgspecError:
+                event = registry.decode(rec)  # raises EventDecodeError, unless a repair helps
             handler = entry[2]
         else:  # an older schema version, or an unknown type
             event = registry.decode(rec)

@@ -20,6 +20,14 @@ process crash loses nothing (LMDB's pages are in the page cache), and after an
 operating-system crash — the boot id changed and the last close was not clean
 — the whole index is dropped and rebuilt from the log. Otherwise open catches
 up from ``covered`` per partition.
+
+A damaged index (its data file fails ``catalog.datafile.check``, LMDB reports a
+damaged page, or a value does not decode) is derived data: every LMDB or
+decoding error of a read or write leaves as ``CorruptionError`` naming what was
+read, the index marks itself for rebuilding (a ``damaged`` file beside
+``data.mdb``), and the next open moves it aside (``index.broken``, as a torn
+segment tail is kept) and rebuilds it from the log (docs/format.md, section 15,
+case L1).
 """
 
 from __future__ import annotations
@@ -30,13 +38,17 @@ import shutil
 import struct
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 import lmdb
 import msgspec
 
-from ..catalog.env import write_growing
-from ..errors import StorageError
+from ..catalog import datafile
+from ..catalog.env import DAMAGE_ERRORS, lmdb_error, write_growing
+from ..errors import CorruptionError, EventStoreError, StorageError
+
+T = TypeVar("T")
 
 CHUNK_EVENTS = 128
 MAX_READERS = 4096  # LMDB binds a reader slot to each thread that reads
@@ -51,6 +63,12 @@ _DBS = (DB_HEADS, DB_CHUNKS, DB_IDS, DB_ALL, DB_COVERED, DB_SNAPSHOTS, DB_META)
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _INITIAL_MAP_BYTES = 256 * 1024 * 1024
+DAMAGED_MARK = "damaged"  # a file beside data.mdb: the index is rebuilt at the next open
+BROKEN_SUFFIX = ".broken"
+_BROKEN_COPIES_MAX = 1000
+INDEX_REPAIR = "the stream index is derived from the log: it is moved aside and rebuilt at the next open"
+_DECODE_ERRORS = (msgspec.MsgspecError, struct.error, UnicodeDecodeError)
+_READ_ERRORS = (lmdb.Error, *_DECODE_ERRORS)
 
 
 class Head(msgspec.Struct, array_like=True):
@@ -63,6 +81,8 @@ class Head(msgspec.Struct, array_like=True):
 
 
 _head_decoder = msgspec.msgpack.Decoder(Head)
+_id_decoder = msgspec.msgpack.Decoder(tuple[str, int, int])  # stream id, version, position
+_location_decoder = msgspec.msgpack.Decoder(tuple[str, int, int])  # topic, partition, offset
 _encode = msgspec.msgpack.encode
 
 
@@ -90,13 +110,15 @@ _held: dict[str, StreamIndex] = {}  # the indexes this process holds open, by di
 _held_lock = threading.Lock()
 
 
-def abandon(directory: str) -> None:
+def abandon(directory: str) -> bool:
     """Close the index held open at ``directory``, if any: an open of the store failed after
-    the index was opened but before anything took charge of it."""
+    the index was opened but before anything took charge of it. Returns whether the index
+    found itself damaged (the next open rebuilds it)."""
     with _held_lock:
         index = _held.get(os.path.abspath(directory))
     if index is not None:
         index.abandon()
+    return os.path.exists(os.path.join(directory, DAMAGED_MARK))
 
 
 class StreamIndex:
@@ -125,19 +147,35 @@ class StreamIndex:
             env.close()
 
     def _open(self, directory: str) -> bool:
-        """Open; drop everything if the last run ended with an operating-system crash."""
-        self.env = self._env(directory)
-        with self.env.begin() as txn:
-            boot = txn.get(b"boot", db=self.dbs[DB_META])
-            clean = txn.get(b"clean", db=self.dbs[DB_META])
+        """Open; start over if the index is damaged (L1, kept aside) or the last run ended
+        with an operating-system crash. True if the index starts over empty."""
+        #: what was wrong with the index found at open (None: nothing), and where it was put
+        self.damage: datafile.Damage | None = _damage_of(directory)
+        self.broken: str | None = None
+        boot = clean = None
+        if self.damage is None:
+            try:
+                self.env = self._env(directory)
+                with self.env.begin() as txn:
+                    boot = txn.get(b"boot", db=self.dbs[DB_META])
+                    clean = txn.get(b"clean", db=self.dbs[DB_META])
+            except (CorruptionError, lmdb.Error) as e:
+                if not isinstance(e, (CorruptionError, *DAMAGE_ERRORS)):
+                    raise
+                self.damage = datafile.Damage(os.path.join(directory, datafile.DATA_FILE), 0,
+                                              f"LMDB found it damaged: {e}")
         dropped = boot is not None and clean != b"1" and boot != boot_id()
-        if dropped:
+        if self.damage is not None:
+            self.abandon()
+            self.broken = _move_aside(directory)
+            self.env = self._env(directory)
+        elif dropped:
             self.env.close()
             shutil.rmtree(directory, ignore_errors=True)
             self.env = self._env(directory)
         self.write(lambda txn: (txn.put(b"boot", boot_id(), db=self.dbs[DB_META]),
                                 txn.put(b"clean", b"0", db=self.dbs[DB_META])))
-        return dropped
+        return dropped or self.damage is not None
 
     def _env(self, directory: str) -> Any:
         env = None
@@ -149,88 +187,152 @@ class StreamIndex:
         except (lmdb.Error, OSError) as e:
             if env is not None:
                 env.close()
+            if isinstance(e, lmdb.Error):
+                raise lmdb_error(e, directory, "cannot open stream index", INDEX_REPAIR) from e
             raise StorageError(directory, f"cannot open stream index: {e}") from e
         return env
 
     def write(self, fn: Any) -> Any:
         """Run ``fn(txn)`` in one write transaction, growing the map when it is full."""
-        return write_growing(self.env, self.path, "stream index", fn)
+        try:
+            return write_growing(self.env, self.path, "stream index", fn, INDEX_REPAIR)
+        except CorruptionError as e:
+            self._mark_damaged(e.reason)
+            raise
+        except _DECODE_ERRORS as e:  # a value read inside the transaction
+            raise self.damaged("write", e) from e
 
-    def read(self) -> Any:
-        return self.env.begin(write=False)
+    def read(self) -> _Reading:
+        """A read transaction for ``with``: an LMDB or decoding error inside the block leaves
+        it as ``CorruptionError`` (damage) or ``StorageError``."""
+        try:
+            return _Reading(self, self.env.begin(write=False))
+        except lmdb.Error as e:
+            raise self._failed(e, "stream index read failed") from e
+
+    def damaged(self, what: str, cause: BaseException) -> CorruptionError:
+        """The error for an index entry that cannot be read (``what`` names it); marks the
+        index for rebuilding at the next open."""
+        reason = f"stream index {what}: {type(cause).__name__}: {cause}; {INDEX_REPAIR}"
+        self._mark_damaged(reason)
+        return CorruptionError(os.path.join(self.path, datafile.DATA_FILE), 0, reason)
+
+    def _failed(self, e: BaseException, doing: str) -> EventStoreError:
+        if isinstance(e, (*DAMAGE_ERRORS, *_DECODE_ERRORS)):
+            return self.damaged(doing, e)
+        return lmdb_error(e, self.path, doing, INDEX_REPAIR) if isinstance(e, lmdb.Error) \
+            else StorageError(self.path, f"{doing}: {e}")
+
+    def _mark_damaged(self, reason: str) -> None:
+        mark = os.path.join(self.path, DAMAGED_MARK)
+        with contextlib.suppress(OSError), open(mark, "w", encoding="utf-8") as f:
+            f.write(reason + "\n")  # best effort: the read that found it fails loudly anyway
+
+    def decoded(self, decoder: msgspec.msgpack.Decoder[T], data: bytes, stream_id: str) -> T:
+        """``decoder.decode(data)`` of a stream's envelopes read from the index; undecodable
+        bytes are a ``CorruptionError`` naming the stream."""
+        try:
+            return decoder.decode(data)
+        except msgspec.MsgspecError as e:
+            raise self.damaged(f"events of stream {stream_id!r}", e) from e
 
     def close(self) -> None:
         try:
             with contextlib.suppress(StorageError):
                 self.write(lambda txn: txn.put(b"clean", b"1", db=self.dbs[DB_META]))
             self.env.sync(True)
+        except lmdb.Error as e:
+            raise lmdb_error(e, self.path, "stream index sync failed", INDEX_REPAIR) from e
         finally:
             self.abandon()
 
     # --- reads -------------------------------------------------------------------
 
     def head(self, txn: Any, stream_id: str) -> Head | None:
-        raw = txn.get(stream_id.encode(), db=self.dbs[DB_HEADS])
-        return None if raw is None else _head_decoder.decode(raw)
+        try:
+            raw = txn.get(stream_id.encode(), db=self.dbs[DB_HEADS])
+            return None if raw is None else _head_decoder.decode(raw)
+        except _READ_ERRORS as e:
+            raise self._failed(e, f"head of stream {stream_id!r}") from e
 
     def chunks(self, txn: Any, stream_id: str, from_version: int) -> list[bytes]:
         """The raw chunks holding versions ≥ ``from_version`` (the first may start earlier)."""
         start = chunk_key(stream_id, from_version)
         prefix = stream_id.encode() + b"\x00"
-        cursor = txn.cursor(db=self.dbs[DB_CHUNKS])
         out: list[bytes] = []
-        if not cursor.set_range(start):
-            return out
-        for key, value in cursor:  # bounded by the stream's chunks
-            if not key.startswith(prefix):
-                break
-            out.append(value)
+        try:
+            cursor = txn.cursor(db=self.dbs[DB_CHUNKS])
+            if not cursor.set_range(start):
+                return out
+            for key, value in cursor:  # bounded by the stream's chunks
+                if not key.startswith(prefix):
+                    break
+                out.append(value)
+        except lmdb.Error as e:
+            raise self._failed(e, f"events of stream {stream_id!r}") from e
         return out
 
     def chunk_range(self, txn: Any, stream_id: str, first_chunk: int, last_chunk: int) -> list[bytes]:
         keys = [stream_id.encode() + b"\x00" + _U32.pack(n) for n in range(first_chunk, last_chunk + 1)]
         db = self.dbs[DB_CHUNKS]
-        return [v for v in (txn.get(k, db=db) for k in keys) if v is not None]
+        try:
+            return [v for v in (txn.get(k, db=db) for k in keys) if v is not None]
+        except lmdb.Error as e:
+            raise self._failed(e, f"events of stream {stream_id!r}") from e
 
     def event_id(self, txn: Any, event_id: bytes) -> tuple[str, int, int] | None:
-        raw = txn.get(event_id, db=self.dbs[DB_IDS])
-        if raw is None:
-            return None
-        stream_id, version, position = msgspec.msgpack.decode(raw)
-        return stream_id, version, position
+        try:
+            raw = txn.get(event_id, db=self.dbs[DB_IDS])
+            return None if raw is None else _id_decoder.decode(raw)
+        except _READ_ERRORS as e:
+            raise self._failed(e, f"event id {event_id.hex()}") from e
 
     def covered(self, txn: Any, topic: str, partition: int) -> int:
-        raw = txn.get(partition_key(topic, partition), db=self.dbs[DB_COVERED])
-        return 0 if raw is None else int(_U64.unpack(raw)[0])
+        try:
+            raw = txn.get(partition_key(topic, partition), db=self.dbs[DB_COVERED])
+            return 0 if raw is None else int(_U64.unpack(raw)[0])
+        except _READ_ERRORS as e:
+            raise self._failed(e, f"coverage of {topic}/{partition}") from e
 
     def last_position(self, txn: Any) -> int:
-        cursor = txn.cursor(db=self.dbs[DB_ALL])
-        return int(_U64.unpack(cursor.key())[0]) if cursor.last() else -1
+        try:
+            cursor = txn.cursor(db=self.dbs[DB_ALL])
+            return int(_U64.unpack(cursor.key())[0]) if cursor.last() else -1
+        except _READ_ERRORS as e:
+            raise self._failed(e, "last position") from e
 
     def positions(self, txn: Any, start: int, end: int) -> list[tuple[int, str, int, int]]:
         """(position, topic, partition, offset) for positions in ``[start, end)``."""
-        cursor = txn.cursor(db=self.dbs[DB_ALL])
         out: list[tuple[int, str, int, int]] = []
-        if not cursor.set_range(position_key(start)):
-            return out
-        for key, value in cursor:  # bounded by end
-            pos = _U64.unpack(key)[0]
-            if pos >= end:
-                break
-            topic, partition, offset = msgspec.msgpack.decode(value)
-            out.append((pos, topic, partition, offset))
+        pos = start
+        try:
+            cursor = txn.cursor(db=self.dbs[DB_ALL])
+            if not cursor.set_range(position_key(start)):
+                return out
+            for key, value in cursor:  # bounded by end
+                pos = _U64.unpack(key)[0]
+                if pos >= end:
+                    break
+                topic, partition, offset = _location_decoder.decode(value)
+                out.append((pos, topic, partition, offset))
+        except _READ_ERRORS as e:
+            raise self._failed(e, f"position {pos}") from e
         return out
 
     def heads_with_prefix(self, txn: Any, prefix: str) -> list[tuple[str, Head]]:
-        cursor = txn.cursor(db=self.dbs[DB_HEADS])
         raw_prefix = prefix.encode()
         out: list[tuple[str, Head]] = []
-        if not cursor.set_range(raw_prefix):
-            return out
-        for key, value in cursor:  # bounded by the matching streams
-            if not key.startswith(raw_prefix):
-                break
-            out.append((bytes(key).decode(), _head_decoder.decode(value)))
+        key = raw_prefix
+        try:
+            cursor = txn.cursor(db=self.dbs[DB_HEADS])
+            if not cursor.set_range(raw_prefix):
+                return out
+            for key, value in cursor:  # bounded by the matching streams
+                if not key.startswith(raw_prefix):
+                    break
+                out.append((bytes(key).decode(), _head_decoder.decode(value)))
+        except _READ_ERRORS as e:
+            raise self._failed(e, f"head of stream {bytes(key)!r}") from e
         return out
 
     # --- writes (inside a write transaction) ----------------------------------------
@@ -302,3 +404,55 @@ def _extend(txn: Any, db: Any, key: bytes, envelopes: list[bytes], fresh: bool) 
         return
     old = None if fresh else txn.get(key, db=db)
     txn.put(key, (bytes(old) if old is not None else b"") + b"".join(envelopes), db=db)
+
+
+class _Reading:
+    """``StreamIndex.read()``: the transaction for ``with``, and error translation at its end."""
+
+    __slots__ = ("_index", "_txn")
+
+    def __init__(self, index: StreamIndex, txn: Any) -> None:
+        self._index, self._txn = index, txn
+
+    def __enter__(self) -> Any:
+        return self._txn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._txn.abort()  # a read transaction has nothing to commit
+        if exc is not None and isinstance(exc, _READ_ERRORS):
+            raise self._index._failed(exc, "stream index read failed") from exc
+
+
+def _damage_of(directory: str) -> datafile.Damage | None:
+    """Why the index in ``directory`` must be rebuilt before use, if it must."""
+    mark = os.path.join(directory, DAMAGED_MARK)
+    try:
+        with open(mark, encoding="utf-8") as f:
+            return datafile.Damage(mark, 0, f"marked damaged: {f.read(4096).strip()}")
+    except FileNotFoundError:
+        return datafile.check(directory)
+    except OSError as e:
+        return datafile.Damage(mark, 0, f"marked damaged (unreadable mark: {e.strerror})")
+
+
+def _move_aside(directory: str) -> str:
+    """Rename a damaged index directory to ``<directory>.broken`` (``.<n>.broken`` when that is
+    taken: a copy kept earlier is never overwritten) and make the rename durable."""
+    for n in range(_BROKEN_COPIES_MAX):  # bounded by the copies kept
+        target = f"{directory}{BROKEN_SUFFIX}" if n == 0 else f"{directory}.{n}{BROKEN_SUFFIX}"
+        if not os.path.exists(target):
+            break
+    else:
+        raise StorageError(directory, f"{_BROKEN_COPIES_MAX} damaged copies kept already; "
+                                      "remove the old index.*.broken directories")
+    try:
+        os.rename(directory, target)
+        fd = os.open(os.path.dirname(os.path.abspath(directory)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StorageError(directory, f"moving the damaged stream index aside failed: {e.strerror}") from e
+    return target

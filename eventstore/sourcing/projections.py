@@ -113,7 +113,8 @@ class Projection:
 class ProjectionState:
     """A projection's keys and values, read and written inside one batch's transaction.
 
-    Keys and values are bytes; ``add`` keeps a signed 64-bit counter under a key.
+    Keys and values are bytes; ``add`` keeps a signed 64-bit counter under a key,
+    which ``counter`` reads back as an int (``get`` returns its 8 stored bytes).
     """
 
     __slots__ = ("_db", "_prefix", "_txn")
@@ -138,10 +139,18 @@ class ProjectionState:
 
     def add(self, key: bytes, amount: int = 1) -> int:
         """Add ``amount`` to the counter under ``key`` (0 if missing); returns the new value."""
-        raw = self.get(key)
-        value = (0 if raw is None else decode_counter(raw)) + amount
-        self.put(key, _COUNTER.pack(value))
+        value = self.counter(key) + amount
+        try:
+            packed = _COUNTER.pack(value)
+        except struct.error:
+            raise InvalidArgumentError(
+                f"counter {key!r} would leave the signed 64-bit range: {value}") from None
+        self.put(key, packed)
         return value
+
+    def counter(self, key: bytes) -> int:
+        """The counter under ``key`` (kept with ``add``); 0 if missing."""
+        return _counter_of(key, self.get(key))
 
     def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with ``prefix``, in key order."""
@@ -161,6 +170,15 @@ class ProjectionState:
 def decode_counter(raw: bytes) -> int:
     """The value of a counter kept with ``ProjectionState.add``."""
     return int(_COUNTER.unpack(raw)[0])
+
+
+def _counter_of(key: bytes, raw: bytes | None) -> int:
+    if raw is None:
+        return 0
+    if len(raw) != _COUNTER.size:
+        raise InvalidArgumentError(
+            f"key {key!r} holds {len(raw)} bytes put there, not a counter kept with add()")
+    return decode_counter(raw)
 
 
 class ProjectionRunner:
@@ -277,8 +295,17 @@ class ProjectionRunner:
         return None if record is None else record.position
 
     def get(self, key: bytes) -> bytes | None:
-        """A value of the projection's state, as last committed."""
+        """A value of the projection's state as last committed: the bytes ``put`` there
+        (a counter kept with ``add`` reads as an int through ``counter``)."""
         return self.store.log.catalog.get(ck.DB_STREAMS, self._state_prefix + key)
+
+    def counter(self, key: bytes) -> int:
+        """A counter of the projection's state (kept with ``add``), as last committed; 0 if missing."""
+        return _counter_of(key, self.get(key))
+
+    def counters(self, prefix: bytes = b"") -> dict[bytes, int]:
+        """The committed counters whose key starts with ``prefix``, by key."""
+        return {key: _counter_of(key, raw) for key, raw in self.items(prefix)}
 
     def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         """The projection's committed (key, value) pairs whose key starts with ``prefix``."""

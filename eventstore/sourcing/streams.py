@@ -813,7 +813,7 @@ class Streams:
         chunk_first = (first // CHUNK_EVENTS) * CHUNK_EVENTS
         count = min(head.last_version, (last // CHUNK_EVENTS + 1) * CHUNK_EVENTS - 1) - chunk_first + 1
         decoder = self._decoder(stream_id, head.topic, head.partition)
-        events = decoder.decode(array_header(count) + b"".join(chunks))
+        events = self.index.decoded(decoder, array_header(count) + b"".join(chunks), stream_id)
         return events[first - chunk_first : last - chunk_first + 1]
 
     def _decoder(self, stream_id: str, topic: str,

@@ -30,7 +30,15 @@ Reading (``EventRegistry.decode``):
 * an unknown name, or a version newer than the registered one (written by a
   newer program), comes back unchanged as the ``RecordedEvent``;
 * data that does not fit its declared type and version raises
-  ``EventDecodeError``.
+  ``EventDecodeError`` naming the stream, the version and the type, unless
+  the type was registered with a ``repair`` function: then the data (a JSON
+  object, upcast first if it is older) goes through it and is converted
+  again. Repairs run only for events that fail to decode.
+
+Writing (``EventRegistry.encode``, ``Aggregate.record``) checks that the
+event's JSON decodes back into its class (``check_event``), so an event that
+could not be read back (``sku=123`` where ``sku: str``: msgspec does not check
+field types when a struct is built) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -91,6 +99,7 @@ class EventType(msgspec.Struct, frozen=True):
     upcast_from: Mapping[int, Upcaster]
     metadata: bytes  # the metadata written with every event of this type
     decode_data: Callable[[bytes], Event]
+    repair: Upcaster | None = None  # for stored data that does not fit (see the module notes)
 
 
 class EventRegistry:
@@ -105,8 +114,11 @@ class EventRegistry:
         self.generation = 0  # counts registrations, for caches built from ``current``
 
     def register(self, cls: type[Event], name: str, version: int = 1,
-                 upcast_from: Mapping[int, Upcaster] | None = None) -> EventType:
+                 upcast_from: Mapping[int, Upcaster] | None = None,
+                 repair: Upcaster | None = None) -> EventType:
         _check_registration(cls, name, version, upcast_from or {})
+        if repair is not None and not callable(repair):
+            raise InvalidArgumentError(f"repair must be a function of the data (a dict), got {repair!r}")
         old = self._by_name.get(name)
         if old is not None and old.cls is not cls and not _same_definition(old.cls, cls):
             raise InvalidArgumentError(
@@ -117,7 +129,7 @@ class EventRegistry:
             self._by_class.pop(old.cls, None)
         metadata = msgspec.json.encode({SCHEMA_KEY: version})
         spec = EventType(name, version, cls, dict(upcast_from or {}), metadata,
-                         msgspec.json.Decoder(cls).decode)
+                         msgspec.json.Decoder(cls).decode, repair)
         self._by_name[name] = self._by_class[cls] = spec
         self.current[name] = (metadata, spec.decode_data)
         self.generation += 1
@@ -137,9 +149,9 @@ class EventRegistry:
     # --- writing ------------------------------------------------------------------
 
     def encode(self, event: Event, id: uuid.UUID | None = None) -> NewEvent:
-        """The ``NewEvent`` to append for ``event``."""
+        """The ``NewEvent`` to append for ``event`` (checked: see ``check_event``)."""
         spec = self.spec(type(event))
-        data = _json_encode(event)
+        data = check_event(event, spec.name)
         if id is None:
             return NewEvent(type=spec.name, data=data, metadata=spec.metadata)
         return NewEvent(type=spec.name, data=data, metadata=spec.metadata, id=id)
@@ -159,7 +171,13 @@ class EventRegistry:
                 return spec.decode_data(recorded.data)
             return _upcast(spec, schema, recorded.data)
         except Exception as e:  # msgspec errors, or whatever an upcaster raised
-            raise self.decode_error(recorded, e) from e
+            if spec.repair is None:
+                raise self.decode_error(recorded, e) from e
+            error = e
+        try:
+            return _upcast(spec, schema, recorded.data, spec.repair)
+        except Exception as e:  # the repair did not help: report what was wrong first
+            raise self.decode_error(recorded, error) from e
 
     def decode_all(self, recorded: Iterable[RecordedEvent]) -> list[Decoded]:
         current = self.current
@@ -170,8 +188,8 @@ class EventRegistry:
             if fast is not None and rec.metadata == fast[0]:
                 try:
                     append(fast[1](rec.data))
-                except msgspec.MsgspecError as e:
-                    raise self.decode_error(rec, e) from e
+                except msgspec.MsgspecError:
+                    append(self.decode(rec))  # raises EventDecodeError, unless a repair helps
             else:
                 append(self.decode(rec))
         return out
@@ -199,7 +217,37 @@ _json_encode = msgspec.json.Encoder().encode
 _any_json = msgspec.json.Decoder(dict[str, Any])
 
 
-def _upcast(spec: EventType, schema: int, data: bytes) -> Event:
+def check_event(event: Event, name: str | None = None) -> bytes:
+    """The event's JSON data, checked to decode back into its class as a reader will.
+
+    msgspec does not check field types when a struct is built, so without this
+    ``ItemAdded(sku=123)`` (``sku: str``) would be stored and then fail every
+    read of its stream. One encode and one decode with the class's cached decoder.
+    """
+    cls = type(event)
+    what = name or cls.__qualname__
+    try:
+        data = _json_encode(event)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidArgumentError(f"event {what} cannot be encoded as JSON: {e}") from None
+    decode = _checkers.get(cls)
+    if decode is None:
+        if len(_checkers) >= _SCHEMAS_CACHED_MAX:
+            _checkers.clear()
+        decode = _checkers[cls] = msgspec.json.Decoder(cls).decode
+    try:
+        decode(data)
+    except msgspec.MsgspecError as e:
+        raise InvalidArgumentError(
+            f"event {what} does not fit its type ({e}), so it could not be read back"
+        ) from None
+    return data
+
+
+_checkers: dict[type, Callable[[bytes], Any]] = {}
+
+
+def _upcast(spec: EventType, schema: int, data: bytes, repair: Upcaster | None = None) -> Event:
     value = _any_json.decode(data)
     for v in range(schema, spec.version):  # bounded by the version count
         upcaster = spec.upcast_from.get(v)
@@ -208,6 +256,10 @@ def _upcast(spec: EventType, schema: int, data: bytes) -> Event:
         value = upcaster(value)
         if not isinstance(value, dict):
             raise TypeError(f"the upcaster from version {v} returned {type(value).__name__}, not dict")
+    if repair is not None:
+        value = repair(value)
+        if not isinstance(value, dict):
+            raise TypeError(f"the repair function returned {type(value).__name__}, not dict")
     return msgspec.convert(value, spec.cls)
 
 
@@ -241,16 +293,19 @@ default_registry = EventRegistry()
 
 def event_type(name: str | None = None, *, version: int = 1,
                upcast_from: Mapping[int, Upcaster] | None = None,
-               registry: EventRegistry | None = None) -> Callable[[type[E]], type[E]]:
+               registry: EventRegistry | None = None,
+               repair: Upcaster | None = None) -> Callable[[type[E]], type[E]]:
     """Class decorator: register an ``Event`` subclass under ``name`` (default: the class name).
 
     ``version`` is the schema version written with new events; ``upcast_from``
     maps each older version ``v`` to a function turning its data (a dict) into
-    version ``v + 1``'s.
+    version ``v + 1``'s. ``repair`` turns the data of a stored event that does
+    not fit the class (a dict, after upcasting) into data that does; it runs
+    only for such events.
     """
     def register(cls: type[E]) -> type[E]:
         (registry or default_registry).register(cls, name if name is not None else cls.__name__,
-                                                version, upcast_from)
+                                                version, upcast_from, repair)
         return cls
 
     return register

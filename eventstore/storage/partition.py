@@ -386,6 +386,11 @@ class PartitionLog:
 
     def read(self, offset: int, max_records: int, max_bytes: int | None,
              whole_batches: bool = False) -> list[Record]:
+        return self.read_sized(offset, max_records, max_bytes, whole_batches)[0]
+
+    def read_sized(self, offset: int, max_records: int, max_bytes: int | None,
+                   whole_batches: bool = False) -> tuple[list[Record], int]:
+        """As ``read``, with the bytes of the batches read (what a fetch of them would carry)."""
         for _ in range(_READ_RETRIES_MAX):
             try:
                 return self._read_once(offset, max_records, max_bytes, whole_batches)
@@ -395,7 +400,7 @@ class PartitionLog:
         raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
 
     def _read_once(self, offset: int, max_records: int, max_bytes: int | None,
-                   whole_batches: bool) -> list[Record]:
+                   whole_batches: bool) -> tuple[list[Record], int]:
         end, vis_seg, vis_pos = self._visible
         bases, segments = self._layout
         start = bases[0]
@@ -403,6 +408,7 @@ class PartitionLog:
             raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
         out: list[Record] = []
         budget = max_bytes
+        read_bytes = 0
         i = bisect_right(bases, offset) - 1
         while offset < end and len(out) < max_records and i < len(segments):  # bounded by i
             seg = segments[i]
@@ -417,6 +423,7 @@ class PartitionLog:
                 else:
                     out = records
                 offset = records[-1].offset + 1
+            read_bytes += used
             if budget is not None:
                 budget -= used
                 if budget <= 0:
@@ -424,7 +431,7 @@ class PartitionLog:
             if seg is vis_seg or offset < seg.next_offset:
                 break  # the visible end, or a limit stopped this segment early
             i += 1
-        return out
+        return out, read_bytes
 
     def read_batches(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
         """Stored batches from the one holding ``offset``, byte for byte, at most

@@ -1,0 +1,306 @@
+"""Damaged LMDB files (issue 10, defects 6 and 7; docs/format.md, section 15).
+
+A truncated ``data.mdb`` used to kill the process with SIGBUS on open, and a
+zeroed page of the stream index stopped the store from opening. The contract:
+the stream index is derived, so a damaged one is kept aside (``index.broken``)
+and rebuilt from the log (case L1); a damaged catalog is a ``CorruptionError``
+naming its data file (case L3), repaired by ``es verify --repair``, which says
+what could not be rebuilt. Every open here runs in a child process
+(``store_prober.py``), so that a signal is a failure, not a dead test run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from siblings import load
+
+import eventstore
+from eventstore import CorruptionError, TopicPartition
+from eventstore.catalog import datafile
+from eventstore.sourcing.events import NewEvent
+from eventstore.sourcing.projections import Projection, ProjectionRunner
+
+prober = load("store_prober")
+PAGE = 4096
+
+
+class _Counter(Projection):
+    def handle(self, event: Any, state: Any) -> None:
+        state.add(b"events", 1)
+
+
+def make_store(path: Path) -> None:
+    """Records in two topics, 40 streams with 300 events, two groups' offsets, a projection."""
+    with eventstore.open(path) as store:
+        store.create_topic("t", 2, segment_bytes=4096)
+        for i in range(200):
+            store.append("t", b"record-%d" % i + bytes(i % 50), partition=i % 2)
+        for i in range(300):
+            store.append_to_stream(f"acct-{i % 40}", [NewEvent(type="deposit", data=b"%d" % i * 7)])
+        store.reset_group_offsets("billing", {TopicPartition("t", 0): 40, TopicPartition("t", 1): 12})
+        store.reset_group_offsets("audit", {TopicPartition("t", 1): 77})
+        ProjectionRunner(store, _Counter(), name="counter").catch_up()
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    path = tmp_path_factory.mktemp("lmdb") / "s"
+    make_store(path)
+    expected = prober.run([path])[str(path)][0]
+    assert expected["open"] == "ok" and expected["check"] is True and len(expected["all"]) == 300
+    return path, expected
+
+
+def copy_of(pristine: Path, root: Path, name: str) -> Path:
+    target = root / name
+    shutil.copytree(pristine, target)
+    return target
+
+
+def cut(path: Path, length: int) -> None:
+    os.truncate(path, length)
+
+
+def data_file(store: Path, env: str) -> Path:
+    return store / env / datafile.DATA_FILE
+
+
+def same_except_recovery(got: dict[str, Any], expected: dict[str, Any]) -> bool:
+    return {k: v for k, v in got.items() if k != "recovery"} == \
+        {k: v for k, v in expected.items() if k != "recovery"}
+
+
+# --- the stream index (derived: kept aside and rebuilt, L1) -----------------------------------
+
+
+def lengths(size: int) -> list[int]:
+    return sorted({0, 1, 100, PAGE - 1, PAGE, PAGE + 152, 2 * PAGE, 2 * PAGE + 1, size // 2,
+                   size - PAGE, size - 1})
+
+
+def test_a_truncated_stream_index_is_kept_aside_and_rebuilt(
+    pristine: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    source, expected = pristine
+    size = data_file(source, "index").stat().st_size
+    copies = {n: copy_of(source, tmp_path, f"cut-{n}") for n in lengths(size)}
+    for n, store in copies.items():
+        cut(data_file(store, "index"), n)
+    results = prober.run(list(copies.values()))
+    for n, store in copies.items():
+        got = results[str(store)][0]
+        assert same_except_recovery(got, expected), f"index cut at {n}: {got}"
+        assert got["recovery"] == ["L1"], f"index cut at {n}: not reported"
+        kept = data_file(store, "index.broken")
+        assert kept.stat().st_size == n, "the damaged index is kept as it was"
+
+
+def test_a_stream_index_marked_damaged_by_a_read_is_rebuilt_at_the_next_open(
+    pristine: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A zeroed page that only a read meets: the read fails with CorruptionError naming the
+    stream (never a dependency's exception, never wrong events), the next open rebuilds."""
+    source, expected = pristine
+    size = data_file(source, "index").stat().st_size
+    copies = {page: copy_of(source, tmp_path, f"zero-{page}") for page in range(2, size // PAGE)}
+    for page, store in copies.items():
+        with open(data_file(store, "index"), "r+b") as f:
+            f.seek(page * PAGE)
+            f.write(bytes(PAGE))
+    results = prober.run(list(copies.values()), twice=True)
+    failed_reads = 0
+    for page, store in copies.items():
+        first, second = results[str(store)]
+        for key, value in first.items():
+            if key in ("recovery", "check"):
+                continue
+            if isinstance(value, str) and value.startswith("!"):
+                assert value == "!CorruptionError", f"page {page}, {key}: {value}"
+                failed_reads += 1
+            else:
+                assert value == expected[key], f"page {page}, {key}: wrong data returned"
+        assert same_except_recovery(second, expected), f"page {page}: not rebuilt: {second}"
+    assert failed_reads, "no zeroed page was ever read: the test damaged nothing in use"
+
+
+def test_a_stream_index_whose_meta_pages_are_zeroed(
+    pristine: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    source, expected = pristine
+    copies = {page: copy_of(source, tmp_path, f"meta-{page}") for page in (0, 1)}
+    for page, store in copies.items():
+        with open(data_file(store, "index"), "r+b") as f:
+            f.seek(page * PAGE)
+            f.write(bytes(PAGE))
+    results = prober.run(list(copies.values()))
+    for page, store in copies.items():
+        got = results[str(store)][0]
+        assert same_except_recovery(got, expected) and got["recovery"] == ["L1"], f"meta {page}: {got}"
+
+
+def test_damaged_copies_are_never_overwritten(pristine: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    source, _ = pristine
+    store = copy_of(source, tmp_path, "s")
+    for n in (100, 200):
+        cut(data_file(store, "index"), n)
+        eventstore.open(store).close()
+    assert data_file(store, "index.broken").stat().st_size == 100
+    assert data_file(store, "index.1.broken").stat().st_size == 200
+
+
+# --- the catalog (primary data: CorruptionError, then es verify --repair, L3) -------------------
+
+
+def test_a_truncated_catalog_is_a_corruption_error_that_says_how_to_repair(
+    pristine: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    source, _ = pristine
+    size = data_file(source, "catalog").stat().st_size
+    copies = {n: copy_of(source, tmp_path, f"cut-{n}") for n in lengths(size)}
+    for n, store in copies.items():
+        cut(data_file(store, "catalog"), n)
+    results = prober.run(list(copies.values()))
+    for n, store in copies.items():
+        got = results[str(store)][0]
+        assert got["open"] == "!CorruptionError", f"catalog cut at {n}: {got}"
+        assert str(data_file(store, "catalog")) in got["message"] and "es verify --repair" in got["message"]
+    with pytest.raises(CorruptionError) as info:
+        eventstore.open(copies[size // 2])
+    assert info.value.path == str(data_file(copies[size // 2], "catalog"))
+    assert info.value.position == size // 2
+
+
+def run_es(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from eventstore.cli.app import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_es_verify_repair_rebuilds_the_catalog_and_says_what_was_lost(
+    pristine: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    source, expected = pristine
+    store = copy_of(source, tmp_path, "s")
+    catalog = data_file(store, "catalog")
+    damaged = _zero_pages_holding(catalog, b"billing")  # the cursors' page: the rest reads
+    refused = run_es("verify", "--data", str(store))
+    assert refused.exit_code == 1 and "es verify --repair" in refused.output
+    result = run_es("verify", "--data", str(store), "--repair")
+    assert result.exit_code == 0, result.output
+    assert "kept it in" in result.output and "catalog.broken" in result.output
+    assert "database 'cursors'" in result.output, result.output  # its page is unreadable
+    assert "projection 'counter' starts over" in result.output
+    assert "no problems found" in result.output
+    got = prober.run([store])[str(store)][0]
+    assert {k: v for k, v in got.items() if not k.startswith("group ")} == \
+        {k: v for k, v in expected.items() if not k.startswith("group ")}
+    assert not [k for k in got if k.startswith("group ")], "group offsets do not come back"
+    assert data_file(store, "catalog.broken").read_bytes()[damaged[0] * PAGE:][:PAGE] == bytes(PAGE)
+    again = run_es("verify", "--data", str(store), "--repair", "--json")
+    assert again.exit_code == 0 and json.loads(again.output)["repair"] is None
+
+
+def test_es_verify_repair_of_a_truncated_catalog_names_each_group_when_it_can(
+    pristine: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    source, _ = pristine
+    unreadable = copy_of(source, tmp_path, "cut")
+    cut(data_file(unreadable, "catalog"), PAGE + 10)
+    result = run_es("verify", "--data", str(unreadable), "--repair", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["ok"] and report["repair"]["readable"] is False and report["repair"]["topics"] == 2
+    zeroed = copy_of(source, tmp_path, "zeroed")
+    catalog = data_file(zeroed, "catalog")
+    _zero_pages_holding(catalog, b"acct\x00\x00\x00\x00\x00")  # the checkpoint of acct/0: derived
+    result = run_es("verify", "--data", str(zeroed), "--repair", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)["repair"]
+    assert report["readable"] and set(report["unreadable"]) == {"checkpoints"}
+    assert report["lost_groups"] == {"billing": 2, "audit": 1}
+    assert report["restarted_projections"] == ["counter"] and report["lost_transactions"] == 0
+
+
+def _zero_pages_holding(path: Path, needle: bytes) -> list[int]:
+    """Zero every page (past the meta pages) where ``needle`` occurs: the live one and the
+    stale copies copy-on-write left behind; returns their numbers."""
+    data = path.read_bytes()
+    pages = sorted({at // PAGE for at in _find_all(data, needle) if at >= 2 * PAGE})
+    assert pages, f"{needle!r} not in {path}"
+    with open(path, "r+b") as f:
+        for page in pages:
+            f.seek(page * PAGE)
+            f.write(bytes(PAGE))
+    return pages
+
+
+def _find_all(data: bytes, needle: bytes) -> list[int]:
+    out, at = [], data.find(needle)
+    while at >= 0:  # bounded by the file
+        out.append(at)
+        at = data.find(needle, at + 1)
+    return out
+
+
+# --- damaged values: only EventStoreErrors leave the library (defect 6) -----------------------
+
+
+def _replace_in(path: Path, old: bytes, new: bytes) -> int:
+    data = path.read_bytes()
+    count = data.count(old)
+    path.write_bytes(data.replace(old, new))
+    return count
+
+
+@pytest.mark.parametrize("damage", ["event-data", "position-entry", "head", "event-id"])
+def test_a_value_of_the_stream_index_that_does_not_decode_is_a_corruption_error(
+    pristine: tuple[Path, dict[str, Any]], tmp_path: Path, damage: str
+) -> None:
+    """It used to escape as msgspec.ValidationError (or a TypeError further on)."""
+    source, expected = pristine
+    store = copy_of(source, tmp_path, "s")
+    index = data_file(store, "index")
+    if damage == "event-data":  # event 123's data, b"123" * 7 (21 bytes): bin 8 -> str
+        assert _replace_in(index, b"\xc4\x15" + b"123" * 7, b"\xb5" + b"123" * 7 + b"\x00")
+    elif damage == "position-entry":  # every [topic, partition, offset] of $all: 3 items -> 2
+        assert _replace_in(index, b"\x93\xa4acct", b"\x92\xa4acct")
+    elif damage == "head":  # every head [topic, partition, last_version, meta]: 4 items -> 5
+        assert _replace_in(index, b"\x94\xa4acct", b"\x95\xa4acct")
+    else:  # every [stream id, version, position] of an event id: the stream id a number
+        assert _replace_in(index, b"\x93\xa6acct-", b"\x93\x07acct-")
+    with eventstore.open(store) as opened:
+        with pytest.raises(CorruptionError) as info:
+            if damage == "event-data":
+                opened.read_stream("acct-3")
+            elif damage == "position-entry":
+                opened.read_all(0, None)
+            elif damage == "head":
+                opened.read_stream("acct-3")
+            else:
+                opened.append_to_stream("acct-1", [NewEvent(type="deposit", data=b"x", id=_id_of(opened))],
+                                        expected_version=eventstore.StreamState.ANY)
+        assert info.value.path == str(index)
+        what = {"event-data": "events of stream 'acct-3'", "position-entry": "position 0",
+                "head": "head of stream 'acct-3'", "event-id": "event id"}[damage]
+        assert what in info.value.reason and "rebuilt" in info.value.reason
+    got = prober.run([store])[str(store)][0]
+    assert same_except_recovery(got, expected) and got["recovery"] == ["L1"], got
+
+
+def _id_of(store: eventstore.Store) -> Any:
+    """The id of an event of acct-1 (read from the log): appending it again looks it up."""
+    from eventstore.sourcing.events import events_from_records
+
+    for p in range(store.topic("acct").partitions):
+        for event in events_from_records(store.read("acct", p, 0, max_records=1000)):
+            if event.stream_id == "acct-1":
+                return event.id
+    raise AssertionError("acct-1 has no events")
