@@ -13,13 +13,13 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import transactions
 from .batches import BatchMetadata
 from .client.consumer import Consumer
 from .client.producer import Producer
-from .errors import CorruptionError, InvalidArgumentError, StoreNotFoundError
+from .errors import InvalidArgumentError, StoreNotFoundError
 from .groups import GroupCoordinator, GroupDescription
 from .log import DEFAULT_MAX_RECORDS, UNSET, Log, holds_store
 from .records import (
@@ -33,13 +33,13 @@ from .records import (
     TopicConfig,
     TopicPartition,
 )
+from .sourcing import index as stream_index
+from .sourcing import subscriptions
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
+from .sourcing.streams import Streams, open_streams
+from .sourcing.subscriptions import Subscription
 from .storage.check import CheckReport
 from .transactions import Transaction
-
-if TYPE_CHECKING:
-    from .sourcing.streams import Streams
-    from .sourcing.subscriptions import Subscription
 
 __all__ = ["DEFAULT_MAX_RECORDS", "DEFAULT_PATH", "BatchMetadata", "Store", "open"]
 
@@ -112,28 +112,20 @@ class Store:
         for name in _LOG_METHODS:
             setattr(self, name, getattr(self.log, name))
         self._lock = threading.RLock()
-        self._stream_store: Streams | None = None
+        self._streams: Streams | None = None
+        self._index_path = os.path.join(path, "index")
         try:
             self.groups = GroupCoordinator(self.log)
             """The consumer groups of this store (``eventstore.groups.GroupCoordinator``)."""
             for name in _GROUP_METHODS:
                 setattr(self, name, getattr(self.groups, name))
-            transactions.recover(self.log)
+            transactions.recover(self.log)  # relays committed transactions left pending
             if any(cfg.streams for cfg in self.log.topics()):
-                self._streams()  # brings the stream index up to date with the log
+                self.streams  # noqa: B018 (opening it brings the stream index up to date)
         except BaseException:
-            self._abandon()
+            stream_index.abandon(self._index_path)  # an index opened but not taken charge of, if any
+            self.log.abandon()  # every file the open had opened, closed without syncing
             raise
-
-    def _abandon(self) -> None:
-        """After a failed open: close every file the open had opened, without syncing."""
-        if self._stream_store is not None:
-            self._stream_store.index.abandon()
-        else:
-            from .sourcing import index
-
-            index.abandon(self._index_path())  # an index whose Streams never came to be
-        self.log.abandon()
 
     # --- open / close ------------------------------------------------------
 
@@ -292,40 +284,20 @@ class Store:
     def delete_group(self, group: str) -> int:
         return self.groups.delete_group(group)
 
-    # --- streams (the event-sourcing layer, reached from the store) ----------
+    # --- streams (the event-sourcing layer) ---------------------------------------
 
-    def _index_path(self) -> str:
-        return os.path.join(self.path, "index")
-
-    def _streams(self) -> Streams:
-        streams = self._stream_store
+    @property
+    def streams(self) -> Streams:
+        """The event-sourcing layer (``eventstore.sourcing.streams.Streams``), opened on
+        first use (at open if a streams topic exists)."""
+        streams = self._streams
         if streams is None:
             with self._lock:
-                if self._stream_store is None:
-                    self._stream_store = self._open_streams()
-                streams = self._stream_store
+                if self._streams is None:
+                    self.log.check_open()
+                    self._streams = open_streams(self.log, self._index_path, self.stream_partitions)
+                streams = self._streams
         return streams
-
-    def _open_streams(self) -> Streams:
-        """The event-sourcing layer over this store. A stream index found damaged while it
-        catches up with the log (it marks itself) is kept aside and rebuilt, once (case L1)."""
-        from .sourcing import index
-        from .sourcing.streams import Streams
-
-        for attempt in (1, 2):  # bounded: a damaged index is rebuilt once
-            try:
-                made = Streams(self, self.stream_partitions)
-                break
-            except BaseException as e:
-                marked = index.abandon(self._index_path())  # nothing left open
-                if attempt == 2 or not marked or not isinstance(e, CorruptionError):
-                    raise
-        damage, broken = made.index.damage, made.index.broken
-        if damage is not None and broken is not None:
-            self.log.report(RecoveryEvent(
-                case="L1", path=broken, position=damage.position,
-                detail=f"stream index damaged ({damage.reason}); kept aside, rebuilt from the log"))
-        return made
 
     def append_to_stream(
         self, stream_id: str, events: Sequence[NewEvent] | NewEvent,
@@ -342,7 +314,7 @@ class Store:
         """
         self.log.check_open()
         batch = [events] if isinstance(events, NewEvent) else events
-        return self._streams().append(stream_id, batch, expected_version, topic)
+        return self.streams.append(stream_id, batch, expected_version, topic)
 
     def read_stream(
         self, stream_id: str, from_version: int = 0, limit: int | None = None,
@@ -352,66 +324,60 @@ class Store:
         self.log.check_open()
         if backwards and from_version == 0:
             from_version = -1
-        return self._streams().read(stream_id, from_version, limit, backwards)
+        return self.streams.read(stream_id, from_version, limit, backwards)
 
     def read_all(self, from_position: int = 0, limit: int | None = 1000) -> list[RecordedEvent]:
         """Every stream's events in global position order, from ``from_position``."""
         self.log.check_open()
-        return self._streams().read_all(from_position, limit)
+        return self.streams.read_all(from_position, limit)
 
     def stream_version(self, stream_id: str) -> int | None:
         """The stream's last version, or None if it has no events."""
         self.log.check_open()
-        return self._streams().stream_version(stream_id)
+        return self.streams.stream_version(stream_id)
 
     def list_streams(self, category: str | None = None) -> list[str]:
         """Stream ids, all or of one category, sorted; deleted streams left out."""
         self.log.check_open()
-        return self._streams().list_streams(category)
+        return self.streams.list_streams(category)
 
     def subscribe_to_all(self, from_position: int | None = 0, **options: Any) -> Subscription:
         """Every stream's events in position order: history from ``from_position``
         (None: only those of appends that begin after this call), then live."""
         self.log.check_open()
-        from .sourcing.subscriptions import subscribe_to_all
-
-        return subscribe_to_all(self, from_position, **options)
+        return subscriptions.subscribe_to_all(self, from_position, **options)
 
     def subscribe_to_category(self, category: str, from_position: int | None = 0,
                               **options: Any) -> Subscription:
         """The events of streams ``<category>-*`` in position order, history then live."""
         self.log.check_open()
-        from .sourcing.subscriptions import subscribe_to_category
-
-        return subscribe_to_category(self, category, from_position, **options)
+        return subscriptions.subscribe_to_category(self, category, from_position, **options)
 
     def subscribe_to_stream(self, stream_id: str, from_version: int | None = 0,
                             **options: Any) -> Subscription:
         """One stream's events in version order, history then live."""
         self.log.check_open()
-        from .sourcing.subscriptions import subscribe_to_stream
-
-        return subscribe_to_stream(self, stream_id, from_version, **options)
+        return subscriptions.subscribe_to_stream(self, stream_id, from_version, **options)
 
     def get_stream_metadata(self, stream_id: str) -> StreamMetadata:
         self.log.check_open()
-        return self._streams().metadata(stream_id)
+        return self.streams.metadata(stream_id)
 
     def set_stream_metadata(self, stream_id: str, metadata: StreamMetadata) -> AppendResult:
         """Set max age, max count, truncate-before or custom metadata of a stream."""
         self.log.check_open()
-        return self._streams().set_metadata(stream_id, metadata)
+        return self.streams.set_metadata(stream_id, metadata)
 
     def delete_stream(self, stream_id: str) -> AppendResult:
         """Soft-delete a stream: reading it raises ``StreamNotFoundError`` (``deleted`` set),
         ``list_streams`` leaves it out; appending again continues its versions."""
         self.log.check_open()
-        return self._streams().delete(stream_id)
+        return self.streams.delete(stream_id)
 
     def truncate_stream(self, stream_id: str, before_version: int) -> AppendResult:
         """Hide the stream's events below ``before_version`` (e.g. to remove personal data)."""
         self.log.check_open()
-        return self._streams().truncate_before(stream_id, before_version)
+        return self.streams.truncate_before(stream_id, before_version)
 
     # --- maintenance (the Log's) ----------------------------------------------
 

@@ -384,9 +384,9 @@ def _stream_append(store: Any, out: Any, rng: random.Random, seq: int, versions:
 
 def _install_stream_kill(after: int) -> None:
     """SIGKILL after the ``after``-th stream append is in the log but before it is indexed."""
-    from eventstore.sourcing import streams
+    from eventstore.sourcing import staging
 
-    index_append = streams.Streams._index_append
+    index_append = staging.Staging.stage
     seen = [0]
 
     def indexing(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -395,7 +395,7 @@ def _install_stream_kill(after: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         index_append(self, *args, **kwargs)
 
-    streams.Streams._index_append = indexing  # type: ignore[method-assign]
+    staging.Staging.stage = indexing  # type: ignore[method-assign]
 
 
 def _install_txn_kill(point: str, after: int) -> None:

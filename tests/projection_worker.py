@@ -75,7 +75,7 @@ def _say(line: str) -> None:
 
 def _append(store: eventstore.Store, target: int, rng: random.Random, done: threading.Event,
             projection: ProjectionRunner) -> None:
-    positions = store._streams().positions
+    positions = store.streams.positions
     try:
         while positions.watermark < target:  # bounded by the target
             count = min(rng.randint(1, 4), target - positions.watermark)

@@ -5,10 +5,13 @@ tests/ is a package; and simulate a SIGKILL of a store in this process."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from eventstore.sourcing import index as stream_index
 
 if TYPE_CHECKING:
     import eventstore
@@ -40,8 +43,7 @@ def crash(store: eventstore.Store) -> None:
         log._flusher.join()
     for seg in segments:
         seg.close()
-    if store._stream_store is not None:
-        store._stream_store.index.abandon()  # closed, not marked clean
+    stream_index.abandon(os.path.join(store.path, "index"))  # closed, not marked clean
     log.catalog.close()
     log._dir_lock.release()
 

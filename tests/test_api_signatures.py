@@ -45,8 +45,13 @@ NO_TWIN: dict[str, str] = {
     # poll() or iterates instead.
     "Consumer.add_wake_callback": "wake-up hook used by the async facade",
     "Consumer.remove_wake_callback": "wake-up hook used by the async facade",
-    # What the async subscription calls on the blocking one to filter its read-ahead buffer.
+    # What the async subscription calls on the blocking one to filter its read-ahead buffer,
+    # to name its checkpoint, and to be woken on the loop.
     "Subscription.visible": "used by the async facade on events it read ahead",
+    "Subscription.checkpoint_of": "used by the async facade on the events it hands out",
+    "Subscription.watch": "wake-up hook used by the async facade",
+    # The layer under the store's stream methods (blocking); async code has those methods.
+    "Store.streams": "the blocking layer itself, reached through Store.blocking",
 }
 
 # Twins that are plain methods, not coroutines: they only read or change memory (a client's own

@@ -61,7 +61,7 @@ def written_store(path: Path) -> dict[int, list[bytes]]:
         values[p].append(value)
     for i in range(10):
         store.append_to_stream(f"acct-{i % 3}", [NewEvent(type="deposit", data=b"%d" % i)])
-    store._stream_store.flush()  # type: ignore[union-attr]
+    store.streams.flush()
     torn = store.log.partition(TOPIC, 0).segments()[-1].log_path
     crash(store)
     with open(torn, "ab") as f:  # a torn last write: recovery keeps a .broken copy and cuts it

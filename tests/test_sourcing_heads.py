@@ -10,8 +10,9 @@ import pytest
 
 import eventstore
 from eventstore import NewEvent, StreamState, WrongExpectedVersionError
-from eventstore.sourcing import streams as streams_module
-from eventstore.sourcing.streams import Streams, _Request
+from eventstore.sourcing.queue import AppendRequest
+from eventstore.sourcing.streams import Streams
+from eventstore.sourcing.versions import current_heads
 
 
 def _events(n: int) -> list[NewEvent]:
@@ -19,7 +20,7 @@ def _events(n: int) -> list[NewEvent]:
 
 
 def _streams(store: eventstore.Store) -> Streams:
-    return store._streams()
+    return store.streams
 
 
 def test_a_refused_append_leaves_the_head_as_it_was(store: eventstore.Store) -> None:
@@ -28,7 +29,8 @@ def test_a_refused_append_leaves_the_head_as_it_was(store: eventstore.Store) -> 
         store.append_to_stream("acct-1", _events(1), 5)
     with pytest.raises(WrongExpectedVersionError):
         store.append_to_stream("acct-1", _events(1), StreamState.NO_STREAM)
-    assert _streams(store)._heads["acct-1"].last_version == 1
+    head = _streams(store).staging.head("acct-1")
+    assert head is not None and head.last_version == 1
     assert store.append_to_stream("acct-1", _events(1), 1).next_expected_version == 2
 
 
@@ -67,12 +69,12 @@ def test_heads_after_the_index_is_rebuilt(store_path: Path) -> None:
 
 def test_evicted_heads_are_read_back_from_the_index(store: eventstore.Store,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(streams_module, "_HEADS_MAX", 8)
+    monkeypatch.setattr(store.streams.staging, "heads_max", 8)
     for i in range(40):
         store.append_to_stream(f"item-{i}", _events(1 + i % 2), StreamState.NO_STREAM)
     streams = _streams(store)
     streams.flush()
-    assert len(streams._heads) <= 8 and streams._evictions > 0
+    assert streams.staging.held() <= 8 and streams.staging.evictions > 0
     for i in range(40):
         with pytest.raises(WrongExpectedVersionError):
             store.append_to_stream(f"item-{i}", _events(1), StreamState.NO_STREAM)
@@ -84,21 +86,20 @@ def test_a_look_up_older_than_an_eviction_is_not_trusted(store: eventstore.Store
     store.append_to_stream("cart-1", _events(2), StreamState.NO_STREAM)
     streams = _streams(store)
     streams.flush()
-    stale = streams._evictions
-    with streams._stage_lock:
-        streams._evict_committed_heads()
-    assert "cart-1" not in streams._heads
-    request = _Request("cart-1", _events(1), StreamState.NO_STREAM, None, stale)
-    head = streams._current_heads([request])["cart-1"]
+    stale = streams.staging.evictions
+    streams.staging.evict()
+    assert streams.staging.head("cart-1") is None
+    request = AppendRequest("cart-1", _events(1), StreamState.NO_STREAM, None, stale)
+    head = current_heads(streams.staging, [request])["cart-1"]
     assert head is not None and head.last_version == 1
-    current = _Request("cart-2", _events(1), StreamState.NO_STREAM, None, streams._evictions)
-    assert streams._current_heads([current]) == {"cart-2": None}
+    current = AppendRequest("cart-2", _events(1), StreamState.NO_STREAM, None, streams.staging.evictions)
+    assert current_heads(streams.staging, [current]) == {"cart-2": None}
 
 
 def test_deleting_a_topic_forgets_its_heads(store: eventstore.Store) -> None:
     store.append_to_stream("gone-1", _events(3))
     store.delete_topic("gone")
-    assert "gone-1" not in _streams(store)._heads
+    assert _streams(store).staging.head("gone-1") is None
     assert store.append_to_stream("gone-1", _events(1), StreamState.NO_STREAM).next_expected_version == 0
 
 
@@ -114,8 +115,8 @@ def test_retries_are_recognised_before_and_after_a_flush(store: eventstore.Store
 
 def test_optimistic_writers_never_reuse_a_version(store: eventstore.Store,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(streams_module, "_HEADS_MAX", 4)
-    monkeypatch.setattr(streams_module, "_STAGED_MAX", 16)
+    monkeypatch.setattr(store.streams.staging, "heads_max", 4)
+    monkeypatch.setattr(store.streams.staging, "staged_max", 16)
     won: list[int] = []
     lock = threading.Lock()
 

@@ -67,7 +67,7 @@ from eventstore import (
     WrongExpectedVersionError,
     partition_for_key,
 )
-from eventstore.sourcing import streams as streams_module
+from eventstore.sourcing import staging as staging_module
 from eventstore.sourcing.streams import Streams
 
 POOL = ["order-1", "order-2", "order-3", "order-4", "cart-1", "cart-2", "cart-3"]
@@ -93,7 +93,7 @@ def as_tuple(e: Any) -> tuple[str, int, str, bytes, bytes, int]:
 
 
 def streams_of(store: eventstore.Store) -> Streams:
-    return store._streams()
+    return store.streams
 
 
 @dataclass
@@ -400,9 +400,9 @@ class StreamsMachine(RuleBasedStateMachine):
     @rule()
     def flush(self) -> None:
         streams = streams_of(self.s)
-        evictions = streams._evictions
+        evictions = streams.staging.evictions
         streams.flush()
-        event("flush evicted heads" if streams._evictions > evictions else "flush evicted nothing")
+        event("flush evicted heads" if streams.staging.evictions > evictions else "flush evicted nothing")
 
     @rule()
     def reopen(self) -> None:
@@ -424,8 +424,8 @@ MACHINE_SETTINGS = settings(
 
 def test_streams_match_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """The model, with a head cache of 2 and appenders flushing after 3 staged appends."""
-    monkeypatch.setattr(streams_module, "_HEADS_MAX", 2)
-    monkeypatch.setattr(streams_module, "_STAGED_MAX", 3)
+    monkeypatch.setattr(staging_module, "HEADS_MAX", 2)
+    monkeypatch.setattr(staging_module, "STAGED_MAX", 3)
     run_state_machine_as_test(StreamsMachine, settings=MACHINE_SETTINGS)
 
 
@@ -553,8 +553,8 @@ def _verify(store: eventstore.Store, out: Outcome) -> None:
 def test_threads_appending_with_expected_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   heads: str, durability: str) -> None:
     if heads == "tiny":
-        monkeypatch.setattr(streams_module, "_HEADS_MAX", 2)
-        monkeypatch.setattr(streams_module, "_STAGED_MAX", 8)
+        monkeypatch.setattr(staging_module, "HEADS_MAX", 2)
+        monkeypatch.setattr(staging_module, "STAGED_MAX", 8)
     path = tmp_path / "store"
     out = Outcome()
     barrier = threading.Barrier(THREADS)
@@ -572,7 +572,7 @@ def test_threads_appending_with_expected_versions(tmp_path: Path, monkeypatch: p
         assert out.accepted and out.retried and out.conflicts
         _verify(store, out)
         if heads == "tiny":
-            assert streams_of(store)._evictions > 0
+            assert streams_of(store).staging.evictions > 0
     finally:
         store.close()
     with eventstore.open(path, durability=durability, stream_partitions=2) as store:  # type: ignore[arg-type]
@@ -690,7 +690,7 @@ def test_the_same_append_twice_in_one_batch_is_written_once(
 def test_retries_with_the_original_expected_version_or_any_are_idempotent(
         store: eventstore.Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """The retries the machine relies on, after flushes and evictions (a tiny head cache)."""
-    monkeypatch.setattr(streams_module, "_HEADS_MAX", 1)
+    monkeypatch.setattr(staging_module, "HEADS_MAX", 1)
     batch = [NewEvent(type="A"), NewEvent(type="B")]
     first = store.append_to_stream("order-7", batch, StreamState.NO_STREAM)
     for sid in ("order-8", "order-9", "cart-8"):
@@ -702,4 +702,4 @@ def test_retries_with_the_original_expected_version_or_any_are_idempotent(
         assert store.append_to_stream("order-7", batch, StreamState.ANY) == first
         assert store.append_to_stream("order-7", batch, -1) == first
     assert [e.type for e in store.read_stream("order-7")] == ["A", "B"]
-    assert streams_of(store)._evictions > 0
+    assert streams_of(store).staging.evictions > 0

@@ -35,7 +35,7 @@ def ev(type_: str = "T", data: bytes = b"") -> NewEvent:
 
 
 def listeners(store: eventstore.Store) -> int:
-    return len(store._streams().positions._listeners)
+    return store.streams.positions.watcher_count()
 
 
 def drain(subscription: Subscription, count: int, timeout_s: float = _WAIT_S) -> list[RecordedEvent]:
@@ -134,7 +134,7 @@ def test_concurrent_writers_every_event_once_in_order(
         t.start()
     for t in threads:
         t.join()
-    subscriptions._index_barrier(store)  # read_all may miss updates another thread is flushing
+    store.streams.flush()  # returns once what another thread is flushing is in the index too
     everything = store.read_all(0, None)
     orders = [e for e in everything if e.stream_id.startswith("order-")]
     mine = store.read_stream(one_stream)
@@ -159,7 +159,7 @@ def test_concurrent_writers_every_event_once_in_order(
 def test_never_delivers_at_or_above_the_watermark(store: eventstore.Store) -> None:
     """A position appended but not yet below the watermark stays invisible until it is."""
     store.append_to_stream("a-1", [ev()])
-    positions = store._streams().positions
+    positions = store.streams.positions
     held = positions.reserve(1)  # an append in flight elsewhere: the watermark stops at it
     try:
         store.append_to_stream("a-2", [ev()])
@@ -177,13 +177,13 @@ def test_idle_waiting_reads_nothing(store: eventstore.Store, monkeypatch: pytest
     """No busy polling: a caught-up subscription reads again only when the watermark moves."""
     store.append_to_stream("a-1", [ev()])
     calls: list[tuple[Any, ...]] = []
-    read_all = store.read_all
+    read_all = store.streams.read_all  # what a subscription reads $all with
 
     def counted(*args: Any) -> list[RecordedEvent]:
         calls.append(args)
         return read_all(*args)
 
-    monkeypatch.setattr(store, "read_all", counted)
+    monkeypatch.setattr(store.streams, "read_all", counted)
     with subscribe_to_all(store) as subscription:
         assert subscription.next(0) is not None
         calls.clear()
@@ -294,7 +294,7 @@ def test_next_times_out(store: eventstore.Store) -> None:
 
 
 def test_a_closed_store_ends_a_wait(store: eventstore.Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(subscriptions, "_CLOSED_CHECK_S", 0.05)
+    monkeypatch.setattr(subscriptions, "CLOSED_CHECK_S", 0.05)
     subscription = subscribe_to_all(store)
     errors: list[BaseException] = []
 

@@ -40,11 +40,11 @@ def ev(type_: str = "T") -> NewEvent:
 
 
 def listeners(store: eventstore.Store) -> int:
-    return len(store._streams().positions._listeners)
+    return store.streams.positions.watcher_count()
 
 
 def watermark(store: eventstore.Store) -> int:
-    return store._streams().positions.watermark
+    return store.streams.positions.watermark
 
 
 @pytest.fixture
@@ -777,7 +777,7 @@ def test_from_none_does_not_deliver_an_append_that_returned_before(
     store: eventstore.Store, kind: str
 ) -> None:
     store.append_to_stream("order-1", [ev()])
-    positions = store._streams().positions
+    positions = store.streams.positions
     held = positions.reserve(1)  # an append in flight on some partition: the watermark stops at it
     try:
         before = store.append_to_stream("order-2", [ev("returned-before")])  # position 2, returned

@@ -9,8 +9,8 @@
 Reading a page may touch the disk, so it runs in a worker thread
 (``complete_in_thread``) and never waits there: the blocking subscription is
 asked with ``timeout_s=0``. When it has nothing, the task waits on the event
-loop, holding no thread, for a ``Wakeup`` registered as a listener of the
-store's position watermark, then asks again. The listener only schedules a
+loop, holding no thread, for a ``Wakeup`` the subscription's watch calls
+when the store's position watermark moves, then asks again. The listener only schedules a
 wake-up on the loop, so appending threads never wait for it.
 
 A page read returns whole even if the task is cancelled meanwhile; its events
@@ -71,7 +71,7 @@ class Subscription:
     async def next_batch(self, max_events: int = PAGE_EVENTS,
                          timeout_s: float | None = None) -> list[RecordedEvent]:
         """Up to ``max_events`` next events; ``[]`` on timeout or once closed."""
-        sync_subscriptions._check_count(max_events, "max_events")
+        sync_subscriptions.check_count(max_events, "max_events")
         deadline = None if timeout_s is None else anyio.current_time() + max(0.0, timeout_s)
         while True:  # bounded by the deadline, or by close
             if self._buffer and not self.closed:
@@ -87,9 +87,8 @@ class Subscription:
     async def _fill(self, max_events: int, timeout_s: float | None) -> None:
         """Wait (up to ``timeout_s``) until the buffer has events or the subscription is closed."""
         deadline = math.inf if timeout_s is None else anyio.current_time() + max(0.0, timeout_s)
-        positions = self.blocking._positions
         wakeup = Wakeup()
-        positions.add_listener(wakeup.notify)
+        watch = self.blocking.watch(wakeup.notify)
         self._waiting.add(wakeup)
         try:
             while True:  # bounded by the deadline, or by close
@@ -104,10 +103,10 @@ class Subscription:
                 remaining = deadline - anyio.current_time()
                 if remaining <= 0:
                     return
-                with anyio.move_on_after(min(remaining, sync_subscriptions._CLOSED_CHECK_S)):
+                with anyio.move_on_after(min(remaining, sync_subscriptions.CLOSED_CHECK_S)):
                     await wakeup.wait()
         finally:
-            positions.remove_listener(wakeup.notify)
+            watch.cancel()
             self._waiting.discard(wakeup)
 
     def _take(self, max_events: int) -> list[RecordedEvent]:
@@ -116,7 +115,7 @@ class Subscription:
         buffer = self._buffer
         batch = self.blocking.visible([buffer.popleft() for _ in range(min(max_events, len(buffer)))])
         if batch:
-            self.checkpoint = self.blocking._reader.checkpoint_of(batch[-1])
+            self.checkpoint = self.blocking.checkpoint_of(batch[-1])
         return batch
 
     def __aiter__(self) -> Subscription:
@@ -154,19 +153,18 @@ def subscribe_to_all(store: Store, from_position: int | None = 0, *,
                      page_events: int = PAGE_EVENTS) -> Subscription:
     """Every event in position order from ``from_position`` (None: only those of appends that
     begin after this call)."""
-    return Subscription(sync_subscriptions.subscribe_to_all(
-        store.blocking, from_position, page_events=page_events))
+    return Subscription(store.blocking.subscribe_to_all(from_position, page_events=page_events))
 
 
 def subscribe_to_category(store: Store, category: str, from_position: int | None = 0, *,
                           page_events: int = PAGE_EVENTS) -> Subscription:
     """Events of the streams ``<category>-*`` in position order, from ``from_position``."""
-    return Subscription(sync_subscriptions.subscribe_to_category(
-        store.blocking, category, from_position, page_events=page_events))
+    return Subscription(store.blocking.subscribe_to_category(category, from_position,
+                                                             page_events=page_events))
 
 
 def subscribe_to_stream(store: Store, stream_id: str, from_version: int | None = 0, *,
                         page_events: int = PAGE_EVENTS) -> Subscription:
     """One stream's events in version order from ``from_version`` (None: only events to come)."""
-    return Subscription(sync_subscriptions.subscribe_to_stream(
-        store.blocking, stream_id, from_version, page_events=page_events))
+    return Subscription(store.blocking.subscribe_to_stream(stream_id, from_version,
+                                                           page_events=page_events))

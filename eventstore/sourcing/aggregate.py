@@ -27,7 +27,7 @@ import msgspec
 from .events import RecordedEvent
 from .types import Decoded, Event, EventRegistry, check_event
 
-__all__ = ["Aggregate", "replay"]
+__all__ = ["Aggregate", "is_partial", "mark_partial", "pending_of", "replay"]
 
 log = logging.getLogger("eventstore")
 
@@ -122,6 +122,22 @@ class Aggregate:
         for name, value in state.items():
             hint = hints.get(name)
             setattr(self, name, value if hint is None else msgspec.convert(value, hint))
+
+
+def pending_of(aggregate: Aggregate) -> list[Event]:
+    """The aggregate's pending events themselves (not a copy): the repository removes those it
+    saved."""
+    return aggregate._pending
+
+
+def is_partial(aggregate: Aggregate) -> bool:
+    """Whether the aggregate was built without some of its stream's events (truncated, aged
+    out): no snapshot may be taken of it."""
+    return aggregate._partial
+
+
+def mark_partial(aggregate: Aggregate) -> None:
+    aggregate._partial = True
 
 
 def _unresolved(_aggregate: Any, _event: Any) -> None:

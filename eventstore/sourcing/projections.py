@@ -11,7 +11,8 @@ Where the state lives, and why a crash never applies an event twice
 
 The state is a set of keys and values in the store's catalog, the LMDB
 environment that the store commits with fsync (``<store>/catalog``), in the
-``streams`` database under the projection's prefix::
+``streams`` database under the projection's prefix (the layout is
+``catalog/projections.py``'s)::
 
     proj 0x00 <name> 0x00 "c"          checkpoint: MessagePack [source, position, events handled]
     proj 0x00 <name> 0x00 "s" <key>    the projection's own keys and values
@@ -57,14 +58,17 @@ commits cannot be made atomic together.
 
 from __future__ import annotations
 
-import struct
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from ..catalog import keys as ck
+from ..catalog.projections import (
+    ProjectionCheckpoint,
+    ProjectionKeys,
+    counter_of,
+    decode_counter,
+    encode_counter,
+)
 from ..errors import IllegalStateError, InvalidArgumentError
 from .events import RecordedEvent
 from .subscriptions import (
@@ -72,32 +76,17 @@ from .subscriptions import (
     CATEGORY_PREFIX,
     PAGE_EVENTS,
     Subscription,
-    _check_count,
+    check_count,
     subscribe_to_all,
     subscribe_to_category,
 )
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from .streams import StreamsOwner
 
-__all__ = ["Projection", "ProjectionCheckpoint", "ProjectionRunner", "ProjectionState"]
+__all__ = ["Projection", "ProjectionCheckpoint", "ProjectionRunner", "ProjectionState", "decode_counter"]
 
-KEY_PREFIX = b"proj\x00"
 NAME_BYTES_MAX = 200
-_KEY_BYTES_MAX = 511  # LMDB's default maximum key size
-_COUNTER = struct.Struct(">q")
-
-
-class ProjectionCheckpoint(msgspec.Struct, array_like=True, frozen=True):
-    """What a projection has handled: its source, the last position, how many events."""
-
-    source: str  # "$all" or "$ce-<category>"
-    position: int
-    events: int
-
-
-_encode = msgspec.msgpack.encode
-_decode_checkpoint = msgspec.msgpack.Decoder(ProjectionCheckpoint).decode
 
 
 class Projection:
@@ -117,68 +106,35 @@ class ProjectionState:
     which ``counter`` reads back as an int (``get`` returns its 8 stored bytes).
     """
 
-    __slots__ = ("_db", "_prefix", "_txn")
+    __slots__ = ("_keys", "_txn")
 
-    def __init__(self, txn: Any, db: Any, prefix: bytes) -> None:
+    def __init__(self, txn: Any, keys: ProjectionKeys) -> None:
         self._txn = txn
-        self._db = db
-        self._prefix = prefix
+        self._keys = keys
 
     def get(self, key: bytes) -> bytes | None:
-        value = self._txn.get(self._key(key), db=self._db)
-        return None if value is None else bytes(value)
+        return self._keys.get(self._txn, key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        if not isinstance(value, bytes):
-            raise InvalidArgumentError(f"a projection's values are bytes, got {type(value).__name__}")
-        self._txn.put(self._key(key), value, db=self._db)
+        self._keys.put(self._txn, key, value)
 
     def delete(self, key: bytes) -> bool:
         """Remove ``key``; True if it was there."""
-        return bool(self._txn.delete(self._key(key), db=self._db))
+        return self._keys.delete(self._txn, key)
 
     def add(self, key: bytes, amount: int = 1) -> int:
         """Add ``amount`` to the counter under ``key`` (0 if missing); returns the new value."""
         value = self.counter(key) + amount
-        try:
-            packed = _COUNTER.pack(value)
-        except struct.error:
-            raise InvalidArgumentError(
-                f"counter {key!r} would leave the signed 64-bit range: {value}") from None
-        self.put(key, packed)
+        self.put(key, encode_counter(key, value))
         return value
 
     def counter(self, key: bytes) -> int:
         """The counter under ``key`` (kept with ``add``); 0 if missing."""
-        return _counter_of(key, self.get(key))
+        return counter_of(key, self.get(key))
 
     def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with ``prefix``, in key order."""
-        return _prefix_items(self._txn, self._db, self._prefix, prefix)
-
-    def _key(self, key: bytes) -> bytes:
-        if not isinstance(key, bytes) or not key:
-            raise InvalidArgumentError(f"a projection's keys are non-empty bytes, got {key!r}")
-        full = self._prefix + key
-        if len(full) > _KEY_BYTES_MAX:
-            raise InvalidArgumentError(
-                f"projection key too long: {len(key)} bytes, at most {_KEY_BYTES_MAX - len(self._prefix)}"
-            )
-        return full
-
-
-def decode_counter(raw: bytes) -> int:
-    """The value of a counter kept with ``ProjectionState.add``."""
-    return int(_COUNTER.unpack(raw)[0])
-
-
-def _counter_of(key: bytes, raw: bytes | None) -> int:
-    if raw is None:
-        return 0
-    if len(raw) != _COUNTER.size:
-        raise InvalidArgumentError(
-            f"key {key!r} holds {len(raw)} bytes put there, not a counter kept with add()")
-    return decode_counter(raw)
+        return self._keys.items(self._txn, prefix)
 
 
 class ProjectionRunner:
@@ -189,11 +145,11 @@ class ProjectionRunner:
     called after each batch commits. One runner per name at a time.
     """
 
-    def __init__(self, store: Store, projection: Projection, *, name: str,
+    def __init__(self, store: StreamsOwner, projection: Projection, *, name: str,
                  batch_events: int = PAGE_EVENTS,
                  on_commit: Callable[[ProjectionCheckpoint], object] | None = None) -> None:
         _check_name(name)
-        _check_count(batch_events, "batch_events")
+        check_count(batch_events, "batch_events")
         if not isinstance(projection, Projection):
             raise InvalidArgumentError(f"projection must be a Projection, got {type(projection).__name__}")
         self.store = store
@@ -203,10 +159,9 @@ class ProjectionRunner:
         self._on_commit = on_commit
         category = projection.category
         self.source = ALL if category is None else CATEGORY_PREFIX + category
-        prefix = KEY_PREFIX + name.encode() + b"\x00"
-        self._checkpoint_key = prefix + b"c"
-        self._state_prefix = prefix + b"s"
-        self._prefix = prefix
+        self._streams = store.streams
+        self._catalog = self._streams.log.catalog
+        self._keys = ProjectionKeys(self._catalog, name)
         self._running = threading.Lock()
         self._stop = threading.Event()
         self._subscription: Subscription | None = None
@@ -263,30 +218,29 @@ class ProjectionRunner:
     def _commit(self, batch: list[RecordedEvent],
                 last: ProjectionCheckpoint | None) -> ProjectionCheckpoint:
         """Handle ``batch`` and save the checkpoint after it, in one catalog transaction."""
-        catalog = self.store.log.catalog
-        db = catalog.dbs[ck.DB_STREAMS]
+        keys = self._keys
         record = ProjectionCheckpoint(self.source, batch[-1].position,
                                       (0 if last is None else last.events) + len(batch))
         handle = self.projection.handle
 
         def write(txn: Any) -> None:
-            if self._stored(txn.get(self._checkpoint_key, db=db)) != last:
+            if self._from_source(keys.read_checkpoint(txn)) != last:
                 raise IllegalStateError(
                     f"projection {self.name!r} was advanced by another runner; this one stops"
                 )
-            state = ProjectionState(txn, db, self._state_prefix)
+            state = ProjectionState(txn, keys)
             for event in batch:  # the projection's own work: one call per event
                 handle(event, state)
-            txn.put(self._checkpoint_key, _encode(record), db=db)
+            keys.write_checkpoint(txn, record)
 
-        catalog.write(write)
+        self._catalog.write(write)
         return record
 
     # --- what it has stored ------------------------------------------------------------
 
     def checkpoint_record(self) -> ProjectionCheckpoint | None:
         """The stored checkpoint (None: nothing handled yet)."""
-        return self._stored(self.store.log.catalog.get(ck.DB_STREAMS, self._checkpoint_key))
+        return self._from_source(self._keys.committed_checkpoint(self._catalog))
 
     @property
     def checkpoint(self) -> int | None:
@@ -297,35 +251,33 @@ class ProjectionRunner:
     def get(self, key: bytes) -> bytes | None:
         """A value of the projection's state as last committed: the bytes ``put`` there
         (a counter kept with ``add`` reads as an int through ``counter``)."""
-        return self.store.log.catalog.get(ck.DB_STREAMS, self._state_prefix + key)
+        return self._keys.committed(self._catalog, key)
 
     def counter(self, key: bytes) -> int:
         """A counter of the projection's state (kept with ``add``), as last committed; 0 if missing."""
-        return _counter_of(key, self.get(key))
+        return counter_of(key, self.get(key))
 
     def counters(self, prefix: bytes = b"") -> dict[bytes, int]:
         """The committed counters whose key starts with ``prefix``, by key."""
-        return {key: _counter_of(key, raw) for key, raw in self.items(prefix)}
+        return {key: counter_of(key, raw) for key, raw in self.items(prefix)}
 
     def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         """The projection's committed (key, value) pairs whose key starts with ``prefix``."""
-        catalog = self.store.log.catalog
-        db = catalog.dbs[ck.DB_STREAMS]
-        return catalog.read(lambda txn: _prefix_items(txn, db, self._state_prefix, prefix))
+        return self._keys.committed_items(self._catalog, prefix)
 
     def reset(self) -> None:
         """Forget the state and the checkpoint (the next run starts from the first event)."""
         if not self._running.acquire(blocking=False):
             raise IllegalStateError(f"projection {self.name!r} is running; stop it before a reset")
         try:
-            self.store.log.catalog.delete_prefix(ck.DB_STREAMS, self._prefix)
+            self._keys.forget(self._catalog)
         finally:
             self._running.release()
 
-    def _stored(self, raw: bytes | None) -> ProjectionCheckpoint | None:
-        if raw is None:
+    def _from_source(self, record: ProjectionCheckpoint | None) -> ProjectionCheckpoint | None:
+        """``record``, checked to come from this runner's source."""
+        if record is None:
             return None
-        record = _decode_checkpoint(raw)
         if record.source != self.source:
             raise InvalidArgumentError(
                 f"projection {self.name!r} was built from {record.source!r}, not {self.source!r}; "
@@ -335,19 +287,6 @@ class ProjectionRunner:
 
     def __repr__(self) -> str:
         return f"<ProjectionRunner {self.name!r} from {self.source!r}>"
-
-
-def _prefix_items(txn: Any, db: Any, base: bytes, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    start = base + prefix
-    cursor = txn.cursor(db=db)
-    out: list[tuple[bytes, bytes]] = []
-    if not cursor.set_range(start):
-        return out
-    for key, value in cursor:  # bounded by the projection's keys
-        if not bytes(key).startswith(start):
-            break
-        out.append((bytes(key)[len(base):], bytes(value)))
-    return out
 
 
 def _check_name(name: object) -> None:

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import msgspec
 
 from ..errors import InvalidArgumentError, StreamNotFoundError
-from .aggregate import Aggregate, replay
+from .aggregate import Aggregate, is_partial, mark_partial, pending_of, replay
 from .events import AppendResult, RecordedEvent
 from .snapshots import Snapshot, Snapshots, hides_events
 from .types import EventRegistry, default_registry
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from .streams import StreamsOwner
 
 __all__ = ["Repository"]
 
@@ -46,7 +46,7 @@ class Repository(Generic[A]):
     ``registry``: the event types (default: those registered with ``@event_type``).
     """
 
-    def __init__(self, store: Store, aggregate_class: type[A], *, snapshot_every: int | None = None,
+    def __init__(self, store: StreamsOwner, aggregate_class: type[A], *, snapshot_every: int | None = None,
                  topic: str | None = None, registry: EventRegistry | None = None) -> None:
         if not (isinstance(aggregate_class, type) and issubclass(aggregate_class, Aggregate)):
             raise InvalidArgumentError(f"aggregate_class must be an Aggregate subclass, "
@@ -58,13 +58,14 @@ class Repository(Generic[A]):
         self.snapshot_every = snapshot_every
         self.topic = topic
         self.registry = registry or default_registry
-        self.snapshots = Snapshots(store)
+        self._streams = store.streams
+        self.snapshots = Snapshots(self._streams)
 
     def __repr__(self) -> str:
         return f"<Repository of {self.aggregate_class.__qualname__}>"
 
     def __contains__(self, aggregate_id: object) -> bool:
-        return isinstance(aggregate_id, str) and self.store.stream_version(aggregate_id) is not None
+        return isinstance(aggregate_id, str) and self._streams.stream_version(aggregate_id) is not None
 
     # --- loading --------------------------------------------------------------------
 
@@ -77,12 +78,12 @@ class Repository(Generic[A]):
             raise InvalidArgumentError(f"version must be an int ≥ 0 or None, got {version!r}")
         aggregate, events = self._load(aggregate_id, version)
         if aggregate.version < 0 and events and events[0].version > 0:
-            aggregate._partial = True  # its first events are hidden: a snapshot would be wrong later
+            mark_partial(aggregate)  # its first events are hidden: a snapshot would be wrong later
         replayed = replay(aggregate, events, self.registry)
         if aggregate.version < 0:
             raise StreamNotFoundError(aggregate_id)
         every = self.snapshot_every
-        if every is not None and version is None and replayed >= every and not aggregate._partial:
+        if every is not None and version is None and replayed >= every and not is_partial(aggregate):
             self._put_snapshot(aggregate, self._snapshot_of(aggregate))
         return aggregate
 
@@ -98,10 +99,10 @@ class Repository(Generic[A]):
 
     def _read(self, aggregate_id: str, first: int, last: int | None) -> list[RecordedEvent]:
         if last is None:
-            return self.store.read_stream(aggregate_id, first, None)
+            return self._streams.read(aggregate_id, first, None, False)
         # read_stream counts its limit from the first visible version, which a truncation
         # may have raised above ``first``: read enough, then drop what is past ``last``
-        events = self.store.read_stream(aggregate_id, first, max(0, last - first + 1))
+        events = self._streams.read(aggregate_id, first, max(0, last - first + 1), False)
         while events and events[-1].version > last:
             events.pop()
         return events
@@ -138,16 +139,16 @@ class Repository(Generic[A]):
         if not isinstance(aggregate, self.aggregate_class):
             raise InvalidArgumentError(f"this repository saves {self.aggregate_class.__qualname__}, "
                                        f"not {type(aggregate).__qualname__}")
-        pending = aggregate._pending
+        pending = pending_of(aggregate)
         if not pending:
             return None
         count = len(pending)
         expected = aggregate.version - count
         encode = self.registry.encode
         events = [encode(e) for e in pending]
-        due = self._snapshot_due(expected, aggregate.version) and not aggregate._partial
+        due = self._snapshot_due(expected, aggregate.version) and not is_partial(aggregate)
         snapshot = self._snapshot_of(aggregate) if due else None
-        result = self.store.append_to_stream(aggregate.id, events, expected, topic=self.topic)
+        result = self._streams.append(aggregate.id, events, expected, self.topic)
         del pending[:count]
         if snapshot is not None:
             self._put_snapshot(aggregate, snapshot)
@@ -162,9 +163,9 @@ class Repository(Generic[A]):
 
     def take_snapshot(self, aggregate: A) -> None:
         """Store a snapshot of a saved aggregate now (whatever ``snapshot_every`` says)."""
-        if aggregate._pending:
+        if pending_of(aggregate):
             raise InvalidArgumentError("save the aggregate before taking a snapshot of it")
-        if aggregate._partial:
+        if is_partial(aggregate):
             raise InvalidArgumentError(
                 f"{aggregate.id!r} was loaded while its stream hid some of its events: a snapshot "
                 "of it would be wrong once they show again")

@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import msgspec
 
-from ..errors import StorageError, StoreClosedError
+from ..errors import StorageError
 from .events import StreamMetadata
 from .index import DB_SNAPSHOTS, Head, StreamIndex
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from .streams import Streams
 
 __all__ = ["Snapshot", "Snapshots"]
 
@@ -74,15 +74,13 @@ def hides_events(head: Head) -> bool:
 class Snapshots:
     """Read, write and delete the snapshots of a store's streams."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, streams: Streams) -> None:
+        self._streams = streams
 
     def _index(self) -> StreamIndex:
         """The stream index, with every staged append written to it (so heads are current)."""
-        store = self._store
-        if store.closed:
-            raise StoreClosedError(store.path)
-        streams = store._streams()
+        streams = self._streams
+        streams.check_open()
         streams.flush()
         return streams.index
 

@@ -10,7 +10,7 @@ the source from the cursor in pages:
    the watermark are all durable (or were abandoned, leaving a gap that never
    fills), so no reader ever skips a position that turns up later. Their
    stream-index updates may still be staged in memory: the read first waits
-   until those are in LMDB (``_index_barrier``).
+   until those are in LMDB (``Streams.flush``).
 2. Advance the cursor past what the page covered, and deliver its events
    (those of the category only, for a category).
 3. When a page is empty the subscription has caught up: it waits on an
@@ -49,18 +49,18 @@ import collections
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import InvalidArgumentError, StreamNotFoundError
 from ..validation import check_int64
 from .events import RecordedEvent
-from .streams import _check_stream_id
+from .rules import check_stream_id
 
 if TYPE_CHECKING:
-    from ..store import Store
-    from .streams import _Positions
+    from ..log import Watch
+    from .streams import Streams, StreamsOwner
 
 __all__ = [
     "ALL",
@@ -75,20 +75,19 @@ ALL = "$all"
 CATEGORY_PREFIX = "$ce-"  # the source name of a category subscription: "$ce-<category>"
 PAGE_EVENTS = 500
 PAGE_EVENTS_MAX = 100_000
-_CLOSED_CHECK_S = 1.0  # a waiting subscription looks for a closed store this often
+CLOSED_CHECK_S = 1.0  # a waiting subscription looks for a closed store this often
 
 
 class _Reader(Protocol):
     source: str
 
-    def read(self, store: Store, positions: _Positions, cursor: int,
-             page_events: int) -> tuple[list[RecordedEvent], int]:
+    def read(self, streams: Streams, cursor: int, page_events: int) -> tuple[list[RecordedEvent], int]:
         """The events of one page from ``cursor``, and the cursor after the page."""
         ...
 
     def checkpoint_of(self, event: RecordedEvent) -> int: ...
 
-    def visible(self, store: Store, events: list[RecordedEvent]) -> list[RecordedEvent]:
+    def visible(self, streams: Streams, events: list[RecordedEvent]) -> list[RecordedEvent]:
         """Those of ``events``, read earlier, that readers may still see."""
         ...
 
@@ -100,14 +99,13 @@ class _AllReader:
         self.prefix = None if category is None else category + "-"
         self.source = ALL if category is None else CATEGORY_PREFIX + category
 
-    def read(self, store: Store, positions: _Positions, cursor: int,
-             page_events: int) -> tuple[list[RecordedEvent], int]:
-        end = min(positions.watermark, cursor + page_events)
+    def read(self, streams: Streams, cursor: int, page_events: int) -> tuple[list[RecordedEvent], int]:
+        end = min(streams.positions.watermark, cursor + page_events)
         if end <= cursor:
             return [], cursor
-        _index_barrier(store)
-        # read_all stops at min(its own watermark, cursor + limit) = end: the watermark only grows
-        events = store.read_all(cursor, end - cursor)
+        # read_all flushes the index first, and stops at min(its own watermark, cursor +
+        # limit) = end: the watermark only grows
+        events = streams.read_all(cursor, end - cursor)
         prefix = self.prefix
         if prefix is not None:
             events = [e for e in events if e.stream_id.startswith(prefix)]
@@ -116,7 +114,7 @@ class _AllReader:
     def checkpoint_of(self, event: RecordedEvent) -> int:
         return event.position
 
-    def visible(self, store: Store, events: list[RecordedEvent]) -> list[RecordedEvent]:
+    def visible(self, streams: Streams, events: list[RecordedEvent]) -> list[RecordedEvent]:
         return events  # $all and categories keep every event of the log
 
 
@@ -126,51 +124,34 @@ class _StreamReader:
     def __init__(self, stream_id: str) -> None:
         self.stream_id = self.source = stream_id
 
-    def read(self, store: Store, positions: _Positions, cursor: int,
-             page_events: int) -> tuple[list[RecordedEvent], int]:
-        watermark = positions.watermark  # before the read: every position below it is indexed
-        _index_barrier(store)
-        events = self._page(store, cursor, page_events)
-        if not events and self._expired_page(store, cursor):
-            events = self._page(store, cursor, None)  # a whole page had aged out: look past it
+    def read(self, streams: Streams, cursor: int, page_events: int) -> tuple[list[RecordedEvent], int]:
+        watermark = streams.positions.watermark  # before the read: every position below it is staged
+        events = self._page(streams, cursor, page_events)  # the read flushes what is staged first
+        if not events and self._expired_page(streams, cursor):
+            events = self._page(streams, cursor, None)  # a whole page had aged out: look past it
         cut = len(events)
         while cut and events[cut - 1].position >= watermark:  # positions grow with versions
             cut -= 1
         del events[cut:]
         return events, (events[-1].version + 1 if events else cursor)
 
-    def _page(self, store: Store, cursor: int, limit: int | None) -> list[RecordedEvent]:
+    def _page(self, streams: Streams, cursor: int, limit: int | None) -> list[RecordedEvent]:
         try:
-            return store.read_stream(self.stream_id, cursor, limit)
+            return streams.read(self.stream_id, cursor, limit, False)
         except StreamNotFoundError:
             return []  # not yet created, or deleted: appending revives it
 
-    def _expired_page(self, store: Store, cursor: int) -> bool:
-        version = store.stream_version(self.stream_id)
+    def _expired_page(self, streams: Streams, cursor: int) -> bool:
+        version = streams.stream_version(self.stream_id)
         if version is None or version < cursor:
             return False
-        return store.get_stream_metadata(self.stream_id).max_age_ms is not None
+        return streams.metadata(self.stream_id).max_age_ms is not None
 
     def checkpoint_of(self, event: RecordedEvent) -> int:
         return event.version
 
-    def visible(self, store: Store, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        return store._streams().visible(self.stream_id, events)  # deleted or truncated since
-
-
-def _index_barrier(store: Store) -> None:
-    """Make every stream-index update staged so far readable.
-
-    Each position below the watermark had its index update staged before the
-    watermark passed it. ``Streams.flush`` returns at once when another thread
-    has just taken the staged updates but not yet committed them; that thread
-    holds ``_flush_lock`` until it has, so waiting for the lock after our own
-    flush covers both cases.
-    """
-    streams = store._streams()
-    streams.flush()
-    with streams._flush_lock:
-        pass
+    def visible(self, streams: Streams, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        return streams.visible(self.stream_id, events)  # deleted or truncated since
 
 
 class Subscription:
@@ -182,8 +163,8 @@ class Subscription:
     of the last event delivered, None before the first.
     """
 
-    def __init__(self, store: Store, reader: _Reader, cursor: int, page_events: int) -> None:
-        self._store = store
+    def __init__(self, streams: Streams, reader: _Reader, cursor: int, page_events: int) -> None:
+        self._streams = streams
         self._reader = reader
         self._cursor = cursor
         self._page_events = page_events
@@ -194,12 +175,10 @@ class Subscription:
         """Position (stream subscription: version) of the last event delivered; None before any."""
         self.caught_up = False
         """True once a read found nothing more below the watermark (the subscription is live)."""
-        self._positions = store._streams().positions
         self._ready = threading.Event()
-        self._listener = self._ready.set
-        self._positions.add_listener(self._listener)
+        watch = streams.watch(self._ready.set)
         # a subscription dropped without close() stops being notified when it is collected
-        self._unlisten = weakref.finalize(self, self._positions.remove_listener, self._listener)
+        self._unlisten = weakref.finalize(self, watch.cancel)
 
     @property
     def source(self) -> str:
@@ -222,21 +201,21 @@ class Subscription:
         Returns ``[]`` on timeout or once the subscription is closed; raises
         ``StoreClosedError`` if the store is closed.
         """
-        _check_count(max_events, "max_events")
+        check_count(max_events, "max_events")
         deadline = _deadline(timeout_s)
         with self._lock:
             while True:  # bounded by the deadline, or by close
                 while not self._buffer:  # bounded by the deadline, or by close
                     if self._closed:
                         return []
-                    self._store.log.check_open()
+                    self._streams.check_open()
                     self._ready.clear()  # watermark moves from here on set it again
                     if self._fill():
                         continue
-                    remaining = _CLOSED_CHECK_S if deadline is None else deadline - time.monotonic()
+                    remaining = CLOSED_CHECK_S if deadline is None else deadline - time.monotonic()
                     if remaining <= 0:
                         return []
-                    self._ready.wait(min(remaining, _CLOSED_CHECK_S))
+                    self._ready.wait(min(remaining, CLOSED_CHECK_S))
                 if self._closed:
                     return []
                 batch = self._take(max_events)
@@ -245,7 +224,7 @@ class Subscription:
 
     def _fill(self) -> bool:
         """Read the next page into the buffer; True if the cursor moved."""
-        events, cursor = self._reader.read(self._store, self._positions, self._cursor, self._page_events)
+        events, cursor = self._reader.read(self._streams, self._cursor, self._page_events)
         moved = cursor != self._cursor
         self._cursor = cursor
         self._buffer.extend(events)
@@ -263,7 +242,18 @@ class Subscription:
 
     def visible(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
         """Those of ``events``, read ahead, that a delete or truncation since has not hidden."""
-        return self._reader.visible(self._store, events)
+        return self._reader.visible(self._streams, events)
+
+    def checkpoint_of(self, event: RecordedEvent) -> int:
+        """What ``checkpoint`` becomes once ``event`` is delivered (its position; a stream
+        subscription: its version)."""
+        return self._reader.checkpoint_of(event)
+
+    def watch(self, callback: Callable[[], object]) -> Watch:
+        """Call ``callback()`` whenever there may be more to read (the watermark moved, or the
+        store is closing), until the returned ``Watch`` is cancelled; for waiters that hold no
+        thread. It runs in the appending thread: it must not block."""
+        return self._streams.watch(callback)
 
     def close(self) -> None:
         """Stop: wakes a waiting ``next``; later calls return nothing. Idempotent."""
@@ -295,56 +285,58 @@ class Subscription:
 # --- opening ---------------------------------------------------------------------------------
 
 
-def subscribe_to_all(store: Store, from_position: int | None = 0, *,
+def subscribe_to_all(store: StreamsOwner, from_position: int | None = 0, *,
                      page_events: int = PAGE_EVENTS) -> Subscription:
-    """Every event in position order from ``from_position``.
+    """Every event of ``store``'s streams in position order from ``from_position``.
 
     None: only the events of appends that begin after this call.
     """
-    return _subscribe_positions(store, _AllReader(None), from_position, page_events)
+    return _subscribe_positions(store.streams, _AllReader(None), from_position, page_events)
 
 
-def subscribe_to_category(store: Store, category: str, from_position: int | None = 0, *,
+def subscribe_to_category(store: StreamsOwner, category: str, from_position: int | None = 0, *,
                           page_events: int = PAGE_EVENTS) -> Subscription:
     """Events of the streams ``<category>-*`` in position order, from ``from_position``."""
     if not isinstance(category, str) or not category or "-" in category or "\x00" in category:
         raise InvalidArgumentError(
             f"category must be a non-empty str without '-' or NUL characters, got {category!r}"
         )
-    return _subscribe_positions(store, _AllReader(category), from_position, page_events)
+    return _subscribe_positions(store.streams, _AllReader(category), from_position, page_events)
 
 
-def subscribe_to_stream(store: Store, stream_id: str, from_version: int | None = 0, *,
+def subscribe_to_stream(store: StreamsOwner, stream_id: str, from_version: int | None = 0, *,
                         page_events: int = PAGE_EVENTS) -> Subscription:
     """One stream's events in version order from ``from_version`` (None: only events to come).
 
     The stream need not exist yet; while it is deleted nothing is delivered.
     """
-    _check_stream_id(stream_id)
+    check_stream_id(stream_id)
     _check_start(from_version, "from_version")
-    _check_count(page_events, "page_events")
-    store.log.check_open()
+    check_count(page_events, "page_events")
+    streams = store.streams
+    streams.check_open()
     if from_version is None:
-        version = store.stream_version(stream_id)
+        version = streams.stream_version(stream_id)
         from_version = 0 if version is None else version + 1
-    return Subscription(store, _StreamReader(stream_id), from_version, page_events)
+    return Subscription(streams, _StreamReader(stream_id), from_version, page_events)
 
 
-def _subscribe_positions(store: Store, reader: _AllReader, from_position: int | None,
+def _subscribe_positions(streams: Streams, reader: _AllReader, from_position: int | None,
                          page_events: int) -> Subscription:
     _check_start(from_position, "from_position")
-    _check_count(page_events, "page_events")
-    store.log.check_open()
+    check_count(page_events, "page_events")
+    streams.check_open()
     if from_position is None:  # from the next append to begin: none that already returned
-        from_position = store._streams().positions.next
-    return Subscription(store, reader, from_position, page_events)
+        from_position = streams.positions.next
+    return Subscription(streams, reader, from_position, page_events)
 
 
 def _check_start(value: object, what: str) -> None:
     check_int64(value, what, optional=True)
 
 
-def _check_count(value: object, what: str) -> None:
+def check_count(value: object, what: str) -> None:
+    """A count of events (a page, a batch): an int in 1..``PAGE_EVENTS_MAX``."""
     if type(value) is not int or not 1 <= value <= PAGE_EVENTS_MAX:
         raise InvalidArgumentError(f"{what} must be an int in 1..{PAGE_EVENTS_MAX}, got {value!r}")
 
