@@ -250,3 +250,9 @@ class Consumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def call_serialized(consumer: Consumer, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+    """Run ``fn(*args)`` in a worker thread as one of ``consumer``'s own calls: after the one in
+    progress, and completed even if the task is cancelled (for helpers such as dead letters)."""
+    return await consumer._call(fn, *args)

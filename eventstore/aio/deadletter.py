@@ -12,7 +12,7 @@ from ..client.deadletter import DLQ_SUFFIX, Parked, ProcessingStats, check_calla
 from ..client.deadletter import DeadLetterProcessor as BlockingProcessor
 from ..errors import InvalidArgumentError
 from ..records import Record, TopicPartition
-from .consumer import Consumer
+from .consumer import Consumer, call_serialized
 
 
 def _unused(record: Record) -> None:  # pragma: no cover - the async class calls its own handler
@@ -67,7 +67,7 @@ class DeadLetterProcessor:
 
     async def park(self, parked: list[Parked]) -> None:
         """Append the records that kept failing to the DLQ and commit, in one transaction."""
-        await self.consumer._call(self.blocking.park, parked)
+        await call_serialized(self.consumer, self.blocking.park, parked)
 
     async def process(self, batch: dict[TopicPartition, list[Record]]) -> None:
         """Handle one polled batch, park what keeps failing, commit — all before returning."""

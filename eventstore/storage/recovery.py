@@ -159,7 +159,7 @@ def _scan_tail(seg: Segment, start: int, *, is_last: bool, report: Report) -> No
             break
         seg.next_offset = info.next_offset
         seg.max_timestamp = max(seg.max_timestamp, info.max_timestamp)
-        seg._maybe_index(position, info.base_offset)
+        seg.maybe_index(position, info.base_offset)
     if bad is None:
         if start < end:
             report(RecoveryEvent(

@@ -184,13 +184,14 @@ class Segment:
             self.first_timestamp = base_ts
         if max_ts > self.max_timestamp:
             self.max_timestamp = max_ts
-        self._maybe_index(position, base_offset)
+        self.maybe_index(position, base_offset)
 
     def refresh_index_due(self) -> None:
         """A batch starting at or past ``index_due_position`` gets an index entry (format.md, 3)."""
         self.index_due_position = self.index.last_position + INDEX_INTERVAL_BYTES
 
-    def _maybe_index(self, position: int, base_offset: int) -> None:
+    def maybe_index(self, position: int, base_offset: int) -> None:
+        """Add an index entry for the batch at ``position`` if one is due (format.md, 3)."""
         if position == 0 or position < self.index_due_position:
             return
         rel = base_offset - self.base_offset
