@@ -38,6 +38,7 @@ import shutil
 import struct
 import threading
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -71,7 +72,7 @@ _DECODE_ERRORS = (msgspec.MsgspecError, struct.error, UnicodeDecodeError)
 _READ_ERRORS = (lmdb.Error, *_DECODE_ERRORS)
 
 
-class Head(msgspec.Struct, array_like=True):
+class Head(msgspec.Struct, array_like=True, gc=False):
     """What the index knows of one stream."""
 
     topic: str
@@ -202,11 +203,15 @@ class StreamIndex:
         except _DECODE_ERRORS as e:  # a value read inside the transaction
             raise self.damaged("write", e) from e
 
-    def read(self) -> _Reading:
+    def read(self, buffers: bool = False) -> _Reading:
         """A read transaction for ``with``: an LMDB or decoding error inside the block leaves
-        it as ``CorruptionError`` (damage) or ``StorageError``."""
+        it as ``CorruptionError`` (damage) or ``StorageError``.
+
+        ``buffers``: values are memoryviews of the map instead of copies, valid only
+        inside the block (a stream's chunks are joined there, copied once).
+        """
         try:
-            return _Reading(self, self.env.begin(write=False))
+            return _Reading(self, self.env.begin(write=False, buffers=buffers))
         except lmdb.Error as e:
             raise self._failed(e, "stream index read failed") from e
 
@@ -348,23 +353,30 @@ class StreamIndex:
         written without reading it first.
         """
         db = self.dbs[DB_CHUNKS]
-        version = first_version
-        pending: list[bytes] = []
-        key = chunk_key(stream_id, version)
-        fresh = version % CHUNK_EVENTS == 0
-        for env in envelopes:  # bounded by the events of one append
-            k = chunk_key(stream_id, version)
-            if k != key:
-                _extend(txn, db, key, pending, fresh)
-                key, pending, fresh = k, [], True
-            pending.append(env)
-            version += 1
-        _extend(txn, db, key, pending, fresh)
+        envelopes = envelopes if isinstance(envelopes, list) else list(envelopes)
+        version, i = first_version, 0
+        while i < len(envelopes):  # bounded: one pass per chunk the envelopes reach
+            take = CHUNK_EVENTS - version % CHUNK_EVENTS
+            _extend(txn, db, chunk_key(stream_id, version), envelopes[i:i + take],
+                    version % CHUNK_EVENTS == 0)
+            version, i = version + take, i + take
 
     def put_event(self, txn: Any, event_id: bytes, stream_id: str, version: int, position: int,
                   topic: str, partition: int, offset: int) -> None:
         txn.put(event_id, _encode((stream_id, version, position)), db=self.dbs[DB_IDS])
         txn.put(position_key(position), _encode((topic, partition, offset)), db=self.dbs[DB_ALL])
+
+    def put_events(self, txn: Any, event_ids: list[bytes], stream_id: str, first_version: int,
+                   first_position: int, topic: str, partition: int, first_offset: int) -> None:
+        """``put_event`` for the consecutive events of one append, with one call per database."""
+        n = len(event_ids)
+        positions = range(first_position, first_position + n)
+        where = zip(repeat(stream_id, n), range(first_version, first_version + n), positions, strict=True)
+        txn.cursor(db=self.dbs[DB_IDS]).putmulti(zip(event_ids, map(_encode, where), strict=True))
+        places = zip(repeat(topic, n), repeat(partition, n), range(first_offset, first_offset + n),
+                     strict=True)
+        txn.cursor(db=self.dbs[DB_ALL]).putmulti(
+            zip(map(_U64.pack, positions), map(_encode, places), strict=True))
 
     def put_covered(self, txn: Any, topic: str, partition: int, next_offset: int) -> None:
         txn.put(partition_key(topic, partition), _U64.pack(next_offset), db=self.dbs[DB_COVERED])

@@ -41,6 +41,7 @@ from ..storage.names import is_valid_topic_name
 from ..storage.partition import Prepared
 from ..storage.topicdir import partition_dir
 from ..validation import check_int64
+from .chunks import ChunkCache
 from .events import (
     ENVELOPE_OVERHEAD_MAX,
     AppendResult,
@@ -62,7 +63,7 @@ META_PREFIX = "$$"
 META_EVENT_TYPE = "$metadata"
 _DECODERS_MAX = 4096
 _CATCH_UP_RECORDS = 10_000
-_STAGED_MAX = 512  # appends flush the staged index updates once this many wait
+_STAGED_MAX = 512  # appends flush the staged index updates once this many (or their events) wait
 _STAGED_BLOCK = 8 * _STAGED_MAX  # past this many, an append waits for a flush in progress
 _FILL_WAIT_S = 0.002  # how long a leader waits for its batch to fill (see _await_batch)
 _HEADS_MAX = 65_536  # stream heads kept in memory; past it, the flush forgets committed ones
@@ -281,6 +282,8 @@ class Streams:
         self._stage_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._staged: list[_Staged] = []
+        self._staged_events = 0  # events of the staged appends: a read flushes them first
+        self._chunk_cache = ChunkCache()
         self._heads: dict[str, Head] = {}
         self._evictions = 0
         self._staged_ids: dict[bytes, tuple[str, int, int]] = {}
@@ -345,6 +348,7 @@ class Streams:
         with self._stage_lock:
             self._evictions += 1
             self._heads = {sid: h for sid, h in list(self._heads.items()) if h.topic != topic}
+        self._chunk_cache.forget_topic(topic)
 
     # --- appending ------------------------------------------------------------------
 
@@ -387,7 +391,7 @@ class Streams:
                 break
         if request.error is not None:
             raise request.error
-        if len(self._staged) >= _STAGED_MAX:
+        if len(self._staged) >= _STAGED_MAX or self._staged_events >= _STAGED_MAX:
             self._flush_due()
         assert request.result is not None
         return request.result
@@ -603,6 +607,7 @@ class Streams:
                          head is None)
         with self._stage_lock:
             self._staged.append(staged)
+            self._staged_events += len(events)
             self._heads[stream_id] = staged.head
             for i, e in enumerate(events):
                 self._staged_ids[e.id.bytes] = (stream_id, current + 1 + i, position + i)
@@ -632,7 +637,7 @@ class Streams:
         staged heads and ids are visible to the next appends), unless so much
         piled up meanwhile that memory should be bounded.
         """
-        if len(self._staged) >= _STAGED_BLOCK:
+        if len(self._staged) >= _STAGED_BLOCK or self._staged_events >= _STAGED_BLOCK:
             self.flush()
         elif self._flush_lock.acquire(blocking=False):
             try:
@@ -642,7 +647,7 @@ class Streams:
 
     def _flush_locked(self) -> None:
         with self._stage_lock:
-            batch, self._staged = self._staged, []
+            batch, self._staged, self._staged_events = self._staged, [], 0
         if not batch:
             return
         self.index.write(functools.partial(self._write_staged, batch))
@@ -667,9 +672,8 @@ class Streams:
                     head = Head(head.topic, head.partition, head.last_version, stored.meta)
             index.put_head(txn, st.stream_id, head)
             index.append_envelopes(txn, st.stream_id, st.current + 1, st.envelopes)
-            for i, event_id in enumerate(st.ids):
-                index.put_event(txn, event_id, st.stream_id, st.current + 1 + i,
-                                st.position + i, st.topic, st.partition, st.base_offset + i)
+            index.put_events(txn, st.ids, st.stream_id, st.current + 1, st.position, st.topic,
+                             st.partition, st.base_offset)
             key = (st.topic, st.partition)
             covered[key] = max(covered.get(key, 0), st.base_offset + len(st.ids))
         for (topic, partition), next_offset in covered.items():  # bounded by the partitions
@@ -740,7 +744,7 @@ class Streams:
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidArgumentError(f"limit must be an int ≥ 0 or None, got {limit!r}")
         self.flush()
-        with self.index.read() as txn:
+        with self.index.read(buffers=True) as txn:
             head = self.index.head(txn, stream_id)
             if head is None or head.last_version < 0:
                 raise StreamNotFoundError(stream_id)
@@ -757,9 +761,7 @@ class Streams:
                 last = head.last_version if limit is None else min(head.last_version, first + limit - 1)
             if first > last:
                 return []
-            chunks = self.index.chunk_range(txn, stream_id, first // CHUNK_EVENTS,
-                                            last // CHUNK_EVENTS)
-        events = self._decode(stream_id, head, chunks, first, last)
+            events = self._between(txn, stream_id, head, first, last)
         while events and events[-1].offset >= visible_end:  # not yet durable: not yet visible
             events.pop()
         events = _apply_max_age(head, events)
@@ -784,13 +786,27 @@ class Streams:
         floor = _floor_version(head)
         return _apply_max_age(head, [e for e in events if e.version >= floor])
 
-    def _decode(self, stream_id: str, head: Head, chunks: list[bytes], first: int,
-                last: int) -> list[RecordedEvent]:
-        chunk_first = (first // CHUNK_EVENTS) * CHUNK_EVENTS
-        count = min(head.last_version, (last // CHUNK_EVENTS + 1) * CHUNK_EVENTS - 1) - chunk_first + 1
-        decoder = self._decoder(stream_id, head.topic, head.partition)
-        events = self.index.decoded(decoder, array_header(count) + b"".join(chunks), stream_id)
-        return events[first - chunk_first : last - chunk_first + 1]
+    def _between(self, txn: Any, stream_id: str, head: Head, first: int,
+                 last: int) -> list[RecordedEvent]:
+        """Versions ``first .. last`` of the stream: full chunks from the cache as far as it
+        holds them, the rest read in ``txn`` (a ``buffers`` one), joined once and decoded in
+        one call; the full chunks decoded are cached (see ``chunks.ChunkCache``)."""
+        first_chunk, last_chunk = first // CHUNK_EVENTS, last // CHUNK_EVENTS
+        full = (head.last_version + 1) // CHUNK_EVENTS  # chunks 0 .. full-1 are full
+        events, chunk = self._chunk_cache.run(stream_id, head.topic, head.partition, first_chunk,
+                                              min(last_chunk, full - 1))
+        if chunk <= last_chunk:
+            count = min(head.last_version + 1, (last_chunk + 1) * CHUNK_EVENTS) - chunk * CHUNK_EVENTS
+            raw = self.index.chunk_range(txn, stream_id, chunk, last_chunk)
+            decoder = self._decoder(stream_id, head.topic, head.partition)
+            decoded = self.index.decoded(decoder, b"".join([array_header(count), *raw]), stream_id)
+            self._chunk_cache.put(stream_id, head.topic, head.partition, chunk, decoded,
+                                  min(last_chunk + 1, full) - chunk)
+            events = decoded if not events else events + decoded
+        start = first - first_chunk * CHUNK_EVENTS
+        if start == 0 and len(events) == last - first + 1:
+            return events  # all of it: no copy of the list
+        return events[start:start + last - first + 1]
 
     def _decoder(self, stream_id: str, topic: str,
                  partition: int) -> msgspec.msgpack.Decoder[list[RecordedEvent]]:
