@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import eventstore
 from eventstore import NewEvent, StreamMetadata
@@ -81,12 +82,12 @@ def test_a_topic_deleted_and_made_again_is_not_served_from_memory(store: eventst
 
 def test_the_cache_keeps_a_bounded_number_of_chunks() -> None:
     cache = ChunkCache(chunks_max=3)
-    events = [object()] * (5 * CHUNK_EVENTS)
-    cache.put("s", "t", 0, 0, events, 5)  # type: ignore[arg-type]
+    chunk: list[Any] = [object()] * CHUNK_EVENTS
+    cache.put("s", "t", 0, 0, [chunk] * 5 + [chunk[:3]])  # the last, partial, is not kept
     assert len(cache._chunks) == 3  # the first three: a read from the start finds them
     got, next_chunk = cache.run("s", "t", 0, 0, 4)
     assert (len(got), next_chunk) == (3 * CHUNK_EVENTS, 3)
-    cache.put("u", "t", 0, 0, events, 1)  # type: ignore[arg-type]
+    cache.put("u", "t", 0, 0, [chunk])
     assert cache.run("s", "t", 0, 0, 4) == ([], 0)  # the oldest went first
     assert cache.run("s", "t", 0, 1, 2)[1] == 3
     assert cache.run("s", "other", 0, 1, 2) == ([], 1)  # same stream id, other topic: no hit

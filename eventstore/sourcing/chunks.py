@@ -53,15 +53,13 @@ class ChunkCache:
         return out, chunk
 
     def put(self, stream_id: str, topic: str, partition: int, first_chunk: int,
-            events: list[RecordedEvent], full_chunks: int) -> None:
-        """Keep the first ``full_chunks`` chunks of ``events`` (which start at ``first_chunk``)."""
-        if full_chunks <= 0:
-            return
+            decoded: list[list[RecordedEvent]]) -> None:
+        """Keep the full ones of ``decoded``, the events of chunks ``first_chunk`` on."""
         with self._lock:
             chunks = self._chunks
-            for i in range(min(full_chunks, self._max)):  # bounded by the cache's size
-                chunks[(stream_id, first_chunk + i)] = (
-                    topic, partition, events[i * CHUNK_EVENTS:(i + 1) * CHUNK_EVENTS])
+            for i, events in enumerate(decoded[:self._max]):  # bounded by the cache's size
+                if len(events) == CHUNK_EVENTS:
+                    chunks[(stream_id, first_chunk + i)] = (topic, partition, events)
             while len(chunks) > self._max:  # bounded: as many as were just put
                 del chunks[next(iter(chunks))]
 

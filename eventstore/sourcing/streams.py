@@ -789,20 +789,22 @@ class Streams:
     def _between(self, txn: Any, stream_id: str, head: Head, first: int,
                  last: int) -> list[RecordedEvent]:
         """Versions ``first .. last`` of the stream: full chunks from the cache as far as it
-        holds them, the rest read in ``txn`` (a ``buffers`` one), joined once and decoded in
-        one call; the full chunks decoded are cached (see ``chunks.ChunkCache``)."""
+        holds them, the others read in ``txn`` (a ``buffers`` one) and decoded a chunk per
+        call (no buffer the size of the stream); the full ones are cached (``ChunkCache``)."""
         first_chunk, last_chunk = first // CHUNK_EVENTS, last // CHUNK_EVENTS
         full = (head.last_version + 1) // CHUNK_EVENTS  # chunks 0 .. full-1 are full
         events, chunk = self._chunk_cache.run(stream_id, head.topic, head.partition, first_chunk,
                                               min(last_chunk, full - 1))
         if chunk <= last_chunk:
-            count = min(head.last_version + 1, (last_chunk + 1) * CHUNK_EVENTS) - chunk * CHUNK_EVENTS
             raw = self.index.chunk_range(txn, stream_id, chunk, last_chunk)
             decoder = self._decoder(stream_id, head.topic, head.partition)
-            decoded = self.index.decoded(decoder, b"".join([array_header(count), *raw]), stream_id)
-            self._chunk_cache.put(stream_id, head.topic, head.partition, chunk, decoded,
-                                  min(last_chunk + 1, full) - chunk)
-            events = decoded if not events else events + decoded
+            full_header = array_header(CHUNK_EVENTS)
+            decoded = [self.index.decoded(decoder, (full_header if n < full else array_header(
+                head.last_version + 1 - n * CHUNK_EVENTS)) + data, stream_id)
+                for n, data in enumerate(raw, chunk)]  # bounded by the chunks read
+            self._chunk_cache.put(stream_id, head.topic, head.partition, chunk, decoded)
+            for part in decoded:  # bounded by the chunks read
+                events += part
         start = first - first_chunk * CHUNK_EVENTS
         if start == 0 and len(events) == last - first + 1:
             return events  # all of it: no copy of the list
