@@ -2,7 +2,7 @@
 
 The stream index stores a stream's envelopes in chunks of ``CHUNK_EVENTS``
 (docs/format.md, section 12.1). Reading a stream decodes them into
-``RecordedEvent`` values, one msgspec call; what that costs is mostly
+``RecordedEvent`` values, one msgspec call a chunk; what that costs is mostly
 allocating the values (five objects an event), and for a 10,000-event stream
 it is several megabytes of fresh memory each time, which the operating system
 hands out page by page (a minor fault each) once the allocator has returned the
