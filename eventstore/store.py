@@ -156,12 +156,13 @@ class Store:
             self._catalog = Catalog(os.path.join(path, "catalog"))
             self._root = topicdir.topics_root(path)
             os.makedirs(self._root, exist_ok=True)
-            self._load_topics()
+            gone = self._load_topics()
             from . import transactions
 
             transactions.recover(self)
             if any(cfg.streams for cfg in self._configs.values()):
                 self._streams()  # brings the stream index up to date with the log
+            self._forget_gone_topics(gone)
         except BaseException:
             self._abandon()
             raise
@@ -175,7 +176,8 @@ class Store:
 
     # --- open / close ------------------------------------------------------
 
-    def _load_topics(self) -> None:
+    def _load_topics(self) -> dict[str, bytes]:
+        """Load every topic; returns the cached configurations of topics that are gone."""
         for name in topicdir.sweep_transient(self._root):
             self._report(RecoveryEvent(case="R7", path=os.path.join(self._root, name), position=0,
                                        detail="removed an unfinished topic creation or deletion"))
@@ -185,12 +187,31 @@ class Store:
             encoded = msgspec.msgpack.encode(cfg)
             if cached.get(name) != encoded:
                 self._catalog.put(ck.DB_TOPICS, ck.topic_key(name), encoded)
-        for name in set(cached) - set(configs):
-            self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name))
-            self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name))
         for name, cfg in configs.items():
             self._configs[name] = cfg
             self._logs[name] = self._open_partitions(cfg, range(cfg.partitions))
+        return {name: raw for name, raw in cached.items() if name not in configs}
+
+    def _forget_gone_topics(self, gone: dict[str, bytes]) -> None:
+        """Drop what is keyed by the name of a topic that is gone (a deletion cut short, or a
+        store written before deletions dropped it all): its stream index entries, checkpoints
+        and group offsets, then its cached configuration, last: while that is there, a
+        deletion is still to be finished (docs/format.md, section 6)."""
+        from .catalog import cursors
+
+        for name, raw in gone.items():
+            try:
+                streams = msgspec.msgpack.decode(raw, type=TopicConfig).streams
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                streams = os.path.isdir(self._index_path())
+            if streams:
+                self._streams().index.drop_topic(name)
+        checkpointed = {ck.parse_partition_key(k)[0] for k, _ in self._catalog.items(ck.DB_CHECKPOINTS)}
+        for name in sorted(checkpointed - set(self._configs)):
+            self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name))
+        cursors.drop_gone(self._catalog, self._configs)
+        for name in gone:
+            self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name))
 
     def _open_partitions(self, cfg: TopicConfig, partitions: range) -> list[PartitionLog]:
         """Open (recover) these partitions of a topic; if one fails, those opened are closed."""
@@ -445,13 +466,16 @@ class Store:
                 streams.index.drop_topic(name)
             faults.point("delete-topic.closed")
             topicdir.remove(self._root, doomed)
-            self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name))
-            faults.point("delete-topic.uncached")
+            # what is keyed by the name, and last the cached configuration: open finishes
+            # these steps for a topic whose directory is gone but which is still cached
             self._catalog.delete_prefix(ck.DB_CHECKPOINTS, ck.topic_prefix(name))
             faults.point("delete-topic.checkpoints-dropped")
             from .catalog import cursors
 
             cursors.delete_topic(self._catalog, name)
+            faults.point("delete-topic.offsets-dropped")
+            self._catalog.delete(ck.DB_TOPICS, ck.topic_key(name))
+            faults.point("delete-topic.uncached")
 
     def topic(self, name: str) -> TopicConfig:
         """The configuration of topic ``name``; ``TopicNotFoundError`` if there is none."""

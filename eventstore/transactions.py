@@ -128,7 +128,8 @@ class Transaction:
                 txn.put(_ID.pack(entry.txn_id), msgspec.msgpack.encode(entry),
                         db=catalog.dbs[ck.DB_OUTBOX])
             if self._offsets and self._group_id is not None:
-                cursors.put_cursors(txn, catalog, self._group_id, self._offsets, entry.committed_ms)
+                cursors.put_cursors(txn, catalog, self._group_id, self._offsets, entry.committed_ms,
+                                    self._store._configs)
 
         member = self._member
         if member is not None and self._offsets:

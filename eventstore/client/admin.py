@@ -34,7 +34,7 @@ def list_groups(store: Store) -> list[str]:
 
 def group_offsets(store: Store, group: str) -> dict[TopicPartition, int]:
     check_group_id(group)
-    return {tp: om.offset for tp, om in cursors.read_group(store._catalog, group).items()}
+    return {tp: om.offset for tp, om in cursors.read_group(store._catalog, group, store._configs).items()}
 
 
 def lag(store: Store, group: str) -> dict[TopicPartition, int]:
@@ -114,7 +114,7 @@ def reset_group_offsets(
                 f"offset {off} for {tp.topic}/{tp.partition} is outside {start}..{end}"
             )
     cursors.commit(store._catalog, group, {tp: OffsetAndMetadata(o) for tp, o in target.items()},
-                   time.time_ns() // 1_000_000)
+                   time.time_ns() // 1_000_000, store._configs)
     return target
 
 

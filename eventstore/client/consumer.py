@@ -346,7 +346,7 @@ class Consumer:
     def _initial_position(self, tp: TopicPartition) -> int:
         start, end = self._store.offsets(tp.topic, tp.partition)
         if self.group_id is not None:
-            committed = cursors.get(self._store._catalog, self.group_id, tp)
+            committed = cursors.get(self._store._catalog, self.group_id, tp, self._store._configs)
             if committed is not None and start <= committed.offset <= end:
                 return committed.offset
         return self._reset_position(tp, start, end)
@@ -577,7 +577,8 @@ class Consumer:
             return
         member = self._member
         if member is None:
-            cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms())
+            cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms(),
+                           self._store._configs)
             self._counts.commits += 1
             return
         with member.group.lock:
@@ -586,7 +587,8 @@ class Consumer:
             except CommitFailedError:
                 self._counts.commit_failures += 1
                 raise
-            cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms())
+            cursors.commit(self._store._catalog, self.group_id, normalized, _now_ms(),
+                           self._store._configs)
         self._counts.commits += 1
 
     def transaction(self) -> Transaction:
@@ -635,7 +637,8 @@ class Consumer:
                 except CommitFailedError:
                     self._counts.commit_failures += 1
                     return
-                cursors.commit(self._store._catalog, self.group_id, offsets, _now_ms())
+                cursors.commit(self._store._catalog, self.group_id, offsets, _now_ms(),
+                               self._store._configs)
             self._counts.commits += 1
 
     def committed(self, tp: TopicPartition) -> int | None:
@@ -643,7 +646,7 @@ class Consumer:
         if self.group_id is None:
             raise IllegalStateError("committed needs a group_id")
         check_topic_partition(tp, "committed() takes a TopicPartition: tp")
-        om = cursors.get(self._store._catalog, self.group_id, tp)
+        om = cursors.get(self._store._catalog, self.group_id, tp, self._store._configs)
         return None if om is None else om.offset
 
     def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
