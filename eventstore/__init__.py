@@ -29,6 +29,7 @@ from .errors import (
     StreamsTopicError,
     TopicExistsError,
     TopicNotFoundError,
+    TransactionRelayPendingError,
     WrongExpectedVersionError,
 )
 from .partitioner import murmur2, partition_for_key
@@ -151,5 +152,6 @@ __all__ = [
     "StreamsTopicError",
     "TopicExistsError",
     "TopicNotFoundError",
+    "TransactionRelayPendingError",
     "WrongExpectedVersionError",
 ]

@@ -152,6 +152,8 @@ class Store:
             raise StorageError(path, f"cannot create store directory: {e.strerror}") from e
         self._dir_lock = DirectoryLock(path)
         self._dir_lock.acquire()
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
         try:
             self._catalog = Catalog(os.path.join(path, "catalog"))
             self._root = topicdir.topics_root(path)
@@ -159,15 +161,13 @@ class Store:
             gone = self._load_topics()
             from . import transactions
 
-            transactions.recover(self)
+            self._relays = transactions.recover(self)
             if any(cfg.streams for cfg in self._configs.values()):
                 self._streams()  # brings the stream index up to date with the log
             self._forget_gone_topics(gone)
         except BaseException:
             self._abandon()
             raise
-        self._flusher: threading.Thread | None = None
-        self._stop = threading.Event()
         if durability == "interval":
             self._flusher = threading.Thread(
                 target=self._flush_loop, name=f"eventstore-fsync:{path}", daemon=True
@@ -255,6 +255,7 @@ class Store:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
+        self._relays.join()  # a pending relay stays in the outbox for the next open
         first_error: BaseException | None = None
         try:
             if self._stream_store is not None:
@@ -279,6 +280,10 @@ class Store:
 
     def _abandon(self) -> None:
         """After a failed open: close every file the open had opened, without syncing."""
+        self._stop.set()
+        relays = getattr(self, "_relays", None)
+        if relays is not None:
+            relays.join()
         if self._stream_store is not None:
             self._stream_store.index.abandon()
         else:
@@ -324,8 +329,13 @@ class Store:
                 plog.wait_durable(plog.end_written)
 
     def flush(self) -> None:
-        """Make everything appended so far durable and checkpoint every partition."""
+        """Make everything appended so far durable and checkpoint every partition.
+
+        Transactions committed whose relay failed are relayed first; if one
+        still cannot be, ``TransactionRelayPendingError`` says which.
+        """
         self._check_open()
+        self._relays.retry()
         for logs in list(self._logs.values()):
             for plog in logs:
                 plog.checkpoint()
@@ -699,6 +709,13 @@ class Store:
         from .transactions import Transaction
 
         return Transaction(self)
+
+    def pending_transactions(self) -> list[int]:
+        """Ids of committed transactions whose records are not all in the log yet, in commit
+        order: those the store is relaying (``TransactionRelayPendingError``), and those whose
+        topic was deleted since (docs/format.md, section 13)."""
+        self._check_open()
+        return [int.from_bytes(k, "big") for k, _ in self._catalog.items(ck.DB_OUTBOX)]
 
     def list_groups(self) -> list[str]:
         """Consumer groups with committed offsets or active members."""

@@ -11,11 +11,20 @@ transaction, so an output is never written twice and never lost.
 
 So a consumer that appends its handler's output and commits its offsets in one
 transaction neither loses nor duplicates output across a crash.
+
+A relay that fails after the commit (a full disk) does not undo it: ``commit``
+raises ``TransactionRelayPendingError`` and the store's ``Relays`` keeps the
+entry, relaying it again (skipping partitions that already have its records)
+before the next transaction's, at ``flush``, and about once a second in the
+background, in transaction-id order, until it is done or the store closes.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import struct
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,18 +33,27 @@ import msgspec
 
 from .catalog import cursors
 from .catalog import keys as ck
-from .errors import IllegalStateError, InvalidArgumentError
+from .errors import (
+    EventStoreError,
+    IllegalStateError,
+    InvalidArgumentError,
+    StorageError,
+    TransactionRelayPendingError,
+)
 from .partitioner import partition_for_key
-from .records import Message, OffsetAndMetadata, RecordMetadata, TopicPartition
+from .records import Message, OffsetAndMetadata, RecordMetadata, RecoveryEvent, TopicPartition
 from .validation import check_group_id, check_plain_topic, normalize_item, normalize_offsets
 
 if TYPE_CHECKING:
     from .client.coordinator import Member
     from .store import Store
 
+log = logging.getLogger("eventstore")
+
 TXN_HEADER = "es.txn"
 _ID = struct.Struct(">Q")
 _SCAN_RECORDS = 1000
+RELAY_RETRY_S = 1.0  # how often a failed relay is tried again in the background
 
 
 class _Output(msgspec.Struct, array_like=True):
@@ -43,6 +61,7 @@ class _Output(msgspec.Struct, array_like=True):
     partition: int
     start_offset: int  # the partition's end offset when the transaction committed
     records: list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]]
+    incarnation: int = -1  # the topic's created_ms; -1: written before it was recorded
 
 
 class _Entry(msgspec.Struct, array_like=True):
@@ -108,12 +127,13 @@ class Transaction:
         self._done = True
         store = self._store
         outputs = [
-            _Output(tp.topic, tp.partition, store.offsets(tp.topic, tp.partition)[1], rows)
+            _Output(tp.topic, tp.partition, store.offsets(tp.topic, tp.partition)[1], rows,
+                    store.topic(tp.topic).created_ms)
             for tp, rows in self._outputs.items()
         ]
         entry = _Entry(0, _now_ms(), outputs)
-        self._write_commit(entry)
-        placed = relay(store, entry)
+        self._write_commit(entry)  # the decision: from here on, the transaction stands
+        placed = store._relays.relay(entry)
         return [placed[tp][i] for tp, i in self._order]
 
     def _write_commit(self, entry: _Entry) -> None:
@@ -195,19 +215,122 @@ def _already_relayed(store: Store, out: _Output, txn_id: bytes) -> bool:
     return False
 
 
-def recover(store: Store) -> int:
-    """Relay every committed but unrelayed transaction (on open); returns how many.
+class Relays:
+    """The committed transactions of a store whose relay failed, relayed again in id order."""
 
-    An entry with outputs to a topic deleted since, or to a streams topic (which
-    only the stream API writes), stays pending.
-    """
-    pending = store._catalog.items(ck.DB_OUTBOX)
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = threading.Lock()  # held while relaying what is pending
+        self._pending: dict[int, _Entry] = {}
+        self._thread: threading.Thread | None = None
+
+    def relay(self, entry: _Entry) -> dict[TopicPartition, list[RecordMetadata]]:
+        """Relay a transaction just committed, after those still pending; if that fails, keep
+        it and raise ``TransactionRelayPendingError``."""
+        if not entry.outputs:
+            return {}
+        if not self._pending:
+            try:
+                return relay(self._store, entry)
+            except EventStoreError as e:
+                self.hold(entry, e)
+                raise TransactionRelayPendingError(entry.txn_id, str(e)) from e
+        with self._lock:
+            self._pending[entry.txn_id] = entry
+            placed, error = self._drain()
+        if entry.txn_id not in placed:
+            reason = str(error) if error is not None else "a topic it appends to was deleted"
+            raise TransactionRelayPendingError(entry.txn_id, reason) from error
+        return placed[entry.txn_id]
+
+    def hold(self, entry: _Entry, error: BaseException) -> None:
+        """Keep a committed entry whose relay failed, and retry it in the background."""
+        log.warning("transaction %d committed; its relay failed and stays pending: %s",
+                    entry.txn_id, error)
+        with self._lock:
+            self._pending[entry.txn_id] = entry
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._retry_loop, daemon=True,
+                                                name=f"eventstore-relay:{self._store.path}")
+                self._thread.start()
+
+    def retry(self) -> None:
+        """Relay what is pending now; raise ``TransactionRelayPendingError`` if some still is."""
+        if not self._pending:
+            return
+        with self._lock:
+            _, error = self._drain()
+            first = min(self._pending, default=None)
+        if first is not None:
+            raise TransactionRelayPendingError(first, str(error)) from error
+
+    def join(self) -> None:
+        """Wait for the background retry to end (the store's stop event is set)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _retry_loop(self) -> None:
+        while not self._store._stop.wait(RELAY_RETRY_S):  # ends at close or when all is relayed
+            with self._lock:
+                self._drain()
+                if not self._pending:
+                    self._thread = None
+                    return
+
+    def _drain(self) -> tuple[dict[int, dict[TopicPartition, list[RecordMetadata]]], BaseException | None]:
+        """Relay the pending entries in id order, stopping at the first that fails (lock held).
+
+        One that cannot be relayed (its topic was deleted since) leaves the queue
+        and stays in the outbox, as after a crash.
+        """
+        placed = {}
+        for txn_id in sorted(self._pending):  # bounded by the pending entries
+            entry = self._pending[txn_id]
+            if relayable(self._store, entry):
+                try:
+                    placed[txn_id] = relay(self._store, entry, check_existing=True)
+                except EventStoreError as e:
+                    return placed, e
+            del self._pending[txn_id]
+        return placed, None
+
+
+def relayable(store: Store, entry: _Entry) -> bool:
+    """Whether every output's topic is there as it was at commit, and not a streams topic (which
+    only the stream API writes)."""
     configs = store._configs
-    for _, value in pending:  # in transaction-id order
+    return all(
+        o.topic in configs and not configs[o.topic].streams
+        and o.incarnation in (-1, configs[o.topic].created_ms)
+        for o in entry.outputs
+    )
+
+
+def recover(store: Store) -> Relays:
+    """Relay every committed but unrelayed transaction (on open), in id order.
+
+    An entry with outputs to a topic deleted since (or made again), or to a
+    streams topic, stays pending. One whose relay fails on the disk (full)
+    is kept, and every later one behind it: the store opens, reports each as
+    case T1 and relays them once it can.
+    """
+    relays = Relays(store)
+    for _, value in store._catalog.items(ck.DB_OUTBOX):  # in transaction-id order
         entry = _decode_entry(value)
-        if all(o.topic in configs and not configs[o.topic].streams for o in entry.outputs):
+        if not relayable(store, entry):
+            continue
+        try:
+            if relays._pending:
+                raise TransactionRelayPendingError(entry.txn_id, "an earlier one is pending")
             relay(store, entry, check_existing=True)
-    return len(pending)
+        except (StorageError, TransactionRelayPendingError) as e:
+            relays.hold(entry, e)
+            store._report(RecoveryEvent(
+                case="T1", path=os.path.join(store.path, "catalog"), position=0,
+                detail=f"transaction {entry.txn_id} committed but not relayed ({e}); left "
+                       "pending, relayed once it can be", extra={"txn_id": entry.txn_id}))
+    return relays
 
 
 def _now_ms() -> int:
