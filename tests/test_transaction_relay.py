@@ -29,6 +29,7 @@ from siblings import load
 import eventstore
 from eventstore import (
     EventStoreError,
+    NewEvent,
     StorageFullError,
     TopicPartition,
     TransactionRelayPendingError,
@@ -253,3 +254,29 @@ def test_a_store_opens_on_a_full_tmpfs_with_a_relay_pending(small_disk: Callable
         assert len(values(store, "out")) == 5
     finally:
         store.close()
+
+
+def test_a_store_with_streams_opens_on_a_full_tmpfs(small_disk: Callable[[int], Path]) -> None:
+    """Open writes only what it must: the lock file's pid and the stream index's open mark wait
+    for space (the mark goes in with the first index write that gets through)."""
+    disk = small_disk(8 * dfull.MiB)
+    path = disk / "s"
+    with eventstore.open(path) as store:
+        store.create_topic("in")
+        store.append("in", b"x")
+        store.reset_group_offsets("g", {TP("in", 0): 1})
+        for i in range(100):
+            store.append_to_stream(f"acct-{i % 10}", [NewEvent(type="deposit", data=b"%d" % i)])
+    ballast = dfull.fill(disk)
+    for _ in range(2):  # a failed open would also leave the lock held
+        with eventstore.open(path) as store:
+            assert len(store.read_stream("acct-3")) == 10
+            assert store.group_offsets("g") == {TP("in", 0): 1}
+            assert store.check().ok
+    ballast.unlink()
+    with eventstore.open(path) as store:
+        store.append_to_stream("acct-3", [NewEvent(type="deposit", data=b"new")])
+        assert len(store.read_stream("acct-3")) == 11
+        index = store._streams().index
+        with index.read() as txn:
+            assert txn.get(b"clean", db=index.dbs[b"meta"]) == b"0", "written to, yet not marked open"

@@ -47,7 +47,7 @@ import msgspec
 
 from ..catalog import datafile
 from ..catalog.env import DAMAGE_ERRORS, lmdb_error, write_growing
-from ..errors import CorruptionError, EventStoreError, StorageError
+from ..errors import CorruptionError, EventStoreError, StorageError, StorageFullError
 
 T = TypeVar("T")
 
@@ -174,9 +174,20 @@ class StreamIndex:
             self.env.close()
             shutil.rmtree(directory, ignore_errors=True)
             self.env = self._env(directory)
-        self.write(lambda txn: (txn.put(b"boot", boot_id(), db=self.dbs[DB_META]),
-                                txn.put(b"clean", b"0", db=self.dbs[DB_META])))
+        #: the index is not yet marked open (a full disk): the first write that gets through
+        #: marks it, in the same transaction, so an OS crash can never find it unmarked
+        self.unmarked = False
+        try:
+            self.write(self._mark_open)
+        except StorageFullError:
+            if dropped or self.damage is not None:
+                raise
+            self.unmarked = True  # nothing was written since the mark of the last close
         return dropped or self.damage is not None
+
+    def _mark_open(self, txn: Any) -> None:
+        txn.put(b"boot", boot_id(), db=self.dbs[DB_META])
+        txn.put(b"clean", b"0", db=self.dbs[DB_META])
 
     def _env(self, directory: str) -> Any:
         env = None
@@ -195,6 +206,8 @@ class StreamIndex:
 
     def write(self, fn: Any) -> Any:
         """Run ``fn(txn)`` in one write transaction, growing the map when it is full."""
+        if self.unmarked:
+            return self._write_marked(fn)
         try:
             return write_growing(self.env, self.path, "stream index", fn, INDEX_REPAIR)
         except CorruptionError as e:
@@ -202,6 +215,18 @@ class StreamIndex:
             raise
         except _DECODE_ERRORS as e:  # a value read inside the transaction
             raise self.damaged("write", e) from e
+
+    def _write_marked(self, fn: Any) -> Any:
+        def marked(txn: Any) -> Any:
+            self._mark_open(txn)
+            return fn(txn)
+
+        self.unmarked = False
+        try:
+            return self.write(marked)
+        except BaseException:
+            self.unmarked = True
+            raise
 
     def read(self, buffers: bool = False) -> _Reading:
         """A read transaction for ``with``: an LMDB or decoding error inside the block leaves
