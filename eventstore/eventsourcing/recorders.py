@@ -277,8 +277,10 @@ class EventStoreAggregateRecorder(_StoreRecorder, AggregateRecorder):
         if high <= low:
             return []
         n = high - low if limit is None else min(high - low, limit)
-        if desc:
-            return self.store.read_stream(stream_id, high - 1, n, backwards=True)
+        if desc:  # the last n, read forwards (a backwards read from version 0 means from the end)
+            events = self.store.read_stream(stream_id, high - n, n)
+            events.reverse()
+            return events
         return self.store.read_stream(stream_id, low, n)
 
     def _count_up_to(self, stream_id: str, version: int, count: int) -> int:
