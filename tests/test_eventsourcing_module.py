@@ -430,3 +430,20 @@ class NativeDog(NativeAggregate):
 
     def apply_TrickAdded(self, e: TrickAdded) -> None:
         self.tricks.append(e.trick)
+
+
+def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README, "Using eventstore from the eventsourcing library": the python block, as written."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Using eventstore from the `eventsourcing` library", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, Any] = {"BankAccounts": app_cases.BankAccounts}
+    exec(code, scope)
+    app = scope["app"]
+    try:
+        assert isinstance(app.factory, EventStoreFactory)
+        assert app.factory.store.path == "bank-data"
+        assert app.repository.get(scope["account_id"]).full_name == "Alice"
+    finally:
+        app.close()
