@@ -111,6 +111,11 @@ class _StoreRecorder:
 
     def _insert(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None) -> list[int]:
         """Record the events (and the tracking record); their notification ids, in input order."""
+        if tracking is None and len(stored_events) == 1:  # Application.save of one new event
+            stored = stored_events[0]
+            _check_stored(stored, 0)
+            stream_id = stream_id_of(stored.originator_id, self.purpose)
+            return [self._append_one(stream_id, [(0, stored)]) + 1]
         groups = _group(stored_events, self.purpose)
         if tracking is None and not groups:
             return []

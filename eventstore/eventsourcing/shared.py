@@ -36,7 +36,7 @@ class StreamLocks:
 
     def acquire(self, stream_ids: list[str]) -> list[str]:
         """Take the locks of ``stream_ids`` in sorted order; returns the ids to ``release``."""
-        ids = sorted(set(stream_ids))
+        ids = sorted(set(stream_ids)) if len(stream_ids) > 1 else stream_ids
         with self._guard:
             taken = []
             for sid in ids:  # bounded by the streams of one write
