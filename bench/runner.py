@@ -338,6 +338,13 @@ WORKLOADS: dict[str, Workload] = {
         (),
         peers=False,
     ),
+    "W12": Workload(
+        "an eventsourcing application on eventstore.eventsourcing vs on SQLite",
+        sourcing.w12_library_on_eventstore,
+        (Target("eventsourcing-on-eventstore/eventsourcing (repository.get)", ">=", 20.0),
+         Target("eventsourcing-on-eventstore/eventsourcing (app.save @1)", ">=", 1.0)),
+        peers=False,
+    ),
 }
 
 

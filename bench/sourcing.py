@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from bench.runner import Context, WorkloadResult
 
 MAIN = "eventstore"
+ON_EVENTSTORE_MODULE = "eventstore.eventsourcing"
 #: W5: the log holds this many streams, appended to in turns of ``SAVE_BATCH`` events.
 W5_STREAMS = 50
 W5_EVENTS = 10_000
@@ -270,6 +271,8 @@ class EventSourcingLibrary(SourcingSystem):
 
     @property
     def _where(self) -> str:
+        if self._module == ON_EVENTSTORE_MODULE:
+            return "eventstore (PERSISTENCE_MODULE=eventstore.eventsourcing), fsync"
         return "SQLite WAL, synchronous=FULL" if self._module.endswith("sqlite") else "in memory"
 
     def _app(self, root: Path, snapshot_every: int | None = None) -> Any:
@@ -277,7 +280,8 @@ class EventSourcingLibrary(SourcingSystem):
             app_class, account_class = _eventsourcing_types()
         except ImportError as exc:
             raise Skipped("eventsourcing is not installed") from exc
-        env = {"PERSISTENCE_MODULE": self._module, "SQLITE_DBNAME": str(root / "eventsourcing.db")}
+        env = {"PERSISTENCE_MODULE": self._module, "SQLITE_DBNAME": str(root / "eventsourcing.db"),
+               "EVENTSTORE_PATH": str(root / "eventstore-data")}
         if snapshot_every is not None:
             app_class = type("SnapshottingBank", (app_class,),
                              {"snapshotting_intervals": {account_class: snapshot_every}})
@@ -343,6 +347,8 @@ SYSTEMS: tuple[SourcingSystem, ...] = (
     EventSourcingLibrary("eventsourcing", "eventsourcing.sqlite"),
     EventSourcingLibrary("eventsourcing-popo", "eventsourcing.popo"),
 )
+#: W12: the library's application on eventstore's persistence module, against it on SQLite.
+ON_EVENTSTORE = EventSourcingLibrary("eventsourcing-on-eventstore", ON_EVENTSTORE_MODULE)
 
 
 # ---------------------------------------------------------------------------------- workloads
@@ -400,3 +406,28 @@ def w7_save(ctx: Context) -> WorkloadResult:
         found |= ratios(step, variant, suffix=f" @{threads}")
         metrics[f"{MAIN} saves/s @{threads}"] = rate(step, MAIN, variant)
     return rows, found, metrics
+
+
+def w12_library_on_eventstore(ctx: Context) -> WorkloadResult:
+    """The same application of the library on ``eventstore.eventsourcing`` and on SQLite:
+    ``repository.get`` of a 10,000-event aggregate (W6's) and ``app.save`` of one new
+    aggregate from one thread (W7's); the ratios are eventstore's rate over SQLite's."""
+    from bench.runner import rate
+
+    events = ctx.scaled(W6_EVENTS)
+    saves = ctx.scaled(W7_SAVES[1])
+    steps: tuple[tuple[str, int, Callable[[EventSourcingLibrary], Callable[[Path], Measured]]], ...] = (
+        ("repository.get", events, lambda s: partial(s.rebuild, events=events, snapshot_every=None)),
+        ("app.save @1", saves, lambda s: partial(s.save_threads, threads=1, per_thread=saves)),
+    )
+    peer = SYSTEMS[1]
+    assert isinstance(peer, EventSourcingLibrary)
+    rows: list[dict[str, Any]] = []
+    found: dict[str, float | None] = {}
+    for variant, records, action in steps:
+        step = [ctx.measure("W12", s, records, action(s), variant) for s in (ON_EVENTSTORE, peer)]
+        rows += step
+        ours, theirs = rate(step, ON_EVENTSTORE.name, variant), rate(step, peer.name, variant)
+        found[f"{ON_EVENTSTORE.name}/{peer.name} ({variant})"] = (
+            ours / theirs if ours is not None and theirs else None)
+    return rows, found, {}

@@ -28,6 +28,7 @@ from .errors import (
     StreamsTopicError,
     TopicExistsError,
     TopicNotFoundError,
+    TransactionRelayPendingError,
     WrongExpectedVersionError,
 )
 from .groups import GroupDescription, MemberDescription
@@ -151,5 +152,6 @@ __all__ = [
     "StreamsTopicError",
     "TopicExistsError",
     "TopicNotFoundError",
+    "TransactionRelayPendingError",
     "WrongExpectedVersionError",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "StreamsTopicError",
     "TopicExistsError",
     "TopicNotFoundError",
+    "TransactionRelayPendingError",
     "WrongExpectedVersionError",
 ]
 
@@ -295,6 +296,26 @@ class StorageError(EventStoreError):
 
 class StorageFullError(StorageError):
     """The disk (or quota, or file-size limit) is full; nothing was written."""
+
+
+class TransactionRelayPendingError(EventStoreError):
+    """A transaction committed, but its records are not all in the log yet (e.g. a full disk).
+
+    The commit stands: its group offsets are committed, and the store appends
+    its records exactly once, in commit order, when it can (at the next
+    transaction's commit, ``flush``, a retry in the background about once a
+    second, or the next open). Do not run the transaction again: its records
+    would be there twice. ``Store.pending_transactions()`` lists the ids still
+    waiting. Not a ``StorageFullError``: that one means nothing was written.
+    """
+
+    def __init__(self, txn_id: int, reason: str) -> None:
+        self.txn_id = txn_id
+        self.reason = reason
+        super().__init__(
+            f"transaction {txn_id} committed, but its records are not all in the log yet "
+            f"({reason}); the store appends them once it can: do not run it again"
+        )
 
 
 class CorruptionError(EventStoreError):

@@ -125,6 +125,7 @@ class Log:
         self._configs: dict[str, TopicConfig] = {}
         self._partitions: dict[str, list[PartitionLog]] = {}
         self._round_robin = itertools.count()
+        self._gone: dict[str, TopicConfig] = {}
         self._delete_hooks: list[DeleteHook] = []
         self._close_hooks: list[CloseHook] = []
         self._check_hooks: list[CheckHook] = []
@@ -162,12 +163,11 @@ class Log:
         for name, cfg in configs.items():
             if cached.get(name) != topic_cache.encode(cfg):
                 topic_cache.put(self.catalog, cfg)
-        for name in set(cached) - set(configs):
-            topic_cache.delete(self.catalog, name)
-            checkpoints.delete_topic(self.catalog, name)
         for name, cfg in configs.items():
             self._configs[name] = cfg
             self._partitions[name] = self._open_partitions(cfg, range(cfg.partitions))
+        self._gone = {name: topic_cache.decode(name, raw) for name, raw in cached.items()
+                      if name not in configs}
 
     def _open_partitions(self, cfg: TopicConfig, partitions: range) -> list[PartitionLog]:
         """Open (recover) these partitions of a topic; if one fails, those opened are closed."""
@@ -193,6 +193,25 @@ class Log:
         cp = None if fields is None else Checkpoint(*fields)
         return PartitionLog(directory, cfg.name, p, cfg, self.durability, cp, self.report, save)
 
+    def gone_topics(self) -> list[TopicConfig]:
+        """Topics whose deletion a crash cut short (their directory is gone, their cached
+        configuration is not), until ``finish_deletions``; one whose cached configuration does
+        not decode is given as a streams topic with default settings."""
+        return list(self._gone.values())
+
+    def finish_deletions(self) -> None:
+        """Finish the deletions a crash cut short (on open, once the layers above registered
+        their delete hooks): the hooks of each topic that is gone, the checkpoints of every
+        name that is no topic, and last the cached configuration (while it is there, a
+        deletion is still to be finished; docs/format.md, section 6)."""
+        for cfg in self._gone.values():
+            for hook in self._delete_hooks:  # bounded by the layers
+                hook(cfg)
+        checkpoints.delete_except(self.catalog, self._configs)
+        for name in list(self._gone):
+            topic_cache.delete(self.catalog, name)
+            del self._gone[name]
+
     def report(self, event: RecoveryEvent) -> None:
         """Record what recovery did (``recovery_events``) and log it; layers above report here too."""
         self.recovery_events.append(event)
@@ -200,9 +219,10 @@ class Log:
 
     def add_delete_hook(self, hook: DeleteHook) -> None:
         """Call ``hook(config)`` when the topic of ``config`` is deleted, under the log's lock,
-        past the point of no return (its directory renamed away, its partitions closed) and
-        before its files and catalog entries go. A hook that raises does not stop the
-        deletion: the first error is raised once it is complete."""
+        past the point of no return (its files and checkpoints are gone), before its cached
+        configuration goes; and on open for a deletion a crash cut short
+        (``finish_deletions``). A hook that raises leaves the configuration cached, so the
+        next open finishes the deletion; the other hooks run all the same."""
         self._delete_hooks.append(hook)
 
     def add_close_hook(self, hook: CloseHook) -> None:
@@ -430,20 +450,23 @@ class Log:
                 raise
             for plog in gone:  # no sync for data that is gone: a full disk cannot stop a delete
                 plog.abandon(TopicNotFoundError(name))
+            faults.point("delete-topic.closed")
+            topicdir.remove(self._root, doomed)
+            # what is keyed by the name, and last the cached configuration: open finishes
+            # these steps for a topic whose directory is gone but which is still cached
+            checkpoints.delete_topic(self.catalog, name)
+            faults.point("delete-topic.checkpoints-dropped")
             first_error: BaseException | None = None
             for hook in self._delete_hooks:  # bounded by the layers
                 try:
                     hook(cfg)
                 except Exception as e:  # finish the deletion; raise it after
                     first_error = first_error or e
-            faults.point("delete-topic.closed")
-            topicdir.remove(self._root, doomed)
-            topic_cache.delete(self.catalog, name)
-            faults.point("delete-topic.uncached")
-            checkpoints.delete_topic(self.catalog, name)
-            faults.point("delete-topic.checkpoints-dropped")
+            faults.point("delete-topic.offsets-dropped")
             if first_error is not None:
                 raise first_error
+            topic_cache.delete(self.catalog, name)
+            faults.point("delete-topic.uncached")
 
     def topic(self, name: str) -> TopicConfig:
         """The configuration of topic ``name``; ``TopicNotFoundError`` if there is none."""
@@ -464,6 +487,10 @@ class Log:
     def find_topic(self, name: str) -> TopicConfig | None:
         """The configuration of topic ``name``, or None: no error, no lock, for hot paths."""
         return self._configs.get(name)
+
+    def topic_configs(self) -> Mapping[str, TopicConfig]:
+        """Every topic's configuration by name, as of now (do not change it)."""
+        return self._configs
 
     def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
         """The partition count of each of ``topics`` that exists."""

@@ -237,7 +237,8 @@ class StoreReader:
         """The group's committed offsets (next offsets to read)."""
         self._check_open()
         check_group_id(group)
-        return {tp: om.offset for tp, om in cursors.read_group(self._catalog, group).items()}
+        topics = {cfg.name: cfg for cfg in self.topics()}  # offsets of a topic made again are not its
+        return {tp: om.offset for tp, om in cursors.read_group(self._catalog, group, topics).items()}
 
     def lag(self, group: str) -> dict[TopicPartition, int]:
         """End offset minus committed offset, per partition of the topics the group committed to.

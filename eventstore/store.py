@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from . import transactions
 from .batches import BatchMetadata
 from .client.consumer import Consumer
 from .client.producer import Producer
@@ -39,7 +38,7 @@ from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetada
 from .sourcing.streams import Streams, open_streams
 from .sourcing.subscriptions import Subscription
 from .storage.check import CheckReport
-from .transactions import Transaction
+from .transactions import Transaction, Transactions
 
 __all__ = ["DEFAULT_MAX_RECORDS", "DEFAULT_PATH", "BatchMetadata", "Store", "open"]
 
@@ -52,8 +51,8 @@ FSYNC_INTERVAL_MS_MAX = 2**31 - 1  # Kafka's bound for its millisecond settings 
 #: signatures, and the docstrings are theirs.
 _LOG_METHODS = (
     "create_topic", "alter_topic", "delete_topic", "topic", "topics", "append", "append_batch",
-    "read", "offsets", "offset_for_time", "wait_for", "flush", "enforce_retention", "retention",
-    "check", "statistics",
+    "read", "offsets", "offset_for_time", "wait_for", "enforce_retention", "retention", "check",
+    "statistics",
 )
 _GROUP_METHODS = (
     "list_groups", "describe_group", "group_offsets", "lag", "reset_group_offsets", "delete_group",
@@ -114,18 +113,30 @@ class Store:
         self._lock = threading.RLock()
         self._streams: Streams | None = None
         self._index_path = os.path.join(path, "index")
+        made: Transactions | None = None
         try:
             self.groups = GroupCoordinator(self.log)
             """The consumer groups of this store (``eventstore.groups.GroupCoordinator``)."""
             for name in _GROUP_METHODS:
                 setattr(self, name, getattr(self.groups, name))
-            transactions.recover(self.log)  # relays committed transactions left pending
-            if any(cfg.streams for cfg in self.log.topics()):
+            self.transactions = made = Transactions(self.log, self.groups)
+            """Transactions (``eventstore.transactions.Transactions``); opening relays those
+            the last run left committed but not relayed."""
+            if self._needs_streams():
                 self.streams  # noqa: B018 (opening it brings the stream index up to date)
+            self.log.finish_deletions()  # of topics a crash cut the deletion of short
         except BaseException:
+            if made is not None:
+                made.close()
             stream_index.abandon(self._index_path)  # an index opened but not taken charge of, if any
             self.log.abandon()  # every file the open had opened, closed without syncing
             raise
+
+    def _needs_streams(self) -> bool:
+        """Whether open must bring the stream index up to date: a streams topic exists, or one
+        whose deletion was cut short may have left entries in an index that exists."""
+        return any(cfg.streams for cfg in self.log.topics()) or (
+            any(cfg.streams for cfg in self.log.gone_topics()) and os.path.isdir(self._index_path))
 
     # --- open / close ------------------------------------------------------
 
@@ -150,7 +161,14 @@ class Store:
         return self.log.closed
 
     def flush(self) -> None:
-        return self.log.flush()
+        """Make everything appended so far durable and checkpoint every partition.
+
+        Transactions committed whose relay failed are relayed first; if one
+        still cannot be, ``TransactionRelayPendingError`` says which.
+        """
+        self.log.check_open()
+        self.transactions.retry()
+        self.log.flush()
 
     # --- topics (the Log's) --------------------------------------------------
 
@@ -246,7 +264,7 @@ class Store:
         """A Kafka-style consumer (see ``eventstore.client.consumer.Consumer``)."""
         self.log.check_open()
         try:
-            return Consumer(self.log, self.groups, *topics, **config)
+            return Consumer(self.log, self.groups, self.transactions, *topics, **config)
         except TypeError as e:
             raise InvalidArgumentError(f"consumer(): {e}") from None
 
@@ -260,8 +278,13 @@ class Store:
 
     def transaction(self) -> Transaction:
         """Appends to any partitions that happen all together or not at all (``with`` commits)."""
-        self.log.check_open()
-        return Transaction(self.log, self.groups)
+        return self.transactions.begin()
+
+    def pending_transactions(self) -> list[int]:
+        """Ids of committed transactions whose records are not all in the log yet, in commit
+        order: those the store is relaying (``TransactionRelayPendingError``), and those whose
+        topic was deleted since (docs/format.md, section 13)."""
+        return self.transactions.pending_ids()
 
     def list_groups(self) -> list[str]:
         return self.groups.list_groups()

@@ -258,6 +258,10 @@ class Store:
         """Appends to any partitions that happen all together or not at all (``async with`` commits)."""
         return Transaction(self.blocking.transaction())
 
+    async def pending_transactions(self) -> list[int]:
+        """Ids of committed transactions whose records are not all in the log yet, in commit order."""
+        return await complete_in_thread(self.blocking.pending_transactions)
+
     async def list_groups(self) -> list[str]:
         """Consumer groups with committed offsets or active members."""
         return await complete_in_thread(self.blocking.list_groups)

@@ -10,6 +10,8 @@ this module only stores them.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import msgspec
 
 from . import keys
@@ -40,3 +42,10 @@ def put(catalog: Catalog, topic: str, partition: int, fields: Fields) -> None:
 def delete_topic(catalog: Catalog, topic: str) -> None:
     """Forget the checkpoints of every partition of ``topic``."""
     catalog.delete_prefix(keys.DB_CHECKPOINTS, keys.topic_prefix(topic))
+
+
+def delete_except(catalog: Catalog, topics: Collection[str]) -> int:
+    """Forget the checkpoints of every name that is not one of ``topics``; returns how many."""
+    names = {keys.parse_partition_key(k)[0] for k, _ in catalog.items(keys.DB_CHECKPOINTS)}
+    return sum(catalog.delete_prefix(keys.DB_CHECKPOINTS, keys.topic_prefix(name))
+               for name in sorted(names - set(topics)))

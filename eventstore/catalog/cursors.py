@@ -1,19 +1,26 @@
 """Committed consumer-group offsets ("cursors") in the catalog's ``cursors`` database.
 
-A cursor is ``[offset, metadata, committed_ms]``: the next offset the group will
-read from a partition, as Kafka's committed offset. Cursors are not derived
-from the log: they are the groups' own durable state, committed with an LMDB
+A cursor is ``[offset, metadata, committed_ms, incarnation]``: the next offset the
+group will read from a partition, as Kafka's committed offset, and the
+``created_ms`` of the topic it was committed on. Cursors are not derived from
+the log: they are the groups' own durable state, committed with an LMDB
 transaction that is fsynced before ``commit`` returns.
+
+A cursor of another incarnation than the topic's (the topic was deleted and
+made again while its cursors could not be dropped) is never read back: the
+functions that read take the store's topic configurations and leave out
+cursors of topics that are gone or of another incarnation. A cursor written
+before incarnations were recorded (``-1``) belongs to the topic of its name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
-from ..records import OffsetAndMetadata, TopicPartition
+from ..records import OffsetAndMetadata, TopicConfig, TopicPartition
 from . import keys
 from .env import Catalog
 
@@ -22,37 +29,54 @@ class _Cursor(msgspec.Struct, array_like=True, frozen=True):
     offset: int
     metadata: str
     committed_ms: int
+    incarnation: int = -1  # the topic's created_ms; -1: written before it was recorded
 
+
+Topics = Mapping[str, TopicConfig]  # the store's topic configurations, by name
 
 _encode = msgspec.msgpack.encode
 _decoder = msgspec.msgpack.Decoder(_Cursor)
 
 
 def put_cursors(txn: Any, catalog: Catalog, group: str,
-                offsets: Mapping[TopicPartition, OffsetAndMetadata], now_ms: int) -> None:
+                offsets: Mapping[TopicPartition, OffsetAndMetadata], now_ms: int,
+                topics: Topics) -> None:
     """Write ``offsets`` for ``group`` inside an open write transaction (the one caller is the
-    groups' fenced ``commit_offsets``)."""
+    groups' fenced ``commit_offsets``); each records its topic's incarnation."""
     db = catalog.dbs[keys.DB_CURSORS]
     for tp, om in offsets.items():  # bounded by the caller's partitions
-        value = _encode(_Cursor(om.offset, om.metadata, now_ms))
+        cfg = topics.get(tp.topic)
+        value = _encode(_Cursor(om.offset, om.metadata, now_ms, -1 if cfg is None else cfg.created_ms))
         txn.put(keys.cursor_key(group, tp.topic, tp.partition), value, db=db)
 
 
-def read_group(catalog: Catalog, group: str) -> dict[TopicPartition, OffsetAndMetadata]:
+def _current(cur: _Cursor, topic: str, topics: Topics | None) -> bool:
+    """Whether a cursor belongs to the topic of its name as it is now (``topics`` None: any)."""
+    if topics is None:
+        return True
+    cfg = topics.get(topic)
+    return cfg is not None and cur.incarnation in (-1, cfg.created_ms)
+
+
+def read_group(catalog: Catalog, group: str,
+               topics: Topics | None = None) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The group's cursors; with ``topics``, only those of these topics as they are now."""
     out = {}
     for key, value in catalog.items(keys.DB_CURSORS, keys.group_prefix(group)):
         _, topic, partition = keys.parse_cursor_key(key)
         cur = _decoder.decode(value)
-        out[TopicPartition(topic, partition)] = OffsetAndMetadata(cur.offset, cur.metadata)
+        if _current(cur, topic, topics):
+            out[TopicPartition(topic, partition)] = OffsetAndMetadata(cur.offset, cur.metadata)
     return out
 
 
-def get(catalog: Catalog, group: str, tp: TopicPartition) -> OffsetAndMetadata | None:
+def get(catalog: Catalog, group: str, tp: TopicPartition,
+        topics: Topics | None = None) -> OffsetAndMetadata | None:
     raw = catalog.get(keys.DB_CURSORS, keys.cursor_key(group, tp.topic, tp.partition))
     if raw is None:
         return None
     cur = _decoder.decode(raw)
-    return OffsetAndMetadata(cur.offset, cur.metadata)
+    return OffsetAndMetadata(cur.offset, cur.metadata) if _current(cur, tp.topic, topics) else None
 
 
 def groups(catalog: Catalog) -> list[str]:
@@ -68,10 +92,21 @@ def delete_group(catalog: Catalog, group: str) -> int:
 
 def delete_topic(catalog: Catalog, topic: str) -> None:
     """Drop every group's cursors on ``topic`` (when the topic is deleted)."""
-    doomed = [k for k, _ in catalog.items(keys.DB_CURSORS) if keys.parse_cursor_key(k)[1] == topic]
+    _drop(catalog, lambda name: name == topic)
+
+
+def drop_gone(catalog: Catalog, topics: Topics) -> int:
+    """Drop every cursor of a topic not in ``topics`` (on open); returns how many."""
+    return _drop(catalog, lambda name: name not in topics)
+
+
+def _drop(catalog: Catalog, doomed_topic: Callable[[str], bool]) -> int:
+    doomed = [k for k, _ in catalog.items(keys.DB_CURSORS) if doomed_topic(keys.parse_cursor_key(k)[1])]
 
     def drop(txn: Any) -> None:
-        for k in doomed:
+        for k in doomed:  # bounded by the cursors
             txn.delete(k, db=catalog.dbs[keys.DB_CURSORS])
 
-    catalog.write(drop)
+    if doomed:
+        catalog.write(drop)
+    return len(doomed)

@@ -4,9 +4,10 @@ transaction id counter ``meta/txn_seq`` (docs/format.md, sections 6 and 13).
 Key: the transaction id, uint64 big-endian (the same bytes are the value of
 each relayed record's ``es.txn`` header). Value: the MessagePack array
 ``[txn_id, committed_ms, outputs]``, each output
-``[topic, partition, start_offset, records]`` (``start_offset``: the
-partition's end offset when the transaction committed), each record
-``[timestamp_ms, key, value, headers]``.
+``[topic, partition, start_offset, records, incarnation]`` (``start_offset``:
+the partition's end offset when the transaction committed; ``incarnation``:
+the topic's ``created_ms``, -1 in entries written before it was recorded),
+each record ``[timestamp_ms, key, value, headers]``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Output(msgspec.Struct, array_like=True):
     partition: int
     start_offset: int  # the partition's end offset when the transaction committed
     records: list[OutboxRecord]
+    incarnation: int = -1  # the topic's created_ms; -1: written before it was recorded
 
 
 class Entry(msgspec.Struct, array_like=True):

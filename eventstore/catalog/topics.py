@@ -14,10 +14,20 @@ from . import keys
 from .env import Catalog
 
 _encode = msgspec.msgpack.encode
+_decoder = msgspec.msgpack.Decoder(TopicConfig)
 
 
 def encode(config: TopicConfig) -> bytes:
     return _encode(config)
+
+
+def decode(name: str, raw: bytes) -> TopicConfig:
+    """A cached configuration; one that does not decode is taken for a streams topic of that
+    name with default settings (what is kept under its name is dropped with it)."""
+    try:
+        return _decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return TopicConfig(name=name, partitions=1, streams=True)
 
 
 def cached(catalog: Catalog) -> dict[str, bytes]:

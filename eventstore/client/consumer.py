@@ -33,7 +33,7 @@ from ..errors import (
 from ..groups import EmbeddedMember, Group, GroupCoordinator
 from ..log import Log, Watch
 from ..records import OffsetAndMetadata, Record, TopicPartition
-from ..transactions import Transaction
+from ..transactions import Transaction, Transactions
 from ..validation import check_group_id, check_topic_partition, normalize_offsets
 
 _HEARTBEAT_SLICE_S = 0.5
@@ -71,6 +71,7 @@ class Consumer:
         self,
         log: Log,
         groups: GroupCoordinator,
+        transactions: Transactions,
         *topics: str,
         group_id: str | None = None,
         client_id: str = "eventstore-consumer",
@@ -110,6 +111,7 @@ class Consumer:
             enable_auto_commit = False  # nothing to commit to, as in kafka-python
         self._log = log
         self._groups = groups
+        self._transactions = transactions
         self._watches: dict[TopicPartition, Watch] = {}
         self.group_id = group_id
         self.client_id = client_id
@@ -604,7 +606,7 @@ class Consumer:
         self._check_open()
         if self.group_id is None:
             raise IllegalStateError("a consumer transaction needs a group_id")
-        tx = Transaction(self._log, self._groups, group_id=self.group_id, member=self._member)
+        tx = self._transactions.begin(group_id=self.group_id, member=self._member)
         tx.commit_offsets(self.group_id, self._owned_positions())
         return tx
 

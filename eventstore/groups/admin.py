@@ -25,7 +25,8 @@ def list_groups(coordinator: GroupCoordinator) -> list[str]:
 
 def group_offsets(coordinator: GroupCoordinator, group: str) -> dict[TopicPartition, int]:
     check_group_id(group)
-    return {tp: om.offset for tp, om in cursors.read_group(coordinator.log.catalog, group).items()}
+    log = coordinator.log
+    return {tp: om.offset for tp, om in cursors.read_group(log.catalog, group, log.topic_configs()).items()}
 
 
 def lag(coordinator: GroupCoordinator, group: str) -> dict[TopicPartition, int]:

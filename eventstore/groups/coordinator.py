@@ -35,10 +35,13 @@ class GroupCoordinator:
     """All consumer groups of one log: membership in memory, committed offsets in its catalog."""
 
     def __init__(self, log: Log) -> None:
+        """Made when the store opens: forgets the offsets of topics that are gone (a deletion
+        cut short, or a store written before deletions dropped them)."""
         self.log = log
         self._lock = threading.Lock()
         self._groups: dict[str, Group] = {}
         log.add_delete_hook(self._forget_topic)
+        cursors.drop_gone(log.catalog, log.topic_configs())
 
     # --- the registry ------------------------------------------------------------
 
@@ -96,7 +99,7 @@ class GroupCoordinator:
             if txn is not None:
                 txn(t)
             if offsets:
-                cursors.put_cursors(t, catalog, group, offsets, now_ms)
+                cursors.put_cursors(t, catalog, group, offsets, now_ms, self.log.topic_configs())
 
         if member_id is None or not offsets:
             catalog.write(write)
@@ -109,8 +112,9 @@ class GroupCoordinator:
             catalog.write(write)
 
     def committed(self, group: str, tp: TopicPartition) -> OffsetAndMetadata | None:
-        """The group's committed offset of ``tp`` (None if there is none)."""
-        return cursors.get(self.log.catalog, group, tp)
+        """The group's committed offset of ``tp`` (None if there is none, or only one committed
+        on an earlier topic of that name)."""
+        return cursors.get(self.log.catalog, group, tp, self.log.topic_configs())
 
     # --- administration (eventstore.Store's group methods) -------------------------
 

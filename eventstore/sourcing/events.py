@@ -40,8 +40,12 @@ def _new_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
-class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """An event to append. ``id`` defaults to a new UUID and makes retries idempotent."""
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An event to append. ``id`` defaults to a new UUID and makes retries idempotent.
+
+    Not tracked by the garbage collector (``gc=False``, as ``RecordedEvent``): its
+    fields hold no references back, and appends make one per event.
+    """
 
     type: str
     data: bytes = b""
@@ -82,7 +86,7 @@ class RecordedEvent(msgspec.Struct, array_like=True, frozen=True, kw_only=True, 
         return uuid.UUID(bytes=self.id_bytes)
 
 
-class AppendResult(msgspec.Struct, frozen=True):
+class AppendResult(msgspec.Struct, frozen=True, gc=False):
     """What ``append_to_stream`` returns: the version to expect next, and the last position."""
 
     stream_id: str

@@ -38,6 +38,7 @@ import shutil
 import struct
 import threading
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -46,7 +47,7 @@ import msgspec
 
 from ..catalog import datafile
 from ..catalog.env import DAMAGE_ERRORS, lmdb_error, write_growing
-from ..errors import CorruptionError, EventStoreError, StorageError
+from ..errors import CorruptionError, EventStoreError, StorageError, StorageFullError
 
 T = TypeVar("T")
 
@@ -71,7 +72,7 @@ _DECODE_ERRORS = (msgspec.MsgspecError, struct.error, UnicodeDecodeError)
 _READ_ERRORS = (lmdb.Error, *_DECODE_ERRORS)
 
 
-class Head(msgspec.Struct, array_like=True):
+class Head(msgspec.Struct, array_like=True, gc=False):
     """What the index knows of one stream."""
 
     topic: str
@@ -173,9 +174,20 @@ class StreamIndex:
             self.env.close()
             shutil.rmtree(directory, ignore_errors=True)
             self.env = self._env(directory)
-        self.write(lambda txn: (txn.put(b"boot", boot_id(), db=self.dbs[DB_META]),
-                                txn.put(b"clean", b"0", db=self.dbs[DB_META])))
+        #: the index is not yet marked open (a full disk): the first write that gets through
+        #: marks it, in the same transaction, so an OS crash can never find it unmarked
+        self.unmarked = False
+        try:
+            self.write(self._mark_open)
+        except StorageFullError:
+            if dropped or self.damage is not None:
+                raise
+            self.unmarked = True  # nothing was written since the mark of the last close
         return dropped or self.damage is not None
+
+    def _mark_open(self, txn: Any) -> None:
+        txn.put(b"boot", boot_id(), db=self.dbs[DB_META])
+        txn.put(b"clean", b"0", db=self.dbs[DB_META])
 
     def _env(self, directory: str) -> Any:
         env = None
@@ -194,6 +206,8 @@ class StreamIndex:
 
     def write(self, fn: Any) -> Any:
         """Run ``fn(txn)`` in one write transaction, growing the map when it is full."""
+        if self.unmarked:
+            return self._write_marked(fn)
         try:
             return write_growing(self.env, self.path, "stream index", fn, INDEX_REPAIR)
         except CorruptionError as e:
@@ -202,11 +216,27 @@ class StreamIndex:
         except _DECODE_ERRORS as e:  # a value read inside the transaction
             raise self.damaged("write", e) from e
 
-    def read(self) -> _Reading:
-        """A read transaction for ``with``: an LMDB or decoding error inside the block leaves
-        it as ``CorruptionError`` (damage) or ``StorageError``."""
+    def _write_marked(self, fn: Any) -> Any:
+        def marked(txn: Any) -> Any:
+            self._mark_open(txn)
+            return fn(txn)
+
+        self.unmarked = False
         try:
-            return _Reading(self, self.env.begin(write=False))
+            return self.write(marked)
+        except BaseException:
+            self.unmarked = True
+            raise
+
+    def read(self, buffers: bool = False) -> _Reading:
+        """A read transaction for ``with``: an LMDB or decoding error inside the block leaves
+        it as ``CorruptionError`` (damage) or ``StorageError``.
+
+        ``buffers``: values are memoryviews of the map instead of copies, valid only
+        inside the block (a stream's chunks are joined there, copied once).
+        """
+        try:
+            return _Reading(self, self.env.begin(write=False, buffers=buffers))
         except lmdb.Error as e:
             raise self._failed(e, "stream index read failed") from e
 
@@ -348,23 +378,30 @@ class StreamIndex:
         written without reading it first.
         """
         db = self.dbs[DB_CHUNKS]
-        version = first_version
-        pending: list[bytes] = []
-        key = chunk_key(stream_id, version)
-        fresh = version % CHUNK_EVENTS == 0
-        for env in envelopes:  # bounded by the events of one append
-            k = chunk_key(stream_id, version)
-            if k != key:
-                _extend(txn, db, key, pending, fresh)
-                key, pending, fresh = k, [], True
-            pending.append(env)
-            version += 1
-        _extend(txn, db, key, pending, fresh)
+        envelopes = envelopes if isinstance(envelopes, list) else list(envelopes)
+        version, i = first_version, 0
+        while i < len(envelopes):  # bounded: one pass per chunk the envelopes reach
+            take = CHUNK_EVENTS - version % CHUNK_EVENTS
+            _extend(txn, db, chunk_key(stream_id, version), envelopes[i:i + take],
+                    version % CHUNK_EVENTS == 0)
+            version, i = version + take, i + take
 
     def put_event(self, txn: Any, event_id: bytes, stream_id: str, version: int, position: int,
                   topic: str, partition: int, offset: int) -> None:
         txn.put(event_id, _encode((stream_id, version, position)), db=self.dbs[DB_IDS])
         txn.put(position_key(position), _encode((topic, partition, offset)), db=self.dbs[DB_ALL])
+
+    def put_events(self, txn: Any, event_ids: list[bytes], stream_id: str, first_version: int,
+                   first_position: int, topic: str, partition: int, first_offset: int) -> None:
+        """``put_event`` for the consecutive events of one append, with one call per database."""
+        n = len(event_ids)
+        positions = range(first_position, first_position + n)
+        where = zip(repeat(stream_id, n), range(first_version, first_version + n), positions, strict=True)
+        txn.cursor(db=self.dbs[DB_IDS]).putmulti(zip(event_ids, map(_encode, where), strict=True))
+        places = zip(repeat(topic, n), repeat(partition, n), range(first_offset, first_offset + n),
+                     strict=True)
+        txn.cursor(db=self.dbs[DB_ALL]).putmulti(
+            zip(map(_U64.pack, positions), map(_encode, places), strict=True))
 
     def put_covered(self, txn: Any, topic: str, partition: int, next_offset: int) -> None:
         txn.put(partition_key(topic, partition), _U64.pack(next_offset), db=self.dbs[DB_COVERED])

@@ -1,5 +1,6 @@
-"""Reading streams: one stream by version from the index's chunks of envelopes (no log read),
-and ``$all`` by position from the index's position table (log reads, one per run of offsets).
+"""Reading streams: one stream by version from the index's chunks of envelopes (no log read;
+full chunks decoded once and shared, ``chunks.py``), and ``$all`` by position from the index's
+position table (log reads, one per run of offsets).
 
 Every read flushes the staged index updates first. A stream's events at or past its
 partition's visible end are not yet durable and stay hidden; ``$all`` stops at the
@@ -8,12 +9,13 @@ positions' watermark.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ..errors import InvalidArgumentError, StreamNotFoundError
 from ..validation import check_int64
+from .chunks import ChunkCache
 from .events import RecordedEvent, StreamMetadata, array_header, decoder_for, events_from_records
 from .index import CHUNK_EVENTS, Head
 from .positions import Positions
@@ -38,6 +40,11 @@ class StreamReads:
         self._index = staging.index
         self._positions = positions
         self._decoders: dict[tuple[str, str, int], msgspec.msgpack.Decoder[list[RecordedEvent]]] = {}
+        self._chunk_cache = ChunkCache()
+
+    def forget_topic(self, topic: str) -> None:
+        """Drop the cached chunks of a deleted topic's streams (the index dropped them)."""
+        self._chunk_cache.forget_topic(topic)
 
     def read(self, stream_id: str, from_version: int, limit: int | None,
              backwards: bool) -> list[RecordedEvent]:
@@ -49,7 +56,7 @@ class StreamReads:
             raise InvalidArgumentError(f"limit must be an int ≥ 0 or None, got {limit!r}")
         self._staging.flush()
         index = self._index
-        with index.read() as txn:
+        with index.read(buffers=True) as txn:
             head = index.head(txn, stream_id)
             if head is None or head.last_version < 0:
                 raise StreamNotFoundError(stream_id)
@@ -59,8 +66,7 @@ class StreamReads:
             first, last = _version_range(head, from_version, limit, backwards)
             if first > last:
                 return []
-            chunks = index.chunk_range(txn, stream_id, first // CHUNK_EVENTS, last // CHUNK_EVENTS)
-        events = self._decode(stream_id, head, chunks, first, last)
+            events = self._between(txn, stream_id, head, first, last)
         while events and events[-1].offset >= visible_end:  # not yet durable: not yet visible
             events.pop()
         events = apply_max_age(head, events)
@@ -83,13 +89,30 @@ class StreamReads:
         floor = floor_version(head)
         return apply_max_age(head, [e for e in events if e.version >= floor])
 
-    def _decode(self, stream_id: str, head: Head, chunks: list[bytes], first: int,
-                last: int) -> list[RecordedEvent]:
-        chunk_first = (first // CHUNK_EVENTS) * CHUNK_EVENTS
-        count = min(head.last_version, (last // CHUNK_EVENTS + 1) * CHUNK_EVENTS - 1) - chunk_first + 1
-        decoder = self._decoder(stream_id, head.topic, head.partition)
-        events = self._index.decoded(decoder, array_header(count) + b"".join(chunks), stream_id)
-        return events[first - chunk_first : last - chunk_first + 1]
+    def _between(self, txn: Any, stream_id: str, head: Head, first: int,
+                 last: int) -> list[RecordedEvent]:
+        """Versions ``first .. last`` of the stream: full chunks from the cache as far as it
+        holds them, the others read in ``txn`` (a ``buffers`` one) and decoded a chunk per
+        call (no buffer the size of the stream); the full ones are cached (``ChunkCache``)."""
+        first_chunk, last_chunk = first // CHUNK_EVENTS, last // CHUNK_EVENTS
+        full = (head.last_version + 1) // CHUNK_EVENTS  # chunks 0 .. full-1 are full
+        events, chunk = self._chunk_cache.run(stream_id, head.topic, head.partition, first_chunk,
+                                              min(last_chunk, full - 1))
+        if chunk <= last_chunk:
+            index = self._index
+            raw = index.chunk_range(txn, stream_id, chunk, last_chunk)
+            decoder = self._decoder(stream_id, head.topic, head.partition)
+            full_header = array_header(CHUNK_EVENTS)
+            decoded = [index.decoded(decoder, (full_header if n < full else array_header(
+                head.last_version + 1 - n * CHUNK_EVENTS)) + data, stream_id)
+                for n, data in enumerate(raw, chunk)]  # bounded by the chunks read
+            self._chunk_cache.put(stream_id, head.topic, head.partition, chunk, decoded)
+            for part in decoded:  # bounded by the chunks read
+                events += part
+        start = first - first_chunk * CHUNK_EVENTS
+        if start == 0 and len(events) == last - first + 1:
+            return events  # all of it: no copy of the list
+        return events[start:start + last - first + 1]
 
     def _decoder(self, stream_id: str, topic: str,
                  partition: int) -> msgspec.msgpack.Decoder[list[RecordedEvent]]:

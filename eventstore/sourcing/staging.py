@@ -27,7 +27,7 @@ from .rules import META_PREFIX, metadata_target
 
 __all__ = ["HEADS_MAX", "STAGED_MAX", "Staged", "Staging", "put_metadata"]
 
-STAGED_MAX = 512  # appends flush the staged index updates once this many wait
+STAGED_MAX = 512  # appends flush the staged index updates once this many (or their events) wait
 HEADS_MAX = 65_536  # stream heads kept in memory; past it, the flush forgets committed ones
 _BLOCK_FACTOR = 8  # past STAGED_MAX times this, an append waits for a flush in progress
 
@@ -65,6 +65,7 @@ class Staging:
         self._lock = threading.Lock()  # guards what is staged and the heads
         self._flush_lock = threading.Lock()  # one flush at a time
         self._staged: list[Staged] = []
+        self._staged_events = 0  # events of the staged appends: a read flushes them first
         self._heads: dict[str, Head] = {}
         self._evictions = 0
         self._ids: dict[bytes, tuple[str, int, int]] = {}
@@ -134,6 +135,7 @@ class Staging:
                         head is None)
         with self._lock:
             self._staged.append(staged)
+            self._staged_events += len(events)
             self._heads[stream_id] = staged.head
             for i, e in enumerate(events):
                 self._ids[e.id.bytes] = (stream_id, current + 1 + i, position + i)
@@ -171,14 +173,14 @@ class Staging:
             self._flush_locked()
 
     def flush_if_due(self) -> None:
-        """An appender's flush, once ``staged_max`` are staged: skipped while another thread
-        flushes.
+        """An appender's flush, once ``staged_max`` appends (or their events) are staged:
+        skipped while another thread flushes.
 
         Appenders need not wait for a flush (their appends are staged, and
         staged heads and ids are visible to the next appends), unless so much
         piled up meanwhile that memory should be bounded.
         """
-        pending = len(self._staged)
+        pending = max(len(self._staged), self._staged_events)
         if pending < self.staged_max:
             return
         if pending >= _BLOCK_FACTOR * self.staged_max:
@@ -191,7 +193,7 @@ class Staging:
 
     def _flush_locked(self) -> None:
         with self._lock:
-            batch, self._staged = self._staged, []
+            batch, self._staged, self._staged_events = self._staged, [], 0
         if not batch:
             return
         self.index.write(functools.partial(self._write, batch))
@@ -216,9 +218,8 @@ class Staging:
                     head = Head(head.topic, head.partition, head.last_version, stored.meta)
             index.put_head(txn, st.stream_id, head)
             index.append_envelopes(txn, st.stream_id, st.current + 1, st.envelopes)
-            for i, event_id in enumerate(st.ids):
-                index.put_event(txn, event_id, st.stream_id, st.current + 1 + i,
-                                st.position + i, st.topic, st.partition, st.base_offset + i)
+            index.put_events(txn, st.ids, st.stream_id, st.current + 1, st.position, st.topic,
+                             st.partition, st.base_offset)
             key = (st.topic, st.partition)
             covered[key] = max(covered.get(key, 0), st.base_offset + len(st.ids))
         for (topic, partition), next_offset in covered.items():  # bounded by the partitions

@@ -90,6 +90,7 @@ class Streams:
         self.list_streams = self._reads.list_streams
         self.stream_version = self._reads.stream_version
         index.drop_listeners.append(self.staging.forget_topic)
+        index.drop_listeners.append(self._reads.forget_topic)
         log.add_delete_hook(self._drop_topic)
         log.add_check_hook(functools.partial(check_envelopes, log))
         log.add_close_hook(self.close)

@@ -40,7 +40,8 @@ POINTS: dict[str, tuple[str, ...]] = {
     "create-topic": ("create-topic.staged", "create-topic.renamed", "create-topic.dir-synced",
                      "create-topic.cached", "create-topic.opened"),
     "delete-topic": ("delete-topic.renamed", "delete-topic.closed", "delete-topic.dir-synced",
-                     "delete-topic.removed", "delete-topic.uncached", "delete-topic.checkpoints-dropped"),
+                     "delete-topic.removed", "delete-topic.checkpoints-dropped",
+                     "delete-topic.offsets-dropped", "delete-topic.uncached"),
 }
 KILL_AT_VARIABLE = "EVENTSTORE_KILL_AT"
 

@@ -33,9 +33,14 @@ class DirectoryLock:
             pid = _read_pid(fd)
             os.close(fd)
             raise StoreLockedError(os.path.dirname(self.path), pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        mine = f"{os.getpid()}\n".encode()
+        try:  # the pid only names the holder to others: a full disk must not stop an open
+            os.pwrite(fd, mine, 0)
+            os.ftruncate(fd, len(mine))
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no pid rather than an old one
 
     def release(self) -> None:
         if self._fd is None:

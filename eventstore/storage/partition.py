@@ -218,7 +218,7 @@ class PartitionLog:
     def _roll(self) -> Segment:
         """Roll protocol, docs/format.md section 8. Called with the write lock held."""
         old = self.active
-        old.seal()
+        self._sync_or_fail(old.seal)
         faults.point("roll.sealed")
         new = Segment.create(self.directory, self._next_offset)
         faults.point("roll.created")
@@ -363,9 +363,11 @@ class PartitionLog:
     def checkpoint(self) -> None:
         """Fsync the active segment and its indexes, then record a recovery checkpoint."""
         with self._lock:
+            if self._failed is not None:
+                raise self._failed
             seg = self.active
             cp = self._checkpoint_of(seg)
-            seg.sync_all()
+            self._sync_or_fail(seg.sync_all)
             faults.point("checkpoint.synced")
             self.fsyncs += 1
             with self._sync_mutex:
@@ -373,6 +375,18 @@ class PartitionLog:
             self._publish(cp.next_offset, seg, cp.position)
             self._write_checkpoint(cp)
             faults.point("checkpoint.written")
+
+    def _sync_or_fail(self, sync: Callable[[], None]) -> None:
+        """Run a sync of the active segment; if it fails, the partition fails for good, as
+        after a failed group-commit sync (``wait_durable``): a retry could report success
+        for pages the kernel already dropped."""
+        try:
+            sync()
+        except StorageError as e:
+            with self._sync_mutex:
+                if self._failed is None:
+                    self._failed = e
+            raise
 
     # --- reading -----------------------------------------------------------
 

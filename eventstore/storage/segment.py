@@ -155,8 +155,12 @@ class Segment:
         self.deleted = True
         self.close(unmap=False)
         for path in (self.log_path, self.index.path, self.timeindex.path):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 disk.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:  # what is left is found again by the next open
+                raise storage_error(path, e, "removing segment file") from e
             faults.point("retention.log-unlinked" if path == self.log_path else "retention.segment-unlinked")
 
     # --- appending ---------------------------------------------------------
