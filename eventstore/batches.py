@@ -1,8 +1,10 @@
-"""``append_batch``'s items grouped by partition, as columns, and the metadata it returns.
+"""What appends hand the log, checked before anything is written: ``append_batch``'s items
+grouped by partition, as columns (and the metadata it returns), and an encoded batch.
 
 Grouping validates every item before anything is written. A list of bare
 values takes a path checked in C; other items are normalised one by one
 (validation needs each item once) and appended to their partition's columns.
+An encoded batch (``Log.append_encoded``) is checked as untrusted bytes.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
 from typing import Any, overload
 
-from .partitioner import partition_for_key
-from .records import RecordMetadata, TopicConfig
-from .validation import NO_HEADERS, check_size, normalize_item
+import msgspec
 
-__all__ = ["BatchMetadata", "Group", "group_items"]
+from .errors import InvalidArgumentError
+from .partitioner import partition_for_key
+from .records import Record, RecordMetadata, TopicConfig
+from .storage import format as fmt
+from .validation import NO_HEADERS, check_size, normalize_item, record_size
+
+__all__ = ["BatchMetadata", "Group", "check_encoded_batch", "group_items"]
 
 
 class Group:
@@ -109,3 +115,33 @@ class BatchMetadata(Sequence[RecordMetadata]):
 
     def __repr__(self) -> str:
         return repr(list(self))
+
+
+def check_encoded_batch(cfg: TopicConfig, batch: object) -> tuple[bytes, fmt.BatchInfo, list[Record]]:
+    """``batch`` as bytes, its header and its records, once every check passed."""
+    if not isinstance(batch, (bytes, bytearray, memoryview)):
+        raise InvalidArgumentError(f"batch must be bytes, got {type(batch).__name__}")
+    data = bytes(batch)
+    info = fmt.validate_batch(data, 0, len(data), None)
+    if isinstance(info, str):
+        reason = info.removeprefix("short: ")
+        raise InvalidArgumentError(f"not a valid batch for topic {cfg.name!r}: {reason}")
+    if info.size != len(data):
+        raise InvalidArgumentError(
+            f"a batch of {info.size} bytes followed by {len(data) - info.size} more: one batch at a time"
+        )
+    try:
+        records = fmt.decode_records(data, 0, info.size)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise InvalidArgumentError(f"the batch's records do not decode: {e}") from None
+    offsets = [r.offset for r in records]
+    if offsets != list(range(info.base_offset, info.next_offset)):
+        raise InvalidArgumentError("the batch's record offsets do not follow its base offset and count")
+    timestamps = [r.timestamp_ms for r in records]
+    if min(timestamps) < 0 or max(timestamps) != info.max_timestamp:
+        raise InvalidArgumentError("the batch's record timestamps disagree with its max timestamp")
+    for i, r in enumerate(records):  # each record's size, as every write path checks it
+        size = record_size(r.key, r.value, r.headers)
+        if size > cfg.max_record_bytes:
+            check_size(cfg, size, i)
+    return data, info, records

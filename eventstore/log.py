@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from .batches import BatchMetadata, Group, group_items
+from .batches import BatchMetadata, Group, check_encoded_batch, group_items
 from .catalog import Catalog, checkpoints
 from .catalog import topics as topic_cache
 from .errors import (
@@ -68,6 +68,7 @@ from .validation import (
     check_plain_topic,
     check_size,
     check_timestamp,
+    check_topic_settings,
     check_wait,
     record_size,
 )
@@ -352,7 +353,7 @@ class Log:
         given = {"partitions": partitions, "retention_ms": retention_ms, "retention_bytes": retention_bytes,
                  "segment_bytes": segment_bytes, "segment_ms": segment_ms,
                  "max_record_bytes": max_record_bytes, "streams": streams}
-        asked = _topic_settings({k: v for k, v in given.items() if v is not UNSET})
+        asked = check_topic_settings({k: v for k, v in given.items() if v is not UNSET})
         cfg = TopicConfig(name=name, created_ms=_now_ms(), **{"partitions": 1, **asked})
         with self._lock:
             self.check_open()
@@ -405,21 +406,11 @@ class Log:
         self.check_open()
         with self._lock:
             old = self.topic(name)
-            changes: dict[str, Any] = {}
-            if partitions is not UNSET:
-                changes["partitions"] = _positive(partitions, "partitions", old.partitions, 100_000)
-            if retention_ms is not UNSET:
-                changes["retention_ms"] = _optional_positive(retention_ms, "retention_ms")
-            if retention_bytes is not UNSET:
-                changes["retention_bytes"] = _optional_positive(retention_bytes, "retention_bytes")
-            if segment_bytes is not UNSET:
-                changes["segment_bytes"] = _positive(segment_bytes, "segment_bytes", 1024, 0x7FFFFFFF)
-            if segment_ms is not UNSET:
-                changes["segment_ms"] = _positive(segment_ms, "segment_ms", 1, 2**62)
-            if max_record_bytes is not UNSET:
-                changes["max_record_bytes"] = _positive(
-                    max_record_bytes, "max_record_bytes", 1, 0x7FFFFFFF - 1024
-                )
+            given = {"partitions": partitions, "retention_ms": retention_ms,
+                     "retention_bytes": retention_bytes, "segment_bytes": segment_bytes,
+                     "segment_ms": segment_ms, "max_record_bytes": max_record_bytes}
+            changes = check_topic_settings({k: v for k, v in given.items() if v is not UNSET},
+                                           partitions_min=old.partitions)
             cfg = msgspec.structs.replace(old, **changes)
             directory = os.path.join(self._root, name)
             if cfg.partitions > old.partitions:
@@ -630,7 +621,7 @@ class Log:
         cfg = self.topic(topic)
         check_plain_topic(cfg)
         p = valid_partition(cfg, partition)
-        data, info, records = _checked_batch(cfg, batch)
+        data, info, records = check_encoded_batch(cfg, batch)
 
         def rebase(base: int) -> bytes | bytearray:
             if replica:
@@ -833,68 +824,10 @@ def _in_input_order(topic: str, groups: list[Group], bases: list[int], count: in
     return out
 
 
-def _checked_batch(cfg: TopicConfig, batch: object) -> tuple[bytes, fmt.BatchInfo, list[Record]]:
-    """``batch`` as bytes, its header and its records, once every check passed."""
-    if not isinstance(batch, (bytes, bytearray, memoryview)):
-        raise InvalidArgumentError(f"batch must be bytes, got {type(batch).__name__}")
-    data = bytes(batch)
-    info = fmt.validate_batch(data, 0, len(data), None)
-    if isinstance(info, str):
-        reason = info.removeprefix("short: ")
-        raise InvalidArgumentError(f"not a valid batch for topic {cfg.name!r}: {reason}")
-    if info.size != len(data):
-        raise InvalidArgumentError(
-            f"a batch of {info.size} bytes followed by {len(data) - info.size} more: one batch at a time"
-        )
-    try:
-        records = fmt.decode_records(data, 0, info.size)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise InvalidArgumentError(f"the batch's records do not decode: {e}") from None
-    offsets = [r.offset for r in records]
-    if offsets != list(range(info.base_offset, info.next_offset)):
-        raise InvalidArgumentError("the batch's record offsets do not follow its base offset and count")
-    timestamps = [r.timestamp_ms for r in records]
-    if min(timestamps) < 0 or max(timestamps) != info.max_timestamp:
-        raise InvalidArgumentError("the batch's record timestamps disagree with its max timestamp")
-    for i, r in enumerate(records):  # each record's size, as every write path checks it
-        size = record_size(r.key, r.value, r.headers)
-        if size > cfg.max_record_bytes:
-            check_size(cfg, size, i)
-    return data, info, records
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _positive(value: object, what: str, low: int, high: int) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise InvalidArgumentError(f"{what} must be an int in {low}..{high}, got {value!r}")
-    return value
-
-
-def _topic_settings(given: dict[str, Any]) -> dict[str, Any]:
-    """The topic settings ``create_topic`` was given, checked (absent ones take TopicConfig's defaults)."""
-    limits = {"partitions": (1, 100_000), "segment_bytes": (1024, 0x7FFFFFFF), "segment_ms": (1, 2**62),
-              "max_record_bytes": (1, 0x7FFFFFFF - 1024)}
-    out: dict[str, Any] = {}
-    for key, value in given.items():  # bounded by the settings
-        if key in limits:
-            out[key] = _positive(value, key, *limits[key])
-        elif key == "streams":
-            out[key] = bool(value)
-        else:
-            out[key] = _optional_positive(value, key)
-    return out
 
 
 def holds_store(path: str) -> bool:
     """Whether ``path`` holds a store: the ``catalog`` and ``topics`` directories ``open`` makes."""
     return os.path.isdir(os.path.join(path, "catalog")) and os.path.isdir(topicdir.topics_root(path))
-
-
-def _optional_positive(value: object, what: str) -> int | None:
-    if value is None:
-        return None
-    return _positive(value, what, 1, 2**62)
-

@@ -192,3 +192,29 @@ def normalize_offsets(offsets: object) -> dict[TopicPartition, OffsetAndMetadata
             )
         out[tp] = om
     return out
+
+
+_TOPIC_LIMITS = {"partitions": (1, 100_000), "segment_bytes": (1024, 0x7FFFFFFF),
+                 "segment_ms": (1, 2**62), "max_record_bytes": (1, 0x7FFFFFFF - 1024)}
+
+
+def check_topic_settings(given: Mapping[str, Any], *, partitions_min: int = 1) -> dict[str, Any]:
+    """Topic settings given to ``create_topic`` or ``alter_topic``, checked (those absent keep
+    their defaults, or their values). ``partitions_min``: partitions can only grow."""
+    out: dict[str, Any] = {}
+    for key, value in given.items():  # bounded by the settings
+        if key == "partitions":
+            out[key] = _int_in(value, key, partitions_min, _TOPIC_LIMITS[key][1])
+        elif key in _TOPIC_LIMITS:
+            out[key] = _int_in(value, key, *_TOPIC_LIMITS[key])
+        elif key == "streams":
+            out[key] = bool(value)
+        else:  # retention_ms, retention_bytes: None for no limit
+            out[key] = None if value is None else _int_in(value, key, 1, 2**62)
+    return out
+
+
+def _int_in(value: object, what: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidArgumentError(f"{what} must be an int in {low}..{high}, got {value!r}")
+    return value

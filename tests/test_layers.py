@@ -27,7 +27,8 @@ import eventstore
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "records", "partitioner"),  # values: what every layer speaks
     ("validation",),  # checks on caller input
-    ("storage", "catalog", "batches"),  # segment files; LMDB; append_batch's columns
+    ("storage", "catalog"),  # segment files; LMDB
+    ("batches",),  # what appends hand the log, checked: append_batch's columns, encoded batches
     ("log", "reader"),  # the log over storage + catalog; the read-only view beside an owner
     ("groups", "sourcing"),  # consumer groups; event streams: both over the log
     ("transactions",),  # appends + group offsets through the outbox
