@@ -29,9 +29,13 @@ __all__ = [
     "KAFKA_ERRORS",
     "KafkaError",
     "ProtocolError",
+    "SERVER_EXTRA",
     "UnsupportedVersionError",
     "kafka_error_for",
 ]
+
+
+SERVER_EXTRA: Final = "the codec needs the 'server' extra: pip install 'embedded-eventstore[server]'"
 
 
 class ProtocolError(es.EventStoreError):

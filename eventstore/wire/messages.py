@@ -21,10 +21,15 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from kio.index import load_request_schema, load_response_schema
-from kio.schema.errors import ErrorCode
-from kio.serial import entity_reader, entity_writer
-from kio.static.primitive import i16, i32Timedelta
+from .errors import SERVER_EXTRA
+
+try:
+    from kio.index import load_request_schema, load_response_schema
+    from kio.schema.errors import ErrorCode
+    from kio.serial import entity_reader, entity_writer
+    from kio.static.primitive import i16, i32Timedelta
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ImportError(f"{__name__}: {e.name} is missing; {SERVER_EXTRA}") from e
 
 from .apis import API_VERSIONS_KEY, EXTENSION_APIS, SERVED, advertised, is_served
 from .bounds import check_body
