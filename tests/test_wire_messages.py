@@ -362,6 +362,7 @@ def test_random_headers_give_protocol_errors_only(data: bytes) -> None:
     (3, 1, b"\x7f\xff\xff\xff"),  # legacy count 2**31 - 1
     (0, 9, b"\x00\xff\xff\x00\x00\x75\x30\xff\xff\xff\xff\x0f"),
     (1, 16, b"\x00" * 20 + b"\xff\xff\xff\xff\x0f"),
+    (1, 4, b"\x00" * 17 + b"\x00\x00\x00\x01" + b"\x00\x01t" + b"\x7f\xff\xff\xff"),  # fixed-size items
 ])
 def test_a_huge_array_count_is_refused_before_anything_is_allocated(
     api_key: int, version: int, body: bytes

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from functools import cache
 from types import NoneType, UnionType
 from typing import Any, Final, get_args, get_origin
@@ -71,7 +71,7 @@ def check_body(entity_type: type[Any], body: Buffer, position: int = 0) -> Buffe
 
 def min_bytes(entity_type: Any) -> int:
     """The fewest bytes one ``entity_type`` (not null) takes on the wire."""
-    return _entity(entity_type, False)[1]
+    return _entity(entity_type, False).least
 
 
 def _apply(body: Buffer, edits: list[Edit]) -> bytes:
@@ -89,25 +89,36 @@ def _apply(body: Buffer, edits: list[Edit]) -> bytes:
 
 
 def _walker(entity_type: Any, nullable: bool) -> Walk:
-    return _entity(entity_type, nullable)[0]
+    return _entity(entity_type, nullable).walk
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How to walk one value: the walk, its fewest bytes, its size if always the same."""
+
+    walk: Walk
+    least: int
+    fixed: int | None = None
 
 
 @cache
-def _entity(entity_type: Any, nullable: bool) -> tuple[Walk, int]:  # a kio class
+def _entity(entity_type: Any, nullable: bool) -> _Shape:  # a kio class
     flexible = bool(entity_type.__flexible__)
     header = entity_type.__name__ == "RequestHeader"
-    steps: list[tuple[Walk, int]] = []
+    shapes: list[_Shape] = []
     tagged: dict[int, Walk] = {}
     for field in fields(entity_type):
         tag = field.metadata.get("tag")
-        walk, least = _field(field, flexible, header)
+        shape = _field(field, flexible, header)
         if tag is not None:
-            tagged[int(tag)] = walk
+            tagged[int(tag)] = shape.walk
         else:
-            steps.append((walk, least))
-    least = sum(size for _, size in steps) + (1 if flexible else 0)
-    walks = tuple(walk for walk, _ in steps)
+            shapes.append(shape)
+    least = sum(shape.least for shape in shapes) + (1 if flexible else 0)
+    walks = _merge_fixed(shapes)
     name = entity_type.__name__
+    if not nullable and not flexible and all(shape.fixed is not None for shape in shapes):
+        return _Shape(_skip(least), least, least)
 
     def walk_entity(buf: Buffer, position: int, end: int, edits: list[Edit]) -> int:
         if nullable:
@@ -119,10 +130,29 @@ def _entity(entity_type: Any, nullable: bool) -> tuple[Walk, int]:  # a kio clas
         for step in walks:
             position = step(buf, position, end, edits)
         if flexible:
+            if position < end and buf[position] == 0:  # no tagged fields, the common case
+                return position + 1
             position = _tagged_fields(buf, position, end, edits, tagged, name)
         return position
 
-    return walk_entity, (1 if nullable else least)
+    return _Shape(walk_entity, 1 if nullable else least)
+
+
+def _merge_fixed(shapes: list[_Shape]) -> tuple[Walk, ...]:
+    """The walks of ``shapes``, with each run of fixed-size fields made one skip."""
+    walks: list[Walk] = []
+    run = 0
+    for shape in shapes:
+        if shape.fixed is not None:
+            run += shape.fixed
+            continue
+        if run:
+            walks.append(_skip(run))
+            run = 0
+        walks.append(shape.walk)
+    if run:
+        walks.append(_skip(run))
+    return tuple(walks)
 
 
 def _tagged_fields(buf: Buffer, position: int, end: int, edits: list[Edit],
@@ -157,19 +187,17 @@ def _uvarint_bytes(buf: Buffer, position: int) -> int:
     return size
 
 
-def _field(field: Any, flexible: bool, header: bool) -> tuple[Walk, int]:
+def _field(field: Any, flexible: bool, header: bool) -> _Shape:
     _, inner, optional, is_array = _classify(field.type)
     if header and field.name == "client_id":  # Kafka keeps an int16 length here in every version
-        return _legacy_length(2, _int16), 2
+        return _Shape(_legacy_length(2, _int16), 2)
     if inner is not None:
-        item, least = _entity(inner, optional and not is_array)
+        item = _entity(inner, optional and not is_array)
     else:
-        kafka_type = field.metadata["kafka_type"]
-        item, least = _primitive(kafka_type, flexible)
+        item = _primitive(field.metadata["kafka_type"], flexible)
     if not is_array:
-        return item, least
-    item_type = None if inner is not None else field.metadata["kafka_type"]
-    return _array(item, least, flexible, item_type)
+        return item
+    return _array(item, flexible)
 
 
 def _classify(annotation: Any) -> tuple[str, Any, bool, bool]:
@@ -187,16 +215,16 @@ def _classify(annotation: Any) -> tuple[str, Any, bool, bool]:
     return "primitive", None, optional, False
 
 
-def _primitive(kafka_type: str, flexible: bool) -> tuple[Walk, int]:
+def _primitive(kafka_type: str, flexible: bool) -> _Shape:
     fixed = _FIXED.get(kafka_type)
     if fixed is not None:
-        return _skip(fixed), fixed
+        return _Shape(_skip(fixed), fixed, fixed)
     if kafka_type in ("string", "bytes", "records"):
         if flexible:
-            return _compact_length, 1
+            return _Shape(_compact_length, 1)
         if kafka_type == "string":
-            return _legacy_length(2, _int16), 2
-        return _legacy_length(4, _int32), 4
+            return _Shape(_legacy_length(2, _int16), 2)
+        return _Shape(_legacy_length(4, _int32), 4)
     raise NotImplementedError(f"kio type {kafka_type!r} has no bounds check")
 
 
@@ -235,9 +263,10 @@ def _legacy_length(width: int, unpack: struct.Struct) -> Walk:
     return walk_legacy
 
 
-def _array(item: Walk, least: int, flexible: bool, kafka_type: str | None) -> tuple[Walk, int]:
-    fixed = _FIXED.get(kafka_type) if kafka_type is not None else None
-    least = max(1, least)
+def _array(item: _Shape, flexible: bool) -> _Shape:
+    fixed = item.fixed
+    least = max(1, item.least)
+    walk_item = item.walk
 
     def walk_array(buf: Buffer, position: int, end: int, edits: list[Edit]) -> int:
         start = position
@@ -259,8 +288,8 @@ def _array(item: Walk, least: int, flexible: bool, kafka_type: str | None) -> tu
             raise Malformed(f"array of {count} items cannot fit in the {end - position} bytes left", start)
         if fixed is not None:
             return position + count * fixed
-        for _ in range(count):  # bounded: count x least ≤ bytes left, each item takes ≥ least
-            position = item(buf, position, end, edits)
+        for _ in range(count):  # bounded: count x least <= bytes left, each item takes >= least
+            position = walk_item(buf, position, end, edits)
         return position
 
-    return walk_array, (1 if flexible else 4)
+    return _Shape(walk_array, 1 if flexible else 4)
