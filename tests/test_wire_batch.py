@@ -26,6 +26,7 @@ from eventstore.wire.batch import (
     parse_header,
     set_base_offset,
     set_log_append_time,
+    with_base_offset,
 )
 from eventstore.wire.compression import GZIP, LZ4, NONE, SNAPPY, ZSTD, decompress
 
@@ -178,6 +179,36 @@ def test_rewriting_the_base_offset_keeps_the_crc_and_moves_every_offset(codec: i
     set_base_offset(data, 2**40 + 3)
     assert bytes(data[8:]) == before  # only the first eight bytes changed
     assert decode_records(data) == expected_rows(records, base_offset=2**40 + 3)
+
+
+def test_with_base_offset_returns_a_new_batch_and_leaves_the_old_one() -> None:
+    data = aiokafka_batch(ZSTD, sample_records(5))
+    moved = with_base_offset(data, 77)
+    assert [r[0] for r in decode_records(moved)] == [77, 78, 79, 80, 81]
+    assert [r[0] for r in decode_records(data)] == [0, 1, 2, 3, 4]
+
+
+def test_lying_counts_and_lengths_cost_no_memory_beyond_the_batch() -> None:
+    import tracemalloc
+
+    data = bytearray(aiokafka_batch(NONE, sample_records(40)))
+    lies = []
+    for position, fmt, value in [(57, ">i", 2**31 - 1), (61, ">b", 0x7E)]:
+        lie = bytearray(data)
+        struct.pack_into(fmt, lie, position, value)
+        if position == 57:
+            struct.pack_into(">i", lie, 23, value - 1)
+        struct.pack_into(">I", lie, 17, crc32c(bytes(lie[21:])))
+        lies.append(bytes(lie))
+    tracemalloc.start()
+    try:
+        for lie in lies:
+            with pytest.raises(CorruptRecordError):
+                decode_records(lie)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(data) + 64 * 1024
 
 
 def test_set_base_offset_at_a_position_inside_a_larger_buffer() -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "parse_header",
     "set_base_offset",
     "set_log_append_time",
+    "with_base_offset",
 ]
 
 MAGIC: Final = 2
@@ -194,6 +195,13 @@ def _header_problem(header: BatchHeader) -> str | None:
 def set_base_offset(buf: bytearray | memoryview, base_offset: int, position: int = 0) -> None:
     """Write ``base_offset`` into the batch at ``position`` (outside the CRC: nothing else changes)."""
     _base_offset.pack_into(buf, position, base_offset)
+
+
+def with_base_offset(batch: Buffer, base_offset: int) -> bytes:
+    """A copy of ``batch`` with ``base_offset`` written in (see :func:`set_base_offset`)."""
+    out = bytearray(batch)
+    _base_offset.pack_into(out, 0, base_offset)
+    return bytes(out)
 
 
 def set_log_append_time(buf: bytearray | memoryview, timestamp_ms: int, position: int = 0) -> None:
