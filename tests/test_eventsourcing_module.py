@@ -447,3 +447,26 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert app.repository.get(scope["account_id"]).full_name == "Alice"
     finally:
         app.close()
+
+
+def test_the_module_uses_only_eventstores_public_api() -> None:
+    """eventstore/eventsourcing/ imports eventstore's top-level names only and touches no
+    private attribute of anything but its own objects: refactors below it cannot break it."""
+    import ast
+
+    import eventstore.eventsourcing as package
+
+    found = []
+    for path in Path(package.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith(
+                    "eventstore."):
+                found.append(f"{path.name}:{node.lineno} imports {node.module}")
+            if isinstance(node, ast.Import) and any(a.name.startswith("eventstore.") for a in node.names):
+                found.append(f"{path.name}:{node.lineno} imports a submodule of eventstore")
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                found.append(f"{path.name}:{node.lineno} reads .{node.attr}")
+    assert found == []

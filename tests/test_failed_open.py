@@ -217,3 +217,23 @@ def _callers() -> set[str]:
     import inspect
 
     return {f.function for f in inspect.stack(context=0)}
+
+
+def test_a_reader_whose_catalog_is_damaged_keeps_nothing_open(
+    pristine: tuple[Path, dict[int, list[bytes]]], tmp_path: Path
+) -> None:
+    source, values = pristine
+    copy = tmp_path / "s"
+    shutil.copytree(source, copy)
+    eventstore.open(copy).close()  # recovered and checkpointed: the reader needs no recovery
+    with open(copy / "catalog" / "data.mdb", "r+b") as f:  # its second meta page zeroed
+        f.seek(4096)
+        f.write(bytes(4096))
+    before = open_fds()
+    with eventstore.open_reader(copy) as reader:
+        for _ in range(2):  # an environment left open would make the second one fail otherwise
+            with pytest.raises(eventstore.CorruptionError):
+                reader.group_offsets("g")
+            assert store_fds(copy / "catalog") == []
+        assert [r.value for r in reader.read(TOPIC, 1, 0, max_records=1000)] == values[1]
+    assert open_fds() == before

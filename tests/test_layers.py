@@ -34,7 +34,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("transactions",),  # appends + group offsets through the outbox
     ("client",),  # consumer, producer, dead letters
     ("store",),  # the embedded store: composition of the above
-    ("aio", "repair"),  # async facades over the store; the catalog repair of `es verify`
+    ("aio", "repair", "wire"),  # over the store: async facades, `es verify --repair`, and the Kafka
+    # protocol (its sans-I/O codec imports only errors.py; the server over the log is to come)
     ("eventstore",),  # the package's public names (__init__.py)
     ("examples", "eventsourcing"),  # programs over the public names
     ("cli",),  # `es`

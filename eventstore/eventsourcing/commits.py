@@ -154,7 +154,7 @@ def plan_write(head: Head, stream_id: str, versions: Sequence[int], strict: bool
     ``strict`` (an application's events): the n-th event of a stream may have at
     most version n, so that an append expecting stream version ``v - 2`` for an
     event of version ``v`` can never pass a stream that already holds ``v``
-    (see ``recorders._append_fast``).
+    (see ``_append_one`` in recorders.py).
     """
     last = head.originator_version
     if last is not None and versions[0] <= last:

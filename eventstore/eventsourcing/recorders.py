@@ -85,6 +85,10 @@ class _StoreRecorder:
         self.tracking_topic = f"{prefix}_tracking"
         self.strict = purpose == EVENTS
         self.originator_ids = OriginatorIds(shared.settings.originator_id_type)
+        # made here, not by the first append: append_to_stream's own making of a missing topic
+        # can race with a create_topic of another thread (TopicExistsError)
+        ensure_topic(shared, self.topic)
+        ensure_topic(shared, self.tracking_topic, COMMIT_RECORD_BYTES_MAX)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.topic!r} of {self.store.path!r}>"
@@ -157,8 +161,6 @@ class _StoreRecorder:
     def _commit(self, groups: Grouped, tracking: Tracking | None) -> list[int]:
         """Several streams, or a tracking record: a commit, then its appends (commits.py)."""
         shared, store = self.shared, self.store
-        ensure_topic(shared, self.topic)
-        ensure_topic(shared, self.tracking_topic, COMMIT_RECORD_BYTES_MAX)
         if tracking is not None:
             _check_tracking(tracking)
             commit_stream = f"$tracking-{self.prefix}-{tracking.application_name}"

@@ -1,0 +1,115 @@
+"""Size-prefixed frames: split a byte stream into frames, and prefix one.
+
+A Kafka connection carries frames: a big-endian int32 ``size``, then ``size``
+bytes (docs/protocol.md, section 2). :class:`FrameSplitter` is fed whatever the
+socket gave and hands back the whole frames; it does no I/O.
+
+Bounds: a size outside ``1 .. max_frame_bytes`` raises :class:`FrameTooLargeError`
+as soon as its four bytes are there, before any of the frame is kept; the splitter
+holds at most one partial frame (at most ``4 + max_frame_bytes`` bytes) and tells
+the caller how many bytes it still wants, so a server reads no more than that.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from .errors import FrameTooLargeError
+
+__all__ = ["FRAME_BYTES_MAX", "FrameSplitter", "frame"]
+
+FRAME_BYTES_MAX: Final = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
+SIZE_BYTES: Final = 4
+_size = struct.Struct(">i")
+
+
+def frame(contents: bytes | bytearray | memoryview) -> bytes:
+    """``contents`` with its int32 size in front."""
+    return _size.pack(len(contents)) + bytes(contents)
+
+
+class FrameSplitter:
+    """Splits a byte stream into frames; keeps at most one partial frame."""
+
+    __slots__ = ("_buffer", "_failed", "_max_frame_bytes", "_need")
+
+    def __init__(self, max_frame_bytes: int = FRAME_BYTES_MAX) -> None:
+        if not 1 <= max_frame_bytes <= 0x7FFFFFFF:
+            raise ValueError(f"max_frame_bytes must be in 1..2**31-1, got {max_frame_bytes}")
+        self._max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._need = 0  # size of the frame being collected; 0 while its prefix is incomplete
+        self._failed: FrameTooLargeError | None = None
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._max_frame_bytes
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes kept: the start of a frame not yet whole."""
+        return len(self._buffer)
+
+    @property
+    def bytes_wanted(self) -> int:
+        """Bytes still missing before the frame being collected is whole (≥ 1)."""
+        if self._need:
+            return SIZE_BYTES + self._need - len(self._buffer)
+        return SIZE_BYTES - len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Take ``data``; return the frames (contents without the size) it completed.
+
+        Raises :class:`FrameTooLargeError` on a size outside ``1 .. max_frame_bytes``;
+        the splitter is then unusable (the connection is to be closed). Frames that
+        were whole before the bad size are returned first: the error is raised by the
+        next call (``failed`` tells it is coming), so requests sent before it are
+        still answered, as Kafka does.
+        """
+        if self._failed is not None:
+            raise self._failed
+        view = memoryview(data).cast("B")
+        frames: list[bytes] = []
+        position = 0
+        end = len(view)
+        try:
+            while position < end:  # each pass takes at least one byte of data
+                position = self._take(view, position, frames)
+        except FrameTooLargeError:
+            if not frames:
+                raise
+        return frames
+
+    @property
+    def failed(self) -> FrameTooLargeError | None:
+        """The error the next ``feed`` raises, if a bad size was seen."""
+        return self._failed
+
+    def _take(self, view: memoryview, position: int, frames: list[bytes]) -> int:
+        buffer = self._buffer
+        if not self._need:
+            taken = min(SIZE_BYTES - len(buffer), len(view) - position)
+            buffer += view[position:position + taken]
+            position += taken
+            if len(buffer) < SIZE_BYTES:
+                return position
+            size: int = _size.unpack_from(buffer)[0]
+            if not 1 <= size <= self._max_frame_bytes:
+                buffer.clear()
+                self._failed = FrameTooLargeError(size, self._max_frame_bytes)
+                raise self._failed
+            self._need = size
+            if len(view) - position >= size:  # the whole frame is in this chunk: no copy through the buffer
+                frames.append(bytes(view[position:position + size]))
+                buffer.clear()
+                self._need = 0
+                return position + size
+        taken = min(SIZE_BYTES + self._need - len(buffer), len(view) - position)
+        buffer += view[position:position + taken]
+        position += taken
+        if len(buffer) == SIZE_BYTES + self._need:
+            frames.append(bytes(buffer[SIZE_BYTES:]))
+            buffer.clear()
+            self._need = 0
+        return position
