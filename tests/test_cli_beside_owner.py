@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import pytest
 import eventstore
 
 TIMEOUT_S = 20
+PROBE_WAIT_S = 0.1  # between two probe records while waiting for a follower to start
 
 OWNER = r"""
 import base64, json, os, sys, threading, time
@@ -190,9 +191,14 @@ class Lines:
             self.cond.notify_all()
 
     def wait_count(self, n: int, timeout_s: float = TIMEOUT_S) -> list[bytes]:
+        return self.wait_until(lambda lines: len(lines) >= n, timeout_s)
+
+    def wait_until(self, ready: Callable[[list[bytes]], bool],
+                   timeout_s: float = TIMEOUT_S) -> list[bytes]:
+        """The lines once ``ready(lines)`` holds, the pipe ends or the timeout passes."""
         deadline = time.monotonic() + timeout_s
         with self.cond:
-            while len(self.lines) < n and not self.done:  # bounded by the deadline
+            while not ready(self.lines) and not self.done:  # bounded by the deadline
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -232,7 +238,7 @@ class Owner:
         assert not (isinstance(answer, dict) and "error" in answer), answer
         return answer
 
-    def append(self, topic: str, values: list[bytes | None], *, partition: int | None = None,
+    def append(self, topic: str, values: Sequence[bytes | None], *, partition: int | None = None,
                keys: list[bytes | None] | None = None,
                timestamps: list[int] | None = None) -> list[tuple[int, int]]:
         msgs = [{"value": b64(v), "key": b64(keys[i]) if keys else None, "partition": partition,
@@ -294,6 +300,33 @@ class Follower:
             self.proc.wait(timeout=TIMEOUT_S)
 
 
+def wait_following(owner: Owner, follower: Follower, topic: str,
+                   expected: dict[tuple[int, int], tuple[bytes | None, bytes]],
+                   partition: int = 0) -> int:
+    """Wait until a ``--format json`` follower without a start option is following; return
+    the offset it started at in ``partition``.
+
+    Such a follower starts at the end it finds once it has opened the store (README, "Where
+    es consume starts"), and an ``es`` process can take seconds to get there on a loaded
+    machine: records appended before that are, rightly, never printed. So no fixed sleep: the
+    test appends one probe record at a time to ``partition`` (each kept in ``expected``) until
+    the follower prints one. Its first line is the readiness signal: by then it has fixed its
+    start in every partition, and prints every record appended later.
+    """
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:  # bounded by the deadline
+        value = f"probe-{len(expected)}".encode()
+        ((p, o),) = owner.append(topic, [value], partition=partition)
+        expected[(p, o)] = (None, value)
+        lines = follower.out.wait_count(1, timeout_s=PROBE_WAIT_S)
+        if lines:
+            first = json.loads(lines[0])
+            assert first["partition"] == partition, first
+            return int(first["offset"])
+        assert follower.proc.poll() is None, follower.wait()
+    raise AssertionError(f"the follower printed none of the probes appended to {topic}/{partition}")
+
+
 def values_for(start: int, n: int, tag: str) -> list[bytes]:
     """Distinct values of varied sizes: UTF-8, non-UTF-8 bytes, an embedded newline."""
     out = []
@@ -345,10 +378,11 @@ def snapshot(data: Path) -> dict[str, tuple[int, str]]:
 
 def test_follow_prints_every_record_once_across_rolls(data: Path, owner: Owner) -> None:
     owner("create", topic="t", partitions=3, segment_bytes=1024)
-    follower = Follower(data, "t", "--format", "json")  # empty topic: the end is offset 0
+    follower = Follower(data, "t", "--format", "json")  # no start option: at the end
+    expected: dict[tuple[int, int], tuple[bytes | None, bytes]] = {}
     try:
-        time.sleep(0.5)
-        expected: dict[tuple[int, int], tuple[bytes | None, bytes]] = {}
+        first = wait_following(owner, follower, "t", expected)  # partitions 1 and 2 start at 0
+        probes = len(expected)
         n = 0
         for round_ in range(30):  # many small batches: several rolls per partition
             vals = values_for(n, 10, "f")
@@ -358,14 +392,17 @@ def test_follow_prints_every_record_once_across_rolls(data: Path, owner: Owner) 
             n += 10
             if round_ % 10 == 9:
                 time.sleep(0.05)  # let the follower catch up at times, lag at others
-        got = follower.json_lines(len(expected))
+        follower.json_lines(len(expected) - first)
         code, lines, err = follower.stop(signal.SIGTERM)
     finally:
         follower.kill()
     assert (code, err) == (0, b"")
+    assert len(expected) == probes + 300
     got = [json.loads(x) for x in lines]
     per_partition = check_stream(got, expected, "t")
-    assert sum(map(len, per_partition.values())) == len(expected) == 300
+    ends = [end for _, end in owner("offsets", topic="t")]
+    assert per_partition == {0: list(range(first, ends[0])), 1: list(range(ends[1])),
+                             2: list(range(ends[2]))}
     stats = owner("stats")
     assert all(p["segments"] >= 3 for p in stats["parts"])  # the rolls happened
 
@@ -422,11 +459,12 @@ def test_follow_continues_from_the_new_log_start_when_retention_passes_it(
         for (p, o), v in zip(owner.append("t", vals), vals, strict=True):
             expected[(p, o)] = (None, v)
 
-    follower = Follower(data, "t", "--format", "json")
+    follower = Follower(data, "t", "--format", "json")  # no start option: at the end
     try:
-        time.sleep(0.5)
+        first = wait_following(owner, follower, "t", expected)
         append(5, "a")
-        assert len(follower.json_lines(5)) == 5
+        position = len(expected)  # the end offset, where the follower waits
+        assert len(follower.json_lines(position - first)) == position - first
         follower.proc.send_signal(signal.SIGSTOP)  # the follower falls behind
         try:
             for i in range(20):
@@ -435,20 +473,20 @@ def test_follow_continues_from_the_new_log_start_when_retention_passes_it(
             start, end = owner("offsets", topic="t")[0]
         finally:
             follower.proc.send_signal(signal.SIGCONT)
-        assert start > 5  # the follower's position (5) is gone
-        got = follower.json_lines(5 + (end - start), timeout_s=TIMEOUT_S)
-        time.sleep(0.3)
+        assert start > position  # the follower's position is gone
+        # offsets come in order: once the last record is printed, everything is
+        follower.out.wait_until(lambda lines: bool(lines) and json.loads(lines[-1])["offset"] >= end - 1)
         code, lines, err = follower.stop()
     finally:
         follower.kill()
     assert (code, err) == (0, b"")
     got = [json.loads(x) for x in lines]
     offsets = check_stream(got, expected, "t")[0]
-    assert offsets[:5] == [0, 1, 2, 3, 4]
+    assert offsets[:position - first] == list(range(first, position))
     # after the pause it may have read a little of a removed segment it still had mapped,
     # but it ends with everything from the new log start, each once
     assert offsets[-(end - start):] == list(range(start, end))
-    assert len(offsets) < end  # the gap: what retention removed was not printed
+    assert len(offsets) < end - first  # the gap: what retention removed was not printed
 
 
 def test_follow_exits_1_when_the_owner_deletes_the_topic(data: Path, owner: Owner) -> None:
@@ -481,7 +519,8 @@ def test_follow_when_the_owner_deletes_and_recreates_the_topic(data: Path, owner
             owner.append("t", [f"new{i}".encode() for i in range(20)])
         finally:
             follower.proc.send_signal(signal.SIGCONT)
-        follower.out.wait_count(25, timeout_s=1)
+        # it either exits (the pipe ends) or prints the 20 new records: no fixed wait
+        follower.out.wait_count(25)
         code, lines, err = follower.stop()
     finally:
         follower.kill()
@@ -525,7 +564,9 @@ def test_consume_after_a_crash_reads_valid_records_and_writes_nothing(data: Path
     try:
         owner("create", topic="t", partitions=2, segment_bytes=2048)
         owner("spin", topic="t", partitions=2, pause_s=0.0)
-        time.sleep(0.6)
+        deadline = time.monotonic() + TIMEOUT_S
+        while min(end for _, end in owner("offsets", topic="t")) < 100:  # bounded by the deadline
+            assert time.monotonic() < deadline, "the owner appended too little"
         owner.proc.send_signal(signal.SIGKILL)  # mid-append
         owner.proc.wait(timeout=TIMEOUT_S)
     finally:
