@@ -21,6 +21,7 @@ import pytest
 import eventstore
 
 TIMEOUT_S = 30
+PROBE_WAIT_S = 0.1  # between two probe records while waiting for a follower to start
 
 
 es_command = entry_points.es_command
@@ -171,11 +172,25 @@ def test_follow_tails_a_store_another_process_holds(data: Path) -> None:
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     env=environment(data))
         assert follower.stdout is not None
-        time.sleep(0.5)  # the follower starts at the end: only records appended from now on
+        # it starts at the end it finds once started (seconds later on a loaded machine), so
+        # no fixed sleep: probe records until it prints one, its sign that it is following
+        printed = b""
+        deadline = time.monotonic() + TIMEOUT_S
+        while not printed:  # bounded by the deadline
+            assert time.monotonic() < deadline, "the follower printed none of the probes"
+            holder.stdin.write(b"probe\n")
+            holder.stdin.flush()
+            assert _read_line(holder.stdout.fileno(), TIMEOUT_S) == b"appended\n"
+            printed = _read_line(follower.stdout.fileno(), PROBE_WAIT_S)
         holder.stdin.write(b"third\n")
         holder.stdin.flush()
         assert _read_line(holder.stdout.fileno(), TIMEOUT_S) == b"appended\n"
-        assert _read_line(follower.stdout.fileno(), TIMEOUT_S) == b"third\n"
+        while not printed.endswith(b"third\n"):  # bounded: one line a read, each with a timeout
+            line = _read_line(follower.stdout.fileno(), TIMEOUT_S)
+            assert line, printed
+            printed += line
+        probes, third = printed.splitlines()[:-1], printed.splitlines()[-1]
+        assert (set(probes), third) == ({b"probe"}, b"third")
         follower.send_signal(signal.SIGTERM)
         out, err = follower.communicate(timeout=10)
         assert (follower.returncode, out, err) == (0, b"", b"")
