@@ -211,7 +211,7 @@ class StreamIndex:
         try:
             return write_growing(self.env, self.path, "stream index", fn, INDEX_REPAIR)
         except CorruptionError as e:
-            self._mark_damaged(e.reason)
+            self.mark_damaged(e.reason)
             raise
         except _DECODE_ERRORS as e:  # a value read inside the transaction
             raise self.damaged("write", e) from e
@@ -244,7 +244,7 @@ class StreamIndex:
         """The error for an index entry that cannot be read (``what`` names it); marks the
         index for rebuilding at the next open."""
         reason = f"stream index {what}: {type(cause).__name__}: {cause}; {INDEX_REPAIR}"
-        self._mark_damaged(reason)
+        self.mark_damaged(reason)
         return CorruptionError(os.path.join(self.path, datafile.DATA_FILE), 0, reason)
 
     def _failed(self, e: BaseException, doing: str) -> EventStoreError:
@@ -253,7 +253,8 @@ class StreamIndex:
         return lmdb_error(e, self.path, doing, INDEX_REPAIR) if isinstance(e, lmdb.Error) \
             else StorageError(self.path, f"{doing}: {e}")
 
-    def _mark_damaged(self, reason: str) -> None:
+    def mark_damaged(self, reason: str) -> None:
+        """Have the next open move the index aside and rebuild it from the log (case L1)."""
         mark = os.path.join(self.path, DAMAGED_MARK)
         with contextlib.suppress(OSError), open(mark, "w", encoding="utf-8") as f:
             f.write(reason + "\n")  # best effort: the read that found it fails loudly anyway
@@ -303,10 +304,25 @@ class StreamIndex:
         return out
 
     def chunk_range(self, txn: Any, stream_id: str, first_chunk: int, last_chunk: int) -> list[bytes]:
+        """The stream's chunks ``first_chunk .. last_chunk``, which its head says are there: one
+        missing is damage (``CorruptionError``)."""
+        found = self._chunks_at(txn, stream_id, first_chunk, last_chunk)
+        if None in found:
+            missing = first_chunk + found.index(None)
+            raise self.damaged(f"events of stream {stream_id!r}",
+                               LookupError(f"chunk {missing} is missing"))
+        return found  # type: ignore[return-value]
+
+    def chunk_map(self, txn: Any, stream_id: str, first_chunk: int, last_chunk: int) -> dict[int, bytes]:
+        """The stream's chunks ``first_chunk .. last_chunk`` that the index holds, by number."""
+        found = self._chunks_at(txn, stream_id, first_chunk, last_chunk)
+        return {n: bytes(v) for n, v in enumerate(found, first_chunk) if v is not None}
+
+    def _chunks_at(self, txn: Any, stream_id: str, first_chunk: int, last_chunk: int) -> list[bytes | None]:
         keys = [stream_id.encode() + b"\x00" + _U32.pack(n) for n in range(first_chunk, last_chunk + 1)]
         db = self.dbs[DB_CHUNKS]
         try:
-            return [v for v in (txn.get(k, db=db) for k in keys) if v is not None]
+            return [txn.get(k, db=db) for k in keys]
         except lmdb.Error as e:
             raise self._failed(e, f"events of stream {stream_id!r}") from e
 

@@ -7,6 +7,14 @@ lock. Staged heads and event ids are visible at once to the next appends;
 the index calls it first, so many appends share one index commit. A crash
 loses only staged updates, and open replays them from the log (``covered``).
 
+A flush that fails (a full disk) keeps its updates staged, ahead of those
+staged since, so the next flush writes them in the same order and a
+partition's ``covered`` mark never passes an event the index lacks. The
+appender's flush does not fail the append (its event is in the log); reads
+raise the flush's error until one gets through. While the index cannot be
+written, ``make_room`` refuses a new append before it writes anything once
+``_BLOCK_FACTOR`` times ``staged_max`` wait, so memory stays bounded.
+
 Heads live in memory as well as in the index: ``head`` answers for every
 stream appended to (or looked up by a leader) since its entry was last
 evicted. Once ``heads_max`` are held, the flush evicts the ones it has
@@ -21,6 +29,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import CorruptionError, StorageError
 from .events import NewEvent
 from .index import Head, StreamIndex
 from .rules import META_PREFIX, metadata_target
@@ -172,9 +181,16 @@ class Staging:
         with self._flush_lock:
             self._flush_locked()
 
+    def make_room(self) -> None:
+        """Before an append writes anything: once so much is staged that memory should be
+        bounded, flush it and wait; a flush that fails refuses the append with its error."""
+        if max(len(self._staged), self._staged_events) >= _BLOCK_FACTOR * self.staged_max:
+            self.flush()
+
     def flush_if_due(self) -> None:
-        """An appender's flush, once ``staged_max`` appends (or their events) are staged:
-        skipped while another thread flushes.
+        """An appender's flush, after its append is written, once ``staged_max`` appends (or
+        their events) are staged: skipped while another thread flushes, and never raising
+        ``StorageError`` or ``CorruptionError`` (what failed stays staged; see the module).
 
         Appenders need not wait for a flush (their appends are staged, and
         staged heads and ids are visible to the next appends), unless so much
@@ -183,20 +199,28 @@ class Staging:
         pending = max(len(self._staged), self._staged_events)
         if pending < self.staged_max:
             return
-        if pending >= _BLOCK_FACTOR * self.staged_max:
-            self.flush()
-        elif self._flush_lock.acquire(blocking=False):
-            try:
-                self._flush_locked()
-            finally:
-                self._flush_lock.release()
+        blocking = pending >= _BLOCK_FACTOR * self.staged_max
+        if not self._flush_lock.acquire(blocking=blocking):
+            return
+        try:
+            self._flush_locked()
+        except (StorageError, CorruptionError):
+            pass  # the updates stay staged; the next flush or read tries again
+        finally:
+            self._flush_lock.release()
 
     def _flush_locked(self) -> None:
         with self._lock:
             batch, self._staged, self._staged_events = self._staged, [], 0
         if not batch:
             return
-        self.index.write(functools.partial(self._write, batch))
+        try:
+            self.index.write(functools.partial(self._write, batch))
+        except BaseException:
+            with self._lock:  # nothing of the batch was written: it goes first next time
+                self._staged[:0] = batch
+                self._staged_events += sum(len(st.ids) for st in batch)  # bounded by the batch
+            raise
         with self._lock:
             for st in batch:  # bounded by the batch
                 for event_id in st.ids:

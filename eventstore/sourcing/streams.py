@@ -22,6 +22,7 @@ one batch with one fsync, and each request is refused or accepted on its own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -30,14 +31,22 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from ..errors import CorruptionError, IllegalStateError, InvalidArgumentError, StreamNotFoundError
+from ..errors import (
+    CorruptionError,
+    IllegalStateError,
+    InvalidArgumentError,
+    StorageError,
+    StreamNotFoundError,
+)
 from ..partitioner import partition_for_key
 from ..records import DEFAULT_MAX_RECORD_BYTES, RecoveryEvent, TopicConfig
+from ..storage.check import CheckReport
 from ..storage.names import is_valid_topic_name
 from ..storage.partition import Prepared
 from ..validation import check_int64
 from . import index as index_module
-from .catchup import catch_up, check_envelopes
+from .catchup import catch_up
+from .consistency import check_partition
 from .events import AppendResult, NewEvent, StreamMetadata, StreamState, encode_envelope
 from .index import Head, StreamIndex
 from .positions import Positions
@@ -92,14 +101,18 @@ class Streams:
         index.drop_listeners.append(self.staging.forget_topic)
         index.drop_listeners.append(self._reads.forget_topic)
         log.add_delete_hook(self._drop_topic)
-        log.add_check_hook(functools.partial(check_envelopes, log))
+        log.add_check_hook(self._check_partition)
         log.add_close_hook(self.close)
 
     def close(self) -> None:
-        """Flush and close the index (a close hook of the log)."""
-        self.staging.flush()
-        self.index.close()
-        self.positions.wake()  # waiting subscriptions see the store closed
+        """Flush and close the index (a close hook of the log). A flush that fails leaves
+        ``covered`` short of what it staged: the next open indexes it from the log."""
+        try:
+            with contextlib.suppress(StorageError, CorruptionError):
+                self.staging.flush()
+        finally:
+            self.index.close()
+            self.positions.wake()  # waiting subscriptions see the store closed
 
     def check_open(self) -> None:
         """Raise ``StoreClosedError`` if the store is closed."""
@@ -112,6 +125,14 @@ class Streams:
     def watch(self, callback: Callable[[], object]) -> Watch:
         """Call ``callback()`` whenever the watermark moves: events may be there to read."""
         return self.positions.watch(callback)
+
+    def _check_partition(self, cfg: TopicConfig, partition: int, report: CheckReport) -> None:
+        """The log's check hook: the partition's foreign records, and the stream index against
+        the log (what is staged is flushed first, if the disk lets it)."""
+        if cfg.streams:
+            with contextlib.suppress(StorageError, CorruptionError):
+                self.staging.flush()
+            check_partition(self.log, self.index, cfg, partition, report)
 
     def _drop_topic(self, cfg: TopicConfig) -> None:
         """The log deletes a topic: forget its streams (a delete hook)."""
@@ -186,6 +207,7 @@ class Streams:
         cfg = self.log.topic(topic_name)
         check_sizes(stream_id, events, topic_name, cfg.max_record_bytes)
         self.log.partition(topic_name, partition)  # the partition exists
+        self.staging.make_room()  # a full disk refuses it here, before anything is written
         request = AppendRequest(stream_id, events, expected, seen, generation)
         queue = self._queue(topic_name, partition)
         queue.put(request)
