@@ -227,7 +227,7 @@ def read_checkpoint(store_dir: Path, topic: str, partition: int) -> list[int] | 
     """The recovery checkpoint of a partition of a closed store, as its six integers."""
     import msgspec
 
-    from eventstore.catalog import keys
+    from eventstore.catalog import keys, sealed
 
     env, db = _catalog(store_dir)
     try:
@@ -235,19 +235,24 @@ def read_checkpoint(store_dir: Path, topic: str, partition: int) -> list[int] | 
             raw = txn.get(keys.partition_key(topic, partition), db=db)
     finally:
         env.close()
-    return None if raw is None else list(msgspec.msgpack.decode(raw))
+    if raw is None:
+        return None
+    payload = sealed.opened(keys.partition_key(topic, partition), raw)
+    assert payload is not None, "the checkpoint fails its checksum"
+    return list(msgspec.msgpack.decode(payload))
 
 
 def write_checkpoint(store_dir: Path, topic: str, partition: int, checkpoint: list[int]) -> None:
     """Overwrite the recovery checkpoint of a partition of a closed store."""
     import msgspec
 
-    from eventstore.catalog import keys
+    from eventstore.catalog import keys, sealed
 
     env, db = _catalog(store_dir)
     try:
         with env.begin(write=True) as txn:
-            txn.put(keys.partition_key(topic, partition), msgspec.msgpack.encode(checkpoint), db=db)
+            key = keys.partition_key(topic, partition)
+            txn.put(key, sealed.seal(key, msgspec.msgpack.encode(checkpoint)), db=db)
     finally:
         env.close()
 

@@ -22,7 +22,7 @@ from siblings import load
 
 import eventstore
 from eventstore import CorruptionError, TopicPartition
-from eventstore.catalog import datafile
+from eventstore.catalog import datafile, keys
 from eventstore.sourcing.events import NewEvent
 from eventstore.sourcing.projections import Projection, ProjectionRunner
 
@@ -190,7 +190,7 @@ def test_es_verify_repair_rebuilds_the_catalog_and_says_what_was_lost(
     source, expected = pristine
     store = copy_of(source, tmp_path, "s")
     catalog = data_file(store, "catalog")
-    damaged = _zero_pages_holding(catalog, b"billing")  # the cursors' page: the rest reads
+    damaged = _zero_pages_holding(catalog, b"billing", spare=b"proj\x00counter")  # the cursors' page
     refused = run_es("verify", "--data", str(store))
     assert refused.exit_code == 1 and "es verify --repair" in refused.output
     result = run_es("verify", "--data", str(store), "--repair")
@@ -229,11 +229,13 @@ def test_es_verify_repair_of_a_truncated_catalog_names_each_group_when_it_can(
     assert report["restarted_projections"] == ["counter"] and report["lost_transactions"] == 0
 
 
-def _zero_pages_holding(path: Path, needle: bytes) -> list[int]:
+def _zero_pages_holding(path: Path, needle: bytes, spare: bytes | None = None) -> list[int]:
     """Zero every page (past the meta pages) where ``needle`` occurs: the live one and the
-    stale copies copy-on-write left behind; returns their numbers."""
+    stale copies copy-on-write left behind, but those that also hold ``spare`` (a page LMDB
+    reused for another database keeps stale bytes in its free space); returns their numbers."""
     data = path.read_bytes()
-    pages = sorted({at // PAGE for at in _find_all(data, needle) if at >= 2 * PAGE})
+    pages = sorted({at // PAGE for at in _find_all(data, needle) if at >= 2 * PAGE
+                    and (spare is None or spare not in data[at // PAGE * PAGE:][:PAGE])})
     assert pages, f"{needle!r} not in {path}"
     with open(path, "r+b") as f:
         for page in pages:
@@ -276,6 +278,10 @@ def test_a_value_of_the_stream_index_that_does_not_decode_is_a_corruption_error(
         assert _replace_in(index, b"\x94\xa4acct", b"\x95\xa4acct")
     else:  # every [stream id, version, position] of an event id: the stream id a number
         assert _replace_in(index, b"\x93\xa6acct-", b"\x93\x07acct-")
+    if damage == "position-entry":  # the last position's value is checked at open: rebuilt there
+        got = prober.run([store])[str(store)][0]
+        assert same_except_recovery(got, expected) and got["recovery"] == ["L1"], got
+        return
     with eventstore.open(store) as opened:
         with pytest.raises(CorruptionError) as info:
             if damage == "event-data":
@@ -398,8 +404,6 @@ def test_bit_flips_in_lmdb_files_never_kill_and_raise_only_event_store_errors(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 10, defect 5 (a later step): the stream index's "
-                                        "values carry no checksum, so a flipped bit can be served")
 def test_a_flipped_bit_in_the_stream_index_is_never_served(
     pristine: tuple[Path, dict[str, Any]], flipped: dict[str, dict[int, list[dict[str, Any]]]]
 ) -> None:
@@ -407,3 +411,31 @@ def test_a_flipped_bit_in_the_stream_index_is_never_served(
     wrong = [seed for seed, (first, _) in flipped["index"].items()
              if judge(expected, first, f"index flip {seed}")["wrong"]]
     assert not wrong, f"wrong data returned in trials {wrong}"
+
+
+@pytest.mark.slow
+def test_every_bit_of_a_committed_offset_flipped_is_refused(
+    pristine: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Group offsets are primary data: a flip in one (the issue's 300 -> 296) is a
+    ``CorruptionError`` naming it, never an offset served; the rest of the store reads."""
+    source, expected = pristine
+    key = keys.cursor_key("billing", "t", 0)
+    data = data_file(source, "catalog").read_bytes()
+    live = [at + len(key) for at in _find_all(data, key) if data[at + len(key)] == 0x94]  # [offset, ...]
+    assert live, "the cursor of billing on t/0 not found"
+    copies = {}
+    for byte in range(8):  # the array header, the offset, the metadata, the time's first bytes
+        for bit in range(8):
+            store = copy_of(source, tmp_path, f"cursor-{byte}-{bit}")
+            flipped = bytearray(data)
+            for at in live:  # every copy of the value, stale ones too
+                flipped[at + byte] ^= 1 << bit
+            data_file(store, "catalog").write_bytes(bytes(flipped))
+            copies[(byte, bit)] = store
+    results = prober.run(list(copies.values()))
+    for (byte, bit), store in copies.items():
+        got = results[str(store)][0]
+        assert got.get("group billing") == "!CorruptionError", (byte, bit, got.get("group billing"))
+        tally = judge(expected, got, f"cursor byte {byte} bit {bit}")
+        assert tally["wrong"] == 0 and tally["refused"] == 1, (byte, bit, tally)

@@ -2,8 +2,9 @@
 
 Key: ``keys.partition_key(topic, partition)``. Value: the MessagePack array of
 six ints ``[segment_base, position, next_offset, max_timestamp, index_entries,
-timeindex_entries]``. A checkpoint is derived data: one that does not decode
-reads as missing, and recovery then scans the last segment from its start.
+timeindex_entries]``, sealed (``sealed.py``). A checkpoint is derived data: one
+that fails its checksum or does not decode reads as missing, and recovery then
+scans the last segment from its start.
 The fields' meaning is the storage layer's (``storage.recovery.Checkpoint``);
 this module only stores them.
 """
@@ -14,7 +15,7 @@ from collections.abc import Collection
 
 import msgspec
 
-from . import keys
+from . import keys, sealed
 from .env import Catalog
 
 #: segment_base, position, next_offset, max_timestamp, index_entries, timeindex_entries
@@ -26,17 +27,20 @@ _decoder = msgspec.msgpack.Decoder(Fields)
 
 def get(catalog: Catalog, topic: str, partition: int) -> Fields | None:
     """The partition's checkpoint, or None if there is none or it does not decode."""
-    raw = catalog.get(keys.DB_CHECKPOINTS, keys.partition_key(topic, partition))
-    if raw is None:
+    key = keys.partition_key(topic, partition)
+    raw = catalog.get(keys.DB_CHECKPOINTS, key)
+    payload = None if raw is None else sealed.opened(key, raw, catalog.legacy)
+    if payload is None:
         return None
     try:
-        return _decoder.decode(raw)
+        return _decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 
 
 def put(catalog: Catalog, topic: str, partition: int, fields: Fields) -> None:
-    catalog.put(keys.DB_CHECKPOINTS, keys.partition_key(topic, partition), _encode(fields))
+    key = keys.partition_key(topic, partition)
+    catalog.put(keys.DB_CHECKPOINTS, key, sealed.seal(key, _encode(fields)))
 
 
 def delete_topic(catalog: Catalog, topic: str) -> None:

@@ -4,7 +4,9 @@ A cursor is ``[offset, metadata, committed_ms, incarnation]``: the next offset t
 group will read from a partition, as Kafka's committed offset, and the
 ``created_ms`` of the topic it was committed on. Cursors are not derived from
 the log: they are the groups' own durable state, committed with an LMDB
-transaction that is fsynced before ``commit`` returns.
+transaction that is fsynced before ``commit`` returns. Values are sealed
+(``sealed.py``); one that fails its checksum is a ``CorruptionError`` naming its
+group, topic and partition, never an offset served.
 
 A cursor of another incarnation than the topic's (the topic was deleted and
 made again while its cursors could not be dropped) is never read back: the
@@ -15,13 +17,15 @@ before incarnations were recorded (``-1``) belongs to the topic of its name.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
+from ..errors import CorruptionError
 from ..records import OffsetAndMetadata, TopicConfig, TopicPartition
-from . import keys
+from . import datafile, keys, sealed
 from .env import Catalog
 
 
@@ -47,7 +51,21 @@ def put_cursors(txn: Any, catalog: Catalog, group: str,
     for tp, om in offsets.items():  # bounded by the caller's partitions
         cfg = topics.get(tp.topic)
         value = _encode(_Cursor(om.offset, om.metadata, now_ms, -1 if cfg is None else cfg.created_ms))
-        txn.put(keys.cursor_key(group, tp.topic, tp.partition), value, db=db)
+        key = keys.cursor_key(group, tp.topic, tp.partition)
+        txn.put(key, sealed.seal(key, value), db=db)
+
+
+def _decode(catalog: Catalog, key: bytes, raw: bytes) -> _Cursor:
+    """A stored cursor; one that fails its checksum or does not decode is a
+    ``CorruptionError`` naming it (committed offsets are primary data)."""
+    group, topic, partition = keys.parse_cursor_key(key)
+    what = f"the committed offset of group {group!r} on {topic}/{partition}"
+    payload = sealed.primary(catalog.path, what, key, raw, catalog.legacy)
+    try:
+        return _decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise CorruptionError(os.path.join(catalog.path, datafile.DATA_FILE), 0,
+                              f"{what} does not decode: {e}") from e
 
 
 def _current(cur: _Cursor, topic: str, topics: Topics | None) -> bool:
@@ -64,7 +82,7 @@ def read_group(catalog: Catalog, group: str,
     out = {}
     for key, value in catalog.items(keys.DB_CURSORS, keys.group_prefix(group)):
         _, topic, partition = keys.parse_cursor_key(key)
-        cur = _decoder.decode(value)
+        cur = _decode(catalog, key, value)
         if _current(cur, topic, topics):
             out[TopicPartition(topic, partition)] = OffsetAndMetadata(cur.offset, cur.metadata)
     return out
@@ -72,10 +90,11 @@ def read_group(catalog: Catalog, group: str,
 
 def get(catalog: Catalog, group: str, tp: TopicPartition,
         topics: Topics | None = None) -> OffsetAndMetadata | None:
-    raw = catalog.get(keys.DB_CURSORS, keys.cursor_key(group, tp.topic, tp.partition))
+    key = keys.cursor_key(group, tp.topic, tp.partition)
+    raw = catalog.get(keys.DB_CURSORS, key)
     if raw is None:
         return None
-    cur = _decoder.decode(raw)
+    cur = _decode(catalog, key, raw)
     return OffsetAndMetadata(cur.offset, cur.metadata) if _current(cur, tp.topic, topics) else None
 
 

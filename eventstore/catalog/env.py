@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from ..errors import CorruptionError, EventStoreError, IllegalStateError, StorageError, StorageFullError
-from . import datafile, keys
+from . import datafile, keys, sealed
 
 T = TypeVar("T")
 INITIAL_MAP_BYTES = 64 * 1024 * 1024
@@ -70,13 +70,30 @@ class Catalog:
             raise lmdb_error(e, directory, "cannot open catalog", CATALOG_REPAIR) from e
         except OSError as e:
             raise StorageError(directory, f"cannot open catalog: {e.strerror}") from e
-        if not readonly:
+        #: the catalog's values carry no checksum (format 1; only a read-only view sees one)
+        self.legacy = False
+        if readonly:
+            found = self.read(lambda txn: txn.get(keys.META_FORMAT, db=self.dbs[keys.DB_META]))
+            self.legacy = found == str(keys.LEGACY_FORMAT_VERSION).encode()
+        else:
             self.write(lambda txn: self._init_meta(txn))
 
     def _init_meta(self, txn: Any) -> None:
+        """Mark a new catalog with the format; convert a format 1 one (seal every value)."""
         db = self.dbs[keys.DB_META]
-        if txn.get(keys.META_FORMAT, db=db) is None:
-            txn.put(keys.META_FORMAT, str(keys.FORMAT_VERSION).encode(), db=db)
+        found = txn.get(keys.META_FORMAT, db=db)
+        current = str(keys.FORMAT_VERSION).encode()
+        if found == str(keys.LEGACY_FORMAT_VERSION).encode():
+            for name in keys.ALL_DBS:  # bounded: six databases
+                entries = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=self.dbs[name])
+                           if (name, bytes(k)) != (keys.DB_META, keys.META_FORMAT)]
+                for k, v in entries:  # bounded by the catalog's entries
+                    txn.put(k, sealed.seal(k, v), db=self.dbs[name])
+        elif found not in (None, current):
+            raise CorruptionError(os.path.join(self.path, datafile.DATA_FILE), 0,
+                                  f"unknown catalog format {bytes(found)!r} (this version reads 1 and 2)")
+        if found != current:
+            txn.put(keys.META_FORMAT, current, db=db)
 
     def write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(txn)`` in one write transaction, growing the map when it is full.

@@ -7,17 +7,21 @@ each relayed record's ``es.txn`` header). Value: the MessagePack array
 ``[topic, partition, start_offset, records, incarnation]`` (``start_offset``:
 the partition's end offset when the transaction committed; ``incarnation``:
 the topic's ``created_ms``, -1 in entries written before it was recorded),
-each record ``[timestamp_ms, key, value, headers]``.
+each record ``[timestamp_ms, key, value, headers]``. Entries and ``txn_seq`` are
+sealed (``sealed.py``); one that fails its checksum is a ``CorruptionError``
+naming it (a transaction not yet relayed is primary data).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any
 
 import msgspec
 
-from . import keys
+from ..errors import CorruptionError
+from . import datafile, keys, sealed
 from .env import Catalog
 
 _ID = struct.Struct(">Q")
@@ -57,14 +61,20 @@ def next_id(txn: Any, catalog: Catalog) -> int:
     """Take the next transaction id, inside an open write transaction."""
     meta = catalog.dbs[keys.DB_META]
     raw = txn.get(keys.META_TXN_SEQ, db=meta)
-    txn_id = (_ID.unpack(raw)[0] if raw else 0) + 1
-    txn.put(keys.META_TXN_SEQ, _ID.pack(txn_id), db=meta)
+    seq = sealed.primary(catalog.path, "the transaction id sequence", keys.META_TXN_SEQ, raw) \
+        if raw else b""
+    if seq and len(seq) != _ID.size:
+        raise CorruptionError(os.path.join(catalog.path, datafile.DATA_FILE), 0,
+                              f"the transaction id sequence holds {len(seq)} bytes, not {_ID.size}")
+    txn_id = (_ID.unpack(seq)[0] if seq else 0) + 1
+    txn.put(keys.META_TXN_SEQ, sealed.seal(keys.META_TXN_SEQ, _ID.pack(txn_id)), db=meta)
     return int(txn_id)
 
 
 def put(txn: Any, catalog: Catalog, entry: Entry) -> None:
     """Record a committed transaction's outputs, inside an open write transaction."""
-    txn.put(_ID.pack(entry.txn_id), _encode(entry), db=catalog.dbs[keys.DB_OUTBOX])
+    key = _ID.pack(entry.txn_id)
+    txn.put(key, sealed.seal(key, _encode(entry)), db=catalog.dbs[keys.DB_OUTBOX])
 
 
 def delete(catalog: Catalog, txn_id: int) -> None:
@@ -74,4 +84,13 @@ def delete(catalog: Catalog, txn_id: int) -> None:
 
 def pending(catalog: Catalog) -> list[Entry]:
     """Every entry still in the outbox, in transaction-id order."""
-    return [_decode_entry(value) for _, value in catalog.items(keys.DB_OUTBOX)]
+    out = []
+    for key, value in catalog.items(keys.DB_OUTBOX):  # bounded by the outbox
+        what = f"the outbox entry of transaction {_ID.unpack(key)[0] if len(key) == _ID.size else key!r}"
+        payload = sealed.primary(catalog.path, what, key, value, catalog.legacy)
+        try:
+            out.append(_decode_entry(payload))
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise CorruptionError(os.path.join(catalog.path, datafile.DATA_FILE), 0,
+                                  f"{what} does not decode: {e}") from e
+    return out

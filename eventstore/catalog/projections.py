@@ -7,18 +7,21 @@ Keys and values::
                                        kept with ``add`` is a signed 64-bit int, big-endian
 
 A projection's checkpoint and the state changes of the batch it ends are
-written in one catalog write transaction (``sourcing/projections.py``).
+written in one catalog write transaction (``sourcing/projections.py``). Every
+value is sealed (``sealed.py``); one that fails its checksum is a
+``CorruptionError`` naming the projection and the key, never served.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any
 
 import msgspec
 
-from ..errors import InvalidArgumentError
-from . import keys
+from ..errors import CorruptionError, InvalidArgumentError
+from . import datafile, keys, sealed
 from .env import Catalog
 
 __all__ = ["KEY_BYTES_MAX", "KEY_PREFIX", "ProjectionCheckpoint", "ProjectionKeys", "decode_counter",
@@ -44,10 +47,11 @@ _decode_checkpoint = msgspec.msgpack.Decoder(ProjectionCheckpoint).decode
 class ProjectionKeys:
     """The keys of one projection's entries, and its database in the catalog."""
 
-    __slots__ = ("checkpoint", "db", "prefix", "state")
+    __slots__ = ("checkpoint", "db", "legacy", "name", "path", "prefix", "state")
 
     def __init__(self, catalog: Catalog, name: str) -> None:
         self.db = catalog.dbs[keys.DB_STREAMS]
+        self.path, self.legacy, self.name = catalog.path, catalog.legacy, name
         self.prefix = KEY_PREFIX + name.encode() + b"\x00"
         self.checkpoint = self.prefix + b"c"
         self.state = self.prefix + b"s"
@@ -67,19 +71,33 @@ class ProjectionKeys:
 
     def read_checkpoint(self, txn: Any) -> ProjectionCheckpoint | None:
         raw = txn.get(self.checkpoint, db=self.db)
-        return None if raw is None else _decode_checkpoint(raw)
+        if raw is None:
+            return None
+        what = f"the checkpoint of projection {self.name!r}"
+        payload = sealed.primary(self.path, what, self.checkpoint, raw, self.legacy)
+        try:
+            return _decode_checkpoint(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise CorruptionError(os.path.join(self.path, datafile.DATA_FILE), 0,
+                                  f"{what} does not decode: {e}") from e
 
     def write_checkpoint(self, txn: Any, checkpoint: ProjectionCheckpoint) -> None:
-        txn.put(self.checkpoint, _encode(checkpoint), db=self.db)
+        txn.put(self.checkpoint, sealed.seal(self.checkpoint, _encode(checkpoint)), db=self.db)
+
+    def _value(self, full_key: bytes, raw: bytes) -> bytes:
+        what = f"the value of projection {self.name!r} under {full_key[len(self.state):]!r}"
+        return bytes(sealed.primary(self.path, what, full_key, raw, self.legacy))
 
     def get(self, txn: Any, key: bytes) -> bytes | None:
-        value = txn.get(self.state_key(key), db=self.db)
-        return None if value is None else bytes(value)
+        full = self.state_key(key)
+        value = txn.get(full, db=self.db)
+        return None if value is None else self._value(full, value)
 
     def put(self, txn: Any, key: bytes, value: bytes) -> None:
         if not isinstance(value, bytes):
             raise InvalidArgumentError(f"a projection's values are bytes, got {type(value).__name__}")
-        txn.put(self.state_key(key), value, db=self.db)
+        full = self.state_key(key)
+        txn.put(full, sealed.seal(full, value), db=self.db)
 
     def delete(self, txn: Any, key: bytes) -> bool:
         return bool(txn.delete(self.state_key(key), db=self.db))
@@ -94,7 +112,7 @@ class ProjectionKeys:
         for key, value in cursor:  # bounded by the projection's keys
             if not bytes(key).startswith(start):
                 break
-            out.append((bytes(key)[len(self.state):], bytes(value)))
+            out.append((bytes(key)[len(self.state):], self._value(bytes(key), value)))
         return out
 
     # --- on the catalog ------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The cached topic configurations in the catalog's ``topics`` database (docs/format.md, 6).
 
-Key: the topic name (UTF-8). Value: the ``TopicConfig`` as MessagePack. Each
-topic's ``topic.json`` is the source of truth (section 5); this table is a
-cache that open brings in line with the files.
+Key: the topic name (UTF-8). Value: the ``TopicConfig`` as MessagePack, sealed
+(``sealed.py``). Each topic's ``topic.json`` is the source of truth (section
+5); this table is a cache that open brings in line with the files: a value
+that fails its checksum differs from the file's and is written again.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from ..records import TopicConfig
-from . import keys
+from . import keys, sealed
 from .env import Catalog
 
 _encode = msgspec.msgpack.encode
@@ -18,16 +19,21 @@ _decoder = msgspec.msgpack.Decoder(TopicConfig)
 
 
 def encode(config: TopicConfig) -> bytes:
-    return _encode(config)
+    """The stored value of ``config`` (what ``cached`` returns when the cache holds it)."""
+    return sealed.seal(keys.topic_key(config.name), _encode(config))
 
 
-def decode(name: str, raw: bytes) -> TopicConfig:
-    """A cached configuration; one that does not decode is taken for a streams topic of that
-    name with default settings (what is kept under its name is dropped with it)."""
+def decode(name: str, raw: bytes, legacy: bool = False) -> TopicConfig:
+    """A cached configuration; one that fails its checksum or does not decode is taken for a
+    streams topic of that name with default settings (what is kept under its name is dropped
+    with it)."""
+    payload = sealed.opened(keys.topic_key(name), raw, legacy)
     try:
-        return _decoder.decode(raw)
+        if payload is not None:
+            return _decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return TopicConfig(name=name, partitions=1, streams=True)
+        pass
+    return TopicConfig(name=name, partitions=1, streams=True)
 
 
 def cached(catalog: Catalog) -> dict[str, bytes]:
@@ -36,7 +42,7 @@ def cached(catalog: Catalog) -> dict[str, bytes]:
 
 
 def put(catalog: Catalog, config: TopicConfig) -> None:
-    catalog.put(keys.DB_TOPICS, keys.topic_key(config.name), _encode(config))
+    catalog.put(keys.DB_TOPICS, keys.topic_key(config.name), encode(config))
 
 
 def delete(catalog: Catalog, name: str) -> None:

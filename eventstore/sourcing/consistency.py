@@ -18,10 +18,11 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import datafile
+from ..errors import CorruptionError
 from ..records import TopicConfig
 from ..storage.check import CheckProblem, CheckReport
-from .catchup import envelopes_of
-from .index import CHUNK_EVENTS, StreamIndex
+from .catchup import envelopes_of, foreign_records
+from .index import CHUNK_EVENTS, INDEX_REPAIR, StreamIndex
 
 if TYPE_CHECKING:
     from ..log import Log
@@ -49,27 +50,21 @@ def check_partition(log: Log, index: StreamIndex, cfg: TopicConfig, partition: i
         return
     topic = cfg.name
     path = log.partition_path(topic, partition)
+    for offset, reason in foreign_records(log, topic, partition):
+        report.foreign_records += 1
+        report.problems.append(CheckProblem(
+            path, None, f"record at offset {offset}: {reason}; the stream index skips it"))
     where = os.path.join(index.path, datafile.DATA_FILE)
+    if index.marked_damaged():  # found damaged already: not read any further
+        report.problems.append(CheckProblem(where, None,
+                                            f"the stream index was found damaged; {INDEX_REPAIR}"))
+        return
     problems: list[str] = []
-    with index.read() as txn:
-        covered = index.covered(txn, topic, partition)
-        offset, end = log.offsets(topic, partition)
-        streams: dict[str, _Expected] = {}
-        while offset < end:  # bounded by the partition's end
-            records = log.read(topic, partition, offset, max_records=_READ_RECORDS)
-            if not records:
-                break
-            found, foreign = envelopes_of(records)
-            for record, reason in foreign:  # bounded by the records read
-                report.foreign_records += 1
-                report.problems.append(CheckProblem(
-                    path, None, f"record at offset {record.offset}: {reason}; the stream index skips it"))
-            _check_events(index, txn, topic, partition, covered,
-                          [(r, ev) for r, ev in found if r.offset < covered], streams, problems)
-            offset = records[-1].offset + 1
-        if covered <= end:  # else an append is being made durable: heads may be ahead
-            _check_heads(index, txn, topic, partition, streams, problems)
-        _check_chunks(index, txn, streams, problems)
+    try:
+        _compare(log, index, topic, partition, problems)
+    except CorruptionError as e:  # the index marked itself: rebuilt at the next open
+        report.problems.append(CheckProblem(e.path, e.position, e.reason))
+        return
     for reason in problems[:PROBLEMS_MAX]:
         report.problems.append(CheckProblem(where, None, f"{topic}/{partition}: {reason}"))
     if len(problems) > PROBLEMS_MAX:
@@ -79,20 +74,46 @@ def check_partition(log: Log, index: StreamIndex, cfg: TopicConfig, partition: i
         index.mark_damaged(f"check found {len(problems)} differences from the log in {topic}/{partition}")
 
 
-def _check_events(index: StreamIndex, txn: Any, topic: str, partition: int, covered: int,
+def _compare(log: Log, index: StreamIndex, topic: str, partition: int, problems: list[str]) -> None:
+    with index.read() as txn:
+        covered = index.covered(txn, topic, partition)
+        offset, end = log.offsets(topic, partition)
+        streams: dict[str, _Expected] = {}
+        ids: dict[bytes, list[tuple[str, int, int]]] = {}  # event id: where the log has it
+        while offset < min(end, covered):  # bounded by the partition's end
+            records = log.read(topic, partition, offset, max_records=_READ_RECORDS)
+            if not records:
+                break
+            found = [(r, ev) for r, ev in envelopes_of(records)[0] if r.offset < covered]
+            _check_events(index, txn, topic, partition, found, streams, ids, problems)
+            offset = records[-1].offset + 1
+        _check_ids(index, txn, ids, covered, problems)
+        if covered <= end:  # else an append is being made durable: heads may be ahead
+            _check_heads(index, txn, topic, partition, streams, problems)
+        _check_chunks(index, txn, streams, problems)
+
+
+def _check_ids(index: StreamIndex, txn: Any, ids: dict[bytes, list[tuple[str, int, int]]],
+               covered: int, problems: list[str]) -> None:
+    """Each event id is in the index; where an id occurs once, at its event (an id appended
+    again is an append made idempotent, or another stream's: the index keeps one of them)."""
+    for event_id, where in ids.items():  # bounded by the partition's events
+        got = index.event_id(txn, event_id)
+        if got is None or (len(where) == 1 and got[0] == where[0][0] and got != where[0]):
+            problems.append(f"event {event_id.hex()} (stream {where[0][0]!r}, version {where[0][1]}, "
+                            f"below covered {covered}): the stream index has {got}")
+
+
+def _check_events(index: StreamIndex, txn: Any, topic: str, partition: int,
                   found: list[tuple[Any, Any]], streams: dict[str, _Expected],
-                  problems: list[str]) -> None:
-    """Each event's id and position entries; gather its stream's envelopes by chunk."""
+                  ids: dict[bytes, list[tuple[str, int, int]]], problems: list[str]) -> None:
+    """Each event's position entry; gather its id and its stream's envelopes by chunk."""
     for record, ev in found:  # bounded by the records read
         sid = ev.stream_id
-        got = index.event_id(txn, ev.id_bytes)
-        if got != (sid, ev.version, ev.position):
-            problems.append(f"event {ev.id_bytes.hex()} (stream {sid!r}, version {ev.version}, offset "
-                            f"{record.offset}, below covered {covered}): the stream index has {got}")
-        at = index.positions(txn, ev.position, ev.position + 1)
-        if at != [(ev.position, topic, partition, record.offset)]:
-            problems.append(f"position {ev.position} (offset {record.offset}): the stream index has "
-                            f"{at[0][1:] if at else 'nothing'}")
+        ids.setdefault(ev.id_bytes, []).append((sid, ev.version, ev.position))
+        at = index.position(txn, ev.position)
+        if at != (topic, partition, record.offset):
+            problems.append(f"position {ev.position} (offset {record.offset}): the stream index has {at}")
         expected = streams.get(sid)
         if expected is None:
             expected = streams[sid] = _Expected(ev.version)

@@ -13,7 +13,16 @@ database       key                                        value (MessagePack unl
 ``covered``    topic, 0x00, partition uint32 BE           next offset not yet indexed (uint64 BE)
 ``snapshots``  stream id (UTF-8)                          ``[name, schema, version, state]``
 ``meta``       ``b"boot"``, ``b"clean"``                  boot id of the last open; 1 if closed cleanly
+``meta``       ``b"format"``                              ``b"2"`` (not sealed)
 =============  =========================================  ===========================================
+
+Every value but ``meta/format`` is sealed (``catalog/sealed.py``: an xxh3-64
+trailer over the value, seeded with its key's), here and only here: each
+accessor below seals what it writes and checks what it reads. A value that
+fails its checksum is damage (below): no read serves it. A chunk carries one
+trailer for its up to 128 envelopes, so a stream read checks one checksum a
+chunk, not one an event. An index written before values were sealed (no
+``format``) is dropped and rebuilt at open, as after an operating-system crash.
 
 Commits are not fsynced (the environment is opened with ``sync=False``): a
 process crash loses nothing (LMDB's pages are in the page cache), and after an
@@ -45,7 +54,7 @@ from typing import Any, TypeVar
 import lmdb
 import msgspec
 
-from ..catalog import datafile
+from ..catalog import datafile, sealed
 from ..catalog.env import DAMAGE_ERRORS, lmdb_error, write_growing
 from ..errors import CorruptionError, EventStoreError, StorageError, StorageFullError
 
@@ -60,6 +69,7 @@ DB_ALL = b"all"
 DB_COVERED = b"covered"
 DB_SNAPSHOTS = b"snapshots"
 DB_META = b"meta"
+FORMAT = b"2"  # meta/format: every value sealed
 _DBS = (DB_HEADS, DB_CHUNKS, DB_IDS, DB_ALL, DB_COVERED, DB_SNAPSHOTS, DB_META)
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -68,7 +78,11 @@ DAMAGED_MARK = "damaged"  # a file beside data.mdb: the index is rebuilt at the 
 BROKEN_SUFFIX = ".broken"
 _BROKEN_COPIES_MAX = 1000
 INDEX_REPAIR = "the stream index is derived from the log: it is moved aside and rebuilt at the next open"
-_DECODE_ERRORS = (msgspec.MsgspecError, struct.error, UnicodeDecodeError)
+class ChecksumMismatch(ValueError):
+    """A value of the index fails its checksum (a cause of ``CorruptionError``)."""
+
+
+_DECODE_ERRORS = (msgspec.MsgspecError, struct.error, UnicodeDecodeError, ChecksumMismatch)
 _READ_ERRORS = (lmdb.Error, *_DECODE_ERRORS)
 
 
@@ -154,18 +168,21 @@ class StreamIndex:
         self.damage: datafile.Damage | None = _damage_of(directory)
         self.broken: str | None = None
         boot = clean = None
+        old_format = False
         if self.damage is None:
             try:
                 self.env = self._env(directory)
                 with self.env.begin() as txn:
-                    boot = txn.get(b"boot", db=self.dbs[DB_META])
-                    clean = txn.get(b"clean", db=self.dbs[DB_META])
+                    old_format = txn.get(b"boot", db=self.dbs[DB_META]) is not None \
+                        and txn.get(b"format", db=self.dbs[DB_META]) != FORMAT
+                    if not old_format:  # an index of format 1 has no sealed marks
+                        boot, clean = self._meta(txn, b"boot"), self._meta(txn, b"clean")
             except (CorruptionError, lmdb.Error) as e:
                 if not isinstance(e, (CorruptionError, *DAMAGE_ERRORS)):
                     raise
                 self.damage = datafile.Damage(os.path.join(directory, datafile.DATA_FILE), 0,
                                               f"LMDB found it damaged: {e}")
-        dropped = boot is not None and clean != b"1" and boot != boot_id()
+        dropped = old_format or (boot is not None and clean != b"1" and boot != boot_id())
         if self.damage is not None:
             self.abandon()
             self.broken = _move_aside(directory)
@@ -186,8 +203,25 @@ class StreamIndex:
         return dropped or self.damage is not None
 
     def _mark_open(self, txn: Any) -> None:
-        txn.put(b"boot", boot_id(), db=self.dbs[DB_META])
-        txn.put(b"clean", b"0", db=self.dbs[DB_META])
+        txn.put(b"boot", sealed.seal(b"boot", boot_id()), db=self.dbs[DB_META])
+        txn.put(b"clean", sealed.seal(b"clean", b"0"), db=self.dbs[DB_META])
+        txn.put(b"format", FORMAT, db=self.dbs[DB_META])
+
+    def _meta(self, txn: Any, key: bytes) -> bytes | None:
+        """A mark of ``meta`` (``boot``, ``clean``); one that fails its checksum is damage."""
+        raw = txn.get(key, db=self.dbs[DB_META])
+        if raw is None:
+            return None
+        payload = sealed.opened(key, raw)
+        if payload is None:
+            raise CorruptionError(os.path.join(self.path, datafile.DATA_FILE), 0,
+                                  f"the stream index's {key.decode()} mark fails its checksum")
+        return bytes(payload)
+
+    def clean_mark(self) -> bytes | None:
+        """The ``clean`` mark: ``b"1"`` after a clean close, ``b"0"`` while open."""
+        with self.read() as txn:
+            return self._meta(txn, b"clean")
 
     def _env(self, directory: str) -> Any:
         env = None
@@ -253,6 +287,10 @@ class StreamIndex:
         return lmdb_error(e, self.path, doing, INDEX_REPAIR) if isinstance(e, lmdb.Error) \
             else StorageError(self.path, f"{doing}: {e}")
 
+    def marked_damaged(self) -> bool:
+        """Whether a read or a check found the index damaged (the next open rebuilds it)."""
+        return os.path.exists(os.path.join(self.path, DAMAGED_MARK))
+
     def mark_damaged(self, reason: str) -> None:
         """Have the next open move the index aside and rebuild it from the log (case L1)."""
         mark = os.path.join(self.path, DAMAGED_MARK)
@@ -270,7 +308,8 @@ class StreamIndex:
     def close(self) -> None:
         try:
             with contextlib.suppress(StorageError):
-                self.write(lambda txn: txn.put(b"clean", b"1", db=self.dbs[DB_META]))
+                self.write(lambda txn: txn.put(b"clean", sealed.seal(b"clean", b"1"),
+                                               db=self.dbs[DB_META]))
             self.env.sync(True)
         except lmdb.Error as e:
             raise lmdb_error(e, self.path, "stream index sync failed", INDEX_REPAIR) from e
@@ -280,32 +319,17 @@ class StreamIndex:
     # --- reads -------------------------------------------------------------------
 
     def head(self, txn: Any, stream_id: str) -> Head | None:
+        key = stream_id.encode()
         try:
-            raw = txn.get(stream_id.encode(), db=self.dbs[DB_HEADS])
-            return None if raw is None else _head_decoder.decode(raw)
+            raw = txn.get(key, db=self.dbs[DB_HEADS])
+            return None if raw is None else _head_decoder.decode(_opened(key, raw))
         except _READ_ERRORS as e:
             raise self._failed(e, f"head of stream {stream_id!r}") from e
 
-    def chunks(self, txn: Any, stream_id: str, from_version: int) -> list[bytes]:
-        """The raw chunks holding versions ≥ ``from_version`` (the first may start earlier)."""
-        start = chunk_key(stream_id, from_version)
-        prefix = stream_id.encode() + b"\x00"
-        out: list[bytes] = []
-        try:
-            cursor = txn.cursor(db=self.dbs[DB_CHUNKS])
-            if not cursor.set_range(start):
-                return out
-            for key, value in cursor:  # bounded by the stream's chunks
-                if not key.startswith(prefix):
-                    break
-                out.append(value)
-        except lmdb.Error as e:
-            raise self._failed(e, f"events of stream {stream_id!r}") from e
-        return out
-
     def chunk_range(self, txn: Any, stream_id: str, first_chunk: int, last_chunk: int) -> list[bytes]:
-        """The stream's chunks ``first_chunk .. last_chunk``, which its head says are there: one
-        missing is damage (``CorruptionError``)."""
+        """The envelopes of the stream's chunks ``first_chunk .. last_chunk``, which its head
+        says are there: one missing is damage (``CorruptionError``). In a ``buffers``
+        transaction they are memoryviews of the map, valid only inside it."""
         found = self._chunks_at(txn, stream_id, first_chunk, last_chunk)
         if None in found:
             missing = first_chunk + found.index(None)
@@ -319,47 +343,62 @@ class StreamIndex:
         return {n: bytes(v) for n, v in enumerate(found, first_chunk) if v is not None}
 
     def _chunks_at(self, txn: Any, stream_id: str, first_chunk: int, last_chunk: int) -> list[bytes | None]:
-        keys = [stream_id.encode() + b"\x00" + _U32.pack(n) for n in range(first_chunk, last_chunk + 1)]
+        """Each chunk's envelopes, checked against its one checksum (None: no such chunk)."""
+        prefix = stream_id.encode() + b"\x00"
+        keys = [prefix + _U32.pack(n) for n in range(first_chunk, last_chunk + 1)]
         db = self.dbs[DB_CHUNKS]
         try:
-            return [txn.get(k, db=db) for k in keys]
-        except lmdb.Error as e:
+            return [None if v is None else _opened(k, v) for k, v in ((k, txn.get(k, db=db)) for k in keys)]
+        except _READ_ERRORS as e:
             raise self._failed(e, f"events of stream {stream_id!r}") from e
 
     def event_id(self, txn: Any, event_id: bytes) -> tuple[str, int, int] | None:
         try:
             raw = txn.get(event_id, db=self.dbs[DB_IDS])
-            return None if raw is None else _id_decoder.decode(raw)
+            return None if raw is None else _id_decoder.decode(_opened(event_id, raw))
         except _READ_ERRORS as e:
             raise self._failed(e, f"event id {event_id.hex()}") from e
 
     def covered(self, txn: Any, topic: str, partition: int) -> int:
+        key = partition_key(topic, partition)
         try:
-            raw = txn.get(partition_key(topic, partition), db=self.dbs[DB_COVERED])
-            return 0 if raw is None else int(_U64.unpack(raw)[0])
+            raw = txn.get(key, db=self.dbs[DB_COVERED])
+            return 0 if raw is None else int(_U64.unpack(_opened(key, raw))[0])
         except _READ_ERRORS as e:
             raise self._failed(e, f"coverage of {topic}/{partition}") from e
 
     def last_position(self, txn: Any) -> int:
         try:
             cursor = txn.cursor(db=self.dbs[DB_ALL])
-            return int(_U64.unpack(cursor.key())[0]) if cursor.last() else -1
+            if not cursor.last():
+                return -1
+            _opened(cursor.key(), cursor.value())  # a flipped key must not pass for the last
+            return int(_U64.unpack(cursor.key())[0])
         except _READ_ERRORS as e:
             raise self._failed(e, "last position") from e
+
+    def position(self, txn: Any, position: int) -> tuple[str, int, int] | None:
+        """Where the event at ``position`` is: (topic, partition, offset), or None."""
+        key = position_key(position)
+        try:
+            raw = txn.get(key, db=self.dbs[DB_ALL])
+            return None if raw is None else _location_decoder.decode(_opened(key, raw))
+        except _READ_ERRORS as e:
+            raise self._failed(e, f"position {position}") from e
 
     def positions(self, txn: Any, start: int, end: int) -> list[tuple[int, str, int, int]]:
         """(position, topic, partition, offset) for positions in ``[start, end)``."""
         out: list[tuple[int, str, int, int]] = []
         pos = start
-        try:
-            cursor = txn.cursor(db=self.dbs[DB_ALL])
-            if not cursor.set_range(position_key(start)):
-                return out
-            for key, value in cursor:  # bounded by end
+        last_position = self.last_position(txn)
+        last = min(end, last_position + 1)
+        try:  # exact look-ups, not a cursor walk: LMDB asserts (aborts) stepping onto a zeroed page
+            found = txn.cursor(db=self.dbs[DB_ALL]).getmulti(list(map(_U64.pack, range(start, last))))
+            if len(found) < last - start and txn.stat(self.dbs[DB_ALL])["entries"] == last_position + 1:
+                raise ChecksumMismatch("a position below the last is missing, and no append ever failed")
+            for key, value in found:  # bounded by end
                 pos = _U64.unpack(key)[0]
-                if pos >= end:
-                    break
-                topic, partition, offset = _location_decoder.decode(value)
+                topic, partition, offset = _location_decoder.decode(_opened(key, value))
                 out.append((pos, topic, partition, offset))
         except _READ_ERRORS as e:
             raise self._failed(e, f"position {pos}") from e
@@ -376,22 +415,42 @@ class StreamIndex:
             for key, value in cursor:  # bounded by the matching streams
                 if not key.startswith(raw_prefix):
                     break
-                out.append((bytes(key).decode(), _head_decoder.decode(value)))
+                out.append((bytes(key).decode(), _head_decoder.decode(_opened(key, value))))
         except _READ_ERRORS as e:
             raise self._failed(e, f"head of stream {bytes(key)!r}") from e
         return out
 
+    def snapshot(self, txn: Any, stream_id: str) -> bytes | None:
+        """The stream's snapshot as stored (a cache: one that fails its checksum reads as none,
+        and the aggregate is loaded from its events)."""
+        key = stream_id.encode()
+        try:
+            raw = txn.get(key, db=self.dbs[DB_SNAPSHOTS])
+        except lmdb.Error as e:
+            raise self._failed(e, f"snapshot of stream {stream_id!r}") from e
+        payload = None if raw is None else sealed.opened(key, raw)
+        return None if payload is None else bytes(payload)
+
     # --- writes (inside a write transaction) ----------------------------------------
 
     def put_head(self, txn: Any, stream_id: str, head: Head) -> None:
-        txn.put(stream_id.encode(), _encode(head), db=self.dbs[DB_HEADS])
+        key = stream_id.encode()
+        txn.put(key, _seal(key, _encode(head)), db=self.dbs[DB_HEADS])
+
+    def put_snapshot(self, txn: Any, stream_id: str, snapshot: bytes) -> None:
+        key = stream_id.encode()
+        txn.put(key, _seal(key, snapshot), db=self.dbs[DB_SNAPSHOTS])
+
+    def delete_snapshot(self, txn: Any, stream_id: str) -> bool:
+        return bool(txn.delete(stream_id.encode(), db=self.dbs[DB_SNAPSHOTS]))
 
     def append_envelopes(self, txn: Any, stream_id: str, first_version: int,
                          envelopes: Iterable[bytes]) -> None:
         """Add envelopes of consecutive versions to the stream's chunks.
 
         A chunk that starts with these versions holds nothing yet, so it is
-        written without reading it first.
+        written without reading it first; one that holds some is checked, and
+        sealed again whole.
         """
         db = self.dbs[DB_CHUNKS]
         envelopes = envelopes if isinstance(envelopes, list) else list(envelopes)
@@ -404,8 +463,9 @@ class StreamIndex:
 
     def put_event(self, txn: Any, event_id: bytes, stream_id: str, version: int, position: int,
                   topic: str, partition: int, offset: int) -> None:
-        txn.put(event_id, _encode((stream_id, version, position)), db=self.dbs[DB_IDS])
-        txn.put(position_key(position), _encode((topic, partition, offset)), db=self.dbs[DB_ALL])
+        txn.put(event_id, _seal(event_id, _encode((stream_id, version, position))), db=self.dbs[DB_IDS])
+        key = position_key(position)
+        txn.put(key, _seal(key, _encode((topic, partition, offset))), db=self.dbs[DB_ALL])
 
     def put_events(self, txn: Any, event_ids: list[bytes], stream_id: str, first_version: int,
                    first_position: int, topic: str, partition: int, first_offset: int) -> None:
@@ -413,25 +473,28 @@ class StreamIndex:
         n = len(event_ids)
         positions = range(first_position, first_position + n)
         where = zip(repeat(stream_id, n), range(first_version, first_version + n), positions, strict=True)
-        txn.cursor(db=self.dbs[DB_IDS]).putmulti(zip(event_ids, map(_encode, where), strict=True))
+        txn.cursor(db=self.dbs[DB_IDS]).putmulti(
+            zip(event_ids, map(_seal, event_ids, map(_encode, where)), strict=True))
         places = zip(repeat(topic, n), repeat(partition, n), range(first_offset, first_offset + n),
                      strict=True)
+        keys = list(map(_U64.pack, positions))
         txn.cursor(db=self.dbs[DB_ALL]).putmulti(
-            zip(map(_U64.pack, positions), map(_encode, places), strict=True))
+            zip(keys, map(_seal, keys, map(_encode, places)), strict=True))
 
     def put_covered(self, txn: Any, topic: str, partition: int, next_offset: int) -> None:
-        txn.put(partition_key(topic, partition), _U64.pack(next_offset), db=self.dbs[DB_COVERED])
+        key = partition_key(topic, partition)
+        txn.put(key, _seal(key, _U64.pack(next_offset)), db=self.dbs[DB_COVERED])
 
     def drop_topic(self, topic: str) -> None:
         """Forget every stream of ``topic`` (when the topic is deleted)."""
         def drop(txn: Any) -> None:
-            heads = [(k, _head_decoder.decode(v)) for k, v in txn.cursor(db=self.dbs[DB_HEADS])]
+            heads = [(k, _head_decoder.decode(_opened(k, v))) for k, v in txn.cursor(db=self.dbs[DB_HEADS])]
             gone = {bytes(k).decode() for k, head in heads if head.topic == topic}
             for key, value in list(txn.cursor(db=self.dbs[DB_ALL])):  # bounded by the index
-                if msgspec.msgpack.decode(value)[0] == topic:
+                if msgspec.msgpack.decode(_opened(key, value))[0] == topic:
                     txn.delete(key, db=self.dbs[DB_ALL])
             for key, value in list(txn.cursor(db=self.dbs[DB_IDS])):  # bounded by the index
-                if msgspec.msgpack.decode(value)[0] in gone:
+                if msgspec.msgpack.decode(_opened(key, value))[0] in gone:
                     txn.delete(key, db=self.dbs[DB_IDS])
             covered = txn.cursor(db=self.dbs[DB_COVERED])
             prefix = topic.encode() + b"\x00"
@@ -452,11 +515,23 @@ class StreamIndex:
             listener(topic)
 
 
+_seal = sealed.seal
+
+
+def _opened(key: bytes, value: Any) -> Any:
+    """The payload of a sealed value of the index; ``ChecksumMismatch`` if it fails."""
+    payload = sealed.opened(key, value)
+    if payload is None:
+        raise ChecksumMismatch(f"the value under key {bytes(key)!r} fails its checksum")
+    return payload
+
+
 def _extend(txn: Any, db: Any, key: bytes, envelopes: list[bytes], fresh: bool) -> None:
     if not envelopes:
         return
     old = None if fresh else txn.get(key, db=db)
-    txn.put(key, (bytes(old) if old is not None else b"") + b"".join(envelopes), db=db)
+    kept = b"" if old is None else bytes(_opened(key, old))
+    txn.put(key, _seal(key, kept + b"".join(envelopes)), db=db)
 
 
 class _Reading:

@@ -37,7 +37,7 @@ import msgspec
 
 from ..errors import StorageError
 from .events import StreamMetadata
-from .index import DB_SNAPSHOTS, Head, StreamIndex
+from .index import Head, StreamIndex
 
 if TYPE_CHECKING:
     from .streams import Streams
@@ -90,7 +90,7 @@ class Snapshots:
         try:
             with index.read() as txn:
                 head = index.head(txn, stream_id)
-                raw = txn.get(stream_id.encode(), db=index.dbs[DB_SNAPSHOTS])
+                raw = index.snapshot(txn, stream_id)
         except lmdb.Error as e:
             raise StorageError(index.path, f"stream index read failed: {e}") from e
         return head, _decode(raw)
@@ -101,17 +101,15 @@ class Snapshots:
     def put(self, stream_id: str, snapshot: Snapshot) -> bool:
         """Store ``snapshot`` unless a newer, still valid one is there; True if written."""
         index = self._index()
-        key = stream_id.encode()
         value = _encode(snapshot)
 
         def write(txn: Any) -> bool:
-            db = index.dbs[DB_SNAPSHOTS]
-            old = _decode(txn.get(key, db=db))
+            old = _decode(index.snapshot(txn, stream_id))
             head = index.head(txn, stream_id)
             last = head.last_version if head is not None else -1
             if old is not None and snapshot.version < old.version <= last:
                 return False
-            txn.put(key, value, db=db)
+            index.put_snapshot(txn, stream_id, value)
             return True
 
         return bool(index.write(write))
@@ -119,8 +117,7 @@ class Snapshots:
     def delete(self, stream_id: str) -> bool:
         """Forget the stream's snapshot; True if there was one."""
         index = self._index()
-        key = stream_id.encode()
-        return bool(index.write(lambda txn: txn.delete(key, db=index.dbs[DB_SNAPSHOTS])))
+        return bool(index.write(lambda txn: index.delete_snapshot(txn, stream_id)))
 
 
 def _decode(raw: bytes | None) -> Snapshot | None:
