@@ -13,6 +13,7 @@ import gc
 import tempfile
 import threading
 import time
+import weakref
 from collections import Counter, defaultdict
 from typing import Any
 from unittest import mock
@@ -399,6 +400,29 @@ def test_consumer_dropped_without_close_loses_its_session(store: eventstore.Stor
     del a  # never closed: nothing heartbeats for it any more
     gc.collect()
     poll_until([b], lambda: len(b.assignment()) == 2, timeout_s=5)
+    assert owned_by_member(store, "g") == {"b": {TP("t", 0), TP("t", 1)}}
+    b.close()
+
+
+def test_dropped_consumer_goes_with_its_last_reference(store: eventstore.Store) -> None:
+    """A consumer dropped without close() is freed at once, not at some later run of the cyclic
+    garbage collector (which a quiet process may not make for minutes): its session lapses on
+    time, with the collector off."""
+    store.create_topic("t", 2)
+    cfg: dict[str, Any] = {"group_id": "g", "max_poll_interval_ms": 60_000, "session_timeout_ms": 50}
+    a = store.consumer("t", client_id="a", **cfg)
+    b = store.consumer("t", client_id="b", **cfg)
+    poll_until([a, b], lambda: stable(store, "g", 2))
+    dropped = weakref.ref(a)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del a  # never closed, and no collection runs
+        assert dropped() is None, [type(r).__name__ for r in gc.get_referrers(dropped())]
+        poll_until([b], lambda: len(b.assignment()) == 2, timeout_s=5)
+    finally:
+        if enabled:
+            gc.enable()
     assert owned_by_member(store, "g") == {"b": {TP("t", 0), TP("t", 1)}}
     b.close()
 

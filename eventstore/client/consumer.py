@@ -750,15 +750,22 @@ class IterationBuffer:
     """
 
     def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
+        # weak: the consumer holds its buffer, and a cycle would keep a consumer dropped
+        # without close() alive (and its partitions held) until the cyclic collector runs
+        self._owner = weakref.ref(consumer)
         # (partition, records, its position at the poll), the next chunk last
         self._chunks: list[tuple[TopicPartition, list[Record], int]] = []
         self._next = 0  # index of the next record in the last chunk
         self._expected = 0  # the last chunk's partition's position if nobody moved it
 
+    def _consumer(self) -> Consumer:
+        consumer = self._owner()
+        assert consumer is not None, "an iteration buffer is used only through its consumer"
+        return consumer
+
     def fill(self, batch: Mapping[TopicPartition, list[Record]]) -> None:
         """Replace the buffer with what ``poll(update_offsets=False)`` returned."""
-        positions = self._consumer._positions
+        positions = self._consumer()._positions
         self._chunks = [(tp, records, positions.get(tp, records[0].offset))
                         for tp, records in reversed(list(batch.items())) if records]
         self._next = 0
@@ -767,7 +774,7 @@ class IterationBuffer:
 
     def next(self) -> Record | None:
         """The next record still valid to hand out (its position moves past it), or None."""
-        consumer = self._consumer
+        consumer = self._consumer()
         while self._chunks:  # bounded by the records buffered
             tp, records, _ = self._chunks[-1]
             if (self._next < len(records) and consumer._positions.get(tp) == self._expected

@@ -12,11 +12,12 @@ JoinGroup/SyncGroup protocol would be a second kind of the same group, with
 the same generations, expiry and fencing.
 
 An embedded member that stops polling for ``max_poll_interval_ms`` is removed;
-so is one whose consumer is gone without ``close()`` (garbage collected:
-nothing can heartbeat for it) once ``session_timeout_ms`` has passed since its
-last heartbeat. A consumer busy between polls keeps its session, as Kafka's
-background heartbeat keeps it. Late commits of a removed member fail with
-``CommitFailedError``.
+so is one whose consumer is gone without ``close()`` (its last reference
+dropped: a consumer holds no reference cycle of its own, so it goes at once,
+not at a later run of the cyclic garbage collector; nothing can heartbeat for
+it) once ``session_timeout_ms`` has passed since its last heartbeat. A consumer
+busy between polls keeps its session, as Kafka's background heartbeat keeps it.
+Late commits of a removed member fail with ``CommitFailedError``.
 """
 
 from __future__ import annotations
