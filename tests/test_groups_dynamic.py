@@ -23,6 +23,7 @@ import random
 import re
 import threading
 import time
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -402,16 +403,28 @@ def test_lone_consumer_past_max_poll_interval_cannot_commit(store: eventstore.St
 
 
 def test_dropped_consumer_loses_its_partitions_after_session_timeout(store: eventstore.Store) -> None:
+    """The session runs from the dropped consumer's last heartbeat (its last poll), so that is
+    where the clock starts: a slow machine may only see the partitions move later, never
+    earlier."""
     a, b = _pair(store, session_timeout_ms=400, max_poll_interval_ms=60_000)
     a_parts = a.assignment()
+    dropped = weakref.ref(a)
+    heartbeat_at = time.monotonic()  # a's last heartbeat is at or after this
     a.poll(timeout_ms=0)
-    del a
-    gc.collect()
-    # not before the session timeout ...
-    assert {tp for tp, o in owners(store, "g").items() if o == "a"} == a_parts
-    t0 = time.monotonic()
-    wait_for(lambda: len(b.assignment()) == 4, lambda: b.poll(timeout_ms=10), timeout_s=5)
-    assert time.monotonic() - t0 >= 0.25
+    del a  # never closed: it goes at once (no collection needed), nothing heartbeats for it
+    assert dropped() is None
+
+    def a_gone() -> bool:
+        held = {tp for tp, o in owners(store, "g").items() if o == "a"}
+        assert held in (a_parts, set()), held
+        if held:
+            return False
+        # not before the session timeout (measured after this check saw it, so never early)
+        assert time.monotonic() - heartbeat_at >= 0.4
+        return True
+
+    # ... and after it: b takes everything over
+    wait_for(lambda: a_gone() and len(b.assignment()) == 4, lambda: b.poll(timeout_ms=10), timeout_s=5)
     assert [m.client_id for m in store.describe_group("g").members] == ["b"]
     b.close()
 
