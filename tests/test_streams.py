@@ -151,3 +151,31 @@ def test_bad_input_is_refused(store: eventstore.Store) -> None:
         store.append_to_stream("plain-1", _events(1))
     assert store.list_streams() == []
     assert isinstance(_events(1)[0].id, uuid.UUID)
+
+
+def test_a_stream_append_that_makes_its_topic_races_a_create_topic_of_the_same_name(
+    store: eventstore.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The append finds no topic, then another thread's create_topic (which does not take the
+    streams' lock) makes it before the append does: the append uses that topic."""
+    log = store.log
+    real_find = log.find_topic
+    raced: list[str] = []
+
+    def find_topic(name: str) -> eventstore.TopicConfig | None:
+        cfg = real_find(name)
+        if cfg is None and name == "order":
+            raced.append(name)
+            if len(raced) == 2:  # the look-up under the streams' lock: the other thread wins now
+                thread = threading.Thread(target=store.create_topic, args=("order", 2),
+                                          kwargs={"streams": True})
+                thread.start()
+                thread.join(10)
+        return cfg  # None: the append goes on to create the topic itself
+
+    monkeypatch.setattr(log, "find_topic", find_topic)
+    result = store.append_to_stream("order-1", _events(2), StreamState.NO_STREAM)
+    assert raced == ["order", "order"]
+    assert result.next_expected_version == 1
+    assert store.topic("order").partitions == 2 and store.topic("order").streams
+    assert [e.version for e in store.read_stream("order-1")] == [0, 1]

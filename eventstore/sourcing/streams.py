@@ -37,6 +37,7 @@ from ..errors import (
     InvalidArgumentError,
     StorageError,
     StreamNotFoundError,
+    TopicExistsError,
 )
 from ..partitioner import partition_for_key
 from ..records import DEFAULT_MAX_RECORD_BYTES, RecoveryEvent, TopicConfig
@@ -175,7 +176,12 @@ class Streams:
             cfg = self.log.find_topic(name)
             if cfg is None:
                 check_sizes(stream_id, events, name, DEFAULT_MAX_RECORD_BYTES)
-                return self.log.create_topic(name, partitions=self._default_partitions, streams=True)
+                try:
+                    return self.log.create_topic(name, partitions=self._default_partitions, streams=True)
+                except TopicExistsError:  # made meanwhile by a create_topic outside this lock
+                    cfg = self.log.find_topic(name)
+                    if cfg is None:  # and deleted again: the caller sees the race
+                        raise
             if not cfg.streams:
                 raise InvalidArgumentError(
                     f"topic {name!r} holds plain records, not streams; choose another topic="
