@@ -50,6 +50,17 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def write_synced(path: str, data: bytes) -> None:
+    """Create (or truncate) ``path``, write ``data`` and fsync it: the first half of every
+    replace-by-rename here (the caller renames it into place)."""
+    fd = disk.open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data)
+        disk.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _IndexFile:
     """An append-only file of fixed-size entries, opened lazily for writing."""
 
@@ -74,12 +85,7 @@ class _IndexFile:
 
     def _rewrite(self, data: bytes) -> None:
         tmp = self.path + ".tmp"
-        fd = disk.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(fd, data)
-            disk.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, data)
         self.close()
         disk.replace(tmp, self.path)
 

@@ -16,7 +16,7 @@ from ..errors import CorruptionError
 from ..records import RecoveryEvent
 from . import disk
 from . import format as fmt
-from .index import write_all
+from .index import write_synced
 from .names import (
     BROKEN_SUFFIX,
     LOG_SUFFIX,
@@ -211,12 +211,7 @@ def _cut_torn_tail(seg: Segment, position: int, case: str, reason: str, report: 
             src.seek(position)
             data = src.read(seg.size - position)
         tmp = broken + ".tmp"  # a kill mid-copy leaves a .tmp (removed, R7), never a short copy
-        fd = disk.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(fd, data)
-            disk.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, data)
         disk.replace(tmp, broken)
         fsync_dir(seg.directory)
     except OSError as e:

@@ -19,7 +19,7 @@ import msgspec
 from ..errors import CorruptionError
 from ..records import TopicConfig
 from . import disk, faults
-from .index import write_all
+from .index import write_synced
 from .recovery import fsync_dir
 from .segment import storage_error
 
@@ -69,12 +69,7 @@ def write_config(directory: str, config: TopicConfig) -> None:
     tmp = path + ".tmp"
     data = json.dumps(msgspec.to_builtins(config), indent=1, sort_keys=True).encode() + b"\n"
     try:
-        fd = disk.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(fd, data)
-            disk.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, data)
         disk.replace(tmp, path)
         fsync_dir(directory)
     except OSError as e:
