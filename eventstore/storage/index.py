@@ -12,6 +12,7 @@ import errno
 import os
 import struct
 import sys
+import threading
 from array import array
 from bisect import bisect_left, bisect_right
 
@@ -69,6 +70,7 @@ class _IndexFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = None
+        self._close_lock = threading.Lock()
 
     def _write(self, data: bytes, entries_before: int) -> bool:
         try:
@@ -99,9 +101,10 @@ class _IndexFile:
             disk.fdatasync(self._fd)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._close_lock:  # two closers must not close the number twice (it may be reused)
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def read_raw(self) -> tuple[bytes, bool]:
         """The file's whole entries, and whether it ended in a partial one (a torn write)."""

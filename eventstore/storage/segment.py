@@ -241,18 +241,28 @@ class Segment:
                 if self.deleted:
                     raise SegmentDeletedError(self.log_path)
                 try:
-                    fd = self.fd if self.fd is not None else os.open(self.log_path, os.O_RDONLY)
-                    try:
-                        self._mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-                    finally:
-                        if fd != self.fd:
-                            os.close(fd)
+                    self._mm = self._map_whole()
                 except (OSError, ValueError) as e:
                     raise CorruptionError(self.log_path, end, f"cannot map segment: {e}") from e
                 self._mapped = len(self._mm)
                 if self._mapped < end:
                     raise CorruptionError(self.log_path, self._mapped, "segment shorter than its end")
             return self._mm
+
+    def _map_whole(self) -> mmap.mmap:
+        """Map the whole log file, through the writer's descriptor while it is open.
+
+        The descriptor is used under ``_fd_lock``: a ``close`` meanwhile would otherwise
+        let this map, or close a second time, a number the process has handed out again.
+        """
+        with self._fd_lock:
+            if self.fd is not None:
+                return mmap.mmap(self.fd, 0, prot=mmap.PROT_READ)
+        fd = os.open(self.log_path, os.O_RDONLY)
+        try:
+            return mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
 
     def drop_pages(self) -> None:
         """Drop this segment's mapped pages from the resident set (the page cache keeps them)."""
