@@ -26,7 +26,8 @@ import eventstore
 #: The layers, lowest first. A unit may import its own modules and the units of lower layers.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "records", "partitioner"),  # values: what every layer speaks
-    ("validation",),  # checks on caller input
+    ("validation", "wire"),  # checks on caller input; the Kafka protocol, sans I/O (imports only
+    # errors.py): storage and readers decode stored Kafka batches with its batch codec
     ("storage", "catalog"),  # segment files; LMDB
     ("batches",),  # what appends hand the log, checked: append_batch's columns, encoded batches
     ("log", "reader"),  # the log over storage + catalog; the read-only view beside an owner
@@ -34,8 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("transactions",),  # appends + group offsets through the outbox
     ("client",),  # consumer, producer, dead letters
     ("store",),  # the embedded store: composition of the above
-    ("aio", "repair", "wire"),  # over the store: async facades, `es verify --repair`, and the Kafka
-    # protocol (its sans-I/O codec imports only errors.py; the server over the log is to come)
+    ("aio", "repair"),  # over the store: async facades, `es verify --repair`
     ("eventstore",),  # the package's public names (__init__.py)
     ("examples", "eventsourcing"),  # programs over the public names
     ("cli",),  # `es`

@@ -12,12 +12,12 @@ them:
 * ``messages``: request bodies decoded and responses encoded with kio's classes
   (needs the ``server`` extra);
 * ``batch`` and ``compression``: Kafka RecordBatch v2 — header, CRC-32C, base-offset
-  rewrite, records decoded and encoded (needs the ``server`` extra);
+  rewrite, records decoded and encoded (crc32c and cramjam: core dependencies);
 * ``errors``: :class:`ProtocolError`, :class:`CorruptRecordError`, and the table
   from eventstore's errors to Kafka error codes.
 
-This package imports none of its modules that need the ``server`` extra: import
-``eventstore.wire.messages`` or ``eventstore.wire.batch`` where they are used.
+This package imports none of ``messages`` (kio, the ``server`` extra) nor ``batch``:
+import them where they are used.
 """
 
 from .apis import SERVED, advertised, is_served

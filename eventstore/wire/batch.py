@@ -39,12 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .errors import SERVER_EXTRA
-
-try:
-    from crc32c import crc32c
-except ImportError as e:  # pragma: no cover - depends on the installation
-    raise ImportError(f"{__name__}: {e.name} is missing; {SERVER_EXTRA}") from e
+from crc32c import crc32c
 
 from .compression import DECOMPRESSED_BYTES_MAX, NONE, ZSTD, decompress
 from .errors import CorruptRecordError

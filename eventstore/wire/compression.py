@@ -30,12 +30,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from .errors import SERVER_EXTRA
-
-try:
-    import cramjam
-except ImportError as e:  # pragma: no cover - depends on the installation
-    raise ImportError(f"{__name__}: {e.name} is missing; {SERVER_EXTRA}") from e
+import cramjam
 
 from .errors import CorruptRecordError
 
