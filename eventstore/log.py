@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -42,6 +43,7 @@ from .errors import (
 )
 from .partitioner import partition_for_key
 from .records import (
+    NO_TOPIC_ID,
     Durability,
     Message,
     PartitionStatistics,
@@ -124,6 +126,7 @@ class Log:
         self._lock = threading.RLock()
         self._closed = False
         self._configs: dict[str, TopicConfig] = {}
+        self._by_id: dict[uuid.UUID, TopicConfig] = {}
         self._partitions: dict[str, list[PartitionLog]] = {}
         self._round_robin = itertools.count()
         self._gone: dict[str, TopicConfig] = {}
@@ -159,7 +162,7 @@ class Log:
         for name in topicdir.sweep_transient(self._root):
             self.report(RecoveryEvent(case="R7", path=os.path.join(self._root, name), position=0,
                                       detail="removed an unfinished topic creation or deletion"))
-        configs = topicdir.load_configs(self._root)
+        configs = {name: self._with_topic_id(cfg) for name, cfg in topicdir.load_configs(self._root).items()}
         cached = topic_cache.cached(self.catalog)
         for name, cfg in configs.items():
             if cached.get(name) != topic_cache.encode(cfg):
@@ -167,8 +170,18 @@ class Log:
         for name, cfg in configs.items():
             self._configs[name] = cfg
             self._partitions[name] = self._open_partitions(cfg, range(cfg.partitions))
+        self._by_id = {cfg.topic_id: cfg for cfg in self._configs.values()}
         self._gone = {name: topic_cache.decode(name, raw) for name, raw in cached.items()
                       if name not in configs}
+
+    def _with_topic_id(self, cfg: TopicConfig) -> TopicConfig:
+        """A topic whose ``topic.json`` was written before topics had ids gets one now, written
+        back before the topic is used, so that it is the same at every later open."""
+        if cfg.topic_id != NO_TOPIC_ID:
+            return cfg
+        cfg = msgspec.structs.replace(cfg, topic_id=_new_topic_id())
+        topicdir.write_config(os.path.join(self._root, cfg.name), cfg)
+        return cfg
 
     def _open_partitions(self, cfg: TopicConfig, partitions: range) -> list[PartitionLog]:
         """Open (recover) these partitions of a topic; if one fails, those opened are closed."""
@@ -354,7 +367,8 @@ class Log:
                  "segment_bytes": segment_bytes, "segment_ms": segment_ms,
                  "max_record_bytes": max_record_bytes, "streams": streams}
         asked = check_topic_settings({k: v for k, v in given.items() if v is not UNSET})
-        cfg = TopicConfig(name=name, created_ms=_now_ms(), **{"partitions": 1, **asked})
+        cfg = TopicConfig(name=name, created_ms=_now_ms(), topic_id=_new_topic_id(),
+                          **{"partitions": 1, **asked})
         with self._lock:
             self.check_open()
             existing = self._configs.get(name)
@@ -374,6 +388,7 @@ class Log:
                 self._unmake_topic(name)
                 raise
             self._configs = {**self._configs, name: cfg}
+            self._by_id = {**self._by_id, cfg.topic_id: cfg}
             self._partitions = {**self._partitions, name: opened}
         return cfg
 
@@ -423,6 +438,7 @@ class Log:
                 plog.config = cfg
             grown += self._open_partitions(cfg, range(old.partitions, cfg.partitions))
             self._configs = {**self._configs, name: cfg}
+            self._by_id = {**self._by_id, cfg.topic_id: cfg}
             self._partitions = {**self._partitions, name: grown}
         return cfg
 
@@ -432,12 +448,14 @@ class Log:
         with self._lock:
             cfg = self.topic(name)
             configs, all_partitions, gone = self._configs, self._partitions, self._partitions[name]
+            by_id = self._by_id
             self._configs = {k: v for k, v in configs.items() if k != name}
+            self._by_id = {k: v for k, v in by_id.items() if v.name != name}
             self._partitions = {k: v for k, v in all_partitions.items() if k != name}
             try:
                 doomed = topicdir.retire(self._root, name)  # the point of no return
             except BaseException:
-                self._configs, self._partitions = configs, all_partitions  # nothing was deleted
+                self._configs, self._partitions, self._by_id = configs, all_partitions, by_id
                 raise
             for plog in gone:  # no sync for data that is gone: a full disk cannot stop a delete
                 plog.abandon(TopicNotFoundError(name))
@@ -478,6 +496,14 @@ class Log:
     def find_topic(self, name: str) -> TopicConfig | None:
         """The configuration of topic ``name``, or None: no error, no lock, for hot paths."""
         return self._configs.get(name)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicConfig | None:
+        """The configuration of the topic whose id is ``topic_id``, or None (a topic deleted, or
+        deleted and made again, has another id): no lock, for the Kafka requests that name
+        topics by id."""
+        if topic_id == NO_TOPIC_ID:
+            return None
+        return self._by_id.get(topic_id)
 
     def topic_configs(self) -> Mapping[str, TopicConfig]:
         """Every topic's configuration by name, as of now (do not change it)."""
@@ -822,6 +848,11 @@ def _in_input_order(topic: str, groups: list[Group], bases: list[int], count: in
         for i, meta in zip(g.indexes, metas, strict=True):
             out[i] = meta
     return out
+
+
+def _new_topic_id() -> uuid.UUID:
+    """A new topic's id: 16 random bytes (a version-4 UUID, as Kafka makes them)."""
+    return uuid.uuid4()
 
 
 def _now_ms() -> int:

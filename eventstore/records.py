@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar, Literal
 
 import msgspec
@@ -24,6 +25,8 @@ Header = tuple[str, bytes]
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
 DEFAULT_SEGMENT_MS = 7 * 24 * 3600 * 1000
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+#: The topic id of a configuration written before topics had ids (Kafka's zero UUID: "none").
+NO_TOPIC_ID = uuid.UUID(int=0)
 Durability = Literal["fsync", "interval", "none"]
 
 
@@ -107,6 +110,9 @@ class TopicConfig(msgspec.Struct, frozen=True, kw_only=True):
     created_ms: int = 0
     streams: bool = False  # holds event-sourcing streams (records are event envelopes)
     format: int = 1
+    #: Random, made when the topic is made: a topic deleted and made again under the same
+    #: name gets another (Kafka's topic id; Metadata and Fetch name topics by it).
+    topic_id: uuid.UUID = NO_TOPIC_ID
 
 
 class PartitionStatistics(msgspec.Struct, frozen=True, kw_only=True):

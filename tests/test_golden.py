@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import struct
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ GOLDEN = Path(__file__).parent / "data" / "format-v1"
 TOPIC = "golden"
 CREATED_MS = 1_700_000_000_000
 TS = 1_700_000_123_000
+TOPIC_ID = uuid.UUID("6f1c0d2e-8a4b-4c3d-9e5f-0a1b2c3d4e5f")
 
 
 Row = tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes]]]
@@ -97,6 +99,7 @@ def generate(case: Case, directory: Path) -> None:
         shutil.rmtree(directory)
     mp = pytest.MonkeyPatch()
     mp.setattr("eventstore.log._now_ms", lambda: CREATED_MS)  # topic.json's created_ms
+    mp.setattr("eventstore.log._new_topic_id", lambda: TOPIC_ID)  # and its topic_id
     try:
         with eventstore.open(directory, durability="none") as store:
             store.create_topic(TOPIC, case.partitions, segment_bytes=case.segment_bytes)
@@ -282,7 +285,7 @@ def test_two_segments_layout_names_and_indexes() -> None:
     assert {k: v for k, v in config.items() if k in _spec_topic_json_example()} == {
         "created_ms": CREATED_MS, "format": 1, "max_record_bytes": 1024 * 1024, "name": TOPIC,
         "partitions": 1, "retention_bytes": None, "retention_ms": None, "segment_bytes": 8192,
-        "segment_ms": 7 * 24 * 3600 * 1000, "streams": False,
+        "segment_ms": 7 * 24 * 3600 * 1000, "streams": False, "topic_id": str(TOPIC_ID),
     }
     first = logs[0].read_bytes()
     starts = {}
