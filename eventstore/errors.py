@@ -21,6 +21,7 @@ __all__ = [
     "PartitionNotFoundError",
     "RecordDeserializationError",
     "RecordTooLargeError",
+    "ServerError",
     "StorageError",
     "StorageFullError",
     "StoreClosedError",
@@ -326,3 +327,15 @@ class CorruptionError(EventStoreError):
         self.position = position
         self.reason = reason
         super().__init__(f"corrupt data in {path} at position {position}: {reason}")
+
+
+# --- when serving the Kafka protocol -------------------------------------------
+
+
+class ServerError(EventStoreError):
+    """The server cannot start or run: its address is in use, cannot be resolved or bound."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(f"cannot listen on {address}: {reason}")

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .batches import BatchMetadata
 from .client.consumer import Consumer
@@ -39,6 +39,9 @@ from .sourcing.streams import Streams, open_streams
 from .sourcing.subscriptions import Subscription
 from .storage.check import CheckReport
 from .transactions import Transaction, Transactions
+
+if TYPE_CHECKING:
+    from .server import ServerHandle
 
 __all__ = ["DEFAULT_MAX_RECORDS", "DEFAULT_PATH", "BatchMetadata", "Store", "open"]
 
@@ -112,6 +115,7 @@ class Store:
             setattr(self, name, getattr(self.log, name))
         self._lock = threading.RLock()
         self._streams: Streams | None = None
+        self._servers: set[ServerHandle] = set()
         self._index_path = os.path.join(path, "index")
         made: Transactions | None = None
         try:
@@ -141,7 +145,10 @@ class Store:
     # --- open / close ------------------------------------------------------
 
     def close(self) -> None:
-        """Fsync everything, write checkpoints and release the lock. Idempotent."""
+        """Stop the servers this store runs (``serve``), then fsync everything, write
+        checkpoints and release the lock. Idempotent."""
+        for handle in list(self._servers):  # bounded by the servers started
+            handle.close()
         self.log.close()
 
     def __enter__(self) -> Store:
@@ -169,6 +176,25 @@ class Store:
         self.log.check_open()
         self.transactions.retry()
         self.log.flush()
+
+    def serve(self, address: str = "127.0.0.1:9092", **options: Any) -> ServerHandle:
+        """Serve this store over the Kafka wire protocol on ``address`` (``HOST:PORT``; port 0
+        picks a free one), on a thread of its own, while this process keeps using the store.
+
+        Returns once listening (``ServerError`` if the address is in use); the handle
+        has ``.address`` (as bound) and ``close()``, and is a context manager;
+        ``close()`` of the store stops it first. ``options``: ``advertised_listener``
+        (``HOST:PORT`` clients are told), ``auto_create_topics``, ``max_connections``,
+        ``max_in_flight``, ``max_frame_bytes``, ``node_id``, ``fetch_cache_bytes``
+        (docs/protocol.md). Needs the ``server`` extra.
+        """
+        self.log.check_open()
+        from .server import ServerHandle, server_factory
+
+        make = server_factory(self.log, self.groups, lambda: self.streams, address, **options)
+        handle = ServerHandle(make, on_close=self._servers.discard)
+        self._servers.add(handle)
+        return handle
 
     # --- topics (the Log's) --------------------------------------------------
 

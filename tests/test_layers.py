@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("groups", "sourcing"),  # consumer groups; event streams: both over the log
     ("transactions",),  # appends + group offsets through the outbox
     ("client",),  # consumer, producer, dead letters
+    ("server", "remote"),  # the Kafka wire protocol server over the seams; the remote client
     ("store",),  # the embedded store: composition of the above
     ("aio", "repair"),  # over the store: async facades, `es verify --repair`
     ("eventstore",),  # the package's public names (__init__.py)

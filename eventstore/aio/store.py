@@ -15,7 +15,7 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -42,6 +42,9 @@ from .producer import Producer
 from .subscriptions import Subscription
 from .threads import Wakeup, complete_in_thread
 from .transactions import Transaction
+
+if TYPE_CHECKING:
+    from ..server import AsyncServerHandle
 
 
 async def open(
@@ -111,6 +114,25 @@ class Store:
     async def flush(self) -> None:
         """Make everything appended so far durable and checkpoint every partition."""
         await complete_in_thread(self.blocking.flush)
+
+    async def serve(self, address: str = "127.0.0.1:9092", **options: Any) -> AsyncServerHandle:
+        """Serve this store over the Kafka wire protocol on the caller's event loop.
+
+        Returns once listening (``ServerError`` if the address is in use), as
+        ``Store.serve`` with the same options. Run it with ``async with await
+        store.serve(...) as server:`` (leaving stops it gracefully), or start
+        ``server.serve_forever`` in a task group and ``await server.close()``.
+        Close it before the store.
+        """
+        self.blocking.log.check_open()
+        from ..server import AsyncServerHandle, Server, server_factory
+
+        blocking = self.blocking
+        make = await complete_in_thread(functools.partial(
+            server_factory, blocking.log, blocking.groups, lambda: blocking.streams, address, **options))
+        server: Server = make()
+        await server.start()
+        return AsyncServerHandle(server)
 
     # --- topics ------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from ..errors import (
     TopicNotFoundError,
 )
 from ..repair import damaged_catalog
-from . import consume, dump, groups, produce, retention, stats, streams, topics, verify
+from . import consume, dump, groups, produce, retention, serve, stats, streams, topics, verify
 from .access import DATA_HELP, CliError, DataOption
 
 __all__ = ["DATA_HELP", "DataOption", "app", "main"]
@@ -107,6 +107,7 @@ app.command()(dump.dump)
 app.command()(verify.verify)
 app.command()(stats.stats)
 app.command()(retention.retention)
+app.command()(serve.serve)
 
 # These modules register themselves on ``app``; import them last.
 from . import bench_cmd, demo  # noqa: E402, F401

@@ -138,6 +138,8 @@ KAFKA_ERRORS: Final[dict[type[es.EventStoreError], KafkaError]] = {
     es.CorruptionError: KAFKA_STORAGE_ERROR,
     # committed but not yet in the log: a retry would append the records twice
     es.TransactionRelayPendingError: UNKNOWN_SERVER_ERROR,
+    # a server that cannot listen never answers; listed for completeness
+    es.ServerError: UNKNOWN_SERVER_ERROR,
     # the wire itself
     ProtocolError: INVALID_REQUEST,
     FrameTooLargeError: INVALID_REQUEST,

@@ -1,0 +1,87 @@
+"""``es serve``: serve a store over the Kafka wire protocol until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING, Annotated, cast
+
+import anyio
+import typer
+
+from .. import store as store_module
+from ..errors import StoreLockedError
+from ..records import Durability
+from ..store import DURABILITY_MODES
+from .access import CliError, DataOption
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+DEFAULT_LISTEN = "127.0.0.1:9092"
+
+
+def serve(
+    data: DataOption = store_module.DEFAULT_PATH,
+    listen: Annotated[str, typer.Option(
+        "--listen", metavar="HOST:PORT",
+        help="Address to listen on (port 0: any free port).")] = DEFAULT_LISTEN,
+    advertised_listener: Annotated[str | None, typer.Option(
+        "--advertised-listener", metavar="HOST:PORT",
+        help="Address clients are told to connect to (default: the listen address).")] = None,
+    durability: Annotated[str, typer.Option(
+        "--durability", metavar="fsync|interval|none",
+        help="When appends reach the disk (docs/format.md, section 11).")] = "fsync",
+    auto_create_topics: Annotated[bool, typer.Option(
+        "--auto-create-topics", help="Create a topic a client names that does not exist.")] = False,
+) -> None:
+    """Serve the store to Kafka clients (docs/protocol.md) until SIGINT or SIGTERM.
+
+    Makes the store if there is none. Stops gracefully on a signal: the requests
+    in flight are answered, then the store is closed; exit status 0.
+    """
+    if durability not in DURABILITY_MODES:
+        raise CliError(f"--durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}")
+    _log_to_stderr()
+    from ..server import server_factory  # the server extra: imported only by this command
+    from ..server.handle import backend_options
+
+    try:
+        store = store_module.open(data, durability=cast(Durability, durability))
+    except StoreLockedError as e:
+        holder = f"process {e.pid}" if e.pid is not None else "another process"
+        raise CliError(f"store {data!r} is in use by {holder} (another es serve, or an application)",
+                       ) from None
+    with store:
+        make = server_factory(store.log, store.groups, lambda: store.streams, listen,
+                              advertised_listener=advertised_listener, auto_create_topics=auto_create_topics)
+
+        async def run() -> None:
+            server: Server = make()
+            await server.start()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_stop_on_signal, server)
+                await server.serve_forever()
+                tg.cancel_scope.cancel()
+
+        anyio.run(run, backend="asyncio", backend_options=backend_options())
+    logging.getLogger("eventstore.server").info("stopped; store closed")
+
+
+async def _stop_on_signal(server: Server) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:  # the first signal stops the server
+            logging.getLogger("eventstore.server").info(
+                "%s: stopping (requests in flight are answered first)", signal.Signals(signum).name)
+            server.request_stop()
+            return
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    server_log = logging.getLogger("eventstore.server")
+    server_log.addHandler(handler)
+    server_log.setLevel(logging.INFO)
+    server_log.propagate = False

@@ -1,0 +1,106 @@
+"""The server's options: where it listens, what it advertises, its bounds (docs/protocol.md, 3).
+
+One frozen :class:`ServerConfig` per server, made by :func:`server_config` from what
+``Store.serve`` and ``es serve`` were given, every value checked there so that a
+typo fails before anything listens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from ..errors import InvalidArgumentError
+from ..wire import FRAME_BYTES_MAX
+
+__all__ = ["DEFAULT_ADDRESS", "ServerConfig", "format_address", "parse_address", "server_config"]
+
+DEFAULT_ADDRESS: Final = "127.0.0.1:9092"
+FETCH_CACHE_BYTES: Final = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """What one server does; every field has Kafka's default where Kafka has one."""
+
+    host: str = "127.0.0.1"
+    port: int = 9092
+    advertised_host: str | None = None
+    """The host clients are told to connect to (Metadata, FindCoordinator); default ``host``."""
+    advertised_port: int | None = None
+    """The port clients are told; default the port actually bound."""
+    max_in_flight: int = 32
+    """Requests of one connection being worked on or waiting to be answered."""
+    max_frame_bytes: int = FRAME_BYTES_MAX
+    max_connections: int = 1000
+    auto_create_topics: bool = False
+    """Metadata (and Produce) of an unknown topic creates it, as Kafka's auto.create.topics.enable."""
+    node_id: int = 0
+    fetch_cache_bytes: int = FETCH_CACHE_BYTES
+    """Bound of the cache of native batches converted to Kafka batches for Fetch."""
+    extra: tuple[tuple[str, Any], ...] = field(default=())
+    """Options for handler modules, by name (they check their own)."""
+
+
+_INT_BOUNDS: Final[dict[str, tuple[int, int]]] = {
+    "port": (0, 65535),
+    "advertised_port": (1, 65535),
+    "max_in_flight": (1, 10_000),
+    "max_frame_bytes": (64, FRAME_BYTES_MAX),
+    "max_connections": (1, 1_000_000),
+    "node_id": (0, 2**31 - 1),
+    "fetch_cache_bytes": (0, 2**40),
+}
+
+
+def parse_address(address: str, what: str = "address") -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:9092"`` for IPv6) as ``(host, port)``; port 0 = any free port."""
+    if not isinstance(address, str):
+        raise InvalidArgumentError(f"{what} must be 'HOST:PORT', got {address!r}")
+    host, sep, port_text = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise InvalidArgumentError(f"{what} must be 'HOST:PORT' with a port in 0..65535, got {address!r}")
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def server_config(listen: str = DEFAULT_ADDRESS, *, advertised_listener: str | None = None,
+                  **options: Any) -> ServerConfig:
+    """A checked :class:`ServerConfig`: ``listen`` and ``advertised_listener`` are
+    ``HOST:PORT``; ``options`` are the other fields by name (unknown names are refused,
+    except ``extra``, a mapping handed to handler modules)."""
+    host, port = parse_address(listen, "listen address")
+    given: dict[str, Any] = {"host": host, "port": port}
+    if advertised_listener is not None:
+        ahost, aport = parse_address(advertised_listener, "advertised listener")
+        if aport == 0:
+            raise InvalidArgumentError(f"advertised listener needs a port, got {advertised_listener!r}")
+        given.update(advertised_host=ahost, advertised_port=aport)
+    known = {f.name for f in fields(ServerConfig)} - {"host", "port", "advertised_host", "advertised_port"}
+    for name, value in options.items():
+        if name not in known:
+            names = ", ".join(sorted(known | {"advertised_listener"}))
+            raise InvalidArgumentError(f"unknown server option {name!r}; known: {names}")
+        given[name] = _checked(name, value)
+    return ServerConfig(**given)
+
+
+def _checked(name: str, value: Any) -> Any:
+    if name == "auto_create_topics":
+        if type(value) is not bool:
+            raise InvalidArgumentError(f"auto_create_topics must be a bool, got {value!r}")
+        return value
+    if name == "extra":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise InvalidArgumentError(f"extra must be a dict of options by name, got {value!r}")
+        return tuple(sorted(value.items()))
+    low, high = _INT_BOUNDS[name]
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidArgumentError(f"{name} must be an int in {low}..{high}, got {value!r}")
+    return value

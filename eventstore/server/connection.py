@@ -1,0 +1,145 @@
+"""One client connection: frames in, handlers run concurrently, responses out in order.
+
+Three parts share a task group (docs/protocol.md, section 3):
+
+* the reader takes bytes from the socket (no more than the frame being read needs,
+  or 64 KiB), cuts frames (``FrameSplitter``), reads each header, and starts the
+  request's handler in a task of its own: a client may have many requests in flight
+  (pipelining), and a long-poll Fetch must not hold back the Metadata behind it;
+* each request owns a :class:`Slot`, queued in arrival order, that its task fills
+  with the response frame (or nothing, or "close");
+* the writer takes the slots in order, waits for each to be filled and writes it:
+  responses leave in request order whatever order the work finishes in.
+
+Back-pressure: the reader takes one of ``max_in_flight`` tokens per request and the
+writer gives it back once the response is written; with none left the reader stops
+reading, and TCP slows the client down.
+
+A frame that cannot be read (bad size, header) stops the reader: the requests before
+it are still answered, then the connection closes, nothing of that frame written.
+A request that cannot be answered (``CloseConnection``, or a handler that fails in
+a way no error code says) closes the connection when its turn to be written comes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..wire import FrameSplitter, ProtocolError, RequestHeader, parse_request_header
+from .context import Broker, Context
+from .dispatch import CloseConnection, answer
+
+__all__ = ["Connection", "Slot"]
+
+log = logging.getLogger("eventstore.server")
+
+READ_BYTES = 65536
+READ_BYTES_MAX = 1 << 20
+_CLOSE = object()
+
+
+@dataclass(slots=True, eq=False)
+class Slot:
+    """One request's place in the answer order; filled once by its task."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    response: bytes | object | None = None
+
+    def fill(self, response: bytes | object | None) -> None:
+        self.response = response
+        self.done.set()
+
+
+class Connection:
+    """Serves one accepted socket until the client leaves, a frame is bad, or the server stops."""
+
+    def __init__(self, broker: Broker, stream: anyio.abc.SocketStream, client: str) -> None:
+        self.broker = broker
+        self.stream = stream
+        self.ctx = Context(broker, client)
+        config = broker.config
+        self.splitter = FrameSplitter(config.max_frame_bytes)
+        self.tokens = anyio.Semaphore(config.max_in_flight)
+        self.reading = anyio.CancelScope()
+        self.closing = False
+
+    def stop_reading(self) -> None:
+        """Graceful stop: no new requests; those in flight are answered, then the socket closes."""
+        self.reading.cancel()
+
+    async def serve(self) -> None:
+        send, receive = anyio.create_memory_object_stream[Slot](math.inf)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write, receive, tg.cancel_scope)
+                async with send:
+                    with self.reading:
+                        await self._read(send, tg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def _read(self, send: MemoryObjectSendStream[Slot], tg: anyio.abc.TaskGroup) -> None:
+        splitter = self.splitter
+        while True:  # one pass per chunk received; ends with the connection
+            wanted = min(max(splitter.bytes_wanted, READ_BYTES), READ_BYTES_MAX)
+            try:
+                data = await self.stream.receive(wanted)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return
+            try:
+                frames = splitter.feed(data)
+            except ProtocolError as e:
+                log.warning("closing the connection from %s: %s", self.ctx.client, e)
+                return
+            for frame_bytes in frames:  # bounded by what one chunk holds
+                if not await self._start(frame_bytes, send, tg):
+                    return
+            if splitter.failed is not None:
+                log.warning("closing the connection from %s: %s", self.ctx.client, splitter.failed)
+                return
+
+    async def _start(self, frame_bytes: bytes, send: MemoryObjectSendStream[Slot],
+                     tg: anyio.abc.TaskGroup) -> bool:
+        """Start one request; False when its header cannot be read (the connection closes)."""
+        try:
+            header = parse_request_header(frame_bytes)
+        except ProtocolError as e:
+            log.warning("closing the connection from %s: request header: %s", self.ctx.client, e)
+            return False
+        await self.tokens.acquire()  # back-pressure: wait for a response to be written
+        slot = Slot()
+        send.send_nowait(slot)
+        tg.start_soon(self._run, header, frame_bytes, slot)
+        return True
+
+    async def _run(self, header: RequestHeader, frame_bytes: bytes, slot: Slot) -> None:
+        try:
+            slot.fill(await answer(self.ctx, header, frame_bytes))
+        except CloseConnection as e:
+            log.warning("closing the connection from %s: %s", self.ctx.client, e)
+            slot.fill(_CLOSE)
+        except Exception:  # a handler's bug: this connection ends, the server goes on
+            log.exception("closing the connection from %s: API %d v%d (correlation id %d) failed",
+                          self.ctx.client, header.api_key, header.api_version, header.correlation_id)
+            slot.fill(_CLOSE)
+
+    async def _write(self, receive: MemoryObjectReceiveStream[Slot], scope: anyio.CancelScope) -> None:
+        async with receive:
+            async for slot in receive:  # one per request, in arrival order
+                await slot.done.wait()
+                if slot.response is _CLOSE:
+                    break
+                if isinstance(slot.response, bytes):
+                    try:
+                        await self.stream.send(slot.response)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                        break
+                self.tokens.release()
+        scope.cancel()  # the client is gone or the connection must close: stop reading too

@@ -1,0 +1,208 @@
+"""What a handler sees: the engine seams, the server's configuration, its client.
+
+A :class:`Broker` is made once per server: the :class:`~eventstore.log.Log`, the
+:class:`~eventstore.groups.GroupCoordinator`, the streams (opened on first use),
+the configuration, the cluster id, and what handler modules keep across requests
+(``state``). A :class:`Context` is made once per connection over it, with the
+client's address.
+
+Handlers run on the event loop. The engine's calls block (disk, fsync, locks), so
+a handler runs them with ``await ctx.blocking(fn, *args)`` in a worker thread, and
+waits for records with ``ctx.watch(partitions)``: a wake-up the appending thread
+schedules on the loop, no thread held while waiting (a long-poll Fetch costs none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, TypeVarTuple
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from ..groups import GroupCoordinator
+from ..log import Log, Watch
+from ..records import TopicPartition
+from ..sourcing.streams import Streams
+from .config import ServerConfig
+
+__all__ = ["Broker", "Context", "RecordsWaiter"]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+log = logging.getLogger("eventstore.server")
+
+#: Worker threads the engine calls of one server may hold at once (appends wait for fsync).
+BLOCKING_THREADS = 64
+
+
+class Broker:
+    """One server's shared state: the seams, the configuration, the advertised address."""
+
+    def __init__(self, log: Log, groups: GroupCoordinator, streams: Streams | Callable[[], Streams] | None,
+                 config: ServerConfig, cluster_id: str) -> None:
+        self.log = log
+        self.groups = groups
+        self.config = config
+        self.cluster_id = cluster_id
+        self.advertised_host = config.advertised_host or config.host
+        self.advertised_port = config.advertised_port or config.port
+        """Set from the port actually bound when ``config.port`` is 0 (``Server.start``)."""
+        self.state: dict[str, Any] = {}
+        """What a handler module keeps across requests and connections, under its own key
+        (e.g. its module name); set up lazily with ``state.setdefault``."""
+        self.limiter = anyio.CapacityLimiter(BLOCKING_THREADS)
+        self.stopping = False
+        self._streams = streams
+        self._waiters: set[RecordsWaiter] = set()
+
+    @property
+    def streams(self) -> Streams | None:
+        """The event-sourcing layer, opened on first use; None on a server without one."""
+        streams = self._streams
+        if streams is None or isinstance(streams, Streams):
+            return streams
+        self._streams = opened = streams()
+        return opened
+
+    def stop_waiting(self) -> None:
+        """At shutdown: every long poll returns now (with what it has)."""
+        self.stopping = True
+        for waiter in list(self._waiters):
+            waiter.notify()
+
+    def add_waiter(self, waiter: RecordsWaiter) -> None:
+        self._waiters.add(waiter)
+
+    def remove_waiter(self, waiter: RecordsWaiter) -> None:
+        self._waiters.discard(waiter)
+
+
+class Context:
+    """One connection's view of the server, handed to every handler of its requests."""
+
+    __slots__ = ("broker", "client")
+
+    def __init__(self, broker: Broker, client: str) -> None:
+        self.broker = broker
+        self.client = client
+        """The client's address, ``host:port``, for log lines."""
+
+    @property
+    def log(self) -> Log:
+        return self.broker.log
+
+    @property
+    def groups(self) -> GroupCoordinator:
+        return self.broker.groups
+
+    @property
+    def streams(self) -> Streams | None:
+        return self.broker.streams
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.broker.config
+
+    @property
+    def node_id(self) -> int:
+        return self.broker.config.node_id
+
+    @property
+    def host(self) -> str:
+        """The advertised host: what clients are told to connect to."""
+        return self.broker.advertised_host
+
+    @property
+    def port(self) -> int:
+        """The advertised port."""
+        return self.broker.advertised_port
+
+    @property
+    def cluster_id(self) -> str:
+        return self.broker.cluster_id
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.broker.state
+
+    async def blocking(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+        """``fn(*args)`` in a worker thread; once started it runs to its end even if the
+        request is cancelled (a shutdown), so an append is never half-known."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        with anyio.CancelScope(shield=True):
+            result = await anyio.to_thread.run_sync(fn, *args, limiter=self.broker.limiter)
+        return result
+
+    def watch(self, partitions: Iterable[TopicPartition]) -> RecordsWaiter:
+        """A wake-up for records made visible in ``partitions`` (use it with ``with``); raises
+        as ``Log.watch`` does for a partition that does not exist."""
+        return RecordsWaiter(self.broker, partitions)
+
+
+class RecordsWaiter:
+    """Woken when records become visible in the partitions it watches, or at shutdown.
+
+    Make it before reading (so no append between the read and the wait is missed),
+    read, then ``await wait(timeout_s)``. ``notify`` runs in the appending thread,
+    inside the append: it only schedules an event's ``set`` on the loop, never blocks.
+    """
+
+    __slots__ = ("_broker", "_event", "_loop_thread", "_scheduled", "_token", "_watch")
+
+    def __init__(self, broker: Broker, partitions: Iterable[TopicPartition]) -> None:
+        self._broker = broker
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self._event = anyio.Event()
+        self._scheduled = False
+        self._watch: Watch | None = broker.log.watch(partitions, self.notify)
+        broker.add_waiter(self)
+
+    def notify(self) -> None:
+        """Wake the waiting task; from any thread."""
+        if threading.get_ident() == self._loop_thread:
+            self._event.set()
+            return
+        if self._scheduled:
+            return
+        self._scheduled = True
+        token = self._token
+        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):  # the loop has ended
+            token.backend_class.run_sync_soon(self._set, (), token.native_token)
+
+    def _set(self) -> None:
+        self._scheduled = False
+        self._event.set()
+
+    def clear(self) -> None:
+        """Forget earlier wake-ups (on the loop thread, before reading again)."""
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True when woken (records, or shutdown) before ``timeout_s`` passed."""
+        if self._broker.stopping:
+            return True
+        with anyio.move_on_after(max(0.0, timeout_s) if math.isfinite(timeout_s) else None):
+            await self._event.wait()
+            return True
+        return False
+
+    def close(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+        self._broker.remove_waiter(self)
+
+    def __enter__(self) -> RecordsWaiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

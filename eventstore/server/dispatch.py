@@ -1,0 +1,242 @@
+"""Which handler answers which API, and what a request gets when its handler cannot answer.
+
+A handler module registers its functions with ``@handles(api_key)`` (or, for APIs kio
+has no classes for, ``@handles_frames(api_key)``: frame in, response frame out)::
+
+    @handles(3)  # Metadata
+    async def metadata(ctx: Context, header: RequestHeader, body: Any) -> Any:
+        ...  # return kio's response entity for header.api_version
+
+``body`` is kio's request entity for ``header.api_version`` (decoded and checked by
+``eventstore.wire.messages``); the handler returns kio's response entity of the
+same API and version, or None for no response at all (Produce with acks = 0).
+Modules are imported by ``handlers/__init__.py``; one API has one handler.
+
+:func:`answer` runs one request: decode, handler, encode. What it cannot answer:
+
+* an API version not served: UNSUPPORTED_VERSION in that API's response, when
+  the API is served at other versions and kio has the classes of that version;
+  ApiVersions above its range: its v0 form (KIP-511); anything else closes the
+  connection (:class:`CloseConnection`), as Kafka does;
+* a handler that raises an ``EventStoreError``: that error's Kafka code
+  (``kafka_error_for``) in the response's top-level ``error_code``, if the
+  response has one; otherwise, and on any other exception, the connection closes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import logging
+import types
+import typing
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import cache
+from typing import Any, TypeVar
+
+from ..errors import EventStoreError
+from ..wire import RequestHeader, kafka_error_for, response_header
+from ..wire.apis import API_VERSIONS_KEY, EXTENSION_KEYS, SERVED
+from ..wire.errors import UNSUPPORTED_VERSION, ProtocolError, UnsupportedVersionError
+from ..wire.framing import frame
+from ..wire.messages import api_versions_response, decode_request_body, encode_response
+
+try:
+    from kio.index import load_request_schema, load_response_schema
+    from kio.schema.errors import ErrorCode
+    from kio.serial import entity_writer
+except ImportError as e:  # pragma: no cover - depends on the installation
+    from ..wire.errors import SERVER_EXTRA
+
+    raise ImportError(f"{__name__}: {e.name} is missing; {SERVER_EXTRA}") from e
+
+from .context import Context
+
+__all__ = [
+    "CloseConnection", "Handler", "RawHandler", "answer", "error_response", "extensions_served",
+    "handler_for", "handles", "handles_frames", "registered",
+]
+
+log = logging.getLogger("eventstore.server")
+
+Handler = Callable[[Context, RequestHeader, Any], Awaitable[Any]]
+"""``async def handler(ctx, header, body) -> response entity | None``."""
+
+RawHandler = Callable[[Context, RequestHeader, bytes], Awaitable[bytes | None]]
+"""``async def handler(ctx, header, frame_bytes) -> response frame | None``: for APIs kio has
+no classes for (the extension APIs); it decodes the frame and encodes the whole answer
+itself, and answers its own errors."""
+
+H = TypeVar("H", bound=Handler)
+R = TypeVar("R", bound=RawHandler)
+
+_HANDLERS: dict[int, Handler] = {}
+_RAW_HANDLERS: dict[int, RawHandler] = {}
+
+
+class CloseConnection(Exception):
+    """The request cannot be answered: the connection is closed (after the answers before it)."""
+
+
+def handles(*api_keys: int) -> Callable[[H], H]:
+    """Register the decorated coroutine function as the handler of ``api_keys``."""
+
+    def register(fn: H) -> H:
+        for key in api_keys:
+            known = _HANDLERS.get(key) or _RAW_HANDLERS.get(key)
+            if known is not None and known is not fn:
+                raise ValueError(f"API key {key} has a handler already: {known.__qualname__}")
+            _HANDLERS[key] = fn
+        return fn
+
+    return register
+
+
+def handles_frames(*api_keys: int) -> Callable[[R], R]:
+    """Register the decorated coroutine function as the frame handler of ``api_keys``."""
+
+    def register(fn: R) -> R:
+        for key in api_keys:
+            known = _RAW_HANDLERS.get(key) or _HANDLERS.get(key)
+            if known is not None and known is not fn:
+                raise ValueError(f"API key {key} has a handler already: {known.__qualname__}")
+            _RAW_HANDLERS[key] = fn
+        return fn
+
+    return register
+
+
+def handler_for(api_key: int) -> Handler | RawHandler | None:
+    """The handler registered for ``api_key`` (either kind), or None."""
+    return _HANDLERS.get(api_key) or _RAW_HANDLERS.get(api_key)
+
+
+def extensions_served() -> bool:
+    """Whether the extension APIs are listed: only once every one of them has a handler."""
+    return all(key in _HANDLERS or key in _RAW_HANDLERS for key in EXTENSION_KEYS)
+
+
+def registered() -> dict[int, Handler]:
+    """Every registered handler by API key (a copy)."""
+    return dict(_HANDLERS)
+
+
+async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> bytes | None:
+    """The response frame for one request (None: no response); :class:`CloseConnection`
+    when the request cannot be answered at all."""
+    raw = _RAW_HANDLERS.get(header.api_key)
+    if raw is not None:
+        return await raw(ctx, header, frame_bytes)
+    handler = _HANDLERS.get(header.api_key)
+    try:
+        body = decode_request_body(header, frame_bytes)
+    except UnsupportedVersionError:
+        return unsupported_version(header)
+    except ProtocolError as e:
+        raise CloseConnection(f"request {_name(header)}: {e}") from None
+    if handler is None:
+        raise CloseConnection(f"no handler for {_name(header)}")
+    try:
+        response = await handler(ctx, header, body)
+    except EventStoreError as e:
+        code = kafka_error_for(e).code
+        response = error_response(header.api_key, header.api_version, code)
+        if response is None:
+            raise CloseConnection(f"{_name(header)} failed and its response has no error code: {e}") from e
+        log.info("%s from %s answered %s: %s", _name(header), ctx.client, kafka_error_for(e).name, e)
+    if response is None:
+        return None
+    return encode_response(header.correlation_id, response)
+
+
+def unsupported_version(header: RequestHeader) -> bytes:
+    """The answer to a version not served (docs/protocol.md, section 4)."""
+    if header.api_key == API_VERSIONS_KEY:
+        response = api_versions_response(header.api_version, extensions=extensions_served())
+        return encode_response(header.correlation_id, response)
+    if header.api_key not in SERVED or _kio_response(header.api_key, header.api_version) is None:
+        raise CloseConnection(f"{_name(header)} is not served")
+    response = error_response(header.api_key, header.api_version, UNSUPPORTED_VERSION.code)
+    if response is None:
+        raise CloseConnection(f"{_name(header)} is not served (its response has no error code)")
+    out = io.BytesIO()
+    out.write(response_header(header.api_key, header.api_version, header.correlation_id))
+    writer: Any = _writer
+    writer(type(response))(out, response)
+    return frame(out.getbuffer())
+
+
+def _name(header: RequestHeader) -> str:
+    return f"API {header.api_key} v{header.api_version}"
+
+
+@cache
+def _kio_response(api_key: int, api_version: int) -> Any:
+    try:
+        load_request_schema(api_key, api_version)
+        return load_response_schema(api_key, api_version)
+    except Exception:  # kio raises on a version it has no classes for
+        return None
+
+
+@cache
+def _writer(entity_type: Any) -> Any:
+    return entity_writer(entity_type)
+
+
+def error_response(api_key: int, api_version: int, code: int) -> Any | None:
+    """kio's response for ``api_key`` / ``api_version`` carrying ``code`` in its top-level
+    ``error_code``, every other field empty or zero; None if it has no top-level
+    ``error_code`` (or kio has no class for that version)."""
+    cls = _kio_response(api_key, api_version)
+    if cls is None or "error_code" not in cls.__dataclass_fields__:
+        return None
+    return _empty(cls, {"error_code": ErrorCode(code)})
+
+
+def _empty(cls: type[Any], given: dict[str, Any]) -> Any:
+    """An instance of the kio entity ``cls``: ``given`` fields, the others at their default
+    or empty (0, "", (), None, a zero duration, an empty nested entity)."""
+    hints: dict[str, Any] = _hints(cls)  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in given:
+            values[f.name] = given[f.name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            values[f.name] = _zero(hints[f.name])
+    return cls(**values)
+
+
+@cache
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _zero(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        return ()
+    if origin in (typing.Union, types.UnionType):
+        return None  # only nullable fields are unions with None
+    if isinstance(annotation, type):
+        return _zero_of_type(annotation)
+    raise TypeError(f"no empty value for {annotation!r}")
+
+
+def _zero_of_type(cls: type[Any]) -> Any:
+    if issubclass(cls, ErrorCode):
+        return ErrorCode.none
+    if issubclass(cls, datetime.timedelta):
+        return cls.parse(datetime.timedelta(0))  # type: ignore[attr-defined]
+    if issubclass(cls, datetime.datetime):
+        return cls.parse(datetime.datetime.fromtimestamp(0, datetime.UTC))  # type: ignore[attr-defined]
+    for base in (bool, int, float, str, bytes):  # kio's phantom types parse their base's value
+        if issubclass(cls, base):
+            return cls(base())  # type: ignore[arg-type]
+    if issubclass(cls, uuid.UUID):
+        return uuid.UUID(int=0)
+    if dataclasses.is_dataclass(cls):
+        return _empty(cls, {})
+    raise TypeError(f"no empty value for {cls!r}")

@@ -1,0 +1,201 @@
+"""The server: listeners, their accept loops, the connections, and a graceful stop.
+
+``await Server(...).serve_forever()`` binds (unless ``start`` did), accepts until
+``request_stop`` (or ``stop``), then stops gracefully: the listeners close, every
+connection stops reading, long polls return at once, the requests in flight are
+answered (for at most ``grace_s``), and the connections close. The store stays
+open: its owner closes it after.
+
+One client never stops the server: whatever a connection's task raises is logged
+and ends that connection only.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from ..errors import ServerError
+from ..groups import GroupCoordinator
+from ..log import Log
+from ..sourcing.streams import Streams
+from . import handlers  # noqa: F401 (registers every handler)
+from .cluster import cluster_id
+from .config import ServerConfig, format_address, server_config
+from .connection import Connection
+from .context import Broker
+
+__all__ = ["Server", "server_factory"]
+
+log = logging.getLogger("eventstore.server")
+
+GRACE_S = 10.0
+"""How long a graceful stop waits for the requests in flight."""
+REFUSED_LOG_INTERVAL_S = 10.0
+
+
+class Server:
+    """A Kafka wire protocol server over one store's seams; make it on its event loop."""
+
+    def __init__(self, log: Log, groups: GroupCoordinator, streams: Streams | Callable[[], Streams] | None,
+                 config: ServerConfig, cluster_id: str, *, grace_s: float = GRACE_S) -> None:
+        self.broker = Broker(log, groups, streams, config, cluster_id)
+        self.config = config
+        self.grace_s = grace_s
+        self._listeners: list[anyio.abc.SocketListener] = []
+        self._connections: set[Connection] = set()
+        self._stop = anyio.Event()
+        self._stopped = anyio.Event()
+        self._idle = anyio.Event()
+        self._refused = 0
+        self._refused_logged_at = 0.0
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of every listener, as bound (port 0 resolved)."""
+        out = []
+        for listener in self._listeners:
+            bound: Any = listener.extra(SocketAttribute.local_address)
+            out.append((str(bound[0]), int(bound[1])))
+        return out
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The first listener's ``(host, port)``."""
+        if not self._listeners:
+            raise ServerError(format_address(self.config.host, self.config.port), "not started")
+        return self.addresses[0]
+
+    async def start(self) -> None:
+        """Bind the listeners; ``ServerError`` when the address is in use or cannot be bound."""
+        if self._listeners:
+            return
+        where = format_address(self.config.host, self.config.port)
+        try:
+            multi = await anyio.create_tcp_listener(local_host=self.config.host, local_port=self.config.port)
+        except OSError as e:
+            raise ServerError(where, _reason(e)) from None
+        self._listeners = [listener for listener in multi.listeners
+                           if isinstance(listener, anyio.abc.SocketListener)]
+        broker = self.broker
+        if self.config.advertised_port is None:
+            broker.advertised_port = self.address[1]
+        for bound_host, bound_port in self.addresses:
+            log.info("listening on %s (advertised %s)", format_address(bound_host, bound_port),
+                     format_address(broker.advertised_host, broker.advertised_port))
+
+    async def close_listeners(self) -> None:
+        """Release the listeners of a server that was started but will not serve."""
+        for listener in self._listeners:
+            await listener.aclose()
+
+    def request_stop(self) -> None:
+        """Begin the graceful stop (on the server's event loop)."""
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Stop gracefully and return once every connection is closed."""
+        self._stop.set()
+        await self._stopped.wait()
+
+    async def serve_forever(self) -> None:
+        """Accept and serve until stopped; then stop gracefully and return."""
+        await self.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                async with anyio.create_task_group() as accepting:
+                    for listener in self._listeners:
+                        accepting.start_soon(self._accept, listener, tg)
+                    await self._stop.wait()
+                    accepting.cancel_scope.cancel()
+                await self._drain()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.close_listeners()
+            self._stopped.set()
+
+    async def _drain(self) -> None:
+        """Graceful stop of the connections: no new requests, the ones in flight answered."""
+        self.broker.stop_waiting()
+        for connection in list(self._connections):
+            connection.stop_reading()
+        with anyio.move_on_after(self.grace_s):
+            while self._connections:  # each pass waits for the last connection to end
+                self._idle = anyio.Event()
+                await self._idle.wait()
+
+    async def _accept(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
+        while True:  # one pass per connection accepted; ends when the stop cancels it
+            try:
+                stream = await listener.accept()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            except OSError as e:  # out of file descriptors, a connection reset before accept
+                log.warning("accepting a connection: %s", e)
+                await anyio.sleep(0.1)
+                continue
+            if len(self._connections) >= self.config.max_connections:
+                self._refuse()
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                continue
+            tg.start_soon(self._serve, stream)
+
+    def _refuse(self) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged_at >= REFUSED_LOG_INTERVAL_S:
+            log.warning("%d connection(s) refused: max_connections (%d) reached",
+                        self._refused, self.config.max_connections)
+            self._refused_logged_at = now
+            self._refused = 0
+
+    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
+        try:
+            peer = stream.extra(SocketAttribute.remote_address)
+            client = format_address(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else str(peer)
+        except (OSError, anyio.TypedAttributeLookupError):
+            client = "?"
+        connection = Connection(self.broker, stream, client)
+        self._connections.add(connection)
+        if self._stop.is_set():
+            connection.stop_reading()
+        try:
+            await connection.serve()
+        except Exception:  # a bug in the connection loop: that connection ends, the server goes on
+            log.exception("the connection from %s failed", client)
+        finally:
+            self._connections.discard(connection)
+            if not self._connections:
+                self._idle.set()
+
+
+def _reason(error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return "address already in use (is another server running there?)"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the host ({error.strerror})"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return "address not available on this machine"
+    if error.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    return error.strerror or str(error)
+
+
+def server_factory(log: Log, groups: GroupCoordinator, streams: Streams | Callable[[], Streams] | None,
+                   address: str, **options: Any) -> Callable[[], Server]:
+    """Check the options and read (or make) the cluster id now, in the caller; the returned
+    function makes the server on the loop that will run it."""
+    config = server_config(address, **options)
+    cluster = cluster_id(log.path)
+    return functools.partial(Server, log, groups, streams, config, cluster)

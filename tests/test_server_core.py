@@ -1,0 +1,174 @@
+"""The server's core: listening, the connection loop's order and bounds, bad frames, stopping.
+
+Hand-made frames only where no Kafka client sends them (bad sizes, bad headers,
+versions out of range); the Kafka clients' conformance is in the other
+``test_server_*`` files.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import struct
+import subprocess
+from pathlib import Path
+
+import anyio
+import entry_points
+import pytest
+from serverkit import RawClient, es_serve, served
+
+import eventstore
+import eventstore.aio
+from eventstore.errors import InvalidArgumentError, ServerError
+
+API_VERSIONS = 18
+UNSUPPORTED_VERSION = 35
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _correlation_and_error(response: bytes | None) -> tuple[int, int]:
+    assert response is not None, "the server closed the connection"
+    correlation_id, error_code = struct.unpack_from(">ih", response)
+    return correlation_id, error_code
+
+
+def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
+    with served(tmp_path) as (_store, bootstrap), RawClient(bootstrap) as client:
+        for cid in range(50):  # more than max_in_flight: the server must keep reading as it answers
+            client.request(API_VERSIONS, cid % 3, 1000 + cid, b"")
+        got = [_correlation_and_error(client.response()) for _ in range(50)]
+    assert got == [(1000 + cid, 0) for cid in range(50)]
+
+
+def test_api_versions_above_the_range_is_answered_in_v0_form(tmp_path: Path) -> None:
+    with served(tmp_path) as (_store, bootstrap), RawClient(bootstrap) as client:
+        client.request(API_VERSIONS, 9, 7, b"\x00", flexible=True)
+        response = client.response()
+        assert _correlation_and_error(response) == (7, UNSUPPORTED_VERSION)
+        assert response is not None
+        (count,) = struct.unpack_from(">i", response, 6)  # v0: int32 array length, then (key, min, max)
+        entries = [struct.unpack_from(">hhh", response, 10 + 6 * i) for i in range(count)]
+        assert (API_VERSIONS, 0, 4) in entries and (1, 4, 16) in entries
+        client.request(API_VERSIONS, 3, 8, b"\x01\x01\x00", flexible=True)  # the connection goes on
+        assert _correlation_and_error(client.response()) == (8, 0)
+
+
+@pytest.mark.parametrize("data", [
+    struct.pack(">i", 200 * 1024 * 1024),  # above max_frame_bytes
+    struct.pack(">i", 0),  # empty frame
+    struct.pack(">i", -5),
+    struct.pack(">i", 6) + b"\x00\x12\x00\x00\x00\x01",  # a header cut short
+    struct.pack(">i", 12) + b"\x00\x12\x00\x00\x00\x00\x00\x01\x7f\x00zz",  # client id longer than the frame
+    struct.pack(">i", 10) + b"\x7f\x7f\x00\x00\x00\x00\x00\x01\xff\xff",  # an API that does not exist
+], ids=["oversize", "zero", "negative", "short-header", "lying-client-id", "unknown-api"])
+def test_a_bad_frame_closes_only_its_connection(tmp_path: Path, data: bytes) -> None:
+    with served(tmp_path) as (_store, bootstrap), RawClient(bootstrap) as other:
+        with RawClient(bootstrap) as bad:
+            bad.send(data)
+            assert bad.closed_by_server()
+        other.request(API_VERSIONS, 0, 1, b"")
+        assert _correlation_and_error(other.response()) == (1, 0)
+
+
+def test_requests_before_a_bad_frame_are_answered(tmp_path: Path) -> None:
+    with served(tmp_path) as (_store, bootstrap), RawClient(bootstrap) as client:
+        client.request(API_VERSIONS, 0, 1, b"")
+        client.send(struct.pack(">i", -1))
+        assert _correlation_and_error(client.response()) == (1, 0)
+        assert client.closed_by_server()
+
+
+def test_port_in_use_is_one_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with eventstore.open(tmp_path / "s") as store, pytest.raises(ServerError, match="already in use"):
+            store.serve(f"127.0.0.1:{port}")
+
+
+def test_bad_options_fail_before_listening(tmp_path: Path) -> None:
+    with eventstore.open(tmp_path / "s") as store:
+        with pytest.raises(InvalidArgumentError, match="unknown server option"):
+            store.serve("127.0.0.1:0", max_inflight=3)
+        with pytest.raises(InvalidArgumentError, match="HOST:PORT"):
+            store.serve("127.0.0.1")
+
+
+def test_store_close_stops_its_server(tmp_path: Path) -> None:
+    store = eventstore.open(tmp_path / "s")
+    handle = store.serve("127.0.0.1:0")
+    port = handle.address[1]
+    with RawClient(f"127.0.0.1:{port}") as client:
+        client.request(API_VERSIONS, 0, 1, b"")
+        assert _correlation_and_error(client.response()) == (1, 0)
+        store.close()
+        assert not handle.running
+        assert client.closed_by_server()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_the_cluster_id_is_stable_per_store(tmp_path: Path) -> None:
+    from eventstore.server.cluster import cluster_id
+
+    first = cluster_id(str(tmp_path))
+    assert len(first) == 22 and cluster_id(str(tmp_path)) == first
+    other = tmp_path / "other"
+    other.mkdir()
+    assert cluster_id(str(other)) != first
+
+
+@pytest.mark.anyio
+async def test_async_serve_runs_on_the_callers_loop(tmp_path: Path) -> None:
+    async with await eventstore.aio.open(tmp_path / "s") as store, await store.serve("127.0.0.1:0") as server:
+        host, port = server.address
+        stream = await anyio.connect_tcp(host, port)
+        async with stream:
+            await stream.send(struct.pack(">ihhih", 10, API_VERSIONS, 0, 42, 0))
+            size = struct.unpack(">i", await stream.receive(4))[0]
+            got = b""
+            with anyio.fail_after(10):
+                while len(got) < size:  # bounded by size and the timeout
+                    got += await stream.receive(size - len(got))
+        assert _correlation_and_error(got) == (42, 0)
+
+
+def test_es_serve_stops_on_sigterm_with_status_0(tmp_path: Path) -> None:
+    with es_serve(tmp_path / "s") as server:
+        with RawClient(server.bootstrap) as client:
+            client.request(API_VERSIONS, 0, 1, b"")
+            assert _correlation_and_error(client.response()) == (1, 0)
+        assert server.stop(signal.SIGTERM) == 0
+    assert b"listening on 127.0.0.1:" in server.stderr and b"Traceback" not in server.stderr
+
+
+def test_a_second_es_serve_on_the_same_store_names_the_holder(tmp_path: Path) -> None:
+    data = tmp_path / "s"
+    with es_serve(data) as server:
+        second = subprocess.run([*entry_points.es_command(), "serve", "--data", str(data), "--listen",
+                                 "127.0.0.1:0"], capture_output=True, timeout=30,
+                                env=entry_points.environment(data), check=False)
+        assert second.returncode == 1
+        lines = second.stderr.decode().strip().splitlines()
+        assert lines == [lines[0]] and f"process {server.proc.pid}" in lines[0], lines
+        assert server.stop() == 0
+
+
+def test_es_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([*entry_points.es_command(), "serve", "--data", str(tmp_path / "s"),
+                                 "--listen", f"127.0.0.1:{port}"], capture_output=True, timeout=30,
+                                env=entry_points.environment(tmp_path / "s"), check=False)
+    assert result.returncode == 1
+    expected = f"error: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert result.stderr.decode().strip().splitlines() == [
+        f"{expected} (is another server running there?)"]
