@@ -18,7 +18,7 @@ before incarnations were recorded (``-1``) belongs to the topic of its name.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -107,6 +107,18 @@ def groups(catalog: Catalog) -> list[str]:
 
 def delete_group(catalog: Catalog, group: str) -> int:
     return catalog.delete_prefix(keys.DB_CURSORS, keys.group_prefix(group))
+
+
+def delete_partitions(catalog: Catalog, group: str, partitions: Iterable[TopicPartition]) -> None:
+    """Drop the group's cursors of ``partitions`` (Kafka's OffsetDelete), in one transaction."""
+    doomed = [keys.cursor_key(group, tp.topic, tp.partition) for tp in partitions]
+
+    def drop(txn: Any) -> None:
+        for k in doomed:  # bounded by the caller's partitions
+            txn.delete(k, db=catalog.dbs[keys.DB_CURSORS])
+
+    if doomed:
+        catalog.write(drop)
 
 
 def delete_topic(catalog: Catalog, topic: str) -> None:

@@ -57,6 +57,14 @@ class GroupCoordinator:
         with self._lock:
             return self._groups.get(group_id)
 
+    def forget(self, group_id: str) -> None:
+        """Drop a group without members from the registry (its offsets were deleted): it is
+        unknown again, as Kafka's deleted groups are."""
+        with self._lock:
+            g = self._groups.get(group_id)
+            if g is not None and not g.members and (g.kafka is None or not g.kafka.has_members()):
+                del self._groups[group_id]
+
     def active_groups(self) -> list[str]:
         with self._lock:
             return sorted(g for g, state in self._groups.items() if state.members)

@@ -7,9 +7,10 @@ today is ``EmbeddedMember``, a consumer in this process: it acts on a rebalance
 at its own next ``poll`` (as Kafka consumers do) and takes a newly assigned
 partition only after the previous owner released it (after the owner's
 ``on_partitions_revoked`` ran, so it could commit) or was removed, so a
-partition has at most one owner at any moment. A member of Kafka's
-JoinGroup/SyncGroup protocol would be a second kind of the same group, with
-the same generations, expiry and fencing.
+partition has at most one owner at any moment. ``KafkaMember`` (kafka.py), a
+client of Kafka's JoinGroup/SyncGroup protocol over the wire, is the second
+kind, with the same generations, expiry and fencing; a group holds members of
+one kind at a time (kafka.py says why).
 
 An embedded member that stops polling for ``max_poll_interval_ms`` is removed;
 so is one whose consumer is gone without ``close()`` (its last reference
@@ -26,12 +27,17 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from ..errors import CommitFailedError, InvalidArgumentError
 from ..records import TopicPartition
 from .assignors import ASSIGNORS
+from .consumer_protocol import encode_assignment, encode_subscription
+
+if TYPE_CHECKING:
+    from .kafka import KafkaGroupState
 
 __all__ = ["EmbeddedMember", "Group", "GroupDescription", "Member", "MemberDescription"]
 
@@ -39,19 +45,32 @@ _member_ids = itertools.count(1)
 
 
 class MemberDescription(msgspec.Struct, frozen=True, kw_only=True):
+    """One member. ``kind`` is "embedded" (a consumer of this process) or "kafka" (a Kafka
+    client over the wire); ``metadata`` and ``assignment_bytes`` are what Kafka's
+    DescribeGroups shows: a Kafka member's own bytes, an embedded member's subscription and
+    assignment in Kafka's consumer protocol encoding."""
+
     member_id: str
     client_id: str
     topics: list[str]
     assignment: list[TopicPartition]
     owned: list[TopicPartition]
+    kind: str = "embedded"
+    client_host: str = ""
+    group_instance_id: str | None = None
+    metadata: bytes = b""
+    assignment_bytes: bytes = b""
 
 
 class GroupDescription(msgspec.Struct, frozen=True, kw_only=True):
     group_id: str
-    state: str  # "Stable", "PreparingRebalance" (someone has not caught up), "Empty"
+    # "Stable", "PreparingRebalance" (someone has not caught up), "Empty"; a group of Kafka
+    # clients may also be "CompletingRebalance" (joined, waiting for the leader's assignment)
+    state: str
     generation: int
     protocol: str
     members: list[MemberDescription]
+    protocol_type: str = "consumer"
 
 
 class Member:
@@ -63,9 +82,9 @@ class Member:
     """
 
     def __init__(self, group: Group, client_id: str, topics: frozenset[str], strategy: str,
-                 session_timeout_ms: int) -> None:
+                 session_timeout_ms: int, member_id: str | None = None) -> None:
         self.group = group
-        self.member_id = f"{client_id}-{next(_member_ids)}"
+        self.member_id = member_id if member_id is not None else f"{client_id}-{next(_member_ids)}"
         self.client_id = client_id
         self.topics = topics
         self.strategy = strategy
@@ -88,6 +107,14 @@ class Member:
     def notify(self) -> None:
         """Something the member acts on changed: a new generation (and ``target``), or a
         partition it waits for was released."""
+
+    def description(self) -> MemberDescription:
+        """What ``describe_group`` shows of this member (under its group's lock)."""
+        return MemberDescription(member_id=self.member_id, client_id=self.client_id,
+                                 topics=sorted(self.topics), assignment=sorted(self.target),
+                                 owned=sorted(self.owned),
+                                 metadata=encode_subscription(self.topics),
+                                 assignment_bytes=encode_assignment(self.target))
 
 
 def _always() -> bool:
@@ -133,11 +160,17 @@ class Group:
         self.owners: dict[TopicPartition, str] = {}
         self._partition_counts = partition_counts
         self._counts: dict[str, int] = {}
+        self.kafka: KafkaGroupState | None = None  # Kafka's group protocol, once a client joined
 
     # --- membership ----------------------------------------------------------
 
     def join(self, member: Member) -> None:
         with self.lock:
+            if self.kafka is not None and self.kafka.has_members():
+                raise InvalidArgumentError(
+                    f"group {self.group_id!r} has Kafka clients as members (over the wire); an "
+                    "embedded consumer cannot join it until they leave: use another group_id"
+                )
             others = {m.strategy for m in self.members.values()}
             if others and member.strategy not in others:
                 raise InvalidArgumentError(
@@ -187,6 +220,8 @@ class Group:
         if now is None:
             now = time.monotonic()
         with self.lock:
+            if self.kafka is not None and self.kafka.has_members():
+                return self.kafka.expire(now)
             gone = [m for m in self.members.values() if m.expired(now)]
             for m in gone:
                 del self.members[m.member_id]
@@ -241,6 +276,12 @@ class Group:
         with self.lock:
             self.expire()
             member = self.members.get(member_id)
+            if self.kafka is not None and self.kafka.has_members():
+                code = self.kafka.commit_error(member_id, None, generation, time.monotonic())
+                if code:
+                    raise CommitFailedError(self.group_id, f"{code.name} (Kafka member {member_id!r}, "
+                                                           f"generation {generation})")
+                return
             if member is None or not member.active:
                 raise CommitFailedError(
                     self.group_id,
@@ -263,12 +304,12 @@ class Group:
 
     def describe(self) -> GroupDescription:
         with self.lock:
-            members = [
-                MemberDescription(member_id=m.member_id, client_id=m.client_id,
-                                  topics=sorted(m.topics), assignment=sorted(m.target),
-                                  owned=sorted(m.owned))
-                for m in self.members.values()
-            ]
+            members = [m.description() for m in self.members.values()]
+            if self.kafka is not None and self.kafka.has_members():
+                return GroupDescription(group_id=self.group_id, state=self.kafka.describe_state(),
+                                        generation=self.generation,
+                                        protocol=self.kafka.protocol_name or "",
+                                        protocol_type=self.kafka.protocol_type or "", members=members)
             settled = all(m.generation == self.generation and m.owned == m.target
                           for m in self.members.values())
             state = "Empty" if not members else ("Stable" if settled else "PreparingRebalance")
