@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import consuming, sourcing
+from bench import consuming, network, sourcing
 from bench.base import Measured, Progress, Skipped, System, make_values
 from bench.peers import PEERS
 from bench.workloads import EventStore, build_store, probe
@@ -346,6 +346,16 @@ WORKLOADS: dict[str, Workload] = {
          Target("eventsourcing-on-eventstore/eventsourcing (app.save @1)", ">=", 1.0)),
         peers=False,
     ),
+    # Networked mode: es serve beside Tansu, through confluent-kafka (bench/network.py)
+    "N1": Workload("produce 200,000 records over the network, acks=all (es serve in fsync mode)",
+                   network.n1, (Target("eventstore/tansu", ">=", 1.0),), peers=False),
+    "N2": Workload("consume 200,000 records over the network from the beginning, in a group",
+                   network.n2, (Target("eventstore/tansu", ">=", 1.0),), peers=False),
+    "N3": Workload("produce-to-consume latency through the server at 1,000 records/s",
+                   network.n3, (Target("eventstore fsync p99 ms", "<=", 5.0),), peers=False),
+    "N4": Workload("server RSS when idle and with 1,000 idle connections",
+                   network.n4, (Target("eventstore RSS MB with connections", "<=", 200.0),),
+                   peers=False),
 }
 
 
