@@ -47,6 +47,7 @@ from .records import (
     TopicConfig,
     TopicPartition,
 )
+from .remote import RemoteStore, connect
 from .sourcing.aggregate import Aggregate
 from .sourcing.events import (
     AppendResult,
@@ -76,7 +77,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     # opening
+    "RemoteStore",
     "Store",
+    "connect",
     "StoreReader",
     "open",
     "open_reader",

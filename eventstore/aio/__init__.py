@@ -42,6 +42,7 @@ from .consumer import Consumer
 from .deadletter import DeadLetterProcessor
 from .producer import FutureRecordMetadata, Producer
 from .reader import StoreReader, open_reader
+from .remote import RemoteStore, connect
 from .store import Store, open
 from .subscriptions import Subscription
 from .transactions import Transaction
@@ -50,8 +51,10 @@ __all__ = [
     # opening
     "Store",
     "StoreReader",
+    "connect",
     "open",
     "open_reader",
+    "RemoteStore",
     "Transaction",
     # clients
     "Consumer",

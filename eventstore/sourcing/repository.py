@@ -59,7 +59,8 @@ class Repository(Generic[A]):
         self.topic = topic
         self.registry = registry or default_registry
         self._streams = store.streams
-        self.snapshots = Snapshots(self._streams)
+        # a remote store's streams bring their own snapshots (they live on the server)
+        self.snapshots = getattr(self._streams, "snapshots", None) or Snapshots(self._streams)
 
     def __repr__(self) -> str:
         return f"<Repository of {self.aggregate_class.__qualname__}>"

@@ -5,3 +5,4 @@ Each module registers its coroutines with ``@handles(api_key)``
 """
 
 from . import api_versions  # noqa: F401
+from . import streams  # noqa: F401

@@ -1,0 +1,110 @@
+"""``eventstore.aio.connect(address)``: the async store's API on a remote store.
+
+The facade is ``eventstore.aio.Store`` over ``eventstore.connect``'s
+:class:`~eventstore.remote.RemoteStore`: every call that goes to the server
+runs in a worker thread (``topic``, ``topics`` and ``offsets`` too, which an
+embedded store answers from memory). Subscriptions wait in bounded long polls
+(at most ``POLL_WAIT_S`` each) in a worker thread, so a cancelled wait ends
+within that time and loses nothing: events a poll returned are buffered.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, cast
+
+import anyio
+
+from ..errors import EventStoreError
+from ..records import TopicConfig
+from ..remote import store as remote_store
+from ..remote.streams import POLL_WAIT_S
+from ..sourcing.subscriptions import PAGE_EVENTS
+from .store import Store
+from .subscriptions import Subscription
+from .threads import complete_in_thread
+
+__all__ = ["RemoteStore", "RemoteSubscription", "connect"]
+
+
+async def connect(address: str, *, max_bytes: int = 4 * 1024 * 1024) -> RemoteStore:
+    """A store served at ``address`` (``"host:port[,host:port...]"``); as ``eventstore.connect``.
+    Use it as ``async with await eventstore.aio.connect(address) as store:``."""
+    opener = functools.partial(remote_store.connect, address, max_bytes=max_bytes)
+    return RemoteStore(await complete_in_thread(opener))
+
+
+class RemoteStore(Store):
+    """The async store's API on a remote store. Get one from ``await eventstore.aio.connect()``."""
+
+    def __init__(self, remote: remote_store.RemoteStore) -> None:
+        # the remote store has the blocking Store's methods (tests/test_remote_api.py holds them)
+        super().__init__(cast(Any, remote))
+        self.remote = remote
+        """The underlying ``eventstore.remote.RemoteStore`` (its calls block)."""
+
+    def __repr__(self) -> str:
+        return f"<eventstore.aio.RemoteStore {self.remote.address!r}>"
+
+    @property
+    def durability(self) -> Any:
+        raise EventStoreError("durability is a setting of the server's store, not of a connection")
+
+    async def topic(self, name: str) -> TopicConfig:
+        return await complete_in_thread(self.remote.topic, name)
+
+    async def topics(self) -> list[TopicConfig]:
+        return await complete_in_thread(self.remote.topics)
+
+    async def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        return await complete_in_thread(self.remote.offsets, topic, partition)
+
+    async def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
+        return self.remote.wait_for(topic, partition, offset, timeout_s)
+
+    async def statistics(self) -> Any:
+        return self.remote.statistics()
+
+    def consumer(self, *topics: str, **config: Any) -> Any:
+        raise EventStoreError("eventstore.aio.connect(...).consumer() is not offered: use "
+                              "eventstore.connect(...).consumer() from a worker thread")
+
+    def producer(self, **config: Any) -> Any:
+        raise EventStoreError("eventstore.aio.connect(...).producer() is not offered: use "
+                              "eventstore.connect(...).producer() from a worker thread")
+
+    def transaction(self) -> Any:
+        return self.remote.transaction()
+
+    def subscribe_to_all(self, from_position: int | None = 0, **options: Any) -> Subscription:
+        return RemoteSubscription(self.remote.subscribe_to_all(from_position, **options))
+
+    def subscribe_to_category(self, category: str, from_position: int | None = 0,
+                              **options: Any) -> Subscription:
+        return RemoteSubscription(self.remote.subscribe_to_category(category, from_position, **options))
+
+    def subscribe_to_stream(self, stream_id: str, from_version: int | None = 0,
+                            **options: Any) -> Subscription:
+        return RemoteSubscription(self.remote.subscribe_to_stream(stream_id, from_version, **options))
+
+
+class RemoteSubscription(Subscription):
+    """An async subscription of a remote store: its waits are long polls in a worker thread."""
+
+    def __init__(self, blocking: Any) -> None:
+        super().__init__(blocking)
+
+    async def _fill(self, max_events: int, timeout_s: float | None) -> None:
+        """Poll (in a thread, at most ``POLL_WAIT_S`` at a time) until events come, the
+        subscription is closed or ``timeout_s`` has passed."""
+        deadline = None if timeout_s is None else anyio.current_time() + max(0.0, timeout_s)
+        while True:  # bounded by the deadline, or by close
+            remaining = POLL_WAIT_S if deadline is None else deadline - anyio.current_time()
+            async with self._lock:
+                if self.closed:
+                    return
+                batch = await complete_in_thread(self.blocking.next_batch, max(max_events, PAGE_EVENTS),
+                                                 max(0.0, min(remaining, POLL_WAIT_S)))
+                self._buffer.extend(batch)  # before any checkpoint: cancelling loses nothing
+            if batch or (deadline is not None and anyio.current_time() >= deadline):
+                return

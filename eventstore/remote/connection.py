@@ -1,0 +1,218 @@
+"""One connection of our own to a server, for the extension APIs (docs/protocol.md, section 7).
+
+The log half of the remote store goes through a Kafka client library; the stream
+calls have no Kafka client, so they go over this: a blocking socket, the framing
+and headers of ``eventstore.wire``, the extension codec. It opens with ApiVersions
+(v0, which every Kafka server answers): a server that does not list key 20000
+is not an eventstore server, and every stream call then raises one error that
+names it (:class:`StreamsNotServedError`).
+
+A connection carries one request at a time (a lock); a subscription holds its
+own, so its long polls never hold up other calls. A broken connection is closed
+and opened again by the next call; the call that saw it break raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import threading
+from typing import Any
+
+from ..errors import (
+    EventStoreError,
+    InvalidArgumentError,
+    InvalidTopicError,
+    RecordTooLargeError,
+    StorageError,
+    StoreClosedError,
+    StreamNotFoundError,
+    TopicExistsError,
+    TopicNotFoundError,
+    WrongExpectedVersionError,
+)
+from ..wire import FrameSplitter
+from ..wire import extensions as codec
+from ..wire.errors import ProtocolError
+
+__all__ = ["Connection", "ServerUnavailableError", "StreamsNotServedError", "parse_bootstrap", "raise_for"]
+
+APPEND_KEY = 20000
+CONNECT_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 60.0  # a request's answer, long polls excepted (they add their own wait)
+CLIENT_ID = "eventstore-remote"
+
+
+class ServerUnavailableError(StoreClosedError):
+    """The server cannot be reached, or the connection to it broke (the call may or may not
+    have happened; stream appends are safe to resend with the same event ids)."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.path = self.address = address
+        self.reason = reason
+        EventStoreError.__init__(self, f"the store at {address}: {reason}")
+
+
+class StreamsNotServedError(EventStoreError):
+    """The server speaks Kafka but not eventstore's stream APIs (a Kafka cluster)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"the server at {address} does not serve eventstore's stream APIs "
+                         "(no API key 20000 in its ApiVersions)")
+
+
+def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    """``"host:port[,host:port...]"`` as a list of addresses; ``InvalidArgumentError`` if malformed."""
+    if not isinstance(bootstrap, str) or not bootstrap.strip():
+        raise InvalidArgumentError(f"address must be 'host:port[,host:port...]', got {bootstrap!r}")
+    out = []
+    for part in bootstrap.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidArgumentError(f"address must be 'host:port[,host:port...]', got {bootstrap!r}")
+        out.append((host, int(port)))
+    return out
+
+
+class Connection:
+    """A blocking connection to the first server of ``addresses`` that answers."""
+
+    def __init__(self, addresses: list[tuple[str, int]]) -> None:
+        self.addresses = addresses
+        self.address = f"{addresses[0][0]}:{addresses[0][1]}"
+        """The server connected to (``host:port``), or the first one before any connection."""
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._splitter = FrameSplitter()
+        self._ids = itertools.count(1)
+        self._apis: dict[int, tuple[int, int]] | None = None
+        self._closed = False
+
+    @property
+    def serves_streams(self) -> bool:
+        """Whether the server lists the extension APIs (connects if not yet connected)."""
+        with self._lock:
+            self._ensure()
+            assert self._apis is not None
+            return APPEND_KEY in self._apis
+
+    def call(self, api_key: int, fields: dict[str, Any], wait_s: float = 0.0) -> dict[str, Any]:
+        """Send one extension request and return the response's fields (error code unchecked).
+        ``wait_s``: how long the server may hold the answer (a long poll)."""
+        with self._lock:
+            sock = self._ensure()
+            if self._apis is None or APPEND_KEY not in self._apis:
+                raise StreamsNotServedError(self.address)
+            cid = next(self._ids) & 0x7FFFFFFF
+            try:
+                sock.settimeout(REQUEST_TIMEOUT_S + wait_s)
+                sock.sendall(codec.encode_request(api_key, cid, fields, CLIENT_ID))
+                got, response = codec.decode_response(api_key, self._receive(sock))
+            except (OSError, ProtocolError) as e:
+                self._drop()
+                raise ServerUnavailableError(self.address, f"connection lost: {e}") from e
+            if got != cid:
+                self._drop()
+                raise ServerUnavailableError(self.address, f"answered request {got}, expected {cid}")
+            return response
+
+    def close(self) -> None:
+        """Close the socket; later calls raise ``StoreClosedError``. Idempotent, any thread."""
+        self._closed = True
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in a long poll
+            sock.close()
+
+    def _ensure(self) -> socket.socket:
+        if self._closed:
+            raise StoreClosedError(self.address)
+        if self._sock is not None:
+            return self._sock
+        errors = []
+        for host, port in self.addresses:  # bounded: each address is tried once
+            try:
+                sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+            except OSError as e:
+                errors.append(f"{host}:{port}: {e}")
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock, self.address = sock, f"{host}:{port}"
+            self._splitter = FrameSplitter()
+            try:
+                self._apis = self._api_versions(sock)
+            except (OSError, ProtocolError) as e:
+                self._drop()
+                errors.append(f"{host}:{port}: {e}")
+                continue
+            return sock
+        raise ServerUnavailableError(self.address, f"cannot connect: {'; '.join(errors)}")
+
+    def _api_versions(self, sock: socket.socket) -> dict[int, tuple[int, int]]:
+        cid = next(self._ids)
+        sock.settimeout(REQUEST_TIMEOUT_S)
+        sock.sendall(codec.encode_api_versions_request(cid, CLIENT_ID))
+        got, error, apis = codec.decode_api_versions_response(self._receive(sock))
+        if got != cid or error != 0:
+            raise ProtocolError(f"ApiVersions answered correlation id {got}, error {error}")
+        return apis
+
+    def _receive(self, sock: socket.socket) -> bytes:
+        splitter = self._splitter
+        while True:  # bounded by the socket's timeout and the frame bound
+            data = sock.recv(max(splitter.bytes_wanted, 65536))
+            if not data:
+                raise OSError("the server closed the connection")
+            frames = splitter.feed(data)
+            if frames:
+                if len(frames) > 1:
+                    raise ProtocolError("the server sent an answer that was not asked for")
+                return frames[0]
+
+    def _drop(self) -> None:
+        sock, self._sock, self._apis = self._sock, None, None
+        if sock is not None:
+            sock.close()
+
+
+# --- errors: the extension response's error code back to the store's exception -------------
+
+
+def _plain(cls: type[EventStoreError], message: str) -> EventStoreError:
+    """An exception of ``cls`` carrying the server's message (classes whose constructor wants
+    fields the wire does not carry are made without it)."""
+    error = cls.__new__(cls)
+    EventStoreError.__init__(error, message)
+    return error
+
+
+_BY_CODE: dict[int, type[EventStoreError]] = {
+    3: TopicNotFoundError,
+    6: StoreClosedError,
+    10: RecordTooLargeError,
+    17: InvalidTopicError,
+    36: TopicExistsError,
+    42: InvalidArgumentError,
+    56: StorageError,
+    20004: InvalidArgumentError,
+}
+
+
+def raise_for(response: dict[str, Any], stream_id: str | None = None, expected: object = None) -> None:
+    """Raise what the embedded store raises for ``response``'s error code, if it has one."""
+    code = response["error_code"]
+    if code == 0:
+        return
+    message = response["error_message"] or f"error {code}"
+    if code == 20001:
+        raise WrongExpectedVersionError(stream_id or "", expected, response.get("actual_version", -1))
+    if code in (20002, 20003):
+        raise StreamNotFoundError(stream_id or "", deleted=code == 20003)
+    cls = _BY_CODE.get(code, EventStoreError)
+    if cls is InvalidArgumentError:
+        raise InvalidArgumentError(message)
+    raise _plain(cls, message)

@@ -1,0 +1,669 @@
+"""The log half of a remote store, on confluent-kafka (librdkafka): any Kafka-protocol server.
+
+Topics go through the admin client; ``append`` through one shared producer
+(``acks=all``, the call waits for its delivery report); ``read``, ``offsets`` and
+``offset_for_time`` through one reading consumer that is assigned partitions by
+hand and never joins a group. ``producer()`` and ``consumer()`` give objects with
+the embedded clients' API over librdkafka's own producer and consumer, groups
+included. librdkafka was chosen by measurement (docs/protocol.md, section 1).
+
+Kafka errors come back as the embedded store's exceptions (``raise_kafka``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ..errors import (
+    EventStoreError,
+    IllegalStateError,
+    InvalidArgumentError,
+    InvalidTopicError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+    StoreClosedError,
+    TopicExistsError,
+    TopicNotFoundError,
+)
+from ..records import Message, OffsetAndMetadata, Record, RecordMetadata, TopicConfig, TopicPartition
+
+try:
+    import confluent_kafka as ck
+    from confluent_kafka import admin as _admin
+except ImportError as e:  # pragma: no cover - depends on the installation
+    raise ImportError(f"{__name__}: {e.name} is missing; the remote store needs the 'remote' extra: "
+                      "pip install 'embedded-eventstore[remote]'") from e
+
+__all__ = ["KafkaLog", "RemoteConsumer", "RemoteFuture", "RemoteProducer", "raise_kafka"]
+
+ck_admin: Any = _admin  # its classes are re-exported without annotations
+TIMEOUT_S = 30.0
+_E = ck.KafkaError
+# librdkafka's local error codes are named with a leading underscore (``KafkaError._TRANSPORT``)
+_LOCAL: dict[str, int] = {name: getattr(_E, "_" + name) for name in (
+    "UNKNOWN_TOPIC", "UNKNOWN_PARTITION", "TRANSPORT", "ALL_BROKERS_DOWN", "TIMED_OUT", "PARTITION_EOF")}
+PARTITION_EOF = _LOCAL["PARTITION_EOF"]
+
+
+def raise_kafka(error: Any, what: str) -> None:
+    """Raise the store's exception for librdkafka's ``KafkaError`` met while doing ``what``."""
+    if error is None:
+        return
+    code: Any = error.code() if hasattr(error, "code") else None
+    text = f"{what}: {error.str() if hasattr(error, 'str') else error}"
+    cls: type[EventStoreError] = {
+        _E.UNKNOWN_TOPIC_OR_PART: TopicNotFoundError, _LOCAL["UNKNOWN_TOPIC"]: TopicNotFoundError,
+        _LOCAL["UNKNOWN_PARTITION"]: TopicNotFoundError, _E.TOPIC_ALREADY_EXISTS: TopicExistsError,
+        _E.TOPIC_EXCEPTION: InvalidTopicError, _E.MSG_SIZE_TOO_LARGE: RecordTooLargeError,
+        _E.INVALID_REQUEST: InvalidArgumentError, _E.INVALID_PARTITIONS: InvalidArgumentError,
+        _E.INVALID_CONFIG: InvalidArgumentError, _E.OFFSET_OUT_OF_RANGE: OffsetOutOfRangeError,
+        _LOCAL["TRANSPORT"]: StoreClosedError, _LOCAL["ALL_BROKERS_DOWN"]: StoreClosedError,
+        _LOCAL["TIMED_OUT"]: StoreClosedError,
+    }.get(code, EventStoreError)
+    raise _plain(cls, text)
+
+
+def _wait(future: concurrent.futures.Future[Any], what: str) -> Any:
+    try:
+        return future.result(TIMEOUT_S)
+    except ck.KafkaException as e:
+        raise_kafka(e.args[0] if e.args else None, what)
+    except concurrent.futures.TimeoutError:
+        raise _unavailable(f"{what}: no answer in {TIMEOUT_S:.0f} s") from None
+
+
+def _unavailable(reason: str) -> EventStoreError:
+    return _plain(StoreClosedError, reason)
+
+
+def _plain(cls: type[EventStoreError], message: str) -> EventStoreError:
+    """An exception of ``cls`` with librdkafka's message (the wire does not carry its fields)."""
+    exc = cls.__new__(cls)
+    EventStoreError.__init__(exc, message)
+    return exc
+
+
+def _headers(msg: Any) -> tuple[tuple[str, bytes], ...]:
+    return tuple((k, v if v is not None else b"") for k, v in (msg.headers() or ()))
+
+
+def record_of(msg: Any) -> Record:
+    """librdkafka's message as the store's ``Record``."""
+    return Record(offset=msg.offset(), timestamp_ms=msg.timestamp()[1], key=msg.key(), value=msg.value(),
+                  headers=_headers(msg), topic=msg.topic(), partition=msg.partition())
+
+
+_CONFIGS = (("retention_ms", "retention.ms"), ("retention_bytes", "retention.bytes"),
+            ("segment_bytes", "segment.bytes"), ("segment_ms", "segment.ms"),
+            ("max_record_bytes", "max.message.bytes"))
+
+
+class KafkaLog:
+    """Topics, appends and reads of a store (or any Kafka cluster) at ``bootstrap``."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._admin_lock = threading.Lock()
+        self._admin_client: Any = None
+        self._producer_lock = threading.Lock()
+        self._producer: Any = None
+        self._reader_lock = threading.Lock()
+        self._reader: Any = None
+
+    @property
+    def _admin(self) -> Any:
+        """The admin client, made on first use: a store used for streams only starts none of
+        librdkafka's threads."""
+        with self._admin_lock:
+            if self._admin_client is None:
+                self._admin_client = ck_admin.AdminClient({"bootstrap.servers": self.bootstrap})
+            return self._admin_client
+
+    def close(self) -> None:
+        with self._producer_lock:
+            if self._producer is not None:
+                self._producer.flush(TIMEOUT_S)
+                self._producer = None
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    # --- topics ------------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int | None, settings: dict[str, Any],
+                     exist_ok: bool) -> TopicConfig:
+        config = {key: str(-1 if settings[attr] is None else settings[attr])
+                  for attr, key in _CONFIGS if attr in settings}
+        topic = ck_admin.NewTopic(name, num_partitions=-1 if partitions is None else partitions,
+                                  replication_factor=-1, config=config)
+        try:
+            _wait(self._admin.create_topics([topic])[name], f"create_topic({name!r})")
+        except TopicExistsError:
+            if not exist_ok:
+                raise TopicExistsError(name) from None
+        return self.topic(name)
+
+    def delete_topic(self, name: str) -> None:
+        _wait(self._admin.delete_topics([name])[name], f"delete_topic({name!r})")
+
+    def alter_topic(self, name: str, partitions: int | None, settings: dict[str, Any]) -> TopicConfig:
+        current = self.topic(name)
+        if partitions is not None and partitions != current.partitions:
+            new = ck_admin.NewPartitions(name, partitions)
+            _wait(self._admin.create_partitions([new])[name], f"alter_topic({name!r})")
+        entries = [ck_admin.ConfigEntry(key, str(-1 if settings[attr] is None else settings[attr]),
+                                        incremental_operation=ck_admin.AlterConfigOpType.SET)
+                   for attr, key in _CONFIGS if attr in settings]
+        if entries:
+            resource = ck_admin.ConfigResource(ck_admin.ResourceType.TOPIC, name, incremental_configs=entries)
+            for f in self._admin.incremental_alter_configs([resource]).values():
+                _wait(f, f"alter_topic({name!r})")
+        return self.topic(name)
+
+    def partitions(self, name: str) -> int:
+        meta = self._admin.list_topics(name, timeout=TIMEOUT_S)
+        topic = meta.topics.get(name)
+        if topic is None or topic.error is not None:
+            raise TopicNotFoundError(name)
+        return len(topic.partitions)
+
+    def topic(self, name: str) -> TopicConfig:
+        count = self.partitions(name)
+        resource = ck_admin.ConfigResource(ck_admin.ResourceType.TOPIC, name)
+        entries: dict[str, Any] = {}
+        try:
+            for f in self._admin.describe_configs([resource]).values():
+                entries = {k: v.value for k, v in _wait(f, f"topic({name!r})").items()}
+        except EventStoreError:
+            entries = {}  # a server without DescribeConfigs: the partition count is what is known
+        values: dict[str, Any] = {}
+        for attr, key in _CONFIGS:
+            raw = entries.get(key)
+            if raw is not None and raw.lstrip("-").isdigit():
+                number = int(raw)
+                values[attr] = None if number < 0 and attr.startswith("retention") else number
+        return TopicConfig(name=name, partitions=count, **values)
+
+    def topic_names(self) -> list[str]:
+        meta = self._admin.list_topics(timeout=TIMEOUT_S)
+        return sorted(n for n in meta.topics if not n.startswith("__"))
+
+    # --- appends -------------------------------------------------------------------
+
+    def _shared_producer(self) -> Any:
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = ck.Producer({"bootstrap.servers": self.bootstrap, "acks": "all",
+                                              "linger.ms": 0, "enable.idempotence": False})
+            return self._producer
+
+    def append_many(self, topic: str, messages: Sequence[Message]) -> list[RecordMetadata]:
+        """Produce ``messages`` and wait for every delivery report; the first error raises."""
+        producer = self._shared_producer()
+        results: list[Any] = [None] * len(messages)
+        pending = [len(messages)]
+
+        def report(i: int) -> Callable[[Any, Any], None]:
+            def done(err: Any, msg: Any) -> None:
+                results[i] = err if err is not None else RecordMetadata(
+                    msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1])
+                pending[0] -= 1
+            return done
+
+        for i, m in enumerate(messages):
+            kwargs: dict[str, Any] = {"on_delivery": report(i)}
+            if m.partition is not None:
+                kwargs["partition"] = m.partition
+            if m.timestamp_ms is not None:
+                kwargs["timestamp"] = m.timestamp_ms
+            if m.headers:
+                kwargs["headers"] = list(m.headers)
+            try:
+                producer.produce(topic, m.value, m.key, **kwargs)
+            except ck.KafkaException as e:
+                raise_kafka(e.args[0] if e.args else None, f"append to {topic!r}")
+            except BufferError:
+                producer.poll(0.1)
+                producer.produce(topic, m.value, m.key, **kwargs)
+        deadline = time.monotonic() + TIMEOUT_S
+        while pending[0] > 0 and time.monotonic() < deadline:  # bounded by the deadline
+            producer.poll(0.05)
+        for r in results:
+            if r is None:
+                raise _unavailable(f"append to {topic!r}: no delivery report in {TIMEOUT_S:.0f} s")
+            if not isinstance(r, RecordMetadata):
+                raise_kafka(r, f"append to {topic!r}")
+        return list(results)
+
+    # --- reads ---------------------------------------------------------------------
+
+    def _shared_reader(self) -> Any:
+        if self._reader is None:
+            self._reader = ck.Consumer({
+                "bootstrap.servers": self.bootstrap, "group.id": f"eventstore-reader-{uuid.uuid4()}",
+                "enable.auto.commit": False, "auto.offset.reset": "error",
+                "enable.partition.eof": True})
+        return self._reader
+
+    def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        self.partitions(topic)  # raises TopicNotFoundError
+        with self._reader_lock:
+            try:
+                low, high = self._shared_reader().get_watermark_offsets(
+                    ck.TopicPartition(topic, partition), timeout=TIMEOUT_S, cached=False)
+            except ck.KafkaException as e:
+                raise_kafka(e.args[0] if e.args else None, f"offsets({topic!r}, {partition})")
+        return int(low), int(high)
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int,
+             max_bytes: int | None) -> list[Record]:
+        low, high = self.offsets(topic, partition)
+        if offset < low or offset > high:
+            raise OffsetOutOfRangeError(topic, partition, offset, low, high)
+        if offset == high:
+            return []
+        out: list[Record] = []
+        size = 0
+        with self._reader_lock:
+            reader = self._shared_reader()
+            reader.assign([ck.TopicPartition(topic, partition, offset)])
+            try:
+                deadline = time.monotonic() + TIMEOUT_S
+                while len(out) < max_records and time.monotonic() < deadline:  # bounded
+                    msgs = reader.consume(min(max_records - len(out), 10_000), 0.5)
+                    for msg in msgs:
+                        err = msg.error()
+                        if err is not None:
+                            if err.code() == PARTITION_EOF:
+                                return out
+                            raise_kafka(err, f"read({topic!r}, {partition}, {offset})")
+                        record = record_of(msg)
+                        size += len(record.value or b"") + len(record.key or b"")
+                        if max_bytes is not None and out and size > max_bytes:
+                            return out
+                        out.append(record)
+                    if out and out[-1].offset + 1 >= high:
+                        return out
+            finally:
+                reader.unassign()
+        return out
+
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        self.partitions(topic)
+        with self._reader_lock:
+            try:
+                [tp] = self._shared_reader().offsets_for_times(
+                    [ck.TopicPartition(topic, partition, timestamp_ms)], timeout=TIMEOUT_S)
+            except ck.KafkaException as e:
+                raise_kafka(e.args[0] if e.args else None, f"offset_for_time({topic!r}, {partition})")
+        raise_kafka(tp.error, f"offset_for_time({topic!r}, {partition})")
+        return None if tp.offset < 0 else int(tp.offset)
+
+    # --- groups --------------------------------------------------------------------
+
+    def list_groups(self) -> list[str]:
+        result = _wait(self._admin.list_consumer_groups(), "list_groups()")
+        return sorted(g.group_id for g in result.valid)
+
+    def group_offsets(self, group: str) -> dict[TopicPartition, int]:
+        request = [ck.ConsumerGroupTopicPartitions(group)]
+        answer = _wait(self._admin.list_consumer_group_offsets(request)[group], f"group_offsets({group!r})")
+        return {TopicPartition(tp.topic, tp.partition): int(tp.offset)
+                for tp in answer.topic_partitions if tp.offset >= 0}
+
+    def delete_group(self, group: str) -> None:
+        _wait(self._admin.delete_consumer_groups([group])[group], f"delete_group({group!r})")
+
+
+# --- the embedded clients' API over librdkafka's ----------------------------------------------
+
+
+class RemoteFuture:
+    """A ``send``'s pending result: the API of ``eventstore.FutureRecordMetadata``."""
+
+    def __init__(self) -> None:
+        self._future: concurrent.futures.Future[RecordMetadata] = concurrent.futures.Future()
+
+    def is_done(self) -> bool:
+        return self._future.done()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the record was not appended within {timeout} s") from None
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        return self.result(timeout)
+
+    def exception(self) -> BaseException | None:
+        return self._future.exception(0) if self._future.done() else None
+
+    def succeeded(self) -> bool:
+        return self._future.done() and self._future.exception(0) is None
+
+    def add_callback(self, fn: Callable[[RecordMetadata], object]) -> RemoteFuture:
+        self._future.add_done_callback(lambda f: None if f.exception() else fn(f.result()))
+        return self
+
+    def add_errback(self, fn: Callable[[BaseException], object]) -> RemoteFuture:
+        def call(f: concurrent.futures.Future[RecordMetadata]) -> None:
+            error = f.exception()
+            if error is not None:
+                fn(error)
+        self._future.add_done_callback(call)
+        return self
+
+    def settle(self, err: Any, msg: Any) -> None:
+        """librdkafka's delivery report for this record (on the producer's polling thread)."""
+        if err is None:
+            self._future.set_result(RecordMetadata(msg.topic(), msg.partition(), msg.offset(),
+                                                   msg.timestamp()[1]))
+            return
+        try:
+            raise_kafka(err, f"send to {msg.topic()!r}")
+        except EventStoreError as e:
+            self._future.set_exception(e)
+
+
+class RemoteProducer:
+    """``store.producer()`` of a remote store: the embedded Producer's API on librdkafka's."""
+
+    def __init__(self, log: KafkaLog, *, key_serializer: Callable[[Any], bytes] | None = None,
+                 value_serializer: Callable[[Any], bytes] | None = None,
+                 client_id: str = "eventstore-producer") -> None:
+        self._log = log
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        self.client_id = client_id
+        self._producer = ck.Producer({"bootstrap.servers": log.bootstrap, "client.id": client_id,
+                                      "acks": "all", "linger.ms": 5})
+        self._closed = False
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name=f"{client_id}-reports", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():  # ends at close
+            self._producer.poll(0.05)
+
+    def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None,
+             partition: int | None = None, timestamp_ms: int | None = None) -> RemoteFuture:
+        """Queue one record; the future resolves once the server acknowledged it."""
+        if self._closed:
+            raise IllegalStateError("producer is closed")
+        if self._value_serializer is not None and value is not None:
+            value = self._value_serializer(value)
+        if self._key_serializer is not None and key is not None:
+            key = self._key_serializer(key)
+        future = RemoteFuture()
+        kwargs: dict[str, Any] = {"on_delivery": future.settle}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        if headers:
+            kwargs["headers"] = list(headers)
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:  # bounded by the deadline: a full queue drains as reports arrive
+            try:
+                self._producer.produce(topic, value, key, **kwargs)
+                return future
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise _unavailable(f"send to {topic!r}: the queue stayed full") from None
+                time.sleep(0.01)
+            except ck.KafkaException as e:
+                raise_kafka(e.args[0] if e.args else None, f"send to {topic!r}")
+
+    def flush(self, timeout: float | None = None) -> None:
+        left = self._producer.flush(TIMEOUT_S if timeout is None else timeout)
+        if left:
+            raise TimeoutError(f"{left} records not yet acknowledged")
+
+    def close(self, timeout: float | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._producer.flush(TIMEOUT_S if timeout is None else timeout)
+        finally:
+            self._stop.set()
+            self._poller.join(TIMEOUT_S)
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self._log.partitions(topic)))
+
+    def __enter__(self) -> RemoteProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_RESETS = {"earliest": "earliest", "latest": "latest", "none": "error"}
+
+
+class RemoteConsumer:
+    """``store.consumer()`` of a remote store: the embedded Consumer's API on librdkafka's."""
+
+    def __init__(self, log: KafkaLog, *topics: str, group_id: str | None = None,
+                 client_id: str = "eventstore-consumer", auto_offset_reset: str = "latest",
+                 enable_auto_commit: bool = True, auto_commit_interval_ms: int = 5000,
+                 max_poll_records: int = 500, max_poll_interval_ms: int = 300_000,
+                 session_timeout_ms: int = 10_000, partition_assignment_strategy: str = "range",
+                 consumer_timeout_ms: float = float("inf"),
+                 key_deserializer: Callable[[bytes], Any] | None = None,
+                 value_deserializer: Callable[[bytes], Any] | None = None) -> None:
+        if auto_offset_reset not in _RESETS:
+            raise InvalidArgumentError(f"auto_offset_reset must be one of {tuple(_RESETS)}, "
+                                       f"got {auto_offset_reset!r}")
+        if type(max_poll_records) is not int or max_poll_records < 1:
+            raise InvalidArgumentError(f"max_poll_records must be a positive int, got {max_poll_records!r}")
+        self._log = log
+        self.group_id = group_id
+        self.client_id = client_id
+        self._max_poll_records = max_poll_records
+        self._consumer_timeout_s = consumer_timeout_ms / 1000
+        self._key_deserializer = key_deserializer
+        self._value_deserializer = value_deserializer
+        strategy = {"range": "range", "roundrobin": "roundrobin",
+                    "cooperative-sticky": "cooperative-sticky"}.get(partition_assignment_strategy)
+        if strategy is None:
+            raise InvalidArgumentError(f"partition_assignment_strategy must be 'range', 'roundrobin' or "
+                                       f"'cooperative-sticky', got {partition_assignment_strategy!r}")
+        self._consumer = ck.Consumer({
+            "bootstrap.servers": log.bootstrap, "client.id": client_id,
+            "group.id": group_id or f"eventstore-unnamed-{uuid.uuid4()}",
+            "enable.auto.commit": bool(enable_auto_commit and group_id is not None),
+            "auto.commit.interval.ms": auto_commit_interval_ms,
+            "auto.offset.reset": _RESETS[auto_offset_reset],
+            "max.poll.interval.ms": max_poll_interval_ms, "session.timeout.ms": session_timeout_ms,
+            "partition.assignment.strategy": strategy,
+        })
+        self._subscription: set[str] | None = None
+        self._manual: set[TopicPartition] | None = None
+        self._paused: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+        self._closed = False
+        if topics:
+            self.subscribe(topics)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IllegalStateError("consumer is closed")
+
+    def subscribe(self, topics: Iterable[str] = (), listener: Any = None, *,
+                  pattern: str | None = None) -> None:
+        """Join the group for ``topics`` (or every topic matching ``pattern``)."""
+        self._check_open()
+        if self.group_id is None:
+            raise IllegalStateError("subscribe() needs a group_id; use assign() without one")
+        names = list(topics) if pattern is None else ["^" + pattern]
+        kwargs: dict[str, Any] = {}
+        if listener is not None:
+            kwargs["on_assign"] = lambda _c, parts: listener.on_partitions_assigned(
+                {TopicPartition(p.topic, p.partition) for p in parts})
+            kwargs["on_revoke"] = lambda _c, parts: listener.on_partitions_revoked(
+                {TopicPartition(p.topic, p.partition) for p in parts})
+        self._consumer.subscribe(names, **kwargs)
+        self._subscription, self._manual = set(topics), None
+
+    def subscription(self) -> set[str] | None:
+        return None if self._subscription is None else set(self._subscription)
+
+    def unsubscribe(self) -> None:
+        self._check_open()
+        self._consumer.unsubscribe()
+        self._subscription = None
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        self._check_open()
+        parts = set(partitions)
+        self._consumer.assign([ck.TopicPartition(tp.topic, tp.partition) for tp in parts])
+        self._manual, self._subscription = parts, None
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(p.topic, p.partition) for p in self._consumer.assignment()}
+
+    def position(self, tp: TopicPartition) -> int:
+        known = self._positions.get(tp)
+        if known is not None:
+            return known
+        [got] = self._consumer.position([ck.TopicPartition(tp.topic, tp.partition)])
+        if got.offset >= 0:
+            return int(got.offset)
+        committed = self.committed(tp)
+        return committed if committed is not None else self._log.offsets(tp.topic, tp.partition)[1]
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._check_open()
+        self._positions[tp] = offset
+        self._consumer.seek(ck.TopicPartition(tp.topic, tp.partition, offset))
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions or tuple(self.assignment()):
+            self.seek(tp, self._log.offsets(tp.topic, tp.partition)[0])
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        for tp in partitions or tuple(self.assignment()):
+            self.seek(tp, self._log.offsets(tp.topic, tp.partition)[1])
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._consumer.pause([ck.TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        self._paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._consumer.resume([ck.TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        self._paused.difference_update(partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def poll(self, timeout_ms: float = 0, max_records: int | None = None,
+             update_offsets: bool = True) -> dict[TopicPartition, list[Record]]:
+        """Records from the assigned partitions, waiting up to ``timeout_ms`` for some."""
+        self._check_open()
+        if self._subscription is None and self._manual is None:
+            raise IllegalStateError("poll() needs subscribe() or assign() first")
+        limit = self._max_poll_records if max_records is None else max_records
+        if type(limit) is not int or limit < 1:
+            raise InvalidArgumentError(f"max_records must be a positive int, got {limit!r}")
+        msgs = self._consumer.consume(limit, max(0.0, timeout_ms) / 1000)
+        out: dict[TopicPartition, list[Record]] = {}
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == PARTITION_EOF:
+                    continue
+                raise_kafka(err, "poll()")
+            record = self._deserialized(record_of(msg))
+            tp = TopicPartition(record.topic, record.partition)
+            out.setdefault(tp, []).append(record)
+            self._positions[tp] = record.offset + 1
+        return out
+
+    def _deserialized(self, record: Record) -> Record:
+        if self._key_deserializer is None and self._value_deserializer is None:
+            return record
+        import msgspec
+
+        key = record.key if self._key_deserializer is None or record.key is None \
+            else self._key_deserializer(record.key)
+        value = record.value if self._value_deserializer is None or record.value is None \
+            else self._value_deserializer(record.value)
+        return msgspec.structs.replace(record, key=key, value=value)
+
+    def commit(self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None) -> None:
+        """Commit ``offsets`` (default: the positions after what poll returned) to the group."""
+        self._check_open()
+        if self.group_id is None:
+            raise IllegalStateError("commit() needs a group_id")
+        chosen = dict(self._positions) if offsets is None else dict(offsets)
+        if not chosen:
+            return
+        parts = [ck.TopicPartition(tp.topic, tp.partition,
+                                   o.offset if isinstance(o, OffsetAndMetadata) else int(o))
+                 for tp, o in chosen.items()]
+        try:
+            self._consumer.commit(offsets=parts, asynchronous=False)
+        except ck.KafkaException as e:
+            raise_kafka(e.args[0] if e.args else None, "commit()")
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        [got] = self._consumer.committed([ck.TopicPartition(tp.topic, tp.partition)], timeout=TIMEOUT_S)
+        return None if got.offset < 0 else int(got.offset)
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self._log.offsets(tp.topic, tp.partition)[0] for tp in partitions}
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self._log.offsets(tp.topic, tp.partition)[1] for tp in partitions}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self._log.offsets(tp.topic, tp.partition)[1]
+
+    def topics(self) -> set[str]:
+        return set(self._log.topic_names())
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self._log.partitions(topic)))
+
+    def close(self, autocommit: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._consumer.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __iter__(self) -> RemoteConsumer:
+        return self
+
+    def __next__(self) -> Record:
+        deadline = time.monotonic() + self._consumer_timeout_s
+        while not self._closed:  # bounded by consumer_timeout_ms (or close)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            batch = self.poll(min(left, 1.0) * 1000, max_records=1)
+            for records in batch.values():
+                return records[0]
+        raise StopIteration
+
+    def __enter__(self) -> RemoteConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,363 @@
+"""``eventstore.connect(address)``: the embedded ``Store``'s API over the network.
+
+An application moves from embedded to networked by changing
+``eventstore.open(path)`` into ``eventstore.connect("host:9092[,host2:9092]")``.
+The log half (topics, appends, reads, producers, consumers, groups) goes through
+a Kafka client library (``kafka.py``), so it also works against any Kafka
+cluster; the event-sourcing half (streams, subscriptions, snapshots, so
+``Repository`` too) goes over the extension APIs (``streams.py``). A server that
+does not serve them (a Kafka cluster) makes every stream call raise one error
+naming it.
+
+What only an embedded store can do (``check()``, retention on its disk,
+transactions across partitions, ...) raises :class:`EmbeddedOnlyError` naming the
+method; ``EMBEDDED_ONLY`` lists each with its reason, and a test holds every other
+public method of ``Store`` to the same signature here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EventStoreError, InvalidArgumentError, StoreClosedError
+from ..log import DEFAULT_MAX_RECORDS, UNSET
+from ..records import Message, Record, RecordMetadata, TopicConfig, TopicPartition
+from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
+from ..sourcing.rules import check_stream_id
+from ..sourcing.subscriptions import PAGE_EVENTS, check_count
+from ..validation import check_int64
+from .connection import Connection, parse_bootstrap
+from .streams import RemoteStreams, RemoteSubscription
+
+if TYPE_CHECKING:  # imported when first used: the Kafka client library is the 'remote' extra
+    from .kafka import RemoteConsumer, RemoteProducer
+
+__all__ = ["EMBEDDED_ONLY", "EmbeddedOnlyError", "RemoteStore", "connect"]
+
+
+#: Public methods of ``Store`` a remote store cannot offer, and why.
+EMBEDDED_ONLY: dict[str, str] = {
+    "check": "reads the store's files on its own disk",
+    "retention": "deletes segments on the store's own disk (the server applies retention)",
+    "enforce_retention": "deletes segments on the store's own disk (the server applies retention)",
+    "statistics": "counts the store's files on its own disk",
+    "wait_for": "waits on a partition in this process; a consumer's poll waits remotely",
+    "transaction": "appends to several partitions under the store's own lock",
+    "pending_transactions": "the transactions of the store's own process",
+    "describe_group": "the group coordinator's members in the store's own process",
+    "lag": "the group coordinator's view in the store's own process",
+    "reset_group_offsets": "moves offsets of a group the store's own process coordinates",
+}
+
+
+class EmbeddedOnlyError(EventStoreError):
+    """A method of the embedded store that a remote one cannot offer."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        super().__init__(f"Store.{method}() needs an embedded store (eventstore.open): "
+                         f"it {EMBEDDED_ONLY[method]}")
+
+
+def connect(address: str, *, max_bytes: int = 4 * 1024 * 1024) -> RemoteStore:
+    """A store served at ``address`` (``"host:port[,host:port...]"``), with ``Store``'s API.
+
+    ``max_bytes``: about how many bytes one stream read asks for at a time (larger
+    reads are paged). Connecting checks the address only; the first call connects.
+    """
+    addresses = parse_bootstrap(address)
+    if type(max_bytes) is not int or max_bytes < 1:
+        raise InvalidArgumentError(f"max_bytes must be a positive int, got {max_bytes!r}")
+    return RemoteStore(address, addresses, max_bytes)
+
+
+class RemoteStore:
+    """A store on a server. Use ``eventstore.connect()`` to get one; close it (or use ``with``)."""
+
+    def __init__(self, address: str, addresses: list[tuple[str, int]], max_bytes: int) -> None:
+        self.address = address
+        self.path = address
+        """Where the store is: its address (``Store.path`` is its directory)."""
+        self._addresses = addresses
+        self._max_bytes = max_bytes
+        from .kafka import KafkaLog
+
+        self._log = KafkaLog(",".join(f"{h}:{p}" for h, p in addresses))
+        self._streams = RemoteStreams(Connection(addresses), max_bytes)
+        self._closed = False
+
+    # --- open / close ------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush what was appended and close the connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._streams.closed = True
+        try:
+            self._log.close()
+        finally:
+            self._streams.connection.close()
+
+    def __enter__(self) -> RemoteStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<eventstore.RemoteStore {self.address!r} ({'closed' if self._closed else 'open'})>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(self.address)
+
+    def flush(self) -> None:
+        """Every append has been acknowledged by the server before it returned: nothing to wait for."""
+        self._check_open()
+
+    # --- topics ------------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int = UNSET, *, retention_ms: int | None = UNSET,
+                     retention_bytes: int | None = UNSET, segment_bytes: int = UNSET,
+                     segment_ms: int = UNSET, max_record_bytes: int = UNSET,
+                     exist_ok: bool = False, streams: bool = UNSET) -> TopicConfig:
+        self._check_open()
+        if streams is not UNSET and streams:
+            raise InvalidArgumentError("a streams topic is made by the first append_to_stream to it")
+        settings = {k: v for k, v in (("retention_ms", retention_ms), ("retention_bytes", retention_bytes),
+                                      ("segment_bytes", segment_bytes), ("segment_ms", segment_ms),
+                                      ("max_record_bytes", max_record_bytes)) if v is not UNSET}
+        return self._log.create_topic(name, None if partitions is UNSET else partitions, settings, exist_ok)
+
+    def alter_topic(self, name: str, *, partitions: int = UNSET, retention_ms: int | None = UNSET,
+                    retention_bytes: int | None = UNSET, segment_bytes: int = UNSET,
+                    segment_ms: int = UNSET, max_record_bytes: int = UNSET) -> TopicConfig:
+        self._check_open()
+        settings = {k: v for k, v in (("retention_ms", retention_ms), ("retention_bytes", retention_bytes),
+                                      ("segment_bytes", segment_bytes), ("segment_ms", segment_ms),
+                                      ("max_record_bytes", max_record_bytes)) if v is not UNSET}
+        return self._log.alter_topic(name, None if partitions is UNSET else partitions, settings)
+
+    def delete_topic(self, name: str) -> None:
+        self._check_open()
+        self._log.delete_topic(name)
+
+    def topic(self, name: str) -> TopicConfig:
+        self._check_open()
+        return self._log.topic(name)
+
+    def topics(self) -> list[TopicConfig]:
+        self._check_open()
+        return [self._log.topic(n) for n in self._log.topic_names()]
+
+    # --- appending and reading ------------------------------------------------------
+
+    def append(self, topic: str, value: bytes | None, *, key: bytes | None = None,
+               headers: Sequence[tuple[str, bytes]] | None = None, partition: int | None = None,
+               timestamp_ms: int | None = None) -> RecordMetadata:
+        self._check_open()
+        message = Message(value=value, key=key, headers=list(headers) if headers else None,
+                          partition=partition, timestamp_ms=timestamp_ms)
+        return self._log.append_many(topic, [message])[0]
+
+    def append_batch(self, topic: str,
+                     items: Iterable[bytes | tuple[bytes | None, bytes | None] | Message | None], *,
+                     partition: int | None = None) -> Sequence[RecordMetadata]:
+        self._check_open()
+        messages = []
+        for item in items:
+            if isinstance(item, Message):
+                if partition is not None and item.partition is None:
+                    item = Message(value=item.value, key=item.key, headers=item.headers,
+                                   partition=partition, timestamp_ms=item.timestamp_ms)
+                messages.append(item)
+            elif isinstance(item, tuple):
+                messages.append(Message(key=item[0], value=item[1], partition=partition))
+            elif item is None or isinstance(item, bytes):
+                messages.append(Message(value=item, partition=partition))
+            else:
+                raise InvalidArgumentError(f"append_batch items must be bytes, (key, value) or Message, "
+                                           f"got {type(item).__name__}")
+        return self._log.append_many(topic, messages) if messages else []
+
+    def read(self, topic: str, partition: int, offset: int, *, max_records: int = DEFAULT_MAX_RECORDS,
+             max_bytes: int | None = None) -> list[Record]:
+        self._check_open()
+        if type(offset) is not int:
+            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
+        if type(max_records) is not int or max_records < 1:
+            raise InvalidArgumentError(f"max_records must be a positive int, got {max_records!r}")
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 1):
+            raise InvalidArgumentError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
+        return self._log.read(topic, partition, offset, max_records, max_bytes)
+
+    def offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        self._check_open()
+        return self._log.offsets(topic, partition)
+
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        self._check_open()
+        return self._log.offset_for_time(topic, partition, timestamp_ms)
+
+    def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
+        raise EmbeddedOnlyError("wait_for")
+
+    # --- clients and groups ------------------------------------------------------------
+
+    def consumer(self, *topics: str, **config: Any) -> RemoteConsumer:
+        """A Kafka-style consumer with the embedded Consumer's API, on librdkafka's."""
+        self._check_open()
+        from .kafka import RemoteConsumer
+
+        try:
+            return RemoteConsumer(self._log, *topics, **config)
+        except TypeError as e:
+            raise InvalidArgumentError(f"consumer(): {e}") from None
+
+    def producer(self, **config: Any) -> RemoteProducer:
+        """A Kafka-style producer with the embedded Producer's API, on librdkafka's."""
+        self._check_open()
+        from .kafka import RemoteProducer
+
+        try:
+            return RemoteProducer(self._log, **config)
+        except TypeError as e:
+            raise InvalidArgumentError(f"producer(): {e}") from None
+
+    def transaction(self) -> Any:
+        raise EmbeddedOnlyError("transaction")
+
+    def pending_transactions(self) -> list[int]:
+        raise EmbeddedOnlyError("pending_transactions")
+
+    def list_groups(self) -> list[str]:
+        self._check_open()
+        return self._log.list_groups()
+
+    def describe_group(self, group: str) -> Any:
+        raise EmbeddedOnlyError("describe_group")
+
+    def group_offsets(self, group: str) -> dict[TopicPartition, int]:
+        self._check_open()
+        return self._log.group_offsets(group)
+
+    def lag(self, group: str) -> dict[TopicPartition, int]:
+        raise EmbeddedOnlyError("lag")
+
+    def reset_group_offsets(
+        self, group: str, to: str | int | Mapping[TopicPartition, int] | Mapping[tuple[str, int], int],
+        topics: list[str] | None = None,
+    ) -> dict[TopicPartition, int]:
+        raise EmbeddedOnlyError("reset_group_offsets")
+
+    def delete_group(self, group: str) -> int:
+        """Delete the group; returns how many committed offsets it had."""
+        self._check_open()
+        count = len(self._log.group_offsets(group))
+        self._log.delete_group(group)
+        return count
+
+    # --- streams --------------------------------------------------------------------------
+
+    @property
+    def streams(self) -> RemoteStreams:
+        """The stream calls over the extension APIs (what ``Repository`` uses)."""
+        self._check_open()
+        return self._streams
+
+    def append_to_stream(self, stream_id: str, events: Sequence[NewEvent] | NewEvent,
+                         expected_version: int | StreamState = StreamState.ANY, *,
+                         topic: str | None = None) -> AppendResult:
+        """Append events to a stream, atomically, if it is at ``expected_version`` (as ``Store``)."""
+        batch = [events] if isinstance(events, NewEvent) else events
+        return self.streams.append(stream_id, batch, expected_version, topic)
+
+    def read_stream(self, stream_id: str, from_version: int = 0, limit: int | None = None,
+                    backwards: bool = False) -> list[RecordedEvent]:
+        if backwards and from_version == 0:
+            from_version = -1
+        return self.streams.read(stream_id, from_version, limit, backwards)
+
+    def read_all(self, from_position: int = 0, limit: int | None = 1000) -> list[RecordedEvent]:
+        return self.streams.read_all(from_position, limit)
+
+    def stream_version(self, stream_id: str) -> int | None:
+        return self.streams.stream_version(stream_id)
+
+    def stream_versions(self, stream_ids: Sequence[str]) -> list[int]:
+        """The last version of each stream (-1: no events), in one round trip."""
+        return self.streams.stream_versions(stream_ids)
+
+    def list_streams(self, category: str | None = None) -> list[str]:
+        return self.streams.list_streams(category)
+
+    def subscribe_to_all(self, from_position: int | None = 0, **options: Any) -> RemoteSubscription:
+        """Every stream's events in position order, history then live (as ``Store``)."""
+        return self._subscribe(0, None, from_position, "from_position", **options)
+
+    def subscribe_to_category(self, category: str, from_position: int | None = 0,
+                              **options: Any) -> RemoteSubscription:
+        if not isinstance(category, str) or not category or "-" in category or "\x00" in category:
+            raise InvalidArgumentError(
+                f"category must be a non-empty str without '-' or NUL characters, got {category!r}")
+        return self._subscribe(1, category, from_position, "from_position", **options)
+
+    def subscribe_to_stream(self, stream_id: str, from_version: int | None = 0,
+                            **options: Any) -> RemoteSubscription:
+        check_stream_id(stream_id)
+        return self._subscribe(2, stream_id, from_version, "from_version", **options)
+
+    def _subscribe(self, kind: int, target: str | None, start: int | None, what: str, *,
+                   page_events: int = PAGE_EVENTS) -> RemoteSubscription:
+        check_int64(start, what, optional=True)
+        check_count(page_events, "page_events")
+        streams = self.streams
+        if start is None:
+            if kind == 2:
+                assert target is not None
+                version = streams.stream_version(target)
+                start = 0 if version is None else version + 1
+            else:
+                start = streams.watermark()
+        else:
+            streams.stream_versions([])  # the server serves streams: fail here, not in next()
+        return RemoteSubscription(Connection(self._addresses), kind, target, start, page_events,
+                                  self._max_bytes)
+
+    def get_stream_metadata(self, stream_id: str) -> StreamMetadata:
+        return self.streams.metadata(stream_id)
+
+    def set_stream_metadata(self, stream_id: str, metadata: StreamMetadata) -> AppendResult:
+        """Set max age, max count, truncate-before or custom metadata of a stream."""
+        return self.streams.set_metadata(stream_id, metadata)
+
+    def delete_stream(self, stream_id: str) -> AppendResult:
+        """Soft-delete a stream (as ``Store.delete_stream``)."""
+        return self.streams.delete(stream_id)
+
+    def truncate_stream(self, stream_id: str, before_version: int) -> AppendResult:
+        """Hide the stream's events below ``before_version``."""
+        return self.streams.truncate_before(stream_id, before_version)
+
+    # --- maintenance: the embedded store's own disk ------------------------------------------
+
+    def enforce_retention(self, now_ms: int | None = None) -> int:
+        raise EmbeddedOnlyError("enforce_retention")
+
+    def retention(self, topics: Iterable[str] | None = None, *, now_ms: int | None = None,
+                  dry_run: bool = False, on_progress: Callable[[Any], object] | None = None) -> list[Any]:
+        raise EmbeddedOnlyError("retention")
+
+    def check(self, on_progress: Callable[[int], object] | None = None) -> Any:
+        raise EmbeddedOnlyError("check")
+
+    def statistics(self) -> Any:
+        raise EmbeddedOnlyError("statistics")

@@ -1,0 +1,320 @@
+"""The event-sourcing half of a remote store: ``Streams``' calls over the extension APIs.
+
+:class:`RemoteStreams` has the methods of ``eventstore.sourcing.streams.Streams``
+that the store, ``Repository`` and subscriptions call (``append``, ``read``,
+``read_all``, ``metadata``, ``stream_version``, ...), each one request (or a few:
+reads page by ``max_bytes`` and ask again from ``next_*`` until they hold what the
+embedded call returns). Errors come back as the embedded store's exceptions.
+Snapshots (:class:`RemoteSnapshots`) and subscriptions (:class:`RemoteSubscription`,
+a client-side cursor over PollSubscription long polls) are here too.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from ..errors import InvalidArgumentError, StoreClosedError
+from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
+from ..sourcing.index import Head
+from ..sourcing.rules import check_events, check_expected, check_stream_id
+from ..sourcing.snapshots import Snapshot
+from ..sourcing.subscriptions import ALL, CATEGORY_PREFIX, PAGE_EVENTS, check_count
+from ..validation import check_int64
+from .connection import Connection, raise_for
+
+__all__ = ["MAX_BYTES", "RemoteSnapshots", "RemoteStreams", "RemoteSubscription"]
+
+MAX_BYTES = 4 * 1024 * 1024  # a read's page: about this many bytes per response
+POLL_WAIT_S = 1.0  # the longest one long poll waits: a closed subscription notices this often
+_KINDS = {StreamState.ANY: 1, StreamState.NO_STREAM: 2, StreamState.STREAM_EXISTS: 3}
+_meta_json = msgspec.json.Encoder()
+_meta_decoder = msgspec.json.Decoder(StreamMetadata)
+
+
+def _event(t: tuple[Any, ...]) -> RecordedEvent:
+    sid, version, etype, data, meta, eid, position, ts, topic, partition, offset = t
+    return RecordedEvent(version=version, type=etype, data=data, metadata=meta, id_bytes=eid,
+                         position=position, timestamp_ms=ts, offset=offset, stream_id=sid,
+                         topic=topic, partition=partition)
+
+
+def _result(r: dict[str, Any]) -> AppendResult:
+    return AppendResult(r["stream_id"], r["next_expected_version"], r["position"])
+
+
+def _check_limit(limit: object) -> None:
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise InvalidArgumentError(f"limit must be an int ≥ 0 or None, got {limit!r}")
+
+
+class RemoteStreams:
+    """The stream calls of a store served at ``connection``'s address."""
+
+    def __init__(self, connection: Connection, max_bytes: int = MAX_BYTES) -> None:
+        self.connection = connection
+        self.max_bytes = max_bytes
+        self.closed = False
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise StoreClosedError(self.connection.address)
+
+    def _call(self, api_key: int, fields: dict[str, Any], stream_id: str | None = None,
+              expected: object = None) -> dict[str, Any]:
+        self.check_open()
+        response = self.connection.call(api_key, fields)
+        raise_for(response, stream_id, expected)
+        return response
+
+    # --- appending ----------------------------------------------------------------
+
+    def append(self, stream_id: str, events: Sequence[NewEvent], expected: int | StreamState,
+               topic: str | None) -> AppendResult:
+        check_stream_id(stream_id)
+        batch = check_events(events)
+        check_expected(expected)
+        if topic is not None and not isinstance(topic, str):
+            raise InvalidArgumentError(f"topic must be a str or None, got {topic!r}")
+        kind, version = (0, expected) if isinstance(expected, int) else (_KINDS[expected], -1)
+        wire_events = [(e.id.bytes, e.type, e.data, e.metadata) for e in batch]
+        return _result(self._call(20000, {
+            "stream_id": stream_id, "topic": topic, "expected_kind": kind,
+            "expected_version": version, "events": wire_events}, stream_id, expected))
+
+    # --- reading ------------------------------------------------------------------
+
+    def read(self, stream_id: str, from_version: int, limit: int | None,
+             backwards: bool) -> list[RecordedEvent]:
+        check_stream_id(stream_id)
+        if type(from_version) is not int or from_version < -1:
+            raise InvalidArgumentError(f"from_version must be an int ≥ 0, got {from_version!r}")
+        _check_limit(limit)
+        out: list[RecordedEvent] = []
+        cursor = from_version
+        while limit is None or len(out) < limit:  # bounded: each page moves the cursor or ends
+            want = -1 if limit is None else limit - len(out)
+            r = self._call(20001, {"stream_id": stream_id, "from_version": cursor, "limit": want,
+                                   "backwards": bool(backwards), "max_bytes": self.max_bytes}, stream_id)
+            out.extend(_event(t) for t in r["events"])
+            nxt = r["next_version"]
+            if nxt < 0 or not r["events"]:
+                break
+            cursor = nxt
+        return out
+
+    def read_all(self, from_position: int, limit: int | None) -> list[RecordedEvent]:
+        check_int64(from_position, "from_position")
+        _check_limit(limit)
+        out: list[RecordedEvent] = []
+        cursor = from_position
+        target: int | None = None
+        while True:  # bounded: each page moves the cursor towards the target
+            want = -1 if limit is None else from_position + limit - cursor
+            r = self._call(20002, {"from_position": cursor, "limit": want, "max_bytes": self.max_bytes})
+            out.extend(_event(t) for t in r["events"])
+            if target is None:  # what the embedded call covers: up to its watermark at the start
+                end = r["watermark"]
+                target = end if limit is None else min(end, from_position + limit)
+            nxt = r["next_position"]
+            if nxt <= cursor or nxt >= target:
+                return out
+            cursor = nxt
+
+    def visible(self, stream_id: str, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Events read earlier are shown as read: the server filters hidden ones at each read."""
+        return events
+
+    def stream_version(self, stream_id: str) -> int | None:
+        check_stream_id(stream_id)
+        version = self.stream_versions([stream_id])[0]
+        return None if version < 0 else version
+
+    def stream_versions(self, stream_ids: Sequence[str]) -> list[int]:
+        """The last version of each stream (-1: no events), in one request."""
+        for s in stream_ids:
+            check_stream_id(s)
+        return list(self._call(20008, {"stream_ids": list(stream_ids)})["versions"])
+
+    def list_streams(self, category: str | None) -> list[str]:
+        if category is not None and not isinstance(category, str):
+            raise InvalidArgumentError(f"category must be a str or None, got {category!r}")
+        return list(self._call(20009, {"category": category})["stream_ids"])
+
+    # --- metadata, delete, truncate -----------------------------------------------------
+
+    def metadata(self, stream_id: str) -> StreamMetadata:
+        check_stream_id(stream_id)
+        r = self._call(20003, {"stream_id": stream_id}, stream_id)
+        return _meta_decoder.decode(r["metadata"])
+
+    def set_metadata(self, stream_id: str, metadata: StreamMetadata) -> AppendResult:
+        check_stream_id(stream_id)
+        if not isinstance(metadata, StreamMetadata):
+            raise InvalidArgumentError("metadata must be a StreamMetadata")
+        try:
+            data = _meta_json.encode(metadata)
+        except (TypeError, OverflowError) as e:
+            raise InvalidArgumentError(f"stream metadata cannot be stored as JSON: {e}") from None
+        return _result(self._call(20004, {"stream_id": stream_id, "metadata": data}, stream_id))
+
+    def delete(self, stream_id: str) -> AppendResult:
+        check_stream_id(stream_id)
+        return _result(self._call(20005, {"stream_id": stream_id}, stream_id))
+
+    def truncate_before(self, stream_id: str, version: int) -> AppendResult:
+        check_stream_id(stream_id)
+        check_int64(version, "before_version")
+        return _result(self._call(20006, {"stream_id": stream_id, "before_version": version}, stream_id))
+
+    # --- what Repository takes from a store's streams -------------------------------------
+
+    @property
+    def snapshots(self) -> RemoteSnapshots:
+        return RemoteSnapshots(self)
+
+    def flush(self) -> None:
+        """Nothing to flush on this side: the server's reads see every append."""
+
+    def watermark(self) -> int:
+        """The first global position not yet durable on the server."""
+        return int(self._call(20002, {"from_position": 0, "limit": 0, "max_bytes": 1})["watermark"])
+
+
+class RemoteSnapshots:
+    """``Snapshots``' ``load``/``get``/``put`` over LoadSnapshot and SaveSnapshot."""
+
+    def __init__(self, streams: RemoteStreams) -> None:
+        self._streams = streams
+
+    def load(self, stream_id: str) -> tuple[Head | None, Snapshot | None]:
+        """The stream's head (its last version; the server has already left out a snapshot
+        its stream's metadata makes unusable, case S4) and its snapshot."""
+        check_stream_id(stream_id)
+        r = self._streams._call(20010, {"stream_id": stream_id}, stream_id)
+        head = None if r["head_version"] < 0 else Head("", 0, r["head_version"])
+        if not r["found"]:
+            return head, None
+        return head, Snapshot(r["aggregate"], r["schema_version"], r["version"], msgspec.Raw(r["state"]))
+
+    def get(self, stream_id: str) -> Snapshot | None:
+        return self.load(stream_id)[1]
+
+    def put(self, stream_id: str, snapshot: Snapshot) -> bool:
+        check_stream_id(stream_id)
+        self._streams._call(20011, {
+            "stream_id": stream_id, "aggregate": snapshot.name, "schema_version": snapshot.schema,
+            "version": snapshot.version, "state": bytes(snapshot.state)}, stream_id)
+        return True
+
+
+class RemoteSubscription:
+    """A subscription of a remote store: the API of ``eventstore.Subscription``, its cursor kept
+    here and advanced by PollSubscription long polls on a connection of its own."""
+
+    def __init__(self, connection: Connection, kind: int, target: str | None, cursor: int,
+                 page_events: int, max_bytes: int = MAX_BYTES) -> None:
+        self._connection = connection
+        self._kind = kind
+        self._target = target
+        self._cursor = cursor
+        self._page_events = page_events
+        self._max_bytes = max_bytes
+        self._buffer: collections.deque[RecordedEvent] = collections.deque()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.checkpoint: int | None = None
+        """Position (stream subscription: version) of the last event delivered; None before any."""
+        self.caught_up = False
+        """True once a poll found nothing more (the subscription is live)."""
+
+    @property
+    def source(self) -> str:
+        if self._kind == 0:
+            return ALL
+        return CATEGORY_PREFIX + str(self._target) if self._kind == 1 else str(self._target)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def next(self, timeout_s: float | None = None) -> RecordedEvent | None:
+        batch = self.next_batch(1, timeout_s)
+        return batch[0] if batch else None
+
+    def next_batch(self, max_events: int = PAGE_EVENTS,
+                   timeout_s: float | None = None) -> list[RecordedEvent]:
+        """Up to ``max_events`` next events, waiting up to ``timeout_s`` for the first."""
+        check_count(max_events, "max_events")
+        if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or timeout_s != timeout_s):
+            raise InvalidArgumentError(f"timeout_s must be a number or None, got {timeout_s!r}")
+        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+        with self._lock:
+            while not self._buffer:  # bounded by the deadline, or by close
+                if self._closed:
+                    return []
+                remaining = POLL_WAIT_S if deadline is None else deadline - time.monotonic()
+                self._poll(max(0.0, min(remaining, POLL_WAIT_S)))
+                if not self._buffer and deadline is not None and time.monotonic() >= deadline:
+                    return []
+            if self._closed:
+                return []
+            count = min(max_events, len(self._buffer))
+            batch = [self._buffer.popleft() for _ in range(count)]
+            self.checkpoint = self.checkpoint_of(batch[-1])
+            return batch
+
+    def _poll(self, wait_s: float) -> None:
+        try:
+            r = self._connection.call(20007, {
+                "kind": self._kind, "target": self._target, "from": self._cursor,
+                "max_events": self._page_events, "max_bytes": self._max_bytes,
+                "max_wait_ms": int(wait_s * 1000)}, wait_s)
+        except Exception:
+            if self._closed:
+                return  # close() shut the socket under a waiting poll
+            raise
+        raise_for(r, self._target)
+        events = [_event(t) for t in r["events"]]
+        if not events:
+            self.caught_up = True
+        self._buffer.extend(events)
+        self._cursor = r["next_from"]
+
+    def visible(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        return events
+
+    def checkpoint_of(self, event: RecordedEvent) -> int:
+        return event.version if self._kind == 2 else event.position
+
+    def close(self) -> None:
+        """Stop: wakes a waiting ``next``; later calls return nothing. Idempotent."""
+        self._closed = True
+        self._connection.close()
+
+    def __iter__(self) -> Iterator[RecordedEvent]:
+        return self
+
+    def __next__(self) -> RecordedEvent:
+        event = self.next(None)
+        if event is None:
+            raise StopIteration
+        return event
+
+    def __enter__(self) -> RemoteSubscription:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("live" if self.caught_up else "catching up")
+        return f"<Subscription {self.source!r} ({state}) checkpoint={self.checkpoint}>"
+
