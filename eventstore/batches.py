@@ -4,7 +4,8 @@ grouped by partition, as columns (and the metadata it returns), and an encoded b
 Grouping validates every item before anything is written. A list of bare
 values takes a path checked in C; other items are normalised one by one
 (validation needs each item once) and appended to their partition's columns.
-An encoded batch (``Log.append_encoded``) is checked as untrusted bytes.
+An encoded batch (``Log.append_encoded``) and a Kafka RecordBatch v2
+(``Log.append_kafka``) are checked as untrusted bytes.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ from typing import Any, overload
 
 import msgspec
 
-from .errors import InvalidArgumentError
+from .errors import (
+    InvalidArgumentError,
+    InvalidRecordError,
+    RecordTooLargeError,
+    UnsupportedRecordVersionError,
+)
 from .partitioner import partition_for_key
 from .records import Record, RecordMetadata, TopicConfig
 from .storage import format as fmt
 from .validation import NO_HEADERS, check_size, normalize_item, record_size
+from .wire import batch as kafka
+from .wire.errors import CorruptRecordError
 
-__all__ = ["BatchMetadata", "Group", "check_encoded_batch", "group_items"]
+__all__ = ["BatchMetadata", "Group", "check_encoded_batch", "check_kafka_batch", "group_items"]
 
 
 class Group:
@@ -126,6 +134,9 @@ def check_encoded_batch(cfg: TopicConfig, batch: object) -> tuple[bytes, fmt.Bat
     if isinstance(info, str):
         reason = info.removeprefix("short: ")
         raise InvalidArgumentError(f"not a valid batch for topic {cfg.name!r}: {reason}")
+    if info.magic != fmt.MAGIC_NATIVE:
+        raise InvalidArgumentError(f"not a native batch (magic {info.magic}) for topic {cfg.name!r}: "
+                                   "a Kafka RecordBatch v2 goes through append_kafka")
     if info.size != len(data):
         raise InvalidArgumentError(
             f"a batch of {info.size} bytes followed by {len(data) - info.size} more: one batch at a time"
@@ -145,3 +156,35 @@ def check_encoded_batch(cfg: TopicConfig, batch: object) -> tuple[bytes, fmt.Bat
         if size > cfg.max_record_bytes:
             check_size(cfg, size, i)
     return data, info, records
+
+
+def check_kafka_batch(cfg: TopicConfig, batch: object) -> tuple[bytearray, kafka.BatchHeader]:
+    """A produced Kafka RecordBatch v2 checked by rules K1-K5 (docs/format.md, 17.2): a
+    writable copy of its bytes and its header. Nothing of it is kept but the bytes: the
+    records are decoded once (K5), as Kafka's broker validates a batch, and dropped.
+
+    Raises ``UnsupportedRecordVersionError`` (magic 0 or 1), ``RecordTooLargeError``
+    (over ``max_record_bytes``), ``CorruptRecordError`` (framing, CRC-32C, header,
+    records), ``InvalidRecordError`` (transactional or control batches, producer fields
+    that do not go together).
+    """
+    if not isinstance(batch, (bytes, bytearray, memoryview)):
+        raise InvalidArgumentError(f"batch must be bytes, got {type(batch).__name__}")
+    data = bytearray(batch)
+    size = len(data)
+    if size > fmt.PREFIX_SIZE and data[16] != kafka.MAGIC:
+        raise UnsupportedRecordVersionError(cfg.name, data[16])
+    if size > cfg.max_record_bytes:
+        raise RecordTooLargeError(cfg.name, size, cfg.max_record_bytes)
+    header = kafka.check_batch(data)  # K1 framing, K3, K4
+    if header.size != size:
+        raise CorruptRecordError(f"{size - header.size} bytes follow the batch: one batch per partition",
+                                 header.size)
+    if header.is_transactional or header.is_control:
+        kind = "control" if header.is_control else "transactional"
+        raise InvalidRecordError(cfg.name, f"a {kind} batch (Kafka transactions are not supported)")
+    if header.producer_id >= 0 and (header.producer_epoch < 0 or header.base_sequence < 0):
+        raise InvalidRecordError(cfg.name, f"producer id {header.producer_id} with epoch "
+                                 f"{header.producer_epoch} and base sequence {header.base_sequence}")
+    kafka.decode_records(data, verify=False)  # K5: raises CorruptRecordError
+    return data, header

@@ -15,9 +15,12 @@ __all__ = [
     "GroupNotEmptyError",
     "IllegalStateError",
     "InvalidArgumentError",
+    "InvalidProducerEpochError",
+    "InvalidRecordError",
     "InvalidTopicError",
     "NoOffsetForPartitionError",
     "OffsetOutOfRangeError",
+    "OutOfOrderSequenceError",
     "PartitionNotFoundError",
     "RecordDeserializationError",
     "RecordTooLargeError",
@@ -32,6 +35,8 @@ __all__ = [
     "TopicExistsError",
     "TopicNotFoundError",
     "TransactionRelayPendingError",
+    "TransactionalIdError",
+    "UnsupportedRecordVersionError",
     "WrongExpectedVersionError",
 ]
 
@@ -115,6 +120,66 @@ class StreamsTopicError(InvalidArgumentError):
             f"topic {topic!r} holds event streams: only append_to_stream writes to it "
             "(a plain record would belong to no stream)"
         )
+
+
+class InvalidRecordError(InvalidArgumentError):
+    """A Kafka record batch refused for what it is rather than for damage: a transactional
+    or control batch (the store does not take part in Kafka transactions), or producer
+    fields that do not go together (docs/format.md, 17.2)."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"record batch refused by topic {topic!r}: {reason}")
+
+
+class UnsupportedRecordVersionError(InvalidArgumentError):
+    """A produced batch of a message format the store does not write (magic 0 or 1: Kafka's
+    message sets before RecordBatch v2), as Kafka 4 refuses them."""
+
+    def __init__(self, topic: str, magic: int) -> None:
+        self.topic = topic
+        self.magic = magic
+        super().__init__(f"record batch of magic {magic} refused by topic {topic!r}: only "
+                         "RecordBatch v2 (magic 2) is stored")
+
+
+class OutOfOrderSequenceError(EventStoreError):
+    """An idempotent producer's batch whose sequence does not follow the last one stored for
+    it in that partition (docs/format.md, section 19): a batch in between was lost."""
+
+    def __init__(self, topic: str, partition: int, producer_id: int, sequence: int,
+                 expected: str) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.producer_id = producer_id
+        self.sequence = sequence
+        super().__init__(f"producer {producer_id} sent sequence {sequence} to {topic}/{partition}; "
+                         f"expected {expected}")
+
+
+class InvalidProducerEpochError(EventStoreError):
+    """An idempotent producer's batch with an epoch older than one already stored for that
+    producer in that partition: a newer instance of it has taken over."""
+
+    def __init__(self, topic: str, partition: int, producer_id: int, epoch: int, current: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.producer_id = producer_id
+        self.epoch = epoch
+        self.current = current
+        super().__init__(f"producer {producer_id} epoch {epoch} is older than epoch {current} "
+                         f"stored in {topic}/{partition}")
+
+
+class TransactionalIdError(EventStoreError):
+    """A Kafka request that names a transactional id: the store serves idempotent producers
+    but takes no part in Kafka transactions (its own are ``store.transaction()``)."""
+
+    def __init__(self, transactional_id: str) -> None:
+        self.transactional_id = transactional_id
+        super().__init__(f"transactional id {transactional_id!r} refused: Kafka transactions are "
+                         "not supported (use an idempotent producer without a transactional id)")
 
 
 class TopicNotFoundError(EventStoreError, KeyError):

@@ -29,8 +29,8 @@ from typing import Any
 
 import msgspec
 
-from .batches import BatchMetadata, Group, check_encoded_batch, group_items
-from .catalog import Catalog, checkpoints
+from .batches import BatchMetadata, Group, check_encoded_batch, check_kafka_batch, group_items
+from .catalog import Catalog, checkpoints, producer_ids
 from .catalog import topics as topic_cache
 from .errors import (
     EventStoreError,
@@ -78,7 +78,7 @@ from .validation import (
     check_partition as valid_partition,
 )
 
-__all__ = ["DEFAULT_MAX_RECORDS", "UNSET", "BatchMetadata", "Log", "Prepared", "Watch"]
+__all__ = ["DEFAULT_MAX_RECORDS", "UNSET", "BatchMetadata", "KafkaAppendResult", "Log", "Prepared", "Watch"]
 
 log = logging.getLogger("eventstore")
 
@@ -89,6 +89,16 @@ UNSET: Any = object()
 DeleteHook = Callable[[TopicConfig], object]
 CloseHook = Callable[[], object]
 CheckHook = Callable[[TopicConfig, int, CheckReport], object]
+
+
+class KafkaAppendResult(msgspec.Struct, frozen=True):
+    """Where a Kafka batch landed (``Log.append_kafka``), as a Produce response says it."""
+
+    base_offset: int  # the offset of its first record
+    record_count: int
+    log_append_time_ms: int  # -1: the topic keeps the producers' timestamps (CreateTime)
+    log_start_offset: int  # the partition's first offset, after the append
+    duplicate: bool  # a retried batch of an idempotent producer: nothing was written
 
 
 class Watch:
@@ -665,6 +675,45 @@ class Log:
         if self._fsync:
             plog.wait_durable(end)
         return base, end
+
+    def append_kafka(self, topic: str, partition: int, batch: bytes | bytearray | memoryview, *,
+                     durable: bool = True) -> KafkaAppendResult:
+        """Append one Kafka RecordBatch v2 as it was produced (docs/format.md, section 17).
+
+        The batch is checked before anything is written (rules K1-K5: framing,
+        magic, CRC-32C, header, every record decoded once); a streams topic
+        refuses it (``StreamsTopicError``: its records would be no event
+        envelopes). Under the partition's write lock an idempotent producer's
+        sequence is checked (section 19): a retried batch is answered with the
+        offset it was first written at and nothing is written. Only the base
+        offset and the leader epoch, both outside the CRC, are written into the
+        batch; it is never re-encoded or recompressed.
+
+        Returns once the batch is durable per the mode, or at once with
+        ``durable=False``: the caller then ends with ``barrier`` over every
+        partition it appended to, so one Produce shares its waits.
+        """
+        self.check_open()
+        cfg = self.topic(topic)
+        check_plain_topic(cfg)
+        p = valid_partition(cfg, partition)
+        data, header = check_kafka_batch(cfg, batch)
+        plog = self._partitions[topic][p]
+        base, duplicate = plog.append_kafka(data, header)
+        if durable and self._fsync:
+            plog.wait_durable(base + header.record_count)
+        return KafkaAppendResult(base, header.record_count, -1, plog.offsets()[0], duplicate)
+
+    def allocate_producer_id(self) -> int:
+        """A Kafka producer id never handed out before by this store, durably (InitProducerId;
+        docs/format.md, section 19)."""
+        self.check_open()
+        return producer_ids.allocate(self.catalog)
+
+    def describe_producers(self, topic: str, partition: int) -> list[tuple[int, int, int, int]]:
+        """``(producer_id, epoch, last_sequence, last_timestamp)`` of each idempotent producer
+        the partition knows, by producer id (docs/format.md, section 19)."""
+        return self.partition(topic, partition).describe_producers()
 
     def barrier(self, ends: Mapping[TopicPartition, int]) -> None:
         """Return once, in each partition of ``ends``, every record before its end offset is

@@ -22,6 +22,9 @@ __all__ = [
 ]
 
 Header = tuple[str, bytes]
+#: A header as read back: a Kafka record batch (magic 2) may hold a header with a null value,
+#: which reads as None (docs/format.md, 17.5); native batches never do.
+RecordHeader = tuple[str, bytes | None]
 DEFAULT_SEGMENT_BYTES = 128 * 1024 * 1024
 DEFAULT_SEGMENT_MS = 7 * 24 * 3600 * 1000
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
@@ -44,7 +47,7 @@ class Record(msgspec.Struct, array_like=True, frozen=True, kw_only=True, gc=Fals
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[Header, ...] = ()
+    headers: tuple[RecordHeader, ...] = ()
     topic: str = ""
     partition: int = 0
 
@@ -66,8 +69,8 @@ class Record(msgspec.Struct, array_like=True, frozen=True, kw_only=True, gc=Fals
 
     @property
     def timestamp_type(self) -> int:
-        """0 (CreateTime), as kafka-python's ``ConsumerRecord.timestamp_type``: this store
-        keeps the timestamp the record was appended with; it never uses LogAppendTime (1)."""
+        """0 (CreateTime), as kafka-python's ``ConsumerRecord.timestamp_type``: the store
+        keeps the timestamp each record was appended with."""
         return 0
 
 

@@ -1,9 +1,11 @@
 """Recovery checkpoints in the catalog's ``checkpoints`` database (docs/format.md, section 6).
 
-Key: ``keys.partition_key(topic, partition)``. Value: the MessagePack array of
-six ints ``[segment_base, position, next_offset, max_timestamp, index_entries,
-timeindex_entries]``, sealed (``sealed.py``). A checkpoint is derived data: one
-that fails its checksum or does not decode reads as missing, and recovery then
+Key: ``keys.partition_key(topic, partition)``. Value: the MessagePack array
+``[segment_base, position, next_offset, max_timestamp, index_entries,
+timeindex_entries, producers]``, sealed (``sealed.py``); ``producers`` (the
+idempotent producers' snapshot, an array) is absent from checkpoints written
+before it existed and reads as empty. A checkpoint is derived data: one that
+fails its checksum or does not decode reads as missing, and recovery then
 scans the last segment from its start.
 The fields' meaning is the storage layer's (``storage.recovery.Checkpoint``);
 this module only stores them.
@@ -12,17 +14,29 @@ this module only stores them.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 import msgspec
 
 from . import keys, sealed
 from .env import Catalog
 
-#: segment_base, position, next_offset, max_timestamp, index_entries, timeindex_entries
-Fields = tuple[int, int, int, int, int, int]
+#: segment_base, position, next_offset, max_timestamp, index_entries, timeindex_entries, producers
+Fields = tuple[int, int, int, int, int, int, tuple[Any, ...]]
+
+
+class _Stored(msgspec.Struct, array_like=True):
+    segment_base: int
+    position: int
+    next_offset: int
+    max_timestamp: int
+    index_entries: int
+    timeindex_entries: int
+    producers: tuple[Any, ...] = ()
+
 
 _encode = msgspec.msgpack.encode
-_decoder = msgspec.msgpack.Decoder(Fields)
+_decoder = msgspec.msgpack.Decoder(_Stored)
 
 
 def get(catalog: Catalog, topic: str, partition: int) -> Fields | None:
@@ -33,9 +47,18 @@ def get(catalog: Catalog, topic: str, partition: int) -> Fields | None:
     if payload is None:
         return None
     try:
-        return _decoder.decode(payload)
+        stored = _decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    return (stored.segment_base, stored.position, stored.next_offset, stored.max_timestamp,
+            stored.index_entries, stored.timeindex_entries, _frozen(stored.producers))
+
+
+def _frozen(value: Any) -> Any:
+    """Arrays as tuples all the way down, as the storage layer builds its snapshots."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def put(catalog: Catalog, topic: str, partition: int, fields: Fields) -> None:

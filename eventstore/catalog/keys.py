@@ -14,6 +14,7 @@ ALL_DBS = (DB_META, DB_TOPICS, DB_CHECKPOINTS, DB_CURSORS, DB_STREAMS, DB_OUTBOX
 
 META_FORMAT = b"format"
 META_TXN_SEQ = b"txn_seq"  # last transaction id, uint64 big-endian
+META_PRODUCER_ID_SEQ = b"producer_id_seq"  # last Kafka producer id handed out, uint64 big-endian
 FORMAT_VERSION = 2  # 2: every value sealed (sealed.py); 1: none, converted at open
 LEGACY_FORMAT_VERSION = 1
 

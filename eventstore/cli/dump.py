@@ -22,6 +22,8 @@ from ..records import Record
 from ..storage import format as fmt
 from ..storage.index import OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES
 from ..storage.names import INDEX_SUFFIX, TIMEINDEX_SUFFIX
+from ..wire import batch as kafka
+from ..wire.compression import CODEC_NAMES
 from .access import CliError
 from .output import (
     JsonOption,
@@ -127,6 +129,8 @@ def _batch(buf: Any, position: int, size: int, base_offset: int, magic: int, exp
         "size_bytes": size, "magic": magic, "attributes": None, "base_timestamp_ms": None,
         "max_timestamp_ms": None, "checksum": "unchecked", "valid": False,
     }
+    if magic == fmt.MAGIC_KAFKA_V2:
+        return _kafka_batch(batch, buf, position, size, base_offset, expected, records)
     if magic != fmt.MAGIC_NATIVE:
         reason = fmt.validate_batch(buf, position, size, expected)
         return batch, _problem(position, str(reason))
@@ -147,6 +151,31 @@ def _batch(buf: Any, position: int, size: int, base_offset: int, magic: int, exp
         batch["records"] = decoded  # Record values; JSON output converts them
         if [r.offset for r in decoded] != list(range(base_offset, base_offset + count)):
             problem = problem or _problem(position, "record offsets disagree with the header")
+    batch["valid"] = problem is None
+    return batch, problem
+
+
+def _kafka_batch(batch: dict[str, Any], buf: Any, position: int, size: int, base_offset: int,
+                 expected: int | None, records: bool) -> tuple[dict[str, Any], Problem | None]:
+    """A Kafka RecordBatch v2 (docs/format.md, 17.1): its header, CRC-32C, producer fields and,
+    with ``records``, its records decoded (rule K5)."""
+    if size < fmt.KAFKA_HEADER_SIZE:
+        return batch, _problem(position, str(fmt.validate_batch(buf, position, size, expected)))
+    header = kafka.parse_header(memoryview(buf)[position:position + size])
+    batch.update(last_offset=base_offset + header.last_offset_delta, record_count=header.record_count,
+                 attributes=header.attributes, base_timestamp_ms=header.base_timestamp,
+                 max_timestamp_ms=header.max_timestamp,
+                 checksum="ok" if kafka.crc_of(buf, position, size) == header.crc else "mismatch",
+                 compression=CODEC_NAMES.get(header.compression, str(header.compression)),
+                 producer_id=header.producer_id, producer_epoch=header.producer_epoch,
+                 base_sequence=header.base_sequence)
+    info = fmt.validate_batch(buf, position, size, expected)
+    problem = _problem(position, info) if isinstance(info, str) else None
+    if records:
+        try:
+            batch["records"] = fmt.decode_records(buf, position, size)
+        except fmt.UNDECODABLE as e:
+            return batch, problem or _problem(position, f"records do not decode: {e}")
     batch["valid"] = problem is None
     return batch, problem
 
@@ -197,6 +226,9 @@ def _print_batch(b: dict[str, Any], width: int) -> None:
     print(f"position {b['position']}: offsets {b['base_offset']}..{b['last_offset']} "
           f"({plural(b['record_count'], 'record')}), {b['size_bytes']:,} bytes, magic {b['magic']:#x}, "
           f"checksum {b['checksum']}")
+    if b["magic"] == fmt.MAGIC_KAFKA_V2:
+        print(f"  Kafka v2: compression {b['compression']}, producer id {b['producer_id']}, "
+              f"epoch {b['producer_epoch']}, base sequence {b['base_sequence']}")
     first, last = b["base_timestamp_ms"], b["max_timestamp_ms"]
     times = format_ms(first) if first == last else f"{format_ms(first)} .. max {format_ms(last)}"
     print(f"  time {times}")

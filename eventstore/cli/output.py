@@ -68,7 +68,7 @@ def bytes_json(data: bytes | None) -> str | dict[str, str] | None:
         return {"base64": base64.b64encode(data).decode("ascii")}
 
 
-def headers_json(headers: Sequence[tuple[str, bytes]]) -> list[list[Any]]:
+def headers_json(headers: Sequence[tuple[str, bytes | None]]) -> list[list[Any]]:
     return [[name, bytes_json(value)] for name, value in headers]
 
 

@@ -192,7 +192,7 @@ def replay_dead_letters(store: ConsumerSource, dlq_topic: str, *, group_id: str 
                 for records in batch.values():
                     for r in records:
                         headers = dict(r.headers)
-                        topic = headers.get(H_TOPIC, b"").decode() or dlq_topic.removesuffix(DLQ_SUFFIX)
+                        topic = (headers.get(H_TOPIC) or b"").decode() or dlq_topic.removesuffix(DLQ_SUFFIX)
                         kept = [(k, v) for k, v in r.headers
                                 if k not in DLQ_HEADERS and k != TXN_HEADER]
                         tx.append(topic, r.value, key=r.key, headers=kept)

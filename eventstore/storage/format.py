@@ -5,7 +5,7 @@ Prefix, shared with Kafka's RecordBatch (big-endian)::
     0   base_offset             int64
     8   batch_length            int32   bytes after this field; batch size = 12 + batch_length
     12  partition_leader_epoch  int32
-    16  magic                   int8    0x45 native v1; 2 Kafka v2 (reserved)
+    16  magic                   int8    0x45 native v1; 2 Kafka RecordBatch v2
 
 Native body::
 
@@ -17,8 +17,19 @@ Native body::
     43  records                 msgpack [[offset, timestamp_ms, key, value, headers], ...]
     end-8 checksum              uint64  xxh3-64 of [0, end - 8)
 
+Kafka body (magic 2, docs/format.md section 17; the codec is ``wire.batch``)::
+
+    17  crc                     uint32  CRC-32C of [21, end)
+    21  attributes              int16
+    23  last_offset_delta       int32   record_count - 1
+    27  base_timestamp          int64
+    35  max_timestamp           int64
+    43  producer_id, producer_epoch, base_sequence, record_count, records ...
+
 This module does no I/O: it turns records into bytes and bytes (any buffer)
-into records, and says why bytes are invalid.
+into records, and says why bytes are invalid. Every function that reads a
+batch's count, max timestamp or records looks at the magic first, so the
+layers above never need to know which kind a batch is.
 """
 
 from __future__ import annotations
@@ -31,6 +42,9 @@ import msgspec
 import xxhash
 
 from ..records import Record
+from ..wire import batch as kafka
+from ..wire.compression import ZSTD
+from ..wire.errors import CorruptRecordError
 
 PREFIX = struct.Struct(">qiib")
 PREFIX_SIZE = 17
@@ -45,6 +59,13 @@ MIN_BATCH_LENGTH = MIN_BATCH_SIZE - LENGTH_OFFSET  # 40
 MAX_BATCH_LENGTH = 0x7FFFFFFF - LENGTH_OFFSET
 MAX_TIMESTAMP_POSITION = 31
 RECORD_COUNT_POSITION = 39
+KAFKA_HEADER_SIZE = kafka.BATCH_HEADER_BYTES  # 61
+KAFKA_MIN_BATCH_LENGTH = KAFKA_HEADER_SIZE - LENGTH_OFFSET  # 49: a header, no records
+KAFKA_MAX_TIMESTAMP_POSITION = 35
+KAFKA_LAST_DELTA_POSITION = 23
+#: Bytes of a batch's start that tell its record count, whichever its kind (the native
+#: count ends at 43, the Kafka last offset delta at 27).
+COUNT_BYTES = NATIVE_HEADER_SIZE
 
 assert PREFIX.size == PREFIX_SIZE
 assert NATIVE_HEADER.size == NATIVE_HEADER_SIZE
@@ -54,6 +75,10 @@ _MAX_TS = struct.Struct(">q")
 _CHECKSUM = struct.Struct(">Q")
 _COUNT = struct.Struct(">i")
 assert PREFIX_SIZE + _BODY_FIELDS.size == NATIVE_HEADER_SIZE
+# crc, attributes, last_offset_delta, base_timestamp, max_timestamp: Kafka positions 17..43
+_KAFKA_FIELDS = struct.Struct(">Ihiqq")
+_KAFKA_COUNT = struct.Struct(">i")  # record_count at 57
+_KAFKA_ATTRIBUTES_REFUSED = ~(kafka.CODEC_MASK | kafka.LOG_APPEND_TIME | kafka.DELETE_HORIZON) & 0xFFFF
 
 _encoder = msgspec.msgpack.Encoder()
 _encode = _encoder.encode
@@ -123,17 +148,19 @@ def validate_batch(buf: Any, position: int, available: int, expected_base: int |
 
     Returns its ``BatchInfo`` or a string saying why it is invalid. A string
     starting with ``"short:"`` means the bytes end inside the batch (a torn tail
-    candidate); any other string means the bytes are wrong.
+    candidate); any other string means the bytes are wrong. Both kinds are
+    checked as docs/format.md says: native batches by section 2.1, Kafka
+    batches by section 17.4 (CRC-32C and header; records are not decoded).
     """
     if available < PREFIX_SIZE:
         return f"short: {available} bytes, less than a batch prefix"
     base_offset, length, _epoch, magic = PREFIX.unpack_from(buf, position)
+    if magic == MAGIC_KAFKA_V2:
+        return _validate_kafka(buf, position, available, expected_base, base_offset, length)
     if length < MIN_BATCH_LENGTH or length > MAX_BATCH_LENGTH:
         return f"invalid batch length {length}"
     size = length + LENGTH_OFFSET
     if magic != MAGIC_NATIVE:
-        if magic == MAGIC_KAFKA_V2:
-            return "unsupported magic 2 (Kafka RecordBatch v2 is not readable by format v1)"
         return f"unknown magic {magic}"
     if size > available:
         return f"short: batch of {size} bytes but only {available} available"
@@ -152,12 +179,55 @@ def validate_batch(buf: Any, position: int, available: int, expected_base: int |
     return BatchInfo(base_offset, size, magic, count, max_ts)
 
 
+def _validate_kafka(buf: Any, position: int, available: int, expected_base: int | None,
+                    base_offset: int, length: int) -> BatchInfo | str:
+    """A stored Kafka batch (docs/format.md, 17.4): framing, CRC-32C, header (K3, K4)."""
+    if length < KAFKA_MIN_BATCH_LENGTH or length > MAX_BATCH_LENGTH:
+        return f"invalid Kafka batch length {length}"
+    size = length + LENGTH_OFFSET
+    if size > available:
+        return f"short: batch of {size} bytes but only {available} available"
+    crc, attributes, last_delta, base_ts, max_ts = _KAFKA_FIELDS.unpack_from(buf, position + PREFIX_SIZE)
+    if kafka.crc_of(buf, position, size) != crc:
+        return "CRC-32C mismatch"
+    (count,) = _KAFKA_COUNT.unpack_from(buf, position + 57)
+    problem = kafka_header_problem(attributes, last_delta, count, base_ts, max_ts)
+    if problem is not None:
+        return problem
+    if expected_base is not None and base_offset != expected_base:
+        return f"base offset {base_offset}, expected {expected_base}"
+    return BatchInfo(base_offset, size, MAGIC_KAFKA_V2, count, max_ts)
+
+
+def kafka_header_problem(attributes: int, last_delta: int, count: int, base_ts: int,
+                         max_ts: int) -> str | None:
+    """Why a Kafka batch's header breaks rule K4 (docs/format.md, 17.2), or None.
+
+    Transactional and control batches are refused here too: the store writes
+    neither, so one in a segment is damage."""
+    if count < 1 or last_delta != count - 1:
+        return f"record count {count} does not match last offset delta {last_delta}"
+    if attributes < 0 or attributes & _KAFKA_ATTRIBUTES_REFUSED:
+        return f"unsupported attributes {attributes:#x}"
+    if attributes & kafka.CODEC_MASK > ZSTD:
+        return f"unknown compression codec {attributes & kafka.CODEC_MASK}"
+    if not attributes & kafka.LOG_APPEND_TIME and base_ts > max_ts:
+        return f"base_timestamp {base_ts} is after max_timestamp {max_ts}"
+    return None
+
+
 def batch_max_timestamp(buf: Any, position: int) -> int:
-    """The max_timestamp field of the native batch at ``position``."""
+    """The max_timestamp field of the batch at ``position`` (either kind)."""
+    if buf[position + 16] == MAGIC_KAFKA_V2:
+        return int(_MAX_TS.unpack_from(buf, position + KAFKA_MAX_TIMESTAMP_POSITION)[0])
     return int(_MAX_TS.unpack_from(buf, position + MAX_TIMESTAMP_POSITION)[0])
 
 
 def batch_record_count(buf: Any, position: int) -> int:
+    """The record count of the batch at ``position`` (either kind), from its header alone;
+    ``COUNT_BYTES`` of it must be readable."""
+    if buf[position + 16] == MAGIC_KAFKA_V2:
+        return int(_COUNT.unpack_from(buf, position + KAFKA_LAST_DELTA_POSITION)[0]) + 1
     return int(_COUNT.unpack_from(buf, position + RECORD_COUNT_POSITION)[0])
 
 
@@ -186,6 +256,19 @@ _generic_decoder: msgspec.msgpack.Decoder[list[Record]] = msgspec.msgpack.Decode
 def decode_records(
     buf: Any, position: int, size: int, decoder: msgspec.msgpack.Decoder[list[Record]] | None = None
 ) -> list[Record]:
-    """Decode the records of the (already validated) native batch at ``position``."""
+    """Decode the records of the (already validated) batch at ``position``, either kind.
+
+    Raises ``msgspec.DecodeError`` / ``ValidationError`` for a native batch whose
+    records do not decode, ``CorruptRecordError`` for a Kafka batch that fails
+    rule K5 (docs/format.md, 17.2); callers name the file and position.
+    """
+    decoder = decoder or _generic_decoder
+    if buf[position + 16] == MAGIC_KAFKA_V2:
+        rows = kafka.decode_records(memoryview(buf)[position:position + size], verify=False)
+        return msgspec.convert(rows, decoder.type)  # type: ignore[no-any-return]
     view = memoryview(buf)[position + NATIVE_HEADER_SIZE : position + size - CHECKSUM_SIZE]
-    return (decoder or _generic_decoder).decode(view)
+    return decoder.decode(view)
+
+
+#: What ``decode_records`` raises for records that do not decode (either kind).
+UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, CorruptRecordError)

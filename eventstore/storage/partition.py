@@ -9,6 +9,7 @@ visible only once the partition's durability mode says it may not disappear.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from bisect import bisect_right
@@ -23,8 +24,10 @@ from ..errors import (
     StoreClosedError,
 )
 from ..records import Record, TopicConfig
+from ..wire import batch as kafka
 from . import disk, faults
 from . import format as fmt
+from .producers import ProducerState
 from .recovery import Checkpoint, Report, open_segments, sync_dir
 from .segment import Segment, SegmentDeletedError
 
@@ -35,6 +38,10 @@ MAX_RELATIVE_OFFSET = 0xFFFFFFFF
 _ROLL_CHECK_EVERY_APPENDS = 64
 _encode_batch = fmt.encode_batch
 _READ_RETRIES_MAX = 3
+# base_offset, batch_length, partition_leader_epoch: what the store writes into a Kafka batch
+_KAFKA_PREFIX = struct.Struct(">qii")
+# producer_id, producer_epoch, base_sequence, record_count: positions 43..61 of a Kafka batch
+_KAFKA_PRODUCER = struct.Struct(">qhii")
 
 class PartitionLog:
     """One partition directory. Thread-safe; readers never block writers."""
@@ -71,6 +78,13 @@ class PartitionLog:
             [s.base_offset for s in segments],
             segments,
         )
+        try:
+            self.producers = load_producers(segments, checkpoint)
+            """Idempotent producers' state (``storage.producers``), guarded by the write lock."""
+        except BaseException:
+            for seg in segments:
+                seg.close()
+            raise
         active = segments[-1]
         self.active = active
         self._roll_deadline = time.monotonic() + config.segment_ms / 1000
@@ -148,6 +162,40 @@ class PartitionLog:
             base = self._next_offset
             data = batch if batch_base == base else rebase(base)
             return self._write(data, base, count, base_ts, max_ts)
+
+    def append_kafka(self, batch: bytearray, header: kafka.BatchHeader) -> tuple[int, bool]:
+        """Write a Kafka batch already checked (rules K1-K5); returns its base offset and
+        whether it is a duplicate (then nothing was written and the offset is the one the
+        batch was first written at).
+
+        Under the write lock: the idempotent producer's sequence is checked
+        (``ProducerState.check``; may raise, nothing written), the base offset
+        and leader epoch (both outside the CRC) are written into ``batch``, and
+        the batch is written as it is (docs/format.md, 17.3).
+        """
+        count = header.record_count
+        producer = header.producer_id >= 0
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            if producer:
+                duplicate = self.producers.check(self.topic, self.partition, header.producer_id,
+                                                 header.producer_epoch, header.base_sequence, count)
+                if duplicate is not None:
+                    return duplicate.base_offset, True
+            base = self._next_offset
+            _KAFKA_PREFIX.pack_into(batch, 0, base, header.batch_length, 0)
+            self._write(batch, base, count, header.base_timestamp, header.max_timestamp)
+            if producer:
+                self.producers.update(header.producer_id, header.producer_epoch, header.base_sequence,
+                                      count, base, header.max_timestamp)
+            return base, False
+
+    def describe_producers(self) -> list[tuple[int, int, int, int]]:
+        """``(producer_id, epoch, last_sequence, last_timestamp)`` of each idempotent producer
+        this partition knows (DescribeProducers)."""
+        with self._lock:
+            return self.producers.describe()
 
     def append_one(self, ts: int, key: bytes | None, value: bytes | None, headers: Any) -> int:
         """``append`` for a single record.
@@ -342,11 +390,12 @@ class PartitionLog:
 
     # --- checkpoints -------------------------------------------------------
 
-    @staticmethod
-    def _checkpoint_of(seg: Segment) -> Checkpoint:
+    def _checkpoint_of(self, seg: Segment) -> Checkpoint:
+        """The checkpoint of the end of ``seg``, the active segment (with the write lock held,
+        or at open): the producers' snapshot is taken at the same point of the log."""
         return Checkpoint(
             seg.base_offset, seg.size, seg.next_offset, seg.max_timestamp,
-            len(seg.index), len(seg.timeindex),
+            len(seg.index), len(seg.timeindex), self.producers.snapshot(),
         )
 
     def _write_checkpoint(self, cp: Checkpoint) -> None:
@@ -642,11 +691,53 @@ def find_time(seg: Segment, timestamp_ms: int, limit: int, decoder: Any) -> int 
             info = fmt.validate_batch(mm, position, limit - position, None)
             if isinstance(info, str):
                 raise CorruptionError(seg.log_path, position, info)
-            for record in fmt.decode_records(mm, position, info.size, decoder):  # one batch
+            try:
+                records = fmt.decode_records(mm, position, info.size, decoder)
+            except fmt.UNDECODABLE as e:
+                raise CorruptionError(seg.log_path, position, f"undecodable records: {e}") from e
+            for record in records:  # one batch
                 if record.timestamp_ms >= timestamp_ms:
                     return record.offset
         position += size
     return None
+
+
+def load_producers(segments: list[Segment], checkpoint: Checkpoint | None) -> ProducerState:
+    """The producers' state at the end of the log (docs/format.md, section 19): the
+    checkpoint's snapshot and the Kafka batches after its position, or, without a usable
+    checkpoint (none, its segment gone, or its position past the end: R6), every Kafka batch
+    of the partition from the start."""
+    start_index, start_position, state = 0, 0, ProducerState()
+    if checkpoint is not None:
+        for i, seg in enumerate(segments):  # bounded by the segment count
+            if seg.base_offset == checkpoint.segment_base and checkpoint.position <= seg.size:
+                try:
+                    state = ProducerState.restore(checkpoint.producers)
+                except (ValueError, TypeError):
+                    break  # not a snapshot: rebuild from the start
+                start_index, start_position = i, checkpoint.position
+                break
+    for seg in segments[start_index:]:  # bounded by the segment count
+        _replay_segment(state, seg, start_position if seg is segments[start_index] else 0)
+    return state
+
+
+def _replay_segment(state: ProducerState, seg: Segment, position: int) -> None:
+    """Feed ``state`` the producer fields of the Kafka batches of ``seg`` from ``position``
+    (batches recovery or an earlier run validated: headers only, no records)."""
+    end = seg.size
+    if position >= end:
+        return
+    mm = seg.view(end)
+    while position + fmt.PREFIX_SIZE <= end:  # bounded: every step advances by a batch size
+        base, size, magic = fmt.read_prefix(mm, position)
+        if size < fmt.MIN_BATCH_SIZE:
+            raise CorruptionError(seg.log_path, position, f"batch of {size} bytes")
+        if magic == fmt.MAGIC_KAFKA_V2 and position + fmt.KAFKA_HEADER_SIZE <= end:
+            producer_id, epoch, sequence, count = _KAFKA_PRODUCER.unpack_from(mm, position + 43)
+            if producer_id >= 0:
+                state.update(producer_id, epoch, sequence, count, base, fmt.batch_max_timestamp(mm, position))
+        position += size
 
 
 def _now_ms() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -27,7 +28,9 @@ from .segment import Segment, storage_error
 
 
 class Checkpoint(msgspec.Struct, array_like=True, frozen=True):
-    """Everything before ``position`` of segment ``segment_base`` is fsynced and valid."""
+    """Everything before ``position`` of segment ``segment_base`` is fsynced and valid;
+    ``producers`` is the idempotent producers' state up to there (``storage.producers``;
+    empty in checkpoints written before Kafka batches were stored, when there were none)."""
 
     segment_base: int
     position: int
@@ -35,6 +38,7 @@ class Checkpoint(msgspec.Struct, array_like=True, frozen=True):
     max_timestamp: int
     index_entries: int
     timeindex_entries: int
+    producers: tuple[Any, ...] = ()
 
 
 Report = Callable[[RecoveryEvent], None]
@@ -180,22 +184,25 @@ def _valid_batch_follows(seg: Segment, position: int, end: int) -> bool:
     """Is there a valid batch past the bad one at ``position`` that continues the offsets?
 
     The bad batch's own length may be the damaged field, so the search does not
-    trust it: it looks for every native prefix (epoch 0, magic 0x45: the bytes
-    ``00 00 00 00 45`` at 12..17 of a batch) after ``position``, with C-speed
+    trust it: it looks for every batch prefix after ``position`` (leader epoch 0,
+    which the store writes into both kinds, then magic 0x45 or 2: the bytes
+    ``00 00 00 00 45`` or ``00 00 00 00 02`` at 12..17 of a batch), with C-speed
     ``find``, and validates each candidate.
     """
     mm = seg.view(end)
-    marker = b"\x00\x00\x00\x00" + bytes((fmt.MAGIC_NATIVE,))
-    at = position + 1
-    while True:  # bounded: every pass moves ``at`` forward
-        found = mm.find(marker, at + 12, end)
-        if found < 0:
-            return False
-        candidate = found - 12
-        at = candidate + 1
-        info = fmt.validate_batch(mm, candidate, end - candidate, None)
-        if not isinstance(info, str) and info.base_offset >= seg.next_offset:
-            return True
+    for magic in (fmt.MAGIC_NATIVE, fmt.MAGIC_KAFKA_V2):  # bounded: two kinds
+        marker = b"\x00\x00\x00\x00" + bytes((magic,))
+        at = position + 1
+        while True:  # bounded: every pass moves ``at`` forward
+            found = mm.find(marker, at + 12, end)
+            if found < 0:
+                break
+            candidate = found - 12
+            at = candidate + 1
+            info = fmt.validate_batch(mm, candidate, end - candidate, None)
+            if not isinstance(info, str) and info.base_offset >= seg.next_offset:
+                return True
+    return False
 
 
 def _cut_torn_tail(seg: Segment, position: int, case: str, reason: str, report: Report) -> None:

@@ -288,8 +288,10 @@ class Segment:
             position, expected = 0, self.base_offset
         while position < limit:  # bounded: every step advances by a batch size
             base, size, magic = fmt.read_prefix(mm, position)
-            count = fmt.batch_record_count(mm, position) if position + 43 <= limit else 0
-            if (base != expected or magic != fmt.MAGIC_NATIVE or size < fmt.MIN_BATCH_SIZE
+            known = magic == fmt.MAGIC_NATIVE or magic == fmt.MAGIC_KAFKA_V2
+            readable = known and position + fmt.COUNT_BYTES <= limit
+            count = fmt.batch_record_count(mm, position) if readable else 0
+            if (base != expected or not known or size < fmt.MIN_BATCH_SIZE
                     or position + size > limit or count < 1):
                 raise CorruptionError(
                     self.log_path, position,
@@ -389,7 +391,7 @@ class Segment:
     ) -> list[Record]:
         try:
             records = fmt.decode_records(mm, position, info.size, decoder)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        except fmt.UNDECODABLE as e:
             raise CorruptionError(self.log_path, position, f"undecodable records: {e}") from e
         if (
             len(records) != info.record_count
@@ -404,7 +406,7 @@ class Segment:
         mm = self.view(end) if end > 0 else None
         position = start
         expected: int | None = None
-        while position < end:  # bounded: each step advances ≥ 51 bytes or stops
+        while position < end:  # bounded: each step advances ≥ 52 bytes or stops
             info = fmt.validate_batch(mm, position, end - position, expected)
             yield position, info
             if isinstance(info, str):

@@ -99,6 +99,9 @@ INVALID_REQUEST: Final = KafkaError(42, "INVALID_REQUEST", False)
 KAFKA_STORAGE_ERROR: Final = KafkaError(56, "KAFKA_STORAGE_ERROR", True)
 NON_EMPTY_GROUP: Final = KafkaError(68, "NON_EMPTY_GROUP", False)
 INVALID_RECORD: Final = KafkaError(87, "INVALID_RECORD", False)
+OUT_OF_ORDER_SEQUENCE_NUMBER: Final = KafkaError(45, "OUT_OF_ORDER_SEQUENCE_NUMBER", False)
+INVALID_PRODUCER_EPOCH: Final = KafkaError(47, "INVALID_PRODUCER_EPOCH", False)
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED: Final = KafkaError(53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED", False)
 
 # Extension codes: answered only to the extension APIs (docs/protocol.md, section 7),
 # in a range no Kafka version uses. None of them is retriable.
@@ -121,6 +124,12 @@ KAFKA_ERRORS: Final[dict[type[es.EventStoreError], KafkaError]] = {
     es.InvalidTopicError: INVALID_TOPIC_EXCEPTION,
     es.RecordTooLargeError: MESSAGE_TOO_LARGE,
     es.StreamsTopicError: INVALID_RECORD,
+    es.InvalidRecordError: INVALID_RECORD,
+    es.UnsupportedRecordVersionError: UNSUPPORTED_VERSION,
+    # idempotent producers (docs/format.md, section 19)
+    es.OutOfOrderSequenceError: OUT_OF_ORDER_SEQUENCE_NUMBER,
+    es.InvalidProducerEpochError: INVALID_PRODUCER_EPOCH,
+    es.TransactionalIdError: TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     es.TopicNotFoundError: UNKNOWN_TOPIC_OR_PARTITION,
     es.TopicExistsError: TOPIC_ALREADY_EXISTS,
     es.PartitionNotFoundError: UNKNOWN_TOPIC_OR_PARTITION,
