@@ -248,6 +248,7 @@ class KafkaLog:
             self._reader = ck.Consumer({
                 "bootstrap.servers": self.bootstrap, "group.id": f"eventstore-reader-{uuid.uuid4()}",
                 "enable.auto.commit": False, "auto.offset.reset": "error",
+                "isolation.level": "read_uncommitted",  # the high watermark, as Store.offsets
                 "enable.partition.eof": True})
         return self._reader
 

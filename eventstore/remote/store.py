@@ -49,6 +49,7 @@ EMBEDDED_ONLY: dict[str, str] = {
     "describe_group": "the group coordinator's members in the store's own process",
     "lag": "the group coordinator's view in the store's own process",
     "reset_group_offsets": "moves offsets of a group the store's own process coordinates",
+    "serve": "serves the store's own files (run es serve where they are)",
 }
 
 
@@ -361,3 +362,6 @@ class RemoteStore:
 
     def statistics(self) -> Any:
         raise EmbeddedOnlyError("statistics")
+
+    def serve(self, address: str = "127.0.0.1:9092", **options: Any) -> Any:
+        raise EmbeddedOnlyError("serve")
