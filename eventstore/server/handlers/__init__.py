@@ -5,12 +5,5 @@ Each module registers its coroutines with ``@handles(api_key)``
 """
 
 from . import api_versions  # noqa: F401
-from . import configs  # noqa: F401
-from . import fetch  # noqa: F401
-from . import metadata  # noqa: F401
-from . import offsets  # noqa: F401
-from . import topics  # noqa: F401
 from . import streams  # noqa: F401
 from . import groups  # noqa: F401
-from . import produce  # noqa: F401
-from . import producers  # noqa: F401
