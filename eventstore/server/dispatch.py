@@ -25,13 +25,8 @@ Modules are imported by ``handlers/__init__.py``; one API has one handler.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import io
 import logging
-import types
-import typing
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any, TypeVar
@@ -45,7 +40,6 @@ from ..wire.messages import api_versions_response, decode_request_body, encode_r
 
 try:
     from kio.index import load_request_schema, load_response_schema
-    from kio.schema.errors import ErrorCode
     from kio.serial import entity_writer
 except ImportError as e:  # pragma: no cover - depends on the installation
     from ..wire.errors import SERVER_EXTRA
@@ -53,6 +47,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError(f"{__name__}: {e.name} is missing; {SERVER_EXTRA}") from e
 
 from .context import Context
+from .entities import entity
 
 __all__ = [
     "CloseConnection", "Handler", "RawHandler", "answer", "error_response", "extensions_served",
@@ -73,6 +68,7 @@ H = TypeVar("H", bound=Handler)
 R = TypeVar("R", bound=RawHandler)
 
 _HANDLERS: dict[int, Handler] = {}
+TRAILING = "bytes after the message"  # the end of the codec's reason for bytes after a body
 _RAW_HANDLERS: dict[int, RawHandler] = {}
 
 
@@ -131,7 +127,7 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> byt
         return await raw(ctx, header, frame_bytes)
     handler = _HANDLERS.get(header.api_key)
     try:
-        body = decode_request_body(header, frame_bytes)
+        body = _decode(header, frame_bytes)
     except UnsupportedVersionError:
         return unsupported_version(header)
     except ProtocolError as e:
@@ -149,6 +145,23 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> byt
     if response is None:
         return None
     return encode_response(header.correlation_id, response)
+
+
+def _decode(header: RequestHeader, frame_bytes: bytes) -> Any:
+    """The request's body; bytes after a whole body are ignored, as Kafka's broker ignores
+    them (librdkafka 2.x sends three after a Metadata v12 body): the codec refuses them,
+    so the body is decoded again without them."""
+    try:
+        return decode_request_body(header, frame_bytes)
+    except UnsupportedVersionError:
+        raise
+    except ProtocolError as e:
+        stop = e.position
+        trailing = e.reason.endswith(TRAILING) and stop is not None
+        if not trailing or stop is None or not header.body_position <= stop < len(frame_bytes):
+            raise
+        log.debug("%s: %d bytes after the body ignored", _name(header), len(frame_bytes) - stop)
+        return decode_request_body(header, frame_bytes[:stop])
 
 
 def unsupported_version(header: RequestHeader) -> bytes:
@@ -193,50 +206,4 @@ def error_response(api_key: int, api_version: int, code: int) -> Any | None:
     cls = _kio_response(api_key, api_version)
     if cls is None or "error_code" not in cls.__dataclass_fields__:
         return None
-    return _empty(cls, {"error_code": ErrorCode(code)})
-
-
-def _empty(cls: type[Any], given: dict[str, Any]) -> Any:
-    """An instance of the kio entity ``cls``: ``given`` fields, the others at their default
-    or empty (0, "", (), None, a zero duration, an empty nested entity)."""
-    hints: dict[str, Any] = _hints(cls)  # type: ignore[arg-type]
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in given:
-            values[f.name] = given[f.name]
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            values[f.name] = _zero(hints[f.name])
-    return cls(**values)
-
-
-@cache
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _zero(annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is tuple:
-        return ()
-    if origin in (typing.Union, types.UnionType):
-        return None  # only nullable fields are unions with None
-    if isinstance(annotation, type):
-        return _zero_of_type(annotation)
-    raise TypeError(f"no empty value for {annotation!r}")
-
-
-def _zero_of_type(cls: type[Any]) -> Any:
-    if issubclass(cls, ErrorCode):
-        return ErrorCode.none
-    if issubclass(cls, datetime.timedelta):
-        return cls.parse(datetime.timedelta(0))  # type: ignore[attr-defined]
-    if issubclass(cls, datetime.datetime):
-        return cls.parse(datetime.datetime.fromtimestamp(0, datetime.UTC))  # type: ignore[attr-defined]
-    for base in (bool, int, float, str, bytes):  # kio's phantom types parse their base's value
-        if issubclass(cls, base):
-            return cls(base())  # type: ignore[arg-type]
-    if issubclass(cls, uuid.UUID):
-        return uuid.UUID(int=0)
-    if dataclasses.is_dataclass(cls):
-        return _empty(cls, {})
-    raise TypeError(f"no empty value for {cls!r}")
+    return entity(cls, error_code=code)

@@ -1,0 +1,179 @@
+"""Fetch (1), versions 4 to 16: stored batches, long poll, byte bounds, no sessions.
+
+* **Bytes**: each partition gets at most ``partition_max_bytes``, the response at most
+  ``max_bytes``; but the first partition that has records gets at least its first
+  batch whole, however large, so a consumer always makes progress (as Kafka, KIP-74).
+  Batches are served as stored (``read_batches``); native ones as their cached v2
+  form (``eventstore.server.batches``). The records field is the batches' bytes, which
+  kio writes as one length-prefixed block (it never decodes records).
+* **Long poll**: with fewer than ``min_bytes`` to answer, the request waits until an
+  append to one of its partitions (``Log.watch``) brings enough, ``max_wait_ms``
+  passes, or the server stops. A partition error (OFFSET_OUT_OF_RANGE, UNKNOWN_...)
+  answers at once.
+* **Sessions** (KIP-227): none are made. A full fetch (session id 0) is answered with
+  session id 0, which tells the client that no session exists, so its next fetch is
+  full again; an incremental fetch (a session id other than 0) answers
+  FETCH_SESSION_ID_NOT_FOUND, and session id 0 with an epoch above 0 answers
+  INVALID_FETCH_SESSION_EPOCH (docs/protocol.md, section 4).
+* **Isolation**: the store holds no transactional batches (produced ones are refused),
+  so read_committed and read_uncommitted read the same, the last stable offset is the
+  high watermark, and there are no aborted transactions.
+* **Topics by id** from v13: an unknown id answers UNKNOWN_TOPIC_ID.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ...errors import EventStoreError
+from ...log import Log
+from ...records import NO_TOPIC_ID, TopicPartition
+from ...wire import RequestHeader, kafka_error_for
+from ..batches import ConvertedBatches, as_kafka_batches
+from ..context import Context
+from ..dispatch import handles
+from ..entities import entity, item_class, response_class
+
+__all__ = ["converted_batches"]
+
+NONE: Final = 0
+OFFSET_OUT_OF_RANGE: Final = 1
+UNKNOWN_TOPIC_OR_PARTITION: Final = 3
+FETCH_SESSION_ID_NOT_FOUND: Final = 70
+INVALID_FETCH_SESSION_EPOCH: Final = 71
+UNKNOWN_TOPIC_ID: Final = 100
+_CACHE_KEY: Final = "fetch.converted"
+
+
+@dataclass(slots=True)
+class Wanted:
+    """One partition a Fetch asks for, and what reading it found."""
+
+    name: str | None
+    topic_id: uuid.UUID | None
+    partition: int
+    offset: int
+    max_bytes: int
+    error: int = NONE
+    records: bytes = b""
+    high_watermark: int = -1
+    log_start: int = -1
+
+
+def converted_batches(ctx: Context) -> ConvertedBatches:
+    """This server's cache of native batches converted to v2 batches."""
+    cache = ctx.state.get(_CACHE_KEY)
+    if cache is None:
+        cache = ctx.state.setdefault(_CACHE_KEY, ConvertedBatches(ctx.config.fetch_cache_bytes))
+    assert isinstance(cache, ConvertedBatches)
+    return cache
+
+
+@handles(1)
+async def fetch(ctx: Context, header: RequestHeader, body: Any) -> Any:
+    """The records from each partition's fetch offset, once there are ``min_bytes`` of them
+    or ``max_wait_ms`` has passed."""
+    cls = response_class(header)
+    session_error = _session_error(body)
+    if session_error:
+        return entity(cls, error_code=session_error, session_id=0, responses=())
+    wanted = [_wanted(ctx, topic, p) for topic in body.topics for p in topic.partitions]
+    live = [w for w in wanted if not w.error]
+    deadline = time.monotonic() + body.max_wait.total_seconds()
+    cache = converted_batches(ctx)
+    watched = [TopicPartition(w.name, w.partition) for w in live if w.name is not None]
+    try:
+        waiter = ctx.watch(watched)
+    except EventStoreError:  # a topic deleted since: one read tells which, no wait
+        size = await ctx.blocking(_read_all, ctx.log, live, int(body.max_bytes), cache)
+        return _response(cls, wanted)
+    with waiter:
+        while True:  # one pass per wake-up; bounded by max_wait_ms
+            waiter.clear()
+            size = await ctx.blocking(_read_all, ctx.log, live, int(body.max_bytes), cache)
+            remaining = deadline - time.monotonic()
+            if size >= body.min_bytes or remaining <= 0 or any(w.error for w in live) or ctx.broker.stopping:
+                break
+            if not await waiter.wait(remaining):
+                break
+    return _response(cls, wanted)
+
+
+def _session_error(body: Any) -> int:
+    session_id = getattr(body, "session_id", 0)
+    epoch = getattr(body, "session_epoch", -1)
+    if session_id != 0:
+        return FETCH_SESSION_ID_NOT_FOUND
+    if epoch > 0:
+        return INVALID_FETCH_SESSION_EPOCH
+    return NONE
+
+
+def _wanted(ctx: Context, topic: Any, p: Any) -> Wanted:
+    name = getattr(topic, "topic", None)
+    topic_id = getattr(topic, "topic_id", None)
+    w = Wanted(name=None, topic_id=topic_id, partition=int(p.partition), offset=int(p.fetch_offset),
+               max_bytes=int(p.partition_max_bytes))
+    if name is None:  # v13+: by id
+        cfg = ctx.log.topic_by_id(topic_id) if topic_id is not None else None
+        if cfg is None:
+            w.error = UNKNOWN_TOPIC_ID
+            return w
+    else:
+        cfg = ctx.log.find_topic(str(name))
+        if cfg is None:
+            w.name = str(name)
+            w.error = UNKNOWN_TOPIC_OR_PARTITION
+            return w
+    w.name, w.topic_id = cfg.name, cfg.topic_id
+    if not 0 <= w.partition < cfg.partitions:
+        w.error = UNKNOWN_TOPIC_OR_PARTITION
+    return w
+
+
+def _read_all(log: Log, wanted: list[Wanted], max_bytes: int, cache: ConvertedBatches) -> int:
+    """Read every partition within the byte bounds (in a worker thread); returns the bytes."""
+    total = 0
+    for w in wanted:  # bounded by the request
+        assert w.name is not None
+        try:
+            w.log_start, w.high_watermark = log.offsets(w.name, w.partition)
+            budget = min(w.max_bytes, max_bytes - total)
+            if w.offset < w.log_start or w.offset > w.high_watermark:
+                w.error, w.records = OFFSET_OUT_OF_RANGE, b""
+                continue
+            if w.offset == w.high_watermark or (budget <= 0 and total > 0) or w.max_bytes <= 0:
+                w.records = b""
+                continue
+            stored, _next = log.read_batches(w.name, w.partition, w.offset, max(budget, 1))
+            records = as_kafka_batches(stored, w.topic_id or NO_TOPIC_ID, w.partition, cache)
+            if total > 0 and len(records) > budget:  # only the first partition with records may go over
+                records = b""
+            w.records = records
+            total += len(records)
+        except EventStoreError as e:
+            w.error, w.records = kafka_error_for(e).code, b""
+    return total
+
+
+def _response(cls: Any, wanted: list[Wanted]) -> Any:
+    topic_cls = item_class(cls, "responses")
+    partition_cls = item_class(topic_cls, "partitions")
+    topics: list[Any] = []
+    last: tuple[str | None, uuid.UUID | None] | None = None
+    for w in wanted:  # the request's order, its topics grouped as they came
+        part = entity(partition_cls, partition_index=w.partition, error_code=w.error,
+                      high_watermark=w.high_watermark, last_stable_offset=w.high_watermark,
+                      log_start_offset=w.log_start, aborted_transactions=(), preferred_read_replica=-1,
+                      records=w.records)
+        if last == (w.name, w.topic_id) and topics:
+            topics[-1][1].append(part)
+        else:
+            topics.append(((w.name, w.topic_id), [part]))
+            last = (w.name, w.topic_id)
+    responses = tuple(entity(topic_cls, topic=name, topic_id=topic_id or NO_TOPIC_ID, partitions=tuple(parts))
+                      for (name, topic_id), parts in topics)
+    return entity(cls, error_code=NONE, session_id=0, responses=responses)

@@ -1,0 +1,88 @@
+"""ListOffsets (2), versions 1 to 9: the offsets of a time, or of the log's ends.
+
+The timestamps Kafka defines: -2 earliest (the log start offset), -1 latest (the end
+offset: the high watermark, also the last stable offset since no transaction is ever
+open), -3 the record with the largest timestamp (v7+), -4 earliest local (v8+; all
+of the log is local: the log start offset), -5 earliest pending upload (v9; nothing
+is ever uploaded: offset -1). Any timestamp ≥ 0: the first record whose timestamp is
+at least it, answered with that record's offset and timestamp, or offset -1 when
+there is none. The leader epoch is 0 wherever a version carries it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ...errors import EventStoreError
+from ...log import Log
+from ...wire import RequestHeader, kafka_error_for
+from ..context import Context
+from ..dispatch import handles
+from ..entities import entity, item_class, response_class
+
+NONE: Final = 0
+UNKNOWN_TOPIC_OR_PARTITION: Final = 3
+INVALID_REQUEST: Final = 42
+LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, EARLIEST_PENDING_UPLOAD = -1, -2, -3, -4, -5
+LEADER_EPOCH: Final = 0
+
+
+@handles(2)
+async def list_offsets(ctx: Context, header: RequestHeader, body: Any) -> Any:
+    """Each partition's offset for the timestamp asked."""
+    cls = response_class(header)
+    topic_cls = item_class(cls, "topics")
+    partition_cls = item_class(topic_cls, "partitions")
+    asked = [(str(t.name), int(p.partition_index), int(p.timestamp))
+             for t in body.topics for p in t.partitions]
+    found = await ctx.blocking(_look_up_all, ctx.log, asked)
+    topics: dict[str, list[Any]] = {}
+    for (name, partition, _timestamp), (error, offset, timestamp) in zip(asked, found, strict=True):
+        topics.setdefault(name, []).append(entity(
+            partition_cls, partition_index=partition, error_code=error, timestamp=timestamp, offset=offset,
+            leader_epoch=LEADER_EPOCH if error == NONE and offset >= 0 else -1))
+    return entity(cls, topics=tuple(entity(topic_cls, name=name, partitions=tuple(parts))
+                                    for name, parts in topics.items()))
+
+
+def _look_up_all(log: Log, asked: list[tuple[str, int, int]]) -> list[tuple[int, int, int]]:
+    """(error code, offset, timestamp) for each (topic, partition, timestamp), in a worker thread."""
+    out = []
+    for topic, partition, timestamp in asked:  # bounded by the request
+        try:
+            out.append(_look_up(log, topic, partition, timestamp))
+        except EventStoreError as e:
+            out.append((kafka_error_for(e).code, -1, -1))
+    return out
+
+
+def _look_up(log: Log, topic: str, partition: int, timestamp: int) -> tuple[int, int, int]:
+    cfg = log.find_topic(topic)
+    if cfg is None or not 0 <= partition < cfg.partitions:
+        return UNKNOWN_TOPIC_OR_PARTITION, -1, -1
+    start, end = log.offsets(topic, partition)
+    if timestamp in (EARLIEST, EARLIEST_LOCAL):
+        return NONE, start, -1
+    if timestamp == LATEST:
+        return NONE, end, -1
+    if timestamp == EARLIEST_PENDING_UPLOAD:
+        return NONE, -1, -1
+    if timestamp == MAX_TIMESTAMP:
+        largest = log.partition(topic, partition).max_timestamp()
+        if largest < 0 or start == end:
+            return NONE, -1, -1
+        return _at_time(log, topic, partition, largest)
+    if timestamp < 0:
+        return INVALID_REQUEST, -1, -1
+    return _at_time(log, topic, partition, timestamp)
+
+
+def _at_time(log: Log, topic: str, partition: int, timestamp: int) -> tuple[int, int, int]:
+    """The first record at or after ``timestamp``: its offset and its own timestamp."""
+    offset = log.offset_for_time(topic, partition, timestamp)
+    if offset is None:
+        return NONE, -1, -1
+    records = log.read(topic, partition, offset, max_records=1)
+    if not records:
+        return NONE, -1, -1
+    return NONE, records[0].offset, records[0].timestamp_ms
