@@ -239,6 +239,43 @@ class _Reader:
             self.need(size, "tagged field")
 
 
+    def string(self, what: str) -> str:
+        """A compact non-null string."""
+        n = self.length(what)
+        if n < 0:
+            raise ProtocolError(f"{what} is null", self.pos)
+        start = self.need(n, what)
+        try:
+            return self.buf[start:start + n].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{what} is not UTF-8", start) from None
+
+    def blob(self, what: str, size: int | None = None) -> bytes:
+        """Compact non-null bytes (``size`` given: that many bytes, a uuid)."""
+        n = self.length(what) if size is None else size
+        if n < 0:
+            raise ProtocolError(f"{what} is null", self.pos)
+        start = self.need(n, what)
+        return self.buf[start:start + n]
+
+    def fixed(self, fmt: struct.Struct, what: str) -> int:
+        return int(fmt.unpack_from(self.buf, self.need(fmt.size, what))[0])
+
+
+def _read_recorded_events(r: _Reader, count: int) -> list[tuple[Any, ...]]:
+    """An array of RecordedEvent read field by field without the table walk: a read of
+    10,000 events spends most of its time here."""
+    out = []
+    for _ in range(count):  # count ≤ bytes left: bounded
+        event = (r.string("stream_id"), r.fixed(_i64, "version"), r.string("type"), r.blob("data"),
+                 r.blob("metadata"), r.blob("id", 16), r.fixed(_i64, "position"),
+                 r.fixed(_i64, "timestamp_ms"), r.string("topic"), r.fixed(_i32, "partition"),
+                 r.fixed(_i64, "offset"))
+        r.skip_tags()
+        out.append(event)
+    return out
+
+
 def _read_struct(r: _Reader, layout: Fields) -> list[Any]:
     values = [_read(r, kind, name) for name, kind in layout]
     r.skip_tags()
@@ -278,6 +315,8 @@ def _read(r: _Reader, kind: FieldType, name: str) -> Any:
     n = r.length(name)
     if n < 0:
         raise ProtocolError(f"{name} is a null array", r.pos)
+    if item is RECORDED_EVENT:
+        return _read_recorded_events(r, n)
     if isinstance(item, tuple):
         return [tuple(_read_struct(r, item)) for _ in range(n)]  # n ≤ bytes left: bounded
     return [_read(r, item, name) for _ in range(n)]
