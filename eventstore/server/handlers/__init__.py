@@ -11,6 +11,8 @@ from . import (  # noqa: F401 (imported to register their handlers)
     groups,
     metadata,
     offsets,
+    produce,
+    producers,
     streams,
     topics,
 )
