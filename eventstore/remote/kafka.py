@@ -13,6 +13,7 @@ Kafka errors come back as the embedded store's exceptions (``raise_kafka``).
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 import uuid
@@ -25,12 +26,14 @@ from ..errors import (
     InvalidArgumentError,
     InvalidTopicError,
     OffsetOutOfRangeError,
+    PartitionNotFoundError,
     RecordTooLargeError,
     StoreClosedError,
     TopicExistsError,
     TopicNotFoundError,
 )
 from ..records import Message, OffsetAndMetadata, Record, RecordMetadata, TopicConfig, TopicPartition
+from ..validation import as_bytes, check_headers
 
 try:
     import confluent_kafka as ck
@@ -42,7 +45,13 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 __all__ = ["KafkaLog", "RemoteConsumer", "RemoteFuture", "RemoteProducer", "raise_kafka"]
 
 ck_admin: Any = _admin  # its classes are re-exported without annotations
+#: librdkafka's log lines go to Python logging, not to stderr
+LOGGER = logging.getLogger("eventstore.remote")
 TIMEOUT_S = 30.0
+#: Every producer's settings: acknowledged by the leader's durable write, and keyed records
+#: on the partition ``partition_for_key`` (murmur2, as the embedded store and Java clients).
+PRODUCER_CONFIG: dict[str, Any] = {"logger": LOGGER, "acks": "all", "partitioner": "murmur2_random",
+                                   "enable.idempotence": False}
 _E = ck.KafkaError
 # librdkafka's local error codes are named with a leading underscore (``KafkaError._TRANSPORT``)
 _LOCAL: dict[str, int] = {name: getattr(_E, "_" + name) for name in (
@@ -58,7 +67,7 @@ def raise_kafka(error: Any, what: str) -> None:
     text = f"{what}: {error.str() if hasattr(error, 'str') else error}"
     cls: type[EventStoreError] = {
         _E.UNKNOWN_TOPIC_OR_PART: TopicNotFoundError, _LOCAL["UNKNOWN_TOPIC"]: TopicNotFoundError,
-        _LOCAL["UNKNOWN_PARTITION"]: TopicNotFoundError, _E.TOPIC_ALREADY_EXISTS: TopicExistsError,
+        _LOCAL["UNKNOWN_PARTITION"]: PartitionNotFoundError, _E.TOPIC_ALREADY_EXISTS: TopicExistsError,
         _E.TOPIC_EXCEPTION: InvalidTopicError, _E.MSG_SIZE_TOO_LARGE: RecordTooLargeError,
         _E.INVALID_REQUEST: InvalidArgumentError, _E.INVALID_PARTITIONS: InvalidArgumentError,
         _E.INVALID_CONFIG: InvalidArgumentError, _E.OFFSET_OUT_OF_RANGE: OffsetOutOfRangeError,
@@ -110,6 +119,7 @@ class KafkaLog:
         self.bootstrap = bootstrap
         self._admin_lock = threading.Lock()
         self._admin_client: Any = None
+        self._counts: dict[str, int] = {}  # partition counts seen (check_partition)
         self._producer_lock = threading.Lock()
         self._producer: Any = None
         self._reader_lock = threading.Lock()
@@ -121,7 +131,8 @@ class KafkaLog:
         librdkafka's threads."""
         with self._admin_lock:
             if self._admin_client is None:
-                self._admin_client = ck_admin.AdminClient({"bootstrap.servers": self.bootstrap})
+                self._admin_client = ck_admin.AdminClient(
+                    {"bootstrap.servers": self.bootstrap, "logger": LOGGER})
             return self._admin_client
 
     def close(self) -> None:
@@ -151,6 +162,7 @@ class KafkaLog:
 
     def delete_topic(self, name: str) -> None:
         _wait(self._admin.delete_topics([name])[name], f"delete_topic({name!r})")
+        self._counts.pop(name, None)
 
     def alter_topic(self, name: str, partitions: int | None, settings: dict[str, Any]) -> TopicConfig:
         current = self.topic(name)
@@ -170,8 +182,20 @@ class KafkaLog:
         meta = self._admin.list_topics(name, timeout=TIMEOUT_S)
         topic = meta.topics.get(name)
         if topic is None or topic.error is not None:
+            self._counts.pop(name, None)
             raise TopicNotFoundError(name)
-        return len(topic.partitions)
+        self._counts[name] = count = len(topic.partitions)
+        return count
+
+    def check_partition(self, name: str, partition: int | None) -> None:
+        """``TopicNotFoundError`` / ``PartitionNotFoundError`` before sending, as the embedded
+        store refuses before writing. Partition counts seen are kept (a send costs no metadata
+        request); a partition past the kept count asks again, since topics only grow."""
+        count = self._counts.get(name)
+        if count is None or (partition is not None and type(partition) is int and partition >= count):
+            count = self.partitions(name)
+        if partition is not None and (type(partition) is not int or not 0 <= partition < count):
+            raise PartitionNotFoundError(name, partition, count)
 
     def topic(self, name: str) -> TopicConfig:
         count = self.partitions(name)
@@ -199,12 +223,18 @@ class KafkaLog:
     def _shared_producer(self) -> Any:
         with self._producer_lock:
             if self._producer is None:
-                self._producer = ck.Producer({"bootstrap.servers": self.bootstrap, "acks": "all",
-                                              "linger.ms": 0, "enable.idempotence": False})
+                self._producer = ck.Producer({**PRODUCER_CONFIG, "bootstrap.servers": self.bootstrap,
+                                              "linger.ms": 0})
             return self._producer
 
     def append_many(self, topic: str, messages: Sequence[Message]) -> list[RecordMetadata]:
         """Produce ``messages`` and wait for every delivery report; the first error raises."""
+        where = f"append to topic {topic!r}"
+        messages = [Message(value=as_bytes(m.value, "value", where), key=as_bytes(m.key, "key", where),
+                            headers=list(check_headers(m.headers, where)) or None,
+                            partition=m.partition, timestamp_ms=m.timestamp_ms) for m in messages]
+        for partition in {m.partition for m in messages}:
+            self.check_partition(topic, partition)
         producer = self._shared_producer()
         results: list[Any] = [None] * len(messages)
         pending = [len(messages)]
@@ -246,7 +276,8 @@ class KafkaLog:
     def _shared_reader(self) -> Any:
         if self._reader is None:
             self._reader = ck.Consumer({
-                "bootstrap.servers": self.bootstrap, "group.id": f"eventstore-reader-{uuid.uuid4()}",
+                "bootstrap.servers": self.bootstrap, "logger": LOGGER,
+                "group.id": f"eventstore-reader-{uuid.uuid4()}",
                 "enable.auto.commit": False, "auto.offset.reset": "error",
                 "isolation.level": "read_uncommitted",  # the high watermark, as Store.offsets
                 "enable.partition.eof": True})
@@ -386,8 +417,9 @@ class RemoteProducer:
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         self.client_id = client_id
-        self._producer = ck.Producer({"bootstrap.servers": log.bootstrap, "client.id": client_id,
-                                      "acks": "all", "linger.ms": 5})
+        self._producer = ck.Producer({**PRODUCER_CONFIG, "bootstrap.servers": log.bootstrap,
+                                      "client.id": client_id, "linger.ms": 5})
+        self._known: set[str] = set()  # topics seen to exist: send checks others once
         self._closed = False
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name=f"{client_id}-reports", daemon=True)
@@ -406,6 +438,12 @@ class RemoteProducer:
             value = self._value_serializer(value)
         if self._key_serializer is not None and key is not None:
             key = self._key_serializer(key)
+        where = f"send to topic {topic!r}"
+        value, key = as_bytes(value, "value", where), as_bytes(key, "key", where)
+        headers = check_headers(headers, where)
+        if topic not in self._known or partition is not None:
+            self._log.check_partition(topic, partition)
+            self._known.add(topic)
         future = RemoteFuture()
         kwargs: dict[str, Any] = {"on_delivery": future.settle}
         if partition is not None:
@@ -474,6 +512,7 @@ class RemoteConsumer:
         self.group_id = group_id
         self.client_id = client_id
         self._max_poll_records = max_poll_records
+        self._reset = auto_offset_reset
         self._consumer_timeout_s = consumer_timeout_ms / 1000
         self._key_deserializer = key_deserializer
         self._value_deserializer = value_deserializer
@@ -483,7 +522,7 @@ class RemoteConsumer:
             raise InvalidArgumentError(f"partition_assignment_strategy must be 'range', 'roundrobin' or "
                                        f"'cooperative-sticky', got {partition_assignment_strategy!r}")
         self._consumer = ck.Consumer({
-            "bootstrap.servers": log.bootstrap, "client.id": client_id,
+            "bootstrap.servers": log.bootstrap, "client.id": client_id, "logger": LOGGER,
             "group.id": group_id or f"eventstore-unnamed-{uuid.uuid4()}",
             "enable.auto.commit": bool(enable_auto_commit and group_id is not None),
             "auto.commit.interval.ms": auto_commit_interval_ms,
@@ -543,13 +582,29 @@ class RemoteConsumer:
         [got] = self._consumer.position([ck.TopicPartition(tp.topic, tp.partition)])
         if got.offset >= 0:
             return int(got.offset)
-        committed = self.committed(tp)
-        return committed if committed is not None else self._log.offsets(tp.topic, tp.partition)[1]
+        committed = self.committed(tp) if self.group_id is not None else None
+        if committed is not None:
+            return committed
+        if self._reset == "none":
+            from ..errors import NoOffsetForPartitionError
+
+            raise NoOffsetForPartitionError(tp.topic, tp.partition, self.group_id)
+        low, high = self._log.offsets(tp.topic, tp.partition)
+        return low if self._reset == "earliest" else high
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._check_open()
         self._positions[tp] = offset
-        self._consumer.seek(ck.TopicPartition(tp.topic, tp.partition, offset))
+        try:
+            self._consumer.seek(ck.TopicPartition(tp.topic, tp.partition, offset))
+        except ck.KafkaException as e:
+            manual = self._manual
+            if manual is None or tp not in manual:
+                raise_kafka(e.args[0] if e.args else None, f"seek({tp.topic!r}, {tp.partition})")
+                return
+            # librdkafka seeks only partitions it already fetches: assign again from the offsets
+            self._consumer.assign([ck.TopicPartition(t.topic, t.partition, self._positions.get(t, -1001))
+                                   for t in manual])
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         for tp in partitions or tuple(self.assignment()):

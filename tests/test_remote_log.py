@@ -1,0 +1,78 @@
+"""The log half of the store's API through ``eventstore.connect``: tests of the embedded suite
+(``test_api_suite``), run on an embedded store and on a remote one served from 127.0.0.1
+(port 0) by the test itself; and the errors a remote store raises the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_api_suite import (
+    ERRORS,
+    test_append_and_read_round_trip,
+    test_append_batch_returns_metadata_in_input_order,
+    test_group_commits_and_resumes_after_reopen,
+    test_iteration_yields_records_then_stops_when_idle,
+    test_keyed_records_land_on_their_partition,
+    test_producer_futures_resolve_to_durable_metadata,
+    test_seek_and_position_with_manual_assignment,
+)
+
+import eventstore
+
+__all__ = [  # the embedded suite's tests, collected here again over both stores
+    "test_append_and_read_round_trip",
+    "test_append_batch_returns_metadata_in_input_order",
+    "test_group_commits_and_resumes_after_reopen",
+    "test_iteration_yields_records_then_stops_when_idle",
+    "test_keyed_records_land_on_their_partition",
+    "test_producer_futures_resolve_to_durable_metadata",
+    "test_seek_and_position_with_manual_assignment",
+]
+
+#: Errors raised by the embedded store's own machinery with no remote twin.
+EMBEDDED_ONLY_CASES = {"transaction to unknown topic"}
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``eventstore.open`` or ``eventstore.connect``. The remote variant serves one embedded
+    store for the whole test; opening again (after a close) connects again to it."""
+    embedded: list[Any] = []
+    servers: list[Any] = []
+    opened: list[Any] = []
+
+    def _open(**kwargs: Any) -> Any:
+        if request.param == "embedded":
+            store = eventstore.open(tmp_path / "store", **kwargs)
+        else:
+            if not servers:
+                embedded.append(eventstore.open(tmp_path / "store", **kwargs))
+                servers.append(embedded[0].serve("127.0.0.1:0"))
+            store = eventstore.connect(f"127.0.0.1:{servers[0].address[1]}")
+        opened.append(store)
+        return store
+
+    yield _open
+    for store in opened:
+        if request.param == "embedded" and not store.closed:
+            assert store.check().ok
+        store.close()
+    for server in servers:
+        server.close()
+    for store in embedded:
+        report = store.check()
+        assert report.ok, "\n".join(map(str, report.problems))
+        store.close()
+
+
+@pytest.mark.parametrize("case", sorted(set(ERRORS) - EMBEDDED_ONLY_CASES))
+def test_errors_are_the_same(open_store: Callable[..., Any], case: str) -> None:
+    store = open_store()
+    store.create_topic("orders", max_record_bytes=1024)
+    operation, error = ERRORS[case]
+    with pytest.raises(error) as excinfo:
+        operation(store)
+    assert isinstance(excinfo.value, error)
