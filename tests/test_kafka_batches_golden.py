@@ -140,9 +140,9 @@ def _spec_fields() -> dict[str, tuple[int, int, str]]:
 def test_the_first_stored_batch_decoded_by_hand_per_the_spec() -> None:
     codes = {"int8": "b", "int16": "h", "int32": "i", "int64": "q", "uint32": "I"}
     spec = _spec_fields()
-    assert list(spec) == ["base_offset", "batch_length", "partition_leader_epoch", "magic", "crc", "attributes",
-                          "last_offset_delta", "base_timestamp", "max_timestamp", "producer_id",
-                          "producer_epoch", "base_sequence", "record_count"]
+    assert list(spec) == ["base_offset", "batch_length", "partition_leader_epoch", "magic", "crc",
+                          "attributes", "last_offset_delta", "base_timestamp", "max_timestamp",
+                          "producer_id", "producer_epoch", "base_sequence", "record_count"]
     log = (GOLDEN / "store" / "topics" / TOPIC / "0" / ("0" * 20 + ".log")).read_bytes()
     got = {}
     for name, (position, size, kind) in spec.items():
@@ -156,5 +156,11 @@ def test_the_first_stored_batch_decoded_by_hand_per_the_spec() -> None:
     }
     # the first record, by section 17.1's record table: length, attributes, deltas, key, value, headers
     record = log[61:]
-    assert record[:4] == bytes([0x58, 0, 0, 0])  # length 44 (zigzag 88), attributes 0, deltas 0 and 0
-    assert record[4:5] == bytes([14]) and record[5:12] == b"order-1"  # key length 7 (zigzag 14)
+    # length: attributes, two deltas, key (1 + 7), value (1 + 13), header count, two headers
+    # (1 + 12 + 1 + 16 and 1 + 5 + a null value's 1): 63, a zigzag varint of one byte
+    assert record[:4] == bytes([63 * 2, 0, 0, 0])  # attributes 0, timestamp and offset deltas 0
+    assert record[4] == 7 * 2 and record[5:12] == b"order-1"
+    assert record[12] == 13 * 2 and record[13:26] == b'{"total": 42}'
+    assert record[26] == 2 * 2  # two headers
+    assert record[27] == 12 * 2 and record[28:40] == b"content-type" and record[40] == 16 * 2
+    assert record[41 + 16] == 5 * 2 and record[58:63] == b"trace" and record[63] == 1  # zigzag -1: null
