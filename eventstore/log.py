@@ -36,6 +36,7 @@ from .errors import (
     EventStoreError,
     InvalidArgumentError,
     InvalidTopicError,
+    OffsetOutOfRangeError,
     StorageError,
     StoreClosedError,
     TopicExistsError,
@@ -807,6 +808,25 @@ class Log:
         return Watch(cancels)
 
     # --- maintenance -------------------------------------------------------
+
+    def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
+        """Delete the records of one partition below ``before_offset`` (Kafka's DeleteRecords),
+        whole segments at a time; returns the new log start offset.
+
+        Every segment whose records are all below ``before_offset`` goes (the active
+        one is rolled first when ``before_offset`` is the end offset), so the new log
+        start is at most ``before_offset``: the records of a segment that also holds
+        later ones stay until a later call or retention removes it. An offset outside
+        log start .. end raises ``OffsetOutOfRangeError``.
+        """
+        plog = self.partition(topic, partition)
+        if type(before_offset) is not int:
+            raise InvalidArgumentError(f"before_offset must be an int, got {type(before_offset).__name__}")
+        start, end = plog.offsets()
+        if not start <= before_offset <= end:
+            raise OffsetOutOfRangeError(topic, partition, before_offset, start, end)
+        plog.delete_before(before_offset)
+        return plog.offsets()[0]
 
     def enforce_retention(self, now_ms: int | None = None) -> int:
         """Apply every topic's retention now; returns the number of segments deleted."""

@@ -15,10 +15,14 @@ its PID (SIGTERM, then SIGKILL after a timeout). Every wait is bounded.
 
 or the fixture ``served_store`` (add ``from serverkit import served_store`` to the test
 module): the same pair, for a test that needs one server with default options.
+``RawClient(bootstrap).call(kio_request_entity)`` sends one request built with kio's
+classes and returns kio's response entity: for exact checks of fields a client library
+hides.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import select
@@ -171,6 +175,26 @@ class RawClient:
             return self.sock.recv(1) == b""
         except ConnectionResetError:
             return True
+
+    def call(self, request: Any, correlation_id: int = 1) -> Any:
+        """Send kio's request entity; return kio's response entity (of the same version)."""
+        from kio.index import load_response_schema
+        from kio.serial import entity_reader, entity_writer
+
+        from eventstore.wire.apis import is_flexible, response_header_version
+
+        api_key, version = int(request.__api_key__), int(request.__version__)
+        out = io.BytesIO()
+        entity_writer(type(request))(out, request)
+        self.request(api_key, version, correlation_id, out.getvalue(), flexible=is_flexible(api_key, version))
+        response = self.response()
+        if response is None:
+            raise ConnectionError("the server closed the connection")
+        (got,) = struct.unpack_from(">i", response)
+        assert got == correlation_id, (got, correlation_id)
+        position = 5 if response_header_version(api_key, version) == 1 else 4
+        value, _size = entity_reader(load_response_schema(api_key, version))(response, position)
+        return value
 
     def _exactly(self, n: int) -> bytes | None:
         out = b""

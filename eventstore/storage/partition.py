@@ -591,6 +591,27 @@ class PartitionLog:
             faults.point("retention.dir-synced")
         return gone
 
+    def delete_before(self, offset: int) -> list[Segment]:
+        """Delete the segments whose records are all below ``offset`` (DeleteRecords); when
+        ``offset`` is the end and the active segment holds records, roll it first so that
+        they can go too. Returns the segments deleted."""
+        with self._lock:
+            if offset >= self._next_offset and self.active.next_offset > self.active.base_offset:
+                self._roll()
+            segments = self._layout[1]
+            gone: list[Segment] = []
+            for seg in segments[:-1]:  # bounded; never the active segment
+                if seg.next_offset > offset:
+                    break
+                gone.append(seg)
+            if gone:
+                keep = segments[len(gone):]
+                self._layout = ([s.base_offset for s in keep], keep)
+                for seg in gone:
+                    seg.delete()
+                sync_dir(self.directory)
+        return gone
+
     # --- state -------------------------------------------------------------
 
     @property

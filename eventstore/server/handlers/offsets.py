@@ -1,4 +1,5 @@
-"""ListOffsets (2), versions 1 to 9: the offsets of a time, or of the log's ends.
+"""ListOffsets (2), versions 1 to 9: the offsets of a time, or of the log's ends;
+DeleteRecords (21), versions 0 to 2: the log start moved up.
 
 The timestamps Kafka defines: -2 earliest (the log start offset), -1 latest (the end
 offset: the high watermark, also the last stable offset since no transaction is ever
@@ -7,6 +8,10 @@ of the log is local: the log start offset), -5 earliest pending upload (v9; noth
 is ever uploaded: offset -1). Any timestamp ≥ 0: the first record whose timestamp is
 at least it, answered with that record's offset and timestamp, or offset -1 when
 there is none. The leader epoch is 0 wherever a version carries it.
+
+DeleteRecords deletes whole segments (``Log.delete_records``): the low watermark it
+answers is the new log start offset, at most the offset asked (-1: the high
+watermark); an offset outside the log answers OFFSET_OUT_OF_RANGE.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ UNKNOWN_TOPIC_OR_PARTITION: Final = 3
 INVALID_REQUEST: Final = 42
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, EARLIEST_PENDING_UPLOAD = -1, -2, -3, -4, -5
 LEADER_EPOCH: Final = 0
+HIGH_WATERMARK: Final = -1  # DeleteRecords: every record
 
 
 @handles(2)
@@ -86,3 +92,36 @@ def _at_time(log: Log, topic: str, partition: int, timestamp: int) -> tuple[int,
     if not records:
         return NONE, -1, -1
     return NONE, records[0].offset, records[0].timestamp_ms
+
+
+@handles(21)
+async def delete_records(ctx: Context, header: RequestHeader, body: Any) -> Any:
+    """Delete each partition's records below the offset asked; answer its new log start."""
+    cls = response_class(header)
+    topic_cls = item_class(cls, "topics")
+    partition_cls = item_class(topic_cls, "partitions")
+    asked = [(str(t.name), int(p.partition_index), int(p.offset)) for t in body.topics for p in t.partitions]
+    done = await ctx.blocking(_delete_all, ctx.log, asked)
+    topics: dict[str, list[Any]] = {}
+    for (name, partition, _offset), (error, low_watermark) in zip(asked, done, strict=True):
+        topics.setdefault(name, []).append(entity(
+            partition_cls, partition_index=partition, low_watermark=low_watermark, error_code=error))
+    return entity(cls, topics=tuple(entity(topic_cls, name=name, partitions=tuple(parts))
+                                    for name, parts in topics.items()))
+
+
+def _delete_all(log: Log, asked: list[tuple[str, int, int]]) -> list[tuple[int, int]]:
+    """(error code, low watermark) for each (topic, partition, offset), in a worker thread."""
+    out = []
+    for topic, partition, offset in asked:  # bounded by the request
+        cfg = log.find_topic(topic)
+        if cfg is None or not 0 <= partition < cfg.partitions:
+            out.append((UNKNOWN_TOPIC_OR_PARTITION, -1))
+            continue
+        try:
+            if offset == HIGH_WATERMARK:
+                offset = log.offsets(topic, partition)[1]
+            out.append((NONE, log.delete_records(topic, partition, offset)))
+        except EventStoreError as e:
+            out.append((kafka_error_for(e).code, -1))
+    return out
