@@ -21,6 +21,7 @@ from test_api_suite import (
 )
 
 import eventstore
+from eventstore import InvalidArgumentError, TopicPartition
 
 __all__ = [  # the embedded suite's tests, collected here again over both stores
     "test_append_and_read_round_trip",
@@ -76,3 +77,27 @@ def test_errors_are_the_same(open_store: Callable[..., Any], case: str) -> None:
     with pytest.raises(error) as excinfo:
         operation(store)
     assert isinstance(excinfo.value, error)
+
+
+def test_group_administration(open_store: Callable[..., Any]) -> None:
+    """list, offsets, lag, reset and delete of a group with no members, the same on both."""
+    store = open_store()
+    store.create_topic("orders", partitions=2)
+    store.append_batch("orders", [b"a", b"b", b"c"], partition=0)
+    store.append_batch("orders", [b"d"], partition=1)
+    consumer = store.consumer(group_id="billing", enable_auto_commit=False)
+    tps = [TopicPartition("orders", 0), TopicPartition("orders", 1)]
+    consumer.commit({tps[0]: 1, tps[1]: 1})
+    consumer.close()
+    assert "billing" in store.list_groups()
+    assert store.group_offsets("billing") == {tps[0]: 1, tps[1]: 1}
+    assert store.lag("billing") == {tps[0]: 2, tps[1]: 0}
+    assert store.describe_group("billing").state == "Empty"
+    assert store.reset_group_offsets("billing", "earliest") == {tps[0]: 0, tps[1]: 0}
+    assert store.group_offsets("billing") == {tps[0]: 0, tps[1]: 0}
+    assert store.reset_group_offsets("billing", {("orders", 0): 3}) == {tps[0]: 3}
+    assert store.lag("billing") == {tps[0]: 0, tps[1]: 1}
+    with pytest.raises(InvalidArgumentError):
+        store.reset_group_offsets("billing", {("orders", 0): 99})
+    store.delete_group("billing")
+    assert "billing" not in store.list_groups()

@@ -32,6 +32,7 @@ from ..errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
+from ..groups.membership import GroupDescription, MemberDescription
 from ..records import Message, OffsetAndMetadata, Record, RecordMetadata, TopicConfig, TopicPartition
 from ..validation import as_bytes, check_headers
 
@@ -351,6 +352,39 @@ class KafkaLog:
 
     def delete_group(self, group: str) -> None:
         _wait(self._admin.delete_consumer_groups([group])[group], f"delete_group({group!r})")
+
+    def describe_group(self, group: str) -> GroupDescription:
+        """The group as DescribeGroups shows it (members' assignments decoded by librdkafka)."""
+        found = _wait(self._admin.describe_consumer_groups([group])[group], f"describe_group({group!r})")
+        members = [MemberDescription(
+            member_id=m.member_id, client_id=m.client_id, client_host=m.host or "", kind="kafka",
+            group_instance_id=m.group_instance_id,
+            topics=sorted({tp.topic for tp in _assigned(m)}),
+            assignment=sorted(TopicPartition(tp.topic, tp.partition) for tp in _assigned(m)),
+            owned=sorted(TopicPartition(tp.topic, tp.partition) for tp in _assigned(m)),
+        ) for m in found.members]
+        state = _STATES.get(found.state.name, found.state.name.title())
+        return GroupDescription(group_id=group, state=state, generation=-1,
+                                protocol=found.partition_assignor or "", members=members)
+
+    def set_group_offsets(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets`` for a group with no active members (OffsetCommit by the admin)."""
+        parts = [ck.TopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+        request = [ck.ConsumerGroupTopicPartitions(group, parts)]
+        answer = _wait(self._admin.alter_consumer_group_offsets(request)[group],
+                       f"reset_group_offsets({group!r})")
+        for tp in answer.topic_partitions:
+            raise_kafka(tp.error, f"reset_group_offsets({group!r}) {tp.topic}/{tp.partition}")
+
+
+#: librdkafka's group states under the names the embedded coordinator uses
+_STATES = {"STABLE": "Stable", "EMPTY": "Empty", "PREPARING_REBALANCING": "PreparingRebalance",
+           "COMPLETING_REBALANCING": "CompletingRebalance", "DEAD": "Dead", "UNKNOWN": "Unknown"}
+
+
+def _assigned(member: Any) -> list[Any]:
+    assignment = member.assignment
+    return list(assignment.topic_partitions) if assignment is not None else []
 
 
 # --- the embedded clients' API over librdkafka's ----------------------------------------------

@@ -21,13 +21,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EventStoreError, InvalidArgumentError, StoreClosedError
+from ..errors import EventStoreError, InvalidArgumentError, StoreClosedError, TopicNotFoundError
+from ..groups.membership import GroupDescription
 from ..log import DEFAULT_MAX_RECORDS, UNSET
 from ..records import Message, Record, RecordMetadata, TopicConfig, TopicPartition
 from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from ..sourcing.rules import check_stream_id
 from ..sourcing.subscriptions import PAGE_EVENTS, check_count
-from ..validation import check_int64
+from ..validation import check_group_id, check_int64
 from .connection import Connection, parse_bootstrap
 from .streams import RemoteStreams, RemoteSubscription
 
@@ -46,9 +47,6 @@ EMBEDDED_ONLY: dict[str, str] = {
     "wait_for": "waits on a partition in this process; a consumer's poll waits remotely",
     "transaction": "appends to several partitions under the store's own lock",
     "pending_transactions": "the transactions of the store's own process",
-    "describe_group": "the group coordinator's members in the store's own process",
-    "lag": "the group coordinator's view in the store's own process",
-    "reset_group_offsets": "moves offsets of a group the store's own process coordinates",
     "serve": "serves the store's own files (run es serve where they are)",
 }
 
@@ -243,21 +241,69 @@ class RemoteStore:
         self._check_open()
         return self._log.list_groups()
 
-    def describe_group(self, group: str) -> Any:
-        raise EmbeddedOnlyError("describe_group")
+    def describe_group(self, group: str) -> GroupDescription:
+        """The group's state and members, as the server's DescribeGroups answers (Kafka clients'
+        members only: a server's embedded consumers are its own)."""
+        self._check_open()
+        return self._log.describe_group(check_group_id(group))
 
     def group_offsets(self, group: str) -> dict[TopicPartition, int]:
         self._check_open()
         return self._log.group_offsets(group)
 
     def lag(self, group: str) -> dict[TopicPartition, int]:
-        raise EmbeddedOnlyError("lag")
+        """Per partition of the topics the group committed to: end offset - committed offset
+        (from the log start where it has none, or where retention passed it)."""
+        self._check_open()
+        committed = self._log.group_offsets(check_group_id(group))
+        out: dict[TopicPartition, int] = {}
+        for topic in sorted({tp.topic for tp in committed}):
+            try:
+                count = self._log.partitions(topic)
+            except TopicNotFoundError:
+                continue
+            for p in range(count):
+                tp = TopicPartition(topic, p)
+                start, end = self._log.offsets(topic, p)
+                out[tp] = end - max(committed.get(tp, start), start)
+        return out
 
     def reset_group_offsets(
         self, group: str, to: str | int | Mapping[TopicPartition, int] | Mapping[tuple[str, int], int],
         topics: list[str] | None = None,
     ) -> dict[TopicPartition, int]:
-        raise EmbeddedOnlyError("reset_group_offsets")
+        """Set the group's offsets: ``"earliest"``, ``"latest"``, a timestamp (ms) or explicit
+        offsets, as ``Store.reset_group_offsets``; the server refuses a group with members."""
+        self._check_open()
+        check_group_id(group)
+        if isinstance(to, Mapping):
+            target = {(k if isinstance(k, TopicPartition) else TopicPartition(*k)): v for k, v in to.items()}
+        else:
+            if not (to in ("earliest", "latest") or (type(to) is int and to >= 0)):
+                raise InvalidArgumentError(f"to must be 'earliest', 'latest', a timestamp in ms or a "
+                                           f"mapping of offsets, got {to!r}")
+            names = sorted(set(topics) if topics is not None else
+                           {tp.topic for tp in self._log.group_offsets(group)})
+            target = {TopicPartition(n, p): self._resolve(n, p, to)
+                      for n in names for p in range(self._log.partitions(n))}
+        for tp, offset in target.items():
+            start, end = self._log.offsets(tp.topic, tp.partition)
+            if type(offset) is not int or not start <= offset <= end:
+                raise InvalidArgumentError(
+                    f"offset {offset} for {tp.topic}/{tp.partition} is outside {start}..{end}")
+        if target:
+            self._log.set_group_offsets(group, target)
+        return target
+
+    def _resolve(self, topic: str, partition: int, to: str | int) -> int:
+        start, end = self._log.offsets(topic, partition)
+        if to == "earliest":
+            return start
+        if to == "latest":
+            return end
+        assert isinstance(to, int)
+        found = self._log.offset_for_time(topic, partition, to)
+        return end if found is None else found
 
     def delete_group(self, group: str) -> int:
         """Delete the group; returns how many committed offsets it had."""
