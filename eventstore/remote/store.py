@@ -17,6 +17,7 @@ public method of ``Store`` to the same signature here.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,7 @@ class RemoteStore:
 
         self._log = KafkaLog(",".join(f"{h}:{p}" for h, p in addresses))
         self._streams = RemoteStreams(Connection(addresses), max_bytes)
+        self._clients: weakref.WeakSet[Any] = weakref.WeakSet()  # producers and consumers made here
         self._closed = False
 
     # --- open / close ------------------------------------------------------
@@ -96,6 +98,8 @@ class RemoteStore:
         self._closed = True
         self._streams.closed = True
         try:
+            for client in list(self._clients):  # as the embedded store's: unusable once it is closed
+                client.close()
             self._log.close()
         finally:
             self._streams.connection.close()
@@ -217,9 +221,11 @@ class RemoteStore:
         from .kafka import RemoteConsumer
 
         try:
-            return RemoteConsumer(self._log, *topics, **config)
+            consumer = RemoteConsumer(self._log, *topics, **config)
         except TypeError as e:
             raise InvalidArgumentError(f"consumer(): {e}") from None
+        self._clients.add(consumer)
+        return consumer
 
     def producer(self, **config: Any) -> RemoteProducer:
         """A Kafka-style producer with the embedded Producer's API, on librdkafka's."""
@@ -227,9 +233,11 @@ class RemoteStore:
         from .kafka import RemoteProducer
 
         try:
-            return RemoteProducer(self._log, **config)
+            producer = RemoteProducer(self._log, **config)
         except TypeError as e:
             raise InvalidArgumentError(f"producer(): {e}") from None
+        self._clients.add(producer)
+        return producer
 
     def transaction(self) -> Any:
         raise EmbeddedOnlyError("transaction")
