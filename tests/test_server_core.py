@@ -7,15 +7,18 @@ versions out of range); the Kafka clients' conformance is in the other
 
 from __future__ import annotations
 
+import io
 import signal
 import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import anyio
 import entry_points
 import pytest
+from kio.serial import entity_writer
 from serverkit import RawClient, es_serve, served
 
 import eventstore
@@ -172,3 +175,82 @@ def test_es_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
     expected = f"error: cannot listen on 127.0.0.1:{port}: address already in use"
     assert result.stderr.decode().strip().splitlines() == [
         f"{expected} (is another server running there?)"]
+
+
+def test_max_connections_refuses_one_more_and_serves_the_others(tmp_path: Path) -> None:
+    with served(tmp_path, max_connections=2) as (_store, bootstrap), \
+            RawClient(bootstrap) as first, RawClient(bootstrap) as second:
+        for client in (first, second):  # both accepted and served
+            client.request(API_VERSIONS, 0, 1, b"")
+            assert _correlation_and_error(client.response()) == (1, 0)
+        with RawClient(bootstrap) as third:
+            assert third.closed_by_server()
+        first.request(API_VERSIONS, 0, 2, b"")
+        assert _correlation_and_error(first.response()) == (2, 0)
+
+
+def _long_poll(topic: str, correlation_id: int, wait_ms: int) -> bytes:
+    """A Fetch v4 frame's body for partition 0 of ``topic`` at offset 0 that waits ``wait_ms``."""
+    name = topic.encode()
+    return (struct.pack(">iiiib", -1, wait_ms, 1, 1 << 20, 0) + struct.pack(">i", 1)
+            + struct.pack(">h", len(name)) + name + struct.pack(">i", 1) + struct.pack(">iqi", 0, 0, 1 << 20))
+
+
+def test_in_flight_bound_holds_back_reading(tmp_path: Path) -> None:
+    """With max_in_flight 2, a third long poll starts only once the first is answered: three
+    polls of 400 ms take at least 800 ms, and come back in order."""
+    with served(tmp_path, max_in_flight=2) as (store, bootstrap), RawClient(bootstrap) as client:
+        store.create_topic("quiet")
+        started = time.monotonic()
+        for cid in (1, 2, 3):
+            client.request(1, 4, cid, _long_poll("quiet", cid, 400))
+        got = [_correlation_and_error(client.response())[0] for _ in range(3)]
+        elapsed = time.monotonic() - started
+    assert got == [1, 2, 3]
+    assert elapsed >= 0.75, elapsed
+
+
+def test_graceful_stop_answers_a_waiting_long_poll(tmp_path: Path) -> None:
+    store = eventstore.open(tmp_path / "s")
+    try:
+        store.create_topic("quiet")
+        handle = store.serve("127.0.0.1:0")
+        with RawClient(f"127.0.0.1:{handle.address[1]}") as client:
+            client.request(1, 4, 9, _long_poll("quiet", 9, 30_000))
+            time.sleep(0.2)  # the poll is waiting
+            started = time.monotonic()
+            handle.close()
+            assert time.monotonic() - started < 5
+            assert _correlation_and_error(client.response())[0] == 9  # answered, not cut
+            assert client.closed_by_server()
+    finally:
+        store.close()
+
+
+def test_every_error_response_encodes() -> None:
+    """The answers built when a handler fails or a version is not served, for every API
+    version kio knows whose response has a top-level error code."""
+    from eventstore.server.dispatch import error_response
+    from eventstore.wire.apis import SERVED
+
+    built = 0
+    for key, (_low, high) in SERVED.items():
+        for version in range(high + 3):
+            response = error_response(key, version, UNSUPPORTED_VERSION)
+            if response is None:
+                continue
+            assert int(response.error_code) == UNSUPPORTED_VERSION
+            entity_writer(type(response))(io.BytesIO(), response)
+            built += 1
+    assert built >= 60
+
+
+def test_es_serve_advertises_its_listener(tmp_path: Path) -> None:
+    with es_serve(tmp_path / "s", "--advertised-listener", "kafka.example:19092") as server:
+        with RawClient(server.bootstrap) as client:
+            client.request(3, 1, 5, struct.pack(">i", -1))  # Metadata v1, all topics
+            response = client.response()
+        assert response is not None and b"kafka.example" in response
+        assert struct.unpack_from(">i", response, 4 + 4 + 4 + 2 + len(b"kafka.example"))[0] == 19092
+        assert server.stop(signal.SIGINT) == 0
+    assert b"(advertised kafka.example:19092)" in server.stderr
