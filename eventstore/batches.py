@@ -27,9 +27,11 @@ from .records import Record, RecordMetadata, TopicConfig
 from .storage import format as fmt
 from .validation import NO_HEADERS, check_size, normalize_item, record_size
 from .wire import batch as kafka
+from .wire.compression import NONE, decompress
 from .wire.errors import CorruptRecordError
 
-__all__ = ["BatchMetadata", "Group", "check_encoded_batch", "check_kafka_batch", "group_items"]
+__all__ = ["BatchMetadata", "Group", "check_encoded_batch", "check_kafka_batch", "check_kafka_records",
+           "group_items"]
 
 
 class Group:
@@ -186,5 +188,151 @@ def check_kafka_batch(cfg: TopicConfig, batch: object) -> tuple[bytearray, kafka
     if header.producer_id >= 0 and (header.producer_epoch < 0 or header.base_sequence < 0):
         raise InvalidRecordError(cfg.name, f"producer id {header.producer_id} with epoch "
                                  f"{header.producer_epoch} and base sequence {header.base_sequence}")
-    kafka.decode_records(data, verify=False)  # K5: raises CorruptRecordError
+    check_kafka_records(data, header)  # K5
     return data, header
+
+
+def check_kafka_records(batch: bytes | bytearray, header: kafka.BatchHeader) -> None:
+    """Rule K5 on a batch whose header passed K1-K4: the records, decompressed, are exactly
+    ``record_count`` records, each framed by its length, ``offset_delta`` its index,
+    timestamps within ``max_timestamp``, header keys UTF-8, nothing left over.
+
+    The same rules ``wire.batch.decode_records`` reads by, without building a record:
+    this runs on every produced batch (the hot path of Produce), so each record costs a
+    few byte reads; a one-byte varint (most lengths and deltas) is read inline.
+    Raises ``CorruptRecordError``.
+    """
+    body = memoryview(batch)[kafka.BATCH_HEADER_BYTES:header.size]
+    data = decompress(header.compression, body) if header.compression != NONE else bytes(body)
+    count = header.record_count
+    if count > len(data) // 7:  # a record takes at least 7 bytes
+        raise CorruptRecordError(f"{count} records cannot fit in {len(data)} bytes")
+    max_delta = None if header.log_append_time else header.max_timestamp - header.base_timestamp
+    try:
+        end = _walk_records(data, count, max_delta)
+    except IndexError:
+        raise CorruptRecordError("records are truncated") from None
+    if end != len(data):
+        raise CorruptRecordError(f"{len(data) - end} bytes after the last record", end)
+
+
+def _walk_records(data: bytes, count: int, max_delta: int | None) -> int:
+    """The end of ``count`` records from the start of ``data`` (IndexError past its end).
+
+    Varints of one and two bytes (nearly every length and delta) are read inline, each
+    field written out (this loop is the cost of a Produce); longer ones by ``_varint``."""
+    at = 0
+    size_limit = len(data)
+    latest = _NO_LIMIT if max_delta is None else max_delta
+    for index in range(count):  # bounded: count <= bytes / 7
+        byte = data[at]
+        if byte < 0x80:
+            length = (byte >> 1) ^ -(byte & 1)
+            at += 1
+        elif data[at + 1] < 0x80:
+            raw = (byte & 0x7F) | (data[at + 1] << 7)
+            length = (raw >> 1) ^ -(raw & 1)
+            at += 2
+        else:
+            length, at = _varint(data, at)
+        stop = at + length
+        if length < 6 or stop > size_limit:
+            raise CorruptRecordError(f"record {index} length {length}", at)
+        at += 1  # attributes
+        byte = data[at]
+        if byte < 0x80:
+            delta = (byte >> 1) ^ -(byte & 1)
+            at += 1
+        elif data[at + 1] < 0x80:
+            raw = (byte & 0x7F) | (data[at + 1] << 7)
+            delta = (raw >> 1) ^ -(raw & 1)
+            at += 2
+        else:
+            delta, at = _varint(data, at)
+        if delta > latest:
+            raise CorruptRecordError(f"record {index} timestamp is after max_timestamp", at)
+        byte = data[at]
+        if byte < 0x80:
+            offset_delta = (byte >> 1) ^ -(byte & 1)
+            at += 1
+        elif data[at + 1] < 0x80:
+            raw = (byte & 0x7F) | (data[at + 1] << 7)
+            offset_delta = (raw >> 1) ^ -(raw & 1)
+            at += 2
+        else:
+            offset_delta, at = _varint(data, at)
+        if offset_delta != index:
+            raise CorruptRecordError(f"record {index} has offset_delta {offset_delta}", at)
+        byte = data[at]
+        if byte < 0x80:
+            key_size = (byte >> 1) ^ -(byte & 1)
+            at += 1
+        elif data[at + 1] < 0x80:
+            raw = (byte & 0x7F) | (data[at + 1] << 7)
+            key_size = (raw >> 1) ^ -(raw & 1)
+            at += 2
+        else:
+            key_size, at = _varint(data, at)
+        if key_size > 0:
+            at += key_size
+        elif key_size < -1:
+            raise CorruptRecordError(f"record {index} has a key of length {key_size}", at)
+        byte = data[at]
+        if byte < 0x80:
+            value_size = (byte >> 1) ^ -(byte & 1)
+            at += 1
+        elif data[at + 1] < 0x80:
+            raw = (byte & 0x7F) | (data[at + 1] << 7)
+            value_size = (raw >> 1) ^ -(raw & 1)
+            at += 2
+        else:
+            value_size, at = _varint(data, at)
+        if value_size > 0:
+            at += value_size
+        elif value_size < -1:
+            raise CorruptRecordError(f"record {index} has a value of length {value_size}", at)
+        if data[at] == 0:  # no headers, the common case
+            at += 1
+        else:
+            at = _walk_headers(data, at, stop, index)
+        if at != stop:
+            raise CorruptRecordError(f"record {index} does not fill its {length} bytes", stop - length)
+    return at
+
+
+_NO_LIMIT = 1 << 64  # LogAppendTime: records' own timestamps are not read
+
+
+def _walk_headers(data: bytes, at: int, stop: int, index: int) -> int:
+    count, at = _varint(data, at)
+    if count < 0 or count > (stop - at) // 2:  # a header takes at least 2 bytes
+        raise CorruptRecordError(f"record {index} header count {count}", at)
+    for _ in range(count):  # bounded by the record's bytes, checked above
+        size, at = _varint(data, at)
+        if size < 0 or at + size > stop:
+            raise CorruptRecordError(f"record {index} has a header key of length {size}", at)
+        try:
+            str(data[at:at + size], "utf-8")
+        except UnicodeDecodeError:
+            raise CorruptRecordError(f"record {index} header key is not UTF-8", at) from None
+        at += size
+        size, at = _varint(data, at)
+        if size > 0:
+            at += size
+        elif size < -1:
+            raise CorruptRecordError(f"record {index} has a header value of length {size}", at)
+    return at
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """A zigzag varint of up to 10 bytes at ``at``; IndexError past the end."""
+    raw = 0
+    shift = 0
+    while shift < 70:  # bounded: ten bytes
+        byte = data[at]
+        at += 1
+        raw |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (raw >> 1) ^ -(raw & 1), at
+        shift += 7
+    raise CorruptRecordError("varint longer than 10 bytes", at)

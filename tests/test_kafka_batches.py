@@ -21,11 +21,14 @@ from typing import Any
 import cramjam
 import pytest
 from crc32c import crc32c
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from siblings import crash
 
 import eventstore
 from eventstore import CorruptionError, RecordTooLargeError, StreamsTopicError
+from eventstore.batches import check_kafka_records
 from eventstore.errors import InvalidRecordError, UnsupportedRecordVersionError
 from eventstore.wire import batch as kb
 from eventstore.wire.errors import CorruptRecordError, kafka_error_for
@@ -367,3 +370,36 @@ def test_es_dump_shows_kafka_batches(tmp_path: Path) -> None:
     assert [b["checksum"] for b in dumped["batches"]] == ["ok", "ok"]
     assert dumped["batches"][1]["records"][2]["headers"] == [["dup", "1"], ["dup", None], ["dup", ""]]
     assert os.path.exists(log)
+
+
+# --- rule K5 on the append path agrees with the codec's decoder ----------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(st.one_of(st.none(), st.binary(max_size=200)),
+                               st.one_of(st.none(), st.binary(max_size=300)),
+                               st.lists(st.tuples(st.text(max_size=5),
+                                                  st.one_of(st.none(), st.binary(max_size=5))), max_size=3)),
+                     min_size=1, max_size=5),
+       flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3),
+       delta=st.integers(0, 300))
+def test_the_append_path_k5_check_accepts_exactly_what_the_decoder_decodes(
+        rows: list[Row], flips: list[tuple[int, int]], delta: int) -> None:
+    """``check_kafka_records`` (the lean walk on every Produce) and ``wire.batch.decode_records``
+    (every read) accept and refuse the same bytes, whatever is changed in the records."""
+    plain = bytearray(kb.encode_batch([(i, TS + i * delta, k, v, tuple(h))
+                                       for i, (k, v, h) in enumerate(rows)]))
+    for at, value in flips:
+        plain[61 + at % (len(plain) - 61)] = value
+    header = kb.check_batch(bytes(fix_crc(plain)))
+    try:
+        kb.decode_records(plain, verify=False)
+        decoded = True
+    except CorruptRecordError:
+        decoded = False
+    try:
+        check_kafka_records(plain, header)
+        checked = True
+    except CorruptRecordError:
+        checked = False
+    assert checked == decoded
