@@ -416,3 +416,31 @@ async def test_a_group_on_a_server_in_the_callers_loop(tmp_path: Path) -> None:
         assert await anyio.to_thread.run_sync(clients) == [2, 2]
         assert await store.group_offsets("g") == {TP("t", p): 0 for p in range(4)}
         assert (await store.describe_group("g")).state == "Empty"
+
+
+def test_es_groups_describes_librdkafka_members_over_the_wire(store: eventstore.Store) -> None:
+    """``es groups describe --bootstrap``: the members, assignment and lag of a group of
+    confluent-kafka consumers, from the server's DescribeGroups and OffsetFetch."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from eventstore.cli.app import app
+
+    store.create_topic("t", partitions=2)
+    fill(store, 2, 2)
+    with serving(store) as bootstrap:
+        c = ck_consumer(bootstrap, "rdkafka-member")
+        got: dict[int, list[tuple[int, int]]] = {}
+        until("4 records", lambda: len(got.get(0, [])) == 4, lambda: ck_poll([c], got))
+        c.commit(asynchronous=False)
+        result = CliRunner().invoke(app, ["groups", "describe", "g", "--bootstrap", bootstrap, "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output)
+        assert out["state"] == "Stable"
+        [member] = out["members"]
+        assert member["client_id"] == "rdkafka-member"
+        assert member["assignment"] == [{"topic": "t", "partition": 0}, {"topic": "t", "partition": 1}]
+        rows = [(p["partition"], p["committed"], p["lag"]) for p in out["partitions"]]
+        assert rows == [(0, 2, 0), (1, 2, 0)]
+        c.close()
