@@ -14,9 +14,17 @@ from .. import reader as reader_module
 from .. import store as store_module
 from ..errors import StoreLockedError
 from ..reader import StoreReader
+from ..remote import store as remote_store
+from ..remote.store import RemoteStore
 
 DATA_HELP = "Store directory (env ES_DATA)."
 DataOption = Annotated[str, typer.Option("--data", envvar="ES_DATA", help=DATA_HELP)]
+BOOTSTRAP_HELP = ("The store a server serves, at HOST:PORT[,HOST:PORT...], instead of --data "
+                  "(env ES_BOOTSTRAP); any Kafka-protocol server for topics, records and groups.")
+BootstrapOption = Annotated[str | None, typer.Option(
+    "--bootstrap", envvar="ES_BOOTSTRAP", metavar="HOST:PORT", help=BOOTSTRAP_HELP)]
+AnyStore = store_module.Store | RemoteStore
+"""What a command works on: the store at ``--data``, or the one served at ``--bootstrap``."""
 
 
 class CliError(Exception):
@@ -45,6 +53,13 @@ def open_store(data: str, *, create: bool = False) -> store_module.Store:
     return store_module.open(data)
 
 
+def open_any(data: str, bootstrap: str | None, *, create: bool = False) -> AnyStore:
+    """The store served at ``bootstrap`` if given (``eventstore.connect``), else the one at ``data``."""
+    if bootstrap:
+        return remote_store.connect(bootstrap)
+    return open_store(data, create=create)
+
+
 def open_reader(data: str) -> StoreReader:
     """Open the store at ``data`` read-only: no lock, so an application may hold it meanwhile."""
     if not is_store(data):
@@ -53,13 +68,18 @@ def open_reader(data: str) -> StoreReader:
 
 
 @contextmanager
-def store_or_reader(data: str) -> Iterator[tuple[store_module.Store | StoreReader, int | None]]:
+def store_or_reader(data: str, bootstrap: str | None = None
+                    ) -> Iterator[tuple[AnyStore | StoreReader, int | None]]:
     """The store, or, while another process holds it, a read-only view and that process's pid.
 
     Commands that only look (``groups``, ``stats``) work beside a running
     application this way; what only the owner knows (group members, its
     durability mode) they report as unknown.
     """
+    if bootstrap:
+        with remote_store.connect(bootstrap) as remote:
+            yield remote, None
+        return
     try:
         store = open_store(data)
     except StoreLockedError as e:

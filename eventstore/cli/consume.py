@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Protocol, Union
 
 import typer
 
@@ -19,7 +19,7 @@ from ..client.consumer import Consumer
 from ..errors import OffsetOutOfRangeError, PartitionNotFoundError
 from ..reader import StoreReader
 from ..records import Record, TopicConfig, TopicPartition
-from .access import CliError, DataOption, open_reader, open_store
+from .access import AnyStore, BootstrapOption, CliError, DataOption, open_any, open_reader
 from .output import (
     JsonOption,
     bytes_json,
@@ -36,6 +36,9 @@ from .output import (
 )
 from .times import TIME_HELP, format_ms, parse_time_ms
 
+if TYPE_CHECKING:  # the Kafka client library is imported only when --bootstrap is given
+    from ..remote.kafka import RemoteConsumer
+
 POLL_RECORDS_MAX = 500
 FOLLOW_POLL_MS = 1000
 
@@ -47,6 +50,7 @@ class Format(enum.StrEnum):
 
 
 Writer = Callable[[list[Record]], None]
+AnyConsumer = Union[Consumer, "RemoteConsumer"]
 
 
 def consume(
@@ -70,6 +74,7 @@ def consume(
     ] = Format.raw,
     json: Annotated[bool, JsonOption] = False,
     data: DataOption = store_module.DEFAULT_PATH,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Print a topic's records and stop, or with --follow wait for more until Ctrl-C.
 
@@ -81,7 +86,7 @@ def consume(
                                  param_hint="--from-beginning")
     since_ms = parse_time_ms(since, "--since") if since is not None else None
     write = _writer(Format.json if json else fmt)
-    if group is None:  # no lock: tail a store an application holds open
+    if group is None and not bootstrap:  # no lock: tail a store an application holds open
         with open_reader(data) as reader:
             tps = _partitions(reader, topic, partition)
             starts = _starts(reader, tps, from_beginning, offset, since_ms)
@@ -92,7 +97,7 @@ def consume(
             with _sigterm_stops(follow):
                 count = _run_reader(reader, starts, write, follow, max_records)
     else:
-        with open_store(data) as store:
+        with open_any(data, bootstrap) as store:
             tps = _partitions(store, topic, partition)
             consumer = store.consumer(
                 group_id=group, enable_auto_commit=False, max_poll_records=POLL_RECORDS_MAX,
@@ -100,7 +105,13 @@ def consume(
             )
             try:
                 consumer.assign(tps)
-                for tp, start in _starts(store, tps, from_beginning, offset, since_ms).items():
+                starts = _starts(store, tps, from_beginning, offset, since_ms)
+                if group is None:  # a server's store, no group: as the reader, from the start or end
+                    for tp in tps:
+                        if tp not in starts:
+                            first, end = store.offsets(tp.topic, tp.partition)
+                            starts[tp] = end if follow else first
+                for tp, start in starts.items():
                     consumer.seek(tp, start)
                 total = _backlog(store, consumer, tps)
                 with _sigterm_stops(follow):
@@ -148,7 +159,7 @@ def _starts(log: _Log, tps: list[TopicPartition], from_beginning: bool,
     return out
 
 
-def _backlog(store: store_module.Store, consumer: Consumer, tps: list[TopicPartition]) -> int:
+def _backlog(store: AnyStore, consumer: AnyConsumer, tps: list[TopicPartition]) -> int:
     """Records between the consumer's positions and the ends (for the progress bar)."""
     return sum(max(0, store.offsets(tp.topic, tp.partition)[1] - consumer.position(tp)) for tp in tps)
 
@@ -170,7 +181,7 @@ def _sigterm_stops(follow: bool) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(consumer: Consumer, write: Writer, follow: bool, max_records: int | None,
+def _run(consumer: AnyConsumer, write: Writer, follow: bool, max_records: int | None,
          backlog: int) -> int:
     """Poll, print and commit until the end (or Ctrl-C with ``follow``); returns the count."""
     count = 0
@@ -190,7 +201,8 @@ def _run(consumer: Consumer, write: Writer, follow: bool, max_records: int | Non
                     bar.advance(len(records))
                 sys.stdout.flush()
                 # only what was printed, only partitions that printed something
-                consumer.commit({tp: records[-1].offset + 1 for tp, records in polled.items()})
+                if consumer.group_id is not None:
+                    consumer.commit({tp: records[-1].offset + 1 for tp, records in polled.items()})
         except KeyboardInterrupt:
             if not follow:
                 raise

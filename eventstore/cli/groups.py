@@ -10,7 +10,15 @@ from .. import store as store_module
 from ..errors import OffsetOutOfRangeError
 from ..reader import StoreReader
 from ..records import TopicPartition
-from .access import CliError, DataOption, did_you_mean, open_store, store_or_reader
+from .access import (
+    AnyStore,
+    BootstrapOption,
+    CliError,
+    DataOption,
+    did_you_mean,
+    open_any,
+    store_or_reader,
+)
 from .output import JsonOption, add_row, console, key_values, note, plural, print_json, table
 from .times import TIME_HELP, parse_time_ms
 
@@ -19,7 +27,7 @@ groups_app = typer.Typer(help="List, describe, reset and delete consumer groups.
 Json = Annotated[bool, JsonOption]
 
 
-def require_group(store: store_module.Store | StoreReader, group: str) -> None:
+def require_group(store: AnyStore | StoreReader, group: str) -> None:
     """A ``CliError`` (with a "did you mean") if ``group`` has no offsets and no members."""
     groups = store.list_groups()
     if group not in groups:
@@ -27,21 +35,22 @@ def require_group(store: store_module.Store | StoreReader, group: str) -> None:
                        hint="list groups with: es groups list")
 
 
-def group_lag(store: store_module.Store | StoreReader, group: str) -> int:
+def group_lag(store: AnyStore | StoreReader, group: str) -> int:
     return sum(store.lag(group).values())
 
 
 @groups_app.command("list")
-def list_groups(data: DataOption = store_module.DEFAULT_PATH, json: Json = False) -> None:
+def list_groups(data: DataOption = store_module.DEFAULT_PATH, json: Json = False,
+                bootstrap: BootstrapOption = None) -> None:
     """Every group with the topics it has offsets for and its total lag."""
-    with store_or_reader(data) as (store, _owner):
+    with store_or_reader(data, bootstrap) as (store, _owner):
         rows = [(g, sorted({tp.topic for tp in store.group_offsets(g)}), group_lag(store, g))
                 for g in store.list_groups()]
     if json:
         print_json([{"group": g, "topics": topics, "lag": lag} for g, topics, lag in rows])
         return
     if not rows:
-        note(f"no consumer groups in {data}")
+        note(f"no consumer groups in {bootstrap or data}")
         return
     t = table("GROUP", "TOPICS", "LAG>")
     for g, topics, lag in rows:
@@ -49,7 +58,7 @@ def list_groups(data: DataOption = store_module.DEFAULT_PATH, json: Json = False
     console().print(t)
 
 
-def _partitions(store: store_module.Store | StoreReader, group: str) -> list[dict[str, Any]]:
+def _partitions(store: AnyStore | StoreReader, group: str) -> list[dict[str, Any]]:
     committed = store.group_offsets(group)
     lag = store.lag(group)
     out = []
@@ -64,9 +73,10 @@ def _partitions(store: store_module.Store | StoreReader, group: str) -> list[dic
 
 
 @groups_app.command()
-def describe(group: str, data: DataOption = store_module.DEFAULT_PATH, json: Json = False) -> None:
+def describe(group: str, data: DataOption = store_module.DEFAULT_PATH, json: Json = False,
+             bootstrap: BootstrapOption = None) -> None:
     """A group's state, members and assignment, and per partition: committed, end and lag."""
-    with store_or_reader(data) as (store, owner):
+    with store_or_reader(data, bootstrap) as (store, owner):
         require_group(store, group)
         parts = _partitions(store, group)
         members: list[dict[str, Any]] = []
@@ -115,6 +125,7 @@ def reset_offsets(
     dry_run: Annotated[bool, typer.Option(help="Show the new offsets, change nothing.")] = False,
     data: DataOption = store_module.DEFAULT_PATH,
     json: Json = False,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Move a group's committed offsets, for every partition of its topics."""
     chosen = sum((to_earliest, to_latest, to_datetime is not None, to_offset is not None))
@@ -123,7 +134,7 @@ def reset_offsets(
             "give exactly one of --to-earliest, --to-latest, --to-datetime, --to-offset",
             param_hint="--to-*")
     at_ms = parse_time_ms(to_datetime, "--to-datetime") if to_datetime is not None else None
-    with open_store(data) as store:
+    with open_any(data, bootstrap) as store:
         before = store.group_offsets(group)
         if topic is None:
             require_group(store, group)
@@ -152,7 +163,7 @@ def reset_offsets(
          else f"reset {plural(len(rows), 'partition')} of group {group!r}")
 
 
-def _target(store: store_module.Store, tp: TopicPartition, earliest: bool, latest: bool,
+def _target(store: AnyStore, tp: TopicPartition, earliest: bool, latest: bool,
             at_ms: int | None, offset: int | None) -> int:
     start, end = store.offsets(tp.topic, tp.partition)
     if earliest:
@@ -169,9 +180,10 @@ def _target(store: store_module.Store, tp: TopicPartition, earliest: bool, lates
 
 
 @groups_app.command()
-def delete(group: str, data: DataOption = store_module.DEFAULT_PATH) -> None:
+def delete(group: str, data: DataOption = store_module.DEFAULT_PATH,
+           bootstrap: BootstrapOption = None) -> None:
     """Forget a group's committed offsets."""
-    with open_store(data) as store:
+    with open_any(data, bootstrap) as store:
         require_group(store, group)
         removed = store.delete_group(group)
     print(f"deleted group {group!r} ({plural(removed, 'committed offset')})")

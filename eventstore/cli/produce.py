@@ -12,7 +12,7 @@ from .. import store as store_module
 from ..errors import PartitionNotFoundError, RecordTooLargeError
 from ..records import Header, Message, RecordMetadata
 from ..validation import check_plain_topic
-from .access import CliError, DataOption, open_store
+from .access import BootstrapOption, CliError, DataOption, open_any
 from .output import JsonOption, note, plural, print_json, progress
 
 BATCH_RECORDS_MAX = 1000
@@ -50,6 +50,7 @@ def produce(
         min=0, help="Write to this partition (default: by key, else spread).")] = None,
     data: DataOption = store_module.DEFAULT_PATH,
     json: Annotated[bool, JsonOption] = False,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Append records, one per stdin line (or per --value); print the offsets written."""
     if key is not None and key_separator is not None:
@@ -64,7 +65,7 @@ def produce(
         lines = _lines(sys.stdin.buffer)
         interactive = sys.stdin.isatty()
     written = _Written()
-    with open_store(data) as store:
+    with open_any(data, bootstrap) as store:
         cfg = store.topic(topic)  # a missing topic or partition fails before reading any input
         check_plain_topic(cfg)
         if partition is not None and partition >= cfg.partitions:
@@ -76,7 +77,7 @@ def produce(
                 try:
                     metas = store.append_batch(topic, batch, partition=partition)
                 except RecordTooLargeError as e:
-                    line = first_line + (e.index or 0)
+                    line = first_line + (getattr(e, "index", None) or 0)
                     raise CliError(f"line {line}: {e}", hint=f"{_done(written.total)}; raise the "
                                    f"limit with: es topics alter {topic} --max-record-bytes N") from None
                 written.add(metas)

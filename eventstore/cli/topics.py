@@ -13,7 +13,7 @@ from ..errors import TopicNotFoundError
 from ..records import DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SEGMENT_MS, TopicConfig
 from ..storage import topicdir
 from ..storage.names import LOG_SUFFIX, is_segment_name, parse_segment_name
-from .access import CliError, DataOption, open_reader, open_store
+from .access import AnyStore, BootstrapOption, CliError, DataOption, open_any, open_reader
 from .output import (
     JsonOption,
     add_row,
@@ -79,16 +79,22 @@ def segment_files(data: str, topic: str, partition: int) -> list[dict[str, Any]]
 
 
 @topics_app.command("list")
-def list_topics(data: DataOption = store_module.DEFAULT_PATH, json: Json = False) -> None:
+def list_topics(data: DataOption = store_module.DEFAULT_PATH, json: Json = False,
+                bootstrap: BootstrapOption = None) -> None:
     """Every topic with its partitions, records, size and retention."""
-    with open_reader(data) as reader:  # no lock: works beside a running application
-        counts: dict[str, int] = defaultdict(int)
-        sizes: dict[str, int] = defaultdict(int)
-        configs = reader.topics()
-        for p in reader.partition_statistics():
-            counts[p.topic] += p.end_offset - p.log_start_offset
-            sizes[p.topic] += p.size_bytes
-        rows = [(cfg, counts[cfg.name], sizes[cfg.name]) for cfg in configs]
+    rows: list[tuple[TopicConfig, int, int | None]]
+    if bootstrap:
+        with open_any(data, bootstrap) as remote:  # sizes are the server's disk: not known here
+            rows = [(cfg, _records(remote, cfg), None) for cfg in remote.topics()]
+    else:
+        with open_reader(data) as reader:  # no lock: works beside a running application
+            counts: dict[str, int] = defaultdict(int)
+            sizes: dict[str, int] = defaultdict(int)
+            configs = reader.topics()
+            for p in reader.partition_statistics():
+                counts[p.topic] += p.end_offset - p.log_start_offset
+                sizes[p.topic] += p.size_bytes
+            rows = [(cfg, counts[cfg.name], sizes[cfg.name]) for cfg in configs]
     if json:
         print_json([{"name": cfg.name, "partitions": cfg.partitions, "records": records,
                      "size_bytes": size, "retention_ms": cfg.retention_ms,
@@ -96,12 +102,25 @@ def list_topics(data: DataOption = store_module.DEFAULT_PATH, json: Json = False
                     for cfg, records, size in rows])
         return
     if not rows:
-        note(f"no topics in {data}")
+        note(f"no topics in {bootstrap or data}")
         return
     t = table("TOPIC", "PARTITIONS>", "RECORDS>", "SIZE>", "RETENTION")
     for cfg, records, size in rows:
-        add_row(t, cfg.name, cfg.partitions, f"{records:,}", human_size(size), _retention(cfg))
+        add_row(t, cfg.name, cfg.partitions, f"{records:,}", _size(size), _retention(cfg))
     console().print(t)
+
+
+def _records(store: AnyStore, cfg: TopicConfig) -> int:
+    """Records a topic holds, from its partitions' offsets."""
+    total = 0
+    for p in range(cfg.partitions):
+        start, end = store.offsets(cfg.name, p)
+        total += end - start
+    return total
+
+
+def _size(size: int | None) -> str:
+    return "-" if size is None else human_size(size)
 
 
 def _retention(cfg: TopicConfig) -> str:
@@ -130,6 +149,7 @@ def create(
         help="Succeed if the topic exists with the settings given.")] = False,
     data: DataOption = store_module.DEFAULT_PATH,
     json: Json = False,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Create a topic (and the store, if --data names none yet)."""
     settings: dict[str, Any] = {
@@ -141,7 +161,7 @@ def create(
     if retention_bytes is not None:
         settings["retention_bytes"] = parse_limit(retention_bytes, "--retention-bytes")
     given = {k: v for k, v in settings.items() if k.startswith("retention_") or v is not None}
-    with open_store(data, create=True) as store:
+    with open_any(data, bootstrap, create=True) as store:
         existed = any(cfg.name == name for cfg in store.topics())
         cfg = store.create_topic(name, **given, exist_ok=if_not_exists)
     if json:
@@ -158,17 +178,16 @@ def describe(
     segments: Annotated[bool, typer.Option("--segments", help="List every segment file.")] = False,
     data: DataOption = store_module.DEFAULT_PATH,
     json: Json = False,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """A topic's configuration and, per partition, offsets, records, size and segments."""
-    with open_reader(data) as reader:  # no lock: works beside a running application
-        cfg = reader.topic(name)
-        stats = reader.partition_statistics(name)
-        files = {p.partition: segment_files(data, name, p.partition) for p in stats}
-    parts: list[dict[str, Any]] = [{
-        "partition": p.partition, "log_start_offset": p.log_start_offset, "end_offset": p.end_offset,
-        "records": p.end_offset - p.log_start_offset, "size_bytes": p.size_bytes,
-        "max_timestamp_ms": p.max_timestamp_ms, "segments": files[p.partition],
-    } for p in stats]
+    if bootstrap and segments:
+        raise typer.BadParameter("segment files are the server's own: --segments needs --data",
+                                 param_hint="--segments")
+    if bootstrap:
+        cfg, parts = _describe_remote(data, bootstrap, name)
+    else:
+        cfg, parts = _describe_local(data, name)
     if json:
         print_json({"config": config_json(cfg), "partitions": parts})
         return
@@ -177,7 +196,7 @@ def describe(
     t = table("PART>", "START>", "END>", "RECORDS>", "SIZE>", "SEGS>", "LAST RECORD (UTC)")
     for p in parts:
         add_row(t, p["partition"], p["log_start_offset"], p["end_offset"], f"{p['records']:,}",
-                human_size(p["size_bytes"]), len(p["segments"]), timestamp(p["max_timestamp_ms"]))
+                _size(p["size_bytes"]), len(p["segments"]), timestamp(p["max_timestamp_ms"]))
     out.print(t)
     if segments:
         root = os.path.join(topicdir.topics_root(data), name)
@@ -190,13 +209,39 @@ def describe(
         out.print(s)
 
 
+def _describe_local(data: str, name: str) -> tuple[TopicConfig, list[dict[str, Any]]]:
+    with open_reader(data) as reader:  # no lock: works beside a running application
+        cfg = reader.topic(name)
+        stats = reader.partition_statistics(name)
+        files = {p.partition: segment_files(data, name, p.partition) for p in stats}
+    return cfg, [{
+        "partition": p.partition, "log_start_offset": p.log_start_offset, "end_offset": p.end_offset,
+        "records": p.end_offset - p.log_start_offset, "size_bytes": p.size_bytes,
+        "max_timestamp_ms": p.max_timestamp_ms, "segments": files[p.partition],
+    } for p in stats]
+
+
+def _describe_remote(data: str, bootstrap: str, name: str) -> tuple[TopicConfig, list[dict[str, Any]]]:
+    """What a server tells of a topic: its configuration and offsets (its files stay its own)."""
+    with open_any(data, bootstrap) as store:
+        cfg = store.topic(name)
+        parts: list[dict[str, Any]] = []
+        for p in range(cfg.partitions):
+            start, end = store.offsets(name, p)
+            parts.append({"partition": p, "log_start_offset": start, "end_offset": end,
+                          "records": end - start, "size_bytes": None, "max_timestamp_ms": None,
+                          "segments": []})
+    return cfg, parts
+
+
 def _config_rows(cfg: TopicConfig, parts: list[dict[str, Any]]) -> list[tuple[str, object]]:
     records = sum(p["records"] for p in parts)
-    size = sum(p["size_bytes"] for p in parts)
+    known = [p["size_bytes"] for p in parts if p["size_bytes"] is not None]
+    size: int | None = sum(known) if len(known) == len(parts) else None
     return [
         ("topic", cfg.name + ("  (event streams)" if cfg.streams else "")),
         ("partitions", cfg.partitions),
-        ("records", f"{records:,} in {human_size(size)}"),
+        ("records", f"{records:,} in {_size(size)}"),
         ("retention", f"{optional_ms(cfg.retention_ms)}, {optional_bytes(cfg.retention_bytes)}"),
         ("segments", f"roll at {cfg.segment_bytes:,} bytes or {cfg.segment_ms:,} ms"),
         ("max record", f"{cfg.max_record_bytes:,} bytes"),
@@ -216,6 +261,7 @@ def alter(
     max_record_bytes: Annotated[int | None, typer.Option(min=1)] = None,
     data: DataOption = store_module.DEFAULT_PATH,
     json: Json = False,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Change a topic's configuration; give only the settings to change."""
     changes: dict[str, Any] = {}
@@ -229,7 +275,7 @@ def alter(
             changes[key] = value
     if not changes:
         raise typer.BadParameter("give at least one setting to change (see es topics alter --help)")
-    with open_store(data) as store:
+    with open_any(data, bootstrap) as store:
         old = store.topic(name)
         if partitions is not None and partitions < old.partitions:
             raise CliError(
@@ -245,8 +291,9 @@ def alter(
 
 
 @topics_app.command()
-def delete(name: str, data: DataOption = store_module.DEFAULT_PATH) -> None:
+def delete(name: str, data: DataOption = store_module.DEFAULT_PATH,
+           bootstrap: BootstrapOption = None) -> None:
     """Delete a topic, its records and the groups' offsets for it."""
-    with open_store(data) as store:
+    with open_any(data, bootstrap) as store:
         store.delete_topic(name)
     print(f"deleted topic {name!r}")

@@ -49,6 +49,7 @@ ck_admin: Any = _admin  # its classes are re-exported without annotations
 #: librdkafka's log lines go to Python logging, not to stderr
 LOGGER = logging.getLogger("eventstore.remote")
 TIMEOUT_S = 30.0
+CATCH_UP_S = 5.0  # the longest poll(0) waits for records the server is known to hold
 #: Every producer's settings: acknowledged by the leader's durable write, and keyed records
 #: on the partition ``partition_for_key`` (murmur2, as the embedded store and Java clients).
 PRODUCER_CONFIG: dict[str, Any] = {"logger": LOGGER, "acks": "all", "partitioner": "murmur2_random",
@@ -669,6 +670,10 @@ class RemoteConsumer:
         if type(limit) is not int or limit < 1:
             raise InvalidArgumentError(f"max_records must be a positive int, got {limit!r}")
         msgs = self._consumer.consume(limit, max(0.0, timeout_ms) / 1000)
+        if not msgs and timeout_ms <= 0 and self._behind():
+            # poll(0) returns what is there, as the embedded consumer's: records the server
+            # holds past our positions are fetched (bounded) rather than reported as none
+            msgs = self._consumer.consume(limit, CATCH_UP_S)
         out: dict[TopicPartition, list[Record]] = {}
         for msg in msgs:
             err = msg.error()
@@ -681,6 +686,16 @@ class RemoteConsumer:
             out.setdefault(tp, []).append(record)
             self._positions[tp] = record.offset + 1
         return out
+
+    def _behind(self) -> bool:
+        """Whether an assigned, unpaused partition has records past its position on the server."""
+        for part in self._consumer.assignment():
+            tp = TopicPartition(part.topic, part.partition)
+            if tp in self._paused:
+                continue
+            if self.position(tp) < self._log.offsets(tp.topic, tp.partition)[1]:
+                return True
+        return False
 
     def _deserialized(self, record: Record) -> Record:
         if self._key_deserializer is None and self._value_deserializer is None:
