@@ -77,7 +77,7 @@ def produce(
                 try:
                     metas = store.append_batch(topic, batch, partition=partition)
                 except RecordTooLargeError as e:
-                    line = first_line + (getattr(e, "index", None) or 0)
+                    line = first_line + (e.index or 0)
                     raise CliError(f"line {line}: {e}", hint=f"{_done(written.total)}; raise the "
                                    f"limit with: es topics alter {topic} --max-record-bytes N") from None
                 written.add(metas)

@@ -15,6 +15,7 @@ and opened again by the next call; the call that saw it break raises.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import socket
 import threading
@@ -36,7 +37,10 @@ from ..wire import FrameSplitter
 from ..wire import extensions as codec
 from ..wire.errors import ProtocolError
 
-__all__ = ["Connection", "ServerUnavailableError", "StreamsNotServedError", "parse_bootstrap", "raise_for"]
+__all__ = [
+    "Connection", "ServerUnavailableError", "StreamsNotServedError", "error_with_message",
+    "parse_bootstrap", "raise_for",
+]
 
 APPEND_KEY = 20000
 CONNECT_TIMEOUT_S = 10.0
@@ -182,11 +186,14 @@ class Connection:
 # --- errors: the extension response's error code back to the store's exception -------------
 
 
-def _plain(cls: type[EventStoreError], message: str) -> EventStoreError:
-    """An exception of ``cls`` carrying the server's message (classes whose constructor wants
-    fields the wire does not carry are made without it)."""
+def error_with_message(cls: type[EventStoreError], message: str) -> EventStoreError:
+    """An exception of ``cls`` carrying the server's message. The wire carries only a code and
+    a message, so the fields ``cls`` takes (``topic``, ``limit``, ...) are None."""
     error = cls.__new__(cls)
     EventStoreError.__init__(error, message)
+    for name in list(inspect.signature(cls.__init__).parameters)[1:]:
+        if not hasattr(error, name):
+            setattr(error, name, None)
     return error
 
 
@@ -215,4 +222,4 @@ def raise_for(response: dict[str, Any], stream_id: str | None = None, expected: 
     cls = _BY_CODE.get(code, EventStoreError)
     if cls is InvalidArgumentError:
         raise InvalidArgumentError(message)
-    raise _plain(cls, message)
+    raise error_with_message(cls, message)

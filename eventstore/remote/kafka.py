@@ -35,6 +35,7 @@ from ..errors import (
 from ..groups.membership import GroupDescription, MemberDescription
 from ..records import Message, OffsetAndMetadata, Record, RecordMetadata, TopicConfig, TopicPartition
 from ..validation import as_bytes, check_headers
+from .connection import error_with_message
 
 try:
     import confluent_kafka as ck
@@ -76,7 +77,7 @@ def raise_kafka(error: Any, what: str) -> None:
         _LOCAL["TRANSPORT"]: StoreClosedError, _LOCAL["ALL_BROKERS_DOWN"]: StoreClosedError,
         _LOCAL["TIMED_OUT"]: StoreClosedError,
     }.get(code, EventStoreError)
-    raise _plain(cls, text)
+    raise error_with_message(cls, text)
 
 
 def _wait(future: concurrent.futures.Future[Any], what: str) -> Any:
@@ -89,14 +90,7 @@ def _wait(future: concurrent.futures.Future[Any], what: str) -> Any:
 
 
 def _unavailable(reason: str) -> EventStoreError:
-    return _plain(StoreClosedError, reason)
-
-
-def _plain(cls: type[EventStoreError], message: str) -> EventStoreError:
-    """An exception of ``cls`` with librdkafka's message (the wire does not carry its fields)."""
-    exc = cls.__new__(cls)
-    EventStoreError.__init__(exc, message)
-    return exc
+    return error_with_message(StoreClosedError, reason)
 
 
 def _headers(msg: Any) -> tuple[tuple[str, bytes], ...]:
