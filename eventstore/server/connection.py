@@ -80,30 +80,33 @@ class Connection:
                 tg.start_soon(self._write, receive, tg.cancel_scope)
                 async with send:
                     with self.reading:
-                        await self._read(send, tg)
+                        if not await self._read(send, tg):
+                            tg.cancel_scope.cancel()  # the client is gone: nobody to answer
         finally:
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
 
-    async def _read(self, send: MemoryObjectSendStream[Slot], tg: anyio.abc.TaskGroup) -> None:
+    async def _read(self, send: MemoryObjectSendStream[Slot], tg: anyio.abc.TaskGroup) -> bool:
+        """Read and start requests until the client leaves (False: its requests in flight are
+        abandoned) or a frame cannot be read (True: those before it are still answered)."""
         splitter = self.splitter
         while True:  # one pass per chunk received; ends with the connection
             wanted = min(max(splitter.bytes_wanted, READ_BYTES), READ_BYTES_MAX)
             try:
                 data = await self.stream.receive(wanted)
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                return
+                return False
             try:
                 frames = splitter.feed(data)
             except ProtocolError as e:
                 log.warning("closing the connection from %s: %s", self.ctx.client, e)
-                return
+                return True
             for frame_bytes in frames:  # bounded by what one chunk holds
                 if not await self._start(frame_bytes, send, tg):
-                    return
+                    return True
             if splitter.failed is not None:
                 log.warning("closing the connection from %s: %s", self.ctx.client, splitter.failed)
-                return
+                return True
 
     async def _start(self, frame_bytes: bytes, send: MemoryObjectSendStream[Slot],
                      tg: anyio.abc.TaskGroup) -> bool:
