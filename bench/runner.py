@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import consuming, network, sourcing
+from bench import consuming, network, remote, sourcing
 from bench.base import Measured, Progress, Skipped, System, make_values
 from bench.peers import PEERS
 from bench.workloads import EventStore, build_store, probe
@@ -356,6 +356,9 @@ WORKLOADS: dict[str, Workload] = {
     "N4": Workload("server RSS when idle and with 1,000 idle connections",
                    network.n4, (Target("eventstore RSS MB with connections", "<=", 200.0),),
                    peers=False),
+    # The remote store (eventstore.connect) against the embedded one (bench/remote.py)
+    "R1": Workload("append_to_stream (1 thread) and read_stream (10,000 events): remote vs embedded",
+                   remote.r1, (), peers=False),
 }
 
 
