@@ -245,12 +245,23 @@ def test_every_error_response_encodes() -> None:
     assert built >= 60
 
 
-def test_es_serve_advertises_its_listener(tmp_path: Path) -> None:
-    with es_serve(tmp_path / "s", "--advertised-listener", "kafka.example:19092") as server:
+def test_es_serve_options(tmp_path: Path) -> None:
+    from kio.index import load_request_schema
+
+    from eventstore.server.entities import entity, item_class
+
+    options = ("--advertised-listener", "kafka.example:19092", "--auto-create-topics", "--durability", "none")
+    with es_serve(tmp_path / "s", *options) as server:
         with RawClient(server.bootstrap) as client:
             client.request(3, 1, 5, struct.pack(">i", -1))  # Metadata v1, all topics
             response = client.response()
+            metadata = load_request_schema(3, 4)
+            asked = (entity(item_class(metadata, "topics"), name="made-by-a-client"),)
+            made = client.call(entity(metadata, topics=asked, allow_auto_topic_creation=True))
         assert response is not None and b"kafka.example" in response
         assert struct.unpack_from(">i", response, 4 + 4 + 4 + 2 + len(b"kafka.example"))[0] == 19092
+        assert made.topics[0].error_code == 0 and len(made.topics[0].partitions) == 1
         assert server.stop(signal.SIGINT) == 0
     assert b"(advertised kafka.example:19092)" in server.stderr
+    with eventstore.open(tmp_path / "s") as store:
+        assert [t.name for t in store.topics()] == ["made-by-a-client"]

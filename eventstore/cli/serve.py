@@ -78,10 +78,15 @@ async def _stop_on_signal(server: Server) -> None:
             return
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The server's log lines on stderr: one per listener, one per connection closed on purpose."""
+
+
 def _log_to_stderr() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     server_log = logging.getLogger("eventstore.server")
-    server_log.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in server_log.handlers):  # once per process
+        handler = _StderrHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        server_log.addHandler(handler)
     server_log.setLevel(logging.INFO)
     server_log.propagate = False
