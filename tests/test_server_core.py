@@ -265,3 +265,27 @@ def test_es_serve_options(tmp_path: Path) -> None:
     assert b"(advertised kafka.example:19092)" in server.stderr
     with eventstore.open(tmp_path / "s") as store:
         assert [t.name for t in store.topics()] == ["made-by-a-client"]
+
+
+@pytest.mark.parametrize(("api_key", "version", "flexible", "answered"), [
+    (3, 13, True, True),  # Metadata v13: kio knows it, its response has an error code: UNSUPPORTED_VERSION
+    (1, 3, False, False),  # Fetch v3: its response has no error code to carry it: closed
+    (2, 0, False, False),  # ListOffsets v0: kio has no classes for it: closed
+    (60, 7, True, False),  # DescribeCluster v7: unknown to kio: closed
+], ids=["metadata-v13", "fetch-v3", "list-offsets-v0", "describe-cluster-v7"])
+def test_unsupported_versions(tmp_path: Path, api_key: int, version: int, flexible: bool,
+                              answered: bool) -> None:
+    with served(tmp_path) as (_store, bootstrap):
+        with RawClient(bootstrap) as client:
+            client.request(api_key, version, 31, b"\x00" * 8, flexible=flexible)
+            if answered:
+                response = client.response()
+                assert response is not None and struct.unpack_from(">i", response)[0] == 31
+                assert struct.pack(">h", UNSUPPORTED_VERSION) in response
+                client.request(API_VERSIONS, 0, 32, b"")  # and the connection goes on
+                assert _correlation_and_error(client.response()) == (32, 0)
+            else:
+                assert client.closed_by_server()
+        with RawClient(bootstrap) as other:
+            other.request(API_VERSIONS, 0, 1, b"")
+            assert _correlation_and_error(other.response()) == (1, 0)
