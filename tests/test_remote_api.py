@@ -56,6 +56,21 @@ def test_embedded_only_methods_name_themselves(tmp_path: Path) -> None:
         store.close()
 
 
+def test_remote_clients_have_the_embedded_clients_methods() -> None:
+    """The consumer, producer and future a remote store makes, held to the embedded ones'."""
+    from eventstore.remote.kafka import RemoteConsumer, RemoteFuture, RemoteProducer
+
+    wake_hooks = {"add_wake_callback", "remove_wake_callback"}  # the embedded async facade's
+    for blocking, remote in [(eventstore.Consumer, RemoteConsumer), (eventstore.Producer, RemoteProducer),
+                             (eventstore.FutureRecordMetadata, RemoteFuture)]:
+        for name, value in inspect.getmembers(blocking):
+            if name.startswith("_") or name in wake_hooks:
+                continue
+            assert hasattr(remote, name), f"{remote.__name__}.{name}"
+            if callable(value) and not isinstance(inspect.getattr_static(blocking, name), property):
+                assert _params(value) == _params(getattr(remote, name)), f"{remote.__name__}.{name}"
+
+
 # --- the async facade -----------------------------------------------------------------------
 
 
@@ -92,6 +107,33 @@ async def test_async_streams_and_a_live_subscription(
         embedded.append_to_stream("order-1", [NewEvent(type="Paid")])
         event = await sub.next(5.0)
         assert event is not None and (event.type, sub.checkpoint) == ("Paid", 1)
+
+
+@pytest.mark.anyio
+async def test_async_producer_and_consumer(
+        remote: tuple[eventstore.Store, eventstore.aio.RemoteStore]) -> None:
+    embedded, store = remote
+    await store.create_topic("orders", 2)
+    async with store.producer() as producer:
+        futures = [await producer.send("orders", b"v%d" % i, partition=1) for i in range(3)]
+        assert [(await f).offset for f in futures] == [0, 1, 2]
+    assert await producer.partitions_for("orders") == {0, 1}
+    consumer = store.consumer("orders", group_id="g", auto_offset_reset="earliest",
+                              consumer_timeout_ms=2000)
+    try:
+        seen = []
+        async for record in consumer:
+            seen.append(record.value)
+            if len(seen) == 3:
+                break
+        assert seen == [b"v0", b"v1", b"v2"]
+        await consumer.commit()
+        assert await consumer.committed(TopicPartition("orders", 1)) == 3
+        embedded.append("orders", b"late", partition=0)
+        batch = await consumer.poll(timeout_ms=5000)
+        assert [r.value for records in batch.values() for r in records] == [b"late"]
+    finally:
+        await consumer.close()
 
 
 # --- against another Kafka-protocol broker ----------------------------------------------------

@@ -11,20 +11,23 @@ within that time and loses nothing: events a poll returned are buffered.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any, cast
 
 import anyio
 
 from ..errors import EventStoreError
-from ..records import TopicConfig
+from ..records import Record, TopicConfig, TopicPartition
 from ..remote import store as remote_store
 from ..remote.streams import POLL_WAIT_S
 from ..sourcing.subscriptions import PAGE_EVENTS
+from .consumer import Consumer
+from .producer import FutureRecordMetadata, Producer
 from .store import Store
 from .subscriptions import Subscription
 from .threads import complete_in_thread
 
-__all__ = ["RemoteStore", "RemoteSubscription", "connect"]
+__all__ = ["RemoteConsumer", "RemoteProducer", "RemoteStore", "RemoteSubscription", "connect"]
 
 
 async def connect(address: str, *, max_bytes: int = 4 * 1024 * 1024) -> RemoteStore:
@@ -65,13 +68,14 @@ class RemoteStore(Store):
     async def statistics(self) -> Any:
         return self.remote.statistics()
 
-    def consumer(self, *topics: str, **config: Any) -> Any:
-        raise EventStoreError("eventstore.aio.connect(...).consumer() is not offered: use "
-                              "eventstore.connect(...).consumer() from a worker thread")
+    def consumer(self, *topics: str, **config: Any) -> Consumer:
+        """A Kafka-style consumer whose waits are bounded polls of librdkafka's in a worker thread."""
+        return RemoteConsumer(self.remote.consumer(*topics, **config),
+                              config.get("consumer_timeout_ms", float("inf")))
 
-    def producer(self, **config: Any) -> Any:
-        raise EventStoreError("eventstore.aio.connect(...).producer() is not offered: use "
-                              "eventstore.connect(...).producer() from a worker thread")
+    def producer(self, **config: Any) -> Producer:
+        """A Kafka-style producer over librdkafka's (sends queue at once; await the futures)."""
+        return RemoteProducer(cast(Any, self.remote.producer(**config)))  # the same API
 
     def transaction(self) -> Any:
         return self.remote.transaction()
@@ -86,6 +90,73 @@ class RemoteStore(Store):
     def subscribe_to_stream(self, stream_id: str, from_version: int | None = 0,
                             **options: Any) -> Subscription:
         return RemoteSubscription(self.remote.subscribe_to_stream(stream_id, from_version, **options))
+
+
+class RemoteConsumer(Consumer):
+    """The async consumer's API on a remote consumer: ``poll`` waits in a worker thread, at most
+    ``POLL_WAIT_S`` at a time, so a cancelled or closed poll ends within that time."""
+
+    def __init__(self, blocking: Any, consumer_timeout_ms: float = float("inf")) -> None:
+        # no log to watch: the embedded facade's watches are replaced by polls in a thread
+        self.blocking = blocking
+        self._consumer_timeout_s = consumer_timeout_ms / 1000
+        self._lock = anyio.Lock()
+        self._waiting = set()
+
+    async def poll(self, timeout_ms: float = 0, max_records: int | None = None,
+                   update_offsets: bool = True) -> dict[TopicPartition, list[Record]]:
+        deadline = anyio.current_time() + max(0.0, timeout_ms) / 1000
+        open_at_start = not self.closed
+        while True:  # bounded by the deadline
+            remaining = max(0.0, deadline - anyio.current_time())
+            async with self._lock:
+                if open_at_start and self.closed:
+                    return {}
+                batch: dict[TopicPartition, list[Record]] = await complete_in_thread(
+                    self.blocking.poll, min(remaining, POLL_WAIT_S) * 1000, max_records, update_offsets)
+            if batch or anyio.current_time() >= deadline:
+                return batch
+
+    async def __anext__(self) -> Record:
+        """The next record, one poll of one record at a time, so that a commit after it covers
+        exactly the records handed out; stops after ``consumer_timeout_ms`` idle, or once closed."""
+        deadline = anyio.current_time() + self._consumer_timeout_s
+        while True:  # bounded by consumer_timeout_ms
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0 or self.closed:
+                raise StopAsyncIteration
+            batch = await self.poll(timeout_ms=min(remaining, POLL_WAIT_S) * 1000, max_records=1)
+            for records in batch.values():
+                return records[0]
+
+    async def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return await complete_in_thread(self.blocking.beginning_offsets, partitions)
+
+    async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return await complete_in_thread(self.blocking.end_offsets, partitions)
+
+    async def highwater(self, tp: TopicPartition) -> int:
+        return await complete_in_thread(self.blocking.highwater, tp)
+
+    async def topics(self) -> set[str]:
+        return await complete_in_thread(self.blocking.topics)
+
+    async def partitions_for_topic(self, topic: str) -> set[int]:
+        return await complete_in_thread(self.blocking.partitions_for_topic, topic)
+
+
+class RemoteProducer(Producer):
+    """The async producer's API on a remote producer: calls that may ask the server for a topic's
+    metadata run in a worker thread."""
+
+    async def send(self, topic: str, value: Any = None, key: Any = None, headers: Any = None,
+                   partition: int | None = None, timestamp_ms: int | None = None) -> FutureRecordMetadata:
+        future = await complete_in_thread(functools.partial(
+            self.blocking.send, topic, value, key, headers, partition=partition, timestamp_ms=timestamp_ms))
+        return FutureRecordMetadata(future)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return await complete_in_thread(self.blocking.partitions_for, topic)
 
 
 class RemoteSubscription(Subscription):

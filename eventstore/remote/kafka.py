@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from ..client.consumer import OffsetAndTimestamp
 from ..errors import (
     EventStoreError,
     IllegalStateError,
@@ -563,6 +564,7 @@ class RemoteConsumer:
         self._manual: set[TopicPartition] | None = None
         self._paused: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
+        self._counts = {"polls": 0, "records_consumed": 0, "commits": 0, "commit_failures": 0}
         self._closed = False
         if topics:
             self.subscribe(topics)
@@ -663,6 +665,7 @@ class RemoteConsumer:
         limit = self._max_poll_records if max_records is None else max_records
         if type(limit) is not int or limit < 1:
             raise InvalidArgumentError(f"max_records must be a positive int, got {limit!r}")
+        self._counts["polls"] += 1
         msgs = self._consumer.consume(limit, max(0.0, timeout_ms) / 1000)
         if not msgs and timeout_ms <= 0 and self._behind():
             # poll(0) returns what is there, as the embedded consumer's: records the server
@@ -679,6 +682,7 @@ class RemoteConsumer:
             tp = TopicPartition(record.topic, record.partition)
             out.setdefault(tp, []).append(record)
             self._positions[tp] = record.offset + 1
+            self._counts["records_consumed"] += 1
         return out
 
     def _behind(self) -> bool:
@@ -716,7 +720,44 @@ class RemoteConsumer:
         try:
             self._consumer.commit(offsets=parts, asynchronous=False)
         except ck.KafkaException as e:
+            self._counts["commit_failures"] += 1
             raise_kafka(e.args[0] if e.args else None, "commit()")
+        self._counts["commits"] += 1
+
+    def commit_async(self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None,
+                     callback: Any = None) -> None:
+        """``commit``, then ``callback(offsets, exception_or_None)`` (as the embedded consumer)."""
+        error: Exception | None = None
+        try:
+            self.commit(offsets)
+        except EventStoreError as e:
+            error = e
+        if callback is not None:
+            callback(offsets, error)
+        elif error is not None:
+            raise error
+
+    def transaction(self) -> Any:
+        from .store import EmbeddedOnlyError
+
+        raise EmbeddedOnlyError("transaction")
+
+    def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
+                          ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        out: dict[TopicPartition, OffsetAndTimestamp | None] = {}
+        for tp, ts in timestamps.items():
+            offset = self._log.offset_for_time(tp.topic, tp.partition, ts)
+            if offset is None:
+                out[tp] = None
+            else:
+                record = self._log.read(tp.topic, tp.partition, offset, 1, None)[0]
+                out[tp] = OffsetAndTimestamp(offset, record.timestamp_ms)
+        return out
+
+    def metrics(self) -> dict[str, Any]:
+        """What this consumer did: polls, records returned, commits (a subset of the embedded
+        consumer's counts: fetching is librdkafka's)."""
+        return dict(self._counts)
 
     def committed(self, tp: TopicPartition) -> int | None:
         [got] = self._consumer.committed([ck.TopicPartition(tp.topic, tp.partition)], timeout=TIMEOUT_S)
