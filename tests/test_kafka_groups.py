@@ -11,10 +11,11 @@ generations only increase.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -400,11 +401,13 @@ def test_embedded_and_kafka_members_refuse_each_other(kg: KafkaGroups, store: ev
 # --- a state machine ------------------------------------------------------------------------------
 
 MEMBERS = ["m0", "m1", "m2", "m3"]
+STATIC = {"m2": "i-m2", "m3": "i-m3"}  # clients with a group.instance.id
 
 
 class GroupMachine(RuleBasedStateMachine):
-    """Clients that join, sync (the leader assigns round-robin), heartbeat, leave, commit and fall
-    silent, in random order, against one group on a fake clock."""
+    """Clients that join, sync (the leader assigns round-robin), heartbeat, leave, commit, fall
+    silent and (static ones) restart under a new member id, in random order, against one group
+    on a fake clock."""
 
     @initialize()
     def start(self) -> None:
@@ -442,7 +445,7 @@ class GroupMachine(RuleBasedStateMachine):
                     self.gens[client] = r.generation
                     if r.leader == r.member_id:
                         self._lead(client, r)
-                elif r.error == E.UNKNOWN_MEMBER_ID:
+                elif r.error in (E.UNKNOWN_MEMBER_ID, E.FENCED_INSTANCE_ID):
                     self.ids.pop(client, None)
         for client, s in list(self.syncs.items()):
             if s.done:
@@ -463,7 +466,17 @@ class GroupMachine(RuleBasedStateMachine):
         if client in self.joins:
             return
         self.joins[client] = self.kg.join("g", jreq(self.ids.get(client, ""), client=client, required=True,
-                                                    session_ms=session, rebalance_ms=1_000))
+                                                    session_ms=session, rebalance_ms=1_000,
+                                                    instance=STATIC.get(client)))
+        self._collect()
+
+    @rule(client=st.sampled_from(sorted(STATIC)))
+    def restart(self, client: str) -> None:
+        """A static member's process starts again: it knows only its instance id."""
+        for state in (self.ids, self.gens, self.assigned, self.syncs, self.joins):
+            state.pop(client, None)  # type: ignore[attr-defined]
+        self.joins[client] = self.kg.join("g", jreq("", client=client, required=True, session_ms=2_000,
+                                                    rebalance_ms=1_000, instance=STATIC[client]))
         self._collect()
 
     @rule(client=st.sampled_from(MEMBERS))
@@ -507,6 +520,7 @@ class GroupMachine(RuleBasedStateMachine):
         assert desc.generation >= self.last_generation
         self.last_generation = desc.generation
         if desc.state == "Stable":
+            event(f"stable with {len(desc.members)} member(s)")
             owners: dict[TopicPartition, int] = {}
             for m in desc.members:
                 for tp in m.assignment:
@@ -518,6 +532,7 @@ class GroupMachine(RuleBasedStateMachine):
             assert deadline is not None  # a wait always has a timeout that ends it
 
 
-GroupMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
+GroupMachine.TestCase.settings = settings(max_examples=int(os.environ.get("ES_GROUP_EXAMPLES", "60")),
+                                          stateful_step_count=40, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow])
 test_group_machine = GroupMachine.TestCase
