@@ -215,3 +215,24 @@ def test_log_half_against_tansu_and_the_one_stream_error(tansu: str) -> None:
             store.read_stream("order-1")
     finally:
         store.close()
+
+
+def test_topic_configurations_come_back_whole(tmp_path: Path) -> None:
+    """Settings, partitions and topic id of a topic made and altered remotely, as the server's
+    store has them."""
+    embedded = eventstore.open(tmp_path / "store")
+    server = embedded.serve("127.0.0.1:0")
+    store = eventstore.connect(f"127.0.0.1:{server.address[1]}")
+    try:
+        made = store.create_topic("audit", 2, retention_ms=60_000, max_record_bytes=4096)
+        store.alter_topic("audit", partitions=3, retention_bytes=1 << 20, retention_ms=None)
+        fields = ("name", "partitions", "retention_ms", "retention_bytes", "segment_bytes",
+                  "segment_ms", "max_record_bytes", "topic_id")
+        remote, local = store.topic("audit"), embedded.topic("audit")
+        assert [getattr(remote, f) for f in fields] == [getattr(local, f) for f in fields]
+        assert (made.retention_ms, remote.retention_ms, remote.partitions) == (60_000, None, 3)
+        assert remote.topic_id.int != 0
+    finally:
+        store.close()
+        server.close()
+        embedded.close()

@@ -51,7 +51,9 @@ ck_admin: Any = _admin  # its classes are re-exported without annotations
 #: librdkafka's log lines go to Python logging, not to stderr
 LOGGER = logging.getLogger("eventstore.remote")
 TIMEOUT_S = 30.0
-CATCH_UP_S = 5.0  # the longest poll(0) waits for records the server is known to hold
+CATCH_UP_S = 5.0
+#: The read-only topic config a store's server may describe: whether the topic holds streams
+STREAMS_CONFIG = "eventstore.streams"  # the longest poll(0) waits for records the server is known to hold
 #: Every producer's settings: acknowledged by the leader's durable write, and keyed records
 #: on the partition ``partition_for_key`` (murmur2, as the embedded store and Java clients).
 PRODUCER_CONFIG: dict[str, Any] = {"logger": LOGGER, "acks": "all", "partitioner": "murmur2_random",
@@ -209,7 +211,25 @@ class KafkaLog:
             if raw is not None and raw.lstrip("-").isdigit():
                 number = int(raw)
                 values[attr] = None if number < 0 and attr.startswith("retention") else number
+        values["streams"] = entries.get(STREAMS_CONFIG) == "true"
+        topic_id = self._topic_id(name)
+        if topic_id is not None:
+            values["topic_id"] = topic_id
         return TopicConfig(name=name, partitions=count, **values)
+
+    def _topic_id(self, name: str) -> uuid.UUID | None:
+        """The topic's id (DescribeTopicPartitions, or Metadata), None if the server has none."""
+        try:
+            found = _wait(self._admin.describe_topics(ck.TopicCollection([name]))[name],
+                          f"topic({name!r})")
+        except EventStoreError:
+            return None
+        raw = getattr(found, "topic_id", None)
+        if raw is None:
+            return None
+        value = ((raw.get_most_significant_bits() & 0xFFFFFFFFFFFFFFFF) << 64) | (
+            raw.get_least_significant_bits() & 0xFFFFFFFFFFFFFFFF)
+        return uuid.UUID(int=value)
 
     def topic_names(self) -> list[str]:
         meta = self._admin.list_topics(timeout=TIMEOUT_S)
