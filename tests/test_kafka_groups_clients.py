@@ -444,3 +444,27 @@ def test_es_groups_describes_librdkafka_members_over_the_wire(store: eventstore.
         rows = [(p["partition"], p["committed"], p["lag"]) for p in out["partitions"]]
         assert rows == [(0, 2, 0), (1, 2, 0)]
         c.close()
+
+
+def test_records_produced_by_a_kafka_producer_are_split_over_a_group(store: eventstore.Store) -> None:
+    """confluent-kafka produces, three kafka-python members of one group consume each record
+    once, commit, and the store sees no lag."""
+    from confluent_kafka import Producer
+
+    store.create_topic("t", partitions=6)
+    with serving(store) as bootstrap:
+        consumers = [kp_consumer(bootstrap, f"p{i}") for i in range(3)]
+        got: dict[int, list[tuple[int, int]]] = {}
+        until("a balanced group", lambda: balanced(consumers, 6), lambda: poll_all(consumers, got))
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        for i in range(60):
+            producer.produce("t", value=f"v{i}".encode(), partition=i % 6)
+        assert producer.flush(DEADLINE_S) == 0
+        del producer  # librdkafka's handle goes with its last reference, before the server
+        until("60 records", lambda: sum(map(len, got.values())) >= 60, lambda: poll_all(consumers, got))
+        everything = sorted(r for records in got.values() for r in records)
+        assert everything == [(p, o) for p in range(6) for o in range(10)]
+        for c in consumers:
+            commit(c)
+            c.close()
+    assert store.lag("g") == {TP("t", p): 0 for p in range(6)}
