@@ -119,7 +119,7 @@ async def test_async_producer_and_consumer(
         assert [(await f).offset for f in futures] == [0, 1, 2]
     assert await producer.partitions_for("orders") == {0, 1}
     consumer = store.consumer("orders", group_id="g", auto_offset_reset="earliest",
-                              consumer_timeout_ms=2000)
+                              consumer_timeout_ms=15_000)  # a group join may be slow under load
     try:
         seen = []
         async for record in consumer:

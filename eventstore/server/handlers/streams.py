@@ -63,6 +63,7 @@ EXPECTED_KINDS: dict[int, StreamState] = {1: StreamState.ANY, 2: StreamState.NO_
 PAGE_EVENTS_MAX = 10_000  # the most events one read takes from the store, whatever max_bytes says
 EVENT_OVERHEAD = 64  # bytes an event costs in a response besides its strings and bytes
 ALL, CATEGORY, STREAM = 0, 1, 2
+STOP_CHECK_S = 0.5  # a long poll looks this often whether the server is stopping
 
 _meta_json = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(StreamMetadata)
@@ -283,16 +284,24 @@ async def _poll(ctx: Context, streams: Streams, req: dict[str, Any]) -> dict[str
     try:
         cursor = req["from"]
         while True:  # bounded by the deadline (each wait ends by it)
-            waiter.clear()
+            waiter.clear()  # watermark moves from here on wake the wait below
             events, cursor = await ctx.blocking(_poll_once, streams, {**req, "from": cursor})
-            if events or ctx.broker.stopping:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await waiter.wait(remaining):
+            if events or not await _woken(ctx, waiter, deadline):
                 break
     finally:
         waiter.close()
     return {"events": [event_tuple(e) for e in events], "next_from": cursor}
+
+
+async def _woken(ctx: Context, waiter: _WatermarkWaiter, deadline: float) -> bool:
+    """Wait for the watermark to move (True) or the deadline, or the server to stop (False);
+    in slices, so that a server stopping answers a long poll at once."""
+    while True:  # bounded by the deadline
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or ctx.broker.stopping:
+            return False
+        if await waiter.wait(min(remaining, STOP_CHECK_S)):
+            return True
 
 
 class _WatermarkWaiter:
