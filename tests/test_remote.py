@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from eventstore import (
     InvalidArgumentError,
     NewEvent,
     Repository,
+    StoreClosedError,
     StreamNotFoundError,
     StreamState,
     WrongExpectedVersionError,
@@ -269,3 +271,35 @@ def test_a_server_without_the_stream_apis_is_named(tmp_path: Path) -> None:
         store.close()
         thread.join(10)
         listener.close()
+
+
+def test_a_stopping_server_ends_a_long_poll(tmp_path: Path) -> None:
+    """A subscription waiting in a long poll does not hold the server's stop: the poll is
+    answered, and the waiting client sees the store gone (StoreClosedError, as embedded)."""
+    embedded = eventstore.open(tmp_path / "store")
+    server = embedded.serve("127.0.0.1:0")
+    store = eventstore.connect(f"127.0.0.1:{server.address[1]}")
+    outcome: list[object] = []
+    subscription = store.subscribe_to_all(0)
+
+    def wait() -> None:
+        try:
+            outcome.append(subscription.next_batch(10, 30.0))
+        except StoreClosedError as e:
+            outcome.append(e)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    try:
+        time.sleep(0.3)  # the poll is waiting on the server
+        started = time.monotonic()
+        server.close()
+        assert time.monotonic() - started < 5.0
+        waiter.join(10)
+        assert not waiter.is_alive()
+        assert outcome and (outcome[0] == [] or isinstance(outcome[0], StoreClosedError))
+    finally:
+        subscription.close()
+        store.close()
+        server.close()
+        embedded.close()
