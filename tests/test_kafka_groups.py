@@ -398,6 +398,19 @@ def test_embedded_and_kafka_members_refuse_each_other(kg: KafkaGroups, store: ev
     assert join_one(kg).generation > desc.generation  # generations go on increasing
 
 
+def test_an_embedded_consumer_joins_once_a_pending_kafka_member_id_lapsed(
+        kg: KafkaGroups, store: eventstore.Store) -> None:
+    import time
+
+    assert done(kg.join("g", jreq(required=True, session_ms=100))).error == E.MEMBER_ID_REQUIRED
+    with pytest.raises(InvalidArgumentError, match="Kafka clients"):
+        store.consumer("t", group_id="g")
+    time.sleep(0.2)  # the id given out is forgotten after its session timeout (real time here)
+    with store.consumer("t", group_id="g") as c:
+        c.poll(timeout_ms=0)
+        assert len(c.assignment()) == 4
+
+
 # --- a state machine ------------------------------------------------------------------------------
 
 MEMBERS = ["m0", "m1", "m2", "m3"]

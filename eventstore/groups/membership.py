@@ -166,6 +166,8 @@ class Group:
 
     def join(self, member: Member) -> None:
         with self.lock:
+            if self.kafka is not None:
+                self.kafka.expire(time.monotonic())  # Kafka clients whose sessions ran out go first
             if self.kafka is not None and self.kafka.has_members():
                 raise InvalidArgumentError(
                     f"group {self.group_id!r} has Kafka clients as members (over the wire); an "
