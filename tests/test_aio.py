@@ -266,8 +266,8 @@ FACADES: list[tuple[type[Any], type[Any]]] = [
 
 def test_exports() -> None:
     assert eventstore.aio.__all__ == [
-        "Store", "StoreReader", "open", "open_reader", "Transaction", "Consumer",
-        "DeadLetterProcessor", "FutureRecordMetadata", "Producer", "Subscription",
+        "Store", "StoreReader", "connect", "open", "open_reader", "RemoteStore", "Transaction",
+        "Consumer", "DeadLetterProcessor", "FutureRecordMetadata", "Producer", "Subscription",
     ]
     assert all(hasattr(eventstore.aio, name) for name in eventstore.aio.__all__)
     plain_import = "import eventstore; assert eventstore.aio.open"
