@@ -303,3 +303,14 @@ def test_a_stopping_server_ends_a_long_poll(tmp_path: Path) -> None:
         store.close()
         server.close()
         embedded.close()
+
+
+def test_a_projection_runner_names_what_it_needs(served: Served) -> None:
+    from eventstore import Projection, ProjectionRunner
+
+    class Counter(Projection):
+        def handle(self, event: Any, state: Any) -> None:
+            pass
+
+    with pytest.raises(eventstore.EventStoreError, match="ProjectionRunner needs an embedded store"):
+        ProjectionRunner(served.remote, Counter(), name="counter")

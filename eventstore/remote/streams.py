@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import InvalidArgumentError, StoreClosedError
+from ..errors import EventStoreError, InvalidArgumentError, StoreClosedError
 from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from ..sourcing.index import Head
 from ..sourcing.rules import check_events, check_expected, check_stream_id
@@ -174,6 +174,16 @@ class RemoteStreams:
         return _result(self._call(20006, {"stream_id": stream_id, "before_version": version}, stream_id))
 
     # --- what Repository takes from a store's streams -------------------------------------
+
+    @property
+    def log(self) -> Any:
+        """A remote store has no log of its own here: ``ProjectionRunner`` (whose checkpoints live
+        in the catalog beside the events) runs where the store is; a subscription with its
+        checkpoint kept by the application does the same job over the network."""
+        raise EventStoreError(
+            "ProjectionRunner needs an embedded store (its checkpoints live in the store's catalog, "
+            "written in the same transaction as its state): run it where the store is, or follow "
+            "store.subscribe_to_category(...) and keep the checkpoint yourself")
 
     @property
     def snapshots(self) -> RemoteSnapshots:
