@@ -217,11 +217,20 @@ class RemoteSnapshots:
         return self.load(stream_id)[1]
 
     def put(self, stream_id: str, snapshot: Snapshot) -> bool:
+        """Store ``snapshot`` unless a newer, still valid one is there; True if written."""
         check_stream_id(stream_id)
-        self._streams._call(20011, {
+        if type(snapshot.version) is not int or snapshot.version < 0:
+            raise InvalidArgumentError(f"a snapshot's version is an int ≥ 0, got {snapshot.version!r}")
+        return bool(self._streams._call(20011, {
             "stream_id": stream_id, "aggregate": snapshot.name, "schema_version": snapshot.schema,
-            "version": snapshot.version, "state": bytes(snapshot.state)}, stream_id)
-        return True
+            "version": snapshot.version, "state": bytes(snapshot.state)}, stream_id)["written"])
+
+    def delete(self, stream_id: str) -> bool:
+        """Forget the stream's snapshot; True if there was one."""
+        check_stream_id(stream_id)
+        return bool(self._streams._call(20011, {
+            "stream_id": stream_id, "aggregate": "", "schema_version": 0, "version": -1,
+            "state": b""}, stream_id)["written"])
 
 
 class RemoteSubscription:

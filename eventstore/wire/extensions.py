@@ -91,7 +91,7 @@ RESPONSES: Final[dict[int, Fields]] = {
     20009: (*COMMON_RESPONSE, ("stream_ids", ("array", "str"))),
     20010: (*COMMON_RESPONSE, ("found", "bool"), ("aggregate", "str"), ("schema_version", "i32"),
             ("version", "i64"), ("state", "bytes"), ("head_version", "i64")),
-    20011: COMMON_RESPONSE,
+    20011: (*COMMON_RESPONSE, ("written", "bool")),
 }
 
 _i8 = struct.Struct(">b")

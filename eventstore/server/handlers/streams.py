@@ -229,9 +229,14 @@ def _load_snapshot(streams: Streams, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _save_snapshot(streams: Streams, req: dict[str, Any]) -> dict[str, Any]:
+    """Store a snapshot (unless a newer valid one is there), or with version -1 delete it."""
+    snapshots = Snapshots(streams)
+    if req["version"] == -1:
+        return {"written": snapshots.delete(req["stream_id"])}
+    if req["version"] < 0:
+        raise InvalidArgumentError(f"a snapshot's version is ≥ 0 (or -1 to delete), got {req['version']}")
     snapshot = Snapshot(req["aggregate"], req["schema_version"], req["version"], msgspec.Raw(req["state"]))
-    Snapshots(streams).put(req["stream_id"], snapshot)
-    return {}
+    return {"written": snapshots.put(req["stream_id"], snapshot)}
 
 
 _CALLS: dict[int, Callable[[Streams, dict[str, Any]], dict[str, Any]]] = {
