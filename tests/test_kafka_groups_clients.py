@@ -468,3 +468,21 @@ def test_records_produced_by_a_kafka_producer_are_split_over_a_group(store: even
             commit(c)
             c.close()
     assert store.lag("g") == {TP("t", p): 0 for p in range(6)}
+
+
+def test_librdkafka_cooperative_sticky_rebalances_incrementally(store: eventstore.Store) -> None:
+    """The client-side cooperative protocol needs nothing of the coordinator but the pass-through:
+    a first member holds all six partitions, two more join, each ends with two."""
+    store.create_topic("t", partitions=6)
+    sticky = {"partition.assignment.strategy": "cooperative-sticky"}
+    with serving(store) as bootstrap:
+        first = ck_consumer(bootstrap, "k0", **sticky)
+        until("the first member's six", lambda: len(first.assignment()) == 6, lambda: ck_poll([first], {}))
+        consumers = [first, ck_consumer(bootstrap, "k1", **sticky), ck_consumer(bootstrap, "k2", **sticky)]
+        until("two each", lambda: all(len(c.assignment()) == 2 for c in consumers),
+              lambda: ck_poll(consumers, {}))
+        desc = store.describe_group("g")
+        assert desc.protocol == "cooperative-sticky" and desc.state == "Stable"
+        assert sorted(tp.partition for m in desc.members for tp in m.assignment) == list(range(6))
+        for c in consumers:
+            c.close()
