@@ -314,3 +314,19 @@ def test_a_projection_runner_names_what_it_needs(served: Served) -> None:
 
     with pytest.raises(eventstore.EventStoreError, match="ProjectionRunner needs an embedded store"):
         ProjectionRunner(served.remote, Counter(), name="counter")
+
+
+def test_close_wakes_a_reader_waiting_in_a_long_poll(served: Served) -> None:
+    served.remote.append_to_stream("a-1", _events("A"))
+    subscription = served.remote.subscribe_to_all(0)
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.extend(subscription))
+    reader.start()
+    time.sleep(0.3)  # delivered the event, now waiting on the server
+    started = time.monotonic()
+    subscription.close()
+    reader.join(10)
+    assert not reader.is_alive() and time.monotonic() - started < 2.0
+    assert [e.type for e in got] == ["A"]
+    assert subscription.next(0) is None and subscription.next_batch() == []
+    subscription.close()  # idempotent
