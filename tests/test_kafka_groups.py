@@ -129,6 +129,13 @@ def test_a_real_clients_consumer_protocol_bytes_decode_both_ways() -> None:
     assert [(p.topic, p.partitions) for p in back.assigned_partitions] == [("a", [0, 1])]
 
 
+def test_the_group_error_codes_are_kafkas() -> None:
+    from kio.schema.errors import ErrorCode
+
+    for code in E:
+        assert ErrorCode(code.value).name.upper() == code.name
+
+
 # --- join and sync -------------------------------------------------------------------------
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "EMPTY",
     "COMPLETING_REBALANCE",
     "GroupError",
+    "JoinMember",
     "JoinRequest",
     "JoinResult",
     "KafkaGroupState",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import typing
 from typing import Any, TypeVar
 
@@ -38,6 +39,8 @@ from ..dispatch import handles
 __all__ = ["kafka_groups"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("eventstore.server")
 
 JOIN_GROUP, SYNC_GROUP, HEARTBEAT, LEAVE_GROUP = 11, 14, 12, 13
 OFFSET_COMMIT, OFFSET_FETCH, LIST_GROUPS, DESCRIBE_GROUPS = 8, 9, 16, 15
@@ -174,6 +177,9 @@ async def join_group(ctx: Context, header: RequestHeader, body: Any) -> Any:
     if result is None:
         return _build(cls, error_code=GroupError.REBALANCE_IN_PROGRESS, generation_id=-1,
                       member_id=body.member_id, leader="", protocol_name=None, members=())
+    if result.message:  # JoinGroup has no error message field: say why in the log
+        log.info("JoinGroup from %s for group %r answered %s: %s", ctx.client, group_id,
+                 result.error.name, result.message)
     member_cls = _item(cls, "members")
     members = tuple(_build(member_cls, member_id=m.member_id, group_instance_id=m.group_instance_id,
                            metadata=m.metadata) for m in result.members)
