@@ -22,12 +22,14 @@ from typing import Any
 
 from ..client.consumer import OffsetAndTimestamp
 from ..errors import (
+    CommitFailedError,
     EventStoreError,
     IllegalStateError,
     InvalidArgumentError,
     InvalidTopicError,
     OffsetOutOfRangeError,
     PartitionNotFoundError,
+    RecordDeserializationError,
     RecordTooLargeError,
     StoreClosedError,
     TopicExistsError,
@@ -51,9 +53,11 @@ ck_admin: Any = _admin  # its classes are re-exported without annotations
 #: librdkafka's log lines go to Python logging, not to stderr
 LOGGER = logging.getLogger("eventstore.remote")
 TIMEOUT_S = 30.0
-CATCH_UP_S = 5.0
+CATCH_UP_S = 5.0  # the longest poll(0) waits for records the server is known to hold
+JOIN_WAIT_S = 30.0  # the longest an iterator waits for a group to give it partitions
+FETCH_WAIT_MS = 100  # how long the server may hold a fetch: records appended wake it at once
 #: The read-only topic config a store's server may describe: whether the topic holds streams
-STREAMS_CONFIG = "eventstore.streams"  # the longest poll(0) waits for records the server is known to hold
+STREAMS_CONFIG = "eventstore.streams"
 #: Every producer's settings: acknowledged by the leader's durable write, and keyed records
 #: on the partition ``partition_for_key`` (murmur2, as the embedded store and Java clients).
 PRODUCER_CONFIG: dict[str, Any] = {"logger": LOGGER, "acks": "all", "partitioner": "murmur2_random",
@@ -61,7 +65,12 @@ PRODUCER_CONFIG: dict[str, Any] = {"logger": LOGGER, "acks": "all", "partitioner
 _E = ck.KafkaError
 # librdkafka's local error codes are named with a leading underscore (``KafkaError._TRANSPORT``)
 _LOCAL: dict[str, int] = {name: getattr(_E, "_" + name) for name in (
-    "UNKNOWN_TOPIC", "UNKNOWN_PARTITION", "TRANSPORT", "ALL_BROKERS_DOWN", "TIMED_OUT", "PARTITION_EOF")}
+    "UNKNOWN_TOPIC", "UNKNOWN_PARTITION", "TRANSPORT", "ALL_BROKERS_DOWN", "TIMED_OUT", "PARTITION_EOF",
+    "MAX_POLL_EXCEEDED", "ASSIGNMENT_LOST", "STATE", "FENCED")}
+#: What a fenced commit answers (the member was removed, or the group moved on): CommitFailedError
+FENCED_COMMIT = {_E.ILLEGAL_GENERATION, _E.UNKNOWN_MEMBER_ID, _E.REBALANCE_IN_PROGRESS,
+                 _E.FENCED_INSTANCE_ID, _LOCAL["MAX_POLL_EXCEEDED"], _LOCAL["ASSIGNMENT_LOST"],
+                 _LOCAL["STATE"], _LOCAL["FENCED"]}
 PARTITION_EOF = _LOCAL["PARTITION_EOF"]
 
 
@@ -98,6 +107,15 @@ def _unavailable(reason: str) -> EventStoreError:
 
 def _headers(msg: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple((k, v if v is not None else b"") for k, v in (msg.headers() or ()))
+
+
+def take(consumer: Any, limit: int, timeout_s: float) -> list[Any]:
+    """Up to ``limit`` messages, waiting up to ``timeout_s`` for the first only: librdkafka's
+    ``consume(n, timeout)`` waits for all ``n``; a poll returns as soon as there are records."""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
 
 
 def record_of(msg: Any) -> Record:
@@ -297,6 +315,7 @@ class KafkaLog:
                 "group.id": f"eventstore-reader-{uuid.uuid4()}",
                 "enable.auto.commit": False, "auto.offset.reset": "error",
                 "isolation.level": "read_uncommitted",  # the high watermark, as Store.offsets
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
                 "enable.partition.eof": True})
         return self._reader
 
@@ -325,7 +344,7 @@ class KafkaLog:
             try:
                 deadline = time.monotonic() + TIMEOUT_S
                 while len(out) < max_records and time.monotonic() < deadline:  # bounded
-                    msgs = reader.consume(min(max_records - len(out), 10_000), 0.5)
+                    msgs = take(reader, min(max_records - len(out), 10_000), 0.5)
                     for msg in msgs:
                         err = msg.error()
                         if err is not None:
@@ -558,6 +577,9 @@ class RemoteConsumer:
                                        f"got {auto_offset_reset!r}")
         if type(max_poll_records) is not int or max_poll_records < 1:
             raise InvalidArgumentError(f"max_poll_records must be a positive int, got {max_poll_records!r}")
+        for name, fn in (("key_deserializer", key_deserializer), ("value_deserializer", value_deserializer)):
+            if fn is not None and not callable(fn):
+                raise InvalidArgumentError(f"{name} must be callable or None, got {fn!r}")
         self._log = log
         self.group_id = group_id
         self.client_id = client_id
@@ -577,14 +599,19 @@ class RemoteConsumer:
             "enable.auto.commit": bool(enable_auto_commit and group_id is not None),
             "auto.commit.interval.ms": auto_commit_interval_ms,
             "auto.offset.reset": _RESETS[auto_offset_reset],
-            "max.poll.interval.ms": max_poll_interval_ms, "session.timeout.ms": session_timeout_ms,
+            # librdkafka wants the session within the poll interval; the embedded consumer does not
+            "max.poll.interval.ms": max_poll_interval_ms,
+            "session.timeout.ms": min(session_timeout_ms, max_poll_interval_ms),
             "partition.assignment.strategy": strategy,
+            # a seek or a new assignment waits for the fetch in flight: keep those waits short
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
         })
         self._subscription: set[str] | None = None
         self._manual: set[TopicPartition] | None = None
         self._paused: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         self._counts = {"polls": 0, "records_consumed": 0, "commits": 0, "commit_failures": 0}
+        self._failed: RecordDeserializationError | None = None  # raised by polls until a seek
         self._closed = False
         if topics:
             self.subscribe(topics)
@@ -646,6 +673,12 @@ class RemoteConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._check_open()
         self._positions[tp] = offset
+        failed = self._failed
+        if failed is not None and (failed.topic, failed.partition) == (tp.topic, tp.partition):
+            self._failed = None  # seeking the failed partition anywhere: polls read from there
+        self._seek_librdkafka(tp, offset)
+
+    def _seek_librdkafka(self, tp: TopicPartition, offset: int) -> None:
         try:
             self._consumer.seek(ck.TopicPartition(tp.topic, tp.partition, offset))
         except ck.KafkaException as e:
@@ -686,24 +719,45 @@ class RemoteConsumer:
         if type(limit) is not int or limit < 1:
             raise InvalidArgumentError(f"max_records must be a positive int, got {limit!r}")
         self._counts["polls"] += 1
-        msgs = self._consumer.consume(limit, max(0.0, timeout_ms) / 1000)
+        if self._failed is not None:
+            raise self._failed
+        msgs = take(self._consumer, limit, max(0.0, timeout_ms) / 1000)
         if not msgs and timeout_ms <= 0 and self._behind():
             # poll(0) returns what is there, as the embedded consumer's: records the server
             # holds past our positions are fetched (bounded) rather than reported as none
-            msgs = self._consumer.consume(limit, CATCH_UP_S)
+            msgs = take(self._consumer, limit, CATCH_UP_S)
         out: dict[TopicPartition, list[Record]] = {}
-        for msg in msgs:
+        for i, msg in enumerate(msgs):
             err = msg.error()
             if err is not None:
                 if err.code() == PARTITION_EOF:
                     continue
                 raise_kafka(err, "poll()")
-            record = self._deserialized(record_of(msg))
-            tp = TopicPartition(record.topic, record.partition)
+            raw = record_of(msg)
+            tp = TopicPartition(raw.topic, raw.partition)
+            try:
+                record = self._deserialized(raw)
+            except RecordDeserializationError as e:
+                self._rewind(msgs[i:])
+                self._failed = e
+                if not out:
+                    raise
+                break
             out.setdefault(tp, []).append(record)
             self._positions[tp] = record.offset + 1
             self._counts["records_consumed"] += 1
         return out
+
+    def _rewind(self, unread: list[Any]) -> None:
+        """Seek librdkafka back to the first of ``unread`` in each partition: they were fetched
+        but not handed out (a record that did not deserialize, and what came after it)."""
+        first: dict[TopicPartition, int] = {}
+        for msg in unread:
+            if msg.error() is None:
+                first.setdefault(TopicPartition(msg.topic(), msg.partition()), msg.offset())
+        for tp, offset in first.items():
+            self._positions[tp] = offset
+            self._seek_librdkafka(tp, offset)
 
     def _behind(self) -> bool:
         """Whether an assigned, unpaused partition has records past its position on the server."""
@@ -716,15 +770,23 @@ class RemoteConsumer:
         return False
 
     def _deserialized(self, record: Record) -> Record:
+        """``record`` with its key and value deserialized (None passes through); a failure is a
+        ``RecordDeserializationError`` naming the record, the deserializer's error its cause."""
         if self._key_deserializer is None and self._value_deserializer is None:
             return record
         import msgspec
 
-        key = record.key if self._key_deserializer is None or record.key is None \
-            else self._key_deserializer(record.key)
-        value = record.value if self._value_deserializer is None or record.value is None \
-            else self._value_deserializer(record.value)
-        return msgspec.structs.replace(record, key=key, value=value)
+        values: dict[str, Any] = {}
+        for part, fn in (("key", self._key_deserializer), ("value", self._value_deserializer)):
+            raw = getattr(record, part)
+            if fn is None or raw is None:
+                continue
+            try:
+                values[part] = fn(raw)
+            except Exception as e:
+                raise RecordDeserializationError(record.topic, record.partition, record.offset, part,
+                                                 f"{type(e).__name__}: {e}") from e
+        return msgspec.structs.replace(record, **values)
 
     def commit(self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None) -> None:
         """Commit ``offsets`` (default: the positions after what poll returned) to the group."""
@@ -741,7 +803,10 @@ class RemoteConsumer:
             self._consumer.commit(offsets=parts, asynchronous=False)
         except ck.KafkaException as e:
             self._counts["commit_failures"] += 1
-            raise_kafka(e.args[0] if e.args else None, "commit()")
+            error = e.args[0] if e.args else None
+            if error is not None and error.code() in FENCED_COMMIT:
+                raise CommitFailedError(self.group_id, error.str()) from None
+            raise_kafka(error, "commit()")
         self._counts["commits"] += 1
 
     def commit_async(self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None,
@@ -812,6 +877,14 @@ class RemoteConsumer:
         return self
 
     def __next__(self) -> Record:
+        """The next record, polled one at a time (so positions move only past records handed
+        out); stops after ``consumer_timeout_ms`` idle. Joining the group is not idle time: a
+        subscribed consumer first waits (at most ``JOIN_WAIT_S``) for its partitions."""
+        if self._subscription is not None and not self._consumer.assignment():
+            joined_by = time.monotonic() + JOIN_WAIT_S
+            while not self._closed and not self._consumer.assignment() and time.monotonic() < joined_by:
+                for records in self.poll(100, max_records=1).values():  # bounded by JOIN_WAIT_S
+                    return records[0]
         deadline = time.monotonic() + self._consumer_timeout_s
         while not self._closed:  # bounded by consumer_timeout_ms (or close)
             left = deadline - time.monotonic()
