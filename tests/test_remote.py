@@ -330,3 +330,40 @@ def test_close_wakes_a_reader_waiting_in_a_long_poll(served: Served) -> None:
     assert [e.type for e in got] == ["A"]
     assert subscription.next(0) is None and subscription.next_batch() == []
     subscription.close()  # idempotent
+
+
+def test_threads_append_over_connections_of_their_own(served: Served) -> None:
+    """16 threads append to one stream with expected versions: each append is one round trip
+    on a connection no other thread waits for, and every conflict is a clean refusal."""
+    store = served.remote
+    written: list[int] = []
+    conflicts: list[int] = []
+
+    def writer() -> None:
+        for _ in range(20):  # bounded
+            version = store.stream_version("counter-1")
+            try:
+                r = store.append_to_stream("counter-1", _events("Inc"), -1 if version is None else version)
+                written.append(r.next_expected_version)
+            except WrongExpectedVersionError:
+                conflicts.append(1)
+
+    threads = [threading.Thread(target=writer) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(written) == list(range(len(written)))  # every version once: no lost update
+    assert len(written) + len(conflicts) == 16 * 20
+    assert served.embedded.stream_version("counter-1") == len(written) - 1
+    assert store.streams.connection.idle > 1
+
+
+def test_a_restarted_server_is_reached_again(served: Served) -> None:
+    """A kept connection the server closed is replaced once, transparently."""
+    store = served.remote
+    store.append_to_stream("a-1", _events("A"))
+    served.server.close()
+    served.server = served.embedded.serve(f"127.0.0.1:{served.port}")  # the same address again
+    assert store.append_to_stream("a-1", _events("B")).next_expected_version == 1
+    assert [e.type for e in store.read_stream("a-1")] == ["A", "B"]

@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import itertools
 import socket
+import struct
 import threading
 from typing import Any
 
@@ -38,7 +39,7 @@ from ..wire import extensions as codec
 from ..wire.errors import ProtocolError
 
 __all__ = [
-    "Connection", "ServerUnavailableError", "StreamsNotServedError", "error_with_message",
+    "Connection", "ConnectionPool", "ServerUnavailableError", "StreamsNotServedError", "error_with_message",
     "parse_bootstrap", "raise_for",
 ]
 
@@ -46,6 +47,7 @@ APPEND_KEY = 20000
 CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 60.0  # a request's answer, long polls excepted (they add their own wait)
 CLIENT_ID = "eventstore-remote"
+POOL_IDLE_MAX = 8  # connections a store keeps open for its stream calls between them
 
 
 class ServerUnavailableError(StoreClosedError):
@@ -106,22 +108,34 @@ class Connection:
     def call(self, api_key: int, fields: dict[str, Any], wait_s: float = 0.0) -> dict[str, Any]:
         """Send one extension request and return the response's fields (error code unchecked).
         ``wait_s``: how long the server may hold the answer (a long poll)."""
+        request = None
         with self._lock:
-            sock = self._ensure()
-            if self._apis is None or APPEND_KEY not in self._apis:
-                raise StreamsNotServedError(self.address)
-            cid = next(self._ids) & 0x7FFFFFFF
-            try:
-                sock.settimeout(REQUEST_TIMEOUT_S + wait_s)
-                sock.sendall(codec.encode_request(api_key, cid, fields, CLIENT_ID))
-                got, response = codec.decode_response(api_key, self._receive(sock))
-            except (OSError, ProtocolError) as e:
-                self._drop()
-                raise ServerUnavailableError(self.address, f"connection lost: {e}") from e
-            if got != cid:
-                self._drop()
-                raise ServerUnavailableError(self.address, f"answered request {got}, expected {cid}")
-            return response
+            reused = self._sock is not None
+            while True:  # at most twice: a kept connection the server has closed is replaced once
+                sock = self._ensure()
+                if self._apis is None or APPEND_KEY not in self._apis:
+                    raise StreamsNotServedError(self.address)
+                cid = next(self._ids) & 0x7FFFFFFF
+                if request is None:
+                    request = codec.encode_request(api_key, cid, fields, CLIENT_ID)
+                else:  # the same bytes under the new correlation id
+                    request = request[:8] + struct.pack(">i", cid) + request[12:]
+                try:
+                    sock.settimeout(REQUEST_TIMEOUT_S + wait_s)
+                    sock.sendall(request)
+                    got, response = codec.decode_response(api_key, self._receive(sock))
+                except (OSError, ProtocolError) as e:
+                    self._drop()
+                    if reused and isinstance(e, OSError) and not self._closed:
+                        # the request may have run before the answer was lost: every extension
+                        # request may be sent again (appends carry their event ids)
+                        reused = False
+                        continue
+                    raise ServerUnavailableError(self.address, f"connection lost: {e}") from e
+                if got != cid:
+                    self._drop()
+                    raise ServerUnavailableError(self.address, f"answered request {got}, expected {cid}")
+                return response
 
     def close(self) -> None:
         """Close the socket; later calls raise ``StoreClosedError``. Idempotent, any thread."""
@@ -181,6 +195,65 @@ class Connection:
         sock, self._sock, self._apis = self._sock, None, None
         if sock is not None:
             sock.close()
+
+
+class ConnectionPool:
+    """Connections to one server for calls from many threads: a call takes an idle connection
+    (or opens one), so threads do not wait for each other's round trips; at most ``idle_max``
+    are kept open between calls."""
+
+    def __init__(self, addresses: list[tuple[str, int]], idle_max: int = POOL_IDLE_MAX) -> None:
+        self.addresses = addresses
+        self._idle_max = idle_max
+        self._lock = threading.Lock()
+        self._idle: list[Connection] = []
+        self._busy: set[Connection] = set()
+        self._closed = False
+        self._last_address = f"{addresses[0][0]}:{addresses[0][1]}"
+
+    @property
+    def address(self) -> str:
+        """The server the last connection reached (``host:port``)."""
+        return self._last_address
+
+    @property
+    def idle(self) -> int:
+        """Connections kept open between calls."""
+        return len(self._idle)
+
+    def call(self, api_key: int, fields: dict[str, Any], wait_s: float = 0.0) -> dict[str, Any]:
+        """``Connection.call`` on a connection of the pool."""
+        connection = self._acquire()
+        try:
+            return connection.call(api_key, fields, wait_s)
+        finally:
+            self._last_address = connection.address
+            self._release(connection)
+
+    def _acquire(self) -> Connection:
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError(self._last_address)
+            connection = self._idle.pop() if self._idle else Connection(self.addresses)
+            self._busy.add(connection)
+            return connection
+
+    def _release(self, connection: Connection) -> None:
+        with self._lock:
+            self._busy.discard(connection)
+            if self._closed or len(self._idle) >= self._idle_max:
+                connection.close()
+            else:
+                self._idle.append(connection)
+
+    def close(self) -> None:
+        """Close every connection, those in use too (their calls raise). Idempotent."""
+        with self._lock:
+            self._closed = True
+            connections = [*self._idle, *self._busy]
+            self._idle.clear()
+        for connection in connections:
+            connection.close()
 
 
 # --- errors: the extension response's error code back to the store's exception -------------

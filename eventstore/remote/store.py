@@ -30,7 +30,7 @@ from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetad
 from ..sourcing.rules import check_stream_id
 from ..sourcing.subscriptions import PAGE_EVENTS, check_count
 from ..validation import check_group_id, check_int64
-from .connection import Connection, parse_bootstrap
+from .connection import Connection, ConnectionPool, parse_bootstrap
 from .streams import RemoteStreams, RemoteSubscription
 
 if TYPE_CHECKING:  # imported when first used: the Kafka client library is the 'remote' extra
@@ -85,7 +85,7 @@ class RemoteStore:
         from .kafka import KafkaLog
 
         self._log = KafkaLog(",".join(f"{h}:{p}" for h, p in addresses))
-        self._streams = RemoteStreams(Connection(addresses), max_bytes)
+        self._streams = RemoteStreams(ConnectionPool(addresses), max_bytes)
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()  # producers and consumers made here
         self._closed = False
 

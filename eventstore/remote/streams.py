@@ -27,7 +27,7 @@ from ..sourcing.rules import check_events, check_expected, check_stream_id
 from ..sourcing.snapshots import Snapshot
 from ..sourcing.subscriptions import ALL, CATEGORY_PREFIX, PAGE_EVENTS, check_count
 from ..validation import check_int64
-from .connection import Connection, raise_for
+from .connection import Connection, ConnectionPool, raise_for
 
 __all__ = ["MAX_BYTES", "RemoteSnapshots", "RemoteStreams", "RemoteSubscription"]
 
@@ -57,7 +57,7 @@ def _check_limit(limit: object) -> None:
 class RemoteStreams:
     """The stream calls of a store served at ``connection``'s address."""
 
-    def __init__(self, connection: Connection, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, connection: ConnectionPool, max_bytes: int = MAX_BYTES) -> None:
         self.connection = connection
         self.max_bytes = max_bytes
         self.closed = False
