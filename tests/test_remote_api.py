@@ -57,12 +57,16 @@ def test_embedded_only_methods_name_themselves(tmp_path: Path) -> None:
 
 
 def test_remote_clients_have_the_embedded_clients_methods() -> None:
-    """The consumer, producer and future a remote store makes, held to the embedded ones'."""
+    """The consumer, producer, future and subscription a remote store makes, held to the
+    embedded ones' (a remote subscription's ``watch`` raises: its wake-ups are long polls)."""
     from eventstore.remote.kafka import RemoteConsumer, RemoteFuture, RemoteProducer
+
+    from eventstore.remote import RemoteSubscription
 
     wake_hooks = {"add_wake_callback", "remove_wake_callback"}  # the embedded async facade's
     for blocking, remote in [(eventstore.Consumer, RemoteConsumer), (eventstore.Producer, RemoteProducer),
-                             (eventstore.FutureRecordMetadata, RemoteFuture)]:
+                             (eventstore.FutureRecordMetadata, RemoteFuture),
+                             (eventstore.Subscription, RemoteSubscription)]:
         for name, value in inspect.getmembers(blocking):
             if name.startswith("_") or name in wake_hooks:
                 continue

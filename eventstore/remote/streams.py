@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -311,6 +311,12 @@ class RemoteSubscription:
 
     def checkpoint_of(self, event: RecordedEvent) -> int:
         return event.version if self._kind == 2 else event.position
+
+    def watch(self, callback: Callable[[], object]) -> Any:
+        """Not offered: the embedded watch is called by the appending thread of this process;
+        a remote subscription learns of new events only by its long polls (``next``)."""
+        raise EventStoreError("a remote subscription has no watch(): new events arrive through "
+                              "its long polls; call next() (or await it with eventstore.aio.connect)")
 
     def close(self) -> None:
         """Stop: wakes a waiting ``next``; later calls return nothing. Idempotent."""
