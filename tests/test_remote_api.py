@@ -59,9 +59,8 @@ def test_embedded_only_methods_name_themselves(tmp_path: Path) -> None:
 def test_remote_clients_have_the_embedded_clients_methods() -> None:
     """The consumer, producer, future and subscription a remote store makes, held to the
     embedded ones' (a remote subscription's ``watch`` raises: its wake-ups are long polls)."""
-    from eventstore.remote.kafka import RemoteConsumer, RemoteFuture, RemoteProducer
-
     from eventstore.remote import RemoteSubscription
+    from eventstore.remote.kafka import RemoteConsumer, RemoteFuture, RemoteProducer
 
     wake_hooks = {"add_wake_callback", "remove_wake_callback"}  # the embedded async facade's
     for blocking, remote in [(eventstore.Consumer, RemoteConsumer), (eventstore.Producer, RemoteProducer),
