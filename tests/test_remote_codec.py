@@ -140,3 +140,10 @@ def test_api_versions_v0_round_trip() -> None:
     assert x.decode_api_versions_response(response) == (3, 0, {0: (3, 11), 20000: (0, 0)})
     with pytest.raises(ProtocolError):
         x.decode_api_versions_response(struct.pack(">ihi", 3, 0, 1000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=120))
+def test_any_api_versions_bytes_decode_or_raise_protocol_error(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        x.decode_api_versions_response(data)
