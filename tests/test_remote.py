@@ -5,6 +5,7 @@ server without the stream APIs, a server that stays up whatever one client sends
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 import threading
@@ -367,3 +368,23 @@ def test_a_restarted_server_is_reached_again(served: Served) -> None:
     served.server = served.embedded.serve(f"127.0.0.1:{served.port}")  # the same address again
     assert store.append_to_stream("a-1", _events("B")).next_expected_version == 1
     assert [e.type for e in store.read_stream("a-1")] == ["A", "B"]
+
+
+def test_garbage_bodies_are_answered_and_nothing_is_written(served: Served) -> None:
+    """300 random bodies under every extension key: each is answered with a readable response,
+    nothing of them is written, and the server serves the next request."""
+    rng = random.Random(7)
+    errors = 0
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        for cid in range(300):  # bounded
+            key = 20000 + cid % 12
+            body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 60)))
+            frame = struct.pack(">hhih", key, 0, cid, -1) + b"\x00" + body
+            sock.sendall(struct.pack(">i", len(frame)) + frame)
+            size = struct.unpack(">i", _recv(sock, 4))[0]
+            got, response = codec.decode_response(key, _recv(sock, size))  # readable, whatever it says
+            assert got == cid
+            errors += response["error_code"] != 0
+    assert errors > 250  # almost all of them are not requests at all
+    assert served.embedded.list_streams() == [] and served.embedded.read_all() == []
+    assert served.remote.append_to_stream("x-1", _events("T")).next_expected_version == 0
