@@ -81,11 +81,10 @@ async def extension(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> 
     except ProtocolError as e:
         return codec.error_response(key, cid, INVALID_REQUEST.code, str(e))
     try:
-        streams = await ctx.blocking(_open_streams, ctx)
         if key == POLL:
-            fields = await _poll(ctx, streams, request)
-        else:
-            fields = await ctx.blocking(_CALLS[key], streams, request)
+            fields = await _poll(ctx, await ctx.blocking(_open_streams, ctx), request)
+        else:  # one trip to a worker thread: the streams (opened on first use), then the call
+            fields = await ctx.blocking(_call, ctx, key, request)
     except WrongExpectedVersionError as e:
         return codec.error_response(key, cid, kafka_error_for(e).code, str(e), actual_version=e.actual)
     except _StreamsTopic as e:
@@ -111,6 +110,10 @@ def _open_streams(ctx: Context) -> Streams:
 
 
 # --- the calls, each in a worker thread: (streams, request) -> response fields -------------------
+
+
+def _call(ctx: Context, key: int, request: dict[str, Any]) -> dict[str, Any]:
+    return _CALLS[key](_open_streams(ctx), request)
 
 
 def event_tuple(e: RecordedEvent) -> tuple[Any, ...]:
