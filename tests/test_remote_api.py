@@ -48,8 +48,7 @@ def test_embedded_only_methods_name_themselves(tmp_path: Path) -> None:
     try:
         for name, call in [("check", lambda: store.check()), ("statistics", lambda: store.statistics()),
                            ("transaction", lambda: store.transaction()),
-                           ("retention", lambda: store.retention()),
-                           ("wait_for", lambda: store.wait_for("t", 0, 0, 0.1))]:
+                           ("retention", lambda: store.retention())]:
             with pytest.raises(EmbeddedOnlyError, match=rf"Store\.{name}\(\) needs an embedded store"):
                 call()
     finally:

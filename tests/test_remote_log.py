@@ -22,6 +22,7 @@ from test_api_suite import (
     test_poll_wakes_as_soon_as_a_record_is_appended,
     test_producer_futures_resolve_to_durable_metadata,
     test_seek_and_position_with_manual_assignment,
+    test_wait_for_returns_once_the_offset_is_written,
 )
 
 import eventstore
@@ -39,6 +40,7 @@ __all__ = [  # the embedded suite's tests, collected here again over both stores
     "test_poll_wakes_as_soon_as_a_record_is_appended",
     "test_producer_futures_resolve_to_durable_metadata",
     "test_seek_and_position_with_manual_assignment",
+    "test_wait_for_returns_once_the_offset_is_written",
 ]
 # Not collected here: test_group_members_split_the_partitions and test_a_removed_member_cannot_commit
 # expect a group to rebalance within one 10 ms poll / a 100 ms max_poll_interval, which an embedded

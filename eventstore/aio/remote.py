@@ -25,7 +25,7 @@ from .consumer import Consumer
 from .producer import FutureRecordMetadata, Producer
 from .store import Store
 from .subscriptions import Subscription
-from .threads import complete_in_thread
+from .threads import complete_in_thread, wait_in_thread
 
 __all__ = ["RemoteConsumer", "RemoteProducer", "RemoteStore", "RemoteSubscription", "connect"]
 
@@ -63,7 +63,7 @@ class RemoteStore(Store):
         return await complete_in_thread(self.remote.offsets, topic, partition)
 
     async def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
-        return self.remote.wait_for(topic, partition, offset, timeout_s)
+        return await wait_in_thread(self.remote.wait_for, topic, partition, offset, timeout_s)
 
     async def statistics(self) -> Any:
         return self.remote.statistics()

@@ -55,6 +55,7 @@ LOGGER = logging.getLogger("eventstore.remote")
 TIMEOUT_S = 30.0
 CATCH_UP_S = 5.0  # the longest poll(0) waits for records the server is known to hold
 JOIN_WAIT_S = 30.0  # the longest an iterator waits for a group to give it partitions
+WAIT_SLICE_S = 1.0  # wait_for asks for the end offset at least this often
 FETCH_WAIT_MS = 100  # how long the server may hold a fetch: records appended wake it at once
 #: The read-only topic config a store's server may describe: whether the topic holds streams
 STREAMS_CONFIG = "eventstore.streams"
@@ -361,6 +362,31 @@ class KafkaLog:
             finally:
                 reader.unassign()
         return out
+
+    def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
+        """Until the partition's end passes ``offset`` (True) or the timeout (False): a fetch at
+        ``offset`` the server holds until a record is there, on a consumer of this call's own."""
+        self.check_partition(topic, partition)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if self.offsets(topic, partition)[1] > offset:
+            return True
+        waiter = ck.Consumer({
+            "bootstrap.servers": self.bootstrap, "logger": LOGGER, "enable.auto.commit": False,
+            "group.id": f"eventstore-waiter-{uuid.uuid4()}", "auto.offset.reset": "latest",
+            "isolation.level": "read_uncommitted", "fetch.wait.max.ms": FETCH_WAIT_MS})
+        try:
+            waiter.assign([ck.TopicPartition(topic, partition, offset)])
+            while True:  # bounded by the deadline (None: until the record comes)
+                left = WAIT_SLICE_S if deadline is None else min(WAIT_SLICE_S, deadline - time.monotonic())
+                if left <= 0:
+                    return self.offsets(topic, partition)[1] > offset
+                msg = waiter.poll(left)
+                if msg is not None and msg.error() is None:
+                    return True
+                if self.offsets(topic, partition)[1] > offset:  # e.g. reset to the end, past it
+                    return True
+        finally:
+            waiter.close()
 
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
         self.partitions(topic)

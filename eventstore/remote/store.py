@@ -29,7 +29,7 @@ from ..records import Message, Record, RecordMetadata, TopicConfig, TopicPartiti
 from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from ..sourcing.rules import check_stream_id
 from ..sourcing.subscriptions import PAGE_EVENTS, check_count
-from ..validation import check_group_id, check_int64
+from ..validation import check_group_id, check_int64, check_wait
 from .connection import Connection, ConnectionPool, parse_bootstrap
 from .streams import RemoteStreams, RemoteSubscription
 
@@ -45,7 +45,6 @@ EMBEDDED_ONLY: dict[str, str] = {
     "retention": "deletes segments on the store's own disk (the server applies retention)",
     "enforce_retention": "deletes segments on the store's own disk (the server applies retention)",
     "statistics": "counts the store's files on its own disk",
-    "wait_for": "waits on a partition in this process; a consumer's poll waits remotely",
     "transaction": "appends to several partitions under the store's own lock",
     "pending_transactions": "the transactions of the store's own process",
     "serve": "serves the store's own files (run es serve where they are)",
@@ -211,7 +210,9 @@ class RemoteStore:
         return self._log.offset_for_time(topic, partition, timestamp_ms)
 
     def wait_for(self, topic: str, partition: int, offset: int, timeout_s: float | None) -> bool:
-        raise EmbeddedOnlyError("wait_for")
+        """Block until the partition's end offset passes ``offset`` (True) or the timeout (False)."""
+        self._check_open()
+        return self._log.wait_for(topic, partition, offset, check_wait(offset, timeout_s))
 
     # --- clients and groups ------------------------------------------------------------
 
