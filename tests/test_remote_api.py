@@ -238,3 +238,18 @@ def test_topic_configurations_come_back_whole(tmp_path: Path) -> None:
         store.close()
         server.close()
         embedded.close()
+
+
+@pytest.mark.anyio
+async def test_async_embedded_only_calls_name_themselves(
+        remote: tuple[eventstore.Store, eventstore.aio.RemoteStore]) -> None:
+    _embedded, store = remote
+    with pytest.raises(EmbeddedOnlyError, match=r"Store\.serve\(\)"):
+        await store.serve("127.0.0.1:0")
+    with pytest.raises(EmbeddedOnlyError, match=r"Store\.check\(\)"):
+        await store.check()
+    with pytest.raises(eventstore.EventStoreError, match="the server's"):
+        store.recovery_events  # noqa: B018
+    await store.create_topic("t")
+    assert await store.wait_for("t", 0, 0, 0.05) is False
+    assert [t.name for t in await store.topics()] == ["t"]

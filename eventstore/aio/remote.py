@@ -53,6 +53,13 @@ class RemoteStore(Store):
     def durability(self) -> Any:
         raise EventStoreError("durability is a setting of the server's store, not of a connection")
 
+    @property
+    def recovery_events(self) -> Any:
+        raise EventStoreError("recovery_events are the server's: its store recovered when it opened")
+
+    async def serve(self, address: str = "127.0.0.1:9092", **options: Any) -> Any:
+        return self.remote.serve(address, **options)  # raises: a store is served where it is
+
     async def topic(self, name: str) -> TopicConfig:
         return await complete_in_thread(self.remote.topic, name)
 
