@@ -388,3 +388,11 @@ def test_garbage_bodies_are_answered_and_nothing_is_written(served: Served) -> N
     assert errors > 250  # almost all of them are not requests at all
     assert served.embedded.list_streams() == [] and served.embedded.read_all() == []
     assert served.remote.append_to_stream("x-1", _events("T")).next_expected_version == 0
+
+
+def test_a_plain_append_to_a_streams_topic_is_refused_the_same(open_store: Callable[..., Any]) -> None:
+    store = open_store()
+    store.append_to_stream("order-1", _events("Placed"))
+    with pytest.raises(eventstore.StreamsTopicError):
+        store.append("order", b"not an event")
+    assert [e.type for e in store.read_stream("order-1")] == ["Placed"]

@@ -32,6 +32,7 @@ from ..errors import (
     RecordDeserializationError,
     RecordTooLargeError,
     StoreClosedError,
+    StreamsTopicError,
     TopicExistsError,
     TopicNotFoundError,
 )
@@ -87,6 +88,7 @@ def raise_kafka(error: Any, what: str) -> None:
         _E.TOPIC_EXCEPTION: InvalidTopicError, _E.MSG_SIZE_TOO_LARGE: RecordTooLargeError,
         _E.INVALID_REQUEST: InvalidArgumentError, _E.INVALID_PARTITIONS: InvalidArgumentError,
         _E.INVALID_CONFIG: InvalidArgumentError, _E.OFFSET_OUT_OF_RANGE: OffsetOutOfRangeError,
+        _E.INVALID_RECORD: StreamsTopicError,  # what a store's server answers a Produce to streams
         _LOCAL["TRANSPORT"]: StoreClosedError, _LOCAL["ALL_BROKERS_DOWN"]: StoreClosedError,
         _LOCAL["TIMED_OUT"]: StoreClosedError,
     }.get(code, EventStoreError)
