@@ -15,6 +15,7 @@ them consistent whoever calls them. All methods are thread-safe.
 
 from __future__ import annotations
 
+import concurrent.futures
 import difflib
 import functools
 import itertools
@@ -84,6 +85,8 @@ __all__ = ["DEFAULT_MAX_RECORDS", "UNSET", "BatchMetadata", "KafkaAppendResult",
 log = logging.getLogger("eventstore")
 
 DEFAULT_MAX_RECORDS = 500
+#: Threads that wait for fsyncs at once in one barrier over several partitions.
+_WAIT_THREADS = 8
 #: The default of ``alter_topic``'s parameters: "leave this setting as it is".
 UNSET: Any = object()
 
@@ -145,6 +148,7 @@ class Log:
         self._close_hooks: list[CloseHook] = []
         self._check_hooks: list[CheckHook] = []
         self._flusher: threading.Thread | None = None
+        self._wait_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         try:
             os.makedirs(path, exist_ok=True)
@@ -270,6 +274,8 @@ class Log:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
+        if self._wait_pool is not None:
+            self._wait_pool.shutdown(wait=True)
         first_error: BaseException | None = None
         for hook in self._close_hooks:  # bounded by the layers
             try:
@@ -299,6 +305,8 @@ class Log:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
+        if self._wait_pool is not None:
+            self._wait_pool.shutdown(wait=False)
         for partitions in self._partitions.values():
             for plog in partitions:
                 plog.abandon()
@@ -725,8 +733,54 @@ class Log:
         its records on disk now (a transaction before its outbox entry goes, a
         replica before it acknowledges) calls it.
         """
+        failed = self.wait_durable_each(ends)
+        if failed:
+            raise next(iter(failed.values()))
+
+    def wait_durable_each(self, ends: Mapping[TopicPartition, int]) -> dict[TopicPartition, EventStoreError]:
+        """``barrier`` that tells each partition's outcome: the partitions whose wait failed
+        (a failed fsync, a deleted topic), each with its error; the others are durable.
+
+        The partitions are waited for at once, one worker thread each but the first
+        (which this thread waits for), so a Produce over N partitions costs the
+        slowest fsync, not N of them in a row; each wait still joins the group
+        commit of its partition.
+        """
+        waits: list[tuple[TopicPartition, PartitionLog, int]] = []
+        failed: dict[TopicPartition, EventStoreError] = {}
         for tp, end in ends.items():  # bounded by the caller's partitions
-            self.partition(tp.topic, tp.partition).wait_durable(end)
+            try:
+                plog = self.partition(tp.topic, tp.partition)
+            except EventStoreError as e:
+                failed[tp] = e
+                continue
+            if not plog.is_durable(end):
+                waits.append((tp, plog, end))
+        others = [(tp, self._waiters().submit(plog.wait_durable, end)) for tp, plog, end in waits[1:]]
+        if waits:
+            tp, plog, end = waits[0]
+            try:
+                plog.wait_durable(end)
+            except EventStoreError as e:
+                failed[tp] = e
+        for tp, future in others:  # bounded by the caller's partitions
+            error = future.exception()
+            if isinstance(error, EventStoreError):
+                failed[tp] = error
+            elif error is not None:
+                raise error
+        return failed
+
+    def _waiters(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The threads that wait for the fsyncs of a barrier's partitions but the first."""
+        pool = self._wait_pool
+        if pool is None:
+            with self._lock:
+                if self._wait_pool is None:
+                    self._wait_pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=_WAIT_THREADS, thread_name_prefix=f"eventstore-wait:{self.path}")
+                pool = self._wait_pool
+        return pool
 
     # --- reading -----------------------------------------------------------
 

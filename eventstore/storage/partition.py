@@ -281,6 +281,10 @@ class PartitionLog:
         self._enforce_retention_locked(_now_ms())
         return new
 
+    def is_durable(self, end_offset: int) -> bool:
+        """Whether every record before ``end_offset`` is fsynced already (no lock)."""
+        return self._synced_offset >= end_offset
+
     def wait_durable(self, end_offset: int) -> None:
         """Return once every record before ``end_offset`` is fsynced (group commit).
 

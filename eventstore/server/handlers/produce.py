@@ -7,8 +7,9 @@ one bad batch does not fail the others.
 
 * **One worker hop, one wait**: the whole request is appended in one worker thread, each
   partition without waiting for its fsync, then one wait covers them all (in ``fsync``
-  mode), so the partitions of a request, and the requests of every connection, share
-  their fsyncs (group commit, docs/format.md section 7).
+  mode; ``Log.wait_durable_each``: the partitions' fsyncs run at once), and the requests
+  of every connection share each partition's fsyncs (group commit, docs/format.md
+  section 7).
 * **acks**: 0 appends and answers nothing; 1 and -1 answer once the batches are durable
   per the store's durability mode (the only replica is the leader, so "all in-sync
   replicas" is this one); anything else answers INVALID_REQUIRED_ACKS. In ``fsync``
@@ -82,9 +83,17 @@ def append_all(log: Log, asked: Sequence[tuple[str, int, bytes | None]]) -> list
     visible to readers only once synced."""
     outcomes = [_append(log, topic, partition, records) for topic, partition, records in asked]
     if log.durability == "fsync":
-        for outcome in outcomes:  # bounded by the request; each wait shares the fsyncs of all
-            if outcome.error == NONE:
-                _wait_durable(log, outcome)
+        ends: dict[TopicPartition, int] = {}
+        for o in outcomes:  # bounded by the request; a partition named twice waits for its last
+            if o.error == NONE:
+                tp = TopicPartition(o.topic, o.partition)
+                ends[tp] = max(ends.get(tp, 0), o.end_offset)
+        failed = log.wait_durable_each(ends)
+        for outcome in outcomes:  # bounded by the request
+            error = failed.get(TopicPartition(outcome.topic, outcome.partition))
+            if error is not None and outcome.error == NONE:  # the batch may not survive a power loss
+                outcome.error, outcome.message = kafka_error_for(error).code, str(error)
+                outcome.base_offset = -1
     return outcomes
 
 
@@ -101,14 +110,6 @@ def _append(log: Log, topic: str, partition: int, records: bytes | None) -> Outc
     outcome.log_start_offset = result.log_start_offset
     outcome.end_offset = result.base_offset + result.record_count
     return outcome
-
-
-def _wait_durable(log: Log, outcome: Outcome) -> None:
-    try:
-        log.barrier({TopicPartition(outcome.topic, outcome.partition): outcome.end_offset})
-    except EventStoreError as e:  # a failed fsync: the batch may not survive a power loss
-        outcome.error, outcome.message = kafka_error_for(e).code, str(e)
-        outcome.base_offset = -1
 
 
 def _response(header: RequestHeader, outcomes: list[Outcome]) -> Any:
