@@ -327,7 +327,7 @@ def test_close_wakes_a_reader_waiting_in_a_long_poll(served: Served) -> None:
     started = time.monotonic()
     subscription.close()
     reader.join(10)
-    assert not reader.is_alive() and time.monotonic() - started < 2.0
+    assert not reader.is_alive() and time.monotonic() - started < 5.0
     assert [e.type for e in got] == ["A"]
     assert subscription.next(0) is None and subscription.next_batch() == []
     subscription.close()  # idempotent
