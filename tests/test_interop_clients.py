@@ -176,6 +176,10 @@ def test_every_codec_round_trips(name: str, codec: str, broker: str, bootstrap_o
     assert [(g.key, g.value, g.headers) for g in got] == [(r.key, r.value, r.headers) for r in records]
     if broker == "eventstore":
         assert [(r.key, r.value) for r in stored(server[0], topic)] == [(r.key, r.value) for r in records]
+        for reader in CLIENTS:  # a batch one client compressed, every other one decompresses
+            if reader != name:
+                again = client(reader, bootstrap_of[broker]).consume(topic, len(records))
+                assert [(g.key, g.value) for g in again] == [(r.key, r.value) for r in records], reader
 
 
 # ----------------------------------------------------------------------------------- headers
