@@ -10,6 +10,7 @@ of the development machine drifts too much for figures across runs to mean much.
 
 from __future__ import annotations
 
+import resource
 import signal
 import socket
 import struct
@@ -378,6 +379,10 @@ def n4_idle_rss(broker: Broker, directory: Path, connections: int) -> Measured:
     Each connection sends one ApiVersions request and reads the answer (so the server
     has accepted it and set it up), then stays open and silent.
     """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 3 * connections:  # this process's sockets and, inherited, the server's
+        wanted = 3 * connections if hard == resource.RLIM_INFINITY else min(3 * connections, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     with broker.running(directory) as server:
         create_topic(server.bootstrap)
         time.sleep(0.5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import struct
@@ -120,10 +121,21 @@ def flood_without_reading(sock: socket.socket, stop: threading.Event, sent: list
     sent[0] = FLOOD
 
 
+def enough_descriptors(needed: int) -> None:
+    """Raise this process's soft limit on open files (the server inherits it), or skip."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"{needed} open files are needed; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 @pytest.mark.slow
 def test_idle_connections_and_bad_clients_do_not_stop_the_others(tmp_path: Path) -> None:
     from confluent_kafka import Producer
 
+    enough_descriptors(3 * IDLE)
     with server_process(tmp_path / "store", IDLE + 50) as (proc, bootstrap):
         idle_rss = rss_mb(proc.pid)
         idle: list[socket.socket] = []
