@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from interopkit import CLIENTS, DroppingProxy, Rec, client, tansu, tansu_binary, unique, until
@@ -196,3 +197,45 @@ def test_headers_byte_for_byte_through_every_client(name: str, server: tuple[eve
     for reader in CLIENTS:
         (got,) = client(reader, bootstrap).consume(topic, 1)
         assert got.headers == TRICKY_HEADERS, reader
+
+
+# ------------------------------------------------------------------------- pipelined produce
+
+
+def _pipelining_producer(name: str, bootstrap: str) -> tuple[Any, Any]:
+    """A producer that keeps several small Produce requests of one partition in flight on
+    one connection (non-idempotent): ``(send(topic, value), flush())``."""
+    if name == "confluent-kafka":
+        from confluent_kafka import Producer
+
+        confluent = Producer({"bootstrap.servers": bootstrap, "acks": "1", "linger.ms": 0,
+                              "batch.num.messages": 5, "enable.idempotence": False})
+        return (lambda topic, value: confluent.produce(topic, value, partition=0),
+                lambda: confluent.flush(30))
+    from kafka import KafkaProducer
+
+    kafka = KafkaProducer(bootstrap_servers=bootstrap, acks=1, batch_size=500, linger_ms=0,
+                          max_in_flight_requests_per_connection=5)
+
+    def flush() -> None:
+        kafka.flush(30)
+        kafka.close(30)
+
+    return (lambda topic, value: kafka.send(topic, value, partition=0)), flush
+
+
+@pytest.mark.xfail(strict=True, reason="the server appends a connection's pipelined Produce requests "
+                                       "concurrently, so one partition's batches can land out of order")
+@pytest.mark.parametrize("name", ["confluent-kafka", "kafka-python"])
+def test_pipelined_produce_requests_keep_their_order(name: str, server: tuple[eventstore.Store, str]) -> None:
+    """Kafka appends a connection's requests in the order they arrive: a non-idempotent
+    producer with several requests in flight relies on it for the order of a partition."""
+    store, bootstrap = server
+    topic = unique("pipelined")
+    store.create_topic(topic, partitions=1)
+    send, flush = _pipelining_producer(name, bootstrap)
+    for i in range(2_000):
+        send(topic, str(i).encode())
+    flush()
+    values = [int(r.value) for r in stored(store, topic)]
+    assert values == list(range(2_000))
