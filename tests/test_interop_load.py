@@ -28,7 +28,8 @@ import pytest
 from interopkit import TIMEOUT_S, client, unique, until
 
 IDLE = 1_000
-RECORDS = 5_000
+RECORDS = 5_000  # per producer
+PRODUCERS = 3
 RSS_BOUND_MB = 250
 LISTENING = re.compile(rb"listening on (\S+):(\d+)")
 
@@ -159,11 +160,12 @@ def test_idle_connections_and_bad_clients_do_not_stop_the_others(tmp_path: Path)
             topic = unique("load")
             kafka = client("kafka-python", bootstrap, "short")
             kafka.create_topic(topic, 3)
-            acked = produce_in_background(Producer, bootstrap, topic)
-            consumed = kafka.consume(topic, RECORDS, group=unique("load"))
-            delivered = acked()
-            assert len(delivered) == RECORDS
-            assert {(g.partition, g.offset) for g in consumed} == delivered
+            producers = [produce_in_background(Producer, bootstrap, topic) for _ in range(PRODUCERS)]
+            consumed = kafka.consume(topic, PRODUCERS * RECORDS, group=unique("load"))
+            delivered = [acked() for acked in producers]
+            assert all(len(each) == RECORDS for each in delivered)
+            assert {(g.partition, g.offset) for g in consumed} == set().union(*delivered)
+            assert len(consumed) == PRODUCERS * RECORDS
 
             for i in range(0, IDLE, 20):  # the idle connections are still answered
                 idle[i].sendall(api_versions(10_000 + i))
