@@ -94,15 +94,17 @@ def test_a_produced_record_is_read_embedded_and_by_es_consume(name: str, server:
         consumer.close()
     assert as_tuples(polled) == as_tuples(read)
 
-    lines = es_consume(DATA[0], topic)
-    assert sorted(line["value"] for line in lines) == sorted(r.value.decode() for r in records)
-    assert {(line["partition"], line["offset"]) for line in lines} == set(answered)
+    for where in ([], ["--bootstrap", bootstrap]):  # the directory beside the server; the server
+        lines = es_consume(DATA[0], topic, *where)
+        assert sorted(line["value"] for line in lines) == sorted(r.value.decode() for r in records)
+        assert {(line["partition"], line["offset"]) for line in lines} == set(answered)
 
 
-def es_consume(data: Path, topic: str) -> list[dict[str, object]]:
-    """``es consume TOPIC --from-beginning --json`` on the served store's directory."""
-    done = subprocess.run([*entry_points.es_command(), "consume", topic, "--from-beginning", "--json"],
-                          capture_output=True, timeout=TIMEOUT_S, env=entry_points.environment(data),
+def es_consume(data: Path, topic: str, *where: str) -> list[dict[str, object]]:
+    """``es consume TOPIC --from-beginning --json`` on the served store's directory, or
+    through the server with ``--bootstrap``."""
+    command = [*entry_points.es_command(), "consume", topic, "--from-beginning", "--json", *where]
+    done = subprocess.run(command, capture_output=True, timeout=TIMEOUT_S, env=entry_points.environment(data),
                           check=False)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     return [json.loads(line) for line in done.stdout.decode().splitlines() if line.strip()]
