@@ -64,7 +64,8 @@ class Segment:
         self._mapped = 0
         self._map_lock = threading.Lock()
         self._index_lock = threading.Lock()
-        self._fd_lock = threading.Lock()
+        self._fd_users = 0  # syncs and mappings using ``fd`` now: close() waits for them
+        self._fd_cond = threading.Condition()
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -125,21 +126,45 @@ class Segment:
 
     def datasync(self) -> None:
         """fdatasync the log. A segment already closed was synced when it was sealed."""
-        with self._fd_lock:  # close() must not reuse the descriptor under a sync
-            if self.fd is None:
+        with self._using_fd() as fd:  # close() must not reuse the descriptor under a sync
+            if fd is None:
                 return
             try:
-                disk.fdatasync(self.fd)
+                disk.fdatasync(fd)
             except OSError as e:
                 raise storage_error(self.log_path, e, "fdatasync") from e
+
+    @contextlib.contextmanager
+    def _using_fd(self) -> Iterator[int | None]:
+        """The writer's descriptor (None once closed), kept open until the block ends.
+
+        Any number of syncs and mappings may use it at once (a reader that maps the
+        segment never waits for an fsync in progress); ``close`` waits until none does,
+        so it never closes a number another thread is still using, or that the process
+        has meanwhile handed out again.
+        """
+        with self._fd_cond:
+            fd = self.fd
+            if fd is not None:
+                self._fd_users += 1
+        try:
+            yield fd
+        finally:
+            if fd is not None:
+                with self._fd_cond:
+                    self._fd_users -= 1
+                    if not self._fd_users:
+                        self._fd_cond.notify_all()
 
     def close(self, *, unmap: bool = True) -> None:
         self.index.close()
         self.timeindex.close()
-        with self._fd_lock:
-            if self.fd is not None:
-                os.close(self.fd)
-                self.fd = None
+        with self._fd_cond:
+            fd, self.fd = self.fd, None
+            while self._fd_users:  # bounded: each user's sync or mapping ends
+                self._fd_cond.wait()
+        if fd is not None:
+            os.close(fd)
         mm, self._mm, self._mapped = self._mm, None, 0
         if mm is not None and unmap:
             with contextlib.suppress(BufferError):  # a reader still holds a view
@@ -252,12 +277,12 @@ class Segment:
     def _map_whole(self) -> mmap.mmap:
         """Map the whole log file, through the writer's descriptor while it is open.
 
-        The descriptor is used under ``_fd_lock``: a ``close`` meanwhile would otherwise
+        The descriptor is used through ``_using_fd``: a ``close`` meanwhile would otherwise
         let this map, or close a second time, a number the process has handed out again.
         """
-        with self._fd_lock:
-            if self.fd is not None:
-                return mmap.mmap(self.fd, 0, prot=mmap.PROT_READ)
+        with self._using_fd() as fd:
+            if fd is not None:
+                return mmap.mmap(fd, 0, prot=mmap.PROT_READ)
         fd = os.open(self.log_path, os.O_RDONLY)
         try:
             return mmap.mmap(fd, 0, prot=mmap.PROT_READ)
