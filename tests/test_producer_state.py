@@ -5,15 +5,17 @@ from the whole log without one, and what a SIGKILL leaves behind."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from siblings import crash
+from siblings import crash, load
 
 import eventstore
 from eventstore.catalog import checkpoints
@@ -23,6 +25,7 @@ from eventstore.wire import batch as kb
 from eventstore.wire.errors import kafka_error_for
 
 PID = 4242
+cw = load("crash_writer")
 
 
 def batch(sequence: int, count: int = 1, *, pid: int = PID, epoch: int = 0, tag: bytes = b"") -> bytes:
@@ -180,24 +183,30 @@ def test_a_torn_batch_is_forgotten_by_the_producer_state(tmp_path: Path) -> None
 
 # --- SIGKILL during idempotent appends -----------------------------------------------------------
 
+# The child appends Kafka batches of an idempotent producer whose values are crash_writer.py's
+# self-verifying ones (a value proves which sequence number it carries), and prints one line
+# per batch as soon as append_kafka returns (fsync mode: the batch is durable).
 _WRITER = r"""
 import sys
+sys.path.insert(0, sys.argv[4])
+import crash_writer as cw
 import eventstore
 from eventstore.wire import batch as kb
 
-path, pid = sys.argv[1], int(sys.argv[2])
+path, pid, seq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 store = eventstore.open(path, durability="fsync")
 store.create_topic("t", 2, exist_ok=True, segment_bytes=64 * 1024)
 sequence = [0, 0]
 for n in range(1_000_000):  # bounded; the parent kills it long before
     p = n % 2
     count = 1 + n % 7
-    data = kb.encode_batch([(i, 1000 + n, b"%d" % p, b"%d:%d" % (pid, sequence[p] + i), ())
-                            for i in range(count)], producer_id=pid, producer_epoch=0,
-                           base_sequence=sequence[p])
+    rows = [(i, 1000 + n, cw.key_for(seq + i), cw.make_value(seq + i, 40 + (seq + i) % 300),
+             tuple(cw.headers_for(seq + i))) for i in range(count)]
+    data = kb.encode_batch(rows, producer_id=pid, producer_epoch=0, base_sequence=sequence[p])
     result = store.log.append_kafka("t", p, data)
     print(f"A {p} {sequence[p]} {count} {result.base_offset}", flush=True)
     sequence[p] += count
+    seq += count
 """
 
 
@@ -210,17 +219,19 @@ def _acknowledged(out: str) -> list[tuple[int, int, int, int]]:
     return acks
 
 
-def test_sigkill_during_idempotent_appends_keeps_every_acknowledged_batch_a_duplicate(tmp_path: Path) -> None:
-    path = tmp_path / "s"
-    out_path = tmp_path / "writer.out"
+def _run_and_kill(tmp_path: Path, path: Path, pid: int, first_seq: int, acks_wanted: int) -> list[Any]:
+    """A writer child killed by SIGKILL once it acknowledged ``acks_wanted`` batches (or a random
+    moment shortly after); its acknowledgements."""
+    out_path = tmp_path / f"writer-{pid}.out"
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(PID)], stdout=out,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(pid), str(first_seq),
+                                 str(Path(__file__).parent)], stdout=out, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
-        while len(_acknowledged(out_path.read_text())) < 200 and time.monotonic() < deadline:
+        while len(_acknowledged(out_path.read_text())) < acks_wanted and time.monotonic() < deadline:
             assert proc.poll() is None, "the writer died on its own"
-            time.sleep(0.02)
+            time.sleep(0.01)
+        time.sleep(random.random() * 0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=20)
     finally:
@@ -228,27 +239,31 @@ def test_sigkill_during_idempotent_appends_keeps_every_acknowledged_batch_a_dupl
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=20)
     acks = _acknowledged(out_path.read_text())
-    assert len(acks) >= 200
-    with eventstore.open(path) as store:
-        report = store.check()
-        assert report.ok, report.problems
-        for p in (0, 1):
-            mine = [a for a in acks if a[0] == p]
-            records = store.read("t", p, 0, max_records=100_000)
-            for _, sequence, count, base in mine:  # every acknowledged batch is there, whole
-                assert [r.value for r in records[base:base + count]] == [
-                    b"%d:%d" % (PID, sequence + i) for i in range(count)]
-            # the retry of each of the last ones is a duplicate: of the 5 batches kept, one may
-            # be a batch written but not acknowledged (the writer has one append in flight)
-            for _, sequence, count, base in mine[-(RETAINED_BATCHES - 1):]:
-                data = kb.encode_batch([(i, 0, None, b"", ()) for i in range(count)], producer_id=PID,
-                                       producer_epoch=0, base_sequence=sequence)
-                result = store.log.append_kafka("t", p, data)
-                assert (result.base_offset, result.duplicate) == (base, True)
-            written = sum(c for _, _, c, _ in mine)
-            end = store.offsets("t", p)[1]
-            assert end >= written  # a batch written but not acknowledged may be there too
-            last = store.log.describe_producers("t", p)[0][2]
-            nxt = kb.encode_batch([(0, 1, None, b"next", ())], producer_id=PID, producer_epoch=0,
-                                  base_sequence=last + 1)
-            assert store.log.append_kafka("t", p, nxt).base_offset == end
+    assert len(acks) >= acks_wanted
+    return acks
+
+
+def test_sigkill_during_idempotent_appends_keeps_every_acknowledged_batch_a_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    first_seq = 0
+    for pid in (PID, PID + 1):  # two writers in turn, each killed mid-append
+        acks = _run_and_kill(tmp_path, path, pid, first_seq, random.randint(50, 250))
+        with eventstore.open(path) as store:
+            report = store.check()
+            assert report.ok, report.problems
+            seen = []
+            for p in (0, 1):
+                records = store.read("t", p, 0, max_records=100_000)
+                seen += [cw.verify_record(r) for r in records]  # every record is one the writer wrote
+                for _, _, count, base in [a for a in acks if a[0] == p]:  # each acknowledged batch, whole
+                    got = [cw.verify_value(r.value) for r in records[base:base + count]]
+                    assert len(got) == count and got == list(range(got[0], got[0] + count))
+                # the retry of each of the last ones is a duplicate: of the 5 batches kept, one may
+                # be a batch written but not acknowledged (the writer has one append in flight)
+                for _, sequence, count, base in [a for a in acks if a[0] == p][-(RETAINED_BATCHES - 1):]:
+                    data = kb.encode_batch([(i, 0, None, b"", ()) for i in range(count)], producer_id=pid,
+                                           producer_epoch=0, base_sequence=sequence)
+                    result = store.log.append_kafka("t", p, data)
+                    assert (result.base_offset, result.duplicate) == (base, True)
+            assert len(seen) == len(set(seen))  # nothing twice
+            first_seq = max(seen) + 1
