@@ -184,7 +184,8 @@ def kafka() -> Any:
 
 
 def create_topic(bootstrap: str, partitions: int = PARTITIONS) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(TOPIC, partitions, 1)], operation_timeout=10)

@@ -32,8 +32,8 @@ from .errors import (
     StreamsTopicError,
     TopicExistsError,
     TopicNotFoundError,
-    TransactionRelayPendingError,
     TransactionalIdError,
+    TransactionRelayPendingError,
     UnsupportedRecordVersionError,
     WrongExpectedVersionError,
 )
