@@ -202,27 +202,31 @@ def check_kafka_records(batch: bytes | bytearray, header: kafka.BatchHeader) -> 
     few byte reads; a one-byte varint (most lengths and deltas) is read inline.
     Raises ``CorruptRecordError``.
     """
-    body = memoryview(batch)[kafka.BATCH_HEADER_BYTES:header.size]
-    data = decompress(header.compression, body) if header.compression != NONE else bytes(body)
+    data: bytes | bytearray
+    if header.compression != NONE:
+        data = decompress(header.compression, memoryview(batch)[kafka.BATCH_HEADER_BYTES:header.size])
+        start, end = 0, len(data)
+    else:  # walked where it is, no copy
+        data, start, end = batch, kafka.BATCH_HEADER_BYTES, header.size
     count = header.record_count
-    if count > len(data) // 7:  # a record takes at least 7 bytes
-        raise CorruptRecordError(f"{count} records cannot fit in {len(data)} bytes")
+    if count > (end - start) // 7:  # a record takes at least 7 bytes
+        raise CorruptRecordError(f"{count} records cannot fit in {end - start} bytes")
     max_delta = None if header.log_append_time else header.max_timestamp - header.base_timestamp
     try:
-        end = _walk_records(data, count, max_delta)
+        at = _walk_records(data, start, end, count, max_delta)
     except IndexError:
         raise CorruptRecordError("records are truncated") from None
-    if end != len(data):
-        raise CorruptRecordError(f"{len(data) - end} bytes after the last record", end)
+    if at != end:
+        raise CorruptRecordError(f"{end - at} bytes after the last record", at)
 
 
-def _walk_records(data: bytes, count: int, max_delta: int | None) -> int:
-    """The end of ``count`` records from the start of ``data`` (IndexError past its end).
+def _walk_records(data: bytes | bytearray, at: int, size_limit: int, count: int,
+                  max_delta: int | None) -> int:
+    """The end of ``count`` records from ``at`` in ``data``, which they must not pass
+    ``size_limit`` (IndexError past the end of ``data``).
 
     Varints of one and two bytes (nearly every length and delta) are read inline, each
     field written out (this loop is the cost of a Produce); longer ones by ``_varint``."""
-    at = 0
-    size_limit = len(data)
     latest = _NO_LIMIT if max_delta is None else max_delta
     for index in range(count):  # bounded: count <= bytes / 7
         byte = data[at]
@@ -303,7 +307,7 @@ def _walk_records(data: bytes, count: int, max_delta: int | None) -> int:
 _NO_LIMIT = 1 << 64  # LogAppendTime: records' own timestamps are not read
 
 
-def _walk_headers(data: bytes, at: int, stop: int, index: int) -> int:
+def _walk_headers(data: bytes | bytearray, at: int, stop: int, index: int) -> int:
     count, at = _varint(data, at)
     if count < 0 or count > (stop - at) // 2:  # a header takes at least 2 bytes
         raise CorruptRecordError(f"record {index} header count {count}", at)
@@ -324,7 +328,7 @@ def _walk_headers(data: bytes, at: int, stop: int, index: int) -> int:
     return at
 
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
+def _varint(data: bytes | bytearray, at: int) -> tuple[int, int]:
     """A zigzag varint of up to 10 bytes at ``at``; IndexError past the end."""
     raw = 0
     shift = 0
