@@ -250,3 +250,22 @@ def test_init_producer_id_hands_out_new_ids_across_restarts_and_describe_produce
             assert (state.coordinator_epoch, state.current_txn_start_offset) == (-1, -1)
             assert int(p5.error_code) == 3
     assert len(set(ids)) == 6 and ids == sorted(ids)
+
+
+def test_acks_zero_answers_nothing_even_when_refused_and_the_connection_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    bad = bytearray(_batch())
+    bad[-1] ^= 1
+    with served(tmp_path) as (store, bootstrap), RawClient(bootstrap) as client:
+        store.create_topic("t", 1)
+        for correlation_id, records, acks in ((1, bytes(bad), 0), (2, _batch(), 0), (3, _batch(), -1)):
+            cls = load_request_schema(0, 9)
+            body = io.BytesIO()
+            entity_writer(cls)(body, entity(cls, **_produce_request(9, "t", records, acks=acks)))
+            client.request(0, 9, correlation_id, body.getvalue(), flexible=True)
+        raw = client.response()  # the first answer on the connection is the acks=-1 request's
+        assert raw is not None and struct.unpack_from(">i", raw) == (3,)
+        answer, _ = entity_reader(response_type(0, 9))(raw, 5)
+        assert answer.responses[0].partition_responses[0].base_offset == 1
+        assert store.offsets("t", 0) == (0, 2)
+    assert any("acks 0" in r.getMessage() and "CRC-32C" in r.getMessage() for r in caplog.records)

@@ -25,6 +25,7 @@ one bad batch does not fail the others.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -39,6 +40,8 @@ from ..dispatch import handles
 from ..entities import entity, item_class, response_class
 
 __all__ = ["Outcome", "append_all"]
+
+log = logging.getLogger("eventstore.server")
 
 NONE: Final = 0
 INVALID_REQUIRED_ACKS: Final = 21
@@ -72,7 +75,11 @@ async def produce(ctx: Context, header: RequestHeader, body: Any) -> Any:
                     for topic, partition, _ in asked]
     else:
         outcomes = await ctx.blocking(append_all, ctx.log, asked)
-    if acks == 0:
+    if acks == 0:  # no answer: a refused partition is only logged (docs/protocol.md, section 3)
+        for o in outcomes:  # bounded by the request
+            if o.error != NONE:
+                log.warning("Produce with acks 0 from %s: %s/%d refused (code %d): %s",
+                            ctx.client, o.topic, o.partition, o.error, o.message)
         return None
     return _response(header, outcomes)
 
