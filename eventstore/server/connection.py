@@ -33,7 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..wire import FrameSplitter, ProtocolError, RequestHeader, parse_request_header
 from .context import Broker, Context
-from .dispatch import CloseConnection, answer
+from .dispatch import CloseConnection, Frame, answer
 
 __all__ = ["Connection", "Slot"]
 
@@ -49,9 +49,9 @@ class Slot:
     """One request's place in the answer order; filled once by its task."""
 
     done: anyio.Event = field(default_factory=anyio.Event)
-    response: bytes | object | None = None
+    response: Frame | object | None = None
 
-    def fill(self, response: bytes | object | None) -> None:
+    def fill(self, response: Frame | object | None) -> None:
         self.response = response
         self.done.set()
 
@@ -139,10 +139,19 @@ class Connection:
                 await slot.done.wait()
                 if slot.response is _CLOSE:
                     break
-                if isinstance(slot.response, bytes):
+                if isinstance(slot.response, bytes | list):
                     try:
-                        await self.stream.send(slot.response)
+                        await self._send(slot.response)
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                         break
                 self.tokens.release()
         scope.cancel()  # the client is gone or the connection must close: stop reading too
+
+    async def _send(self, response: Frame) -> None:
+        """One response frame; a Fetch's comes as buffers (its stored batches among them),
+        each handed to the transport as it is: no join, no copy of the batches."""
+        if isinstance(response, bytes):
+            await self.stream.send(response)
+            return
+        for part in response:  # a few per partition in the response
+            await self.stream.send(part)  # type: ignore[arg-type]

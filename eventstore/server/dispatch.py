@@ -35,8 +35,8 @@ from ..errors import EventStoreError
 from ..wire import RequestHeader, kafka_error_for, response_header
 from ..wire.apis import API_VERSIONS_KEY, EXTENSION_KEYS, SERVED
 from ..wire.errors import UNSUPPORTED_VERSION, ProtocolError, UnsupportedVersionError
-from ..wire.framing import frame
-from ..wire.messages import api_versions_response, decode_request_body, encode_response
+from ..wire.framing import Buffer, frame
+from ..wire.messages import api_versions_response, decode_request_body, encode_response, encode_response_parts
 
 try:
     from kio.index import load_request_schema, load_response_schema
@@ -50,7 +50,7 @@ from .context import Context
 from .entities import entity
 
 __all__ = [
-    "CloseConnection", "Handler", "RawHandler", "answer", "error_response", "extensions_served",
+    "CloseConnection", "Frame", "Handler", "RawHandler", "answer", "error_response", "extensions_served",
     "handler_for", "handles", "handles_frames", "registered",
 ]
 
@@ -63,6 +63,12 @@ RawHandler = Callable[[Context, RequestHeader, bytes], Awaitable[bytes | None]]
 """``async def handler(ctx, header, frame_bytes) -> response frame | None``: for APIs kio has
 no classes for (the extension APIs); it decodes the frame and encodes the whole answer
 itself, and answers its own errors."""
+
+Frame = bytes | list[Buffer]
+"""A response frame: whole, or (a Fetch) buffers to send in turn (``wire.framing.FrameParts``)."""
+
+#: APIs whose responses carry stored record batches: encoded around them, not through a copy.
+SPLICED_KEYS = frozenset({1})  # Fetch
 
 H = TypeVar("H", bound=Handler)
 R = TypeVar("R", bound=RawHandler)
@@ -119,7 +125,7 @@ def registered() -> dict[int, Handler]:
     return dict(_HANDLERS)
 
 
-async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> bytes | None:
+async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Frame | None:
     """The response frame for one request (None: no response); :class:`CloseConnection`
     when the request cannot be answered at all."""
     raw = _RAW_HANDLERS.get(header.api_key)
@@ -144,6 +150,8 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> byt
         log.info("%s from %s answered %s: %s", _name(header), ctx.client, kafka_error_for(e).name, e)
     if response is None:
         return None
+    if header.api_key in SPLICED_KEYS:
+        return encode_response_parts(header.correlation_id, response)
     return encode_response(header.correlation_id, response)
 
 

@@ -4,6 +4,12 @@ A Kafka connection carries frames: a big-endian int32 ``size``, then ``size``
 bytes (docs/protocol.md, section 2). :class:`FrameSplitter` is fed whatever the
 socket gave and hands back the whole frames; it does no I/O.
 
+Responses: :func:`frame` prefixes contents already in one buffer (one copy);
+:class:`FrameParts` is what an encoder writes a large response into: small writes
+are gathered, a large one (stored record batches) is kept as the caller's own
+buffer, and the frame comes out as a list of buffers sent one after the other, so
+the batches a Fetch serves are never copied on their way to the socket.
+
 Bounds: a size outside ``1 .. max_frame_bytes`` raises :class:`FrameTooLargeError`
 as soon as its four bytes are there, before any of the frame is kept; the splitter
 holds at most one partial frame (at most ``4 + max_frame_bytes`` bytes) and tells
@@ -13,20 +19,65 @@ the caller how many bytes it still wants, so a server reads no more than that.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, TypeAlias
 
 from .errors import FrameTooLargeError
 
-__all__ = ["FRAME_BYTES_MAX", "FrameSplitter", "frame"]
+__all__ = ["FRAME_BYTES_MAX", "SPLICE_BYTES", "Buffer", "FrameParts", "FrameSplitter", "frame", "joined"]
 
 FRAME_BYTES_MAX: Final = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
 SIZE_BYTES: Final = 4
+#: A write at least this long is kept as its own buffer rather than copied (FrameParts).
+SPLICE_BYTES: Final = 4096
 _size = struct.Struct(">i")
 
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
-def frame(contents: bytes | bytearray | memoryview) -> bytes:
-    """``contents`` with its int32 size in front."""
-    return _size.pack(len(contents)) + bytes(contents)
+
+def frame(contents: Buffer) -> bytes:
+    """``contents`` with its int32 size in front (one copy)."""
+    return b"".join((_size.pack(len(contents)), contents))
+
+
+class FrameParts:
+    """A writable (``write`` only, as kio's writers use it) that builds one frame as a list
+    of buffers: the 4-byte size is reserved in front and filled by :meth:`finish`.
+
+    Writes shorter than ``splice_bytes`` are appended to a bytearray; a longer one is
+    kept as the caller's object itself, unchanged and uncopied (it must not be
+    mutated until the frame is sent). ``b"".join(finish())`` is byte for byte what
+    writing everything into one buffer gives.
+    """
+
+    __slots__ = ("_parts", "_small", "_splice_bytes")
+
+    def __init__(self, splice_bytes: int = SPLICE_BYTES) -> None:
+        self._splice_bytes = splice_bytes
+        self._small = bytearray(SIZE_BYTES)
+        self._parts: list[Buffer] = [self._small]
+
+    def write(self, data: Buffer) -> int:
+        size = len(data)
+        if size < self._splice_bytes:
+            self._small += data
+            return size
+        self._parts.append(data)
+        self._small = bytearray()
+        self._parts.append(self._small)
+        return size
+
+    def finish(self) -> list[Buffer]:
+        """The frame's buffers, its size filled in; empty ones left out."""
+        parts = self._parts
+        _size.pack_into(parts[0], 0, sum(map(len, parts)) - SIZE_BYTES)
+        return [p for p in parts if len(p)]
+
+
+def joined(parts: Buffer | list[Buffer]) -> bytes:
+    """A frame as one bytes object, whether it came whole or in parts."""
+    if isinstance(parts, list):
+        return b"".join(parts)
+    return bytes(parts)
 
 
 class FrameSplitter:

@@ -7,7 +7,9 @@ The server's whole view of a message goes through three calls:
   version, after :func:`~eventstore.wire.bounds.check_body` has checked every
   length and count (kio's reader would abort the process on a lying one);
 * :func:`encode_response`: kio's response entity behind the right response header,
-  with the frame's size in front.
+  with the frame's size in front; :func:`encode_response_parts` the same frame as a
+  list of buffers in which every large ``bytes``/``records`` value (a Fetch's stored
+  batches) is the caller's object itself, not a copy (``framing.FrameParts``).
 
 Decoding raises :class:`ProtocolError` (or its subclass
 :class:`UnsupportedVersionError`) and nothing else, whatever the bytes.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import struct
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -34,7 +37,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from .apis import API_VERSIONS_KEY, EXTENSION_APIS, SERVED, advertised, is_served
 from .bounds import check_body
 from .errors import ProtocolError, UnsupportedVersionError
-from .framing import frame
+from .framing import SIZE_BYTES, Buffer, FrameParts
 from .header import RequestHeader, parse_request_header, response_header
 
 __all__ = [
@@ -43,9 +46,13 @@ __all__ = [
     "decode_request",
     "decode_request_body",
     "encode_response",
+    "encode_response_parts",
     "request_type",
     "response_type",
 ]
+
+
+_size = struct.Struct(">i")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +119,36 @@ def decode_request_body(header: RequestHeader, frame_bytes: bytes | bytearray | 
 
 
 def encode_response(correlation_id: int, response: Any) -> bytes:
-    """``response`` (kio's response entity) as a whole frame: size, header, body."""
+    """``response`` (kio's response entity) as a whole frame: size, header, body.
+
+    The size is reserved in front and filled in at the end, so the frame is copied
+    once (out of the BytesIO), not once more to put the size in front."""
+    out = io.BytesIO()
+    out.write(bytes(SIZE_BYTES))
+    _write(out, correlation_id, response)
+    view = out.getbuffer()
+    _size.pack_into(view, 0, len(view) - SIZE_BYTES)
+    view.release()
+    return out.getvalue()
+
+
+def encode_response_parts(correlation_id: int, response: Any) -> list[Buffer]:
+    """The same frame as :func:`encode_response`, as buffers to send one after the other:
+    a large field value (≥ ``SPLICE_BYTES``: the records of a Fetch) is not copied into
+    the frame but is one of the buffers, the object the response holds."""
+    out = FrameParts()
+    _write(out, correlation_id, response)
+    return out.finish()
+
+
+def _write(out: Any, correlation_id: int, response: Any) -> None:
     api_key = int(response.__api_key__)
     api_version = int(response.__version__)
     if api_key != API_VERSIONS_KEY and not is_served(api_key, api_version):
         raise ValueError(f"{type(response).__name__} v{api_version} is not a served response")
-    out = io.BytesIO()
     out.write(response_header(api_key, api_version, correlation_id))
     entity_type: Any = type(response)
     _writer(entity_type)(out, response)
-    return frame(out.getbuffer())
 
 
 def api_versions_response(api_version: int, error_code: int = 0, extensions: bool = True) -> Any:
