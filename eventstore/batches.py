@@ -226,47 +226,44 @@ def _walk_records(data: bytes | bytearray, at: int, size_limit: int, count: int,
     ``size_limit`` (IndexError past the end of ``data``).
 
     Varints of one and two bytes (nearly every length and delta) are read inline, each
-    field written out (this loop is the cost of a Produce); longer ones by ``_varint``."""
+    field written out (this loop is the cost of a Produce); longer ones by ``_varint``.
+    A length is read without its sign (an odd zigzag value, negative, is refused by
+    itself) and the offset delta compared as its zigzag value, ``2 * index``."""
     latest = _NO_LIMIT if max_delta is None else max_delta
     for index in range(count):  # bounded: count <= bytes / 7
         byte = data[at]
         if byte < 0x80:
-            length = (byte >> 1) ^ -(byte & 1)
             at += 1
         elif data[at + 1] < 0x80:
-            raw = (byte & 0x7F) | (data[at + 1] << 7)
-            length = (raw >> 1) ^ -(raw & 1)
+            byte = (byte & 0x7F) | (data[at + 1] << 7)
             at += 2
         else:
             length, at = _varint(data, at)
+            byte = length << 1 if length >= 0 else 1
+        length = byte >> 1
         stop = at + length
-        if length < 6 or stop > size_limit:
-            raise CorruptRecordError(f"record {index} length {length}", at)
+        if byte & 1 or length < 6 or stop > size_limit:
+            raise CorruptRecordError(f"record {index} length {(byte >> 1) ^ -(byte & 1)}", at)
         at += 1  # attributes
         byte = data[at]
         if byte < 0x80:
             delta = (byte >> 1) ^ -(byte & 1)
             at += 1
-        elif data[at + 1] < 0x80:
-            raw = (byte & 0x7F) | (data[at + 1] << 7)
-            delta = (raw >> 1) ^ -(raw & 1)
-            at += 2
         else:
             delta, at = _varint(data, at)
         if delta > latest:
             raise CorruptRecordError(f"record {index} timestamp is after max_timestamp", at)
         byte = data[at]
         if byte < 0x80:
-            offset_delta = (byte >> 1) ^ -(byte & 1)
             at += 1
         elif data[at + 1] < 0x80:
-            raw = (byte & 0x7F) | (data[at + 1] << 7)
-            offset_delta = (raw >> 1) ^ -(raw & 1)
+            byte = (byte & 0x7F) | (data[at + 1] << 7)
             at += 2
         else:
             offset_delta, at = _varint(data, at)
-        if offset_delta != index:
-            raise CorruptRecordError(f"record {index} has offset_delta {offset_delta}", at)
+            byte = offset_delta << 1 if offset_delta >= 0 else 1
+        if byte != index << 1:
+            raise CorruptRecordError(f"record {index} has offset_delta {(byte >> 1) ^ -(byte & 1)}", at)
         byte = data[at]
         if byte < 0x80:
             key_size = (byte >> 1) ^ -(byte & 1)
