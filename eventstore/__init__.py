@@ -54,6 +54,16 @@ from .records import (
 )
 from .remote import RemoteStore, connect
 from .sourcing.aggregate import Aggregate
+from .sourcing.dcb import TaggedSubscription
+from .sourcing.dcbtypes import (
+    AppendCondition,
+    ConditionFailedError,
+    Query,
+    QueryItem,
+    SequencedEvent,
+    TaggedEvent,
+    TaggedRead,
+)
 from .sourcing.events import (
     AppendResult,
     NewEvent,
@@ -138,6 +148,15 @@ __all__ = [
     "decode_events",
     "encode_event",
     "event_type",
+    # dynamic consistency boundaries
+    "AppendCondition",
+    "ConditionFailedError",
+    "Query",
+    "QueryItem",
+    "SequencedEvent",
+    "TaggedEvent",
+    "TaggedRead",
+    "TaggedSubscription",
     # errors
     "CommitFailedError",
     "CorruptionError",

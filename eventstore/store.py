@@ -34,6 +34,8 @@ from .records import (
 )
 from .sourcing import index as stream_index
 from .sourcing import subscriptions
+from .sourcing.dcb import DCB, TaggedSubscription
+from .sourcing.dcbtypes import AppendCondition, Query, TaggedEvent, TaggedRead
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from .sourcing.streams import Streams, open_streams
 from .sourcing.subscriptions import Subscription
@@ -115,6 +117,7 @@ class Store:
             setattr(self, name, getattr(self.log, name))
         self._lock = threading.RLock()
         self._streams: Streams | None = None
+        self._dcb: DCB | None = None
         self._servers: set[ServerHandle] = set()
         self._index_path = os.path.join(path, "index")
         made: Transactions | None = None
@@ -427,6 +430,43 @@ class Store:
         """Hide the stream's events below ``before_version`` (e.g. to remove personal data)."""
         self.log.check_open()
         return self.streams.truncate_before(stream_id, before_version)
+
+    # --- dynamic consistency boundaries (docs/format.md section 18) ----------------
+
+    @property
+    def dcb(self) -> DCB:
+        """Tagged events and conditional appends (``eventstore.sourcing.dcb.DCB``), opened on
+        first use: its tag index catches up with the log then."""
+        dcb = self._dcb
+        if dcb is None:
+            streams = self.streams
+            with self._lock:
+                if self._dcb is None:
+                    self.log.check_open()
+                    self._dcb = DCB(streams)
+                dcb = self._dcb
+        return dcb
+
+    def append_events(self, events: Sequence[TaggedEvent] | TaggedEvent,
+                      condition: AppendCondition | None = None) -> int:
+        """Append tagged events atomically unless an event matching
+        ``condition.fail_if_events_match`` exists after ``condition.after``
+        (``ConditionFailedError``, nothing written). Returns the last event's DCB position."""
+        self.log.check_open()
+        return self.dcb.append(events, condition)
+
+    def read_events(self, query: Query | None = None, *, after: int | None = None,
+                    limit: int | None = None) -> TaggedRead:
+        """The tagged events matching ``query`` (all if None) after DCB position ``after``,
+        in order, up to ``limit``, and the read's ``head``."""
+        self.log.check_open()
+        return self.dcb.read(query, after, limit)
+
+    def subscribe_events(self, query: Query | None = None, *, after: int | None = None,
+                         page_events: int = subscriptions.PAGE_EVENTS) -> TaggedSubscription:
+        """The tagged events matching ``query`` after ``after``: history, then live."""
+        self.log.check_open()
+        return self.dcb.subscribe(query, after, page_events)
 
     # --- maintenance (the Log's) ----------------------------------------------
 

@@ -52,6 +52,7 @@ NO_TWIN: dict[str, str] = {
     "Subscription.watch": "wake-up hook used by the async facade",
     # The layer under the store's stream methods (blocking); async code has those methods.
     "Store.streams": "the blocking layer itself, reached through Store.blocking",
+    "Store.dcb": "the blocking DCB layer itself, reached through Store.blocking",
 }
 
 # Twins that are plain methods, not coroutines: they only read or change memory (a client's own
@@ -60,6 +61,7 @@ PLAIN: set[str] = {
     # factories: the object they return is the async facade
     "Store.consumer", "Store.producer", "Store.transaction",
     "Store.subscribe_to_all", "Store.subscribe_to_category", "Store.subscribe_to_stream",
+    "Store.subscribe_events",
     "Consumer.transaction",
     # a consumer's own state
     "Consumer.assign", "Consumer.assignment", "Consumer.subscription", "Consumer.seek",

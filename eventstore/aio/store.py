@@ -34,7 +34,9 @@ from ..records import (
     TopicConfig,
     TopicPartition,
 )
+from ..sourcing.dcbtypes import AppendCondition, Query, TaggedEvent, TaggedRead
 from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
+from ..sourcing.subscriptions import PAGE_EVENTS
 from ..storage.check import CheckReport
 from ..validation import check_wait
 from .consumer import Consumer
@@ -344,6 +346,24 @@ class Store:
     async def list_streams(self, category: str | None = None) -> list[str]:
         """Stream ids, all or of one category, sorted; deleted streams left out."""
         return await complete_in_thread(self.blocking.list_streams, category)
+
+    async def append_events(self, events: Sequence[TaggedEvent] | TaggedEvent,
+                            condition: AppendCondition | None = None) -> int:
+        """Append tagged events atomically unless ``condition`` fails (``ConditionFailedError``)."""
+        return await complete_in_thread(self.blocking.append_events, events, condition)
+
+    async def read_events(self, query: Query | None = None, *, after: int | None = None,
+                          limit: int | None = None) -> TaggedRead:
+        """The tagged events matching ``query`` after ``after``, up to ``limit``, and the head."""
+        return await complete_in_thread(functools.partial(
+            self.blocking.read_events, query, after=after, limit=limit))
+
+    def subscribe_events(self, query: Query | None = None, *, after: int | None = None,
+                         page_events: int = PAGE_EVENTS) -> Subscription:
+        """The tagged events matching ``query`` after ``after``, history then live; its events
+        are ``SequencedEvent`` (``async for``)."""
+        made = self.blocking.subscribe_events(query, after=after, page_events=page_events)
+        return Subscription(made.subscription)
 
     def subscribe_to_all(self, from_position: int | None = 0, **options: Any) -> Subscription:
         """Every stream's events in position order, history then live (``async for``)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from eventsourcing.dcb.persistence import DCBInfrastructureFactory
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment, EnvType, resolve_topic
 
 from eventstore import Store
 
 from . import settings as keys
+from .dcb import EventStoreDCBRecorder
 from .mapping import EVENTS
 from .recorders import (
     EventStoreAggregateRecorder,
@@ -25,7 +27,8 @@ __all__ = ["EventStoreFactory"]
 R = TypeVar("R")
 
 
-class EventStoreFactory(InfrastructureFactory[EventStoreTrackingRecorder]):
+class EventStoreFactory(InfrastructureFactory[EventStoreTrackingRecorder],
+                        DCBInfrastructureFactory[EventStoreTrackingRecorder]):
     """Recorders on the store named by ``EVENTSTORE_PATH`` (settings.py lists every key).
 
     The store is opened when the factory is made (its pending commits applied,
@@ -73,6 +76,10 @@ class EventStoreFactory(InfrastructureFactory[EventStoreTrackingRecorder]):
     def process_recorder(self) -> EventStoreProcessRecorder:
         cls = self._class(self.PROCESS_RECORDER_TOPIC, None, self.process_recorder_class)
         return cls(self._shared, topic_prefix(self.env))
+
+    def dcb_recorder(self) -> EventStoreDCBRecorder:
+        """The library's DCB recorder on the store's tagged events (dcb.py)."""
+        return EventStoreDCBRecorder(self._shared)
 
     def _class(self, key: str, given: type[R] | None, default: type[R]) -> type[R]:
         """``given``, else the class the environment names under ``key``, else ``default``."""

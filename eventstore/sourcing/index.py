@@ -227,7 +227,7 @@ class StreamIndex:
         env = None
         try:
             os.makedirs(directory, exist_ok=True)
-            env = lmdb.open(directory, map_size=_INITIAL_MAP_BYTES, max_dbs=len(_DBS) + 2,
+            env = lmdb.open(directory, map_size=_INITIAL_MAP_BYTES, max_dbs=len(_DBS) + 6,
                             sync=False, metasync=False, readahead=False, max_readers=MAX_READERS)
             self.dbs = {name: env.open_db(name) for name in _DBS}
         except (lmdb.Error, OSError) as e:

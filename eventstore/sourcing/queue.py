@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from .events import AppendResult, NewEvent
 from .index import Head
@@ -31,12 +32,16 @@ class AppendRequest:
     use it instead of reading the index again (see ``versions.current_heads``).
     """
 
-    __slots__ = ("error", "events", "expected", "generation", "lead", "lock", "position_start",
-                 "result", "seen", "stream_id")
+    __slots__ = ("error", "events", "expected", "generation", "guard", "lead", "lock",
+                 "position_start", "result", "seen", "stream_id")
 
     def __init__(self, stream_id: str, events: list[NewEvent], expected: Expected,
-                 seen: Head | None, generation: int) -> None:
+                 seen: Head | None, generation: int,
+                 guard: Callable[[AppendRequest], None] | None = None) -> None:
         self.stream_id, self.events, self.expected = stream_id, events, expected
+        #: called under the partition lock once the version check passed; raising refuses
+        #: the request (a DCB append condition, dcb.py)
+        self.guard = guard
         self.seen, self.generation = seen, generation
         self.result: AppendResult | None = None
         self.error: BaseException | None = None

@@ -191,8 +191,9 @@ class Streams:
     # --- appending ------------------------------------------------------------------
 
     def append(self, stream_id: str, events: Sequence[NewEvent], expected: Expected,
-               topic: str | None) -> AppendResult:
+               topic: str | None, guard: Callable[[AppendRequest], None] | None = None) -> AppendResult:
         """Append to one stream: queue the request, then lead or wait (see ``_lead``).
+        ``guard``: see ``AppendRequest.guard``.
 
         The head is looked up here, outside the partition lock, so that the
         leader, which everyone waits for, rarely has to read the index itself.
@@ -214,7 +215,7 @@ class Streams:
         check_sizes(stream_id, events, topic_name, cfg.max_record_bytes)
         self.log.partition(topic_name, partition)  # the partition exists
         self.staging.make_room()  # a full disk refuses it here, before anything is written
-        request = AppendRequest(stream_id, events, expected, seen, generation)
+        request = AppendRequest(stream_id, events, expected, seen, generation, guard)
         queue = self._queue(topic_name, partition)
         queue.put(request)
         lead = queue.leader.acquire(blocking=False)

@@ -36,6 +36,8 @@ def check_requests(staging: Staging, batch: Batch, topic: str, partition: int, b
             head = heads[sid]
             current = head.last_version if head is not None else -1
             original = duplicate(staging, req, head, current)
+            if original is None and req.guard is not None:
+                req.guard(req)
         except EventStoreError as e:
             req.error = e
             continue
