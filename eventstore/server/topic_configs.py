@@ -5,8 +5,12 @@ Five Kafka topic configs are the store's own settings (``Log.create_topic``,
 ``segment.bytes``, ``segment.ms`` and ``max.message.bytes`` (the store's
 ``max_record_bytes``). A few more are described, read-only, for clients that look
 for them: ``cleanup.policy`` (delete: the store does not compact) and
-``message.timestamp.type`` (CreateTime). The broker's configs are read-only too.
-Any other name is INVALID_CONFIG when set.
+``message.timestamp.type`` (CreateTime), and the store's own
+``eventstore.streams`` (true for a topic that holds event streams, which only the
+event-sourcing API makes; a remote client reads it for ``TopicConfig.streams``).
+Setting a read-only config to the value it has is accepted and changes nothing;
+another value is INVALID_CONFIG. The broker's configs are read-only too. Any other
+name is INVALID_CONFIG when set.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ..validation import check_topic_settings
 
 __all__ = [
     "READ_ONLY_TOPIC_CONFIGS",
+    "STREAMS_CONFIG",
     "TOPIC_SETTINGS",
     "ConfigEntry",
     "ConfigError",
@@ -44,6 +49,8 @@ READ_ONLY_TOPIC_CONFIGS: Final[dict[str, tuple[str, int]]] = {
     "cleanup.policy": ("delete", STRING),
     "message.timestamp.type": ("CreateTime", STRING),
 }
+#: Whether the topic holds event streams (``TopicConfig.streams``): read-only.
+STREAMS_CONFIG: Final = "eventstore.streams"
 _DEFAULTS: Final = TopicConfig(name="defaults", partitions=1)
 
 
@@ -75,7 +82,13 @@ def topic_configs(cfg: TopicConfig) -> list[ConfigEntry]:
         out.append(ConfigEntry(name, _kafka_value(value), False, source, config_type))
     for name, (fixed, config_type) in READ_ONLY_TOPIC_CONFIGS.items():
         out.append(ConfigEntry(name, fixed, True, DEFAULT_CONFIG, config_type))
+    source = DYNAMIC_TOPIC_CONFIG if cfg.streams else DEFAULT_CONFIG
+    out.append(ConfigEntry(STREAMS_CONFIG, _boolean(cfg.streams), True, source, BOOLEAN))
     return out
+
+
+def _boolean(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def broker_configs(node_id: int, advertised: str, auto_create_topics: bool) -> list[ConfigEntry]:
@@ -96,12 +109,15 @@ def broker_configs(node_id: int, advertised: str, auto_create_topics: bool) -> l
     return [ConfigEntry(name, value, True, STATIC_BROKER_CONFIG, kind) for name, value, kind in fixed]
 
 
-def settings_from(configs: dict[str, str | None]) -> dict[str, Any]:
+def settings_from(configs: dict[str, str | None], current: TopicConfig | None = None) -> dict[str, Any]:
     """The store's settings for Kafka configs ``configs`` (a value None: the default),
     checked as ``create_topic`` checks them; :class:`ConfigError` on a name or value
-    that cannot be set."""
+    that cannot be set. ``current``: the topic altered (None: a topic being made)."""
     given: dict[str, Any] = {}
     for name, text in configs.items():  # bounded by the request
+        if name == STREAMS_CONFIG:
+            _check_streams(text, current is not None and current.streams)
+            continue
         if name in READ_ONLY_TOPIC_CONFIGS:
             if text is not None and text != READ_ONLY_TOPIC_CONFIGS[name][0]:
                 fixed = READ_ONLY_TOPIC_CONFIGS[name][0]
@@ -123,3 +139,10 @@ def settings_from(configs: dict[str, str | None]) -> dict[str, Any]:
         return check_topic_settings(given)
     except ValueError as e:  # InvalidArgumentError: a value out of range
         raise ConfigError(str(e)) from None
+
+
+def _check_streams(text: str | None, streams: bool) -> None:
+    """``eventstore.streams`` given with a value: accepted only when it is the topic's."""
+    if text is not None and text.strip().lower() != _boolean(streams):
+        raise ConfigError(f"{STREAMS_CONFIG} is {_boolean(streams)} for this topic; it cannot be set "
+                          "(topics of event streams are made by the event-sourcing API)")

@@ -146,7 +146,7 @@ def _apply(ctx: Context, kind: int, name: str, given: dict[str, str | None] | st
     if kind != TOPIC:
         return INVALID_CONFIG, "the broker's configs are read-only on this server"
     try:
-        settings = settings_from(given)
+        settings = settings_from(given, ctx.log.find_topic(name))
         if not validate_only:
             ctx.log.alter_topic(name, **settings)
     except ConfigError as e:
