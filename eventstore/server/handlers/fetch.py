@@ -1,11 +1,14 @@
 """Fetch (1), versions 4 to 16: stored batches, long poll, byte bounds, no sessions.
 
+* **Frames**: the response is encoded around the records (``encode_response_parts``
+  in ``eventstore.wire.messages``): each partition's batches are sent as the bytes
+  read, not copied into the frame.
 * **Bytes**: each partition gets at most ``partition_max_bytes``, the response at most
   ``max_bytes``; but the first partition that has records gets at least its first
   batch whole, however large, so a consumer always makes progress (as Kafka, KIP-74).
   Batches are served as stored (``read_batches``); native ones as their cached v2
-  form (``eventstore.server.batches``). The records field is the batches' bytes, which
-  kio writes as one length-prefixed block (it never decodes records).
+  form (``eventstore.server.batches``). The records field is the batches' bytes (kio
+  never decodes records).
 * **Long poll**: with fewer than ``min_bytes`` to answer, the request waits until an
   append to one of its partitions (``Log.watch``) brings enough, ``max_wait_ms``
   passes, or the server stops. A partition error (OFFSET_OUT_OF_RANGE, UNKNOWN_...)
@@ -14,7 +17,9 @@
   session id 0, which tells the client that no session exists, so its next fetch is
   full again; an incremental fetch (a session id other than 0) answers
   FETCH_SESSION_ID_NOT_FOUND, and session id 0 with an epoch above 0 answers
-  INVALID_FETCH_SESSION_EPOCH (docs/protocol.md, section 4).
+  INVALID_FETCH_SESSION_EPOCH (docs/protocol.md, section 4, which gives the measurement
+  that left sessions out: their saving is per request, and a consumer reading fast
+  makes few, large requests).
 * **Isolation**: the store holds no transactional batches (produced ones are refused),
   so read_committed and read_uncommitted read the same, the last stable offset is the
   high watermark, and there are no aborted transactions.
