@@ -19,10 +19,14 @@ from hypothesis import strategies as st
 from kio.serial import entity_writer
 from serverkit import served
 
+import eventstore
+from eventstore.server.batches import ConvertedBatches, NotConverted, as_kafka_batches
 from eventstore.server.entities import entity, item_class
 from eventstore.wire import response_header
 from eventstore.wire.framing import SPLICE_BYTES, FrameParts, joined
 from eventstore.wire.messages import encode_response, encode_response_parts, response_type
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
 
 FETCH = 1
 VERSIONS = range(4, 17)
@@ -91,9 +95,10 @@ def test_frame_parts_keeps_large_writes_and_fills_the_size() -> None:
     assert all(len(p) for p in parts)
 
 
-def test_a_consumer_reads_large_fetches_byte_for_byte(tmp_path: Path) -> None:
-    """Responses of several MB, sent as buffers, through librdkafka: every value back, in order."""
-    confluent_kafka = pytest.importorskip("confluent_kafka")
+@pytest.mark.parametrize("partition_bytes", [2 << 20, 4 << 20], ids=["on-the-loop", "in-a-thread"])
+def test_a_consumer_reads_large_fetches_byte_for_byte(tmp_path: Path, partition_bytes: int) -> None:
+    """Responses of several MB, sent as buffers, through librdkafka: every value back, in order;
+    read on the event loop (3 x 2 MiB at most) or, above LOOP_READ_BYTES, in a worker thread."""
     values = [bytes([i % 251]) * 1000 + i.to_bytes(4, "big") for i in range(6_000)]
     with served(tmp_path) as (store, bootstrap):
         store.create_topic("big", partitions=3)
@@ -101,19 +106,48 @@ def test_a_consumer_reads_large_fetches_byte_for_byte(tmp_path: Path) -> None:
         for i, value in enumerate(values):
             producer.produce("big", value, partition=i % 3)
         assert producer.flush(30) == 0
-        consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "g",
-                                             "enable.auto.commit": False, "fetch.max.bytes": 4 << 20,
-                                             "max.partition.fetch.bytes": 2 << 20})
-        consumer.assign([confluent_kafka.TopicPartition("big", p, 0) for p in range(3)])
-        got: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
-        try:
-            for _ in range(400):  # bounded: each poll waits at most 0.1 s
-                if sum(map(len, got.values())) == len(values):
-                    break
-                for message in consumer.consume(1000, 0.1):
-                    assert message.error() is None, message.error()
-                    got[message.partition()].append(message.value())
-        finally:
-            consumer.close()
+        got = _consume(bootstrap, "big", 3, len(values), {"fetch.max.bytes": 4 * partition_bytes,
+                                                          "max.partition.fetch.bytes": partition_bytes})
     for p in range(3):
         assert got[p] == values[p::3]
+
+
+def test_native_batches_are_converted_off_the_loop_then_served_from_the_cache(tmp_path: Path) -> None:
+    values = [f"event {i}".encode() * 20 for i in range(3_000)]
+    with served(tmp_path) as (store, bootstrap):
+        store.create_topic("native", partitions=1)
+        for start in range(0, len(values), 100):  # native batches of 100 records
+            store.append_batch("native", [(None, v) for v in values[start:start + 100]], partition=0)
+        first = _consume(bootstrap, "native", 1, len(values), {})
+        again = _consume(bootstrap, "native", 1, len(values), {})
+    assert first[0] == values and again[0] == values
+
+
+def _consume(bootstrap: str, topic: str, partitions: int, count: int,
+             settings: dict[str, Any]) -> dict[int, list[bytes]]:
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "g",
+                                         "enable.auto.commit": False} | settings)
+    consumer.assign([confluent_kafka.TopicPartition(topic, p, 0) for p in range(partitions)])
+    got: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+    try:
+        for _ in range(400):  # bounded: each poll waits at most 0.1 s
+            if sum(map(len, got.values())) == count:
+                break
+            for message in consumer.consume(1000, 0.1):
+                assert message.error() is None, message.error()
+                got[message.partition()].append(message.value())
+    finally:
+        consumer.close()
+    return got
+
+
+def test_a_read_that_must_not_convert_stops_at_a_native_batch_not_cached(tmp_path: Path) -> None:
+    with eventstore.open(tmp_path / "store") as store:
+        cfg = store.create_topic("native", partitions=1)
+        store.append_batch("native", [(None, b"v%d" % i) for i in range(10)], partition=0)
+        stored, _next = store.log.read_batches("native", 0, 0, 1 << 20)
+    cache = ConvertedBatches(1 << 20)
+    with pytest.raises(NotConverted):
+        as_kafka_batches(stored, cfg.topic_id, 0, cache, convert=False)
+    converted = as_kafka_batches(stored, cfg.topic_id, 0, cache)
+    assert as_kafka_batches(stored, cfg.topic_id, 0, cache, convert=False) == converted != stored

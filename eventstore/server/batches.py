@@ -21,9 +21,13 @@ from typing import Final
 from ..storage import format as fmt
 from ..wire.batch import MAGIC, encode_batch
 
-__all__ = ["ConvertedBatches", "as_kafka_batches"]
+__all__ = ["ConvertedBatches", "NotConverted", "as_kafka_batches"]
 
 LEADER_EPOCH: Final = 0
+
+
+class NotConverted(Exception):
+    """A native batch not in the cache, met by a read that must not convert (on the event loop)."""
 
 
 class ConvertedBatches:
@@ -65,10 +69,13 @@ class ConvertedBatches:
         return len(self._entries)
 
 
-def as_kafka_batches(stored: bytes, topic_id: uuid.UUID, partition: int, cache: ConvertedBatches) -> bytes:
+def as_kafka_batches(stored: bytes, topic_id: uuid.UUID, partition: int, cache: ConvertedBatches,
+                     convert: bool = True) -> bytes:
     """``stored`` (whole batches from ``read_batches``) with every native batch replaced by
     its v2 form; v2 batches untouched. Returns ``stored`` itself when it holds no native
-    batch (no copy)."""
+    batch (no copy). With ``convert`` False, a native batch not already in the cache
+    raises :class:`NotConverted` instead of being converted (a cost per record, kept
+    off the event loop)."""
     view = memoryview(stored)
     parts: list[bytes | memoryview] = []
     position = 0
@@ -79,17 +86,20 @@ def as_kafka_batches(stored: bytes, topic_id: uuid.UUID, partition: int, cache: 
         if magic == MAGIC:
             parts.append(view[position:position + size])
         else:
-            parts.append(_converted(stored, position, size, (topic_id, partition, base_offset), cache))
+            key = (topic_id, partition, base_offset)
+            parts.append(_converted(stored, position, size, key, cache, convert))
             converted = True
         position += size
     return b"".join(parts) if converted else stored
 
 
 def _converted(stored: bytes, position: int, size: int, key: tuple[uuid.UUID, int, int],
-               cache: ConvertedBatches) -> bytes:
+               cache: ConvertedBatches, convert: bool) -> bytes:
     found = cache.get(key)
     if found is not None:
         return found
+    if not convert:
+        raise NotConverted
     records = fmt.decode_records(stored, position, size)
     batch = encode_batch(((r.offset, r.timestamp_ms, r.key, r.value, tuple(r.headers)) for r in records),
                          partition_leader_epoch=LEADER_EPOCH)

@@ -37,7 +37,7 @@ from ...errors import EventStoreError
 from ...log import Log
 from ...records import NO_TOPIC_ID, TopicPartition
 from ...wire import RequestHeader, kafka_error_for
-from ..batches import ConvertedBatches, as_kafka_batches
+from ..batches import ConvertedBatches, NotConverted, as_kafka_batches
 from ..context import Context
 from ..dispatch import handles
 from ..entities import entity, item_class, response_class
@@ -51,6 +51,8 @@ FETCH_SESSION_ID_NOT_FOUND: Final = 70
 INVALID_FETCH_SESSION_EPOCH: Final = 71
 UNKNOWN_TOPIC_ID: Final = 100
 _CACHE_KEY: Final = "fetch.converted"
+#: A Fetch that may answer more than this is read in a worker thread, not on the event loop.
+LOOP_READ_BYTES: Final = 8 << 20
 
 
 @dataclass(slots=True)
@@ -84,8 +86,11 @@ async def fetch(ctx: Context, header: RequestHeader, body: Any) -> Any:
 
     Reads run on the event loop, not in a worker thread: a read copies bytes out of
     mapped segments (no lock, no fsync), and a thread hand-off there and back costs
-    more than the read itself on the path a waiting consumer is woken by (N3). The
-    wake-up is registered only when the first read finds too little."""
+    more than the read itself on the path a waiting consumer is woken by (N3). Two
+    reads go to a worker thread instead, so that the loop is never held long: one
+    that may answer more than ``LOOP_READ_BYTES``, and one that meets a native batch
+    to convert (``_read``). The wake-up is registered only when the first read finds
+    too little."""
     cls = response_class(header)
     session_error = _session_error(body)
     if session_error:
@@ -95,24 +100,37 @@ async def fetch(ctx: Context, header: RequestHeader, body: Any) -> Any:
     deadline = time.monotonic() + body.max_wait.total_seconds()
     cache = converted_batches(ctx)
     max_bytes, min_bytes = int(body.max_bytes), int(body.min_bytes)
-    size = _read_all(ctx.log, live, max_bytes, cache)
+    on_loop = min(max_bytes, sum(max(w.max_bytes, 0) for w in live)) <= LOOP_READ_BYTES
+    size = await _read(ctx, live, max_bytes, cache, on_loop)
     if _answered(ctx, live, size, min_bytes, deadline):
         return _response(cls, wanted)
     watched = [TopicPartition(w.name, w.partition) for w in live if w.name is not None]
     try:
         waiter = ctx.watch(watched)
     except EventStoreError:  # a topic deleted since: one read tells which, no wait
-        _read_all(ctx.log, live, max_bytes, cache)
+        await _read(ctx, live, max_bytes, cache, on_loop)
         return _response(cls, wanted)
     with waiter:
         while True:  # one pass per wake-up; bounded by max_wait_ms
             waiter.clear()
-            size = _read_all(ctx.log, live, max_bytes, cache)  # again: an append may precede the watch
+            size = await _read(ctx, live, max_bytes, cache, on_loop)  # again: appends may precede the watch
             if _answered(ctx, live, size, min_bytes, deadline):
                 break
             if not await waiter.wait(deadline - time.monotonic()):
                 break
     return _response(cls, wanted)
+
+
+async def _read(ctx: Context, live: list[Wanted], max_bytes: int, cache: ConvertedBatches,
+                on_loop: bool) -> int:
+    """``_read_all`` on the loop when ``on_loop`` and no native batch needs converting,
+    else in a worker thread."""
+    if on_loop:
+        try:
+            return _read_all(ctx.log, live, max_bytes, cache, convert=False)
+        except NotConverted:
+            pass  # read again where converting does not hold the loop
+    return await ctx.blocking(_read_all, ctx.log, live, max_bytes, cache)
 
 
 def _answered(ctx: Context, live: list[Wanted], size: int, min_bytes: int, deadline: float) -> bool:
@@ -153,8 +171,10 @@ def _wanted(ctx: Context, topic: Any, p: Any) -> Wanted:
     return w
 
 
-def _read_all(log: Log, wanted: list[Wanted], max_bytes: int, cache: ConvertedBatches) -> int:
-    """Read every partition within the byte bounds; returns the bytes."""
+def _read_all(log: Log, wanted: list[Wanted], max_bytes: int, cache: ConvertedBatches,
+              convert: bool = True) -> int:
+    """Read every partition within the byte bounds; returns the bytes. :class:`NotConverted`
+    (without ``convert``) leaves ``wanted`` to be read again."""
     total = 0
     for w in wanted:  # bounded by the request
         assert w.name is not None
@@ -168,7 +188,7 @@ def _read_all(log: Log, wanted: list[Wanted], max_bytes: int, cache: ConvertedBa
                 w.records = b""
                 continue
             stored, _next = log.read_batches(w.name, w.partition, w.offset, max(budget, 1))
-            records = as_kafka_batches(stored, w.topic_id or NO_TOPIC_ID, w.partition, cache)
+            records = as_kafka_batches(stored, w.topic_id or NO_TOPIC_ID, w.partition, cache, convert)
             if total > 0 and len(records) > budget:  # only the first partition with records may go over
                 records = b""
             w.records = records
