@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import consuming, network, remote, sourcing
+from bench import consuming, dcb, network, remote, sourcing
 from bench.base import Measured, Progress, Skipped, System, make_values
 from bench.peers import PEERS
 from bench.workloads import EventStore, build_store, probe
@@ -347,6 +347,10 @@ WORKLOADS: dict[str, Workload] = {
         peers=False,
     ),
     # Networked mode: es serve beside Tansu, through confluent-kafka (bench/network.py)
+    "W13": Workload("DCB: conditional appends (2-tag query; 1 thread and 64, durable) and "
+                    "read_events of 10,000 matching among 1,000,000, beside the library's popo recorder",
+                    dcb.w13, (Target("eventstore appends/s @1", ">=", 4_000),
+                              Target("eventstore read_events ms", "<=", 5.0)), peers=False),
     "N1": Workload("produce 200,000 records over the network, acks=all (es serve in fsync mode)",
                    network.n1, (Target("eventstore/tansu", ">=", 1.0),), peers=False),
     "N2": Workload("consume 200,000 records over the network from the beginning, in a group",

@@ -4,32 +4,34 @@ DCB events are the events of one stream, ``$dcb``, in the streams topic
 ``__dcb`` of one partition, so they take global positions from the store-wide
 counter and ``read_all`` and ``$all`` subscriptions see them among every other
 stream's events. An event's tags are its metadata (a MessagePack array of str).
+A DCB position is the global position + 1.
 
 A conditional append is an ordinary append request to ``$dcb`` carrying a
 *guard*: the leader that combines the partition's queued requests calls it
 under the partition's write lock, after the version checks (see
 ``versions.check_requests``). The guard checks the condition against the tag
-index in LMDB and against the DCB requests accepted since the last index write
-(``_pending``: earlier batches not yet indexed, and earlier requests of the
-same batch); so of two conflicting appends exactly one wins, and appends that
-do not conflict share a batch and its fsync.
+index in LMDB and against the DCB appends accepted since the last index write
+(``_Pending``: earlier batches not yet indexed, and earlier requests of the
+same batch, kept in memory by tag and by type); so of two conflicting appends
+exactly one wins, and appends that do not conflict share a batch and its fsync.
 
-The tag index is derived: after an append is durable, its requester writes
-the pending requests (in acceptance order, up to the first one still in
-flight) to LMDB with the ``$dcb`` stream version they cover. Open replays the
-stream from that version, so a crash between the log write and the index
-write, or a deleted index, costs a replay and nothing else.
+The tag index is derived: once ``FLUSH_EVERY`` events are pending, the
+requester that finds them durable writes them to LMDB in one transaction with
+the ``$dcb`` stream version they cover. Open replays the stream from that
+version, so a close, a crash between the log write and the index write, or a
+deleted index, costs a replay of what the index lacks and nothing else.
 """
 
 from __future__ import annotations
 
-import collections
+import bisect
 import contextlib
 import functools
 import heapq
+import itertools
 import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -49,7 +51,6 @@ from .dcbtypes import (
     check_query,
     check_tagged,
     item_matches,
-    query_matches,
 )
 from .events import NewEvent, StreamState
 from .subscriptions import PAGE_EVENTS, Subscription
@@ -59,34 +60,25 @@ if TYPE_CHECKING:
     from .queue import AppendRequest
     from .streams import Streams
 
-__all__ = ["DCB_STREAM", "DCB_TOPIC", "DCB", "TaggedSubscription"]
+__all__ = ["DCB", "DCB_STREAM", "DCB_TOPIC", "FLUSH_EVERY", "TaggedSubscription", "tags_of"]
 
 DCB_TOPIC = "__dcb"
 DCB_STREAM = "$dcb"
 REPLAY_PAGE = 10_000
+FLUSH_EVERY = 256  # pending events that make a requester write them to the tag index
 
-DB_EVENTS = b"dcb"  # position uint64 BE -> record
-DB_TAGS = b"dcbtags"  # tag, 0x00, position uint64 BE -> record
-DB_TYPES = b"dcbtypes"  # type, 0x00, position uint64 BE -> record
-DB_META = b"dcbmeta"  # b"covered" -> next $dcb version not indexed; b"n" tag -> count
+DB_EVENTS = b"dcb"  # DCB position uint64 BE -> record
+DB_TAGS = b"dcbtags"  # tag, 0x00, DCB position uint64 BE -> record
+DB_TYPES = b"dcbtypes"  # type, 0x00, DCB position uint64 BE -> record
+DB_META = b"dcbmeta"  # b"covered" -> next $dcb version not indexed; b"g" tag / b"y" type -> count
 _DBS = (DB_EVENTS, DB_TAGS, DB_TYPES, DB_META)
+_EVERYTHING = QueryItem()
 
 _u64 = struct.Struct(">Q")
 _tags_enc = msgspec.msgpack.Encoder()
 _tags_dec = msgspec.msgpack.Decoder(list[str])
-
-
-class _Record(msgspec.Struct, array_like=True, gc=False):
-    """One DCB event in the tag index: its global position, type, data and tags."""
-
-    position: int
-    type: str
-    data: bytes
-    tags: list[str]
-
-
 _rec_enc = msgspec.msgpack.Encoder()
-_recs_dec = msgspec.msgpack.Decoder(list[_Record])
+_recs_dec = msgspec.msgpack.Decoder(list[SequencedEvent])
 
 
 def _array_header(n: int) -> bytes:
@@ -97,41 +89,120 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-def _decode_values(values: list[bytes]) -> list[_Record]:
+def _decode_values(values: list[bytes]) -> list[SequencedEvent]:
     """Records concatenated under one array header decode in one call."""
+    if not values:
+        return []
     return _recs_dec.decode(_array_header(len(values)) + b"".join(values))
 
 
-def tags_of(metadata: bytes) -> list[str]:
+def tags_of(metadata: bytes) -> tuple[str, ...]:
     """The tags stored as an event's metadata (none if it holds no array of str)."""
     if not metadata:
-        return []
+        return ()
     try:
-        return _tags_dec.decode(metadata)
+        return tuple(_tags_dec.decode(metadata))
     except msgspec.DecodeError:
-        return []
+        return ()
 
 
 class _Pending:
     """A DCB append accepted by its guard and not yet in the tag index."""
 
-    __slots__ = ("durable", "events", "req")
+    __slots__ = ("_seq", "durable", "events", "req")
 
     def __init__(self, events: list[TaggedEvent]) -> None:
         self.events = events
         self.req: AppendRequest | None = None
         self.durable = False
+        self._seq: list[SequencedEvent] | None = None
 
     def failed(self) -> bool:
         return self.req is None or self.req.error is not None
 
-    def records(self) -> list[_Record]:
-        """Its events with their global positions; -1 while the batch has none yet (a later
-        request of the same batch sees them as after any position)."""
+    def position(self, i: int) -> int:
+        """Its ``i``-th event's DCB position; 0 while its batch has none (a later request of
+        the same batch, checked before positions are given, sees it as after any)."""
         req = self.req
-        start = -1 if req is None or req.position_start < 0 else req.position_start
-        return [_Record(-1 if start < 0 else start + i, e.type, e.data, list(e.tags))
-                for i, e in enumerate(self.events)]
+        return 0 if req is None or req.position_start < 0 else req.position_start + 1 + i
+
+    def sequenced(self) -> list[SequencedEvent]:
+        """Its events as read back (once its positions are given)."""
+        if self._seq is None:
+            self._seq = [SequencedEvent(self.position(i), e.type, e.data, e.tags)
+                         for i, e in enumerate(self.events)]
+        return self._seq
+
+
+class _PendingIndex:
+    """The pending appends in acceptance order, and their events by tag and by type.
+
+    The leader adds (under the partition lock), a requester takes the written
+    prefix off; both under ``lock``. Readers take the current dictionaries
+    without it: additions only append to their lists, removals replace them.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: list[_Pending] = []
+        self.events = 0  # in the entries
+        self.by_tag: dict[str, list[tuple[_Pending, int]]] = {}
+        self.by_type: dict[str, list[tuple[_Pending, int]]] = {}
+
+    def add(self, entry: _Pending) -> None:
+        with self.lock:
+            self.entries.append(entry)
+            self.events += len(entry.events)
+            self._index(entry, self.by_tag, self.by_type)
+
+    @staticmethod
+    def _index(entry: _Pending, by_tag: dict[str, list[tuple[_Pending, int]]],
+               by_type: dict[str, list[tuple[_Pending, int]]]) -> None:
+        for i, e in enumerate(entry.events):  # bounded by the append's events
+            by_type.setdefault(e.type, []).append((entry, i))
+            for tag in e.tags:  # bounded by the event's tags
+                by_tag.setdefault(tag, []).append((entry, i))
+
+    def drop_first(self, count: int) -> None:
+        """Forget the first ``count`` entries (written to the index, or failed)."""
+        with self.lock:
+            rest = self.entries[count:]
+            by_tag: dict[str, list[tuple[_Pending, int]]] = {}
+            by_type: dict[str, list[tuple[_Pending, int]]] = {}
+            for entry in rest:  # bounded by the pending appends
+                self._index(entry, by_tag, by_type)
+            self.entries, self.by_tag, self.by_type = rest, by_tag, by_type
+            self.events = sum(len(e.events) for e in rest)
+
+    def clear(self) -> None:
+        self.drop_first(len(self.entries))
+
+    def candidates(self, item: QueryItem) -> Iterable[tuple[_Pending, int]]:
+        """Pending events that may match ``item``: those of its rarest tag, else of its types,
+        else all."""
+        if item.tags:
+            by_tag = self.by_tag
+            return min((by_tag.get(t, ()) for t in item.tags), key=len)
+        if item.types:
+            by_type = self.by_type
+            return [c for t in set(item.types) for c in by_type.get(t, ())]
+        return [(e, i) for e in self.entries for i in range(len(e.events))]
+
+    def matching(self, query: Query, after: int, upto: int | None) -> Iterator[SequencedEvent]:
+        """Pending events matching ``query`` with a DCB position above ``after`` (0: none yet,
+        counts as above) and at most ``upto`` (None: any, even none yet); not in order."""
+        for item in query.items or (_EVERYTHING,):  # bounded by the items
+            for entry, i in self.candidates(item):  # bounded by the pending events
+                if entry.failed():
+                    continue
+                pos = entry.position(i)
+                if upto is not None and not 0 < pos <= upto:
+                    continue
+                if pos and pos <= after:
+                    continue
+                e = entry.events[i]
+                if item_matches(item, e.type, e.tags):
+                    yield entry.sequenced()[i] if pos else SequencedEvent(0, e.type, e.data, e.tags)
 
 
 class DCB:
@@ -140,7 +211,7 @@ class DCB:
     def __init__(self, streams: Streams) -> None:
         self.streams = streams
         self.index = streams.index
-        self._pending: collections.deque[_Pending] = collections.deque()
+        self._pending = _PendingIndex()
         self._flush_lock = threading.Lock()
         self.dbs = self._open_dbs()
         self._catch_up()
@@ -153,13 +224,14 @@ class DCB:
         return {name: env.open_db(name) for name in _DBS}
 
     def covered(self) -> int:
+        """The first ``$dcb`` version the tag index lacks."""
         with self.index.read() as txn:
             raw = txn.get(b"covered", db=self.dbs[DB_META])
         return 0 if raw is None else int(_u64.unpack(raw)[0])
 
     def _catch_up(self) -> None:
-        """Index the ``$dcb`` events the tag index lacks (a crash after the log write, or an
-        index deleted or rebuilt), from the version it covers, in pages."""
+        """Index the ``$dcb`` events the tag index lacks (appends not yet written to it when
+        the store closed or crashed, or an index deleted or rebuilt), in pages."""
         version = self.covered()
         while True:  # bounded by the stream's length
             try:
@@ -168,45 +240,49 @@ class DCB:
                 return
             if not events:
                 return
-            records = [_Record(e.position, e.type, e.data, tags_of(e.metadata)) for e in events]
+            records = [SequencedEvent(e.position + 1, e.type, e.data, tags_of(e.metadata)) for e in events]
             version = events[-1].version + 1
             self.index.write(functools.partial(self._put, records, version))
 
-    def _put(self, records: list[_Record], covered: int, txn: Any) -> None:
+    def _put(self, records: list[SequencedEvent], covered: int, txn: Any) -> None:
         events, tags, types, meta = (self.dbs[n] for n in _DBS)
-        counts: dict[str, int] = {}
+        counts: dict[bytes, int] = {}
         for rec in records:  # bounded by the records
             value = _rec_enc.encode(rec)
             pos = _u64.pack(rec.position)
             txn.put(pos, value, db=events)
-            txn.put(rec.type.encode() + b"\x00" + pos, value, db=types)
+            name = rec.type.encode()
+            txn.put(name + b"\x00" + pos, value, db=types)
+            counts[b"y" + name] = counts.get(b"y" + name, 0) + 1
             for tag in set(rec.tags):  # bounded by the event's tags
-                txn.put(tag.encode() + b"\x00" + pos, value, db=tags)
-                counts[tag] = counts.get(tag, 0) + 1
-        for tag, n in counts.items():  # bounded by the tags
-            key = b"n" + tag.encode()
+                name = tag.encode()
+                txn.put(name + b"\x00" + pos, value, db=tags)
+                counts[b"g" + name] = counts.get(b"g" + name, 0) + 1
+        for key, n in counts.items():  # bounded by the tags and types
             raw = txn.get(key, db=meta)
             txn.put(key, _u64.pack(n + (0 if raw is None else _u64.unpack(raw)[0])), db=meta)
         txn.put(b"covered", _u64.pack(covered), db=meta)
 
-    def _flush(self) -> None:
+    def flush(self, every: int = 1) -> None:
         """Write the pending appends that are durable to the index, in acceptance order, up
-        to the first still in flight; drop those whose batch failed."""
+        to the first still in flight, if at least ``every`` events are pending; forget those
+        whose batch failed."""
+        if self._pending.events < every:
+            return
         with self._flush_lock:
-            pending = self._pending
             done: list[_Pending] = []
-            for p in list(pending):  # bounded by the pending appends
+            for p in list(self._pending.entries):  # bounded by the pending appends
                 if not p.failed() and not p.durable:
                     break
                 done.append(p)
             written = [p for p in done if not p.failed()]
             if written:
-                records = [r for p in written for r in p.records()]
+                records = [r for p in written for r in p.sequenced()]
                 last = written[-1].req
                 assert last is not None and last.result is not None
                 self.index.write(functools.partial(self._put, records, last.result.next_expected_version + 1))
-            for _ in done:  # only this lock's holder takes from the left
-                pending.popleft()
+            if done:
+                self._pending.drop_first(len(done))
 
     def _drop_topic(self, cfg: TopicConfig) -> None:
         """The log deletes ``__dcb``: the tag index goes with it (a delete hook)."""
@@ -229,7 +305,7 @@ class DCB:
         nothing written). Returns the DCB position of the last event."""
         tagged = check_tagged(events)
         cond = check_condition(condition)
-        new = [NewEvent(type=e.type, data=e.data, metadata=_tags_enc.encode(list(e.tags)) if e.tags else b"")
+        new = [NewEvent(type=e.type, data=e.data, metadata=_tags_enc.encode(e.tags) if e.tags else b"")
                for e in tagged]
         self._topic()
         entry = _Pending(tagged)
@@ -238,7 +314,7 @@ class DCB:
             result = self.streams.append(DCB_STREAM, new, StreamState.ANY, DCB_TOPIC, guard=guard)
             entry.durable = True
         finally:
-            self._flush()
+            self.flush(FLUSH_EVERY if entry.durable else 1)
         return result.position + 1
 
     def _topic(self) -> None:
@@ -256,51 +332,68 @@ class DCB:
         """Under the partition lock, once the request passed its version check: refuse it if
         its condition fails, else count it pending (later checks see it)."""
         if condition is not None:
-            query = condition.fail_if_events_match
-            start = check_after(condition.after)
-            if self._conflicts(query, start):
+            after = check_after(condition.after)
+            if self._conflicts(condition.fail_if_events_match, after):
                 raise ConditionFailedError(
                     f"an event matching the append condition exists after position {condition.after}")
         entry.req = req
-        self._pending.append(entry)
+        self._pending.add(entry)
 
-    def _conflicts(self, query: Query, start: int) -> bool:
-        """Whether an event from global position ``start`` on matches ``query``: pending ones
-        first (taken before the index is read, so none is missed as it moves there)."""
-        for p in list(self._pending):  # bounded by the pending appends
-            if p.failed():
-                continue
-            for rec in p.records():  # bounded by the append's events
-                if (rec.position < 0 or rec.position >= start) and query_matches(query, rec.type, rec.tags):
-                    return True
+    def _conflicts(self, query: Query, after: int) -> bool:
+        """Whether an event after DCB position ``after`` matches ``query``: pending ones first
+        (looked at before the index is read, so none is missed as it moves there)."""
+        if next(self._pending.matching(query, after, None), None) is not None:
+            return True
         with self.index.read() as txn:
-            return any(self._item_first(txn, item, start) for item in (query.items or (QueryItem(),)))
+            return any(self._item_first(txn, item, after) for item in (query.items or (_EVERYTHING,)))
 
-    def _item_first(self, txn: Any, item: QueryItem, start: int) -> bool:
-        for value in self._scan(txn, item, start):  # stops at the first match
-            if not (item.tags or item.types) or item_matches(item, *_type_tags(value)):
+    def _item_first(self, txn: Any, item: QueryItem, after: int) -> bool:
+        exact = not item.tags or (len(item.tags) == 1 and not item.types)
+        if exact:
+            return bool(self._values(txn, item, after, 1))
+        for value in self._scan(txn, item, after):  # stops at the first match
+            rec = _recs_dec.decode(b"\x91" + value)[0]
+            if item_matches(item, rec.type, rec.tags):
                 return True
         return False
 
     # --- reading ------------------------------------------------------------------------
 
-    def _scan(self, txn: Any, item: QueryItem, start: int) -> Iterator[bytes]:
-        """Raw records that may match ``item`` from global position ``start`` on, in order:
-        the range of its least frequent tag, else of each of its types (merged), else all."""
-        pos = _u64.pack(start)
-        if item.tags:
-            tag = min(item.tags, key=lambda t: self._count(txn, t))
-            return _prefixed(txn, self.dbs[DB_TAGS], tag.encode() + b"\x00", pos)
-        if item.types:
-            if len(item.types) == 1:
-                return _prefixed(txn, self.dbs[DB_TYPES], item.types[0].encode() + b"\x00", pos)
-            runs = [_keyed(txn, self.dbs[DB_TYPES], t.encode() + b"\x00", pos) for t in set(item.types)]
-            return (v for _, v in heapq.merge(*runs))
-        return _prefixed(txn, self.dbs[DB_EVENTS], b"", pos)
-
-    def _count(self, txn: Any, tag: str) -> int:
-        raw = txn.get(b"n" + tag.encode(), db=self.dbs[DB_META])
+    def _count(self, txn: Any, key: bytes) -> int:
+        raw = txn.get(key, db=self.dbs[DB_META])
         return 0 if raw is None else int(_u64.unpack(raw)[0])
+
+    def _rarest(self, txn: Any, tags: tuple[str, ...]) -> tuple[bytes, int]:
+        """The tag of ``tags`` fewest events carry, as a key prefix, and how many do."""
+        counted = [(self._count(txn, b"g" + t.encode()), t) for t in tags]
+        n, tag = min(counted)
+        return tag.encode() + b"\x00", n
+
+    def _values(self, txn: Any, item: QueryItem, after: int, limit: int | None) -> list[bytes]:
+        """The raw records of an item that one range answers exactly (one tag and no types,
+        one type, or neither), after ``after``, up to ``limit``."""
+        pos = _u64.pack(after + 1)
+        if item.tags:
+            prefix, n = self._rarest(txn, item.tags)
+            return _range(txn, self.dbs[DB_TAGS], prefix, pos, n if limit is None else min(n, limit))
+        if len(item.types) == 1:
+            prefix = item.types[0].encode() + b"\x00"
+            n = self._count(txn, b"y" + prefix[:-1])
+            return _range(txn, self.dbs[DB_TYPES], prefix, pos, n if limit is None else min(n, limit))
+        if item.types:
+            runs = [_keyed(txn, self.dbs[DB_TYPES], t.encode() + b"\x00", pos) for t in set(item.types)]
+            merged = (v for _, v in heapq.merge(*runs))
+            return list(merged if limit is None else itertools.islice(merged, limit))
+        cur = txn.cursor(db=self.dbs[DB_EVENTS])
+        if not cur.set_range(pos):
+            return []
+        values = cur.iternext(keys=False, values=True)
+        return list(values if limit is None else itertools.islice(values, limit))
+
+    def _scan(self, txn: Any, item: QueryItem, after: int) -> Iterator[bytes]:
+        """Raw records of the range of the item's rarest tag after ``after``, in order."""
+        prefix, _ = self._rarest(txn, item.tags)
+        return _prefixed(txn, self.dbs[DB_TAGS], prefix, _u64.pack(after + 1))
 
     def read(self, query: Query | None = None, after: int | None = None,
              limit: int | None = None) -> TaggedRead:
@@ -311,63 +404,63 @@ class DCB:
         start = check_after(after)
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidArgumentError(f"limit must be an int >= 0 or None, got {limit!r}")
-        watermark = self.streams.positions.watermark
-        pending = [r for p in list(self._pending) if not p.failed() for r in p.records()
-                   if 0 <= r.position < watermark]
+        upto = self.streams.positions.watermark  # DCB positions up to it: global below it
+        # what is pending is looked at before the index is read: an append that moves from one
+        # to the other meanwhile is found in both, never in neither
+        pending = sorted(self._pending.matching(query, start, upto), key=_position)
+        tail = self._pending_last(upto) if limit is None else 0
         with self.index.read() as txn:
-            records = self._matching(txn, query, start, watermark, limit)
-            last = None if limit is not None else self._last(txn, watermark)
+            records = self._matching(txn, query, start, upto, limit) if limit != 0 else []
+            last = None if limit is not None else self._last(txn, upto)
         if pending:
-            records = self._merge(records, pending, query, start, limit)
-        if pending and limit is None:
-            last = max(last or -1, pending[-1].position)
-        events = [SequencedEvent(r.position + 1, r.type, r.data, tuple(r.tags)) for r in records]
+            records = _unique(heapq.merge(records, pending, key=_position))
+            if limit is not None:
+                del records[limit:]
         if limit is not None:
-            head = events[-1].position if events else None
+            head = records[-1].position if records else None
         else:
-            head = None if last is None or last < 0 else last + 1
-        return TaggedRead(events, head)
+            head = max(last or 0, tail) or None
+        return TaggedRead(records, head)
 
-    def _matching(self, txn: Any, query: Query, start: int, watermark: int,
-                  limit: int | None) -> list[_Record]:
-        """The index's records matching ``query``, by scanning each item's range; one item's
-        values decode in one call, several items' merge by position."""
-        if limit == 0:
-            return []
-        runs: list[list[_Record]] = []
-        for item in query.items or (QueryItem(),):  # bounded by the items
-            values = []
+    def _pending_last(self, upto: int) -> int:
+        """The last pending DCB position readers may see (0: none)."""
+        best = 0
+        for entry in reversed(self._pending.entries):  # bounded by the pending appends
+            if entry.failed():
+                continue
+            for i in range(len(entry.events) - 1, -1, -1):  # bounded by the append's events
+                pos = entry.position(i)
+                if 0 < pos <= upto:
+                    return max(best, pos)
+        return best
+
+    def _matching(self, txn: Any, query: Query, after: int, upto: int,
+                  limit: int | None) -> list[SequencedEvent]:
+        """The index's records matching ``query``: each item's range, merged by position."""
+        runs: list[list[SequencedEvent]] = []
+        for item in query.items or (_EVERYTHING,):  # bounded by the items
             exact = not item.tags or (len(item.tags) == 1 and not item.types)
-            for value in self._scan(txn, item, start):  # bounded by the range (and limit)
-                values.append(value)
-                if exact and limit is not None and len(values) >= limit:
-                    break
-            recs = _decode_values(values)
-            if not exact:
-                recs = [r for r in recs if item_matches(item, r.type, r.tags)]
+            if exact:
+                recs = _decode_values(self._values(txn, item, after, limit))
+            else:
+                recs = [r for r in _decode_values(list(self._scan(txn, item, after)))
+                        if item_matches(item, r.type, r.tags)]
             runs.append(recs)
-        merged = runs[0] if len(runs) == 1 else _unique(heapq.merge(*runs, key=lambda r: r.position))
+        merged = runs[0] if len(runs) == 1 else _unique(heapq.merge(*runs, key=_position))
         cut = len(merged)
-        while cut and merged[cut - 1].position >= watermark:
+        while cut and merged[cut - 1].position > upto:  # bounded by the records
             cut -= 1
         return merged[:cut if limit is None else min(cut, limit)]
 
-    def _last(self, txn: Any, watermark: int) -> int | None:
-        """The last indexed DCB event's global position below the watermark."""
+    def _last(self, txn: Any, upto: int) -> int | None:
+        """The last indexed DCB position up to ``upto``."""
         cur = txn.cursor(db=self.dbs[DB_EVENTS])
-        if not cur.set_range(_u64.pack(watermark)):
+        if not cur.set_range(_u64.pack(upto + 1)):
             if not cur.last():
                 return None
         elif not cur.prev():
             return None
         return int(_u64.unpack(cur.key())[0])
-
-    @staticmethod
-    def _merge(records: list[_Record], pending: list[_Record], query: Query, start: int,
-               limit: int | None) -> list[_Record]:
-        extra = [r for r in pending if r.position >= start and query_matches(query, r.type, r.tags)]
-        merged = _unique(heapq.merge(records, extra, key=lambda r: r.position))
-        return merged if limit is None else merged[:limit]
 
     def subscribe(self, query: Query | None = None, after: int | None = None,
                   page_events: int = PAGE_EVENTS) -> TaggedSubscription:
@@ -379,18 +472,33 @@ class DCB:
         return TaggedSubscription(Subscription(self.streams, cast(Any, reader), start, page_events))
 
 
-def _type_tags(value: bytes) -> tuple[str, list[str]]:
-    rec = _recs_dec.decode(b"\x91" + value)[0]
-    return rec.type, rec.tags
+def _position(event: SequencedEvent) -> int:
+    return event.position
+
+
+def _range(txn: Any, db: Any, prefix: bytes, pos: bytes, count: int) -> list[bytes]:
+    """Up to ``count`` values of keys ``prefix + position`` from ``pos`` on, in key order.
+
+    ``count`` is how many keys carry ``prefix`` (its count in ``dcbmeta``), so the
+    cursor walks at C speed without looking at keys; past ``prefix`` (a range
+    starting after its first key) the keys are cut at the prefix's end by
+    bisection.
+    """
+    if count <= 0:
+        return []
+    cur = txn.cursor(db=db)
+    if not cur.set_range(prefix + pos):
+        return []
+    items = list(itertools.islice(cur.iternext(keys=True, values=True), count))
+    if items and not items[-1][0].startswith(prefix):
+        del items[bisect.bisect_left(items, (prefix[:-1] + b"\x01",)):]
+    return [v for _, v in items]
 
 
 def _prefixed(txn: Any, db: Any, prefix: bytes, pos: bytes) -> Iterator[bytes]:
     """Values of keys ``prefix + position`` from ``pos`` on, in key order."""
     cur = txn.cursor(db=db)
     if not cur.set_range(prefix + pos):
-        return
-    if not prefix:
-        yield from cur.iternext(keys=False, values=True)
         return
     for key, value in cur:  # bounded by the range
         if not key.startswith(prefix):
@@ -401,18 +509,23 @@ def _prefixed(txn: Any, db: Any, prefix: bytes, pos: bytes) -> Iterator[bytes]:
 def _keyed(txn: Any, db: Any, prefix: bytes, pos: bytes) -> Iterator[tuple[bytes, bytes]]:
     """(position key, value) pairs of one range, for merging ranges by position."""
     n = len(prefix)
+    for key, value in _prefixed_items(txn, db, prefix, pos):  # bounded by the range
+        yield key[n:], value
+
+
+def _prefixed_items(txn: Any, db: Any, prefix: bytes, pos: bytes) -> Iterator[tuple[bytes, bytes]]:
     cur = txn.cursor(db=db)
     if not cur.set_range(prefix + pos):
         return
     for key, value in cur:  # bounded by the range
         if not key.startswith(prefix):
             return
-        yield key[n:], value
+        yield key, value
 
 
-def _unique(records: Iterator[_Record] | Any) -> list[_Record]:
-    out: list[_Record] = []
-    last = -2
+def _unique(records: Iterable[SequencedEvent]) -> list[SequencedEvent]:
+    out: list[SequencedEvent] = []
+    last = -1
     for r in records:  # bounded by the records
         if r.position != last:
             out.append(r)
@@ -484,9 +597,3 @@ class TaggedSubscription:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def open_dcb(streams: Streams) -> DCB:
-    """The DCB layer over ``streams`` with its tag index caught up with the log."""
-    return DCB(streams)
-

@@ -92,8 +92,12 @@ class AppendCondition:
     after: int | None = None
 
 
-class SequencedEvent(msgspec.Struct, frozen=True, gc=False):
-    """An event read back: its DCB position (global position + 1), type, data and tags."""
+class SequencedEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """An event read back: its DCB position (global position + 1), type, data and tags.
+
+    Stored in the tag index as this MessagePack array, so that a read decodes the
+    values of a range in one call, straight into these.
+    """
 
     position: int
     type: str
