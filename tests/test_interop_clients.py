@@ -159,13 +159,7 @@ def test_idempotent_producer_retry_after_a_dropped_answer_writes_once(name: str,
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("name", CLIENTS)
 def test_every_codec_round_trips(name: str, codec: str, broker: str, bootstrap_of: dict[str, str],
-                                 server: tuple[eventstore.Store, str],
-                                 request: pytest.FixtureRequest) -> None:
-    if name == "kafka-python" and broker == "eventstore":
-        # kafka-python sends these 50 records as two Produce requests back to back; the server
-        # sometimes appends the second first. Not strict: it fails about one run in two.
-        request.applymarker(pytest.mark.xfail(reason="pipelined Produce requests of one connection "
-                                              "appended out of order", strict=False))
+                                 server: tuple[eventstore.Store, str]) -> None:
     kafka = client(name, bootstrap_of[broker])
     topic = unique(f"codec-{codec}")
     kafka.create_topic(topic, 1)
@@ -224,8 +218,6 @@ def _pipelining_producer(name: str, bootstrap: str) -> tuple[Any, Any]:
     return (lambda topic, value: kafka.send(topic, value, partition=0)), flush
 
 
-@pytest.mark.xfail(strict=True, reason="the server appends a connection's pipelined Produce requests "
-                                       "concurrently, so one partition's batches can land out of order")
 @pytest.mark.parametrize("name", ["confluent-kafka", "kafka-python"])
 def test_pipelined_produce_requests_keep_their_order(name: str, server: tuple[eventstore.Store, str]) -> None:
     """Kafka appends a connection's requests in the order they arrive: a non-idempotent

@@ -5,11 +5,17 @@ checked, idempotent producers' sequences checked, the producer's bytes stored wi
 their base offset set (docs/format.md, sections 17 and 19). Errors are per partition:
 one bad batch does not fail the others.
 
-* **One worker hop, one wait**: the whole request is appended in one worker thread, each
-  partition without waiting for its fsync, then one wait covers them all (in ``fsync``
-  mode; ``Log.wait_durable_each``: the partitions' fsyncs run at once), and the requests
-  of every connection share each partition's fsyncs (group commit, docs/format.md
-  section 7).
+* **Arrival order**: Kafka appends a connection's requests in the order they arrive
+  (clients with several requests in flight rely on it, and an idempotent producer's
+  sequences would otherwise arrive out of order). A connection starts its requests'
+  handlers in arrival order, and each Produce joins the server's :class:`Appender`
+  queue before its first ``await``; the queue is appended in that order, a round
+  at a time: one worker thread appends every queued request of the round, each
+  partition without waiting for its fsync, then one wait covers the whole round
+  (in ``fsync`` mode, ``Log.wait_durable_each``: the partitions' fsyncs run at once)
+  while the next round is already being appended. The requests of every connection
+  so share each partition's fsyncs (group commit, docs/format.md section 7) and one
+  thread hand-off per round, not per request.
 * **acks**: 0 appends and answers nothing; 1 and -1 answer once the batches are durable
   per the store's durability mode (the only replica is the leader, so "all in-sync
   replicas" is this one); anything else answers INVALID_REQUIRED_ACKS. In ``fsync``
@@ -26,9 +32,12 @@ one bad batch does not fail the others.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+import anyio
 
 from ...errors import EventStoreError, TransactionalIdError
 from ...log import Log
@@ -39,12 +48,13 @@ from ..context import Context
 from ..dispatch import handles
 from ..entities import entity, item_class, response_class
 
-__all__ = ["Outcome", "append_all"]
+__all__ = ["Appender", "Outcome", "append_all", "append_round", "settle"]
 
 log = logging.getLogger("eventstore.server")
 
 NONE: Final = 0
 INVALID_REQUIRED_ACKS: Final = 21
+UNKNOWN_SERVER_ERROR: Final = -1
 _ACKS: Final = (0, 1, -1)
 
 
@@ -61,6 +71,10 @@ class Outcome:
     end_offset: int = -1  # the offset after the batch: what the wait for durability covers
 
 
+Asked = Sequence[tuple[str, int, bytes | None]]
+"""One request's partitions: ``(topic, partition, records)``."""
+
+
 @handles(0)
 async def produce(ctx: Context, header: RequestHeader, body: Any) -> Any:
     """Append each partition's batch; answer per partition (nothing at all for acks 0)."""
@@ -73,8 +87,8 @@ async def produce(ctx: Context, header: RequestHeader, body: Any) -> Any:
     elif acks not in _ACKS:
         outcomes = [Outcome(topic, partition, INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, not {acks}")
                     for topic, partition, _ in asked]
-    else:
-        outcomes = await ctx.blocking(append_all, ctx.log, asked)
+    else:  # no await before this: the request joins the queue in its connection's arrival order
+        outcomes = await appender_of(ctx).append(ctx, asked)
     if acks == 0:  # no answer: a refused partition is only logged (docs/protocol.md, section 3)
         for o in outcomes:  # bounded by the request
             if o.error != NONE:
@@ -84,24 +98,127 @@ async def produce(ctx: Context, header: RequestHeader, body: Any) -> Any:
     return _response(header, outcomes)
 
 
-def append_all(log: Log, asked: Sequence[tuple[str, int, bytes | None]]) -> list[Outcome]:
-    """Append every partition's batch (in a worker thread), then, in ``fsync`` mode, wait
-    once until all of them are durable: acks 0 too, since in that mode records become
-    visible to readers only once synced."""
-    outcomes = [_append(log, topic, partition, records) for topic, partition, records in asked]
+def appender_of(ctx: Context) -> Appender:
+    """The server's appender (made on the first Produce)."""
+    appender = ctx.state.get(__name__)
+    if appender is None:
+        appender = ctx.state.setdefault(__name__, Appender(ctx.log))
+    assert isinstance(appender, Appender)
+    return appender
+
+
+@dataclass(slots=True, eq=False)
+class _Queued:
+    """One request waiting in the appender's queue."""
+
+    asked: Asked
+    done: anyio.Event
+    outcomes: list[Outcome] | None = None  # set once appended (and durable, in fsync mode)
+
+
+class Appender:
+    """Appends the Produce requests of every connection in the order they joined its queue.
+
+    One request at a time leads: it takes the whole queue as a round, appends the
+    round in one worker thread, hands the lead to the first request queued since
+    (whose task wakes and appends the next round), and only then waits for the
+    round's fsyncs: the next round's appends overlap this round's fsync, and the
+    rounds' appends never overlap each other, so a partition's batches land in
+    queue order. Runs on the event loop only (no lock needed); the waits are
+    shielded from cancellation, so a queued request is appended and its round
+    settled even when its connection goes away (as a request a broker has read).
+    """
+
+    __slots__ = ("_leading", "_log", "_queue")
+
+    def __init__(self, log: Log) -> None:
+        self._log = log
+        self._queue: deque[_Queued] = deque()
+        self._leading = False
+
+    async def append(self, ctx: Context, asked: Asked) -> list[Outcome]:
+        """Queue ``asked`` (synchronously, before the first ``await``) and return its outcomes
+        once its round is appended and, in ``fsync`` mode, durable."""
+        item = _Queued(asked, anyio.Event())
+        self._queue.append(item)
+        with anyio.CancelScope(shield=True):
+            if self._leading:
+                await item.done.wait()  # its outcomes, or the lead
+            else:
+                self._leading = True
+            if item.outcomes is None:  # this request leads the round it is in
+                await self._round(ctx)
+        assert item.outcomes is not None
+        return item.outcomes
+
+    async def _round(self, ctx: Context) -> None:
+        batch = list(self._queue)  # bounded by the requests in flight
+        self._queue.clear()
+        log = self._log
+        passed = False
+        try:
+            appended = await ctx.blocking(append_round, log, [item.asked for item in batch])
+            self._pass_lead()  # the next round's appends overlap this round's fsyncs
+            passed = True
+            if log.durability == "fsync":
+                await ctx.blocking(settle, log, appended)
+        except BaseException:  # a bug, not a refused batch: no request of the round hangs
+            appended = [_failed(item.asked) for item in batch]
+            raise
+        finally:
+            if not passed:
+                self._pass_lead()
+            for item, outcomes in zip(batch, appended, strict=True):  # bounded by the round
+                item.outcomes = outcomes
+                item.done.set()
+
+    def _pass_lead(self) -> None:
+        """The lead passes to the first request queued (its outcomes still None), if any."""
+        if self._queue:
+            self._queue[0].done.set()
+        else:
+            self._leading = False
+
+
+def append_all(log: Log, asked: Asked) -> list[Outcome]:
+    """Append one request's batches and, in ``fsync`` mode, wait until they are durable
+    (acks 0 too: in that mode records become visible to readers only once synced)."""
+    appended = append_round(log, [asked])
     if log.durability == "fsync":
-        ends: dict[TopicPartition, int] = {}
-        for o in outcomes:  # bounded by the request; a partition named twice waits for its last
+        settle(log, appended)
+    return appended[0]
+
+
+def append_round(log: Log, requests: Sequence[Asked]) -> list[list[Outcome]]:
+    """Append every partition's batch of every request, in order, none waiting for its fsync
+    (in a worker thread)."""
+    return [[_append(log, topic, partition, records) for topic, partition, records in asked]
+            for asked in requests]
+
+
+def settle(log: Log, appended: Sequence[list[Outcome]]) -> None:
+    """Wait once until every appended batch of ``appended`` is durable (in a worker thread);
+    a partition whose wait failed gets the error in every outcome of the round."""
+    ends: dict[TopicPartition, int] = {}
+    for outcomes in appended:  # bounded by the round
+        for o in outcomes:  # a partition named twice waits for its last batch
             if o.error == NONE:
                 tp = TopicPartition(o.topic, o.partition)
                 ends[tp] = max(ends.get(tp, 0), o.end_offset)
-        failed = log.wait_durable_each(ends)
-        for outcome in outcomes:  # bounded by the request
-            error = failed.get(TopicPartition(outcome.topic, outcome.partition))
-            if error is not None and outcome.error == NONE:  # the batch may not survive a power loss
-                outcome.error, outcome.message = kafka_error_for(error).code, str(error)
-                outcome.base_offset = -1
-    return outcomes
+    failed = log.wait_durable_each(ends)
+    if not failed:
+        return
+    for outcomes in appended:  # bounded by the round
+        for o in outcomes:
+            error = failed.get(TopicPartition(o.topic, o.partition))
+            if error is not None and o.error == NONE:  # the batch may not survive a power loss
+                o.error, o.message = kafka_error_for(error).code, str(error)
+                o.base_offset = -1
+
+
+def _failed(asked: Asked) -> list[Outcome]:
+    return [Outcome(topic, partition, UNKNOWN_SERVER_ERROR, "the append failed")
+            for topic, partition, _ in asked]
 
 
 def _append(log: Log, topic: str, partition: int, records: bytes | None) -> Outcome:
