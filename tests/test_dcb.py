@@ -36,6 +36,7 @@ from eventstore import (
     SequencedEvent,
     TaggedEvent,
 )
+from eventstore.sourcing import dcb as dcb_module
 from eventstore.sourcing.dcb import DCB, DCB_TOPIC
 
 TAGS = ["a", "b", "c", "d"]
@@ -77,8 +78,12 @@ class DCBAgainstReference(RuleBasedStateMachine):
         self.path = os.path.join(self.dir, "store")
         self.store = eventstore.open(self.path)
         self.model = InMemoryDCBRecorder()
+        # small chunks and frequent index writes: ranges cross chunks, reads merge both
+        self.saved = dcb_module.CHUNK, dcb_module.FLUSH_EVERY
+        dcb_module.CHUNK, dcb_module.FLUSH_EVERY = 2, 3
 
     def teardown(self) -> None:
+        dcb_module.CHUNK, dcb_module.FLUSH_EVERY = self.saved
         self.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -132,7 +137,7 @@ class DCBAgainstReference(RuleBasedStateMachine):
 
 
 TestDCBAgainstReference = DCBAgainstReference.TestCase
-TestDCBAgainstReference.settings = settings(max_examples=50, stateful_step_count=30, deadline=None)
+TestDCBAgainstReference.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
 # --- concurrency -----------------------------------------------------------------------------

@@ -66,10 +66,11 @@ DCB_TOPIC = "__dcb"
 DCB_STREAM = "$dcb"
 REPLAY_PAGE = 10_000
 FLUSH_EVERY = 256  # pending events that make a requester write them to the tag index
+CHUNK = 64  # records in a chunk of a tag's (or a type's) range
 
 DB_EVENTS = b"dcb"  # DCB position uint64 BE -> record
-DB_TAGS = b"dcbtags"  # tag, 0x00, DCB position uint64 BE -> record
-DB_TYPES = b"dcbtypes"  # type, 0x00, DCB position uint64 BE -> record
+DB_TAGS = b"dcbtags"  # tag, 0x00, first DCB position uint64 BE -> chunk of records
+DB_TYPES = b"dcbtypes"  # type, 0x00, first DCB position uint64 BE -> chunk of records
 DB_META = b"dcbmeta"  # b"covered" -> next $dcb version not indexed; b"g" tag / b"y" type -> count
 _DBS = (DB_EVENTS, DB_TAGS, DB_TYPES, DB_META)
 _EVERYTHING = QueryItem()
@@ -79,6 +80,7 @@ _tags_enc = msgspec.msgpack.Encoder()
 _tags_dec = msgspec.msgpack.Decoder(list[str])
 _rec_enc = msgspec.msgpack.Encoder()
 _recs_dec = msgspec.msgpack.Decoder(list[SequencedEvent])
+_chunks_dec = msgspec.msgpack.Decoder(list[list[SequencedEvent]])
 
 
 def _array_header(n: int) -> bytes:
@@ -245,22 +247,23 @@ class DCB:
             self.index.write(functools.partial(self._put, records, version))
 
     def _put(self, records: list[SequencedEvent], covered: int, txn: Any) -> None:
+        """Index ``records`` (in position order) and mark the index as covering ``$dcb`` up to
+        version ``covered``: each by position, and appended to the chunks of its tags and
+        of its type."""
         events, tags, types, meta = (self.dbs[n] for n in _DBS)
-        counts: dict[bytes, int] = {}
+        by_tag: dict[bytes, list[tuple[int, bytes]]] = {}
+        by_type: dict[bytes, list[tuple[int, bytes]]] = {}
         for rec in records:  # bounded by the records
             value = _rec_enc.encode(rec)
-            pos = _u64.pack(rec.position)
-            txn.put(pos, value, db=events)
-            name = rec.type.encode()
-            txn.put(name + b"\x00" + pos, value, db=types)
-            counts[b"y" + name] = counts.get(b"y" + name, 0) + 1
+            txn.put(_u64.pack(rec.position), value, db=events)
+            by_type.setdefault(b"y" + rec.type.encode(), []).append((rec.position, value))
             for tag in set(rec.tags):  # bounded by the event's tags
-                name = tag.encode()
-                txn.put(name + b"\x00" + pos, value, db=tags)
-                counts[b"g" + name] = counts.get(b"g" + name, 0) + 1
-        for key, n in counts.items():  # bounded by the tags and types
-            raw = txn.get(key, db=meta)
-            txn.put(key, _u64.pack(n + (0 if raw is None else _u64.unpack(raw)[0])), db=meta)
+                by_tag.setdefault(b"g" + tag.encode(), []).append((rec.position, value))
+        for group, db in ((by_tag, tags), (by_type, types)):  # bounded: two kinds
+            for key, items in group.items():  # bounded by the tags and types
+                _append_chunks(txn, db, key[1:] + b"\x00", items)
+                raw = txn.get(key, db=meta)
+                txn.put(key, _u64.pack(len(items) + (0 if raw is None else _u64.unpack(raw)[0])), db=meta)
         txn.put(b"covered", _u64.pack(covered), db=meta)
 
     def flush(self, every: int = 1) -> None:
@@ -348,14 +351,10 @@ class DCB:
             return any(self._item_first(txn, item, after) for item in (query.items or (_EVERYTHING,)))
 
     def _item_first(self, txn: Any, item: QueryItem, after: int) -> bool:
-        exact = not item.tags or (len(item.tags) == 1 and not item.types)
-        if exact:
-            return bool(self._values(txn, item, after, 1))
-        for value in self._scan(txn, item, after):  # stops at the first match
-            rec = _recs_dec.decode(b"\x91" + value)[0]
-            if item_matches(item, rec.type, rec.tags):
-                return True
-        return False
+        if item.tags or item.types:
+            return bool(self._item_records(txn, item, after, 1))
+        cur = txn.cursor(db=self.dbs[DB_EVENTS])
+        return bool(cur.set_range(_u64.pack(after + 1)))
 
     # --- reading ------------------------------------------------------------------------
 
@@ -363,37 +362,35 @@ class DCB:
         raw = txn.get(key, db=self.dbs[DB_META])
         return 0 if raw is None else int(_u64.unpack(raw)[0])
 
-    def _rarest(self, txn: Any, tags: tuple[str, ...]) -> tuple[bytes, int]:
-        """The tag of ``tags`` fewest events carry, as a key prefix, and how many do."""
-        counted = [(self._count(txn, b"g" + t.encode()), t) for t in tags]
-        n, tag = min(counted)
-        return tag.encode() + b"\x00", n
-
-    def _values(self, txn: Any, item: QueryItem, after: int, limit: int | None) -> list[bytes]:
-        """The raw records of an item that one range answers exactly (one tag and no types,
-        one type, or neither), after ``after``, up to ``limit``."""
-        pos = _u64.pack(after + 1)
+    def _item_records(self, txn: Any, item: QueryItem, after: int,
+                      limit: int | None) -> list[SequencedEvent]:
+        """The indexed events matching an item with tags or types, after ``after``, in order,
+        up to ``limit``: the chunks of its rarest tag (the other tags and the types then
+        checked on each), else of each of its types, merged."""
         if item.tags:
-            prefix, n = self._rarest(txn, item.tags)
-            return _range(txn, self.dbs[DB_TAGS], prefix, pos, n if limit is None else min(n, limit))
-        if len(item.types) == 1:
-            prefix = item.types[0].encode() + b"\x00"
-            n = self._count(txn, b"y" + prefix[:-1])
-            return _range(txn, self.dbs[DB_TYPES], prefix, pos, n if limit is None else min(n, limit))
-        if item.types:
-            runs = [_keyed(txn, self.dbs[DB_TYPES], t.encode() + b"\x00", pos) for t in set(item.types)]
-            merged = (v for _, v in heapq.merge(*runs))
-            return list(merged if limit is None else itertools.islice(merged, limit))
+            counted = [(self._count(txn, b"g" + t.encode()), t) for t in item.tags]
+            n, tag = min(counted)
+            exact = len(item.tags) == 1 and not item.types
+            recs = _chunk_records(txn, self.dbs[DB_TAGS], tag.encode() + b"\x00", after,
+                                  limit if exact else None, n)
+            if not exact:
+                recs = [r for r in recs if item_matches(item, r.type, r.tags)]
+                if limit is not None:
+                    del recs[limit:]
+            return recs
+        runs = [_chunk_records(txn, self.dbs[DB_TYPES], t.encode() + b"\x00", after, limit,
+                               self._count(txn, b"y" + t.encode())) for t in sorted(set(item.types))]
+        recs = runs[0] if len(runs) == 1 else list(heapq.merge(*runs, key=_position))
+        if limit is not None:
+            del recs[limit:]
+        return recs
+
+    def _all_records(self, txn: Any, after: int, limit: int | None) -> list[SequencedEvent]:
         cur = txn.cursor(db=self.dbs[DB_EVENTS])
-        if not cur.set_range(pos):
+        if not cur.set_range(_u64.pack(after + 1)):
             return []
         values = cur.iternext(keys=False, values=True)
-        return list(values if limit is None else itertools.islice(values, limit))
-
-    def _scan(self, txn: Any, item: QueryItem, after: int) -> Iterator[bytes]:
-        """Raw records of the range of the item's rarest tag after ``after``, in order."""
-        prefix, _ = self._rarest(txn, item.tags)
-        return _prefixed(txn, self.dbs[DB_TAGS], prefix, _u64.pack(after + 1))
+        return _decode_values(list(values if limit is None else itertools.islice(values, limit)))
 
     def read(self, query: Query | None = None, after: int | None = None,
              limit: int | None = None) -> TaggedRead:
@@ -436,16 +433,10 @@ class DCB:
 
     def _matching(self, txn: Any, query: Query, after: int, upto: int,
                   limit: int | None) -> list[SequencedEvent]:
-        """The index's records matching ``query``: each item's range, merged by position."""
-        runs: list[list[SequencedEvent]] = []
-        for item in query.items or (_EVERYTHING,):  # bounded by the items
-            exact = not item.tags or (len(item.tags) == 1 and not item.types)
-            if exact:
-                recs = _decode_values(self._values(txn, item, after, limit))
-            else:
-                recs = [r for r in _decode_values(list(self._scan(txn, item, after)))
-                        if item_matches(item, r.type, r.tags)]
-            runs.append(recs)
+        """The index's records matching ``query``: each item's, merged by position."""
+        runs = [self._item_records(txn, item, after, limit) if item.tags or item.types
+                else self._all_records(txn, after, limit)
+                for item in query.items or (_EVERYTHING,)]  # bounded by the items
         merged = runs[0] if len(runs) == 1 else _unique(heapq.merge(*runs, key=_position))
         cut = len(merged)
         while cut and merged[cut - 1].position > upto:  # bounded by the records
@@ -476,51 +467,78 @@ def _position(event: SequencedEvent) -> int:
     return event.position
 
 
-def _range(txn: Any, db: Any, prefix: bytes, pos: bytes, count: int) -> list[bytes]:
-    """Up to ``count`` values of keys ``prefix + position`` from ``pos`` on, in key order.
+def _chunk_header(count: int) -> bytes:
+    """A chunk's MessagePack array header, always 3 bytes (array 16) so it can be rewritten."""
+    return b"\xdc" + count.to_bytes(2, "big")
 
-    ``count`` is how many keys carry ``prefix`` (its count in ``dcbmeta``), so the
-    cursor walks at C speed without looking at keys; past ``prefix`` (a range
-    starting after its first key) the keys are cut at the prefix's end by
-    bisection.
+
+def _last_chunk(cur: Any, prefix: bytes) -> tuple[bytes, bytes] | None:
+    """The last chunk of ``prefix`` (key, value), if it has one; leaves ``cur`` on it."""
+    found = cur.prev() if cur.set_range(prefix[:-1] + b"\x01") else cur.last()
+    if found and cur.key().startswith(prefix):
+        return bytes(cur.key()), bytes(cur.value())
+    return None
+
+
+def _append_chunks(txn: Any, db: Any, prefix: bytes, items: list[tuple[int, bytes]]) -> None:
+    """Append encoded records (with their positions, increasing) to the chunks of ``prefix``:
+    the last chunk is filled up to ``CHUNK`` records, then new ones are keyed by their first
+    record's position."""
+    cur = txn.cursor(db=db)
+    last = _last_chunk(cur, prefix)
+    taken = 0
+    if last is not None:
+        key, value = last
+        count = int.from_bytes(value[1:3], "big")
+        taken = min(CHUNK - count, len(items))
+        if taken:
+            added = b"".join(v for _, v in items[:taken])
+            txn.put(key, _chunk_header(count + taken) + value[3:] + added, db=db)
+    for start in range(taken, len(items), CHUNK):  # bounded by the records
+        part = items[start:start + CHUNK]
+        txn.put(prefix + _u64.pack(part[0][0]), _chunk_header(len(part)) + b"".join(v for _, v in part),
+                db=db)
+
+
+def _chunk_records(txn: Any, db: Any, prefix: bytes, after: int, limit: int | None,
+                   total: int) -> list[SequencedEvent]:
+    """The records of ``prefix``'s chunks with positions above ``after``, up to ``limit``.
+
+    The chunks from the one that may hold ``after + 1`` are read with one cursor
+    walk and decoded in one call (a chunk is a MessagePack array, so the chunks
+    joined under one more header are an array of arrays). ``total`` (the prefix's
+    count) bounds the walk.
     """
-    if count <= 0:
+    if total <= 0 or limit == 0:
         return []
     cur = txn.cursor(db=db)
-    if not cur.set_range(prefix + pos):
+    start = prefix + _u64.pack(after + 1)
+    found = cur.set_range(start)
+    if not (found and bytes(cur.key()) == start):  # the chunk before may hold later positions
+        back = cur.prev() if found else cur.last()
+        if not (back and cur.key().startswith(prefix)):
+            if not found:
+                return []
+            cur.set_range(start)
+    values: list[bytes] = []
+    held = 0
+    for key, value in cur:  # bounded by the prefix's chunks
+        if not key.startswith(prefix):
+            break
+        values.append(value)
+        held += int.from_bytes(value[1:3], "big")
+        if limit is not None and held >= limit + CHUNK:
+            break
+    if not values:
         return []
-    items = list(itertools.islice(cur.iternext(keys=True, values=True), count))
-    if items and not items[-1][0].startswith(prefix):
-        del items[bisect.bisect_left(items, (prefix[:-1] + b"\x01",)):]
-    return [v for _, v in items]
-
-
-def _prefixed(txn: Any, db: Any, prefix: bytes, pos: bytes) -> Iterator[bytes]:
-    """Values of keys ``prefix + position`` from ``pos`` on, in key order."""
-    cur = txn.cursor(db=db)
-    if not cur.set_range(prefix + pos):
-        return
-    for key, value in cur:  # bounded by the range
-        if not key.startswith(prefix):
-            return
-        yield value
-
-
-def _keyed(txn: Any, db: Any, prefix: bytes, pos: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(position key, value) pairs of one range, for merging ranges by position."""
-    n = len(prefix)
-    for key, value in _prefixed_items(txn, db, prefix, pos):  # bounded by the range
-        yield key[n:], value
-
-
-def _prefixed_items(txn: Any, db: Any, prefix: bytes, pos: bytes) -> Iterator[tuple[bytes, bytes]]:
-    cur = txn.cursor(db=db)
-    if not cur.set_range(prefix + pos):
-        return
-    for key, value in cur:  # bounded by the range
-        if not key.startswith(prefix):
-            return
-        yield key, value
+    chunks = _chunks_dec.decode(_array_header(len(values)) + b"".join(values))
+    first = chunks[0]
+    if first and first[0].position <= after:
+        chunks[0] = first[bisect.bisect_right([r.position for r in first], after):]
+    recs = chunks[0] if len(chunks) == 1 else list(itertools.chain.from_iterable(chunks))
+    if limit is not None:
+        del recs[limit:]
+    return recs
 
 
 def _unique(records: Iterable[SequencedEvent]) -> list[SequencedEvent]:
