@@ -24,7 +24,12 @@ from eventstore.server.batches import ConvertedBatches, NotConverted, as_kafka_b
 from eventstore.server.entities import entity, item_class
 from eventstore.wire import response_header
 from eventstore.wire.framing import SPLICE_BYTES, FrameParts, joined
-from eventstore.wire.messages import encode_response, encode_response_parts, response_type
+from eventstore.wire.messages import (
+    encode_response,
+    encode_response_frame,
+    encode_response_parts,
+    response_type,
+)
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -81,6 +86,18 @@ def test_fetch_frame_in_parts_is_kio_encoding(version: int, correlation_id: int,
     for records in big:  # the stored bytes themselves are sent, not a copy
         assert any(part is records for part in parts)
     assert len(parts) <= 1 + 2 * len(big)
+
+
+@pytest.mark.parametrize("version", [4, 11, 16])
+def test_only_a_fetch_with_large_records_is_sent_in_parts(version: int) -> None:
+    large, small = bytes(SPLICE_BYTES), bytes(SPLICE_BYTES - 1)
+    with_large = fetch_response(version, 0, [("t", uuid.uuid4(), [(0, 0, 5, large), (1, 0, 5, None)])])
+    with_small = fetch_response(version, 0, [("t", uuid.uuid4(), [(0, 0, 5, small)])])
+    parts = encode_response_frame(3, with_large)
+    assert isinstance(parts, list) and any(p is large for p in parts)
+    assert joined(parts) == plain_frame(3, with_large)
+    whole = encode_response_frame(3, with_small)
+    assert isinstance(whole, bytes) and whole == plain_frame(3, with_small)
 
 
 def test_frame_parts_keeps_large_writes_and_fills_the_size() -> None:

@@ -36,7 +36,7 @@ from ..wire import RequestHeader, kafka_error_for, response_header
 from ..wire.apis import API_VERSIONS_KEY, EXTENSION_KEYS, SERVED
 from ..wire.errors import UNSUPPORTED_VERSION, ProtocolError, UnsupportedVersionError
 from ..wire.framing import Buffer, frame
-from ..wire.messages import api_versions_response, decode_request_body, encode_response, encode_response_parts
+from ..wire.messages import api_versions_response, decode_request_body, encode_response, encode_response_frame
 
 try:
     from kio.index import load_request_schema, load_response_schema
@@ -66,9 +66,6 @@ itself, and answers its own errors."""
 
 Frame = bytes | list[Buffer]
 """A response frame: whole, or (a Fetch) buffers to send in turn (``wire.framing.FrameParts``)."""
-
-#: APIs whose responses carry stored record batches: encoded around them, not through a copy.
-SPLICED_KEYS = frozenset({1})  # Fetch
 
 H = TypeVar("H", bound=Handler)
 R = TypeVar("R", bound=RawHandler)
@@ -150,9 +147,7 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fra
         log.info("%s from %s answered %s: %s", _name(header), ctx.client, kafka_error_for(e).name, e)
     if response is None:
         return None
-    if header.api_key in SPLICED_KEYS:
-        return encode_response_parts(header.correlation_id, response)
-    return encode_response(header.correlation_id, response)
+    return encode_response_frame(header.correlation_id, response)
 
 
 def _decode(header: RequestHeader, frame_bytes: bytes) -> Any:
