@@ -2,8 +2,9 @@
 library's in-memory DCB recorder (``popo``, the reference: no disk, no durability).
 
 * conditional appends, one event each with two tags, whose condition is a query of those two
-  tags after the last position the writer saw: from 1 thread durable (fsync mode) and from
-  64 threads (disjoint tags, so none conflicts: they share batches and fsyncs);
+  tags after the last position the writer saw: from 1 thread durable (fsync mode), beside
+  plain ``append_to_stream`` calls (the store's own floor: one fsync each), and from 64
+  threads (disjoint tags, so none conflicts: they share batches and fsyncs);
 * ``read_events`` of 10,000 matching events (one tag) among 1,000,000 (at scale 1): the
   median of several reads; popo scans its whole list for each.
 """
@@ -118,6 +119,22 @@ def appends(system: EventStoreDCB, root: Path, count: int) -> Measured:
     return Measured(seconds, "fsync, 1 thread", {"us_per_append": seconds / count * 1e6})
 
 
+def stream_appends(root: Path, count: int) -> Measured:
+    """The floor: ``count`` single-event ``append_to_stream`` calls, one thread, durable."""
+    import eventstore
+    from eventstore import NewEvent
+
+    store = eventstore.open(root / "store", durability="fsync")
+    try:
+        started = time.perf_counter()
+        for i in range(count):  # bounded by count
+            store.append_to_stream(f"bench-{i % 500}", [NewEvent(type="Decided", data=DATA)])
+        seconds = time.perf_counter() - started
+    finally:
+        store.close()
+    return Measured(seconds, "fsync, 1 thread", {"us_per_append": seconds / count * 1e6})
+
+
 def appends_threads(system: EventStoreDCB, root: Path, threads: int, per_thread: int) -> Measured:
     """Conditional appends from ``threads`` threads, each on tags of its own."""
     store = system.open(root, "fsync")
@@ -183,6 +200,8 @@ def w13(ctx: Context) -> WorkloadResult:
     rows = []
     for s in SYSTEMS:
         rows.append(ctx.measure("W13", s, count, partial(appends, s, count=count), "append, 1 thread"))
+    rows.append(ctx.measure("W13", SYSTEMS[0], count, partial(stream_appends, count=count),
+                            "append_to_stream, 1 thread"))
     rows.append(ctx.measure("W13", SYSTEMS[0], W13_THREADS * per_thread,
                             partial(appends_threads, SYSTEMS[0], threads=W13_THREADS, per_thread=per_thread),
                             f"append, {W13_THREADS} threads"))
@@ -197,6 +216,7 @@ def w13(ctx: Context) -> WorkloadResult:
         return got
 
     ours, popo = per_s("eventstore", "append, 1 thread"), per_s("eventsourcing-popo", "append, 1 thread")
+    floor = per_s("eventstore", "append_to_stream, 1 thread")
     read_ms = row("eventstore", "read_events").get("ms")
     popo_ms = row("eventsourcing-popo", "read_events").get("ms")
     metrics = {
@@ -204,6 +224,7 @@ def w13(ctx: Context) -> WorkloadResult:
         "eventstore appends/s @64": per_s("eventstore", f"append, {W13_THREADS} threads"),
         "eventstore read_events ms": read_ms,
         "eventstore/popo appends @1": ours / popo if ours and popo else None,
+        "append_events/append_to_stream @1": ours / floor if ours and floor else None,
         "popo/eventstore read_events time": popo_ms / read_ms
         if isinstance(popo_ms, float) and isinstance(read_ms, float) and read_ms else None,
     }

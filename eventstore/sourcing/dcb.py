@@ -216,6 +216,9 @@ class DCB:
         self._pending = _PendingIndex()
         self._flush_lock = threading.Lock()
         self.dbs = self._open_dbs()
+        with self.index.read() as txn:
+            #: the last DCB position in the index: a check after it needs no index read
+            self.indexed_last = self._last(txn, 2**64 - 2) or 0
         self._catch_up()
         streams.log.add_delete_hook(self._drop_topic)
 
@@ -245,6 +248,7 @@ class DCB:
             records = [SequencedEvent(e.position + 1, e.type, e.data, tags_of(e.metadata)) for e in events]
             version = events[-1].version + 1
             self.index.write(functools.partial(self._put, records, version))
+            self.indexed_last = records[-1].position
 
     def _put(self, records: list[SequencedEvent], covered: int, txn: Any) -> None:
         """Index ``records`` (in position order) and mark the index as covering ``$dcb`` up to
@@ -284,6 +288,7 @@ class DCB:
                 last = written[-1].req
                 assert last is not None and last.result is not None
                 self.index.write(functools.partial(self._put, records, last.result.next_expected_version + 1))
+                self.indexed_last = records[-1].position  # before they leave the pending ones
             if done:
                 self._pending.drop_first(len(done))
 
@@ -299,6 +304,7 @@ class DCB:
         with self._flush_lock:
             self._pending.clear()
             self.index.write(drop)
+            self.indexed_last = 0
 
     # --- appending ----------------------------------------------------------------------
 
@@ -347,6 +353,8 @@ class DCB:
         (looked at before the index is read, so none is missed as it moves there)."""
         if next(self._pending.matching(query, after, None), None) is not None:
             return True
+        if after >= self.indexed_last:  # read after the pending ones: see flush
+            return False
         with self.index.read() as txn:
             return any(self._item_first(txn, item, after) for item in (query.items or (_EVERYTHING,)))
 
