@@ -10,6 +10,7 @@ An encoded batch (``Log.append_encoded``) and a Kafka RecordBatch v2
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
 from typing import Any, overload
@@ -225,12 +226,165 @@ def _walk_records(data: bytes | bytearray, at: int, size_limit: int, count: int,
     """The end of ``count`` records from ``at`` in ``data``, which they must not pass
     ``size_limit`` (IndexError past the end of ``data``).
 
-    Varints of one and two bytes (nearly every length and delta) are read inline, each
-    field written out (this loop is the cost of a Produce); longer ones by ``_varint``.
-    A length is read without its sign (an odd zigzag value, negative, is refused by
-    itself) and the offset delta compared as its zigzag value, ``2 * index``."""
+    Producers write runs of records of one shape: the same length, key and value sizes,
+    no headers, one-byte or two-byte timestamp deltas, offset deltas counting up (a
+    client's batch of fixed-size values is one or a few such runs). One record is read
+    exactly (``_walk_exact``), then ``_same_shape`` checks how many records after it
+    have its shape, field by field over all of them at once (strided slices compared in
+    C): those are exactly the records ``_walk_exact`` would accept with that layout.
+    The first record that differs is read exactly again; after a short run, a stretch
+    of records is read exactly before a run is tried again, so records of many shapes
+    cost little more than the exact walk alone."""
     latest = _NO_LIMIT if max_delta is None else max_delta
-    for index in range(count):  # bounded: count <= bytes / 7
+    index = 0
+    while index < count:  # bounded: each pass takes at least one record
+        stop = _walk_exact(data, at, size_limit, index, index + 1, latest)
+        run, at_after = _same_shape(data, at, stop, size_limit, index, count, latest)
+        index += 1 + run
+        at = at_after
+        if run < _SHORT_RUN and index < count:
+            last = min(count, index + _EXACT_STRETCH)
+            at = _walk_exact(data, at, size_limit, index, last, latest)
+            index = last
+    return at
+
+
+_SHORT_RUN = 8  # a run shorter than this: the next records are read exactly for a stretch
+_EXACT_STRETCH = 32
+
+
+def _varint_width(data: bytes | bytearray, at: int, stop: int) -> int:
+    """Bytes of the varint at ``at`` (0 when it does not end before ``stop``)."""
+    for width in range(1, 4):  # bounded: the shapes checked have varints of at most 3 bytes
+        if at + width > stop:
+            return 0
+        if data[at + width - 1] < 0x80:
+            return width
+    return 0
+
+
+def _same_shape(data: bytes | bytearray, at: int, stop: int, size_limit: int, index: int,
+                count: int, latest: int) -> tuple[int, int]:
+    """How many records from ``stop`` on (the one at ``at``, ``index``, ending at ``stop``,
+    already checked exactly) have its shape, and where they end.
+
+    A shape: length varint bytes, attributes, a timestamp delta of 1 or 2 bytes, the
+    offset delta in its shortest form (1 to 3 bytes), key and value size varints
+    (bytes), no headers. Records of one shape all have the same size (``stride``), so
+    each field of the ``n`` records ahead is the slice ``data[field::stride]``: a field
+    whose bytes must repeat is compared with that slice, the offset deltas with the
+    shortest encodings of ``2 * i`` (``_offset_delta_columns``), the timestamp deltas
+    by byte tables. The run ends at the first record where any field differs."""
+    lw = _varint_width(data, at, stop)
+    ts = at + lw + 1  # after the length and the attributes byte
+    tw = _varint_width(data, ts, stop) if lw else 0
+    od = ts + tw
+    ow = _varint_width(data, od, stop) if 0 < tw <= 2 else 0
+    key = od + ow
+    kw = _varint_width(data, key, stop) if ow else 0
+    if not kw:
+        return 0, stop
+    key_size, value = _varint(data, key)
+    value += max(key_size, 0)
+    vw = _varint_width(data, value, stop)
+    if not vw:
+        return 0, stop
+    value_size, end = _varint(data, value)
+    end += max(value_size, 0)
+    first = index + 1
+    if end + 1 != stop or data[end] != 0 or first < _OFFSET_DELTA_FROM[ow]:
+        return 0, stop
+    stride = stop - at
+    n = min(count - first, (size_limit - stop) // stride, _OFFSET_DELTA_TO[ow] - first)
+    if n <= 0:
+        return 0, stop
+    span = n * stride
+    base = stop - at  # a field at position f of the record at ``at`` is at f + base in the next one
+
+    def column(f: int) -> bytes | bytearray:
+        return data[f + base:f + base + span:stride]
+
+    for f in (*range(at, at + lw), *range(key, key + kw), *range(value, value + vw), end):
+        n = _repeats(column(f)[:n], data[f])
+        if not n:
+            return 0, stop
+    n = _timestamps_within(column(ts)[:n], column(ts + 1)[:n] if tw == 2 else None, latest)
+    for j, expected in enumerate(_offset_delta_columns(ow)):  # bounded: 3 bytes at most
+        if not n:
+            break
+        n = _common_prefix(column(od + j)[:n], expected[first:first + n])
+    return n, stop + n * stride
+
+
+def _repeats(column: bytes | bytearray, byte: int) -> int:
+    """How many bytes at the start of ``column`` are ``byte``."""
+    return len(column) - len(column.lstrip(_SINGLE[byte]))
+
+
+_SINGLE = [bytes((b,)) for b in range(256)]
+
+
+def _common_prefix(a: bytes | bytearray, b: bytes | bytearray) -> int:
+    """How many bytes ``a`` and ``b`` (of one length) agree on from the start."""
+    if a == b:
+        return len(a)
+    diff = int.from_bytes(a, "little") ^ int.from_bytes(b, "little")
+    return ((diff & -diff).bit_length() - 1) >> 3
+
+
+def _timestamps_within(low: bytes | bytearray, high: bytes | bytearray | None, latest: int) -> int:
+    """How many timestamp deltas from the start are well-formed varints of the run's width
+    (1 byte: ``low``; 2 bytes: ``low`` then ``high``) and surely not after ``latest``
+    (a two-byte delta close to ``latest`` ends the run: the exact walk decides it)."""
+    if high is None:
+        bad = _one_byte_deltas_after(max(min(latest, 64), -65))
+        return len(low) - len(low.translate(bad).lstrip(b"\0"))
+    # the first byte continues the varint; the second ends it and keeps the value below latest
+    n = len(low) - len(low.translate(_ENDS_VARINT).lstrip(b"\0"))
+    high = high[:n].translate(_two_byte_highs_after(max(min(latest, 1 << 13), -1)))
+    return n - len(high.lstrip(b"\0"))
+
+
+@functools.cache
+def _one_byte_deltas_after(latest: int) -> bytes:
+    """A byte table: 1 where a one-byte varint does not end there or says a delta after ``latest``."""
+    return bytes(int(b >= 0x80 or (b >> 1) ^ -(b & 1) > latest) for b in range(256))
+
+
+@functools.cache
+def _two_byte_highs_after(latest: int) -> bytes:
+    """A byte table for the second byte of a two-byte varint: 1 where it does not end the
+    varint, or where a delta with that high byte could be after ``latest``."""
+    return bytes(int(b >= 0x80 or ((b << 7) | 0x7F) >> 1 > latest) for b in range(256))
+
+
+_ENDS_VARINT = bytes(int(b < 0x80) for b in range(256))
+_OFFSET_DELTA_FROM = (0, 0, 64, 1 << 13)  # by width: the first index whose shortest form it is
+_OFFSET_DELTA_TO = (0, 64, 1 << 13, 1 << 16)  # ... and the end (runs stop past 65,536 records)
+
+
+@functools.cache
+def _offset_delta_columns(width: int) -> tuple[bytes, ...]:
+    """For each byte of an offset delta of ``width`` bytes: that byte of the shortest varint
+    of ``2 * i`` (the zigzag of ``i``) at position ``i``, for ``i`` below 65,536."""
+    values = range(0, 2 * _OFFSET_DELTA_TO[width], 2)
+    if width == 1:
+        return (bytes(v & 0xFF for v in values),)
+    columns = [bytes((v >> (7 * j)) & 0x7F | 0x80 for v in values) for j in range(width - 1)]
+    return (*columns, bytes((v >> (7 * (width - 1))) & 0xFF for v in values))
+
+
+def _walk_exact(data: bytes | bytearray, at: int, size_limit: int, first: int, last: int,
+                latest: int) -> int:
+    """The end of records ``first`` to ``last`` (excluded) from ``at`` in ``data``, which
+    they must not pass ``size_limit`` (IndexError past the end of ``data``): each record
+    read field by field, the reference the run check of ``_walk_records`` must agree with.
+
+    Varints of one and two bytes (nearly every length and delta) are read inline, each
+    field written out; longer ones by ``_varint``. A length is read without its sign (an
+    odd zigzag value, negative, is refused by itself) and the offset delta compared as
+    its zigzag value, ``2 * index``."""
+    for index in range(first, last):  # bounded: count <= bytes / 7
         byte = data[at]
         if byte < 0x80:
             at += 1
