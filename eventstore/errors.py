@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CommitFailedError",
+    "ConditionFailedError",
     "CorruptionError",
     "EventDecodeError",
     "EventStoreError",
@@ -294,6 +295,11 @@ class StreamNotFoundError(EventStoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ConditionFailedError(EventStoreError):
+    """An append condition failed: an event matching its query exists after its position
+    (dynamic consistency boundaries, ``append_events``). Nothing was written."""
 
 
 class EventDecodeError(EventStoreError):

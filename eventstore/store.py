@@ -34,7 +34,7 @@ from .records import (
 )
 from .sourcing import index as stream_index
 from .sourcing import subscriptions
-from .sourcing.dcb import DCB, TaggedSubscription
+from .sourcing.dcb import DCB, TaggedSubscription, dcb_of
 from .sourcing.dcbtypes import AppendCondition, Query, TaggedEvent, TaggedRead
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from .sourcing.streams import Streams, open_streams
@@ -439,12 +439,7 @@ class Store:
         first use: its tag index catches up with the log then."""
         dcb = self._dcb
         if dcb is None:
-            streams = self.streams
-            with self._lock:
-                if self._dcb is None:
-                    self.log.check_open()
-                    self._dcb = DCB(streams)
-                dcb = self._dcb
+            dcb = self._dcb = dcb_of(self.streams)
         return dcb
 
     def append_events(self, events: Sequence[TaggedEvent] | TaggedEvent,

@@ -26,11 +26,13 @@ from ..errors import EventStoreError, InvalidArgumentError, StoreClosedError, To
 from ..groups.membership import GroupDescription
 from ..log import DEFAULT_MAX_RECORDS, UNSET
 from ..records import Message, Record, RecordMetadata, TopicConfig, TopicPartition
+from ..sourcing.dcbtypes import AppendCondition, Query, TaggedEvent, TaggedRead
 from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from ..sourcing.rules import check_stream_id
 from ..sourcing.subscriptions import PAGE_EVENTS, check_count
 from ..validation import check_group_id, check_int64, check_wait
 from .connection import Connection, ConnectionPool, parse_bootstrap
+from .dcb import RemoteDCB, RemoteTaggedSubscription
 from .streams import RemoteStreams, RemoteSubscription
 
 if TYPE_CHECKING:  # imported when first used: the Kafka client library is the 'remote' extra
@@ -85,6 +87,7 @@ class RemoteStore:
 
         self._log = KafkaLog(",".join(f"{h}:{p}" for h, p in addresses))
         self._streams = RemoteStreams(ConnectionPool(addresses), max_bytes)
+        self._dcb = RemoteDCB(self._streams.connection, addresses, max_bytes)
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()  # producers and consumers made here
         self._closed = False
 
@@ -387,6 +390,29 @@ class RemoteStore:
             streams.stream_versions([])  # the server serves streams: fail here, not in next()
         return RemoteSubscription(Connection(self._addresses), kind, target, start, page_events,
                                   self._max_bytes)
+
+    # --- dynamic consistency boundaries (AppendEvents, ReadEvents, PollEvents) ----------
+
+    @property
+    def dcb(self) -> RemoteDCB:
+        """The DCB calls over the extension APIs."""
+        self._check_open()
+        return self._dcb
+
+    def append_events(self, events: Sequence[TaggedEvent] | TaggedEvent,
+                      condition: AppendCondition | None = None) -> int:
+        """Append tagged events atomically unless ``condition`` fails (as ``Store``)."""
+        return self.dcb.append(events, condition)
+
+    def read_events(self, query: Query | None = None, *, after: int | None = None,
+                    limit: int | None = None) -> TaggedRead:
+        """The tagged events matching ``query`` after ``after``, up to ``limit`` (as ``Store``)."""
+        return self.dcb.read(query, after, limit)
+
+    def subscribe_events(self, query: Query | None = None, *, after: int | None = None,
+                         page_events: int = PAGE_EVENTS) -> RemoteTaggedSubscription:
+        """The tagged events matching ``query`` after ``after``: history, then live."""
+        return self.dcb.subscribe(query, after, page_events)
 
     def get_stream_metadata(self, stream_id: str) -> StreamMetadata:
         return self.streams.metadata(stream_id)

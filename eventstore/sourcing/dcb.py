@@ -31,6 +31,7 @@ import heapq
 import itertools
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from .queue import AppendRequest
     from .streams import Streams
 
-__all__ = ["DCB", "DCB_STREAM", "DCB_TOPIC", "FLUSH_EVERY", "TaggedSubscription", "tags_of"]
+__all__ = ["DCB", "DCB_STREAM", "DCB_TOPIC", "FLUSH_EVERY", "TaggedSubscription", "dcb_of", "tags_of"]
 
 DCB_TOPIC = "__dcb"
 DCB_STREAM = "$dcb"
@@ -427,6 +428,16 @@ class DCB:
             head = max(last or 0, tail) or None
         return TaggedRead(records, head)
 
+    def head(self) -> int | None:
+        """The store's last DCB position readers may see (None: none), as a read without a
+        limit answers it."""
+        self.streams.check_open()
+        upto = self.streams.positions.watermark
+        tail = self._pending_last(upto)  # before the index: see read
+        with self.index.read() as txn:
+            last = self._last(txn, upto)
+        return max(last or 0, tail) or None
+
     def _pending_last(self, upto: int) -> int:
         """The last pending DCB position readers may see (0: none)."""
         best = 0
@@ -623,3 +634,21 @@ class TaggedSubscription:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_layers: weakref.WeakKeyDictionary[Streams, DCB] = weakref.WeakKeyDictionary()
+_layers_lock = threading.Lock()
+
+
+def dcb_of(streams: Streams) -> DCB:
+    """The one DCB layer of ``streams`` (made, and its tag index caught up, on first use).
+
+    One per store: the appends it has pending are what every conditional append
+    of the store, embedded or served, is checked against.
+    """
+    with _layers_lock:
+        layer = _layers.get(streams)
+        if layer is None:
+            streams.check_open()
+            layer = _layers[streams] = DCB(streams)
+        return layer

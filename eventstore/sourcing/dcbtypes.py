@@ -11,15 +11,10 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from ..errors import EventStoreError, InvalidArgumentError
+from ..errors import ConditionFailedError, InvalidArgumentError
 
 __all__ = ["AppendCondition", "ConditionFailedError", "Query", "QueryItem", "SequencedEvent",
            "TaggedEvent", "TaggedRead", "check_name", "item_matches", "query_matches"]
-
-
-class ConditionFailedError(EventStoreError):
-    """An append condition failed: an event matching its query exists after its position.
-    Nothing was written."""
 
 
 def check_name(value: object, what: str) -> str:

@@ -13,6 +13,7 @@ from typing import Final
 
 __all__ = [
     "API_VERSIONS_KEY",
+    "DCB_KEYS",
     "EXTENSION_APIS",
     "EXTENSION_KEYS",
     "FLEXIBLE_FROM",
@@ -73,8 +74,12 @@ EXTENSION_APIS: Final[dict[int, str]] = {
     20009: "ListStreams",
     20010: "LoadSnapshot",
     20011: "SaveSnapshot",
+    20012: "AppendEvents",
+    20013: "ReadEvents",
+    20014: "PollEvents",
 }
 EXTENSION_KEYS: Final = range(20000, 20012)
+DCB_KEYS: Final = range(20012, 20015)  # dynamic consistency boundaries (handlers/dcb.py)
 
 KAFKA_API_NAMES: Final[dict[int, str]] = {key: spec[0] for key, spec in _KAFKA.items()}
 SERVED: Final[dict[int, tuple[int, int]]] = {key: (spec[1], spec[2]) for key, spec in _KAFKA.items()}

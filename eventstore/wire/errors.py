@@ -24,6 +24,7 @@ from .. import errors as es
 __all__ = [
     "CLIENT_SIDE_ERRORS",
     "CorruptRecordError",
+    "CONDITION_FAILED",
     "EXTENSION_ERRORS",
     "FrameTooLargeError",
     "KAFKA_ERRORS",
@@ -109,8 +110,10 @@ WRONG_EXPECTED_VERSION: Final = KafkaError(20001, "WRONG_EXPECTED_VERSION", Fals
 STREAM_NOT_FOUND: Final = KafkaError(20002, "STREAM_NOT_FOUND", False)
 STREAM_DELETED: Final = KafkaError(20003, "STREAM_DELETED", False)
 STREAMS_TOPIC: Final = KafkaError(20004, "STREAMS_TOPIC", False)
+CONDITION_FAILED: Final = KafkaError(20005, "CONDITION_FAILED", False)
 
-EXTENSION_ERRORS: Final = (WRONG_EXPECTED_VERSION, STREAM_NOT_FOUND, STREAM_DELETED, STREAMS_TOPIC)
+EXTENSION_ERRORS: Final = (WRONG_EXPECTED_VERSION, STREAM_NOT_FOUND, STREAM_DELETED, STREAMS_TOPIC,
+                           CONDITION_FAILED)
 
 KAFKA_ERRORS: Final[dict[type[es.EventStoreError], KafkaError]] = {
     es.EventStoreError: UNKNOWN_SERVER_ERROR,
@@ -139,6 +142,7 @@ KAFKA_ERRORS: Final[dict[type[es.EventStoreError], KafkaError]] = {
     # streams (extension APIs only)
     es.WrongExpectedVersionError: WRONG_EXPECTED_VERSION,
     es.StreamNotFoundError: STREAM_NOT_FOUND,
+    es.ConditionFailedError: CONDITION_FAILED,
     # reads
     es.OffsetOutOfRangeError: OFFSET_OUT_OF_RANGE,
     # the disk

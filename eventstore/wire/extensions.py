@@ -31,9 +31,12 @@ from .primitives import Malformed, read_uvarint, write_uvarint
 
 __all__ = [
     "NEW_EVENT",
+    "QUERY_ITEM",
     "RECORDED_EVENT",
     "REQUESTS",
     "RESPONSES",
+    "SEQUENCED_EVENT",
+    "TAGGED_EVENT",
     "decode_api_versions_response",
     "decode_request_body",
     "decode_response",
@@ -59,6 +62,12 @@ _APPEND_RESULT: Final[Fields] = (
 COMMON_RESPONSE: Final[Fields] = (
     ("throttle_time_ms", "i32"), ("error_code", "i16"), ("error_message", "nstr"))
 
+TAGGED_EVENT: Final[Fields] = (("type", "str"), ("data", "bytes"), ("tags", ("array", "str")))
+SEQUENCED_EVENT: Final[Fields] = (("position", "i64"), ("type", "str"), ("data", "bytes"),
+                                  ("tags", ("array", "str")))
+QUERY_ITEM: Final[Fields] = (("types", ("array", "str")), ("tags", ("array", "str")))
+_QUERY: Final = ("array", QUERY_ITEM)
+
 REQUESTS: Final[dict[int, Fields]] = {
     20000: (("stream_id", "str"), ("topic", "nstr"), ("expected_kind", "i8"),
             ("expected_version", "i64"), ("events", ("array", NEW_EVENT))),
@@ -76,6 +85,11 @@ REQUESTS: Final[dict[int, Fields]] = {
     20010: (("stream_id", "str"),),
     20011: (("stream_id", "str"), ("aggregate", "str"), ("schema_version", "i32"), ("version", "i64"),
             ("state", "bytes")),
+    20012: (("events", ("array", TAGGED_EVENT)), ("conditional", "bool"), ("fail_if_events_match", _QUERY),
+            ("after", "i64")),
+    20013: (("query", _QUERY), ("after", "i64"), ("limit", "i32"), ("max_bytes", "i32")),
+    20014: (("query", _QUERY), ("after", "i64"), ("max_events", "i32"), ("max_bytes", "i32"),
+            ("max_wait_ms", "i32")),
 }
 
 RESPONSES: Final[dict[int, Fields]] = {
@@ -92,6 +106,9 @@ RESPONSES: Final[dict[int, Fields]] = {
     20010: (*COMMON_RESPONSE, ("found", "bool"), ("aggregate", "str"), ("schema_version", "i32"),
             ("version", "i64"), ("state", "bytes"), ("head_version", "i64")),
     20011: (*COMMON_RESPONSE, ("written", "bool")),
+    20012: (*COMMON_RESPONSE, ("position", "i64")),
+    20013: (*COMMON_RESPONSE, ("events", ("array", SEQUENCED_EVENT)), ("head", "i64"), ("cut", "bool")),
+    20014: (*COMMON_RESPONSE, ("events", ("array", SEQUENCED_EVENT)), ("next_after", "i64")),
 }
 
 _i8 = struct.Struct(">b")

@@ -1,0 +1,187 @@
+"""Dynamic consistency boundaries of a remote store: the DCB layer's calls over the extension
+APIs AppendEvents, ReadEvents and PollEvents (docs/protocol.md, section 7.1).
+
+:class:`RemoteDCB` has the calls of ``eventstore.sourcing.dcb.DCB`` the store makes
+(``append``, ``read``, ``subscribe``); reads ask again after the last event while the
+server cuts its answers (``cut``), until they hold what the embedded read returns.
+A subscription is a client-side cursor advanced by PollEvents long polls on a connection
+of its own. A failed condition comes back as ``ConditionFailedError``.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from ..errors import ConditionFailedError, InvalidArgumentError
+from ..sourcing.dcbtypes import (
+    AppendCondition,
+    Query,
+    SequencedEvent,
+    TaggedEvent,
+    TaggedRead,
+    check_after,
+    check_condition,
+    check_query,
+    check_tagged,
+)
+from ..sourcing.subscriptions import PAGE_EVENTS, check_count
+from .connection import Connection, ConnectionPool, raise_for
+
+__all__ = ["RemoteDCB", "RemoteTaggedSubscription"]
+
+APPEND_EVENTS, READ_EVENTS, POLL_EVENTS = 20012, 20013, 20014
+CONDITION_FAILED = 20005
+POLL_WAIT_S = 1.0  # the longest one long poll waits: a closed subscription notices this often
+
+
+def _items(query: Query) -> list[tuple[list[str], list[str]]]:
+    return [(list(i.types), list(i.tags)) for i in query.items]
+
+
+def _event(t: tuple[Any, ...]) -> SequencedEvent:
+    position, type_, data, tags = t
+    return SequencedEvent(position, type_, data, tuple(tags))
+
+
+def _checked(response: dict[str, Any]) -> dict[str, Any]:
+    if response["error_code"] == CONDITION_FAILED:
+        raise ConditionFailedError(response["error_message"] or "the append condition failed")
+    raise_for(response)
+    return response
+
+
+class RemoteDCB:
+    """The DCB calls of a store served at ``connection``'s address."""
+
+    def __init__(self, connection: ConnectionPool, addresses: list[tuple[str, int]], max_bytes: int) -> None:
+        self.connection = connection
+        self.addresses = addresses
+        self.max_bytes = max_bytes
+
+    def append(self, events: Sequence[TaggedEvent] | TaggedEvent,
+               condition: AppendCondition | None = None) -> int:
+        tagged = check_tagged(events)
+        cond = check_condition(condition)
+        fields = {"events": [(e.type, e.data, list(e.tags)) for e in tagged],
+                  "conditional": cond is not None,
+                  "fail_if_events_match": [] if cond is None else _items(cond.fail_if_events_match),
+                  "after": -1 if cond is None or cond.after is None else cond.after}
+        position: int = _checked(self.connection.call(APPEND_EVENTS, fields))["position"]
+        return position
+
+    def read(self, query: Query | None = None, after: int | None = None,
+             limit: int | None = None) -> TaggedRead:
+        """As the embedded read: pages until the server's answer is not cut."""
+        query = check_query(query)
+        cursor = check_after(after)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidArgumentError(f"limit must be an int >= 0 or None, got {limit!r}")
+        events: list[SequencedEvent] = []
+        items = _items(query)
+        while True:  # bounded: each cut page holds at least one event
+            remaining = -1 if limit is None else limit - len(events)
+            r = _checked(self.connection.call(READ_EVENTS, {
+                "query": items, "after": cursor, "limit": remaining, "max_bytes": self.max_bytes}))
+            page = [_event(t) for t in r["events"]]
+            events.extend(page)
+            if not r["cut"] or not page:
+                head = None if r["head"] < 0 else r["head"]
+                break
+            cursor = page[-1].position
+        if limit is not None:
+            head = events[-1].position if events else None
+        return TaggedRead(events, head)
+
+    def subscribe(self, query: Query | None = None, after: int | None = None,
+                  page_events: int = PAGE_EVENTS) -> RemoteTaggedSubscription:
+        query = check_query(query)
+        start = check_after(after)
+        check_count(page_events, "page_events")
+        return RemoteTaggedSubscription(Connection(self.addresses), query, start, page_events, self.max_bytes)
+
+
+class RemoteTaggedSubscription:
+    """``TaggedSubscription``'s API for a remote store: its cursor (the last DCB position
+    delivered) kept here and advanced by PollEvents long polls."""
+
+    def __init__(self, connection: Connection, query: Query, after: int, page_events: int,
+                 max_bytes: int) -> None:
+        self._connection = connection
+        self._items = _items(query)
+        self._cursor = after
+        self._page_events = page_events
+        self._max_bytes = max_bytes
+        self._buffer: collections.deque[SequencedEvent] = collections.deque()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.checkpoint: int | None = None
+        """The DCB position of the last event delivered; None before any."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def next(self, timeout_s: float | None = None) -> SequencedEvent | None:
+        batch = self.next_batch(1, timeout_s)
+        return batch[0] if batch else None
+
+    def next_batch(self, max_events: int = PAGE_EVENTS,
+                   timeout_s: float | None = None) -> list[SequencedEvent]:
+        """Up to ``max_events`` next events, waiting up to ``timeout_s`` for the first."""
+        check_count(max_events, "max_events")
+        if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or timeout_s != timeout_s):
+            raise InvalidArgumentError(f"timeout_s must be a number or None, got {timeout_s!r}")
+        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+        with self._lock:
+            while not self._buffer:  # bounded by the deadline, or by close
+                if self._closed:
+                    return []
+                remaining = POLL_WAIT_S if deadline is None else deadline - time.monotonic()
+                self._poll(max(0.0, min(remaining, POLL_WAIT_S)))
+                if not self._buffer and deadline is not None and time.monotonic() >= deadline:
+                    return []
+            if self._closed:
+                return []
+            count = min(max_events, len(self._buffer))
+            batch = [self._buffer.popleft() for _ in range(count)]
+            self.checkpoint = batch[-1].position
+            return batch
+
+    def _poll(self, wait_s: float) -> None:
+        try:
+            r = self._connection.call(POLL_EVENTS, {
+                "query": self._items, "after": self._cursor, "max_events": self._page_events,
+                "max_bytes": self._max_bytes, "max_wait_ms": int(wait_s * 1000)}, wait_s)
+        except Exception:
+            if self._closed:
+                return  # close() shut the socket under a waiting poll
+            raise
+        _checked(r)
+        self._buffer.extend(_event(t) for t in r["events"])
+        self._cursor = r["next_after"]
+
+    def close(self) -> None:
+        """Stop: wakes a waiting ``next``; later calls return nothing. Idempotent."""
+        self._closed = True
+        self._connection.close()
+
+    def __iter__(self) -> Iterator[SequencedEvent]:
+        return self
+
+    def __next__(self) -> SequencedEvent:
+        event = self.next(None)
+        if event is None:
+            raise StopIteration
+        return event
+
+    def __enter__(self) -> RemoteTaggedSubscription:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,197 @@
+"""The DCB extension APIs (keys 20012 to 20014, docs/protocol.md section 7.1): tagged events,
+conditional appends and reads by query over the wire, on the store's one DCB layer.
+
+AppendEvents and ReadEvents run in a worker thread; PollEvents is a long poll as
+PollSubscription is: it reads once and, if nothing matched, waits for the streams'
+watermark to move (a wake-up scheduled on the loop, no thread held) and reads again,
+until ``max_wait_ms``. Every ``EventStoreError`` becomes the response's error code
+(CONDITION_FAILED for a failed condition); bad bytes are answered INVALID_REQUEST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from ...errors import EventStoreError, StoreClosedError
+from ...sourcing.dcb import DCB, dcb_of
+from ...sourcing.dcbtypes import AppendCondition, Query, QueryItem, SequencedEvent, TaggedEvent
+from ...sourcing.streams import Streams
+from ...wire import RequestHeader, kafka_error_for
+from ...wire import extensions as codec
+from ...wire.apis import DCB_KEYS
+from ...wire.errors import INVALID_REQUEST, UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, ProtocolError
+from ..context import Context
+from ..dispatch import handles_frames
+
+__all__ = ["dcb_extension"]
+
+log = logging.getLogger("eventstore.server")
+
+APPEND_EVENTS, READ_EVENTS, POLL_EVENTS = DCB_KEYS
+PAGE_EVENTS_MAX = 10_000  # the most events one answer holds, whatever max_bytes says
+EVENT_OVERHEAD = 32  # bytes an event costs in a response besides its strings and bytes
+STOP_CHECK_S = 0.5  # a long poll looks this often whether the server is stopping
+
+
+@handles_frames(*DCB_KEYS)
+async def dcb_extension(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> bytes:
+    """Answer one DCB request; every failure becomes the response's error code."""
+    key, cid = header.api_key, header.correlation_id
+    if header.api_version != 0:
+        return codec.error_response(key, cid, UNSUPPORTED_VERSION.code,
+                                    f"{key} v{header.api_version} is not served (only v0)")
+    try:
+        request = codec.decode_request_body(key, frame_bytes, header.body_position)
+    except ProtocolError as e:
+        return codec.error_response(key, cid, INVALID_REQUEST.code, str(e))
+    try:
+        if key == POLL_EVENTS:
+            fields = await _poll(ctx, request)
+        elif key == APPEND_EVENTS:
+            fields = await ctx.blocking(_append, ctx, request)
+        else:
+            fields = await ctx.blocking(_read, ctx, request)
+    except EventStoreError as e:
+        return codec.error_response(key, cid, kafka_error_for(e).code, str(e))
+    except Exception as e:  # a defect: logged, answered, and the server stays up
+        log.exception("%s from %s failed", key, ctx.client)
+        return codec.error_response(key, cid, UNKNOWN_SERVER_ERROR.code, f"{type(e).__name__}: {e}")
+    return codec.encode_response(key, cid, fields)
+
+
+def _streams(ctx: Context) -> Streams:
+    streams = ctx.streams
+    if streams is None:
+        raise StoreClosedError("this server has no event streams")
+    streams.check_open()
+    return streams
+
+
+def _dcb(ctx: Context) -> DCB:
+    return dcb_of(_streams(ctx))
+
+
+def query_of(items: list[tuple[Any, ...]]) -> Query:
+    """A query from the wire's items (types, tags); the values are checked as the API does."""
+    return Query([QueryItem(list(types), list(tags)) for types, tags in items])
+
+
+def _optional(value: int) -> int | None:
+    return None if value == -1 else value
+
+
+def _event_tuple(e: SequencedEvent) -> tuple[Any, ...]:
+    return (e.position, e.type, e.data, list(e.tags))
+
+
+def _sized(events: list[SequencedEvent], max_bytes: int) -> tuple[list[SequencedEvent], bool]:
+    """The first events that fit in about ``max_bytes`` (at least one), and whether any was cut."""
+    total = 0
+    for i, e in enumerate(events):  # bounded by the events
+        total += len(e.data) + len(e.type) + sum(len(t) for t in e.tags) + EVENT_OVERHEAD
+        if total > max_bytes and i > 0:
+            return events[:i], True
+    return events, False
+
+
+def _append(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    events = [TaggedEvent(t, d, tags) for t, d, tags in req["events"]]
+    condition = AppendCondition(query_of(req["fail_if_events_match"]), _optional(req["after"])) \
+        if req["conditional"] else None
+    return {"position": _dcb(ctx).append(events, condition)}
+
+
+def _read(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    """One page: at most ``PAGE_EVENTS_MAX`` events and about ``max_bytes``; ``cut`` tells the
+    client to ask again after the last event (``head`` is then that event's position).
+
+    Without a limit the head is the store's, taken before the read: every matching
+    event up to the read's moment is in the answer, so the larger of the two is a head
+    no matching event hides behind, as the embedded read's.
+    """
+    dcb = _dcb(ctx)
+    limit, after, query = _optional(req["limit"]), _optional(req["after"]), query_of(req["query"])
+    page = PAGE_EVENTS_MAX if limit is None else max(0, min(limit, PAGE_EVENTS_MAX))
+    before = dcb.head() if limit is None else None
+    got = dcb.read(query, after, page)
+    events, cut = _sized(got.events, req["max_bytes"])
+    cut = cut or (bool(events) and len(events) == page and (limit is None or limit > page))
+    if cut:
+        head: int | None = events[-1].position
+    elif limit is None:
+        head = max(before or 0, events[-1].position if events else 0) or None
+    else:
+        head = got.head
+    return {"events": [_event_tuple(e) for e in events], "head": -1 if head is None else head, "cut": cut}
+
+
+async def _poll(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    streams = await ctx.blocking(_streams, ctx)
+    query = query_of(req["query"])
+    count = max(1, min(PAGE_EVENTS_MAX, req["max_events"]))
+    deadline = time.monotonic() + max(0, req["max_wait_ms"]) / 1000
+    after = req["after"]
+    waiter = _WatermarkWaiter(streams)
+    try:
+        while True:  # bounded by the deadline (each wait ends by it)
+            waiter.clear()  # watermark moves from here on wake the wait below
+            got = await ctx.blocking(_dcb(ctx).read, query, after, count)
+            events, _ = _sized(got.events, req["max_bytes"])
+            if events or not await _woken(ctx, waiter, deadline):
+                break
+    finally:
+        waiter.close()
+    nxt = events[-1].position if events else after
+    return {"events": [_event_tuple(e) for e in events], "next_after": nxt}
+
+
+async def _woken(ctx: Context, waiter: _WatermarkWaiter, deadline: float) -> bool:
+    """Wait for the watermark to move (True) or the deadline, or the server to stop (False)."""
+    while True:  # bounded by the deadline
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or ctx.broker.stopping:
+            return False
+        if await waiter.wait(min(remaining, STOP_CHECK_S)):
+            return True
+
+
+class _WatermarkWaiter:
+    """Woken on the loop when the streams' watermark moves; the appending thread only schedules."""
+
+    def __init__(self, streams: Streams) -> None:
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self._event = anyio.Event()
+        self._watch = streams.watch(self._notify)
+
+    def _notify(self) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._event.set()
+            return
+        token = self._token
+        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):  # the loop has ended
+            token.backend_class.run_sync_soon(self._set, (), token.native_token)
+
+    def _set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+    async def wait(self, timeout_s: float) -> bool:
+        with anyio.move_on_after(timeout_s if math.isfinite(timeout_s) else None):
+            await self._event.wait()
+            return True
+        return False
+
+    def close(self) -> None:
+        self._watch.cancel()
