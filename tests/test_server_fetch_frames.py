@@ -23,7 +23,7 @@ import eventstore
 from eventstore.server.batches import ConvertedBatches, NotConverted, as_kafka_batches
 from eventstore.server.entities import entity, item_class
 from eventstore.wire import response_header
-from eventstore.wire.framing import SPLICE_BYTES, FrameParts, joined
+from eventstore.wire.framing import SPLICE_BYTES, FrameParts, FrameSplitter, joined
 from eventstore.wire.messages import (
     encode_response,
     encode_response_frame,
@@ -168,3 +168,18 @@ def test_a_read_that_must_not_convert_stops_at_a_native_batch_not_cached(tmp_pat
         as_kafka_batches(stored, cfg.topic_id, 0, cache, convert=False)
     converted = as_kafka_batches(stored, cfg.topic_id, 0, cache)
     assert as_kafka_batches(stored, cfg.topic_id, 0, cache, convert=False) == converted != stored
+
+
+def test_a_frame_in_chunks_is_joined_once_and_a_reused_input_buffer_does_not_change_it() -> None:
+    payload = bytes(range(256)) * 40
+    data = bytearray(struct.pack(">i", len(payload)) + payload)
+    splitter = FrameSplitter()
+    chunk = bytearray(1000)
+    frames: list[bytes] = []
+    for start in range(0, len(data), 1000):  # one buffer reused for every read, as a socket reader might
+        piece = data[start:start + 1000]
+        chunk[:len(piece)] = piece
+        frames += splitter.feed(memoryview(chunk)[:len(piece)])
+        chunk[:] = bytes(1000)
+        assert splitter.buffered_bytes == (0 if frames else start + len(piece))
+    assert frames == [payload]

@@ -81,16 +81,21 @@ def joined(parts: Buffer | list[Buffer]) -> bytes:
 
 
 class FrameSplitter:
-    """Splits a byte stream into frames; keeps at most one partial frame."""
+    """Splits a byte stream into frames; keeps at most one partial frame.
 
-    __slots__ = ("_buffer", "_failed", "_max_frame_bytes", "_need")
+    A frame that comes in several chunks is kept as views of those chunks and joined
+    once when whole (one copy, however many chunks), not grown in a buffer."""
+
+    __slots__ = ("_failed", "_have", "_max_frame_bytes", "_need", "_parts", "_prefix")
 
     def __init__(self, max_frame_bytes: int = FRAME_BYTES_MAX) -> None:
         if not 1 <= max_frame_bytes <= 0x7FFFFFFF:
             raise ValueError(f"max_frame_bytes must be in 1..2**31-1, got {max_frame_bytes}")
         self._max_frame_bytes = max_frame_bytes
-        self._buffer = bytearray()
+        self._prefix = bytearray()  # the size's bytes while they are fewer than four
         self._need = 0  # size of the frame being collected; 0 while its prefix is incomplete
+        self._parts: list[memoryview] = []  # the frame's bytes received so far
+        self._have = 0
         self._failed: FrameTooLargeError | None = None
 
     @property
@@ -99,15 +104,17 @@ class FrameSplitter:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes kept: the start of a frame not yet whole."""
-        return len(self._buffer)
+        """Bytes kept: the start of a frame not yet whole (its size's bytes included)."""
+        if self._need:
+            return SIZE_BYTES + self._have
+        return len(self._prefix)
 
     @property
     def bytes_wanted(self) -> int:
         """Bytes still missing before the frame being collected is whole (≥ 1)."""
         if self._need:
-            return SIZE_BYTES + self._need - len(self._buffer)
-        return SIZE_BYTES - len(self._buffer)
+            return self._need - self._have
+        return SIZE_BYTES - len(self._prefix)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Take ``data``; return the frames (contents without the size) it completed.
@@ -120,6 +127,8 @@ class FrameSplitter:
         """
         if self._failed is not None:
             raise self._failed
+        if not isinstance(data, bytes):  # views of it may be kept: it must not change later
+            data = bytes(data)
         view = memoryview(data).cast("B")
         frames: list[bytes] = []
         position = 0
@@ -138,29 +147,28 @@ class FrameSplitter:
         return self._failed
 
     def _take(self, view: memoryview, position: int, frames: list[bytes]) -> int:
-        buffer = self._buffer
         if not self._need:
-            taken = min(SIZE_BYTES - len(buffer), len(view) - position)
-            buffer += view[position:position + taken]
+            prefix = self._prefix
+            taken = min(SIZE_BYTES - len(prefix), len(view) - position)
+            prefix += view[position:position + taken]
             position += taken
-            if len(buffer) < SIZE_BYTES:
+            if len(prefix) < SIZE_BYTES:
                 return position
-            size: int = _size.unpack_from(buffer)[0]
+            size: int = _size.unpack_from(prefix)[0]
+            prefix.clear()
             if not 1 <= size <= self._max_frame_bytes:
-                buffer.clear()
                 self._failed = FrameTooLargeError(size, self._max_frame_bytes)
                 raise self._failed
-            self._need = size
-            if len(view) - position >= size:  # the whole frame is in this chunk: no copy through the buffer
+            if len(view) - position >= size:  # the whole frame is in this chunk
                 frames.append(bytes(view[position:position + size]))
-                buffer.clear()
-                self._need = 0
                 return position + size
-        taken = min(SIZE_BYTES + self._need - len(buffer), len(view) - position)
-        buffer += view[position:position + taken]
+            self._need = size
+        taken = min(self._need - self._have, len(view) - position)
+        self._parts.append(view[position:position + taken])
+        self._have += taken
         position += taken
-        if len(buffer) == SIZE_BYTES + self._need:
-            frames.append(bytes(buffer[SIZE_BYTES:]))
-            buffer.clear()
-            self._need = 0
+        if self._have == self._need:
+            frames.append(b"".join(self._parts))
+            self._parts.clear()
+            self._need = self._have = 0
         return position
