@@ -66,7 +66,7 @@ __all__ = ["DCB", "DCB_STREAM", "DCB_TOPIC", "FLUSH_EVERY", "TaggedSubscription"
 DCB_TOPIC = "__dcb"
 DCB_STREAM = "$dcb"
 REPLAY_PAGE = 10_000
-FLUSH_EVERY = 256  # pending events that make a requester write them to the tag index
+FLUSH_EVERY = 1024  # pending events that make a requester write them to the tag index
 CHUNK = 64  # records in a chunk of a tag's (or a type's) range
 
 DB_EVENTS = b"dcb"  # DCB position uint64 BE -> record
