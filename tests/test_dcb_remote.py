@@ -129,6 +129,34 @@ def test_bad_requests_are_answered_and_the_server_stays_up(pair: tuple[eventstor
     assert remote.read_events().head == 1
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.anyio
+async def test_async_remote_store(tmp_path: Path) -> None:
+    with served(tmp_path) as (store, address):
+        remote = await eventstore.aio.connect(address)
+        try:
+            assert await remote.append_events(TaggedEvent("A", b"1", ["x"])) == 1
+            with pytest.raises(ConditionFailedError):
+                await remote.append_events(TaggedEvent("B"), AppendCondition(_q("x"), after=0))
+            got = await remote.read_events(_q("x"))
+            assert got == store.read_events(_q("x")) and got.head == 1
+            sub = remote.subscribe_events(_q("x"), after=0)
+            try:
+                first = await sub.next(timeout_s=5)
+                assert first is not None and first.data == b"1"
+                store.append_events(TaggedEvent("C", b"2", ["x"]))
+                live = await sub.next(timeout_s=5)
+                assert live is not None and live.data == b"2"
+            finally:
+                await sub.close()
+        finally:
+            await remote.close()
+
+
 class _Shared:
     def __init__(self, store: Any) -> None:
         self.store = store

@@ -20,6 +20,7 @@ from ..errors import EventStoreError
 from ..records import Record, TopicConfig, TopicPartition
 from ..remote import store as remote_store
 from ..remote.streams import POLL_WAIT_S
+from ..sourcing.dcbtypes import Query
 from ..sourcing.subscriptions import PAGE_EVENTS
 from .consumer import Consumer
 from .producer import FutureRecordMetadata, Producer
@@ -97,6 +98,10 @@ class RemoteStore(Store):
     def subscribe_to_stream(self, stream_id: str, from_version: int | None = 0,
                             **options: Any) -> Subscription:
         return RemoteSubscription(self.remote.subscribe_to_stream(stream_id, from_version, **options))
+
+    def subscribe_events(self, query: Query | None = None, *, after: int | None = None,
+                         page_events: int = PAGE_EVENTS) -> Subscription:
+        return RemoteSubscription(self.remote.subscribe_events(query, after=after, page_events=page_events))
 
 
 class RemoteConsumer(Consumer):

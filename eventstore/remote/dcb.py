@@ -121,10 +121,20 @@ class RemoteTaggedSubscription:
         self._closed = False
         self.checkpoint: int | None = None
         """The DCB position of the last event delivered; None before any."""
+        self.caught_up = False
+        """True once a poll found nothing more (the subscription is live)."""
+
+    source = "$dcb"
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def visible(self, events: list[SequencedEvent]) -> list[SequencedEvent]:
+        return events
+
+    def checkpoint_of(self, event: SequencedEvent) -> int:
+        return event.position
 
     def next(self, timeout_s: float | None = None) -> SequencedEvent | None:
         batch = self.next_batch(1, timeout_s)
@@ -162,6 +172,8 @@ class RemoteTaggedSubscription:
                 return  # close() shut the socket under a waiting poll
             raise
         _checked(r)
+        if not r["events"]:
+            self.caught_up = True
         self._buffer.extend(_event(t) for t in r["events"])
         self._cursor = r["next_after"]
 
