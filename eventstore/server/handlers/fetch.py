@@ -1,8 +1,8 @@
 """Fetch (1), versions 4 to 16: stored batches, long poll, byte bounds, no sessions.
 
-* **Frames**: the response is encoded around the records (``encode_response_parts``
-  in ``eventstore.wire.messages``): each partition's batches are sent as the bytes
-  read, not copied into the frame.
+* **Frames**: a response carrying 4 KiB of records or more is encoded around them
+  (``encode_response_frame`` in ``eventstore.wire.messages``): each partition's
+  batches are sent as the bytes read, not copied into the frame.
 * **Bytes**: each partition gets at most ``partition_max_bytes``, the response at most
   ``max_bytes``; but the first partition that has records gets at least its first
   batch whole, however large, so a consumer always makes progress (as Kafka, KIP-74).
