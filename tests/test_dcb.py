@@ -140,6 +140,17 @@ TestDCBAgainstReference = DCBAgainstReference.TestCase
 TestDCBAgainstReference.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
+def test_an_event_matching_several_items_is_read_once(store: eventstore.Store) -> None:
+    """Whether it is still pending (not yet in the tag index) or indexed."""
+    query = _q((["A"], []), ([], ["x"]), ([], ["y"]))
+    store.append_events([TaggedEvent("A", b"1", ["x", "y"])])
+    store.dcb.flush()
+    store.append_events([TaggedEvent("A", b"2", ["x", "y"])])
+    assert store.dcb.covered() == 1  # the second is pending
+    assert [e.data for e in store.read_events(query).events] == [b"1", b"2"]
+    assert [e.data for e in store.read_events(query, limit=5).events] == [b"1", b"2"]
+
+
 # --- concurrency -----------------------------------------------------------------------------
 
 def test_64_threads_racing_conditional_appends(store: eventstore.Store) -> None:

@@ -81,7 +81,6 @@ _tags_enc = msgspec.msgpack.Encoder()
 _tags_dec = msgspec.msgpack.Decoder(list[str])
 _rec_enc = msgspec.msgpack.Encoder()
 _recs_dec = msgspec.msgpack.Decoder(list[SequencedEvent])
-_chunks_dec = msgspec.msgpack.Decoder(list[list[SequencedEvent]])
 
 
 def _array_header(n: int) -> bytes:
@@ -413,13 +412,16 @@ class DCB:
         upto = self.streams.positions.watermark  # DCB positions up to it: global below it
         # what is pending is looked at before the index is read: an append that moves from one
         # to the other meanwhile is found in both, never in neither
-        pending = sorted(self._pending.matching(query, start, upto), key=_position)
+        pending = _unique(sorted(self._pending.matching(query, start, upto), key=_position))
         tail = self._pending_last(upto) if limit is None else 0
         with self.index.read() as txn:
             records = self._matching(txn, query, start, upto, limit) if limit != 0 else []
             last = None if limit is not None else self._last(txn, upto)
         if pending:
-            records = _unique(heapq.merge(records, pending, key=_position))
+            if records and pending[0].position <= records[-1].position:
+                records = _unique(heapq.merge(records, pending, key=_position))
+            else:  # the usual case: what is pending is newer than what is indexed
+                records = records + pending
             if limit is not None:
                 del records[limit:]
         if limit is not None:
@@ -524,9 +526,8 @@ def _chunk_records(txn: Any, db: Any, prefix: bytes, after: int, limit: int | No
     """The records of ``prefix``'s chunks with positions above ``after``, up to ``limit``.
 
     The chunks from the one that may hold ``after + 1`` are read with one cursor
-    walk and decoded in one call (a chunk is a MessagePack array, so the chunks
-    joined under one more header are an array of arrays). ``total`` (the prefix's
-    count) bounds the walk.
+    walk, each decoded in one call (a chunk is a MessagePack array of records).
+    ``total`` (the prefix's count) says whether there is anything to read.
     """
     if total <= 0 or limit == 0:
         return []
@@ -550,7 +551,7 @@ def _chunk_records(txn: Any, db: Any, prefix: bytes, after: int, limit: int | No
             break
     if not values:
         return []
-    chunks = _chunks_dec.decode(_array_header(len(values)) + b"".join(values))
+    chunks = [_recs_dec.decode(v) for v in values]  # no joined copy of the range
     first = chunks[0]
     if first and first[0].position <= after:
         chunks[0] = first[bisect.bisect_right([r.position for r in first], after):]
