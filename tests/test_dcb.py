@@ -437,3 +437,16 @@ def test_sigkill_during_conditional_appends(tmp_path: Path) -> None:
                 assert s.read_events(_q(([], [k]))).events == [e for e in every if k in e.tags]
             assert [e.position - 1 for e in every] == [e.position for e in s.read_all(0, None)]
     assert len(acked) > 20
+
+
+# --- the benchmark workload ---------------------------------------------------------------------
+
+def test_bench_w13_runs_at_a_tiny_scale(tmp_path: Path) -> None:
+    from bench.runner import run
+
+    report = run(["W13"], scale=0.002, base_dir=tmp_path, progress=lambda _: None, echo=None)
+    (workload,) = report["workloads"]
+    assert report["errors"] == 0
+    metrics = workload["metrics"]
+    assert metrics["eventstore appends/s @1"] > 0 and metrics["eventstore read_events ms"] > 0
+    assert {row["variant"] for row in workload["results"]} >= {"append, 1 thread", "read_events"}
