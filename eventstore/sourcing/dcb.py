@@ -31,7 +31,6 @@ import heapq
 import itertools
 import struct
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -637,7 +636,6 @@ class TaggedSubscription:
         self.close()
 
 
-_layers: weakref.WeakKeyDictionary[Streams, DCB] = weakref.WeakKeyDictionary()
 _layers_lock = threading.Lock()
 
 
@@ -648,8 +646,8 @@ def dcb_of(streams: Streams) -> DCB:
     of the store, embedded or served, is checked against.
     """
     with _layers_lock:
-        layer = _layers.get(streams)
+        layer = streams.layers.get("dcb")
         if layer is None:
             streams.check_open()
-            layer = _layers[streams] = DCB(streams)
-        return layer
+            layer = streams.layers["dcb"] = DCB(streams)
+        return cast(DCB, layer)

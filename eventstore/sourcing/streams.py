@@ -86,6 +86,8 @@ class Streams:
         self.staging = Staging(index)
         """Staged index updates and the stream heads kept in memory."""
         self._default_partitions = default_partitions
+        self.layers: dict[str, object] = {}
+        """Layers made once per store over these streams, by name (``dcb.dcb_of``)."""
         self._topic_lock = threading.Lock()
         self._queues: dict[tuple[str, int], AppendQueue] = {}
         catch_up(log, index)
