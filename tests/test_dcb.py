@@ -34,6 +34,7 @@ from eventstore import (
     Query,
     QueryItem,
     SequencedEvent,
+    StreamState,
     TaggedEvent,
 )
 from eventstore.sourcing import dcb as dcb_module
@@ -450,3 +451,12 @@ def test_bench_w13_runs_at_a_tiny_scale(tmp_path: Path) -> None:
     metrics = workload["metrics"]
     assert metrics["eventstore appends/s @1"] > 0 and metrics["eventstore read_events ms"] > 0
     assert {row["variant"] for row in workload["results"]} >= {"append, 1 thread", "read_events"}
+
+
+def test_append_to_stream_cannot_write_the_tagged_events_stream(tmp_path: Path) -> None:
+    """``$dcb`` is written by append_events only: a plain stream append would skip the condition."""
+    with eventstore.open(tmp_path / "s") as store:
+        store.append_events([TaggedEvent(type="Opened", data=b"{}", tags=["account:1"])])
+        with pytest.raises(InvalidArgumentError, match="append_events"):
+            store.append_to_stream("$dcb", [NewEvent(type="Opened")], StreamState.ANY)
+        assert [e.type for e in store.read_events().events] == ["Opened"]

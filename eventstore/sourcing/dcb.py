@@ -39,6 +39,7 @@ import msgspec
 from ..errors import InvalidArgumentError, StreamNotFoundError, TopicExistsError
 from ..records import TopicConfig
 from .dcbtypes import (
+    DCB_STREAM,
     AppendCondition,
     ConditionFailedError,
     Query,
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 __all__ = ["DCB", "DCB_STREAM", "DCB_TOPIC", "FLUSH_EVERY", "TaggedSubscription", "dcb_of", "tags_of"]
 
 DCB_TOPIC = "__dcb"
-DCB_STREAM = "$dcb"
 REPLAY_PAGE = 10_000
 FLUSH_EVERY = 1024  # pending events that make a requester write them to the tag index
 CHUNK = 64  # records in a chunk of a tag's (or a type's) range

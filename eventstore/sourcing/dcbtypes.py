@@ -13,8 +13,13 @@ import msgspec
 
 from ..errors import ConditionFailedError, InvalidArgumentError
 
-__all__ = ["AppendCondition", "ConditionFailedError", "Query", "QueryItem", "SequencedEvent",
+__all__ = [
+    "DCB_STREAM","AppendCondition", "ConditionFailedError", "Query", "QueryItem", "SequencedEvent",
            "TaggedEvent", "TaggedRead", "check_name", "item_matches", "query_matches"]
+
+#: the stream that holds the tagged events; only ``append_events`` writes it
+DCB_STREAM = "$dcb"
+
 
 
 def check_name(value: object, what: str) -> str:

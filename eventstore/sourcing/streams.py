@@ -48,6 +48,7 @@ from ..validation import check_int64
 from . import index as index_module
 from .catchup import catch_up
 from .consistency import check_partition
+from .dcbtypes import DCB_STREAM
 from .events import AppendResult, NewEvent, StreamMetadata, StreamState, encode_envelope
 from .index import Head, StreamIndex
 from .positions import Positions
@@ -202,6 +203,9 @@ class Streams:
         """
         self.log.check_open()
         check_stream_id(stream_id)
+        if stream_id == DCB_STREAM and guard is None:  # its appends carry their condition
+            raise InvalidArgumentError(f"stream {DCB_STREAM!r} holds the store's tagged events: "
+                                       "append them with append_events")
         events = check_events(events)
         check_expected(expected)
         if self.log.catalog.writing:
