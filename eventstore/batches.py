@@ -366,12 +366,22 @@ _OFFSET_DELTA_TO = (0, 64, 1 << 13, 1 << 16)  # ... and the end (runs stop past 
 @functools.cache
 def _offset_delta_columns(width: int) -> tuple[bytes, ...]:
     """For each byte of an offset delta of ``width`` bytes: that byte of the shortest varint
-    of ``2 * i`` (the zigzag of ``i``) at position ``i``, for ``i`` below 65,536."""
-    values = range(0, 2 * _OFFSET_DELTA_TO[width], 2)
-    if width == 1:
-        return (bytes(v & 0xFF for v in values),)
-    columns = [bytes((v >> (7 * j)) & 0x7F | 0x80 for v in values) for j in range(width - 1)]
-    return (*columns, bytes((v >> (7 * (width - 1))) & 0xFF for v in values))
+    of ``2 * i`` (the zigzag of ``i``) at position ``i``, for ``i`` below the width's end.
+
+    Byte ``j`` holds the 7 bits ``(2 * i) >> 7j``, with the continuation bit but in the
+    last byte: a cycle of 64 values for the first byte, of 128 values each repeated
+    ``2 ** (7j - 1)`` times after it; built by repeating bytes, not per index."""
+    size = _OFFSET_DELTA_TO[width]
+    columns = []
+    for j in range(width):  # bounded: 3 bytes at most
+        more = 0x80 if j < width - 1 else 0
+        if j == 0:
+            cycle = bytes(2 * k | more for k in range(64))
+        else:
+            repeat = 1 << (7 * j - 1)
+            cycle = b"".join(_SINGLE[k | more] * repeat for k in range(min(128, -(-size // repeat))))
+        columns.append((cycle * -(-size // len(cycle)))[:size])
+    return tuple(columns)
 
 
 def _walk_exact(data: bytes | bytearray, at: int, size_limit: int, first: int, last: int,

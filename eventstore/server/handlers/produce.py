@@ -11,9 +11,9 @@ one bad batch does not fail the others.
   handlers in arrival order, and each Produce joins the server's :class:`Appender`
   queue before its first ``await``; the queue is appended in that order, a round
   at a time: one worker thread appends every queued request of the round, each
-  partition without waiting for its fsync, then one wait covers the whole round
-  (in ``fsync`` mode, ``Log.wait_durable_each``: the partitions' fsyncs run at once)
-  while the next round is already being appended. The requests of every connection
+  partition without waiting for its fsync, lets the next round start, then waits
+  once for the whole round (in ``fsync`` mode, ``Log.wait_durable_each``: the
+  partitions' fsyncs run at once) while the next round is already being appended. The requests of every connection
   so share each partition's fsyncs (group commit, docs/format.md section 7) and one
   thread hand-off per round, not per request.
 * **acks**: 0 appends and answers nothing; 1 and -1 answer once the batches are durable
@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
+import anyio.lowlevel
 
 from ...errors import EventStoreError, TransactionalIdError
 from ...log import Log
@@ -48,7 +49,7 @@ from ..context import Context
 from ..dispatch import handles
 from ..entities import entity, item_class, response_class
 
-__all__ = ["Appender", "Outcome", "append_all", "append_round", "settle"]
+__all__ = ["Appender", "Outcome", "append_all", "append_and_settle", "append_round", "settle"]
 
 log = logging.getLogger("eventstore.server")
 
@@ -152,32 +153,50 @@ class Appender:
         return item.outcomes
 
     async def _round(self, ctx: Context) -> None:
+        """Append the queue as one round and settle it, in one worker thread hand-off: the
+        worker hands the lead on (through the loop) once the round is appended, before
+        its fsync wait."""
         batch = list(self._queue)  # bounded by the requests in flight
         self._queue.clear()
-        log = self._log
-        passed = False
+        passed = [False]
+        token = anyio.lowlevel.current_token()
+
+        def appended_now() -> None:  # in the worker thread
+            token.backend_class.run_sync_soon(self._pass_lead_once, (passed,), token.native_token)
+
         try:
-            appended = await ctx.blocking(append_round, log, [item.asked for item in batch])
-            self._pass_lead()  # the next round's appends overlap this round's fsyncs
-            passed = True
-            if log.durability == "fsync":
-                await ctx.blocking(settle, log, appended)
+            appended = await ctx.blocking(append_and_settle, self._log, [item.asked for item in batch],
+                                          appended_now)
         except BaseException:  # a bug, not a refused batch: no request of the round hangs
             appended = [_failed(item.asked) for item in batch]
             raise
         finally:
-            if not passed:
-                self._pass_lead()
+            self._pass_lead_once(passed)
             for item, outcomes in zip(batch, appended, strict=True):  # bounded by the round
                 item.outcomes = outcomes
                 item.done.set()
 
-    def _pass_lead(self) -> None:
-        """The lead passes to the first request queued (its outcomes still None), if any."""
+    def _pass_lead_once(self, passed: list[bool]) -> None:
+        """The lead passes to the first request queued (its outcomes still None), if any;
+        once per round (on the loop: from the worker's call, or at the round's end)."""
+        if passed[0]:
+            return
+        passed[0] = True
         if self._queue:
             self._queue[0].done.set()
         else:
             self._leading = False
+
+
+def append_and_settle(log: Log, requests: Sequence[Asked], appended_now: Callable[[], object]
+                      ) -> list[list[Outcome]]:
+    """``append_round``, then ``appended_now()`` (the next round may start), then, in ``fsync``
+    mode, ``settle`` (in a worker thread)."""
+    appended = append_round(log, requests)
+    appended_now()
+    if log.durability == "fsync":
+        settle(log, appended)
+    return appended
 
 
 def append_all(log: Log, asked: Asked) -> list[Outcome]:
