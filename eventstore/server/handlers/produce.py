@@ -13,9 +13,9 @@ one bad batch does not fail the others.
   at a time: one worker thread appends every queued request of the round, each
   partition without waiting for its fsync, lets the next round start, then waits
   once for the whole round (in ``fsync`` mode, ``Log.wait_durable_each``: the
-  partitions' fsyncs run at once) while the next round is already being appended. The requests of every connection
-  so share each partition's fsyncs (group commit, docs/format.md section 7) and one
-  thread hand-off per round, not per request.
+  partitions' fsyncs run at once) while the next round is already being appended.
+  The requests of every connection so share each partition's fsyncs (group commit,
+  docs/format.md section 7) and one thread hand-off per round, not per request.
 * **acks**: 0 appends and answers nothing; 1 and -1 answer once the batches are durable
   per the store's durability mode (the only replica is the leader, so "all in-sync
   replicas" is this one); anything else answers INVALID_REQUIRED_ACKS. In ``fsync``
