@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from .batches import BatchMetadata, Group, check_encoded_batch, check_kafka_batch, group_items
-from .catalog import Catalog, checkpoints, producer_ids
+from .catalog import Catalog, checkpoints, log_starts, producer_ids
 from .catalog import topics as topic_cache
 from .errors import (
     EventStoreError,
@@ -219,8 +219,12 @@ class Log:
         def save(checkpoint: Checkpoint) -> None:
             checkpoints.put(catalog, topic, p, msgspec.structs.astuple(checkpoint))
 
+        def save_log_start(offset: int) -> None:
+            log_starts.put(catalog, topic, p, offset)
+
         cp = None if fields is None else Checkpoint(*fields)
-        return PartitionLog(directory, cfg.name, p, cfg, self.durability, cp, self.report, save)
+        return PartitionLog(directory, cfg.name, p, cfg, self.durability, cp, self.report, save,
+                            log_start=log_starts.get(catalog, topic, p) or 0, on_log_start=save_log_start)
 
     def gone_topics(self) -> list[TopicConfig]:
         """Topics whose deletion a crash cut short (their directory is gone, their cached
@@ -237,6 +241,7 @@ class Log:
             for hook in self._delete_hooks:  # bounded by the layers
                 hook(cfg)
         checkpoints.delete_except(self.catalog, self._configs)
+        log_starts.delete_except(self.catalog, self._configs)
         for name in list(self._gone):
             topic_cache.delete(self.catalog, name)
             del self._gone[name]
@@ -418,6 +423,7 @@ class Log:
             lambda: topicdir.delete(self._root, name),
             lambda: topic_cache.delete(self.catalog, name),
             lambda: checkpoints.delete_topic(self.catalog, name),
+            lambda: log_starts.delete_topic(self.catalog, name),
         ]
         for step in steps:
             try:
@@ -483,6 +489,7 @@ class Log:
             # what is keyed by the name, and last the cached configuration: open finishes
             # these steps for a topic whose directory is gone but which is still cached
             checkpoints.delete_topic(self.catalog, name)
+            log_starts.delete_topic(self.catalog, name)
             faults.point("delete-topic.checkpoints-dropped")
             first_error: BaseException | None = None
             for hook in self._delete_hooks:  # bounded by the layers
@@ -864,13 +871,14 @@ class Log:
     # --- maintenance -------------------------------------------------------
 
     def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
-        """Delete the records of one partition below ``before_offset`` (Kafka's DeleteRecords),
-        whole segments at a time; returns the new log start offset.
+        """Delete the records of one partition below ``before_offset`` (Kafka's DeleteRecords);
+        returns the new log start offset: ``before_offset`` exactly.
 
-        Every segment whose records are all below ``before_offset`` goes (the active
-        one is rolled first when ``before_offset`` is the end offset), so the new log
-        start is at most ``before_offset``: the records of a segment that also holds
-        later ones stay until a later call or retention removes it. An offset outside
+        The log start is recorded durably first (docs/format.md, section 10); from then on
+        ``offsets``, reads and fetches start there. Every segment whose records are all
+        below it is deleted (the active one is rolled first when ``before_offset`` is the
+        end offset); the records of a segment that also holds later ones stay on disk,
+        unread, until retention or a later call removes that segment. An offset outside
         log start .. end raises ``OffsetOutOfRangeError``.
         """
         plog = self.partition(topic, partition)

@@ -290,7 +290,7 @@ def test_list_offsets_ends_times_and_max_timestamp(server: tuple[eventstore.Stor
                    (7, UNKNOWN_TOPIC_OR_PARTITION, -1, -1)]
 
 
-def test_log_delete_records_moves_the_log_start_by_whole_segments(tmp_path: Path) -> None:
+def test_log_delete_records_deletes_whole_segments_below_the_log_start(tmp_path: Path) -> None:
     with eventstore.open(tmp_path / "s") as store:
         store.create_topic("t", segment_bytes=4096)
         for _ in range(20):  # one batch each, four to a segment
@@ -298,7 +298,8 @@ def test_log_delete_records_moves_the_log_start_by_whole_segments(tmp_path: Path
         bases = [s.base_offset for s in store.log.partition("t", 0).segments()]
         assert len(bases) > 2
         assert store.log.delete_records("t", 0, bases[2]) == bases[2]
-        assert store.log.delete_records("t", 0, bases[2] + 1) == bases[2]  # mid-segment: that one stays
+        assert store.log.delete_records("t", 0, bases[2] + 1) == bases[2] + 1  # mid-segment: exactly there
+        assert store.log.partition("t", 0).segments()[0].base_offset == bases[2]  # that segment stays
         with pytest.raises(eventstore.OffsetOutOfRangeError):
             store.log.delete_records("t", 0, 21)
         assert store.log.delete_records("t", 0, 20) == 20  # the end: the active segment rolls and goes

@@ -56,6 +56,9 @@ class PartitionLog:
         checkpoint: Checkpoint | None,
         report: Report,
         on_checkpoint: Callable[[Checkpoint], None],
+        *,
+        log_start: int = 0,
+        on_log_start: Callable[[int], None] | None = None,
     ) -> None:
         self.directory = directory
         self.topic = topic
@@ -100,6 +103,10 @@ class PartitionLog:
                 raise
         self._checkpoint_position = (active.base_offset, active.size)
         self._visible: tuple[int, Segment, int] = (self._next_offset, active, active.size)
+        self._on_log_start = on_log_start
+        self._log_start = min(log_start, self._next_offset)
+        """The log start DeleteRecords set (docs/format.md, section 10); the log starts at the
+        larger of it and the first segment's base. Past the end after a crash: the end."""
         self.appended_batches = 0
         self.appended_records = 0  # records beyond one per batch; see appended_total
         self.fsyncs = 0
@@ -445,7 +452,7 @@ class PartitionLog:
 
     def offsets(self) -> tuple[int, int]:
         """(log start offset, high watermark)."""
-        return self._layout[1][0].base_offset, self._visible[0]
+        return max(self._layout[1][0].base_offset, self._log_start), self._visible[0]
 
     def visible(self) -> tuple[int, Segment, int]:
         """What readers see: (end offset, the segment holding it, the byte position there)."""
@@ -470,7 +477,7 @@ class PartitionLog:
                    whole_batches: bool) -> tuple[list[Record], int]:
         end, vis_seg, vis_pos = self._visible
         bases, segments = self._layout
-        start = bases[0]
+        start = max(bases[0], self._log_start)
         if offset < start or offset > end:
             raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
         out: list[Record] = []
@@ -514,8 +521,9 @@ class PartitionLog:
     def _read_batches_once(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
         end, vis_seg, vis_pos = self._visible
         bases, segments = self._layout
-        if offset < bases[0] or offset > end:
-            raise OffsetOutOfRangeError(self.topic, self.partition, offset, bases[0], end)
+        start = max(bases[0], self._log_start)
+        if offset < start or offset > end:
+            raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
         chunks: list[bytes] = []
         budget = max_bytes
         i = bisect_right(bases, offset) - 1
@@ -553,6 +561,7 @@ class PartitionLog:
             limit = vis_pos if seg is vis_seg else seg.size
             found = find_time(seg, timestamp_ms, limit, self.decoder)
             if found is not None:
+                found = max(found, self._log_start)  # records before the log start are deleted
                 return found if found < end else None
         return None
 
@@ -596,10 +605,15 @@ class PartitionLog:
         return gone
 
     def delete_before(self, offset: int) -> list[Segment]:
-        """Delete the segments whose records are all below ``offset`` (DeleteRecords); when
-        ``offset`` is the end and the active segment holds records, roll it first so that
-        they can go too. Returns the segments deleted."""
+        """Move the log start to ``offset`` (DeleteRecords): recorded first (``on_log_start``,
+        durable when it returns), then the segments whose records are all below it are
+        deleted; when ``offset`` is the end and the active segment holds records, it is
+        rolled first so that they can go too. Returns the segments deleted."""
         with self._lock:
+            if offset > self._log_start:
+                if self._on_log_start is not None:
+                    self._on_log_start(offset)
+                self._log_start = offset
             if offset >= self._next_offset and self.active.next_offset > self.active.base_offset:
                 self._roll()
             segments = self._layout[1]

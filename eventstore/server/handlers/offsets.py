@@ -9,9 +9,10 @@ is ever uploaded: offset -1). Any timestamp ≥ 0: the first record whose timest
 at least it, answered with that record's offset and timestamp, or offset -1 when
 there is none. The leader epoch is 0 wherever a version carries it.
 
-DeleteRecords deletes whole segments (``Log.delete_records``): the low watermark it
-answers is the new log start offset, at most the offset asked (-1: the high
-watermark); an offset outside the log answers OFFSET_OUT_OF_RANGE.
+DeleteRecords moves the log start to exactly the offset asked (``Log.delete_records``;
+-1: the high watermark), as Kafka does: the low watermark it answers is that offset;
+fetches below it answer OFFSET_OUT_OF_RANGE, ListOffsets ``earliest`` answers it; an
+offset outside the log answers OFFSET_OUT_OF_RANGE.
 """
 
 from __future__ import annotations
