@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,10 +190,14 @@ def _produce_request(version: int, topic: str, records: bytes, **fields: Any) ->
     return {"acks": -1, "timeout": 5000, "topic_data": (data,), **fields}
 
 
+#: Batches are stamped now: producer entries a day old expire at checkpoints (format.md section 19).
+NOW = int(time.time() * 1000)
+
+
 def _batch(producer: tuple[int, int, int] = (-1, -1, -1)) -> bytes:
     from eventstore.wire import batch as kb
 
-    return kb.encode_batch([(0, 1000, b"k", b"v", ())], producer_id=producer[0], producer_epoch=producer[1],
+    return kb.encode_batch([(0, NOW, b"k", b"v", ())], producer_id=producer[0], producer_epoch=producer[1],
                            base_sequence=producer[2])
 
 
@@ -246,7 +251,7 @@ def test_init_producer_id_hands_out_new_ids_across_restarts_and_describe_produce
             assert len(p1.active_producers) == run + 1
             state = p1.active_producers[-1]  # by producer id: the newest
             assert (int(state.producer_id), state.producer_epoch, state.last_sequence) == (pid, 0, 1)
-            assert state.last_timestamp == 1000
+            assert state.last_timestamp == NOW
             assert (state.coordinator_epoch, state.current_txn_start_offset) == (-1, -1)
             assert int(p5.error_code) == 3
     assert len(set(ids)) == 6 and ids == sorted(ids)

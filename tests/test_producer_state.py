@@ -25,11 +25,13 @@ from eventstore.wire import batch as kb
 from eventstore.wire.errors import kafka_error_for
 
 PID = 4242
+#: Batches are stamped now: producer entries older than a day expire at checkpoints (section 19).
+NOW = int(time.time() * 1000)
 cw = load("crash_writer")
 
 
 def batch(sequence: int, count: int = 1, *, pid: int = PID, epoch: int = 0, tag: bytes = b"") -> bytes:
-    return kb.encode_batch([(i, 1000 + i, None, tag + b"%d" % (sequence + i), ()) for i in range(count)],
+    return kb.encode_batch([(i, NOW + i, None, tag + b"%d" % (sequence + i), ()) for i in range(count)],
                            producer_id=pid, producer_epoch=epoch, base_sequence=sequence)
 
 
@@ -58,7 +60,7 @@ def test_in_sequence_duplicates_and_gaps(topic: eventstore.Store) -> None:
     assert store.offsets("t", 0) == (0, 5)
     assert [r.value for r in store.read("t", 0, 0)] == [b"0", b"1", b"2", b"3", b"4"]
     assert append(store, batch(5)) == (5, False)
-    assert store.log.describe_producers("t", 0) == [(PID, 0, 5, 1000)]
+    assert store.log.describe_producers("t", 0) == [(PID, 0, 5, NOW)]
     assert store.log.describe_producers("t", 1) == []
 
 
@@ -92,7 +94,7 @@ def test_epochs_fence_and_restart_sequences(topic: eventstore.Store) -> None:
         append(store, batch(1, epoch=4))  # P6 needs sequence 0 for a new epoch
     assert append(store, batch(0, epoch=4)) == (1, False)
     assert append(store, batch(0, epoch=4)) == (1, True)
-    assert store.log.describe_producers("t", 0) == [(PID, 4, 0, 1000)]
+    assert store.log.describe_producers("t", 0) == [(PID, 4, 0, NOW)]
 
 
 def test_sequences_wrap_after_int32_max() -> None:
@@ -138,7 +140,7 @@ def test_the_checkpoint_holds_the_snapshot_and_the_tail_is_replayed(tmp_path: Pa
     append(store, batch(0, pid=1))
     store.log.flush()  # a checkpoint with producer 1 in its snapshot
     fields = checkpoints.get(store.log.catalog, "t", 0)
-    assert fields is not None and fields[6] == ((1, 0, 1000, ((0, 0, 0, 1),)),)
+    assert fields is not None and fields[6] == ((1, 0, NOW, ((0, 0, 0, 1),)),)
     append(store, batch(1, pid=1))  # after the checkpoint: replayed from the log
     append(store, batch(0, pid=2))
     crash(store)
@@ -178,7 +180,7 @@ def test_a_torn_batch_is_forgotten_by_the_producer_state(tmp_path: Path) -> None
     with eventstore.open(path) as store:
         assert [e.case for e in store.recovery_events] == ["R3"]
         assert append(store, batch(1, 3)) == (1, False)
-        assert store.log.describe_producers("t", 0) == [(PID, 0, 3, 1002)]
+        assert store.log.describe_producers("t", 0) == [(PID, 0, 3, NOW + 2)]
 
 
 # --- SIGKILL during idempotent appends -----------------------------------------------------------
@@ -189,6 +191,7 @@ def test_a_torn_batch_is_forgotten_by_the_producer_state(tmp_path: Path) -> None
 _WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[4])
+import time
 import crash_writer as cw
 import eventstore
 from eventstore.wire import batch as kb
@@ -200,7 +203,7 @@ sequence = [0, 0]
 for n in range(1_000_000):  # bounded; the parent kills it long before
     p = n % 2
     count = 1 + n % 7
-    rows = [(i, 1000 + n, cw.key_for(seq + i), cw.make_value(seq + i, 40 + (seq + i) % 300),
+    rows = [(i, int(time.time() * 1000), cw.key_for(seq + i), cw.make_value(seq + i, 40 + (seq + i) % 300),
              tuple(cw.headers_for(seq + i))) for i in range(count)]
     data = kb.encode_batch(rows, producer_id=pid, producer_epoch=0, base_sequence=sequence[p])
     result = store.log.append_kafka("t", p, data)

@@ -27,7 +27,7 @@ from ..records import Record, TopicConfig
 from ..wire import batch as kafka
 from . import disk, faults
 from . import format as fmt
-from .producers import ProducerState
+from .producers import EXPIRATION_MS, ProducerState
 from .recovery import Checkpoint, Report, open_segments, sync_dir
 from .segment import Segment, SegmentDeletedError
 
@@ -59,6 +59,7 @@ class PartitionLog:
         *,
         log_start: int = 0,
         on_log_start: Callable[[int], None] | None = None,
+        producer_expiration_ms: int = EXPIRATION_MS,
     ) -> None:
         self.directory = directory
         self.topic = topic
@@ -81,6 +82,8 @@ class PartitionLog:
             [s.base_offset for s in segments],
             segments,
         )
+        self.producer_expiration_ms = producer_expiration_ms
+        """Entries of producers idle this long are dropped at each checkpoint (section 19)."""
         try:
             self.producers = load_producers(segments, checkpoint)
             """Idempotent producers' state (``storage.producers``), guarded by the write lock."""
@@ -404,6 +407,7 @@ class PartitionLog:
     def _checkpoint_of(self, seg: Segment) -> Checkpoint:
         """The checkpoint of the end of ``seg``, the active segment (with the write lock held,
         or at open): the producers' snapshot is taken at the same point of the log."""
+        self.producers.expire(_now_ms(), self.producer_expiration_ms)
         return Checkpoint(
             seg.base_offset, seg.size, seg.next_offset, seg.max_timestamp,
             len(seg.index), len(seg.timeindex), self.producers.snapshot(),

@@ -13,6 +13,11 @@ taken under the partition's write lock together with the checkpoint's
 position, and open replays the headers of the Kafka batches after that
 position. The rules are Kafka's (``ProducerStateManager``, Kafka 2.5 and
 later): a producer id the partition does not know is taken at any sequence.
+
+Entries expire as in Kafka (``producer.id.expiration.ms``, default one day): at
+each checkpoint, and once the state is loaded at open, the entries whose last
+batch's max timestamp is ``EXPIRATION_MS`` or more before now are dropped, so a
+partition does not keep every producer id that ever wrote to it.
 """
 
 from __future__ import annotations
@@ -22,9 +27,13 @@ from typing import Any, NamedTuple
 
 from ..errors import InvalidProducerEpochError, OutOfOrderSequenceError
 
-__all__ = ["RETAINED_BATCHES", "ProducerEntry", "ProducerState", "SequenceRange", "next_sequence"]
+__all__ = [
+    "EXPIRATION_MS", "RETAINED_BATCHES", "ProducerEntry", "ProducerState", "SequenceRange", "next_sequence",
+]
 
 RETAINED_BATCHES = 5  # Kafka's NUM_BATCHES_TO_RETAIN: a producer has at most 5 batches in flight
+#: Kafka's producer.id.expiration.ms default: an entry idle this long is dropped
+EXPIRATION_MS = 24 * 60 * 60 * 1000
 _SEQUENCE_LIMIT = 1 << 31  # sequences are int32 and wrap to 0 after 2**31 - 1
 
 
@@ -109,6 +118,15 @@ class ProducerState:
         if len(entry.batches) > RETAINED_BATCHES:
             del entry.batches[0]
         entry.last_timestamp = max_timestamp
+
+    def expire(self, now_ms: int, expiration_ms: int = EXPIRATION_MS) -> int:
+        """Drop the entries whose last batch's max timestamp is ``expiration_ms`` or more
+        before ``now_ms`` (Kafka's rule, by the producer's timestamps); returns how many."""
+        cutoff = now_ms - expiration_ms
+        gone = [pid for pid, e in self.entries.items() if e.last_timestamp <= cutoff]
+        for pid in gone:  # bounded by the entries
+            del self.entries[pid]
+        return len(gone)
 
     def snapshot(self) -> tuple[Any, ...]:
         """The state as MessagePack-able values, sorted by producer id (docs/format.md, 19):
