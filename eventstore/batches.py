@@ -24,7 +24,7 @@ from .errors import (
     UnsupportedRecordVersionError,
 )
 from .partitioner import partition_for_key
-from .records import Record, RecordMetadata, TopicConfig
+from .records import LOG_APPEND_TIME, Record, RecordMetadata, TopicConfig
 from .storage import format as fmt
 from .validation import NO_HEADERS, check_size, normalize_item, record_size
 from .wire import batch as kafka
@@ -76,6 +76,7 @@ def group_items(cfg: TopicConfig, items: list[Any], fixed: int | None, now: int,
         return [Group(p, None, repeat(now, n), repeat(None, n), items, repeat(NO_HEADERS, n),
                       now, now, None)]
     sticky = next(round_robin) % cfg.partitions if fixed is None else fixed
+    append_time = cfg.timestamp_type == LOG_APPEND_TIME  # every record gets ``now``
     groups: dict[int, Group] = {}
     for i, item in enumerate(items):  # validation needs each item once
         key, value, headers, part, ts = normalize_item(cfg, item, i)
@@ -86,7 +87,7 @@ def group_items(cfg: TopicConfig, items: list[Any], fixed: int | None, now: int,
         g = groups.get(part)
         if g is None:
             g = groups[part] = Group(part, [], [], [], [], [], now, now, [])
-        g.add(i, now if ts is None else ts, key, value, headers)
+        g.add(i, now if ts is None or append_time else ts, key, value, headers)
     return list(groups.values())
 
 

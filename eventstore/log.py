@@ -45,6 +45,7 @@ from .errors import (
 )
 from .partitioner import partition_for_key
 from .records import (
+    LOG_APPEND_TIME,
     NO_TOPIC_ID,
     Durability,
     Message,
@@ -372,6 +373,7 @@ class Log:
         max_record_bytes: int = UNSET,
         exist_ok: bool = False,
         streams: bool = UNSET,
+        timestamp_type: str = UNSET,
     ) -> TopicConfig:
         """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``).
 
@@ -389,7 +391,7 @@ class Log:
             )
         given = {"partitions": partitions, "retention_ms": retention_ms, "retention_bytes": retention_bytes,
                  "segment_bytes": segment_bytes, "segment_ms": segment_ms,
-                 "max_record_bytes": max_record_bytes, "streams": streams}
+                 "max_record_bytes": max_record_bytes, "streams": streams, "timestamp_type": timestamp_type}
         asked = check_topic_settings({k: v for k, v in given.items() if v is not UNSET})
         cfg = TopicConfig(name=name, created_ms=_now_ms(), topic_id=_new_topic_id(),
                           **{"partitions": 1, **asked})
@@ -441,6 +443,7 @@ class Log:
         segment_bytes: int = UNSET,
         segment_ms: int = UNSET,
         max_record_bytes: int = UNSET,
+        timestamp_type: str = UNSET,
     ) -> TopicConfig:
         """Change a topic's configuration; partitions can only grow (as in Kafka)."""
         self.check_open()
@@ -448,7 +451,8 @@ class Log:
             old = self.topic(name)
             given = {"partitions": partitions, "retention_ms": retention_ms,
                      "retention_bytes": retention_bytes, "segment_bytes": segment_bytes,
-                     "segment_ms": segment_ms, "max_record_bytes": max_record_bytes}
+                     "segment_ms": segment_ms, "max_record_bytes": max_record_bytes,
+                     "timestamp_type": timestamp_type}
             changes = check_topic_settings({k: v for k, v in given.items() if v is not UNSET},
                                            partitions_min=old.partitions)
             cfg = msgspec.structs.replace(old, **changes)
@@ -587,10 +591,10 @@ class Log:
                 partition = next(self._round_robin) % cfg.partitions
         elif type(partition) is not int or not 0 <= partition < cfg.partitions:
             valid_partition(cfg, partition)
-        if timestamp_ms is None:
-            ts = time.time_ns() // 1_000_000
-        else:
+        if timestamp_ms is not None:
             ts = check_timestamp(timestamp_ms, f"append to topic {topic!r}")
+        if timestamp_ms is None or cfg.timestamp_type == LOG_APPEND_TIME:  # the append time
+            ts = time.time_ns() // 1_000_000
         plog = self._partitions[topic][partition]
         base = plog.append_one(ts, key, value, hdrs)
         if self._fsync:
@@ -715,10 +719,12 @@ class Log:
         p = valid_partition(cfg, partition)
         data, header = check_kafka_batch(cfg, batch)
         plog = self._partitions[topic][p]
-        base, duplicate = plog.append_kafka(data, header)
+        append_time = _now_ms() if cfg.timestamp_type == LOG_APPEND_TIME else None
+        base, duplicate = plog.append_kafka(data, header, append_time)
         if durable and self._fsync:
             plog.wait_durable(base + header.record_count)
-        return KafkaAppendResult(base, header.record_count, -1, plog.offsets()[0], duplicate)
+        append_time_ms = -1 if append_time is None or duplicate else append_time
+        return KafkaAppendResult(base, header.record_count, append_time_ms, plog.offsets()[0], duplicate)
 
     def allocate_producer_id(self) -> int:
         """A Kafka producer id never handed out before by this store, durably (InitProducerId;

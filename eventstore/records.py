@@ -100,6 +100,11 @@ class TopicPartition(msgspec.Struct, frozen=True, order=True):
     partition: int
 
 
+CREATE_TIME = "CreateTime"
+LOG_APPEND_TIME = "LogAppendTime"
+TIMESTAMP_TYPES = (CREATE_TIME, LOG_APPEND_TIME)
+
+
 class TopicConfig(msgspec.Struct, frozen=True, kw_only=True):
     """A topic's configuration, as stored in its ``topic.json``."""
 
@@ -116,6 +121,9 @@ class TopicConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: Random, made when the topic is made: a topic deleted and made again under the same
     #: name gets another (Kafka's topic id; Metadata and Fetch name topics by it).
     topic_id: uuid.UUID = NO_TOPIC_ID
+    #: "CreateTime" (records keep their writers' timestamps) or "LogAppendTime" (every record
+    #: gets the time it is appended; Kafka's message.timestamp.type; docs/format.md section 5).
+    timestamp_type: str = CREATE_TIME
 
 
 class PartitionStatistics(msgspec.Struct, frozen=True, kw_only=True):

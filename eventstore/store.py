@@ -213,11 +213,12 @@ class Store:
         max_record_bytes: int = UNSET,
         exist_ok: bool = False,
         streams: bool = UNSET,
+        timestamp_type: str = UNSET,
     ) -> TopicConfig:
         return self.log.create_topic(
             name, partitions, retention_ms=retention_ms, retention_bytes=retention_bytes,
             segment_bytes=segment_bytes, segment_ms=segment_ms, max_record_bytes=max_record_bytes,
-            exist_ok=exist_ok, streams=streams)
+            exist_ok=exist_ok, streams=streams, timestamp_type=timestamp_type)
 
     def alter_topic(
         self,
@@ -229,10 +230,12 @@ class Store:
         segment_bytes: int = UNSET,
         segment_ms: int = UNSET,
         max_record_bytes: int = UNSET,
+        timestamp_type: str = UNSET,
     ) -> TopicConfig:
         return self.log.alter_topic(
             name, partitions=partitions, retention_ms=retention_ms, retention_bytes=retention_bytes,
-            segment_bytes=segment_bytes, segment_ms=segment_ms, max_record_bytes=max_record_bytes)
+            segment_bytes=segment_bytes, segment_ms=segment_ms, max_record_bytes=max_record_bytes,
+            timestamp_type=timestamp_type)
 
     def delete_topic(self, name: str) -> None:
         return self.log.delete_topic(name)

@@ -16,7 +16,7 @@ from .errors import (
     RecordTooLargeError,
     StreamsTopicError,
 )
-from .records import Message, OffsetAndMetadata, TopicConfig, TopicPartition
+from .records import TIMESTAMP_TYPES, Message, OffsetAndMetadata, TopicConfig, TopicPartition
 
 _BYTES_LIKE = (bytearray, memoryview)
 NO_HEADERS: tuple[()] = ()
@@ -209,6 +209,11 @@ def check_topic_settings(given: Mapping[str, Any], *, partitions_min: int = 1) -
             out[key] = _int_in(value, key, *_TOPIC_LIMITS[key])
         elif key == "streams":
             out[key] = bool(value)
+        elif key == "timestamp_type":
+            if value not in TIMESTAMP_TYPES:
+                raise InvalidArgumentError(f"timestamp_type must be one of {', '.join(TIMESTAMP_TYPES)}, "
+                                           f"got {value!r}")
+            out[key] = value
         else:  # retention_ms, retention_bytes: None for no limit
             out[key] = None if value is None else _int_in(value, key, 1, 2**62)
     return out

@@ -3,9 +3,10 @@
 Five Kafka topic configs are the store's own settings (``Log.create_topic``,
 ``alter_topic``): ``retention.ms`` (-1: no limit), ``retention.bytes`` (-1: no limit),
 ``segment.bytes``, ``segment.ms`` and ``max.message.bytes`` (the store's
-``max_record_bytes``). A few more are described, read-only, for clients that look
-for them: ``cleanup.policy`` (delete: the store does not compact) and
-``message.timestamp.type`` (CreateTime), and the store's own
+``max_record_bytes``), and ``message.timestamp.type`` (CreateTime or LogAppendTime:
+the store's ``timestamp_type``). A few more are described, read-only, for clients
+that look for them: ``cleanup.policy`` (delete: the store does not compact), and the
+store's own
 ``eventstore.streams`` (true for a topic that holds event streams, which only the
 event-sourcing API makes; a remote client reads it for ``TopicConfig.streams``).
 Setting a read-only config to the value it has is accepted and changes nothing;
@@ -24,6 +25,7 @@ from ..validation import check_topic_settings
 __all__ = [
     "READ_ONLY_TOPIC_CONFIGS",
     "STREAMS_CONFIG",
+    "TIMESTAMP_TYPE_CONFIG",
     "TOPIC_SETTINGS",
     "ConfigEntry",
     "ConfigError",
@@ -47,8 +49,9 @@ TOPIC_SETTINGS: Final[dict[str, tuple[str, int, bool]]] = {
 }
 READ_ONLY_TOPIC_CONFIGS: Final[dict[str, tuple[str, int]]] = {
     "cleanup.policy": ("delete", STRING),
-    "message.timestamp.type": ("CreateTime", STRING),
 }
+#: CreateTime or LogAppendTime: the store's ``timestamp_type`` (a string, unlike the others).
+TIMESTAMP_TYPE_CONFIG: Final = "message.timestamp.type"
 #: Whether the topic holds event streams (``TopicConfig.streams``): read-only.
 STREAMS_CONFIG: Final = "eventstore.streams"
 _DEFAULTS: Final = TopicConfig(name="defaults", partitions=1)
@@ -80,6 +83,8 @@ def topic_configs(cfg: TopicConfig) -> list[ConfigEntry]:
         value = getattr(cfg, setting)
         source = DEFAULT_CONFIG if value == getattr(_DEFAULTS, setting) else DYNAMIC_TOPIC_CONFIG
         out.append(ConfigEntry(name, _kafka_value(value), False, source, config_type))
+    source = DEFAULT_CONFIG if cfg.timestamp_type == _DEFAULTS.timestamp_type else DYNAMIC_TOPIC_CONFIG
+    out.append(ConfigEntry(TIMESTAMP_TYPE_CONFIG, cfg.timestamp_type, False, source, STRING))
     for name, (fixed, config_type) in READ_ONLY_TOPIC_CONFIGS.items():
         out.append(ConfigEntry(name, fixed, True, DEFAULT_CONFIG, config_type))
     source = DYNAMIC_TOPIC_CONFIG if cfg.streams else DEFAULT_CONFIG
@@ -118,6 +123,9 @@ def settings_from(configs: dict[str, str | None], current: TopicConfig | None = 
         if name == STREAMS_CONFIG:
             _check_streams(text, current is not None and current.streams)
             continue
+        if name == TIMESTAMP_TYPE_CONFIG:
+            given["timestamp_type"] = _DEFAULTS.timestamp_type if text is None else text
+            continue
         if name in READ_ONLY_TOPIC_CONFIGS:
             if text is not None and text != READ_ONLY_TOPIC_CONFIGS[name][0]:
                 fixed = READ_ONLY_TOPIC_CONFIGS[name][0]
@@ -125,7 +133,7 @@ def settings_from(configs: dict[str, str | None], current: TopicConfig | None = 
             continue
         if name not in TOPIC_SETTINGS:
             raise ConfigError(f"unknown or unsupported topic config {name!r}; supported: "
-                              f"{', '.join(TOPIC_SETTINGS)}")
+                              f"{', '.join([*TOPIC_SETTINGS, TIMESTAMP_TYPE_CONFIG])}")
         setting, _kind, nullable = TOPIC_SETTINGS[name]
         if text is None:
             given[setting] = getattr(_DEFAULTS, setting)

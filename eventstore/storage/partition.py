@@ -173,7 +173,8 @@ class PartitionLog:
             data = batch if batch_base == base else rebase(base)
             return self._write(data, base, count, base_ts, max_ts)
 
-    def append_kafka(self, batch: bytearray, header: kafka.BatchHeader) -> tuple[int, bool]:
+    def append_kafka(self, batch: bytearray, header: kafka.BatchHeader,
+                     append_time: int | None = None) -> tuple[int, bool]:
         """Write a Kafka batch already checked (rules K1-K5); returns its base offset and
         whether it is a duplicate (then nothing was written and the offset is the one the
         batch was first written at).
@@ -181,7 +182,8 @@ class PartitionLog:
         Under the write lock: the idempotent producer's sequence is checked
         (``ProducerState.check``; may raise, nothing written), the base offset
         and leader epoch (both outside the CRC) are written into ``batch``, and
-        the batch is written as it is (docs/format.md, 17.3).
+        the batch is written as it is (docs/format.md, 17.3); with ``append_time`` (a
+        LogAppendTime topic) it is marked LogAppendTime at that time first (17.3.2).
         """
         count = header.record_count
         producer = header.producer_id >= 0
@@ -194,11 +196,15 @@ class PartitionLog:
                 if duplicate is not None:
                     return duplicate.base_offset, True
             base = self._next_offset
+            first_ts, max_ts = header.base_timestamp, header.max_timestamp
+            if append_time is not None:
+                kafka.set_log_append_time(batch, append_time)
+                first_ts = max_ts = append_time
             _KAFKA_PREFIX.pack_into(batch, 0, base, header.batch_length, 0)
-            self._write(batch, base, count, header.base_timestamp, header.max_timestamp)
+            self._write(batch, base, count, first_ts, max_ts)
             if producer:
                 self.producers.update(header.producer_id, header.producer_epoch, header.base_sequence,
-                                      count, base, header.max_timestamp)
+                                      count, base, max_ts)
             return base, False
 
     def describe_producers(self) -> list[tuple[int, int, int, int]]:

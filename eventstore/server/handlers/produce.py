@@ -24,13 +24,16 @@ one bad batch does not fail the others.
 * **Transactions** are not served: a request with a ``transactional_id`` is answered
   TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition (transactional batches
   without one are refused by K4 with INVALID_RECORD).
-* ``log_append_time`` is -1 (CreateTime: the topics keep the producers' timestamps);
+* ``log_append_time`` is the time the batch was appended in a LogAppendTime topic
+  (``message.timestamp.type``; docs/format.md, 17.3), -1 in a CreateTime topic or
+  for a duplicate;
   ``log_start_offset`` (v5+) is the partition's after the append; ``error_message``
   (v8+) says why a partition was refused.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -70,6 +73,7 @@ class Outcome:
     base_offset: int = -1
     log_start_offset: int = -1
     end_offset: int = -1  # the offset after the batch: what the wait for durability covers
+    log_append_time: int = -1  # ms; -1: CreateTime
 
 
 Asked = Sequence[tuple[str, int, bytes | None]]
@@ -252,6 +256,7 @@ def _append(log: Log, topic: str, partition: int, records: bytes | None) -> Outc
     outcome.base_offset = result.base_offset
     outcome.log_start_offset = result.log_start_offset
     outcome.end_offset = result.base_offset + result.record_count
+    outcome.log_append_time = result.log_append_time_ms
     return outcome
 
 
@@ -263,7 +268,17 @@ def _response(header: RequestHeader, outcomes: list[Outcome]) -> Any:
     for o in outcomes:
         topics.setdefault(o.topic, []).append(entity(
             partition_cls, index=o.partition, error_code=o.error, base_offset=o.base_offset,
-            log_append_time=None, log_start_offset=o.log_start_offset, record_errors=(),
+            log_append_time=_when(o.log_append_time), log_start_offset=o.log_start_offset, record_errors=(),
             error_message=o.message))
     return entity(cls, responses=tuple(entity(topic_cls, name=name, partition_responses=tuple(parts))
                                        for name, parts in topics.items()))
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _when(ms: int) -> datetime.datetime | None:
+    """A time in ms as the aware datetime kio writes as int64 ms; None (-1 on the wire) for -1.
+    Not ``TZAware.parse``d: that type refuses any datetime with sub-second digits, which
+    the writer (``round(timestamp() * 1000)``) encodes exactly."""
+    return None if ms < 0 else _EPOCH + datetime.timedelta(milliseconds=ms)
