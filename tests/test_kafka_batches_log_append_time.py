@@ -107,3 +107,15 @@ def test_kafka_clients_set_the_config_and_read_the_append_time(tmp_path: Path) -
         with pytest.raises(Exception, match="timestamp_type"):
             next(iter(admin.alter_configs([bad]).values())).result(TIMEOUT_S)
         assert TIMESTAMP_CREATE_TIME != TIMESTAMP_LOG_APPEND_TIME
+
+
+def test_a_remote_store_sets_and_reads_the_timestamp_type(tmp_path: Path) -> None:
+    with served(tmp_path) as (store, bootstrap):
+        remote = eventstore.connect(bootstrap)
+        try:
+            assert remote.create_topic("r", timestamp_type="LogAppendTime").timestamp_type == "LogAppendTime"
+            assert store.topic("r").timestamp_type == "LogAppendTime"
+            remote.alter_topic("r", timestamp_type="CreateTime")
+            assert (store.topic("r").timestamp_type, remote.topic("r").timestamp_type) == ("CreateTime",) * 2
+        finally:
+            remote.close()

@@ -37,7 +37,15 @@ from ..errors import (
     TopicNotFoundError,
 )
 from ..groups.membership import GroupDescription, MemberDescription
-from ..records import Message, OffsetAndMetadata, Record, RecordMetadata, TopicConfig, TopicPartition
+from ..records import (
+    TIMESTAMP_TYPES,
+    Message,
+    OffsetAndMetadata,
+    Record,
+    RecordMetadata,
+    TopicConfig,
+    TopicPartition,
+)
 from ..validation import as_bytes, check_headers
 from .connection import error_with_message
 
@@ -129,7 +137,7 @@ def record_of(msg: Any) -> Record:
 
 _CONFIGS = (("retention_ms", "retention.ms"), ("retention_bytes", "retention.bytes"),
             ("segment_bytes", "segment.bytes"), ("segment_ms", "segment.ms"),
-            ("max_record_bytes", "max.message.bytes"))
+            ("max_record_bytes", "max.message.bytes"), ("timestamp_type", "message.timestamp.type"))
 
 
 class KafkaLog:
@@ -232,6 +240,8 @@ class KafkaLog:
             if raw is not None and raw.lstrip("-").isdigit():
                 number = int(raw)
                 values[attr] = None if number < 0 and attr.startswith("retention") else number
+        if entries.get("message.timestamp.type") in TIMESTAMP_TYPES:
+            values["timestamp_type"] = entries["message.timestamp.type"]
         values["streams"] = entries.get(STREAMS_CONFIG) == "true"
         topic_id = self._topic_id(name)
         if topic_id is not None:

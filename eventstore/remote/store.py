@@ -133,22 +133,26 @@ class RemoteStore:
     def create_topic(self, name: str, partitions: int = UNSET, *, retention_ms: int | None = UNSET,
                      retention_bytes: int | None = UNSET, segment_bytes: int = UNSET,
                      segment_ms: int = UNSET, max_record_bytes: int = UNSET,
-                     exist_ok: bool = False, streams: bool = UNSET) -> TopicConfig:
+                     exist_ok: bool = False, streams: bool = UNSET,
+                     timestamp_type: str = UNSET) -> TopicConfig:
         self._check_open()
         if streams is not UNSET and streams:
             raise InvalidArgumentError("a streams topic is made by the first append_to_stream to it")
         settings = {k: v for k, v in (("retention_ms", retention_ms), ("retention_bytes", retention_bytes),
                                       ("segment_bytes", segment_bytes), ("segment_ms", segment_ms),
-                                      ("max_record_bytes", max_record_bytes)) if v is not UNSET}
+                                      ("max_record_bytes", max_record_bytes),
+                                      ("timestamp_type", timestamp_type)) if v is not UNSET}
         return self._log.create_topic(name, None if partitions is UNSET else partitions, settings, exist_ok)
 
     def alter_topic(self, name: str, *, partitions: int = UNSET, retention_ms: int | None = UNSET,
                     retention_bytes: int | None = UNSET, segment_bytes: int = UNSET,
-                    segment_ms: int = UNSET, max_record_bytes: int = UNSET) -> TopicConfig:
+                    segment_ms: int = UNSET, max_record_bytes: int = UNSET,
+                    timestamp_type: str = UNSET) -> TopicConfig:
         self._check_open()
         settings = {k: v for k, v in (("retention_ms", retention_ms), ("retention_bytes", retention_bytes),
                                       ("segment_bytes", segment_bytes), ("segment_ms", segment_ms),
-                                      ("max_record_bytes", max_record_bytes)) if v is not UNSET}
+                                      ("max_record_bytes", max_record_bytes),
+                                      ("timestamp_type", timestamp_type)) if v is not UNSET}
         return self._log.alter_topic(name, None if partitions is UNSET else partitions, settings)
 
     def delete_topic(self, name: str) -> None:
