@@ -480,8 +480,17 @@ class PartitionLog:
                 return self._read_once(offset, max_records, max_bytes, whole_batches)
             except SegmentDeletedError:
                 continue
+            except ValueError:  # a mapping closed under the read
+                self._raise_if_closed()
+                raise
         start, end = self.offsets()
         raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
+
+    def _raise_if_closed(self) -> None:
+        """A read that found its segment's mapping closed: the partition was closed (its
+        topic deleted, the store closed) while it read. Say so, as a read after it would."""
+        if self._failed is not None:
+            raise self._failed from None
 
     def _read_once(self, offset: int, max_records: int, max_bytes: int | None,
                    whole_batches: bool) -> tuple[list[Record], int]:
@@ -525,6 +534,9 @@ class PartitionLog:
                 return self._read_batches_once(offset, max_bytes)
             except SegmentDeletedError:
                 continue
+            except ValueError:  # a mapping closed under the read
+                self._raise_if_closed()
+                raise
         start, end = self.offsets()
         raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
 
