@@ -17,7 +17,7 @@ import uuid
 import msgspec
 
 from ..errors import CorruptionError
-from ..records import TopicConfig
+from ..records import CREATE_TIME, TopicConfig
 from . import disk, faults
 from .index import write_synced
 from .recovery import fsync_dir
@@ -67,7 +67,10 @@ def write_config(directory: str, config: TopicConfig) -> None:
     """Write ``topic.json`` atomically: temp file, fsync, rename, fsync directory."""
     path = os.path.join(directory, CONFIG_NAME)
     tmp = path + ".tmp"
-    data = json.dumps(msgspec.to_builtins(config), indent=1, sort_keys=True).encode() + b"\n"
+    fields = msgspec.to_builtins(config)
+    if config.timestamp_type == CREATE_TIME:  # the default, absent: CreateTime topics' files as before
+        del fields["timestamp_type"]
+    data = json.dumps(fields, indent=1, sort_keys=True).encode() + b"\n"
     try:
         write_synced(tmp, data)
         disk.replace(tmp, path)
