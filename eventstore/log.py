@@ -596,7 +596,7 @@ class Log:
         if timestamp_ms is None or cfg.timestamp_type == LOG_APPEND_TIME:  # the append time
             ts = time.time_ns() // 1_000_000
         plog = self._partitions[topic][partition]
-        base = plog.append_one(ts, key, value, hdrs)
+        base = plog.append_one(ts, key, value, hdrs, _attributes(cfg))
         if self._fsync:
             plog.wait_durable(base + 1)
         return RecordMetadata(topic, partition, base, ts)
@@ -628,8 +628,10 @@ class Log:
         fixed = None if partition is None else valid_partition(cfg, partition)
         groups = group_items(cfg, items, fixed, _now_ms(), self._round_robin)
         partitions = self._partitions[topic]
+        attributes = _attributes(cfg)
         bases = [
-            partitions[g.partition].append(g.timestamps, g.keys, g.values, g.headers, g.base_ts, g.max_ts)
+            partitions[g.partition].append(g.timestamps, g.keys, g.values, g.headers, g.base_ts, g.max_ts,
+                                           attributes)
             for g in groups
         ]
         if self._fsync:
@@ -686,7 +688,9 @@ class Log:
                     f"but the partition ends at {base}"
                 )
             rows = [(base + i, r.timestamp_ms, r.key, r.value, r.headers) for i, r in enumerate(records)]
-            return fmt.encode_batch(base, rows, records[0].timestamp_ms, info.max_timestamp)
+            marked = records[0].timestamp_type == Record.TIMESTAMP_LOG_APPEND_TIME  # the mark is kept
+            return fmt.encode_batch(base, rows, records[0].timestamp_ms, info.max_timestamp,
+                                    fmt.LOG_APPEND_TIME if marked else 0)
 
         plog = self._partitions[topic][p]
         base = plog.append_encoded(data, info.base_offset, info.record_count, records[0].timestamp_ms,
@@ -994,6 +998,12 @@ def _new_topic_id() -> uuid.UUID:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _attributes(cfg: TopicConfig) -> int:
+    """A native batch's attributes in this topic: marked LogAppendTime in such a topic, so
+    that its records read as such even once the topic's setting changes (format.md 5)."""
+    return fmt.LOG_APPEND_TIME if cfg.timestamp_type == LOG_APPEND_TIME else 0
 
 
 def holds_store(path: str) -> bool:

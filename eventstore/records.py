@@ -37,8 +37,9 @@ class Record(msgspec.Struct, array_like=True, frozen=True, kw_only=True, gc=Fals
     """One record read from a partition.
 
     The field order is the on-disk order of a record (docs/format.md, 2.1); the
-    trailing ``topic`` and ``partition`` are not stored per record but filled in
-    by the decoder. Construct it with keyword arguments. Records hold only
+    trailing ``topic``, ``partition`` and ``timestamp_type`` are not stored per
+    record but filled in by the decoder (the last from the batch's LogAppendTime
+    mark, docs/format.md section 5). Construct it with keyword arguments. Records hold only
     immutable values, so they are not tracked by the cycle collector
     (``gc=False``): a scan of millions of records triggers no collections.
     """
@@ -50,6 +51,10 @@ class Record(msgspec.Struct, array_like=True, frozen=True, kw_only=True, gc=Fals
     headers: tuple[RecordHeader, ...] = ()
     topic: str = ""
     partition: int = 0
+    #: 0 (CreateTime: the timestamp its writer gave, or the append time when it gave none)
+    #: or 1 (LogAppendTime: its batch was marked with the time it was appended), as
+    #: Kafka's and kafka-python's ``timestamp_type``.
+    timestamp_type: int = 0
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Record):
@@ -61,17 +66,13 @@ class Record(msgspec.Struct, array_like=True, frozen=True, kw_only=True, gc=Fals
 
     TIMESTAMP_CREATE_TIME: ClassVar[int] = 0
     """``timestamp_type`` of a timestamp set by the producer (or at append), as in Kafka."""
+    TIMESTAMP_LOG_APPEND_TIME: ClassVar[int] = 1
+    """``timestamp_type`` of a record of a batch marked LogAppendTime, as in Kafka."""
 
     @property
     def timestamp(self) -> int:
         """``timestamp_ms``, under kafka-python's ``ConsumerRecord`` name."""
         return self.timestamp_ms
-
-    @property
-    def timestamp_type(self) -> int:
-        """0 (CreateTime), as kafka-python's ``ConsumerRecord.timestamp_type``: the store
-        keeps the timestamp each record was appended with."""
-        return 0
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):

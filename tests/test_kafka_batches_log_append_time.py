@@ -119,3 +119,57 @@ def test_a_remote_store_sets_and_reads_the_timestamp_type(tmp_path: Path) -> Non
             assert (store.topic("r").timestamp_type, remote.topic("r").timestamp_type) == ("CreateTime",) * 2
         finally:
             remote.close()
+
+
+def test_records_of_marked_batches_report_log_append_time(tmp_path: Path) -> None:
+    lat, create = eventstore.Record.TIMESTAMP_LOG_APPEND_TIME, eventstore.Record.TIMESTAMP_CREATE_TIME
+    assert (lat, create) == (1, 0)  # Kafka's numbers
+    with eventstore.open(tmp_path / "s") as store:
+        store.create_topic("t", timestamp_type="LogAppendTime")
+        store.create_topic("c")
+        store.append("t", b"native", timestamp_ms=OLD)
+        store.append_batch("t", [b"bare", eventstore.Message(value=b"message", timestamp_ms=OLD)])
+        produced = kb.encode_batch([(0, OLD, None, b"a", ()), (1, OLD + 5, b"k", b"b", ())])
+        store.log.append_kafka("t", 0, produced)
+        store.log.append_kafka("c", 0, produced)
+        store.append("c", b"native")
+        assert [r.timestamp_type for r in store.read("t", 0, 0)] == [lat] * 5
+        assert [r.timestamp_type for r in store.read("c", 0, 0)] == [create] * 3
+        store.alter_topic("t", timestamp_type="CreateTime")  # the mark is the batch's, kept
+        store.append("t", b"later", timestamp_ms=OLD)
+        copied, _ = store.log.read_batches("t", 0, 0, 1)  # the first batch, marked, copied as it is
+        store.log.append_encoded("c", 0, copied)
+        assert [r.timestamp_type for r in store.read("c", 0, 3)] == [lat]
+        assert store.check().ok
+    with eventstore.open(tmp_path / "s") as store:  # as read back from the files
+        assert [(r.timestamp_type, r.timestamp_ms == OLD) for r in store.read("t", 0, 0)] == [
+            (lat, False)] * 5 + [(create, True)]
+        (native,) = store.read("t", 0, 0, max_records=1)
+        assert native == eventstore.Record(offset=0, timestamp_ms=native.timestamp_ms, key=None,
+                                           value=b"native", topic="t", timestamp_type=lat)
+        assert store.check().ok
+
+
+def test_a_fetched_native_batch_keeps_its_mark(tmp_path: Path) -> None:
+    with served(tmp_path) as (store, bootstrap):
+        store.create_topic("lat", timestamp_type="LogAppendTime")
+        appended = store.append("lat", b"embedded", timestamp_ms=OLD)
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "n",
+                             "auto.offset.reset": "earliest"})
+        try:
+            consumer.subscribe(["lat"])
+            message = None
+            for _ in range(20):  # bounded
+                message = consumer.poll(1.0)
+                if message is not None:
+                    break
+            assert message is not None and message.error() is None
+            assert message.timestamp() == (TIMESTAMP_LOG_APPEND_TIME, appended.timestamp_ms)
+        finally:
+            consumer.close()
+        remote = eventstore.connect(bootstrap)
+        try:
+            (record,) = remote.read("lat", 0, 0)
+            assert (record.timestamp_type, record.timestamp_ms) == (1, appended.timestamp_ms)
+        finally:
+            remote.close()

@@ -130,9 +130,12 @@ def take(consumer: Any, limit: int, timeout_s: float) -> list[Any]:
 
 
 def record_of(msg: Any) -> Record:
-    """librdkafka's message as the store's ``Record``."""
-    return Record(offset=msg.offset(), timestamp_ms=msg.timestamp()[1], key=msg.key(), value=msg.value(),
-                  headers=_headers(msg), topic=msg.topic(), partition=msg.partition())
+    """librdkafka's message as the store's ``Record`` (its timestamp type too: librdkafka
+    numbers LogAppendTime 2, the store 1, as Kafka)."""
+    kind, timestamp = msg.timestamp()
+    marked = Record.TIMESTAMP_LOG_APPEND_TIME if kind == ck.TIMESTAMP_LOG_APPEND_TIME else 0
+    return Record(offset=msg.offset(), timestamp_ms=timestamp, key=msg.key(), value=msg.value(),
+                  headers=_headers(msg), topic=msg.topic(), partition=msg.partition(), timestamp_type=marked)
 
 
 _CONFIGS = (("retention_ms", "retention.ms"), ("retention_bytes", "retention.bytes"),

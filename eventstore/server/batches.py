@@ -18,8 +18,9 @@ import uuid
 from collections import OrderedDict
 from typing import Final
 
+from ..records import Record
 from ..storage import format as fmt
-from ..wire.batch import MAGIC, encode_batch
+from ..wire.batch import MAGIC, encode_batch, set_log_append_time
 
 __all__ = ["ConvertedBatches", "NotConverted", "as_kafka_batches"]
 
@@ -103,5 +104,9 @@ def _converted(stored: bytes, position: int, size: int, key: tuple[uuid.UUID, in
     records = fmt.decode_records(stored, position, size)
     batch = encode_batch(((r.offset, r.timestamp_ms, r.key, r.value, tuple(r.headers)) for r in records),
                          partition_leader_epoch=LEADER_EPOCH)
+    if records[0].timestamp_type == Record.TIMESTAMP_LOG_APPEND_TIME:  # a native batch's mark
+        marked = bytearray(batch)
+        set_log_append_time(marked, fmt.batch_max_timestamp(stored, position))
+        batch = bytes(marked)
     cache.put(key, batch)
     return batch

@@ -9,7 +9,7 @@ Prefix, shared with Kafka's RecordBatch (big-endian)::
 
 Native body::
 
-    17  attributes              int16   0
+    17  attributes              int16   0, or 8: LogAppendTime (bit 3, as in Kafka)
     19  last_offset_delta       int32   record_count - 1
     23  base_timestamp          int64
     31  max_timestamp           int64
@@ -34,7 +34,9 @@ layers above never need to know which kind a batch is.
 
 from __future__ import annotations
 
+import functools
 import struct
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +56,10 @@ NATIVE_HEADER_SIZE = 43
 CHECKSUM_SIZE = 8
 MAGIC_NATIVE = 0x45
 MAGIC_KAFKA_V2 = 2
+#: A native batch's attributes: 0, or this bit (Kafka's) when its records' timestamps are
+#: the time it was appended (a LogAppendTime topic, docs/format.md section 5).
+LOG_APPEND_TIME = kafka.LOG_APPEND_TIME
+_ATTRIBUTES_POSITION = 17
 MIN_BATCH_SIZE = NATIVE_HEADER_SIZE + 1 + CHECKSUM_SIZE  # the smallest records array is 1 byte
 MIN_BATCH_LENGTH = MIN_BATCH_SIZE - LENGTH_OFFSET  # 40
 MAX_BATCH_LENGTH = 0x7FFFFFFF - LENGTH_OFFSET
@@ -107,23 +113,25 @@ class BatchInfo(msgspec.Struct, frozen=True, array_like=True):
 
 
 def encode_batch(
-    base_offset: int, records: Sequence[WireRecord], base_timestamp: int, max_timestamp: int
+    base_offset: int, records: Sequence[WireRecord], base_timestamp: int, max_timestamp: int,
+    attributes: int = 0,
 ) -> bytes | bytearray:
-    """Encode ``records`` (offsets already assigned) as one native batch."""
+    """Encode ``records`` (offsets already assigned) as one native batch; ``attributes``
+    0, or ``LOG_APPEND_TIME`` when their timestamps are the time it is appended."""
     count = len(records)
     if count < _SMALL_BATCH_RECORDS:
         # Small batches: two short concatenations beat filling a buffer in place.
         payload = _encode(records)
         body = _pack_header(
             base_offset, len(payload) + _LENGTH_EXTRA, 0, MAGIC_NATIVE,
-            0, count - 1, base_timestamp, max_timestamp, count,
+            attributes, count - 1, base_timestamp, max_timestamp, count,
         ) + payload
         return body + _pack_checksum(_xxh3(body))
     buf = bytearray(NATIVE_HEADER_SIZE)
     _encoder.encode_into(records, buf, NATIVE_HEADER_SIZE)
     NATIVE_HEADER.pack_into(
         buf, 0, base_offset, len(buf) + CHECKSUM_SIZE - LENGTH_OFFSET, 0, MAGIC_NATIVE,
-        0, count - 1, base_timestamp, max_timestamp, count,
+        attributes, count - 1, base_timestamp, max_timestamp, count,
     )
     buf += _pack_checksum(_xxh3(buf))
     return buf
@@ -170,7 +178,7 @@ def validate_batch(buf: Any, position: int, available: int, expected_base: int |
     end = position + size - CHECKSUM_SIZE
     if _xxh3(memoryview(buf)[position:end]) != _CHECKSUM.unpack_from(buf, end)[0]:
         return "checksum mismatch"
-    if attributes != 0:
+    if attributes != 0 and attributes != LOG_APPEND_TIME:
         return f"unsupported attributes {attributes:#x}"
     if count < 1 or last_delta != count - 1:
         return f"record count {count} does not match last offset delta {last_delta}"
@@ -263,11 +271,33 @@ def decode_records(
     rule K5 (docs/format.md, 17.2); callers name the file and position.
     """
     decoder = decoder or _generic_decoder
-    if buf[position + 16] == MAGIC_KAFKA_V2:
+    kafka_batch = buf[position + 16] == MAGIC_KAFKA_V2
+    # the low byte of attributes (an int16: at 17 in a native batch, at 21 in a Kafka one)
+    attributes = buf[position + (kafka.ATTRIBUTES_POSITION if kafka_batch else _ATTRIBUTES_POSITION) + 1]
+    if attributes & LOG_APPEND_TIME:
+        decoder = _log_append_time_decoder(typing.get_args(decoder.type)[0])
+    if kafka_batch:
         rows = kafka.decode_records(memoryview(buf)[position:position + size], verify=False)
         return msgspec.convert(rows, decoder.type)  # type: ignore[no-any-return]
     view = memoryview(buf)[position + NATIVE_HEADER_SIZE : position + size - CHECKSUM_SIZE]
     return decoder.decode(view)
+
+
+@functools.lru_cache(maxsize=256)
+def _log_append_time_decoder(cls: type[Record]) -> msgspec.msgpack.Decoder[list[Record]]:
+    """``cls``'s decoder with ``timestamp_type`` 1: for the records of a batch marked
+    LogAppendTime (made once per partition's record class, kept for the next batches)."""
+    marked = msgspec.defstruct(
+        "Record",
+        [("timestamp_type", int, Record.TIMESTAMP_LOG_APPEND_TIME)],
+        bases=(cls,),
+        array_like=True,
+        frozen=True,
+        kw_only=True,
+        gc=False,
+        module=Record.__module__,
+    )
+    return msgspec.msgpack.Decoder(list[marked])  # type: ignore[valid-type]
 
 
 #: What ``decode_records`` raises for records that do not decode (either kind).

@@ -124,14 +124,16 @@ class PartitionLog:
         headers: Iterable[Any],
         base_ts: int,
         max_ts: int,
+        attributes: int = 0,
     ) -> int:
         """Write records, given as columns, as one batch; returns its base offset.
 
         Each column yields one entry per value (``itertools.repeat`` for a value
-        they share). The caller then calls ``wait_durable(base + len(values))``
+        they share); ``attributes`` are the batch's (``fmt.LOG_APPEND_TIME`` in a
+        LogAppendTime topic). The caller then calls ``wait_durable(base + len(values))``
         outside any lock, so that concurrent appenders share fsyncs.
         """
-        prepared = Prepared(timestamps, keys, values, headers, base_ts, max_ts, _nothing)
+        prepared = Prepared(timestamps, keys, values, headers, base_ts, max_ts, _nothing, attributes)
         return self.append_prepared(lambda _base: prepared)[0]
 
     def append_prepared(self, prepare: Callable[[int], Prepared | None]) -> tuple[int, int]:
@@ -153,7 +155,7 @@ class PartitionLog:
             count = len(prepared.values)
             rows = list(zip(range(base, base + count), prepared.timestamps, prepared.keys,
                             prepared.values, prepared.headers, strict=True))
-            batch = _encode_batch(base, rows, prepared.base_ts, prepared.max_ts)
+            batch = _encode_batch(base, rows, prepared.base_ts, prepared.max_ts, prepared.attributes)
             self._write(batch, base, count, prepared.base_ts, prepared.max_ts)
             prepared.on_written(base)
             return base, base + count
@@ -213,7 +215,8 @@ class PartitionLog:
         with self._lock:
             return self.producers.describe()
 
-    def append_one(self, ts: int, key: bytes | None, value: bytes | None, headers: Any) -> int:
+    def append_one(self, ts: int, key: bytes | None, value: bytes | None, headers: Any,
+                   attributes: int = 0) -> int:
         """``append`` for a single record.
 
         This is the hottest path of small appends, so the common case (no roll,
@@ -222,7 +225,7 @@ class PartitionLog:
         """
         with self._lock:
             base = self._next_offset
-            batch = _encode_batch(base, ((base, ts, key, value, headers),), ts, ts)
+            batch = _encode_batch(base, ((base, ts, key, value, headers),), ts, ts, attributes)
             seg = self.active
             position = seg.size
             end_position = position + len(batch)
@@ -717,13 +720,14 @@ def _nothing(_base: int) -> None:
 class Prepared:
     """A batch decided under the write lock (see ``PartitionLog.append_prepared``)."""
 
-    __slots__ = ("base_ts", "headers", "keys", "max_ts", "on_written", "timestamps", "values")
+    __slots__ = ("attributes", "base_ts", "headers", "keys", "max_ts", "on_written", "timestamps", "values")
 
     def __init__(self, timestamps: Iterable[int], keys: Iterable[bytes | None],
                  values: Sequence[bytes | None], headers: Iterable[Any], base_ts: int, max_ts: int,
-                 on_written: Callable[[int], object]) -> None:
+                 on_written: Callable[[int], object], attributes: int = 0) -> None:
         self.timestamps, self.keys, self.values, self.headers = timestamps, keys, values, headers
         self.base_ts, self.max_ts, self.on_written = base_ts, max_ts, on_written
+        self.attributes = attributes  # the batch's: fmt.LOG_APPEND_TIME or 0
 
 
 class _Waiter:
