@@ -357,3 +357,21 @@ def split_between(first: Node, second: Node, partitions: int) -> list[list[int]]
         if a and b and not set(a) & set(b) and sorted(a + b) == list(range(partitions)):
             return [a, b]
         assert time.monotonic() < deadline, f"no split in {TIMEOUT_S} s: {latest}{first.log()}{second.log()}"
+
+
+def test_log_append_time_topics_answer_and_serve_append_times(server: tuple[eventstore.Store, str]) -> None:
+    store, bootstrap = server
+    store.create_topic("lat", 1, timestamp_type="LogAppendTime")
+    old = 1_000_000  # 1970: never an append time
+    embedded = store.append("lat", b"embedded", timestamp_ms=old)
+    before = int(time.time() * 1000)
+    (sent,) = run("produce", {"bootstrap": bootstrap, "sends": [{"topic": "lat", "acks": -1, "messages": [
+        {"key": b64(b"k"), "value": b64(b"produced"), "headers": [], "timestamp": old, "partition": 0}]}]})
+    (result,) = sent["results"]
+    assert result["baseOffset"] == 1 and before <= result["logAppendTime"] <= int(time.time() * 1000)
+    held = stored(store, "lat", 0)
+    assert [(r.timestamp_ms, r.timestamp_type) for r in held] == [
+        (embedded.timestamp_ms, 1), (result["logAppendTime"], 1)]
+    with node("consume", {"bootstrap": bootstrap, "topic": "lat", "groupId": "lat", "count": 2}) as member:
+        got = [line for line in member.until_done() if line["event"] == "message"]
+    assert [(g["offset"], g["timestamp"]) for g in got] == [(r.offset, r.timestamp_ms) for r in held]
