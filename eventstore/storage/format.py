@@ -59,7 +59,7 @@ MAGIC_KAFKA_V2 = 2
 #: A native batch's attributes: 0, or this bit (Kafka's) when its records' timestamps are
 #: the time it was appended (a LogAppendTime topic, docs/format.md section 5).
 LOG_APPEND_TIME = kafka.LOG_APPEND_TIME
-_ATTRIBUTES_POSITION = 17
+_LOW_ATTRIBUTES_POSITION = 18  # the low byte of a native batch's int16 attributes
 MIN_BATCH_SIZE = NATIVE_HEADER_SIZE + 1 + CHECKSUM_SIZE  # the smallest records array is 1 byte
 MIN_BATCH_LENGTH = MIN_BATCH_SIZE - LENGTH_OFFSET  # 40
 MAX_BATCH_LENGTH = 0x7FFFFFFF - LENGTH_OFFSET
@@ -271,14 +271,14 @@ def decode_records(
     rule K5 (docs/format.md, 17.2); callers name the file and position.
     """
     decoder = decoder or _generic_decoder
-    kafka_batch = buf[position + 16] == MAGIC_KAFKA_V2
     # the low byte of attributes (an int16: at 17 in a native batch, at 21 in a Kafka one)
-    attributes = buf[position + (kafka.ATTRIBUTES_POSITION if kafka_batch else _ATTRIBUTES_POSITION) + 1]
-    if attributes & LOG_APPEND_TIME:
-        decoder = _log_append_time_decoder(typing.get_args(decoder.type)[0])
-    if kafka_batch:
+    if buf[position + 16] == MAGIC_KAFKA_V2:
+        if buf[position + kafka.ATTRIBUTES_POSITION + 1] & LOG_APPEND_TIME:
+            decoder = _log_append_time_decoder(typing.get_args(decoder.type)[0])
         rows = kafka.decode_records(memoryview(buf)[position:position + size], verify=False)
         return msgspec.convert(rows, decoder.type)  # type: ignore[no-any-return]
+    if buf[position + _LOW_ATTRIBUTES_POSITION] & LOG_APPEND_TIME:
+        decoder = _log_append_time_decoder(typing.get_args(decoder.type)[0])
     view = memoryview(buf)[position + NATIVE_HEADER_SIZE : position + size - CHECKSUM_SIZE]
     return decoder.decode(view)
 
