@@ -150,6 +150,7 @@ class Store:
         max_record_bytes: int = UNSET,
         exist_ok: bool = False,
         streams: bool = UNSET,
+        timestamp_type: str = UNSET,
     ) -> TopicConfig:
         """Create a topic; ``TopicExistsError`` if it exists (unless ``exist_ok``).
 
@@ -160,6 +161,7 @@ class Store:
             self.blocking.create_topic, name, partitions, retention_ms=retention_ms,
             retention_bytes=retention_bytes, segment_bytes=segment_bytes, segment_ms=segment_ms,
             max_record_bytes=max_record_bytes, exist_ok=exist_ok, streams=streams,
+            timestamp_type=timestamp_type,
         ))
 
     async def alter_topic(
@@ -172,12 +174,13 @@ class Store:
         segment_bytes: int = UNSET,
         segment_ms: int = UNSET,
         max_record_bytes: int = UNSET,
+        timestamp_type: str = UNSET,
     ) -> TopicConfig:
         """Change a topic's configuration; partitions can only grow (as in Kafka)."""
         return await complete_in_thread(functools.partial(
             self.blocking.alter_topic, name, partitions=partitions, retention_ms=retention_ms,
             retention_bytes=retention_bytes, segment_bytes=segment_bytes, segment_ms=segment_ms,
-            max_record_bytes=max_record_bytes,
+            max_record_bytes=max_record_bytes, timestamp_type=timestamp_type,
         ))
 
     async def delete_topic(self, name: str) -> None:
