@@ -10,11 +10,7 @@ of its own. A failed condition comes back as ``ConditionFailedError``.
 
 from __future__ import annotations
 
-import collections
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from types import TracebackType
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConditionFailedError, InvalidArgumentError
@@ -31,12 +27,12 @@ from ..sourcing.dcbtypes import (
 )
 from ..sourcing.subscriptions import PAGE_EVENTS, check_count
 from .connection import Connection, ConnectionPool, raise_for
+from .polling import PolledSubscription
 
 __all__ = ["RemoteDCB", "RemoteTaggedSubscription"]
 
 APPEND_EVENTS, READ_EVENTS, POLL_EVENTS = 20012, 20013, 20014
 CONDITION_FAILED = 20005
-POLL_WAIT_S = 1.0  # the longest one long poll waits: a closed subscription notices this often
 
 
 def _items(query: Query) -> list[tuple[list[str], list[str]]]:
@@ -105,95 +101,24 @@ class RemoteDCB:
         return RemoteTaggedSubscription(Connection(self.addresses), query, start, page_events, self.max_bytes)
 
 
-class RemoteTaggedSubscription:
+class RemoteTaggedSubscription(PolledSubscription[SequencedEvent]):
     """``TaggedSubscription``'s API for a remote store: its cursor (the last DCB position
     delivered) kept here and advanced by PollEvents long polls."""
 
-    def __init__(self, connection: Connection, query: Query, after: int, page_events: int,
-                 max_bytes: int) -> None:
-        self._connection = connection
-        self._items = _items(query)
-        self._cursor = after
-        self._page_events = page_events
-        self._max_bytes = max_bytes
-        self._buffer: collections.deque[SequencedEvent] = collections.deque()
-        self._lock = threading.Lock()
-        self._closed = False
-        self.checkpoint: int | None = None
-        """The DCB position of the last event delivered; None before any."""
-        self.caught_up = False
-        """True once a poll found nothing more (the subscription is live)."""
-
+    POLL_API = POLL_EVENTS
     source = "$dcb"
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def visible(self, events: list[SequencedEvent]) -> list[SequencedEvent]:
-        return events
+    def __init__(self, connection: Connection, query: Query, after: int, page_events: int,
+                 max_bytes: int) -> None:
+        super().__init__(connection, after, page_events, max_bytes)
+        self._items = _items(query)
 
     def checkpoint_of(self, event: SequencedEvent) -> int:
         return event.position
 
-    def next(self, timeout_s: float | None = None) -> SequencedEvent | None:
-        batch = self.next_batch(1, timeout_s)
-        return batch[0] if batch else None
+    def _poll_fields(self) -> dict[str, Any]:
+        return {"query": self._items, "after": self._cursor}
 
-    def next_batch(self, max_events: int = PAGE_EVENTS,
-                   timeout_s: float | None = None) -> list[SequencedEvent]:
-        """Up to ``max_events`` next events, waiting up to ``timeout_s`` for the first."""
-        check_count(max_events, "max_events")
-        if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or timeout_s != timeout_s):
-            raise InvalidArgumentError(f"timeout_s must be a number or None, got {timeout_s!r}")
-        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
-        with self._lock:
-            while not self._buffer:  # bounded by the deadline, or by close
-                if self._closed:
-                    return []
-                remaining = POLL_WAIT_S if deadline is None else deadline - time.monotonic()
-                self._poll(max(0.0, min(remaining, POLL_WAIT_S)))
-                if not self._buffer and deadline is not None and time.monotonic() >= deadline:
-                    return []
-            if self._closed:
-                return []
-            count = min(max_events, len(self._buffer))
-            batch = [self._buffer.popleft() for _ in range(count)]
-            self.checkpoint = batch[-1].position
-            return batch
-
-    def _poll(self, wait_s: float) -> None:
-        try:
-            r = self._connection.call(POLL_EVENTS, {
-                "query": self._items, "after": self._cursor, "max_events": self._page_events,
-                "max_bytes": self._max_bytes, "max_wait_ms": int(wait_s * 1000)}, wait_s)
-        except Exception:
-            if self._closed:
-                return  # close() shut the socket under a waiting poll
-            raise
-        _checked(r)
-        if not r["events"]:
-            self.caught_up = True
-        self._buffer.extend(_event(t) for t in r["events"])
-        self._cursor = r["next_after"]
-
-    def close(self) -> None:
-        """Stop: wakes a waiting ``next``; later calls return nothing. Idempotent."""
-        self._closed = True
-        self._connection.close()
-
-    def __iter__(self) -> Iterator[SequencedEvent]:
-        return self
-
-    def __next__(self) -> SequencedEvent:
-        event = self.next(None)
-        if event is None:
-            raise StopIteration
-        return event
-
-    def __enter__(self) -> RemoteTaggedSubscription:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+    def _taken(self, response: dict[str, Any]) -> tuple[list[SequencedEvent], int]:
+        _checked(response)
+        return [_event(t) for t in response["events"]], response["next_after"]

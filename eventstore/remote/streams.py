@@ -11,11 +11,7 @@ a client-side cursor over PollSubscription long polls) are here too.
 
 from __future__ import annotations
 
-import collections
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -25,14 +21,14 @@ from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetad
 from ..sourcing.index import Head
 from ..sourcing.rules import check_events, check_expected, check_stream_id
 from ..sourcing.snapshots import Snapshot
-from ..sourcing.subscriptions import ALL, CATEGORY_PREFIX, PAGE_EVENTS, check_count
+from ..sourcing.subscriptions import ALL, CATEGORY_PREFIX
 from ..validation import check_int64
 from .connection import Connection, ConnectionPool, raise_for
+from .polling import POLL_WAIT_S, PolledSubscription
 
-__all__ = ["MAX_BYTES", "RemoteSnapshots", "RemoteStreams", "RemoteSubscription"]
+__all__ = ["MAX_BYTES", "POLL_WAIT_S", "RemoteSnapshots", "RemoteStreams", "RemoteSubscription"]
 
 MAX_BYTES = 4 * 1024 * 1024  # a read's page: about this many bytes per response
-POLL_WAIT_S = 1.0  # the longest one long poll waits: a closed subscription notices this often
 _KINDS = {StreamState.ANY: 1, StreamState.NO_STREAM: 2, StreamState.STREAM_EXISTS: 3}
 _meta_json = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(StreamMetadata)
@@ -233,25 +229,17 @@ class RemoteSnapshots:
             "state": b""}, stream_id)["written"])
 
 
-class RemoteSubscription:
+class RemoteSubscription(PolledSubscription[RecordedEvent]):
     """A subscription of a remote store: the API of ``eventstore.Subscription``, its cursor kept
     here and advanced by PollSubscription long polls on a connection of its own."""
 
+    POLL_API = 20007
+
     def __init__(self, connection: Connection, kind: int, target: str | None, cursor: int,
                  page_events: int, max_bytes: int = MAX_BYTES) -> None:
-        self._connection = connection
+        super().__init__(connection, cursor, page_events, max_bytes)
         self._kind = kind
         self._target = target
-        self._cursor = cursor
-        self._page_events = page_events
-        self._max_bytes = max_bytes
-        self._buffer: collections.deque[RecordedEvent] = collections.deque()
-        self._lock = threading.Lock()
-        self._closed = False
-        self.checkpoint: int | None = None
-        """Position (stream subscription: version) of the last event delivered; None before any."""
-        self.caught_up = False
-        """True once a poll found nothing more (the subscription is live)."""
 
     @property
     def source(self) -> str:
@@ -259,58 +247,16 @@ class RemoteSubscription:
             return ALL
         return CATEGORY_PREFIX + str(self._target) if self._kind == 1 else str(self._target)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def next(self, timeout_s: float | None = None) -> RecordedEvent | None:
-        batch = self.next_batch(1, timeout_s)
-        return batch[0] if batch else None
-
-    def next_batch(self, max_events: int = PAGE_EVENTS,
-                   timeout_s: float | None = None) -> list[RecordedEvent]:
-        """Up to ``max_events`` next events, waiting up to ``timeout_s`` for the first."""
-        check_count(max_events, "max_events")
-        if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or timeout_s != timeout_s):
-            raise InvalidArgumentError(f"timeout_s must be a number or None, got {timeout_s!r}")
-        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
-        with self._lock:
-            while not self._buffer:  # bounded by the deadline, or by close
-                if self._closed:
-                    return []
-                remaining = POLL_WAIT_S if deadline is None else deadline - time.monotonic()
-                self._poll(max(0.0, min(remaining, POLL_WAIT_S)))
-                if not self._buffer and deadline is not None and time.monotonic() >= deadline:
-                    return []
-            if self._closed:
-                return []
-            count = min(max_events, len(self._buffer))
-            batch = [self._buffer.popleft() for _ in range(count)]
-            self.checkpoint = self.checkpoint_of(batch[-1])
-            return batch
-
-    def _poll(self, wait_s: float) -> None:
-        try:
-            r = self._connection.call(20007, {
-                "kind": self._kind, "target": self._target, "from": self._cursor,
-                "max_events": self._page_events, "max_bytes": self._max_bytes,
-                "max_wait_ms": int(wait_s * 1000)}, wait_s)
-        except Exception:
-            if self._closed:
-                return  # close() shut the socket under a waiting poll
-            raise
-        raise_for(r, self._target)
-        events = [_event(t) for t in r["events"]]
-        if not events:
-            self.caught_up = True
-        self._buffer.extend(events)
-        self._cursor = r["next_from"]
-
-    def visible(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        return events
-
     def checkpoint_of(self, event: RecordedEvent) -> int:
+        """A stream subscription's checkpoint is the event's version, the others' its position."""
         return event.version if self._kind == 2 else event.position
+
+    def _poll_fields(self) -> dict[str, Any]:
+        return {"kind": self._kind, "target": self._target, "from": self._cursor}
+
+    def _taken(self, response: dict[str, Any]) -> tuple[list[RecordedEvent], int]:
+        raise_for(response, self._target)
+        return [_event(t) for t in response["events"]], response["next_from"]
 
     def watch(self, callback: Callable[[], object]) -> Any:
         """Not offered: the embedded watch is called by the appending thread of this process;
@@ -318,28 +264,6 @@ class RemoteSubscription:
         raise EventStoreError("a remote subscription has no watch(): new events arrive through "
                               "its long polls; call next() (or await it with eventstore.aio.connect)")
 
-    def close(self) -> None:
-        """Stop: wakes a waiting ``next``; later calls return nothing. Idempotent."""
-        self._closed = True
-        self._connection.close()
-
-    def __iter__(self) -> Iterator[RecordedEvent]:
-        return self
-
-    def __next__(self) -> RecordedEvent:
-        event = self.next(None)
-        if event is None:
-            raise StopIteration
-        return event
-
-    def __enter__(self) -> RemoteSubscription:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("live" if self.caught_up else "catching up")
         return f"<Subscription {self.source!r} ({state}) checkpoint={self.checkpoint}>"
-
