@@ -10,15 +10,8 @@ until ``max_wait_ms``. Every ``EventStoreError`` becomes the response's error co
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import threading
-import time
 from typing import Any
-
-import anyio
-import anyio.lowlevel
 
 from ...errors import EventStoreError, StoreClosedError
 from ...sourcing.dcb import DCB, dcb_of
@@ -30,6 +23,7 @@ from ...wire.apis import DCB_KEYS
 from ...wire.errors import INVALID_REQUEST, UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, ProtocolError
 from ..context import Context
 from ..dispatch import handles_frames
+from ..longpoll import long_poll
 
 __all__ = ["dcb_extension"]
 
@@ -38,7 +32,6 @@ log = logging.getLogger("eventstore.server")
 APPEND_EVENTS, READ_EVENTS, POLL_EVENTS = DCB_KEYS
 PAGE_EVENTS_MAX = 10_000  # the most events one answer holds, whatever max_bytes says
 EVENT_OVERHEAD = 32  # bytes an event costs in a response besides its strings and bytes
-STOP_CHECK_S = 0.5  # a long poll looks this often whether the server is stopping
 
 
 @handles_frames(*DCB_KEYS)
@@ -137,61 +130,11 @@ async def _poll(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     streams = await ctx.blocking(_streams, ctx)
     query = query_of(req["query"])
     count = max(1, min(PAGE_EVENTS_MAX, req["max_events"]))
-    deadline = time.monotonic() + max(0, req["max_wait_ms"]) / 1000
-    after = req["after"]
-    waiter = _WatermarkWaiter(streams)
-    try:
-        while True:  # bounded by the deadline (each wait ends by it)
-            waiter.clear()  # watermark moves from here on wake the wait below
-            got = await ctx.blocking(_dcb(ctx).read, query, after, count)
-            events, _ = _sized(got.events, req["max_bytes"])
-            if events or not await _woken(ctx, waiter, deadline):
-                break
-    finally:
-        waiter.close()
-    nxt = events[-1].position if events else after
+
+    def read(after: int) -> tuple[list[SequencedEvent], int]:
+        """The matching events after ``after`` (the cursor stays where nothing came)."""
+        events, _ = _sized(_dcb(ctx).read(query, after, count).events, req["max_bytes"])
+        return events, (events[-1].position if events else after)
+
+    events, nxt = await long_poll(ctx, streams, req["max_wait_ms"], req["after"], read)
     return {"events": [_event_tuple(e) for e in events], "next_after": nxt}
-
-
-async def _woken(ctx: Context, waiter: _WatermarkWaiter, deadline: float) -> bool:
-    """Wait for the watermark to move (True) or the deadline, or the server to stop (False)."""
-    while True:  # bounded by the deadline
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or ctx.broker.stopping:
-            return False
-        if await waiter.wait(min(remaining, STOP_CHECK_S)):
-            return True
-
-
-class _WatermarkWaiter:
-    """Woken on the loop when the streams' watermark moves; the appending thread only schedules."""
-
-    def __init__(self, streams: Streams) -> None:
-        self._token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
-        self._event = anyio.Event()
-        self._watch = streams.watch(self._notify)
-
-    def _notify(self) -> None:
-        if threading.get_ident() == self._loop_thread:
-            self._event.set()
-            return
-        token = self._token
-        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):  # the loop has ended
-            token.backend_class.run_sync_soon(self._set, (), token.native_token)
-
-    def _set(self) -> None:
-        self._event.set()
-
-    def clear(self) -> None:
-        if self._event.is_set():
-            self._event = anyio.Event()
-
-    async def wait(self, timeout_s: float) -> bool:
-        with anyio.move_on_after(timeout_s if math.isfinite(timeout_s) else None):
-            await self._event.wait()
-            return True
-        return False
-
-    def close(self) -> None:
-        self._watch.cancel()

@@ -14,17 +14,12 @@ The server keeps no state per subscription: the cursor is the client's.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
-import math
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-import anyio.lowlevel
 import msgspec
 
 from ...errors import (
@@ -49,6 +44,7 @@ from ...wire.errors import (
 )
 from ..context import Context
 from ..dispatch import handles_frames
+from ..longpoll import long_poll
 
 __all__ = ["EXPECTED_KINDS", "event_tuple", "extension"]
 
@@ -63,7 +59,6 @@ EXPECTED_KINDS: dict[int, StreamState] = {1: StreamState.ANY, 2: StreamState.NO_
 PAGE_EVENTS_MAX = 10_000  # the most events one read takes from the store, whatever max_bytes says
 EVENT_OVERHEAD = 64  # bytes an event costs in a response besides its strings and bytes
 ALL, CATEGORY, STREAM = 0, 1, 2
-STOP_CHECK_S = 0.5  # a long poll looks this often whether the server is stopping
 
 _meta_json = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(StreamMetadata)
@@ -252,9 +247,9 @@ _CALLS: dict[int, Callable[[Streams, dict[str, Any]], dict[str, Any]]] = {
 # --- PollSubscription: a long poll over the streams' watermark -----------------------------------
 
 
-def _poll_once(streams: Streams, req: dict[str, Any]) -> tuple[list[RecordedEvent], int]:
-    """One read of the subscription's source from its cursor: (events, next cursor)."""
-    kind, target, cursor = req["kind"], req["target"], req["from"]
+def _poll_once(streams: Streams, req: dict[str, Any], cursor: int) -> tuple[list[RecordedEvent], int]:
+    """One read of the subscription's source from ``cursor``: (events, next cursor)."""
+    kind, target = req["kind"], req["target"]
     count = max(1, min(PAGE_EVENTS_MAX, req["max_events"]))
     if kind in (ALL, CATEGORY):
         if kind == CATEGORY and not target:
@@ -287,61 +282,7 @@ def _poll_once(streams: Streams, req: dict[str, Any]) -> tuple[list[RecordedEven
 
 
 async def _poll(ctx: Context, streams: Streams, req: dict[str, Any]) -> dict[str, Any]:
-    deadline = time.monotonic() + max(0, req["max_wait_ms"]) / 1000
-    waiter = _WatermarkWaiter(streams)
-    try:
-        cursor = req["from"]
-        while True:  # bounded by the deadline (each wait ends by it)
-            waiter.clear()  # watermark moves from here on wake the wait below
-            events, cursor = await ctx.blocking(_poll_once, streams, {**req, "from": cursor})
-            if events or not await _woken(ctx, waiter, deadline):
-                break
-    finally:
-        waiter.close()
+    events, cursor = await long_poll(ctx, streams, req["max_wait_ms"], req["from"],
+                                     functools.partial(_poll_once, streams, req))
     return {"events": [event_tuple(e) for e in events], "next_from": cursor}
-
-
-async def _woken(ctx: Context, waiter: _WatermarkWaiter, deadline: float) -> bool:
-    """Wait for the watermark to move (True) or the deadline, or the server to stop (False);
-    in slices, so that a server stopping answers a long poll at once."""
-    while True:  # bounded by the deadline
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or ctx.broker.stopping:
-            return False
-        if await waiter.wait(min(remaining, STOP_CHECK_S)):
-            return True
-
-
-class _WatermarkWaiter:
-    """Woken on the loop when the streams' watermark moves; the appending thread only schedules."""
-
-    def __init__(self, streams: Streams) -> None:
-        self._token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
-        self._event = anyio.Event()
-        self._watch = streams.watch(self._notify)
-
-    def _notify(self) -> None:
-        if threading.get_ident() == self._loop_thread:
-            self._event.set()
-            return
-        token = self._token
-        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):  # the loop has ended
-            token.backend_class.run_sync_soon(self._set, (), token.native_token)
-
-    def _set(self) -> None:
-        self._event.set()  # the current event: clear() may have replaced the one of the notify
-
-    def clear(self) -> None:
-        if self._event.is_set():
-            self._event = anyio.Event()
-
-    async def wait(self, timeout_s: float) -> bool:
-        with anyio.move_on_after(timeout_s if math.isfinite(timeout_s) else None):
-            await self._event.wait()
-            return True
-        return False
-
-    def close(self) -> None:
-        self._watch.cancel()
 
