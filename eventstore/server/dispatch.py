@@ -83,11 +83,7 @@ def handles(*api_keys: int) -> Callable[[H], H]:
     """Register the decorated coroutine function as the handler of ``api_keys``."""
 
     def register(fn: H) -> H:
-        for key in api_keys:
-            known = _HANDLERS.get(key) or _RAW_HANDLERS.get(key)
-            if known is not None and known is not fn:
-                raise ValueError(f"API key {key} has a handler already: {known.__qualname__}")
-            _HANDLERS[key] = fn
+        _register(_HANDLERS, api_keys, fn)
         return fn
 
     return register
@@ -97,14 +93,20 @@ def handles_frames(*api_keys: int) -> Callable[[R], R]:
     """Register the decorated coroutine function as the frame handler of ``api_keys``."""
 
     def register(fn: R) -> R:
-        for key in api_keys:
-            known = _RAW_HANDLERS.get(key) or _HANDLERS.get(key)
-            if known is not None and known is not fn:
-                raise ValueError(f"API key {key} has a handler already: {known.__qualname__}")
-            _RAW_HANDLERS[key] = fn
+        _register(_RAW_HANDLERS, api_keys, fn)
         return fn
 
     return register
+
+
+def _register(registry: dict[int, Any], api_keys: tuple[int, ...], fn: Handler | RawHandler) -> None:
+    """``fn`` into ``registry`` for each key; a key has one handler of either kind, so a
+    second one (in either registry) is a defect, said at import."""
+    for key in api_keys:
+        known = handler_for(key)
+        if known is not None and known is not fn:
+            raise ValueError(f"API key {key} has a handler already: {known.__qualname__}")
+        registry[key] = fn
 
 
 def handler_for(api_key: int) -> Handler | RawHandler | None:
