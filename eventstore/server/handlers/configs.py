@@ -33,6 +33,7 @@ from ..topic_configs import (
     settings_from,
     topic_configs,
 )
+from .topics import Refused
 
 NONE: Final = 0
 UNKNOWN_TOPIC_OR_PARTITION: Final = 3
@@ -47,20 +48,13 @@ def _entries(ctx: Context, resource_type: int, name: str) -> list[ConfigEntry]:
     if resource_type == TOPIC:
         cfg = ctx.log.find_topic(name)
         if cfg is None:
-            raise _Failed(UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
+            raise Refused(UNKNOWN_TOPIC_OR_PARTITION, f"no topic {name!r}")
         return topic_configs(cfg)
     if resource_type == BROKER:
         if name not in ("", str(ctx.node_id)):
-            raise _Failed(INVALID_REQUEST, f"no broker {name!r}: this server is broker {ctx.node_id}")
+            raise Refused(INVALID_REQUEST, f"no broker {name!r}: this server is broker {ctx.node_id}")
         return broker_configs(ctx.node_id, format_address(ctx.host, ctx.port), ctx.config.auto_create_topics)
-    raise _Failed(INVALID_REQUEST, f"resource type {resource_type} is not served (topics: 2, broker: 4)")
-
-
-class _Failed(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    raise Refused(INVALID_REQUEST, f"resource type {resource_type} is not served (topics: 2, broker: 4)")
 
 
 @handles(32)
@@ -74,7 +68,7 @@ async def describe_configs(ctx: Context, header: RequestHeader, body: Any) -> An
         kind, name = int(resource.resource_type), str(resource.resource_name)
         try:
             entries = _entries(ctx, kind, name)
-        except _Failed as e:
+        except Refused as e:
             results.append(entity(result_cls, error_code=e.code, error_message=e.message, resource_type=kind,
                                   resource_name=name, configs=()))
             continue
@@ -141,7 +135,7 @@ def _apply(ctx: Context, kind: int, name: str, given: dict[str, str | None] | st
         return INVALID_CONFIG, given
     try:
         _entries(ctx, kind, name)
-    except _Failed as e:
+    except Refused as e:
         return e.code, e.message
     if kind != TOPIC:
         return INVALID_CONFIG, "the broker's configs are read-only on this server"

@@ -37,7 +37,8 @@ DEFAULT_PARTITIONS: Final = 1
 
 
 class Refused(Exception):
-    """A topic of the request that cannot be done: its error code and message."""
+    """One resource of a request (a topic, a config resource) that cannot be done: its error code
+    and message, answered for that resource alone."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
