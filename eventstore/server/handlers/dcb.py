@@ -10,24 +10,19 @@ until ``max_wait_ms``. Every ``EventStoreError`` becomes the response's error co
 
 from __future__ import annotations
 
-import logging
+import functools
 from typing import Any
 
-from ...errors import EventStoreError, StoreClosedError
 from ...sourcing.dcb import DCB, dcb_of
 from ...sourcing.dcbtypes import AppendCondition, Query, QueryItem, SequencedEvent, TaggedEvent
-from ...sourcing.streams import Streams
-from ...wire import RequestHeader, kafka_error_for
-from ...wire import extensions as codec
+from ...wire import RequestHeader
 from ...wire.apis import DCB_KEYS
-from ...wire.errors import INVALID_REQUEST, UNKNOWN_SERVER_ERROR, UNSUPPORTED_VERSION, ProtocolError
 from ..context import Context
 from ..dispatch import handles_frames
+from ..extension import answer_extension, open_streams
 from ..longpoll import long_poll
 
 __all__ = ["dcb_extension"]
-
-log = logging.getLogger("eventstore.server")
 
 APPEND_EVENTS, READ_EVENTS, POLL_EVENTS = DCB_KEYS
 PAGE_EVENTS_MAX = 10_000  # the most events one answer holds, whatever max_bytes says
@@ -37,39 +32,19 @@ EVENT_OVERHEAD = 32  # bytes an event costs in a response besides its strings an
 @handles_frames(*DCB_KEYS)
 async def dcb_extension(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> bytes:
     """Answer one DCB request; every failure becomes the response's error code."""
-    key, cid = header.api_key, header.correlation_id
-    if header.api_version != 0:
-        return codec.error_response(key, cid, UNSUPPORTED_VERSION.code,
-                                    f"{key} v{header.api_version} is not served (only v0)")
-    try:
-        request = codec.decode_request_body(key, frame_bytes, header.body_position)
-    except ProtocolError as e:
-        return codec.error_response(key, cid, INVALID_REQUEST.code, str(e))
-    try:
-        if key == POLL_EVENTS:
-            fields = await _poll(ctx, request)
-        elif key == APPEND_EVENTS:
-            fields = await ctx.blocking(_append, ctx, request)
-        else:
-            fields = await ctx.blocking(_read, ctx, request)
-    except EventStoreError as e:
-        return codec.error_response(key, cid, kafka_error_for(e).code, str(e))
-    except Exception as e:  # a defect: logged, answered, and the server stays up
-        log.exception("%s from %s failed", key, ctx.client)
-        return codec.error_response(key, cid, UNKNOWN_SERVER_ERROR.code, f"{type(e).__name__}: {e}")
-    return codec.encode_response(key, cid, fields)
+    return await answer_extension(ctx, header, frame_bytes, functools.partial(_answer, ctx))
 
 
-def _streams(ctx: Context) -> Streams:
-    streams = ctx.streams
-    if streams is None:
-        raise StoreClosedError("this server has no event streams")
-    streams.check_open()
-    return streams
+async def _answer(ctx: Context, key: int, request: dict[str, Any]) -> dict[str, Any]:
+    if key == POLL_EVENTS:
+        return await _poll(ctx, request)
+    if key == APPEND_EVENTS:
+        return await ctx.blocking(_append, ctx, request)
+    return await ctx.blocking(_read, ctx, request)
 
 
 def _dcb(ctx: Context) -> DCB:
-    return dcb_of(_streams(ctx))
+    return dcb_of(open_streams(ctx))
 
 
 def query_of(items: list[tuple[Any, ...]]) -> Query:
@@ -127,7 +102,7 @@ def _read(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _poll(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    streams = await ctx.blocking(_streams, ctx)
+    streams = await ctx.blocking(open_streams, ctx)
     query = query_of(req["query"])
     count = max(1, min(PAGE_EVENTS_MAX, req["max_events"]))
 

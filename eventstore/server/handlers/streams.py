@@ -15,7 +15,6 @@ The server keeps no state per subscription: the cursor is the client's.
 from __future__ import annotations
 
 import functools
-import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +24,6 @@ import msgspec
 from ...errors import (
     EventStoreError,
     InvalidArgumentError,
-    StoreClosedError,
     StreamNotFoundError,
     WrongExpectedVersionError,
 )
@@ -33,22 +31,16 @@ from ...sourcing.events import NewEvent, RecordedEvent, StreamMetadata, StreamSt
 from ...sourcing.snapshots import Snapshot, Snapshots, hides_events
 from ...sourcing.streams import Streams
 from ...wire import RequestHeader, kafka_error_for
-from ...wire import extensions as codec
 from ...wire.apis import EXTENSION_KEYS
 from ...wire.errors import (
-    INVALID_REQUEST,
     STREAMS_TOPIC,
-    UNKNOWN_SERVER_ERROR,
-    UNSUPPORTED_VERSION,
-    ProtocolError,
 )
 from ..context import Context
 from ..dispatch import handles_frames
+from ..extension import answer_extension, kafka_refusal, open_streams
 from ..longpoll import long_poll
 
 __all__ = ["EXPECTED_KINDS", "event_tuple", "extension"]
-
-log = logging.getLogger("eventstore.server")
 
 APPEND, READ_STREAM, READ_ALL, GET_META, SET_META, DELETE, TRUNCATE, POLL, VERSIONS, LIST, \
     LOAD_SNAPSHOT, SAVE_SNAPSHOT = EXTENSION_KEYS
@@ -67,48 +59,35 @@ _meta_decoder = msgspec.json.Decoder(StreamMetadata)
 @handles_frames(*EXTENSION_KEYS)
 async def extension(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> bytes:
     """Answer one extension request; every failure becomes the response's error code."""
-    key, cid = header.api_key, header.correlation_id
-    if header.api_version != 0:
-        return codec.error_response(key, cid, UNSUPPORTED_VERSION.code,
-                                    f"{key} v{header.api_version} is not served (only v0)")
-    try:
-        request = codec.decode_request_body(key, frame_bytes, header.body_position)
-    except ProtocolError as e:
-        return codec.error_response(key, cid, INVALID_REQUEST.code, str(e))
-    try:
-        if key == POLL:
-            fields = await _poll(ctx, await ctx.blocking(_open_streams, ctx), request)
-        else:  # one trip to a worker thread: the streams (opened on first use), then the call
-            fields = await ctx.blocking(_call, ctx, key, request)
-    except WrongExpectedVersionError as e:
-        return codec.error_response(key, cid, kafka_error_for(e).code, str(e), actual_version=e.actual)
-    except _StreamsTopic as e:
-        return codec.error_response(key, cid, STREAMS_TOPIC.code, str(e))
-    except EventStoreError as e:
-        return codec.error_response(key, cid, kafka_error_for(e).code, str(e))
-    except Exception as e:  # a defect: logged, answered, and the server stays up
-        log.exception("%s from %s failed", key, ctx.client)
-        return codec.error_response(key, cid, UNKNOWN_SERVER_ERROR.code, f"{type(e).__name__}: {e}")
-    return codec.encode_response(key, cid, fields)
+    return await answer_extension(ctx, header, frame_bytes, functools.partial(_answer, ctx), _refusal)
+
+
+async def _answer(ctx: Context, key: int, request: dict[str, Any]) -> dict[str, Any]:
+    if key == POLL:
+        return await _poll(ctx, await ctx.blocking(open_streams, ctx), request)
+    # one trip to a worker thread: the streams (opened on first use), then the call
+    return await ctx.blocking(_call, ctx, key, request)
+
+
+def _refusal(e: EventStoreError) -> tuple[int, dict[str, Any]]:
+    """A wrong expected version answers the stream's actual version too; an append to a topic
+    of plain records is STREAMS_TOPIC."""
+    if isinstance(e, WrongExpectedVersionError):
+        return kafka_error_for(e).code, {"actual_version": e.actual}
+    if isinstance(e, _StreamsTopic):
+        return STREAMS_TOPIC.code, {}
+    return kafka_refusal(e)
 
 
 class _StreamsTopic(InvalidArgumentError):
     """An append naming a topic that holds plain records (answered STREAMS_TOPIC)."""
 
 
-def _open_streams(ctx: Context) -> Streams:
-    streams = ctx.streams
-    if streams is None:
-        raise StoreClosedError("this server has no event streams")
-    streams.check_open()
-    return streams
-
-
 # --- the calls, each in a worker thread: (streams, request) -> response fields -------------------
 
 
 def _call(ctx: Context, key: int, request: dict[str, Any]) -> dict[str, Any]:
-    return _CALLS[key](_open_streams(ctx), request)
+    return _CALLS[key](open_streams(ctx), request)
 
 
 def event_tuple(e: RecordedEvent) -> tuple[Any, ...]:
