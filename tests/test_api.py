@@ -222,9 +222,9 @@ def test_records_have_kafka_python_consumer_record_timestamps(store: eventstore.
     # ConsumerRecord's names: timestamp is timestamp_ms, timestamp_type 0 is CreateTime
     assert (r.timestamp, r.timestamp_type) == (1_700_000_000_123, 0)
     assert eventstore.Record.TIMESTAMP_CREATE_TIME == 0
-    # properties, not fields: the stored layout (and the C decoder's work per record) is unchanged
+    # the stored layout is the first five; the trailing three are filled per batch, not stored
     assert [f.name for f in msgspec.structs.fields(r)] == [
-        "offset", "timestamp_ms", "key", "value", "headers", "topic", "partition"]
+        "offset", "timestamp_ms", "key", "value", "headers", "topic", "partition", "timestamp_type"]
 
 
 # --- reading --------------------------------------------------------------------------------------
