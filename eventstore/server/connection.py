@@ -34,6 +34,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..wire import FrameSplitter, ProtocolError, RequestHeader, parse_request_header
 from .context import Broker, Context
 from .dispatch import CloseConnection, Frame, answer
+from .sockets import RawStream
 
 __all__ = ["Connection", "Slot"]
 
@@ -59,7 +60,7 @@ class Slot:
 class Connection:
     """Serves one accepted socket until the client leaves, a frame is bad, or the server stops."""
 
-    def __init__(self, broker: Broker, stream: anyio.abc.SocketStream, client: str) -> None:
+    def __init__(self, broker: Broker, stream: RawStream, client: str) -> None:
         self.broker = broker
         self.stream = stream
         self.ctx = Context(broker, client)
@@ -154,4 +155,4 @@ class Connection:
             await self.stream.send(response)
             return
         for part in response:  # a few per partition in the response
-            await self.stream.send(part)  # type: ignore[arg-type]
+            await self.stream.send(part)

@@ -33,6 +33,7 @@ from .cluster import cluster_id
 from .config import ServerConfig, format_address, server_config
 from .connection import Connection
 from .context import Broker
+from .sockets import RawStream, accept
 
 __all__ = ["Server", "server_factory"]
 
@@ -137,7 +138,7 @@ class Server:
     async def _accept(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
         while True:  # one pass per connection accepted; ends when the stop cancels it
             try:
-                stream = await listener.accept()
+                stream, peer = await accept(listener)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 return
             except OSError as e:  # out of file descriptors, a connection reset before accept
@@ -149,7 +150,7 @@ class Server:
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
                 continue
-            tg.start_soon(self._serve, stream)
+            tg.start_soon(self._serve, stream, peer)
 
     def _refuse(self) -> None:
         self._refused += 1
@@ -160,12 +161,8 @@ class Server:
             self._refused_logged_at = now
             self._refused = 0
 
-    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
-        try:
-            peer = stream.extra(SocketAttribute.remote_address)
-            client = format_address(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else str(peer)
-        except (OSError, anyio.TypedAttributeLookupError):
-            client = "?"
+    async def _serve(self, stream: RawStream, peer: object) -> None:
+        client = format_address(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else str(peer)
         connection = Connection(self.broker, stream, client)
         self._connections.add(connection)
         if self._stop.is_set():
