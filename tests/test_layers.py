@@ -25,7 +25,8 @@ import eventstore
 
 #: The layers, lowest first. A unit may import its own modules and the units of lower layers.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "records", "partitioner"),  # values: what every layer speaks
+    ("errors", "records", "partitioner", "wakeup"),  # values: what every layer speaks; the
+    # thread-to-loop waker the async facades and the server share
     ("validation", "wire"),  # checks on caller input; the Kafka protocol, sans I/O (imports only
     # errors.py): storage and readers decode stored Kafka batches with its batch codec
     ("storage", "catalog"),  # segment files; LMDB

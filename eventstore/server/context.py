@@ -14,10 +14,8 @@ schedules on the loop, no thread held while waiting (a long-poll Fetch costs non
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -29,6 +27,7 @@ from ..groups import GroupCoordinator
 from ..log import Log, Watch
 from ..records import TopicPartition
 from ..sourcing.streams import Streams
+from ..wakeup import Wakeup
 from .config import ServerConfig
 
 __all__ = ["Broker", "Context", "RecordsWaiter"]
@@ -154,44 +153,28 @@ class RecordsWaiter:
     inside the append: it only schedules an event's ``set`` on the loop, never blocks.
     """
 
-    __slots__ = ("_broker", "_event", "_loop_thread", "_scheduled", "_token", "_watch")
+    __slots__ = ("_broker", "_wakeup", "_watch")
 
     def __init__(self, broker: Broker, partitions: Iterable[TopicPartition]) -> None:
         self._broker = broker
-        self._token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
-        self._event = anyio.Event()
-        self._scheduled = False
+        self._wakeup = Wakeup()
         self._watch: Watch | None = broker.log.watch(partitions, self.notify)
         broker.add_waiter(self)
 
     def notify(self) -> None:
         """Wake the waiting task; from any thread."""
-        if threading.get_ident() == self._loop_thread:
-            self._event.set()
-            return
-        if self._scheduled:
-            return
-        self._scheduled = True
-        token = self._token
-        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):  # the loop has ended
-            token.backend_class.run_sync_soon(self._set, (), token.native_token)
-
-    def _set(self) -> None:
-        self._scheduled = False
-        self._event.set()
+        self._wakeup.notify()
 
     def clear(self) -> None:
         """Forget earlier wake-ups (on the loop thread, before reading again)."""
-        if self._event.is_set():
-            self._event = anyio.Event()
+        self._wakeup.clear()
 
     async def wait(self, timeout_s: float) -> bool:
         """True when woken (records, or shutdown) before ``timeout_s`` passed."""
         if self._broker.stopping:
             return True
         with anyio.move_on_after(max(0.0, timeout_s) if math.isfinite(timeout_s) else None):
-            await self._event.wait()
+            await self._wakeup.wait()
             return True
         return False
 
