@@ -1,0 +1,79 @@
+"""A node's replication state, shared by the handlers, the leader's bookkeeping and the
+follower's fetcher (docs/replication.md, sections 1-4).
+
+One :class:`Replication` per server, at ``broker.replication``. It says who leads
+(this node or another), in which epoch, whether this node has been fenced, and,
+on a leader, where each follower is. Everything here runs on the server's event
+loop; nothing blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+__all__ = ["DEFAULT_REPLICA_LAG_MS", "FollowerInfo", "NodeAddress", "Replication", "Role"]
+
+Role = Literal["leader", "follower"]
+
+DEFAULT_REPLICA_LAG_MS: Final = 10_000
+"""replica_lag_time_max_ms: a follower not caught up for this long leaves the in-sync set."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    """A node as Metadata names it."""
+
+    node_id: int
+    host: str
+    port: int
+
+
+@dataclass(slots=True)
+class FollowerInfo:
+    """What a leader knows of one follower (docs/replication.md, section 2)."""
+
+    address: NodeAddress | None
+    """From its ReplicaCatalog requests (a Fetch carries no address); None until one came."""
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Per (topic, partition): its last replica fetch offset."""
+    caught_up_ms: dict[tuple[str, int], float] = field(default_factory=dict)
+    """Per (topic, partition): monotonic ms of its last fetch that had caught up."""
+    applied_catalog: int = -1
+    """The catalog version it last said it applied (section 5)."""
+    last_seen_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class Replication:
+    """The node's role and epoch, and on a leader its followers."""
+
+    node_id: int
+    role: Role = "leader"
+    epoch: int = 0
+    leader: NodeAddress | None = None
+    """The current leader (this node's own address when it leads); None while unknown."""
+    enabled: bool = False
+    """True when this node replicates (a follower, or a leader that serves followers):
+    readers then stop at the high watermark."""
+    min_insync_replicas: int = 1
+    replica_lag_ms: int = DEFAULT_REPLICA_LAG_MS
+    fenced: str | None = None
+    """Why this node may no longer accept writes (a newer epoch seen, its lease lost); None if it may."""
+    followers: dict[int, FollowerInfo] = field(default_factory=dict)
+
+    @property
+    def accepts_writes(self) -> bool:
+        """Whether a write reaching this node may be applied here."""
+        return self.role == "leader" and self.fenced is None
+
+    def fence(self, reason: str) -> None:
+        """Stop accepting writes for good (until restarted as a follower)."""
+        if self.fenced is None:
+            self.fenced = reason
+
+
+def now_ms() -> float:
+    """The monotonic clock the in-sync bookkeeping uses, in ms."""
+    return time.monotonic() * 1000.0
