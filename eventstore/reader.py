@@ -26,7 +26,7 @@ from .errors import (
 )
 from .records import PartitionStatistics, Record, TopicConfig, TopicPartition
 from .storage import topicdir
-from .storage.view import PartitionView
+from .storage.view import PartitionView, SegmentExtent
 from .validation import check_group_id, check_timestamp, check_wait
 from .validation import check_partition as valid_partition
 
@@ -201,6 +201,11 @@ class StoreReader:
             size_bytes=view.size_bytes(), segments=view.segment_count(),
             max_timestamp_ms=max_ts if max_ts >= 0 else None,
         )
+
+    def segments(self, topic: str, partition: int) -> list[SegmentExtent]:
+        """The partition's segment files as written now, oldest first, each with the bytes of
+        whole, valid batches it holds (what ``es backup`` copies; docs/format.md, section 20)."""
+        return self._view(topic, partition).segments()
 
     def incarnation(self, topic: str, partition: int) -> object:
         """Which partition of that name the reader reads: it changes when the writer deletes

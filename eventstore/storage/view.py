@@ -35,6 +35,16 @@ class _End(NamedTuple):
     position: int
 
 
+class SegmentExtent(NamedTuple):
+    """One segment as a view sees it: what a copy of the partition may take of it."""
+
+    base_offset: int
+    path: str
+    size: int  # bytes of whole, valid batches: the file's size when closed
+    end_offset: int  # the offset after the last of them
+    closed: bool
+
+
 class PartitionView:
     """Read-only, lock-free view of one partition directory. Thread-safe."""
 
@@ -273,6 +283,16 @@ class PartitionView:
             if found is not None:
                 return found if found < end.offset else None
         return None
+
+    def segments(self) -> list[SegmentExtent]:
+        """Every segment after a refresh, oldest first: a closed one to its file's size, the
+        active one to the end of the batches the scan accepted, so never a batch being written."""
+        self.refresh()
+        with self._lock:
+            end, segments = self._end, self._layout[1]
+        return [SegmentExtent(s.base_offset, s.log_path, end.position, end.offset, False) if s is end.active
+                else SegmentExtent(s.base_offset, s.log_path, s.size, s.next_offset, True)
+                for s in segments]
 
     @property
     def incarnation(self) -> object:
