@@ -38,6 +38,12 @@ class ServerConfig:
     node_id: int = 0
     fetch_cache_bytes: int = FETCH_CACHE_BYTES
     """Bound of the cache of native batches converted to Kafka batches for Fetch."""
+    replica_of: tuple[str, ...] = ()
+    """The leader's addresses (``host:port``) when this node is a follower (docs/replication.md, 4)."""
+    min_insync_replicas: int | None = None
+    """Replicas (the leader included) an acks=all write needs; None: not given (no high watermark gate)."""
+    replica_lag_ms: int = 10_000
+    """A follower not caught up for this long leaves the in-sync set (Kafka's replica.lag.time.max.ms)."""
     extra: tuple[tuple[str, Any], ...] = field(default=())
     """Options for handler modules, by name (they check their own)."""
 
@@ -50,6 +56,8 @@ _INT_BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "max_connections": (1, 1_000_000),
     "node_id": (0, 2**31 - 1),
     "fetch_cache_bytes": (0, 2**40),
+    "min_insync_replicas": (1, 1000),
+    "replica_lag_ms": (1, 2**31 - 1),
 }
 
 
@@ -96,6 +104,10 @@ def _checked(name: str, value: Any) -> Any:
         if type(value) is not bool:
             raise InvalidArgumentError(f"auto_create_topics must be a bool, got {value!r}")
         return value
+    if name == "replica_of":
+        return _leaders(value)
+    if name == "min_insync_replicas" and value is None:
+        return None
     if name == "extra":
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise InvalidArgumentError(f"extra must be a dict of options by name, got {value!r}")
@@ -104,3 +116,17 @@ def _checked(name: str, value: Any) -> Any:
     if type(value) is not int or not low <= value <= high:
         raise InvalidArgumentError(f"{name} must be an int in {low}..{high}, got {value!r}")
     return value
+
+
+def _leaders(value: Any) -> tuple[str, ...]:
+    """``replica_of`` as checked ``host:port`` strings: one string (commas separate several) or a sequence."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise InvalidArgumentError(f"replica_of must be 'HOST:PORT[,HOST:PORT...]', got {value!r}")
+    out = []
+    for item in items:  # bounded by the caller's list
+        host, port = parse_address(str(item).strip() if isinstance(item, str) else item, "replica_of address")
+        if port == 0:
+            raise InvalidArgumentError(f"replica_of needs the leader's port, got {item!r}")
+        out.append(format_address(host, port))
+    return tuple(out)
