@@ -178,9 +178,9 @@ class _PendingIndex:
     def clear(self) -> None:
         self.drop_first(len(self.entries))
 
-    def candidates(self, item: QueryItem) -> Iterable[tuple[_Pending, int]]:
+    def candidates(self, item: QueryItem) -> Sequence[tuple[_Pending, int]]:
         """Pending events that may match ``item``: those of its rarest tag, else of its types,
-        else all."""
+        else all; a tag's, or one type's, in acceptance order."""
         if item.tags:
             by_tag = self.by_tag
             return min((by_tag.get(t, ()) for t in item.tags), key=len)
@@ -188,6 +188,25 @@ class _PendingIndex:
             by_type = self.by_type
             return [c for t in set(item.types) for c in by_type.get(t, ())]
         return [(e, i) for e in self.entries for i in range(len(e.events))]
+
+    def any_after(self, query: Query, after: int) -> bool:
+        """Whether a pending event matching ``query`` has a DCB position above ``after`` (or
+        none yet). A tag's (or one type's) candidates are in position order, those without
+        one last, so they are walked from the end until a position at or below ``after``."""
+        for item in query.items or (_EVERYTHING,):  # bounded by the items
+            ordered = bool(item.tags) or len(set(item.types)) <= 1
+            for entry, i in reversed(self.candidates(item)):  # bounded by the pending events
+                if entry.failed():
+                    continue
+                pos = entry.position(i)
+                if pos and pos <= after:
+                    if ordered:
+                        break
+                    continue
+                e = entry.events[i]
+                if item_matches(item, e.type, e.tags):
+                    return True
+        return False
 
     def matching(self, query: Query, after: int, upto: int | None) -> Iterator[SequencedEvent]:
         """Pending events matching ``query`` with a DCB position above ``after`` (0: none yet,
@@ -350,7 +369,7 @@ class DCB:
     def _conflicts(self, query: Query, after: int) -> bool:
         """Whether an event after DCB position ``after`` matches ``query``: pending ones first
         (looked at before the index is read, so none is missed as it moves there)."""
-        if next(self._pending.matching(query, after, None), None) is not None:
+        if self._pending.any_after(query, after):
             return True
         if after >= self.indexed_last:  # read after the pending ones: see flush
             return False

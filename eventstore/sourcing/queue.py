@@ -40,7 +40,8 @@ class AppendRequest:
                  guard: Callable[[AppendRequest], None] | None = None) -> None:
         self.stream_id, self.events, self.expected = stream_id, events, expected
         #: called under the partition lock once the version check passed; raising refuses
-        #: the request (a DCB append condition, dcb.py)
+        #: the request (a DCB append condition, dcb.py). A guarded request's event ids are
+        #: new, made for it: it is never taken for a retry (``versions.duplicate``)
         self.guard = guard
         self.seen, self.generation = seen, generation
         self.result: AppendResult | None = None

@@ -229,9 +229,15 @@ class Staging:
                 self._evict_committed_locked()
 
     def _write(self, batch: list[Staged], txn: Any) -> None:
-        """Write staged updates, in staging order (per stream, version order)."""
+        """Write staged updates, in staging order (per stream, version order).
+
+        A stream's envelopes of consecutive versions are added to its chunks in
+        one call: one-event appends to one stream would otherwise rewrite its
+        last chunk once each.
+        """
         index = self.index
         covered: dict[tuple[str, int], int] = {}
+        runs: dict[str, tuple[int, list[bytes]]] = {}  # stream -> first version, envelopes
         for st in batch:  # bounded by the batch
             if st.target_head is not None:
                 put_metadata(index, txn, st.stream_id, st.target_head.meta, st.topic, st.partition)
@@ -241,11 +247,19 @@ class Staging:
                 if stored is not None and stored.meta:
                     head = Head(head.topic, head.partition, head.last_version, stored.meta)
             index.put_head(txn, st.stream_id, head)
-            index.append_envelopes(txn, st.stream_id, st.current + 1, st.envelopes)
+            run = runs.get(st.stream_id)
+            if run is not None and run[0] + len(run[1]) == st.current + 1:
+                run[1].extend(st.envelopes)
+            else:
+                if run is not None:
+                    index.append_envelopes(txn, st.stream_id, *run)
+                runs[st.stream_id] = (st.current + 1, list(st.envelopes))
             index.put_events(txn, st.ids, st.stream_id, st.current + 1, st.position, st.topic,
                              st.partition, st.base_offset)
             key = (st.topic, st.partition)
             covered[key] = max(covered.get(key, 0), st.base_offset + len(st.ids))
+        for stream_id, (first, envelopes) in runs.items():  # bounded by the batch's streams
+            index.append_envelopes(txn, stream_id, first, envelopes)
         for (topic, partition), next_offset in covered.items():  # bounded by the partitions
             index.put_covered(txn, topic, partition, next_offset)
 

@@ -99,6 +99,8 @@ def duplicate(staging: Staging, req: AppendRequest, head: Head | None, current: 
     ``NO_STREAM`` meets a deleted stream. An int expected version, or
     ``NO_STREAM`` for a stream never written, passes only if nothing was
     appended since, so a first append (the common case) costs no look-up.
+    A guarded request (a DCB append) is never a retry: its caller made its
+    event ids for this one append, so they are not looked up either.
     """
     sid = req.stream_id
     try:
@@ -108,6 +110,8 @@ def duplicate(staging: Staging, req: AppendRequest, head: Head | None, current: 
         if original is None:
             raise
         return original
+    if req.guard is not None:
+        return None
     if req.expected is StreamState.ANY or req.expected is StreamState.STREAM_EXISTS or (
             req.expected is StreamState.NO_STREAM and head is not None):
         return idempotent(staging, sid, req.events)
