@@ -2,10 +2,13 @@
 memory-mapped segment files, with an LMDB catalog, in your process."""
 
 from . import aio as aio  # the async API: a subpackage, so not in __all__
+from .backups import backup, restore
 from .client.consumer import Consumer, ConsumerRebalanceListener, OffsetAndTimestamp
 from .client.deadletter import DeadLetterProcessor, ProcessingStats, replay_dead_letters
 from .client.producer import FutureRecordMetadata, Producer
 from .errors import (
+    BackupCorruptionError,
+    BackupError,
     CommitFailedError,
     CorruptionError,
     EventDecodeError,
@@ -99,6 +102,9 @@ __all__ = [
     "open",
     "open_reader",
     "Transaction",
+    # backups (docs/format.md, section 20)
+    "backup",
+    "restore",
     # values
     "BatchMetadata",
     "CheckProblem",
@@ -158,6 +164,8 @@ __all__ = [
     "TaggedRead",
     "TaggedSubscription",
     # errors
+    "BackupCorruptionError",
+    "BackupError",
     "CommitFailedError",
     "CorruptionError",
     "EventDecodeError",

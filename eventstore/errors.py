@@ -8,6 +8,8 @@ a full disk, corrupt bytes, a store held by someone else) raise one of these;
 from __future__ import annotations
 
 __all__ = [
+    "BackupCorruptionError",
+    "BackupError",
     "CommitFailedError",
     "ConditionFailedError",
     "CorruptionError",
@@ -398,6 +400,27 @@ class CorruptionError(EventStoreError):
         self.position = position
         self.reason = reason
         super().__init__(f"corrupt data in {path} at position {position}: {reason}")
+
+
+# --- when backing up and restoring (docs/format.md, section 20) -------------------------------
+
+
+class BackupError(EventStoreError):
+    """A backup or restore cannot go on: DEST is not a backup, the target is not empty, the
+    source changed under the backup in a way it cannot follow. Nothing was published."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class BackupCorruptionError(BackupError):
+    """Bytes in a backup fail their checksum or batch validation: it is damaged there."""
+
+    def __init__(self, path: str, position: int, reason: str) -> None:
+        self.position = position
+        super().__init__(path, f"damaged backup at position {position}: {reason}")
 
 
 # --- when serving the Kafka protocol -------------------------------------------

@@ -15,7 +15,7 @@ from ..errors import CorruptionError
 from . import datafile, keys, sealed
 from .env import Catalog
 
-__all__ = ["allocate"]
+__all__ = ["allocate", "last_allocated"]
 
 _ID = struct.Struct(">Q")
 #: Kafka producer ids are int64; the store hands them out from 0 up.
@@ -39,6 +39,12 @@ def allocate(catalog: Catalog, count: int = 1) -> int:
         return first
 
     return catalog.write(take)
+
+
+def last_allocated(catalog: Catalog) -> int | None:
+    """The last producer id handed out, or None before the first (what a backup keeps)."""
+    raw = catalog.get(keys.DB_META, keys.META_PRODUCER_ID_SEQ)
+    return _last(catalog, raw) if raw else None
 
 
 def _last(catalog: Catalog, raw: bytes) -> int:

@@ -21,6 +21,7 @@ from ..errors import (
     TopicNotFoundError,
 )
 from ..repair import damaged_catalog
+from . import backup as backup_cli
 from . import consume, dump, groups, produce, retention, serve, stats, streams, topics, verify
 from .access import DATA_HELP, CliError, DataOption
 
@@ -103,6 +104,8 @@ app.command()(produce.produce)
 app.command()(consume.consume)
 app.add_typer(groups.groups_app, name="groups")
 app.add_typer(streams.streams_app, name="streams")
+app.command()(backup_cli.backup)
+app.command()(backup_cli.restore)
 app.command()(dump.dump)
 app.command()(verify.verify)
 app.command()(stats.stats)
