@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -37,6 +37,7 @@ from .errors import (
     EventStoreError,
     InvalidArgumentError,
     InvalidTopicError,
+    NotEnoughReplicasError,
     OffsetOutOfRangeError,
     StorageError,
     StoreClosedError,
@@ -63,6 +64,7 @@ from .storage import format as fmt
 from .storage.check import CheckReport, check_partition
 from .storage.lock import DirectoryLock
 from .storage.names import is_valid_topic_name
+from .storage.partition import Durability as LocalDurability
 from .storage.partition import PartitionLog, Prepared
 from .storage.recovery import Checkpoint
 from .validation import (
@@ -81,7 +83,8 @@ from .validation import (
     check_partition as valid_partition,
 )
 
-__all__ = ["DEFAULT_MAX_RECORDS", "UNSET", "BatchMetadata", "KafkaAppendResult", "Log", "Prepared", "Watch"]
+__all__ = ["DEFAULT_MAX_RECORDS", "UNSET", "BatchMetadata", "KafkaAppendResult", "Log", "Prepared",
+           "ReplicationWaiter", "Watch"]
 
 log = logging.getLogger("eventstore")
 
@@ -104,6 +107,19 @@ class KafkaAppendResult(msgspec.Struct, frozen=True):
     log_append_time_ms: int  # -1: the topic keeps the producers' timestamps (CreateTime)
     log_start_offset: int  # the partition's first offset, after the append
     duplicate: bool  # a retried batch of an idempotent producer: nothing was written
+
+
+class ReplicationWaiter(Protocol):
+    """What a server serving the store with followers registers (``Log.set_replication``)
+    so that appends in ``"replicated"`` durability wait for the in-sync replicas
+    (docs/replication.md, section 3)."""
+
+    def check(self, partitions: Iterable[TopicPartition]) -> None:
+        """Before writing: raise ``NotEnoughReplicasError`` if too few replicas are in sync."""
+
+    def wait(self, ends: Mapping[TopicPartition, int]) -> None:
+        """After the local fsync: return once the high watermark of each partition reaches
+        its end, or raise ``NotEnoughReplicasError`` (written, not known replicated)."""
 
 
 class Watch:
@@ -137,7 +153,11 @@ class Log:
         self.durability: Durability = durability
         self.fsync_interval_ms = fsync_interval_ms
         self.recovery_events: list[RecoveryEvent] = []
-        self._fsync = durability == "fsync"
+        self._fsync = durability in ("fsync", "replicated")
+        self._replicated = durability == "replicated"  # fsync, then the replicas (set_replication)
+        self._replication: ReplicationWaiter | None = None
+        self._leader_epoch = 0
+        self._gated = False  # enable_high_watermark
         self._lock = threading.RLock()
         self._closed = False
         self._configs: dict[str, TopicConfig] = {}
@@ -189,6 +209,11 @@ class Log:
         self._by_id = {cfg.topic_id: cfg for cfg in self._configs.values()}
         self._gone = {name: topic_cache.decode(name, raw) for name, raw in cached.items()
                       if name not in configs}
+        plogs = [plog for partitions in self._partitions.values() for plog in partitions]
+        self._leader_epoch = max((plog.leader_epoch for plog in plogs), default=0)
+        for plog in plogs:  # bounded by the partitions
+            if plog.leader_epoch != self._leader_epoch:
+                plog.set_leader_epoch(self._leader_epoch)
 
     def _with_topic_id(self, cfg: TopicConfig) -> TopicConfig:
         """A topic whose ``topic.json`` was written before topics had ids gets one now, written
@@ -224,8 +249,14 @@ class Log:
             log_starts.put(catalog, topic, p, offset)
 
         cp = None if fields is None else Checkpoint(*fields)
-        return PartitionLog(directory, cfg.name, p, cfg, self.durability, cp, self.report, save,
+        local: LocalDurability = "fsync" if self.durability == "replicated" else self.durability
+        plog = PartitionLog(directory, cfg.name, p, cfg, local, cp, self.report, save,
                             log_start=log_starts.get(catalog, topic, p) or 0, on_log_start=save_log_start)
+        if self._leader_epoch > plog.leader_epoch:
+            plog.set_leader_epoch(self._leader_epoch)
+        if self._gated:
+            plog.enable_high_watermark()
+        return plog
 
     def gone_topics(self) -> list[TopicConfig]:
         """Topics whose deletion a crash cut short (their directory is gone, their cached
@@ -395,6 +426,34 @@ class Log:
         asked = check_topic_settings({k: v for k, v in given.items() if v is not UNSET})
         cfg = TopicConfig(name=name, created_ms=_now_ms(), topic_id=_new_topic_id(),
                           **{"partitions": 1, **asked})
+        return self._make_topic(cfg, asked, exist_ok)
+
+    def adopt_topic(self, config: TopicConfig) -> TopicConfig:
+        """Create a topic with exactly ``config``: its id, creation time, partitions and
+        settings (a follower applying its leader's catalog, docs/replication.md section 5).
+
+        The settings are checked as ``create_topic`` checks them. A topic of that name with
+        the same configuration is returned as it is; one that differs raises
+        ``TopicExistsError`` naming the differences (the caller deletes or alters it).
+        """
+        self.check_open()
+        if not isinstance(config, TopicConfig):
+            raise InvalidArgumentError(f"config must be a TopicConfig, got {type(config).__name__}")
+        if not is_valid_topic_name(config.name):
+            raise InvalidTopicError(
+                f"invalid topic name {config.name!r}: use 1-249 of [A-Za-z0-9._-], not '.' or '..'")
+        settings = {k: getattr(config, k) for k in _TOPIC_SETTINGS}
+        check_topic_settings(settings)
+        check_int64(config.created_ms, "created_ms")
+        if config.topic_id == NO_TOPIC_ID:
+            raise InvalidArgumentError(f"topic {config.name!r}: a topic id is needed, got the null id")
+        fields = {**settings, "created_ms": config.created_ms, "topic_id": config.topic_id}
+        return self._make_topic(config, fields, exist_ok=True)
+
+    def _make_topic(self, cfg: TopicConfig, asked: Mapping[str, Any], exist_ok: bool) -> TopicConfig:
+        """Create ``cfg``'s topic; an existing one is returned if ``exist_ok`` and every field
+        of ``asked`` matches it, else ``TopicExistsError``."""
+        name = cfg.name
         with self._lock:
             self.check_open()
             existing = self._configs.get(name)
@@ -404,6 +463,8 @@ class Log:
                 if exist_ok and not differences:
                     return existing
                 raise TopicExistsError(name, differences if exist_ok else None)
+            if cfg.topic_id in self._by_id:
+                raise TopicExistsError(self._by_id[cfg.topic_id].name)
             topicdir.create(self._root, cfg)
             try:
                 topic_cache.put(self.catalog, cfg)
@@ -595,10 +656,14 @@ class Log:
             ts = check_timestamp(timestamp_ms, f"append to topic {topic!r}")
         if timestamp_ms is None or cfg.timestamp_type == LOG_APPEND_TIME:  # the append time
             ts = time.time_ns() // 1_000_000
+        if self._replicated:
+            self._check_replicas((TopicPartition(topic, partition),))
         plog = self._partitions[topic][partition]
         base = plog.append_one(ts, key, value, hdrs, _attributes(cfg))
         if self._fsync:
             plog.wait_durable(base + 1)
+            if self._replicated:
+                self._wait_replicas({TopicPartition(topic, partition): base + 1})
         return RecordMetadata(topic, partition, base, ts)
 
     def append_batch(
@@ -629,6 +694,8 @@ class Log:
         groups = group_items(cfg, items, fixed, _now_ms(), self._round_robin)
         partitions = self._partitions[topic]
         attributes = _attributes(cfg)
+        if self._replicated:
+            self._check_replicas([TopicPartition(topic, g.partition) for g in groups])
         bases = [
             partitions[g.partition].append(g.timestamps, g.keys, g.values, g.headers, g.base_ts, g.max_ts,
                                            attributes)
@@ -637,6 +704,9 @@ class Log:
         if self._fsync:
             for g, base in zip(groups, bases, strict=True):
                 partitions[g.partition].wait_durable(base + len(g.values))
+            if self._replicated:
+                self._wait_replicas({TopicPartition(topic, g.partition): base + len(g.values)
+                                     for g, base in zip(groups, bases, strict=True)})
         if len(groups) == 1:
             g = groups[0]
             return BatchMetadata(topic, g.partition, bases[0], len(g.values), g.ts_list)
@@ -655,9 +725,13 @@ class Log:
         is done here.
         """
         plog = self.partition(topic, partition)
+        if self._replicated:
+            self._check_replicas((TopicPartition(topic, plog.partition),))
         base, end = plog.append_prepared(prepare)
         if self._fsync and end > base:
             plog.wait_durable(end)
+            if self._replicated:
+                self._wait_replicas({TopicPartition(topic, plog.partition): end})
         return base, end
 
     def append_encoded(self, topic: str, partition: int, batch: bytes | bytearray | memoryview, *,
@@ -680,24 +754,28 @@ class Log:
         check_plain_topic(cfg)
         p = valid_partition(cfg, partition)
         data, info, records = check_encoded_batch(cfg, batch)
+        plog = self._partitions[topic][p]
+        if replica:
+            end = plog.append_replica(data)
+            if self._fsync:
+                plog.wait_durable(end)
+            return info.base_offset, end
 
-        def rebase(base: int) -> bytes | bytearray:
-            if replica:
-                raise InvalidArgumentError(
-                    f"replica batch for {topic}/{p} starts at offset {info.base_offset}, "
-                    f"but the partition ends at {base}"
-                )
+        def rebase(base: int, epoch: int) -> bytes | bytearray:
             rows = [(base + i, r.timestamp_ms, r.key, r.value, r.headers) for i, r in enumerate(records)]
             marked = records[0].timestamp_type == Record.TIMESTAMP_LOG_APPEND_TIME  # the mark is kept
             return fmt.encode_batch(base, rows, records[0].timestamp_ms, info.max_timestamp,
-                                    fmt.LOG_APPEND_TIME if marked else 0)
+                                    fmt.LOG_APPEND_TIME if marked else 0, epoch)
 
-        plog = self._partitions[topic][p]
+        if self._replicated:
+            self._check_replicas((TopicPartition(topic, p),))
         base = plog.append_encoded(data, info.base_offset, info.record_count, records[0].timestamp_ms,
                                    info.max_timestamp, rebase)
         end = base + info.record_count
         if self._fsync:
             plog.wait_durable(end)
+            if self._replicated:
+                self._wait_replicas({TopicPartition(topic, p): end})
         return base, end
 
     def append_kafka(self, topic: str, partition: int, batch: bytes | bytearray | memoryview, *,
@@ -724,9 +802,13 @@ class Log:
         data, header = check_kafka_batch(cfg, batch)
         plog = self._partitions[topic][p]
         append_time = _now_ms() if cfg.timestamp_type == LOG_APPEND_TIME else None
+        if durable and self._replicated:
+            self._check_replicas((TopicPartition(topic, p),))
         base, duplicate = plog.append_kafka(data, header, append_time)
         if durable and self._fsync:
             plog.wait_durable(base + header.record_count)
+            if self._replicated:
+                self._wait_replicas({TopicPartition(topic, p): base + header.record_count})
         append_time_ms = -1 if append_time is None or duplicate else append_time
         return KafkaAppendResult(base, header.record_count, append_time_ms, plog.offsets()[0], duplicate)
 
@@ -798,6 +880,136 @@ class Log:
                         max_workers=_WAIT_THREADS, thread_name_prefix=f"eventstore-wait:{self.path}")
                 pool = self._wait_pool
         return pool
+
+    # --- replication (docs/replication.md) ----------------------------------
+
+    def set_replication(self, waiter: ReplicationWaiter | None) -> None:
+        """Register the waiter appends in ``"replicated"`` durability go through (None: none;
+        such appends then raise ``NotEnoughReplicasError`` before writing)."""
+        self._replication = waiter
+
+    def _check_replicas(self, partitions: Iterable[TopicPartition]) -> None:
+        waiter = self._replication
+        if waiter is None:
+            raise NotEnoughReplicasError(
+                f"durability 'replicated' needs the store served with followers "
+                f"({self.path}: no replication registered); nothing was written")
+        waiter.check(partitions)
+
+    def _wait_replicas(self, ends: Mapping[TopicPartition, int]) -> None:
+        waiter = self._replication
+        if waiter is None:
+            raise NotEnoughReplicasError(
+                "the records are written but not known replicated: replication stopped")
+        waiter.wait(ends)
+
+    @property
+    def leader_epoch(self) -> int:
+        """The leader epoch stamped into new batches: at open the largest last epoch of the
+        partitions' epoch files (0 if none)."""
+        return self._leader_epoch
+
+    def set_leader_epoch(self, epoch: int) -> None:
+        """Raise the leader epoch (a promotion); each partition notes it in its epoch file
+        before its first batch of it. A lower epoch raises ``InvalidArgumentError``."""
+        if type(epoch) is not int or not 0 <= epoch <= 0x7FFFFFFF:
+            raise InvalidArgumentError(f"leader epoch must be an int in 0..2**31-1, got {epoch!r}")
+        with self._lock:
+            self.check_open()
+            if epoch < self._leader_epoch:
+                raise InvalidArgumentError(
+                    f"leader epoch {epoch} is below the current one, {self._leader_epoch}")
+            self._leader_epoch = epoch
+            for partitions in self._partitions.values():
+                for plog in partitions:
+                    plog.set_leader_epoch(epoch)
+
+    def last_epoch(self, topic: str, partition: int) -> int:
+        """The last epoch of the partition's epoch file (-1 if it has none)."""
+        return self.partition(topic, partition).epochs.last_epoch
+
+    def epoch_end_offset(self, topic: str, partition: int, epoch: int) -> tuple[int, int]:
+        """(the largest epoch ≤ ``epoch`` in the partition's epoch file, the offset where it
+        ended: the next entry's start, or the written end for the last); (-1, -1) if none
+        (Kafka's OffsetForLeaderEpoch; docs/replication.md, 1.1)."""
+        return self.partition(topic, partition).epoch_end_offset(epoch)
+
+    def log_end(self, topic: str, partition: int) -> int:
+        """The partition's local durable end (fsync mode: fsynced; the written end in modes
+        ``interval`` and ``none``): a leader's own position, whatever the high watermark."""
+        return self.partition(topic, partition).log_end()
+
+    def append_replica(self, topic: str, partition: int, data: bytes | bytearray | memoryview) -> int:
+        """Write a leader's stored batches (either kind, one or more, the first starting at the
+        partition's written end) byte for byte at the same offsets; returns the new written
+        end, not waited durable (``wait_durable_each`` is the follower's barrier).
+
+        Every batch is checked first (framing, checksum or CRC, contiguous offsets, epochs
+        never going back); any mismatch raises ``InvalidArgumentError`` or
+        ``CorruptRecordError`` with nothing written. Streams topics take them too.
+        """
+        plog = self.partition(topic, partition)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentError(f"replica data must be bytes, got {type(data).__name__}")
+        return plog.append_replica(data)
+
+    def read_replica(self, topic: str, partition: int, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """``read_batches`` up to the durable end rather than the high watermark: what a
+        leader serves a follower's fetch."""
+        plog = self.partition(topic, partition)
+        if type(offset) is not int:
+            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
+        if type(max_bytes) is not int or max_bytes < 1:
+            raise InvalidArgumentError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        return plog.read_batches(offset, max_bytes, to_log_end=True)
+
+    def truncate(self, topic: str, partition: int, offset: int) -> int:
+        """Cut the partition so that it ends at ``offset`` rounded down to a batch boundary;
+        returns the new end (the end itself if ``offset`` is at or past it). Below the log
+        start: ``InvalidArgumentError``. Crash-safe (docs/format.md, "Truncation and reset"):
+        epoch-file entries from the new end on go, producers' state, indexes and checkpoint
+        follow; the visible end and high watermark come down to it."""
+        plog = self.partition(topic, partition)
+        check_int64(offset, "offset")
+        return plog.truncate(offset)
+
+    def reset_partition(self, topic: str, partition: int, start_offset: int) -> None:
+        """Delete every segment of the partition and restart it empty at ``start_offset``
+        (log start = end = ``start_offset``); crash-safe. For a follower whose leader
+        deleted what it still lacked."""
+        plog = self.partition(topic, partition)
+        check_int64(start_offset, "start_offset")
+        plog.reset(start_offset)
+
+    def enable_high_watermark(self) -> None:
+        """From now on every partition's visible end (reads, fetches, ``offsets``,
+        subscriptions, ``watch``) is min(durable end, high watermark); each high watermark
+        starts at the visible end. Partitions of topics created later are gated too."""
+        with self._lock:
+            self.check_open()
+            self._gated = True
+            for partitions in self._partitions.values():
+                for plog in partitions:
+                    plog.enable_high_watermark()
+
+    def set_high_watermark(self, topic: str, partition: int, offset: int) -> None:
+        """Raise the partition's high watermark (a lower one is ignored); readers and
+        watchers wake when its visible end moves."""
+        self.partition(topic, partition).set_high_watermark(offset)
+
+    def high_watermark(self, topic: str, partition: int) -> int:
+        """The partition's visible end: its high watermark once gated, else its durable end."""
+        return self.partition(topic, partition).offsets()[1]
+
+    def watch_log_end(self, partitions: Iterable[TopicPartition], callback: Callable[[], object]) -> Watch:
+        """``watch`` for the durable end (``log_end``) instead of the visible end: the leader's
+        replica long-poll and its high-watermark recomputation. ``callback`` may also run
+        when only the visible end moved."""
+        plogs = [self.partition(tp.topic, tp.partition) for tp in partitions]
+        cancels: list[Callable[[], object]] = []
+        for plog in plogs:  # bounded by the caller's partitions
+            cancels.append(functools.partial(plog.remove_listener, plog.add_end_listener(callback)))
+        return Watch(cancels)
 
     # --- reading -----------------------------------------------------------
 
@@ -980,6 +1192,11 @@ class Log:
             appended_records=sum(p.appended_total for p in all_logs),
             fsyncs=sum(p.fsyncs for p in all_logs), partition_stats=parts,
         )
+
+
+#: The settings of a topic that ``create_topic`` takes (``adopt_topic`` checks them the same way).
+_TOPIC_SETTINGS = ("partitions", "retention_ms", "retention_bytes", "segment_bytes", "segment_ms",
+                   "max_record_bytes", "streams", "timestamp_type")
 
 
 def _in_input_order(topic: str, groups: list[Group], bases: list[int], count: int) -> list[Any]:

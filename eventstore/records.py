@@ -30,7 +30,7 @@ DEFAULT_SEGMENT_MS = 7 * 24 * 3600 * 1000
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 #: The topic id of a configuration written before topics had ids (Kafka's zero UUID: "none").
 NO_TOPIC_ID = uuid.UUID(int=0)
-Durability = Literal["fsync", "interval", "none"]
+Durability = Literal["fsync", "interval", "none", "replicated"]
 
 
 class Record(msgspec.Struct, array_like=True, frozen=True, kw_only=True, gc=False):

@@ -42,6 +42,8 @@ POINTS: dict[str, tuple[str, ...]] = {
     "delete-topic": ("delete-topic.renamed", "delete-topic.closed", "delete-topic.dir-synced",
                      "delete-topic.removed", "delete-topic.checkpoints-dropped",
                      "delete-topic.offsets-dropped", "delete-topic.uncached"),
+    "truncate": ("truncate.intent", "truncate.deleted", "truncate.cut", "truncate.log-start",
+                 "truncate.checkpointed", "truncate.epochs", "truncate.done"),
 }
 KILL_AT_VARIABLE = "EVENTSTORE_KILL_AT"
 

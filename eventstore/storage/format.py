@@ -80,6 +80,8 @@ _BODY_FIELDS = struct.Struct(">hiqqi")  # attributes .. record_count, at positio
 _MAX_TS = struct.Struct(">q")
 _CHECKSUM = struct.Struct(">Q")
 _COUNT = struct.Struct(">i")
+_EPOCH = struct.Struct(">i")
+EPOCH_POSITION = 12
 assert PREFIX_SIZE + _BODY_FIELDS.size == NATIVE_HEADER_SIZE
 # crc, attributes, last_offset_delta, base_timestamp, max_timestamp: Kafka positions 17..43
 _KAFKA_FIELDS = struct.Struct(">Ihiqq")
@@ -114,23 +116,24 @@ class BatchInfo(msgspec.Struct, frozen=True, array_like=True):
 
 def encode_batch(
     base_offset: int, records: Sequence[WireRecord], base_timestamp: int, max_timestamp: int,
-    attributes: int = 0,
+    attributes: int = 0, epoch: int = 0,
 ) -> bytes | bytearray:
     """Encode ``records`` (offsets already assigned) as one native batch; ``attributes``
-    0, or ``LOG_APPEND_TIME`` when their timestamps are the time it is appended."""
+    0, or ``LOG_APPEND_TIME`` when their timestamps are the time it is appended;
+    ``epoch`` the leader epoch that writes it (its checksum covers it)."""
     count = len(records)
     if count < _SMALL_BATCH_RECORDS:
         # Small batches: two short concatenations beat filling a buffer in place.
         payload = _encode(records)
         body = _pack_header(
-            base_offset, len(payload) + _LENGTH_EXTRA, 0, MAGIC_NATIVE,
+            base_offset, len(payload) + _LENGTH_EXTRA, epoch, MAGIC_NATIVE,
             attributes, count - 1, base_timestamp, max_timestamp, count,
         ) + payload
         return body + _pack_checksum(_xxh3(body))
     buf = bytearray(NATIVE_HEADER_SIZE)
     _encoder.encode_into(records, buf, NATIVE_HEADER_SIZE)
     NATIVE_HEADER.pack_into(
-        buf, 0, base_offset, len(buf) + CHECKSUM_SIZE - LENGTH_OFFSET, 0, MAGIC_NATIVE,
+        buf, 0, base_offset, len(buf) + CHECKSUM_SIZE - LENGTH_OFFSET, epoch, MAGIC_NATIVE,
         attributes, count - 1, base_timestamp, max_timestamp, count,
     )
     buf += _pack_checksum(_xxh3(buf))
@@ -147,6 +150,11 @@ def read_prefix(buf: Any, position: int) -> tuple[int, int, int]:
     """(base_offset, batch size, magic) of the batch at ``position``; no validation."""
     base_offset, length, _epoch, magic = PREFIX.unpack_from(buf, position)
     return base_offset, length + LENGTH_OFFSET, magic
+
+
+def read_epoch(buf: Any, position: int) -> int:
+    """The ``partition_leader_epoch`` of the batch at ``position`` (either kind)."""
+    return int(_EPOCH.unpack_from(buf, position + EPOCH_POSITION)[0])
 
 
 def validate_batch(buf: Any, position: int, available: int, expected_base: int | None) -> (

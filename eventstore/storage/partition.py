@@ -13,25 +13,30 @@ import struct
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal, NamedTuple
 
 from ..errors import (
     CorruptionError,
     EventStoreError,
+    InvalidArgumentError,
     OffsetOutOfRangeError,
     StorageError,
     StoreClosedError,
 )
-from ..records import Record, TopicConfig
+from ..records import Record, RecoveryEvent, TopicConfig
 from ..wire import batch as kafka
+from ..wire.errors import CorruptRecordError
 from . import disk, faults
 from . import format as fmt
+from .epochs import EpochFile
 from .producers import EXPIRATION_MS, ProducerState
 from .recovery import Checkpoint, Report, open_segments, sync_dir
 from .segment import Segment, SegmentDeletedError
+from .truncation import Intent, apply_intent, read_intent, remove_intent, write_intent
 
 Durability = Literal["fsync", "interval", "none"]
+Visible = tuple[int, Segment, int]  # (end offset, the segment holding it, the byte position there)
 CHECKPOINT_EVERY_BYTES = 32 * 1024 * 1024
 MAX_RELATIVE_OFFSET = 0xFFFFFFFF
 # append_one's inline path checks the segment's age (segment_ms) at least this often
@@ -42,6 +47,7 @@ _READ_RETRIES_MAX = 3
 _KAFKA_PREFIX = struct.Struct(">qii")
 # producer_id, producer_epoch, base_sequence, record_count: positions 43..61 of a Kafka batch
 _KAFKA_PRODUCER = struct.Struct(">qhii")
+_TIMESTAMP = struct.Struct(">q")
 
 class PartitionLog:
     """One partition directory. Thread-safe; readers never block writers."""
@@ -75,8 +81,12 @@ class PartitionLog:
         self._failed: EventStoreError | None = None  # a failed fsync, or closed
         self._vis_lock = threading.Lock()
         self._listeners: dict[object, Callable[[], object]] = {}
+        self._end_listeners: dict[object, Callable[[], object]] = {}
         self.decoder = fmt.decoder_for(topic, partition)
         """Decodes this partition's records (``Record`` with its topic and partition filled in)."""
+        intent = read_intent(directory)  # a truncation or reset a crash cut short: finish it
+        if intent is not None:
+            apply_intent(directory, intent)
         segments = open_segments(directory, checkpoint, report)
         self._layout: tuple[list[int], list[Segment]] = (
             [s.base_offset for s in segments],
@@ -97,16 +107,36 @@ class PartitionLog:
         self._next_offset = active.next_offset
         self._synced_offset = self._next_offset
         self._fast_offset_limit = self._next_offset  # first append takes the careful path
-        if checkpoint is None or checkpoint != self._checkpoint_of(active):
-            try:
+        self._on_log_start = on_log_start
+        self._last_checkpoint: Checkpoint | None = checkpoint
+        try:
+            self.epochs = EpochFile.load(directory, segments[0].base_offset, self._next_offset,
+                                         _batch_epochs(segments))
+            """The partition's leader-epoch file (``storage.epochs``), changed under the write lock."""
+            if intent is not None and intent.reset:
+                self.epochs.drop_from(-1)
+                if on_log_start is not None:
+                    on_log_start(intent.end_offset)
+                log_start = intent.end_offset
+            else:
+                self.epochs.drop_from(self._next_offset, keep_at_end=intent is None)
+            if checkpoint is None or intent is not None or checkpoint != self._checkpoint_of(active):
                 active.sync_all()  # what recovery kept is durable before anyone sees it
                 self._write_checkpoint(self._checkpoint_of(active))
-            except BaseException:
-                self.abandon()  # a failed open leaves no file open
-                raise
+            if intent is not None:
+                remove_intent(directory)
+        except BaseException:
+            self.abandon()  # a failed open leaves no file open
+            raise
+        self._noted_epoch = self.epochs.last_epoch
+        self.leader_epoch = max(self._noted_epoch, 0)
+        """The epoch stamped into the batches this partition writes (``set_leader_epoch``)."""
         self._checkpoint_position = (active.base_offset, active.size)
-        self._visible: tuple[int, Segment, int] = (self._next_offset, active, active.size)
-        self._on_log_start = on_log_start
+        self._visible: Visible = (self._next_offset, active, active.size)
+        self._durable: Visible = self._visible  # the durable end: kept apart once gated
+        self._gated = False
+        self._high_watermark = self._next_offset
+        self._publish_on_write = durability != "fsync"  # and not gated
         self._log_start = min(log_start, self._next_offset)
         """The log start DeleteRecords set (docs/format.md, section 10); the log starts at the
         larger of it and the first segment's base. Past the end after a crash: the end."""
@@ -155,25 +185,27 @@ class PartitionLog:
             count = len(prepared.values)
             rows = list(zip(range(base, base + count), prepared.timestamps, prepared.keys,
                             prepared.values, prepared.headers, strict=True))
-            batch = _encode_batch(base, rows, prepared.base_ts, prepared.max_ts, prepared.attributes)
-            self._write(batch, base, count, prepared.base_ts, prepared.max_ts)
+            epoch = self.leader_epoch
+            batch = _encode_batch(base, rows, prepared.base_ts, prepared.max_ts, prepared.attributes, epoch)
+            self._write(batch, base, count, prepared.base_ts, prepared.max_ts, epoch)
             prepared.on_written(base)
             return base, base + count
 
     def append_encoded(self, batch: bytes, batch_base: int, count: int, base_ts: int, max_ts: int,
-                       rebase: Callable[[int], bytes | bytearray]) -> int:
+                       rebase: Callable[[int, int], bytes | bytearray]) -> int:
         """Write a batch already encoded and checked; returns its base offset.
 
-        If ``batch_base`` is not the partition's end, ``rebase(end)`` (called
-        under the write lock) returns the batch re-encoded to start there, or
-        raises (nothing is written).
+        If ``batch_base`` is not the partition's end, or its leader epoch is not the
+        partition's, ``rebase(end, epoch)`` (called under the write lock) returns the
+        batch re-encoded there, or raises (nothing is written).
         """
         with self._lock:
             if self._failed is not None:
                 raise self._failed
-            base = self._next_offset
-            data = batch if batch_base == base else rebase(base)
-            return self._write(data, base, count, base_ts, max_ts)
+            base, epoch = self._next_offset, self.leader_epoch
+            same = batch_base == base and fmt.read_epoch(batch, 0) == epoch
+            data = batch if same else rebase(base, epoch)
+            return self._write(data, base, count, base_ts, max_ts, epoch)
 
     def append_kafka(self, batch: bytearray, header: kafka.BatchHeader,
                      append_time: int | None = None) -> tuple[int, bool]:
@@ -202,12 +234,126 @@ class PartitionLog:
             if append_time is not None:
                 kafka.set_log_append_time(batch, append_time)
                 first_ts = max_ts = append_time
-            _KAFKA_PREFIX.pack_into(batch, 0, base, header.batch_length, 0)
-            self._write(batch, base, count, first_ts, max_ts)
+            epoch = self.leader_epoch
+            _KAFKA_PREFIX.pack_into(batch, 0, base, header.batch_length, epoch)
+            self._write(batch, base, count, first_ts, max_ts, epoch)
             if producer:
                 self.producers.update(header.producer_id, header.producer_epoch, header.base_sequence,
                                       count, base, max_ts)
             return base, False
+
+    # --- replicas (docs/replication.md) -------------------------------------
+
+    def set_leader_epoch(self, epoch: int) -> None:
+        """Stamp ``epoch`` into the batches written from now on; the next one notes it in the
+        epoch file first (``_write``), so appends take the careful path once."""
+        with self._lock:
+            self.leader_epoch = epoch
+            self._fast_offset_limit = 0
+
+    def epoch_end_offset(self, epoch: int) -> tuple[int, int]:
+        """(the largest epoch ≤ ``epoch`` that wrote here, where it ended); (-1, -1) if none."""
+        with self._lock:
+            return self.epochs.end_offset(epoch, self._next_offset)
+
+    def append_replica(self, data: bytes | bytearray | memoryview) -> int:
+        """Write a leader's stored batches byte for byte at the same offsets; returns the new
+        written end (not waited durable).
+
+        Every batch is checked before anything is written (framing, checksum or CRC,
+        contiguous offsets from the partition's end, epochs never going back); a new epoch
+        is noted in the epoch file before its first batch; idempotent producers' state
+        follows the Kafka batches. Refused with nothing written on any mismatch.
+        """
+        view = memoryview(data).cast("B")
+        batches = _replica_batches(view, self.topic, self.partition)
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            end = self._next_offset
+            if batches[0].base != end:
+                raise InvalidArgumentError(
+                    f"{self.topic}/{self.partition}: replica batch starts at offset "
+                    f"{batches[0].base}, but the partition ends at {end}")
+            if batches[0].epoch < self._noted_epoch:
+                raise InvalidArgumentError(
+                    f"{self.topic}/{self.partition}: a replica batch of leader epoch "
+                    f"{batches[0].epoch} after epoch {self._noted_epoch} (epochs never go back)")
+            for b in batches:  # bounded by the batches given
+                self._write(view[b.position:b.position + b.size], b.base, b.records, b.base_ts,
+                            b.max_ts, b.epoch)
+                if b.producer_id >= 0:
+                    self.producers.update(b.producer_id, b.producer_epoch, b.sequence, b.records,
+                                          b.base, b.max_ts)
+            return self._next_offset
+
+    def truncate(self, offset: int) -> int:
+        """Cut the partition so that it ends at ``offset`` rounded down to a batch boundary;
+        returns the new end. Crash-safe (``storage.truncation``): an intent first, then the
+        segment files, the recovered state, the checkpoint, the epoch file. The visible end
+        and high watermark come down with it."""
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            start = self.offsets()[0]
+            if offset < start:
+                raise InvalidArgumentError(
+                    f"{self.topic}/{self.partition}: cannot truncate to {offset}, below the log "
+                    f"start {start}")
+            if offset >= self._next_offset:
+                return self._next_offset
+            end, seg, position = self._boundary(offset, (self._next_offset, self.active, self.active.size))
+            self._cut(Intent(False, end, seg.base_offset, position))
+            self._log_start = min(self._log_start, end)
+            return end
+
+    def reset(self, start_offset: int) -> None:
+        """Delete every segment and restart the partition empty at ``start_offset`` (log
+        start = end = ``start_offset``); crash-safe as ``truncate``."""
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            self._cut(Intent(True, start_offset, start_offset, 0))
+
+    def _cut(self, intent: Intent) -> None:
+        """Truncation and reset, docs/format.md; with the write lock held."""
+        if not intent.reset:
+            self._sync_or_fail(self.active.sync_all)  # what stays is durable before the cut
+        write_intent(self.directory, intent)
+        apply_intent(self.directory, intent)
+        if intent.reset:
+            if self._on_log_start is not None:
+                self._on_log_start(intent.end_offset)
+            self._log_start = intent.end_offset
+            faults.point("truncate.log-start")
+        old = self._layout[1]
+        kept = self._last_checkpoint
+        usable = kept is not None and not intent.reset and (
+            kept.segment_base < intent.segment_base
+            or (kept.segment_base == intent.segment_base and kept.position <= intent.position))
+        checkpoint = kept if usable else None
+        for seg in old:  # readers holding them retry on the new layout
+            seg.deleted = True
+            seg.close(unmap=False)
+        segments = open_segments(self.directory, checkpoint, _ignore)
+        self._layout = ([s.base_offset for s in segments], segments)
+        self.producers = load_producers(segments, checkpoint)
+        active = self.active = segments[-1]
+        end = self._next_offset = active.next_offset
+        with self._sync_mutex:
+            self._synced_offset = end
+        self._roll_deadline = time.monotonic() + self.config.segment_ms / 1000
+        self._fast_offset_limit = 0
+        self._sync_or_fail(active.sync_all)
+        self._write_checkpoint(self._checkpoint_of(active))
+        faults.point("truncate.checkpointed")
+        self.epochs.drop_from(-1 if intent.reset else end)
+        self._noted_epoch = self.epochs.last_epoch
+        faults.point("truncate.epochs")
+        remove_intent(self.directory)
+        with self._vis_lock:
+            self._visible = self._durable = (end, active, active.size)
+            self._high_watermark = min(self._high_watermark, end)
 
     def describe_producers(self) -> list[tuple[int, int, int, int]]:
         """``(producer_id, epoch, last_sequence, last_timestamp)`` of each idempotent producer
@@ -225,7 +371,8 @@ class PartitionLog:
         """
         with self._lock:
             base = self._next_offset
-            batch = _encode_batch(base, ((base, ts, key, value, headers),), ts, ts, attributes)
+            epoch = self.leader_epoch
+            batch = _encode_batch(base, ((base, ts, key, value, headers),), ts, ts, attributes, epoch)
             seg = self.active
             position = seg.size
             end_position = position + len(batch)
@@ -235,7 +382,7 @@ class PartitionLog:
                 or base >= self._fast_offset_limit
                 or self._failed is not None
             ):
-                return self._write(batch, base, 1, ts, ts)
+                return self._write(batch, base, 1, ts, ts, epoch)
             try:
                 written = disk.pwrite(seg.fd, batch, position)  # type: ignore[arg-type]
             except OSError:
@@ -243,22 +390,28 @@ class PartitionLog:
             if written != len(batch):  # error or short write: let the careful path handle it
                 if written > 0:
                     disk.ftruncate(seg.fd, position)  # type: ignore[arg-type]
-                return self._write(batch, base, 1, ts, ts)
+                return self._write(batch, base, 1, ts, ts, epoch)
             seg.size = end_position
             seg.next_offset = self._next_offset = base + 1
             if ts > seg.max_timestamp:
                 seg.max_timestamp = ts
             self.appended_batches += 1
-            if not self._fsync_mode:
+            if self._publish_on_write:
                 self._visible = (base + 1, seg, end_position)
                 if self._listeners:
                     self._notify()
+            elif not self._fsync_mode:  # gated: the written end is the durable end
+                self._publish(base + 1, seg, end_position)
             return base
 
-    def _write(self, batch: bytes | bytearray, base: int, count: int, base_ts: int, max_ts: int) -> int:
-        """Steps 2, 4, 5 and 7 of the append protocol. Called with the write lock held."""
+    def _write(self, batch: bytes | bytearray | memoryview, base: int, count: int, base_ts: int,
+               max_ts: int, epoch: int) -> int:
+        """Steps 2, 4, 5 and 7 of the append protocol, for a batch of leader epoch ``epoch``
+        (a new epoch is noted in the epoch file first). Called with the write lock held."""
         if self._failed is not None:
             raise self._failed
+        if epoch != self._noted_epoch:
+            self._note_epoch(epoch, base)
         seg = self.active
         if seg.size and (
             seg.size + len(batch) > self.config.segment_bytes
@@ -276,11 +429,22 @@ class PartitionLog:
         self._next_offset = end = base + count
         self.appended_batches += 1
         self.appended_records += count - 1  # append_one's inline path counts batches only
-        if self.durability != "fsync":
+        if self._publish_on_write:
             self._visible = (end, seg, seg.size)  # every publisher holds the write lock here
             if self._listeners:
                 self._notify()
+        elif not self._fsync_mode:  # gated: the written end is the durable end
+            self._publish(end, seg, seg.size)
         return base
+
+    def _note_epoch(self, epoch: int, base: int) -> None:
+        """Add the epoch-file entry of a batch of a new epoch, before it is written."""
+        if epoch < self._noted_epoch:
+            raise InvalidArgumentError(
+                f"{self.topic}/{self.partition}: a batch of leader epoch {epoch} after epoch "
+                f"{self._noted_epoch} (epochs never go back)")
+        self.epochs.add(epoch, base)
+        self._noted_epoch = epoch
 
     def _roll(self) -> Segment:
         """Roll protocol, docs/format.md section 8. Called with the write lock held."""
@@ -372,12 +536,81 @@ class PartitionLog:
             raise error
 
     def _publish(self, offset: int, seg: Segment, position: int) -> None:
+        """The durable end moved to ``offset``: so does the visible end, up to the high
+        watermark once gated (``enable_high_watermark``)."""
         with self._vis_lock:
-            if offset <= self._visible[0]:
-                return
-            self._visible = (offset, seg, position)
-        if self._listeners:
+            if not self._gated:
+                if offset <= self._visible[0]:
+                    return
+                self._visible = (offset, seg, position)
+                moved = True
+            else:
+                if offset <= self._durable[0]:
+                    return
+                self._durable = (offset, seg, position)
+                moved = self._advance_visible()
+        if self._gated:
+            for listener in list(self._end_listeners.values()):  # bounded by the watchers
+                listener()
+        if moved and self._listeners:
             self._notify()
+
+    # --- the high-watermark gate (docs/replication.md, section 3) -----------
+
+    def enable_high_watermark(self) -> None:
+        """From now on readers see up to min(durable end, high watermark); the high
+        watermark starts at the visible end, so nothing visible is hidden."""
+        with self._lock, self._vis_lock:
+            if self._gated:
+                return
+            self._durable = self._visible
+            self._high_watermark = self._visible[0]
+            self._gated = True
+            self._publish_on_write = False
+
+    def set_high_watermark(self, offset: int) -> None:
+        """Raise the high watermark (a lower one is ignored); readers and watchers wake when
+        the visible end moves."""
+        with self._vis_lock:
+            if offset <= self._high_watermark:
+                return
+            self._high_watermark = offset
+            moved = self._gated and self._advance_visible()
+        if moved and self._listeners:
+            self._notify()
+
+    @property
+    def high_watermark(self) -> int:
+        return self._high_watermark
+
+    def log_end(self) -> int:
+        """The durable end (the written end in modes ``interval`` and ``none``)."""
+        return self._durable[0] if self._gated else self._visible[0]
+
+    def _advance_visible(self) -> bool:
+        """Move the visible end to the batch boundary at or below min(high watermark, durable
+        end); whether it moved. Called with ``_vis_lock`` held, gated."""
+        durable = self._durable
+        target = min(self._high_watermark, durable[0])
+        if target <= self._visible[0]:
+            return False
+        found = durable if target == durable[0] else self._boundary(target, durable)
+        if found[0] <= self._visible[0]:
+            return False
+        self._visible = found
+        return True
+
+    def _boundary(self, offset: int, durable: Visible) -> Visible:
+        """The batch boundary at or below ``offset`` (below the durable end), with the segment
+        and byte position readers need: an index lookup and a short walk of prefixes."""
+        bases, segments = self._layout
+        seg = segments[bisect_right(bases, offset) - 1]
+        limit = durable[2] if seg is durable[1] else seg.size
+        mm = seg.view(limit) if limit else None
+        position = seg.locate(offset, limit, mm)
+        if position >= limit:
+            return offset, seg, limit
+        return fmt.read_prefix(mm, position)[0], seg, position
 
     def _notify(self) -> None:
         for listener in list(self._listeners.values()):  # bounded by the number of waiters
@@ -395,6 +628,15 @@ class PartitionLog:
 
     def remove_listener(self, token: object) -> None:
         self._listeners.pop(token, None)
+        self._end_listeners.pop(token, None)
+
+    def add_end_listener(self, listener: Callable[[], object]) -> object:
+        """Call ``listener()`` whenever the durable end moves (``log_end``); a token for
+        ``remove_listener``. It may also be called when only the visible end moved."""
+        token = object()
+        self._end_listeners[token] = listener
+        self._listeners[token] = listener  # ungated, the visible end is the durable end
+        return token
 
     def listener_count(self) -> int:
         """How many listeners are registered (a leak shows here)."""
@@ -425,6 +667,7 @@ class PartitionLog:
     def _write_checkpoint(self, cp: Checkpoint) -> None:
         self._on_checkpoint(cp)
         self._checkpoint_position = (cp.segment_base, cp.position)
+        self._last_checkpoint = cp
 
     def _maybe_checkpoint(self) -> None:
         base, position = self._checkpoint_position
@@ -529,12 +772,13 @@ class PartitionLog:
             i += 1
         return out, read_bytes
 
-    def read_batches(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+    def read_batches(self, offset: int, max_bytes: int, *, to_log_end: bool = False) -> tuple[bytes, int]:
         """Stored batches from the one holding ``offset``, byte for byte, at most
-        ``max_bytes`` (the first whole), and the offset after the last of them."""
+        ``max_bytes`` (the first whole), and the offset after the last of them: up to the
+        visible end, or with ``to_log_end`` up to the durable end (what a replica copies)."""
         for _ in range(_READ_RETRIES_MAX):
             try:
-                return self._read_batches_once(offset, max_bytes)
+                return self._read_batches_once(offset, max_bytes, to_log_end)
             except SegmentDeletedError:
                 continue
             except ValueError:  # a mapping closed under the read
@@ -543,8 +787,8 @@ class PartitionLog:
         start, end = self.offsets()
         raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end)
 
-    def _read_batches_once(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
-        end, vis_seg, vis_pos = self._visible
+    def _read_batches_once(self, offset: int, max_bytes: int, to_log_end: bool) -> tuple[bytes, int]:
+        end, vis_seg, vis_pos = self._durable if to_log_end and self._gated else self._visible
         bases, segments = self._layout
         start = max(bases[0], self._log_start)
         if offset < start or offset > end:
@@ -803,6 +1047,79 @@ def _replay_segment(state: ProducerState, seg: Segment, position: int) -> None:
             if producer_id >= 0:
                 state.update(producer_id, epoch, sequence, count, base, fmt.batch_max_timestamp(mm, position))
         position += size
+
+
+class _ReplicaBatch(NamedTuple):
+    """A batch of ``append_replica``'s bytes, checked."""
+
+    position: int
+    size: int
+    base: int
+    records: int
+    base_ts: int
+    max_ts: int
+    epoch: int
+    producer_id: int
+    producer_epoch: int
+    sequence: int
+
+
+def _replica_batches(view: memoryview, topic: str, partition: int) -> list[_ReplicaBatch]:
+    """Check a replica's bytes (whole valid batches of either kind, contiguous offsets,
+    epochs not going back) and say where each batch is; raises before anything is written."""
+    out: list[_ReplicaBatch] = []
+    position, total = 0, len(view)
+    expected: int | None = None
+    while position < total:  # bounded: each step advances by a whole batch or raises
+        info = fmt.validate_batch(view, position, total - position, expected)
+        if isinstance(info, str):
+            if info.startswith("base offset"):
+                raise InvalidArgumentError(f"{topic}/{partition}: replica batches not contiguous: {info}")
+            raise CorruptRecordError(f"replica batch for {topic}/{partition}: {info}", position)
+        epoch = fmt.read_epoch(view, position)
+        if out and epoch < out[-1].epoch:
+            raise InvalidArgumentError(
+                f"{topic}/{partition}: replica batch of leader epoch {epoch} after one of {out[-1].epoch}")
+        producer_id, producer_epoch, sequence = -1, -1, -1
+        if info.magic == fmt.MAGIC_KAFKA_V2:
+            producer_id, producer_epoch, sequence, _count = _KAFKA_PRODUCER.unpack_from(view, position + 43)
+        out.append(_ReplicaBatch(position, info.size, info.base_offset, info.record_count,
+                                 _first_timestamp(view, position, info), info.max_timestamp, epoch,
+                                 producer_id, producer_epoch, sequence))
+        position += info.size
+        expected = info.next_offset
+    if not out:
+        raise InvalidArgumentError(f"{topic}/{partition}: no replica batch given")
+    return out
+
+
+def _first_timestamp(buf: Any, position: int, info: fmt.BatchInfo) -> int:
+    """A checked batch's base timestamp (a Kafka LogAppendTime batch's is its max)."""
+    if info.magic != fmt.MAGIC_KAFKA_V2:
+        return int(_TIMESTAMP.unpack_from(buf, position + 23)[0])
+    if buf[position + kafka.ATTRIBUTES_POSITION + 1] & fmt.LOG_APPEND_TIME:
+        return info.max_timestamp
+    return int(_TIMESTAMP.unpack_from(buf, position + 27)[0])
+
+
+def _batch_epochs(segments: list[Segment]) -> Iterator[tuple[int, int]]:
+    """(leader epoch, base offset) of every batch, from the prefixes (an epoch file rebuilt)."""
+    for seg in segments:  # bounded by the segment count
+        end = seg.size
+        if not end:
+            continue
+        mm = seg.view(end)
+        position = 0
+        while position + fmt.PREFIX_SIZE <= end:  # bounded: every step advances by a batch size
+            base, size, _magic = fmt.read_prefix(mm, position)
+            if size < fmt.MIN_BATCH_SIZE:
+                raise CorruptionError(seg.log_path, position, f"batch of {size} bytes")
+            yield fmt.read_epoch(mm, position), base
+            position += size
+
+
+def _ignore(_event: RecoveryEvent) -> None:
+    """A truncation reopens segments it just cut: nothing there is a recovery to report."""
 
 
 def _now_ms() -> int:

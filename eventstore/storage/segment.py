@@ -191,7 +191,7 @@ class Segment:
     # --- appending ---------------------------------------------------------
 
     def append(
-        self, batch: bytes | bytearray, base_offset: int, count: int, base_ts: int, max_ts: int
+        self, batch: bytes | bytearray | memoryview, base_offset: int, count: int, base_ts: int, max_ts: int
     ) -> None:
         """Write one encoded batch at the end; on failure nothing is left behind."""
         assert self.fd is not None, "append to a segment not open for writes"
