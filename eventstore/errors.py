@@ -22,6 +22,8 @@ __all__ = [
     "InvalidRecordError",
     "InvalidTopicError",
     "NoOffsetForPartitionError",
+    "NotEnoughReplicasError",
+    "NotLeaderError",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "PartitionNotFoundError",
@@ -421,6 +423,21 @@ class BackupCorruptionError(BackupError):
     def __init__(self, path: str, position: int, reason: str) -> None:
         self.position = position
         super().__init__(path, f"damaged backup at position {position}: {reason}")
+
+
+# --- when the store is replicated (docs/replication.md) ---------------------------------
+
+
+class NotEnoughReplicasError(EventStoreError):
+    """An append in ``"replicated"`` durability (or a Produce with acks=all) could not be
+    acknowledged by enough in-sync replicas. Raised before writing when too few replicas
+    are in sync (nothing was written), or after writing when they did not confirm in
+    time (the records are written but not known replicated; the message says which)."""
+
+
+class NotLeaderError(EventStoreError):
+    """A write reached a node that is not the leader (a follower, or a fenced leader):
+    write to the leader instead (docs/replication.md, section 4)."""
 
 
 # --- when serving the Kafka protocol -------------------------------------------
