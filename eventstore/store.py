@@ -9,6 +9,7 @@ layers. All methods are thread-safe.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,7 +35,8 @@ from .records import (
 )
 from .sourcing import index as stream_index
 from .sourcing import subscriptions
-from .sourcing.dcb import DCB, TaggedSubscription, dcb_of
+from .sourcing.dcb import DCB, DCB_TOPIC, TaggedSubscription, dcb_of
+from .sourcing.dcbcheck import check_tag_index
 from .sourcing.dcbtypes import AppendCondition, Query, TaggedEvent, TaggedRead
 from .sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetadata, StreamState
 from .sourcing.streams import Streams, open_streams
@@ -56,7 +58,7 @@ FSYNC_INTERVAL_MS_MAX = 2**31 - 1  # Kafka's bound for its millisecond settings 
 #: signatures, and the docstrings are theirs.
 _LOG_METHODS = (
     "create_topic", "alter_topic", "delete_topic", "topic", "topics", "append", "append_batch",
-    "read", "offsets", "offset_for_time", "wait_for", "enforce_retention", "retention", "check",
+    "read", "offsets", "offset_for_time", "wait_for", "enforce_retention", "retention",
     "statistics",
 )
 _GROUP_METHODS = (
@@ -442,7 +444,12 @@ class Store:
         first use: its tag index catches up with the log then."""
         dcb = self._dcb
         if dcb is None:
-            dcb = self._dcb = dcb_of(self.streams)
+            with self._lock:
+                if self._dcb is None:
+                    layer = dcb_of(self.streams)
+                    self.log.add_check_hook(functools.partial(check_tag_index, layer))
+                    self._dcb = layer
+                dcb = self._dcb
         return dcb
 
     def append_events(self, events: Sequence[TaggedEvent] | TaggedEvent,
@@ -477,6 +484,14 @@ class Store:
         return self.log.retention(topics, now_ms=now_ms, dry_run=dry_run, on_progress=on_progress)
 
     def check(self, on_progress: Callable[[int], object] | None = None) -> CheckReport:
+        """Read every byte of every partition and verify it; returns what was found.
+
+        ``on_progress(nbytes)`` is called after each partition with the bytes it
+        held. The stream index is compared with the log, and so is the DCB tag
+        index of a store that has ``__dcb`` (its layer is opened for that).
+        """
+        if self.log.find_topic(DCB_TOPIC) is not None:
+            self.dcb  # noqa: B018 (opening it registers the tag index check)
         return self.log.check(on_progress)
 
     def statistics(self) -> StoreStatistics:
