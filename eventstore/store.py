@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_RECORDS", "DEFAULT_PATH", "BatchMetadata", "Store", "open"]
 
 DEFAULT_PATH = "./es-data"
-DURABILITY_MODES = ("fsync", "interval", "none")
+DURABILITY_MODES = ("fsync", "interval", "none", "replicated")
 FSYNC_INTERVAL_MS_MAX = 2**31 - 1  # Kafka's bound for its millisecond settings (about 24 days)
 
 #: The Store's methods that are the Log's, and the group coordinator's: each Store gets their
@@ -82,7 +82,9 @@ def open(
     leave an empty store behind. ``durability``: ``"fsync"`` (append returns
     after fdatasync; concurrent appenders share one), ``"interval"`` (a
     background fsync at most every ``fsync_interval_ms``), ``"none"`` (page
-    cache only). docs/format.md, section 11, gives each mode's loss window.
+    cache only), ``"replicated"`` (fsync, then the in-sync followers of the
+    server serving the store; ``NotEnoughReplicasError`` without one).
+    docs/format.md, section 11, gives each mode's loss window.
     ``stream_partitions`` is the partition count of topics created on first
     use by ``append_to_stream``.
     """
