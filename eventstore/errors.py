@@ -12,6 +12,7 @@ __all__ = [
     "BackupError",
     "CommitFailedError",
     "ConditionFailedError",
+    "CoordinatorError",
     "CorruptionError",
     "EventDecodeError",
     "EventStoreError",
@@ -450,3 +451,13 @@ class ServerError(EventStoreError):
         self.address = address
         self.reason = reason
         super().__init__(f"cannot listen on {address}: {reason}")
+
+
+class CoordinatorError(EventStoreError):
+    """The failover coordinator cannot work with its etcd: out of reach at start, or its
+    cluster's keys hold what it did not write (docs/replication.md, section 7)."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(f"coordinator {endpoint}: {reason}")
