@@ -10,7 +10,8 @@ of its kind fails too, until the plan is removed — a disk that stays full.
 Nothing here runs unless a test installs a plan.
 
 **Kills between steps.** Multi-step operations (roll, retention, checkpoint,
-topic creation and deletion) call ``point(name)`` between their steps. With the
+topic creation and deletion, a replica's truncation and reset) call ``point(name)``
+between their steps. With the
 environment variable ``EVENTSTORE_KILL_AT=<name>:<n>`` set when this module is
 imported, the process SIGKILLs itself the n-th time it reaches point ``name``
 (n from 1); crash tests run a writer that way once per point. Without it,
@@ -42,8 +43,14 @@ POINTS: dict[str, tuple[str, ...]] = {
     "delete-topic": ("delete-topic.renamed", "delete-topic.closed", "delete-topic.dir-synced",
                      "delete-topic.removed", "delete-topic.checkpoints-dropped",
                      "delete-topic.offsets-dropped", "delete-topic.uncached"),
-    "truncate": ("truncate.intent", "truncate.deleted", "truncate.cut", "truncate.log-start",
-                 "truncate.checkpointed", "truncate.epochs", "truncate.done"),
+}
+#: The kill points of a replica's truncation and reset (``storage/truncation.py``): apart from
+#: ``POINTS``, whose operations keep every acknowledged record; these cut records on purpose.
+REPLICA_POINTS: dict[str, tuple[str, ...]] = {
+    "truncate": ("truncate.intent", "truncate.deleted", "truncate.cut", "truncate.checkpointed",
+                 "truncate.epochs", "truncate.done"),
+    "reset": ("truncate.intent", "truncate.deleted", "truncate.cut", "truncate.log-start",
+              "truncate.checkpointed", "truncate.epochs", "truncate.done"),
 }
 KILL_AT_VARIABLE = "EVENTSTORE_KILL_AT"
 
@@ -54,7 +61,7 @@ def _no_kill(name: str) -> None:
 
 def _killer(spec: str) -> Callable[[str], None]:
     target, _, nth = spec.rpartition(":")
-    known = {p for points in POINTS.values() for p in points}
+    known = {p for table in (POINTS, REPLICA_POINTS) for points in table.values() for p in points}
     if target not in known or not nth.isdigit() or int(nth) < 1:
         raise ValueError(f"{KILL_AT_VARIABLE}={spec!r}: expected <point>:<n ≥ 1>, point one of "
                          f"{', '.join(sorted(known))}")

@@ -154,6 +154,8 @@ def _scan_tail(seg: Segment, start: int, *, is_last: bool, report: Report) -> No
     end = seg.size
     bad: tuple[int, str] | None = None
     seg.refresh_index_due()
+    epochs = {0}  # the leader epochs of the batches scanned (docs/replication.md, 1.1)
+    mm = seg.view(end) if start < end else None
     for position, info in seg.batches(start, end):
         if isinstance(info, str):
             bad = (position, info)
@@ -164,6 +166,7 @@ def _scan_tail(seg: Segment, start: int, *, is_last: bool, report: Report) -> No
         seg.next_offset = info.next_offset
         seg.max_timestamp = max(seg.max_timestamp, info.max_timestamp)
         seg.maybe_index(position, info.base_offset)
+        epochs.add(fmt.read_epoch(mm, position))
     if bad is None:
         if start < end:
             report(RecoveryEvent(
@@ -174,24 +177,27 @@ def _scan_tail(seg: Segment, start: int, *, is_last: bool, report: Report) -> No
     position, reason = bad
     if not is_last:
         raise CorruptionError(seg.log_path, position, f"{reason} (in a closed segment)")
-    if _valid_batch_follows(seg, position, end):
+    if position + fmt.PREFIX_SIZE <= end:
+        epochs.add(fmt.read_epoch(mm, position))  # the bad batch's own, if it is sound
+    if _valid_batch_follows(seg, position, end, epochs):
         raise CorruptionError(seg.log_path, position, f"{reason} (valid data follows)")  # R5
     case = "R3" if reason.startswith("short:") else "R4"
     _cut_torn_tail(seg, position, case, reason, report)
 
 
-def _valid_batch_follows(seg: Segment, position: int, end: int) -> bool:
+def _valid_batch_follows(seg: Segment, position: int, end: int, epochs: set[int]) -> bool:
     """Is there a valid batch past the bad one at ``position`` that continues the offsets?
 
     The bad batch's own length may be the damaged field, so the search does not
-    trust it: it looks for every batch prefix after ``position`` (leader epoch 0,
-    which the store writes into both kinds, then magic 0x45 or 2: the bytes
-    ``00 00 00 00 45`` or ``00 00 00 00 02`` at 12..17 of a batch), with C-speed
-    ``find``, and validates each candidate.
+    trust it: it looks for every batch prefix after ``position`` (a leader epoch
+    of ``epochs``, those of the batches before it and its own, then magic 0x45 or
+    2: e.g. the bytes ``00 00 00 00 45`` at 12..17 of a batch of epoch 0), with
+    C-speed ``find``, and validates each candidate.
     """
     mm = seg.view(end)
-    for magic in (fmt.MAGIC_NATIVE, fmt.MAGIC_KAFKA_V2):  # bounded: two kinds
-        marker = b"\x00\x00\x00\x00" + bytes((magic,))
+    markers = [e.to_bytes(4, "big", signed=True) + bytes((magic,))
+               for e in sorted(epochs) for magic in (fmt.MAGIC_NATIVE, fmt.MAGIC_KAFKA_V2)]
+    for marker in markers:  # bounded: two kinds per epoch seen
         at = position + 1
         while True:  # bounded: every pass moves ``at`` forward
             found = mm.find(marker, at + 12, end)
