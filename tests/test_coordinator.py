@@ -215,6 +215,28 @@ async def test_a_leader_cut_off_from_etcd_fences_itself_before_another_is_electe
 
 
 @pytest.mark.anyio
+async def test_a_follower_cut_off_and_healed_rejoins_under_the_same_leader(
+        etcd: str, tasks: anyio.abc.TaskGroup) -> None:
+    """Cut off, its lease expires and its calls fail or hang until their timeouts; healed,
+    it takes a new lease, publishes itself again and follows the leader it had."""
+    cluster = _cluster()
+    leader, follower = Node(1, end=10), Node(2, end=5)
+    proxy = CuttableProxy(parse_endpoint(etcd)[1])
+    await tasks.start(leader.coordinate(etcd, cluster).run)
+    port = await tasks.start(proxy.serve)
+    await tasks.start(follower.coordinate(f"etcd://127.0.0.1:{port}", cluster).run)
+    await _wait_for(lambda: follower.of("leader") == [(1, 1)], 5, "node 2 follows node 1")
+    member_key = f"/eventstore/{cluster}/members/2"
+    proxy.cut = True
+    await _wait_for(lambda: _read(etcd, member_key) is None, TTL * 3, "node 2's lease expired")
+    proxy.cut = False
+    await _wait_for(lambda: _read(etcd, member_key) is not None, TTL * 3, "node 2 published again")
+    await anyio.sleep(0.5)
+    assert follower.of("leader") == [(1, 1)] and follower.of("elected") == [] == follower.of("fenced")
+    assert leader.of("elected") == [1] and leader.of("fenced") == []
+
+
+@pytest.mark.anyio
 async def test_a_leader_whose_clock_runs_fast_fences_itself_and_steps_down(
         etcd: str, tasks: anyio.abc.TaskGroup) -> None:
     """Its refreshes look older than TTL/2 by its own clock, though etcd keeps its lease:

@@ -50,6 +50,10 @@ WATCH_WINDOW: Final = 1.0
 """The longest one watch of ``leader`` lasts before the key is read again."""
 KEY_ROOT: Final = "/eventstore"
 
+ETCD_ERRORS: Final = (Etcd3Exception, requests.RequestException)
+"""What a call to an etcd out of reach raises: etcd3gw wraps most of requests' errors,
+but not those of its watch stream."""
+
 T = TypeVar("T")
 OnElected = Callable[[int], Awaitable[None]]
 OnLeader = Callable[[NodeAddress, int], Awaitable[None]]
@@ -208,7 +212,7 @@ class Coordinator:
         self._started = self._clock()
         try:
             await self._grant()
-        except Etcd3Exception as exc:
+        except ETCD_ERRORS as exc:
             raise CoordinatorError(self.endpoint, f"etcd did not grant a lease: {exc}") from exc
         await self._publish_member()
         task_status.started()
@@ -233,7 +237,7 @@ class Coordinator:
         lease, self._lease = self._lease, None
         self._confirmed_at = -math.inf
         if lease is not None:
-            with contextlib.suppress(Etcd3Exception):  # etcd expires it after its TTL anyway
+            with contextlib.suppress(*ETCD_ERRORS):  # etcd expires it after its TTL anyway
                 await self._call(lease.revoke)
 
     async def _keep_alive(self) -> None:
@@ -253,7 +257,7 @@ class Coordinator:
                 await self._publish_member()
                 return
             ttl = await self._call(lease.refresh)
-        except Etcd3Exception:
+        except ETCD_ERRORS:
             return  # unconfirmed: the fencing watch decides
         if ttl > 0:
             if lease is self._lease:
@@ -295,7 +299,7 @@ class Coordinator:
         state = self._member()
         value = json.dumps({"host": state.host, "port": state.port, "epoch": state.epoch, "end": state.end})
         # on failure the next refresh tries again; the lease, not this record, says who is alive
-        with contextlib.suppress(Etcd3Exception):
+        with contextlib.suppress(*ETCD_ERRORS):
             await self._call(self._member_client.put, f"{self._members_prefix}{self.node_id}", value, lease)
 
     # --- the election ---------------------------------------------------------------------
@@ -304,7 +308,7 @@ class Coordinator:
         while True:
             try:
                 await self._step()
-            except Etcd3Exception:
+            except ETCD_ERRORS:
                 await anyio.sleep(self.lease_ttl / 4)  # etcd out of reach: the fencing watch acts
 
     async def _step(self) -> None:
