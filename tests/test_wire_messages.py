@@ -321,7 +321,8 @@ def test_the_served_table_is_the_documented_one() -> None:
     assert SERVED[3] == (0, 12) and SERVED[18] == (0, 4) and SERVED[22] == (0, 5)
     assert SERVED[11] == (0, 9) and SERVED[14] == (0, 5) and SERVED[12] == (0, 4) and SERVED[13] == (0, 5)
     assert SERVED[8] == (2, 9) and SERVED[9] == (1, 9) and SERVED[21] == (0, 2) and SERVED[10] == (0, 6)
-    for not_served in (7, 17, 36, 23, 24, 25, 26, 27, 28, 71, 72):
+    assert SERVED[23] == (2, 4)  # OffsetForLeaderEpoch, for followers (docs/replication.md, 4)
+    for not_served in (7, 17, 36, 24, 25, 26, 27, 28, 71, 72):
         assert not_served not in SERVED
     # ApiVersions is answered in header v0 at every version
     assert all(response_header_version(18, v) == 0 for v in range(10))

@@ -24,6 +24,13 @@
   so read_committed and read_uncommitted read the same, the last stable offset is the
   high watermark, and there are no aborted transactions.
 * **Topics by id** from v13: an unknown id answers UNKNOWN_TOPIC_ID.
+* **Replica fetches** (``replica_id`` ≥ 0; v15+ in ``replica_state``) are a follower
+  copying this leader (docs/replication.md, section 2): the stored batches of both
+  kinds as they are (no conversion), up to the leader's log end (``Log.log_end``),
+  not its high watermark; ``current_leader_epoch`` checked (``epoch_error``); the
+  fetch offsets reported as the follower's positions (``Leader.fetched``), which
+  move the in-sync set and the high watermark; the long poll waits for the log end
+  to move (``Log.watch_log_end``).
 """
 
 from __future__ import annotations
@@ -33,14 +40,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
+import anyio
+
 from ...errors import EventStoreError
 from ...log import Log
 from ...records import NO_TOPIC_ID, TopicPartition
+from ...wakeup import Wakeup
 from ...wire import RequestHeader, kafka_error_for
 from ..batches import ConvertedBatches, NotConverted, as_kafka_batches
 from ..context import Context
 from ..dispatch import handles
 from ..entities import entity, item_class, response_class
+from ..replication.epochs import epoch_error
+from ..replication.leader import Leader, leader_of
 
 __all__ = ["converted_batches"]
 
@@ -96,6 +108,9 @@ async def fetch(ctx: Context, header: RequestHeader, body: Any) -> Any:
     if session_error:
         return entity(cls, error_code=session_error, session_id=0, responses=())
     wanted = [_wanted(ctx, topic, p) for topic in body.topics for p in topic.partitions]
+    replica = _replica_id(body)
+    if replica >= 0:
+        return await _replica_fetch(ctx, body, replica, wanted, cls)
     live = [w for w in wanted if not w.error]
     deadline = time.monotonic() + body.max_wait.total_seconds()
     cache = converted_batches(ctx)
@@ -131,6 +146,89 @@ async def _read(ctx: Context, live: list[Wanted], max_bytes: int, cache: Convert
         except NotConverted:
             pass  # read again where converting does not hold the loop
     return await ctx.blocking(_read_all, ctx.log, live, max_bytes, cache)
+
+
+def _replica_id(body: Any) -> int:
+    """The follower's node id (-1 for a consumer): v15+ in ``replica_state``, before in ``replica_id``."""
+    state = getattr(body, "replica_state", None)
+    if state is not None:
+        return int(state.replica_id)
+    return int(getattr(body, "replica_id", -1))
+
+
+async def _replica_fetch(ctx: Context, body: Any, replica: int, wanted: list[Wanted], cls: Any) -> Any:
+    """A follower's fetch: the epoch check, its positions recorded, then stored bytes up to the
+    log end once there are ``min_bytes`` of them or ``max_wait_ms`` has passed."""
+    epochs = [int(p.current_leader_epoch) for topic in body.topics for p in topic.partitions]
+    for w, epoch in zip(wanted, epochs, strict=True):  # bounded by the request
+        if not w.error:
+            w.error = epoch_error(ctx.broker.replication, epoch, ctx.client)
+    live = [w for w in wanted if not w.error]
+    leader = leader_of(ctx.broker)
+    tps = {TopicPartition(w.name, w.partition): w.offset for w in live if w.name is not None}
+    leader.fetched(replica, tps)
+    deadline = time.monotonic() + body.max_wait.total_seconds()
+    max_bytes, min_bytes = int(body.max_bytes), int(body.min_bytes)
+    on_loop = min(max_bytes, sum(max(w.max_bytes, 0) for w in live)) <= LOOP_READ_BYTES
+    size = await _read_replica(ctx, leader, live, max_bytes, on_loop)
+    if not _answered(ctx, live, size, min_bytes, deadline):
+        wakeup = Wakeup()
+        try:
+            watch = ctx.log.watch_log_end(list(tps), wakeup.notify)
+        except EventStoreError:  # a topic deleted since: one read tells which
+            await _read_replica(ctx, leader, live, max_bytes, on_loop)
+            return _response(cls, wanted)
+        with watch:
+            while True:  # one pass per wake-up; bounded by max_wait_ms
+                wakeup.clear()
+                size = await _read_replica(ctx, leader, live, max_bytes, on_loop)
+                if _answered(ctx, live, size, min_bytes, deadline):
+                    break
+                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                    await wakeup.wait()
+    return _response(cls, wanted)
+
+
+async def _read_replica(ctx: Context, leader: Leader, live: list[Wanted], max_bytes: int,
+                        on_loop: bool) -> int:
+    """``_read_stored`` (on the loop when small), then each partition's high watermark."""
+    if on_loop:
+        size = _read_stored(ctx.log, live, max_bytes)
+    else:
+        size = await ctx.blocking(_read_stored, ctx.log, live, max_bytes)
+    for w in live:  # bounded by the request
+        if not w.error and w.name is not None:
+            try:
+                w.high_watermark = leader.high_watermark(TopicPartition(w.name, w.partition))
+            except EventStoreError as e:
+                w.error, w.records = kafka_error_for(e).code, b""
+    return size
+
+
+def _read_stored(log: Log, wanted: list[Wanted], max_bytes: int) -> int:
+    """The stored batches of every partition up to its log end, byte for byte, within the byte
+    bounds (the first partition with records gets its first batch whole)."""
+    total = 0
+    for w in wanted:  # bounded by the request
+        assert w.name is not None
+        try:
+            w.log_start = log.offsets(w.name, w.partition)[0]
+            end = log.log_end(w.name, w.partition)
+            budget = min(w.max_bytes, max_bytes - total)
+            if w.offset < w.log_start or w.offset > end:
+                w.error, w.records = OFFSET_OUT_OF_RANGE, b""
+                continue
+            if w.offset == end or (budget <= 0 and total > 0) or w.max_bytes <= 0:
+                w.records = b""
+                continue
+            records, _next = log.read_replica(w.name, w.partition, w.offset, max(budget, 1))
+            if total > 0 and len(records) > budget:
+                records = b""
+            w.records = records
+            total += len(records)
+        except EventStoreError as e:
+            w.error, w.records = kafka_error_for(e).code, b""
+    return total
 
 
 def _answered(ctx: Context, live: list[Wanted], size: int, min_bytes: int, deadline: float) -> bool:

@@ -21,6 +21,14 @@ one bad batch does not fail the others.
   replicas" is this one); anything else answers INVALID_REQUIRED_ACKS. In ``fsync``
   mode an acks 0 request still waits for its fsync before the next request of its
   connection is read: records become visible to readers only once synced.
+* **acks=all with followers** (docs/replication.md, section 3): on a leader that
+  replicates (``--min-insync-replicas``, or followers fetching), a partition whose
+  in-sync set is smaller than ``min_insync_replicas`` answers NOT_ENOUGH_REPLICAS
+  and is not written; the others are appended as above, then the request waits
+  (``Leader.wait_replicated``: an event per partition, set when the high watermark
+  reaches the batch's end) and answers NOT_ENOUGH_REPLICAS_AFTER_APPEND if the
+  in-sync set shrank below the minimum meanwhile, REQUEST_TIMED_OUT if the
+  request's timeout passed first.
 * **Transactions** are not served: a request with a ``transactional_id`` is answered
   TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition (transactional batches
   without one are refused by K4 with INVALID_RECORD).
@@ -51,6 +59,7 @@ from ...wire.errors import CorruptRecordError
 from ..context import Context
 from ..dispatch import handles
 from ..entities import entity, item_class, response_class
+from ..replication.leader import NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND, leader_of
 
 __all__ = ["Appender", "Outcome", "append_all", "append_and_settle", "append_round", "settle"]
 
@@ -92,6 +101,8 @@ async def produce(ctx: Context, header: RequestHeader, body: Any) -> Any:
     elif acks not in _ACKS:
         outcomes = [Outcome(topic, partition, INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, not {acks}")
                     for topic, partition, _ in asked]
+    elif acks == -1 and _replicates(ctx):
+        outcomes = await _append_replicated(ctx, asked, body.timeout.total_seconds())
     else:  # no await before this: the request joins the queue in its connection's arrival order
         outcomes = await appender_of(ctx).append(ctx, asked)
     if acks == 0:  # no answer: a refused partition is only logged (docs/protocol.md, section 3)
@@ -101,6 +112,43 @@ async def produce(ctx: Context, header: RequestHeader, body: Any) -> Any:
                             ctx.client, o.topic, o.partition, o.error, o.message)
         return None
     return _response(header, outcomes)
+
+
+def _replicates(ctx: Context) -> bool:
+    """Whether acks=all means more than this node: replication enabled, or followers known."""
+    replication = ctx.broker.replication
+    return replication.enabled or bool(replication.followers)
+
+
+async def _append_replicated(ctx: Context, asked: Asked, timeout_s: float) -> list[Outcome]:
+    """acks=all on a leader with followers: refuse the partitions with too few in-sync
+    replicas, append the others (joining the queue before any ``await``), then wait until
+    the followers have them."""
+    leader = leader_of(ctx.broker)
+    refused: dict[int, Outcome] = {}
+    for i, (topic, partition, _records) in enumerate(asked):  # bounded by the request
+        tp = TopicPartition(topic, partition)
+        if not leader.enough_replicas(tp):
+            refused[i] = Outcome(topic, partition, NOT_ENOUGH_REPLICAS,
+                                 f"{leader.isr_size(tp)} in-sync replica(s), "
+                                 f"min_insync_replicas is {ctx.broker.replication.min_insync_replicas}")
+    allowed = [a for i, a in enumerate(asked) if i not in refused]
+    appended = await appender_of(ctx).append(ctx, allowed) if allowed else []
+    ends: dict[TopicPartition, int] = {}
+    for o in appended:  # bounded by the request
+        if o.error == NONE:
+            tp = TopicPartition(o.topic, o.partition)
+            ends[tp] = max(ends.get(tp, 0), o.end_offset)
+    codes = await leader.wait_replicated(ends, timeout_s) if ends else {}
+    for o in appended:  # bounded by the request
+        code = codes.get(TopicPartition(o.topic, o.partition), NONE) if o.error == NONE else NONE
+        if code != NONE:
+            o.error = code
+            shrank = code == NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            o.message = ("written, but the in-sync replicas shrank below min_insync_replicas" if shrank
+                         else "the followers did not confirm in time")
+    done = iter(appended)
+    return [refused[i] if i in refused else next(done) for i in range(len(asked))]
 
 
 def appender_of(ctx: Context) -> Appender:

@@ -1,0 +1,289 @@
+"""The leader's side of replication (docs/replication.md, sections 2 and 3): where each
+follower is, the in-sync set (ISR), the high watermark (HW), and the waits of acks=all.
+
+One :class:`Leader` per server (``leader_of(broker)``), used on the event loop only,
+except :class:`ReplicatedWaiter`, which an application's threads call.
+
+* A replica Fetch reports a follower's position per partition (``fetched``); the
+  follower is caught up when it asked for the leader's log end (or for the end the
+  leader had when it answered that follower before), and stays in the ISR while its
+  last catch-up is within ``replica_lag_ms``.
+* The HW of a partition is ``min(log end, position of every ISR follower)``, never
+  lower than before; it is pushed to the log (``Log.set_high_watermark``) when
+  the store is served with replication enabled, which gates what readers see.
+* It is recomputed when a follower fetches, when a partition's log end moves
+  (``Log.watch_log_end``: appends of any kind, embedded ones too) and on a tick
+  that lets silent followers leave the ISR.
+* An acks=all write waits on an event per partition that the recomputation sets
+  once the HW reaches the write's end: no polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from ...errors import EventStoreError, NotEnoughReplicasError
+from ...log import Log, Watch
+from ...records import TopicPartition
+from ...wakeup import Wakeup
+from .state import FollowerInfo, Replication, now_ms
+
+__all__ = ["Leader", "REPLICATED_TIMEOUT_S", "ReplicatedWaiter", "leader_of"]
+
+log = logging.getLogger("eventstore.server.replication")
+
+NONE: Final = 0
+REQUEST_TIMED_OUT: Final = 7
+NOT_ENOUGH_REPLICAS: Final = 19
+NOT_ENOUGH_REPLICAS_AFTER_APPEND: Final = 20
+TICK_MS_MAX: Final = 250.0
+"""The ISR is re-evaluated at least this often (and at least four times per ``replica_lag_ms``)."""
+REPLICATED_TIMEOUT_S: Final = 30.0
+"""How long an embedded ``"replicated"`` append waits for the followers (Kafka's request.timeout.ms)."""
+_STATE_KEY: Final = "replication.leader"
+
+
+def leader_of(broker: Any) -> Leader:
+    """The server's :class:`Leader`, made on first use (on the loop)."""
+    leader = broker.state.get(_STATE_KEY)
+    if leader is None:
+        leader = broker.state.setdefault(_STATE_KEY, Leader(broker.log, broker.replication))
+    assert isinstance(leader, Leader)
+    return leader
+
+
+class Leader:
+    """Followers' positions, the ISR and the HW of every partition, and acks=all waits."""
+
+    def __init__(self, log: Log, replication: Replication) -> None:
+        self._log = log
+        self._rep = replication
+        self._hw: dict[TopicPartition, int] = {}
+        self._waits: dict[TopicPartition, list[tuple[int, anyio.Event]]] = {}
+        self._answered: dict[tuple[int, TopicPartition], tuple[int, float]] = {}
+        """Per (follower, partition): the log end when its last fetch was answered, and that
+        fetch's time: a next fetch from at least that end was caught up then."""
+        self._isr: dict[TopicPartition, tuple[int, ...]] = {}
+        """The last ISR computed per partition (followers only), to log its changes."""
+        self.isr_sizes: dict[TopicPartition, int] = {}
+        """ISR sizes (the leader included) per partition with followers in sync: replaced
+        whole on each change, so other threads read a consistent dict."""
+        self._wakeup: Wakeup | None = None
+        self._watch: Watch | None = None
+        self._watched: frozenset[TopicPartition] = frozenset()
+
+    # --- what a replica fetch tells -------------------------------------------------
+
+    def fetched(self, follower_id: int, positions: Mapping[TopicPartition, int]) -> None:
+        """A replica Fetch from ``follower_id`` at these offsets: it holds every record below
+        each durably (section 2). Updates its catch-up times, then the HW."""
+        now = now_ms()
+        info = self._rep.followers.get(follower_id)
+        if info is None:
+            info = self._rep.followers[follower_id] = FollowerInfo(address=None)
+            log.info("follower %d fetches", follower_id)
+        info.last_seen_ms = now
+        for tp, offset in positions.items():  # bounded by the request
+            key = (tp.topic, tp.partition)
+            try:
+                end = self._log.log_end(tp.topic, tp.partition)
+            except EventStoreError:
+                continue
+            info.positions[key] = offset
+            answered = self._answered.get((follower_id, tp))
+            if offset >= end:
+                info.caught_up_ms[key] = now
+            elif answered is not None and offset >= answered[0]:
+                info.caught_up_ms[key] = max(info.caught_up_ms.get(key, answered[1]), answered[1])
+            self._answered[(follower_id, tp)] = (end, now)
+        self.update(positions)
+
+    # --- the ISR and the HW --------------------------------------------------------
+
+    def in_sync(self, tp: TopicPartition) -> list[int]:
+        """Node ids of the ISR of ``tp``: the leader first, then its in-sync followers."""
+        return [self._rep.node_id, *self._followers_in_sync(tp, now_ms())]
+
+    def isr_size(self, tp: TopicPartition) -> int:
+        return 1 + len(self._followers_in_sync(tp, now_ms()))
+
+    def enough_replicas(self, tp: TopicPartition) -> bool:
+        """Whether an acks=all write to ``tp`` may start (section 3)."""
+        return self.isr_size(tp) >= self._rep.min_insync_replicas
+
+    def high_watermark(self, tp: TopicPartition) -> int:
+        """The HW last computed for ``tp`` (the log end if never computed)."""
+        hw = self._hw.get(tp)
+        return hw if hw is not None else self._compute(tp, now_ms())
+
+    def _followers_in_sync(self, tp: TopicPartition, now: float) -> tuple[int, ...]:
+        key = (tp.topic, tp.partition)
+        lag = self._rep.replica_lag_ms
+        return tuple(sorted(node for node, info in self._rep.followers.items()
+                            if now - info.caught_up_ms.get(key, -math.inf) <= lag))
+
+    def _compute(self, tp: TopicPartition, now: float) -> int:
+        key = (tp.topic, tp.partition)
+        end: int = self._log.log_end(tp.topic, tp.partition)
+        followers = self._rep.followers
+        positions = [followers[node].positions.get(key, 0) for node in self._followers_in_sync(tp, now)]
+        return max(min([end, *positions]), self._hw.get(tp, -1))
+
+    def update(self, tps: Iterable[TopicPartition]) -> None:
+        """Recompute the ISR and HW of ``tps``; push a moved HW to the log and wake the
+        acks=all waits it satisfies (on the loop)."""
+        now = now_ms()
+        sizes_changed = False
+        for tp in tps:  # bounded by the caller's partitions
+            try:
+                hw = self._compute(tp, now)
+            except EventStoreError:  # a deleted topic
+                self._forget(tp)
+                continue
+            isr = self._followers_in_sync(tp, now)
+            if isr != self._isr.get(tp, ()):
+                log.info("%s/%d: in-sync replicas now %s", tp.topic, tp.partition,
+                         [self._rep.node_id, *isr])
+                self._isr[tp] = isr
+                sizes_changed = True
+            if hw != self._hw.get(tp):
+                self._hw[tp] = hw
+                if self._rep.enabled:
+                    self._log.set_high_watermark(tp.topic, tp.partition, hw)
+            self._wake(tp, hw, len(isr) + 1 < self._rep.min_insync_replicas)
+        if sizes_changed:
+            self.isr_sizes = {tp: len(isr) + 1 for tp, isr in self._isr.items() if isr}
+
+    def _wake(self, tp: TopicPartition, hw: int, too_few: bool) -> None:
+        waits = self._waits.get(tp)
+        if not waits:
+            return
+        keep = []
+        for end, event in waits:  # bounded by the writes waiting
+            if end <= hw or too_few:
+                event.set()
+            else:
+                keep.append((end, event))
+        self._waits[tp] = keep
+
+    def _forget(self, tp: TopicPartition) -> None:
+        self._hw.pop(tp, None)
+        self._isr.pop(tp, None)
+        for _end, event in self._waits.pop(tp, []):  # bounded by the writes waiting
+            event.set()
+
+    # --- acks=all ----------------------------------------------------------------
+
+    async def wait_replicated(self, ends: Mapping[TopicPartition, int],
+                              timeout_s: float) -> dict[TopicPartition, int]:
+        """Wait until the HW of each partition reaches its end (section 3); per partition NONE,
+        NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank below the minimum) or
+        REQUEST_TIMED_OUT."""
+        self.update(ends)
+        events: dict[TopicPartition, anyio.Event] = {}
+        for tp, end in ends.items():  # bounded by the request
+            if self._hw.get(tp, -1) < end and self.isr_size(tp) >= self._rep.min_insync_replicas:
+                event = anyio.Event()
+                self._waits.setdefault(tp, []).append((end, event))
+                events[tp] = event
+        with anyio.move_on_after(max(timeout_s, 0.0)):
+            for event in events.values():  # bounded by the request; one shared deadline
+                await event.wait()
+        out: dict[TopicPartition, int] = {}
+        for tp, end in ends.items():  # bounded by the request
+            if self._hw.get(tp, -1) < end and self.isr_size(tp) >= self._rep.min_insync_replicas:
+                out[tp] = REQUEST_TIMED_OUT
+            elif self.isr_size(tp) < self._rep.min_insync_replicas:
+                out[tp] = NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            else:
+                out[tp] = NONE
+            event_ = events.get(tp)
+            if event_ is not None and not event_.is_set():
+                self._waits[tp] = [(e, ev) for e, ev in self._waits.get(tp, []) if ev is not event_]
+        return out
+
+    # --- the loop task ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep the HW of every partition current until cancelled: on log end moves and on
+        a tick that lets silent followers leave the ISR."""
+        self._wakeup = Wakeup()
+        tick_s = min(TICK_MS_MAX, self._rep.replica_lag_ms / 4) / 1000.0
+        try:
+            while True:  # one pass per wake-up or tick; ends when the server's task group is cancelled
+                self._wakeup.clear()
+                self._watch_all()
+                self.update(self._watched)
+                with anyio.move_on_after(tick_s):
+                    await self._wakeup.wait()
+        finally:
+            watch, self._watch = self._watch, None
+            if watch is not None:
+                watch.cancel()
+
+    def _watch_all(self) -> None:
+        """Watch the log end of every partition (again when the topics changed)."""
+        current = frozenset(TopicPartition(cfg.name, p)
+                            for cfg in self._log.topics() for p in range(cfg.partitions))
+        if current == self._watched:
+            return
+        for tp in self._watched - current:  # bounded by the deleted partitions
+            self._forget(tp)
+        if self._watch is not None:
+            self._watch.cancel()
+        try:
+            self._watch = self._log.watch_log_end(current, self._log_end_moved)
+        except EventStoreError:  # a topic deleted meanwhile: the next pass watches again
+            self._watch = None
+            return
+        self._watched = current
+
+    def _log_end_moved(self) -> None:
+        """In the appending thread: wake the loop task (never blocks)."""
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.notify()
+
+
+class ReplicatedWaiter:
+    """The log's waiter for embedded ``"replicated"`` durability (``Log.set_replication``):
+    called from application threads, it checks and waits on the server's loop."""
+
+    def __init__(self, leader: Leader, replication: Replication,
+                 timeout_s: float = REPLICATED_TIMEOUT_S) -> None:
+        self._leader = leader
+        self._rep = replication
+        self._timeout_s = timeout_s
+        self._token = anyio.lowlevel.current_token()
+
+    def check(self, topics_partitions: Iterable[TopicPartition]) -> None:
+        """Before writing: NotEnoughReplicasError when a partition's ISR is too small."""
+        if not self._rep.accepts_writes:
+            raise NotEnoughReplicasError("this node does not accept writes (a follower, or fenced)")
+        sizes = self._leader.isr_sizes
+        need = self._rep.min_insync_replicas
+        for tp in topics_partitions:  # bounded by the append
+            have = sizes.get(tp, 1)
+            if have < need:
+                raise NotEnoughReplicasError(
+                    f"{tp.topic}/{tp.partition}: {have} in-sync replica(s), {need} needed; nothing written")
+
+    def wait(self, ends: Mapping[TopicPartition, int]) -> None:
+        """After the local barrier: block until every end is replicated, or raise."""
+        try:
+            outcome = anyio.from_thread.run(self._leader.wait_replicated, dict(ends), self._timeout_s,
+                                            token=self._token)
+        except (anyio.RunFinishedError, RuntimeError) as e:
+            raise NotEnoughReplicasError(f"the records are written but not known replicated: {e}") from None
+        failed = [f"{tp.topic}/{tp.partition}" for tp, code in outcome.items() if code != NONE]
+        if failed:
+            raise NotEnoughReplicasError(
+                f"the records are written but not known replicated ({', '.join(failed)}): "
+                f"too few in-sync replicas or no answer within {self._timeout_s:g} s")
