@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import consuming, dcb, network, remote, sourcing
+from bench import consuming, dcb, network, remote, replication, sourcing
 from bench.base import Measured, Progress, Skipped, System, make_values
 from bench.peers import PEERS
 from bench.workloads import EventStore, build_store, probe
@@ -363,6 +363,11 @@ WORKLOADS: dict[str, Workload] = {
     # The remote store (eventstore.connect) against the embedded one (bench/remote.py)
     "R1": Workload("append_to_stream (1 thread) and read_stream (10,000 events): remote vs embedded",
                    remote.r1, (), peers=False),
+    # Replication (bench/replication.py; docs/replication.md)
+    "RP1": Workload("a fresh follower's catch-up of 200,000 records vs the leader's W1 append rate",
+                    replication.rp1, (Target("catch-up/append", ">=", 0.8),), peers=False),
+    "RP2": Workload("produce 200,000 records with acks=all and 1 follower vs acks=1, same server",
+                    replication.rp2, (Target("acks=all/acks=1", ">=", 0.6),), peers=False),
 }
 
 

@@ -35,6 +35,18 @@ def serve(
         help="When appends reach the disk (docs/format.md, section 11).")] = "fsync",
     auto_create_topics: Annotated[bool, typer.Option(
         "--auto-create-topics", help="Create a topic a client names that does not exist.")] = False,
+    replica_of: Annotated[str | None, typer.Option(
+        "--replica-of", metavar="HOST:PORT[,HOST:PORT...]",
+        help="Follow this leader: copy its log and catalog, refuse writes (docs/replication.md, 4).")] = None,
+    replica_id: Annotated[int, typer.Option(
+        "--replica-id", metavar="N", help="This node's id (unique in the cluster).")] = 0,
+    min_insync_replicas: Annotated[int | None, typer.Option(
+        "--min-insync-replicas", metavar="N",
+        help="Replicas (this leader included) an acks=all write needs; readers stop at the high watermark.")
+    ] = None,
+    replica_lag_ms: Annotated[int, typer.Option(
+        "--replica-lag-ms", metavar="MS",
+        help="A follower not caught up for this long leaves the in-sync set.")] = 10_000,
 ) -> None:
     """Serve the store to Kafka clients (docs/protocol.md) until SIGINT or SIGTERM.
 
@@ -55,7 +67,9 @@ def serve(
                        ) from None
     with store:
         make = server_factory(store.log, store.groups, lambda: store.streams, listen,
-                              advertised_listener=advertised_listener, auto_create_topics=auto_create_topics)
+                              advertised_listener=advertised_listener, auto_create_topics=auto_create_topics,
+                              node_id=replica_id, replica_of=replica_of or (),
+                              min_insync_replicas=min_insync_replicas, replica_lag_ms=replica_lag_ms)
 
         async def run() -> None:
             server: Server = make()

@@ -119,9 +119,12 @@ def _checked(name: str, value: Any) -> Any:
 
 
 def _leaders(value: Any) -> tuple[str, ...]:
-    """``replica_of`` as checked ``host:port`` strings: one string (commas separate several) or a sequence."""
+    """``replica_of`` as checked ``host:port`` strings: one string (commas separate several) or a
+    sequence (empty: not a follower)."""
     items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items:
+    if isinstance(items, (list, tuple)) and not items and not isinstance(value, str):
+        return ()  # not a follower
+    if not isinstance(items, (list, tuple)):
         raise InvalidArgumentError(f"replica_of must be 'HOST:PORT[,HOST:PORT...]', got {value!r}")
     out = []
     for item in items:  # bounded by the caller's list

@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from anyio.abc import SocketAttribute
 
 from ..errors import ServerError
@@ -33,6 +34,8 @@ from .cluster import cluster_id
 from .config import ServerConfig, format_address, server_config
 from .connection import Connection
 from .context import Broker
+from .replication.durable import remove_serving, write_serving
+from .replication.run import run_replication
 from .sockets import RawStream, accept
 
 __all__ = ["Server", "server_factory"]
@@ -111,8 +114,11 @@ class Server:
     async def serve_forever(self) -> None:
         """Accept and serve until stopped; then stop gracefully and return."""
         await self.start()
+        store_path = self.broker.log.path
         try:
+            await anyio.to_thread.run_sync(write_serving, store_path, self._admin_address())
             async with anyio.create_task_group() as tg:
+                tg.start_soon(run_replication, self.broker)
                 async with anyio.create_task_group() as accepting:
                     for listener in self._listeners:
                         accepting.start_soon(self._accept, listener, tg)
@@ -123,7 +129,14 @@ class Server:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.close_listeners()
+                remove_serving(store_path)
             self._stopped.set()
+
+    def _admin_address(self) -> str:
+        """Where a local ``es promote`` reaches this server (``<store>/serving``): the first
+        listener, a wildcard host as the loopback."""
+        host, port = self.address
+        return format_address({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), port)
 
     async def _drain(self) -> None:
         """Graceful stop of the connections: no new requests, the ones in flight answered."""

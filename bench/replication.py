@@ -1,0 +1,205 @@
+"""Replication workloads (docs/replication.md): a follower's catch-up against the leader's own
+append rate, and acks=all with one follower against acks=1 on the same server.
+
+RP1: the leader's store is filled embedded as W1 does (batches of 1,000, durable per
+batch), timed; then ``es serve`` on it and an ``es serve --replica-of`` follower on a
+fresh directory, timed from the follower listening until its log ends equal the
+leader's. The ratio is catch-up rate / append rate, both in the same run.
+
+RP2: one ``es serve --min-insync-replicas 2`` leader with one follower; librdkafka
+produces the same records with acks=1 into one topic and acks=all into another, in
+turns; the ratio is acks=all's rate / acks=1's.
+
+Every process runs on 127.0.0.1 with a free port and is stopped by its handle.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.base import Measured, System
+from bench.network import DEADLINE_SECONDS, Delivery, free_port, kafka, stop, tail, wait_accepting
+
+if TYPE_CHECKING:
+    from bench.runner import Context, Metrics, Row, WorkloadResult
+
+TOPIC = "bench"
+PARTITIONS = 3
+BATCH = 1_000
+RP_RECORDS = 200_000
+POLL_SECONDS = 0.02
+
+
+class Replicated(System):
+    name = "eventstore"
+
+
+@contextmanager
+def es_serve(directory: Path, name: str, *args: str) -> Iterator[str]:
+    """``es serve`` on ``directory / name`` with ``args``; yields its bootstrap address."""
+    port = free_port()
+    log_path = directory / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "eventstore.cli", "serve", "--data", str(directory / name),
+             "--listen", f"127.0.0.1:{port}", *args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_accepting(process, port, log_path)
+            yield f"127.0.0.1:{port}"
+        finally:
+            stop(process)
+
+
+def log_ends(path: Path) -> dict[tuple[str, int], int]:
+    """Every partition's end offset, read beside the process that holds the store."""
+    import eventstore
+
+    with eventstore.open_reader(path) as reader:
+        return {(cfg.name, p): reader.offsets(cfg.name, p)[1]
+                for cfg in reader.topics() for p in range(cfg.partitions)}
+
+
+def wait_equal(path: Path, want: dict[tuple[str, int], int]) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:  # bounded by the deadline
+        if (path / "topics").exists() and log_ends(path) == want:
+            return
+        time.sleep(POLL_SECONDS)
+    raise RuntimeError(f"the follower did not catch up within {DEADLINE_SECONDS} s")
+
+
+def rp1_catch_up(directory: Path, values: list[bytes], records: int) -> tuple[Measured, float]:
+    """Fill the leader as W1 (timed), then time a fresh follower's catch-up."""
+    import eventstore
+
+    leader_dir = directory / "leader"
+    with eventstore.open(leader_dir, durability="fsync") as store:
+        store.create_topic(TOPIC, PARTITIONS)
+        pool = len(values)
+        started = time.perf_counter()
+        for first in range(0, records, BATCH):  # bounded by records
+            items = [values[i % pool] for i in range(first, min(first + BATCH, records))]
+            store.append_batch(TOPIC, items, partition=(first // BATCH) % PARTITIONS)
+        append_seconds = time.perf_counter() - started
+        want = {(TOPIC, p): store.offsets(TOPIC, p)[1] for p in range(PARTITIONS)}
+    with es_serve(directory, "leader") as leader:
+        port = free_port()
+        log_path = directory / "follower.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "eventstore.cli", "serve", "--data", str(directory / "follower"),
+                 "--listen", f"127.0.0.1:{port}", "--replica-of", leader, "--replica-id", "1"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            try:
+                wait_listening(log_path, process)
+                started = time.perf_counter()
+                wait_equal(directory / "follower", want)
+                seconds = time.perf_counter() - started
+            finally:
+                stop(process)
+    config = "es serve --replica-of (fsync), fresh follower, 3 partitions"
+    return Measured(seconds, config), records / append_seconds
+
+
+def wait_listening(log_path: Path, process: subprocess.Popen[bytes]) -> None:
+    """Until the server's log says it listens (its catch-up starts right after)."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:  # bounded by the deadline
+        if process.poll() is not None:
+            raise RuntimeError(f"the follower exited: {tail(log_path)}")
+        if re.search(rb"listening on", log_path.read_bytes()):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"the follower did not start: {tail(log_path)}")
+
+
+def rp2_produce(directory: Path, values: list[bytes], records: int) -> dict[str, float]:
+    """acks=1 and acks=all through the same leader with one follower; records/s of each."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    rates: dict[str, float] = {}
+    with es_serve(directory, "leader", "--min-insync-replicas", "2", "--replica-lag-ms", "10000") as leader, \
+            es_serve(directory, "follower", "--replica-of", leader, "--replica-id", "1"):
+        admin = AdminClient({"bootstrap.servers": leader})
+        topics = {acks: f"{TOPIC}-acks-{acks}" for acks in ("1", "all")}
+        for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics.values()],
+                                          operation_timeout=10).values():
+            future.result(timeout=30)
+        wait_equal_topics(directory / "follower", set(topics.values()))
+        for acks, topic in topics.items():  # acks=1 first, then acks=all
+            rates[acks] = produce_rate(leader, topic, acks, values, records)
+    return rates
+
+
+def wait_equal_topics(path: Path, names: set[str]) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:  # bounded by the deadline
+        if (path / "topics").exists() and names <= {t for t, _p in log_ends(path)}:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the follower did not learn the topics")
+
+
+def produce_rate(bootstrap: str, topic: str, acks: str, values: list[bytes], records: int) -> float:
+    client: Any = kafka().Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": acks,
+                                    "enable.idempotence": acks == "all"})
+    delivery = Delivery()
+    pool = len(values)
+    started = time.perf_counter()
+    for i in range(records):  # bounded by records
+        while True:  # bounded: each retry serves reports, which frees the local queue
+            try:
+                client.produce(topic, values[i % pool], on_delivery=delivery)
+                break
+            except BufferError:
+                client.poll(0.01)
+        if i % 1_000 == 0:
+            client.poll(0)
+    if client.flush(DEADLINE_SECONDS):
+        raise RuntimeError(f"records still unacknowledged after {DEADLINE_SECONDS} s")
+    seconds = time.perf_counter() - started
+    delivery.check(records)
+    return records / seconds
+
+
+# ------------------------------------------------------------------------- for runner.py
+
+
+def rp1(ctx: Context) -> WorkloadResult:
+    records = ctx.scaled(RP_RECORDS)
+    append_rate: list[float] = []
+
+    def action(directory: Path) -> Measured:
+        measured, rate = rp1_catch_up(directory, ctx.values, records)
+        append_rate.append(rate)
+        return Measured(measured.seconds, measured.config, {"leader_append_records_per_s": rate})
+
+    row: Row = ctx.measure("RP1", Replicated(), records, action)
+    catch_up = row.get("records_per_s")
+    ratio = catch_up / append_rate[0] if catch_up and append_rate else None
+    metrics: Metrics = {"catch-up/append": ratio}
+    return [row], metrics, {}
+
+
+def rp2(ctx: Context) -> WorkloadResult:
+    records = ctx.scaled(RP_RECORDS)
+    rates: dict[str, float] = {}
+
+    def action(directory: Path) -> Measured:
+        rates.update(rp2_produce(directory, ctx.values, records))
+        return Measured(records / rates["all"], "es serve --min-insync-replicas 2, 1 follower; linger.ms=5",
+                        {"acks_1_records_per_s": rates["1"]})
+
+    row: Row = ctx.measure("RP2", Replicated(), records, action, "acks=all")
+    ratio = rates["all"] / rates["1"] if rates.get("1") and rates.get("all") else None
+    metrics: Metrics = {"acks=all/acks=1": ratio}
+    return [row], metrics, {}

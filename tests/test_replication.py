@@ -1,0 +1,256 @@
+"""Replication's data path (docs/replication.md, sections 2-4): replica Fetch, the follower's
+copy byte for byte, the high watermark gate, acks=all, OffsetForLeaderEpoch, truncation of a
+divergent tail, embedded "replicated" appends.
+
+Leaders run in-process (``Store.serve``) where the test appends embedded or needs the
+store's calls; followers run as ``es serve --replica-of`` processes, stopped by PID.
+Every wait is bounded; every address is 127.0.0.1 with a port the system picked.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serverkit import RawClient, es_serve
+
+import eventstore
+from eventstore.errors import NotEnoughReplicasError
+from eventstore.wire.batch import encode_batch
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+kafka_admin = pytest.importorskip("confluent_kafka.admin")
+
+TIMEOUT_S = 30.0
+
+
+def until(condition: Callable[[], Any], timeout_s: float = TIMEOUT_S, every_s: float = 0.02) -> Any:
+    """Poll ``condition`` until it is truthy (returned) or the timeout (AssertionError)."""
+    deadline = time.monotonic() + timeout_s
+    while True:  # bounded by the deadline
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {condition}")
+        time.sleep(every_s)
+
+
+def ends(path: Path) -> dict[tuple[str, int], int]:
+    """Every partition's end offset, read beside whichever process holds the store."""
+    with eventstore.open_reader(path) as reader:
+        return {(cfg.name, p): reader.offsets(cfg.name, p)[1]
+                for cfg in reader.topics() for p in range(cfg.partitions)}
+
+
+def log_files(path: Path) -> dict[str, bytes]:
+    """The segment files (``.log``) and epoch files of every partition, by relative path."""
+    out = {}
+    for root, _dirs, files in os.walk(path / "topics"):
+        for name in files:
+            if name.endswith(".log") or name == "leader-epoch":
+                full = Path(root) / name
+                out[str(full.relative_to(path))] = full.read_bytes()
+    return out
+
+
+def produce(bootstrap: str, topic: str, count: int, *, partitions: int = 2, acks: str = "all") -> None:
+    """``count`` keyed records through librdkafka's idempotent producer; every one acknowledged."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": acks == "all",
+                                         "acks": acks, "linger.ms": 5, "message.timeout.ms": 20_000})
+    failures: list[Any] = []
+    for i in range(count):  # bounded by count
+        producer.produce(topic, value=b"v%d" % i, key=b"k%d" % i, partition=i % partitions,
+                         on_delivery=lambda err, _msg: failures.append(err) if err else None)
+        producer.poll(0)
+    assert producer.flush(TIMEOUT_S) == 0
+    assert failures == []
+
+
+@contextmanager
+def leader(tmp_path: Path, **serve: Any) -> Iterator[tuple[eventstore.Store, str]]:
+    store = eventstore.open(tmp_path / "leader", durability=serve.pop("durability", "fsync"))
+    try:
+        handle = store.serve("127.0.0.1:0", **serve)
+        try:
+            yield store, f"127.0.0.1:{handle.address[1]}"
+        finally:
+            handle.close()
+    finally:
+        store.close()
+
+
+def follower(tmp_path: Path, bootstrap: str, *args: str) -> Any:
+    return es_serve(tmp_path / "follower", "--replica-of", bootstrap, "--replica-id", "1", *args)
+
+
+def caught_up(tmp_path: Path, store: eventstore.Store) -> bool:
+    want = {(cfg.name, p): store.offsets(cfg.name, p)[1]
+            for cfg in store.topics() for p in range(cfg.partitions)}
+    return (tmp_path / "follower" / "topics").exists() and ends(tmp_path / "follower") == want
+
+
+def isr(bootstrap: str, topic: str = "t", partition: int = 0) -> list[int]:
+    """The in-sync replicas Metadata names for one partition."""
+    admin = kafka_admin.AdminClient({"bootstrap.servers": bootstrap})
+    return list(admin.list_topics(topic, timeout=10).topics[topic].partitions[partition].isrs)
+
+
+def test_follower_copies_both_batch_kinds_byte_for_byte_from_fresh_and_after_restart(tmp_path: Path) -> None:
+    with leader(tmp_path, min_insync_replicas=1) as (store, bootstrap):
+        store.create_topic("t", 2)
+        produce(bootstrap, "t", 200)
+        for i in range(50):  # native batches, embedded
+            store.append_batch("t", [b"e%d" % i, b"f%d" % i], partition=i % 2)
+        with follower(tmp_path, bootstrap) as f:
+            until(lambda: caught_up(tmp_path, store))
+            store.append("t", b"tail", partition=0)  # tailing: a new record arrives quickly
+            started = time.monotonic()
+            until(lambda: caught_up(tmp_path, store), timeout_s=5.0, every_s=0.005)
+            assert time.monotonic() - started < 2.0
+            f.stop()
+        produce(bootstrap, "t", 100)  # behind: written while the follower is down
+        with follower(tmp_path, bootstrap) as f:
+            until(lambda: caught_up(tmp_path, store))
+            f.stop()
+        leader_files = log_files(tmp_path / "leader")
+    assert leader_files and log_files(tmp_path / "follower") == leader_files
+
+
+def test_acks_all_waits_for_the_follower_and_fails_when_it_is_gone(tmp_path: Path) -> None:
+    with leader(tmp_path, min_insync_replicas=2, replica_lag_ms=1000) as (store, bootstrap):
+        store.create_topic("t", 1)
+        with RawClient(bootstrap) as raw:
+            assert produce_raw(raw, "t") == 19  # no follower in sync: NOT_ENOUGH_REPLICAS, nothing written
+            assert store.offsets("t", 0) == (0, 0)
+            with follower(tmp_path, bootstrap) as f:
+                until(lambda: produce_raw(raw, "t") == 0, timeout_s=TIMEOUT_S, every_s=0.2)
+                written = store.log.log_end("t", 0)
+                # the follower had the record before the answer came
+                assert ends(tmp_path / "follower")[("t", 0)] >= written - 1
+                f.stop()
+            time.sleep(1.5)  # past replica_lag_ms: the follower leaves the in-sync set
+            before = store.log.log_end("t", 0)
+            assert produce_raw(raw, "t") == 19
+            assert store.log.log_end("t", 0) == before
+
+
+def produce_raw(raw: RawClient, topic: str) -> int:
+    """One Produce v9 with acks -1 and one record; the partition's error code."""
+    from kio.schema.produce.v9 import request as pr
+
+    batch = encode_batch([(0, int(time.time() * 1000), None, b"x", ())])
+    data = pr.TopicProduceData(name=pr.TopicName(topic),
+                               partition_data=(pr.PartitionProduceData(index=pr.i32(0), records=batch),))
+    timeout = pr.i32Timedelta.parse(datetime.timedelta(seconds=5))
+    request = pr.ProduceRequest(transactional_id=None, acks=pr.i16(-1), timeout=timeout, topic_data=(data,))
+    response = raw.call(request)
+    return int(response.responses[0].partition_responses[0].error_code)
+
+
+def test_readers_on_the_leader_stop_at_the_high_watermark_while_a_follower_lags(tmp_path: Path) -> None:
+    with leader(tmp_path, min_insync_replicas=1, replica_lag_ms=60_000) as (store, bootstrap):
+        store.create_topic("t", 1)
+        store.append("t", b"a", partition=0)
+        with follower(tmp_path, bootstrap) as f:
+            until(lambda: caught_up(tmp_path, store) and isr(bootstrap) == [0, 1])
+            os.kill(f.proc.pid, signal.SIGSTOP)  # in sync, but paused
+            try:
+                store.append("t", b"b", partition=0)
+                assert store.log.log_end("t", 0) == 2
+                time.sleep(0.5)
+                assert store.offsets("t", 0) == (0, 1)  # not above the HW
+                assert [r.value for r in store.read("t", 0, 0)] == [b"a"]
+            finally:
+                os.kill(f.proc.pid, signal.SIGCONT)
+            until(lambda: store.offsets("t", 0) == (0, 2))
+
+
+def test_offset_for_leader_epoch_answers_from_the_epoch_files(tmp_path: Path) -> None:
+    from kio.schema.offset_for_leader_epoch.v4 import request as er
+
+    with leader(tmp_path) as (store, bootstrap):
+        store.create_topic("t", 1)
+        store.append_batch("t", [b"a", b"b"], partition=0)
+        store.log.set_leader_epoch(3)
+        store.append("t", b"c", partition=0)
+
+        def ask(topic: str, epoch: int, current: int = -1) -> tuple[int, int, int]:
+            part = er.OffsetForLeaderPartition(partition=er.i32(0), current_leader_epoch=er.i32(current),
+                                               leader_epoch=er.i32(epoch))
+            request = er.OffsetForLeaderEpochRequest(replica_id=er.BrokerId(1), topics=(
+                er.OffsetForLeaderTopic(topic=er.TopicName(topic), partitions=(part,)),))
+            with RawClient(bootstrap) as raw:
+                p = raw.call(request).topics[0].partitions[0]
+            return int(p.error_code), int(p.leader_epoch), int(p.end_offset)
+
+        assert ask("t", 0) == (0, 0, 2)
+        assert ask("t", 2) == (0, 0, 2)
+        assert ask("t", 3) == (0, 3, 3)
+        assert ask("nope", 0)[0] == 3
+
+
+def test_a_divergent_follower_tail_is_truncated_to_the_new_leaders_epoch(tmp_path: Path) -> None:
+    with leader(tmp_path) as (store, bootstrap):
+        store.create_topic("t", 1)
+        store.append_batch("t", [b"a", b"b"], partition=0)
+        with follower(tmp_path, bootstrap) as f:
+            until(lambda: caught_up(tmp_path, store))
+            f.stop()
+        store.log.set_leader_epoch(1)  # the leader moves on in a new epoch...
+        store.append("t", b"new", partition=0)
+        with eventstore.open(tmp_path / "follower") as old:  # ...while the other wrote a tail in epoch 0
+            old.append_batch("t", [b"lost1", b"lost2", b"lost3"], partition=0)
+        with follower(tmp_path, bootstrap) as f:
+            until(lambda: caught_up(tmp_path, store))
+            f.stop()
+            assert b"truncated" in f.stderr
+        leader_files = log_files(tmp_path / "leader")
+    assert log_files(tmp_path / "follower") == leader_files
+    with eventstore.open_reader(tmp_path / "follower") as reader:
+        assert [r.value for r in reader.read("t", 0, 0)] == [b"a", b"b", b"new"]
+
+
+def test_embedded_replicated_appends_wait_for_the_follower(tmp_path: Path) -> None:
+    options = {"durability": "replicated", "min_insync_replicas": 2, "replica_lag_ms": 1000}
+    with leader(tmp_path, **options) as (store, bootstrap):
+        store.create_topic("t", 1)
+        with pytest.raises(NotEnoughReplicasError):
+            store.append("t", b"alone", partition=0)
+        assert store.log.log_end("t", 0) == 0
+        with follower(tmp_path, bootstrap) as f:
+            until(lambda: _appended(store))
+            end = store.log.log_end("t", 0)
+            assert ends(tmp_path / "follower")[("t", 0)] == end
+            f.stop()
+        time.sleep(1.5)
+        with pytest.raises(NotEnoughReplicasError):
+            store.append("t", b"after", partition=0)
+
+
+def _appended(store: eventstore.Store) -> bool:
+    try:
+        store.append("t", b"replicated", partition=0)
+    except NotEnoughReplicasError:
+        time.sleep(0.1)
+        return False
+    return True
+
+
+def test_serve_options_are_checked() -> None:
+    from eventstore.errors import InvalidArgumentError
+    from eventstore.server.config import server_config
+
+    assert server_config("127.0.0.1:0", replica_of="127.0.0.1:1,127.0.0.1:2").replica_of == (
+        "127.0.0.1:1", "127.0.0.1:2")
+    for bad in ({"replica_of": "nohost"}, {"replica_of": "127.0.0.1:0"}, {"min_insync_replicas": 0},
+                {"replica_lag_ms": 0}):
+        with pytest.raises(InvalidArgumentError):
+            server_config("127.0.0.1:0", **bad)
