@@ -141,3 +141,38 @@ def _drop(catalog: Catalog, doomed_topic: Callable[[str], bool]) -> int:
     if doomed:
         catalog.write(drop)
     return len(doomed)
+
+
+Cursor = tuple[str, str, int, int, str, int, int]
+"""A stored cursor in full: ``(group, topic, partition, offset, metadata, committed_ms,
+incarnation)``, as a replication leader sends it (docs/replication.md, section 5)."""
+
+
+def all_cursors(catalog: Catalog) -> list[Cursor]:
+    """Every stored cursor in full, in key order (of topics gone or made again too: the
+    follower that copies them reads them back as the leader does)."""
+    out = []
+    for key, value in catalog.items(keys.DB_CURSORS):  # bounded by the cursors
+        group, topic, partition = keys.parse_cursor_key(key)
+        cur = _decode(catalog, key, value)
+        out.append((group, topic, partition, cur.offset, cur.metadata, cur.committed_ms, cur.incarnation))
+    return out
+
+
+def apply_copied(catalog: Catalog, put: Iterable[Cursor], drop: Iterable[tuple[str, str, int]]) -> None:
+    """Write cursors exactly as another store holds them (``put``) and delete others
+    (``drop``: ``(group, topic, partition)``), in one transaction: a follower copying its
+    leader's committed offsets. Nothing is fenced: the leader fenced them."""
+    puts = [(keys.cursor_key(g, t, p), _encode(_Cursor(offset, metadata, committed_ms, incarnation)))
+            for g, t, p, offset, metadata, committed_ms, incarnation in put]
+    doomed = [keys.cursor_key(g, t, p) for g, t, p in drop]
+
+    def write(txn: Any) -> None:
+        db = catalog.dbs[keys.DB_CURSORS]
+        for key in doomed:  # bounded by the caller's cursors
+            txn.delete(key, db=db)
+        for key, value in puts:  # bounded by the caller's cursors
+            txn.put(key, sealed.seal(key, value), db=db)
+
+    if puts or doomed:
+        catalog.write(write)

@@ -44,6 +44,7 @@ class Catalog:
         """``readonly``: open beside a writer in another process (docs/format.md, section 14)."""
         self.path = directory
         self._writer = threading.local()  # ``active`` while this thread runs a write
+        self._write_hooks: list[Callable[[], object]] = []
         self.env: Any = None
         try:
             self._open(directory, readonly)
@@ -109,9 +110,23 @@ class Catalog:
             )
         writer.active = True
         try:
-            return write_growing(self.env, self.path, "catalog", fn)
+            result = write_growing(self.env, self.path, "catalog", fn)
         finally:
             writer.active = False
+        for hook in self._write_hooks:  # bounded: one per watcher (a server's replication leader)
+            hook()
+        return result
+
+    def add_write_hook(self, hook: Callable[[], object]) -> Callable[[], None]:
+        """Call ``hook()`` after every committed write transaction, in the writing thread
+        (a replication leader wakes its followers' catalog polls with it: docs/replication.md,
+        section 5). It must not block or write. Returns the function that removes it."""
+        self._write_hooks = [*self._write_hooks, hook]
+
+        def remove() -> None:
+            self._write_hooks = [h for h in self._write_hooks if h is not hook]
+
+        return remove
 
     @property
     def writing(self) -> bool:

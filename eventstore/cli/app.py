@@ -22,7 +22,7 @@ from ..errors import (
 )
 from ..repair import damaged_catalog
 from . import backup as backup_cli
-from . import consume, dump, groups, produce, retention, serve, stats, streams, topics, verify
+from . import consume, dump, groups, produce, promote, retention, serve, stats, streams, topics, verify
 from .access import DATA_HELP, CliError, DataOption
 
 __all__ = ["DATA_HELP", "DataOption", "app", "main"]
@@ -111,6 +111,7 @@ app.command()(verify.verify)
 app.command()(stats.stats)
 app.command()(retention.retention)
 app.command()(serve.serve)
+app.command()(promote.promote)
 
 # These modules register themselves on ``app``; import them last.
 from . import bench_cmd, demo  # noqa: E402, F401

@@ -124,6 +124,20 @@ class GroupCoordinator:
         on an earlier topic of that name)."""
         return cursors.get(self.log.catalog, group, tp, self.log.topic_configs())
 
+    # --- copies (a replication follower; docs/replication.md, section 5) ------------
+
+    def stored_cursors(self) -> list[cursors.Cursor]:
+        """Every committed offset in full, as a replication leader sends them."""
+        self.log.check_open()
+        return cursors.all_cursors(self.log.catalog)
+
+    def copy_cursors(self, put: list[cursors.Cursor], drop: list[tuple[str, str, int]]) -> None:
+        """Make these committed offsets exactly the leader's (``put``) and drop others
+        (``(group, topic, partition)``), in one transaction; nothing fenced here, the leader
+        fenced them when they were committed."""
+        self.log.check_open()
+        cursors.apply_copied(self.log.catalog, put, drop)
+
     # --- administration (eventstore.Store's group methods) -------------------------
 
     def list_groups(self) -> list[str]:

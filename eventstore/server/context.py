@@ -29,6 +29,8 @@ from ..records import TopicPartition
 from ..sourcing.streams import Streams
 from ..wakeup import Wakeup
 from .config import ServerConfig
+from .replication.durable import initial_replication
+from .replication.state import Replication
 
 __all__ = ["Broker", "Context", "RecordsWaiter"]
 
@@ -56,6 +58,8 @@ class Broker:
         self.state: dict[str, Any] = {}
         """What a handler module keeps across requests and connections, under its own key
         (e.g. its module name); set up lazily with ``state.setdefault``."""
+        self.replication: Replication = initial_replication(log, config)
+        """This node's role, epoch and followers (docs/replication.md)."""
         self.limiter = anyio.CapacityLimiter(BLOCKING_THREADS)
         self.stopping = False
         self._streams = streams

@@ -18,6 +18,8 @@ Modules are imported by ``handlers/__init__.py``; one API has one handler.
   the API is served at other versions and kio has the classes of that version;
   ApiVersions above its range: its v0 form (KIP-511); anything else closes the
   connection (:class:`CloseConnection`), as Kafka does;
+* a write on a node that does not lead (a follower, a fenced leader): the refusal
+  ``refusals.py`` shapes, without the handler (docs/replication.md, section 4.5);
 * a handler that raises an ``EventStoreError``: that error's Kafka code
   (``kafka_error_for``) in the response's top-level ``error_code``, if the
   response has one; otherwise, and on any other exception, the connection closes.
@@ -33,6 +35,7 @@ from typing import Any, TypeVar
 
 from ..errors import EventStoreError
 from ..wire import RequestHeader, kafka_error_for, response_header
+from ..wire import extensions as extension_codec
 from ..wire.apis import API_VERSIONS_KEY, EXTENSION_KEYS, SERVED
 from ..wire.errors import UNSUPPORTED_VERSION, ProtocolError, UnsupportedVersionError
 from ..wire.framing import Buffer, frame
@@ -48,6 +51,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 
 from .context import Context
 from .entities import entity
+from .refusals import EXTENSION_WRITES, KAFKA_WRITES, MESSAGE, NOT_LEADER_OR_FOLLOWER, refused
 
 __all__ = [
     "CloseConnection", "Frame", "Handler", "RawHandler", "answer", "error_response", "extensions_served",
@@ -73,6 +77,7 @@ R = TypeVar("R", bound=RawHandler)
 _HANDLERS: dict[int, Handler] = {}
 TRAILING = "bytes after the message"  # the end of the codec's reason for bytes after a body
 _RAW_HANDLERS: dict[int, RawHandler] = {}
+PRODUCE_KEY = 0
 
 
 class CloseConnection(Exception):
@@ -128,7 +133,11 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fra
     """The response frame for one request (None: no response); :class:`CloseConnection`
     when the request cannot be answered at all."""
     raw = _RAW_HANDLERS.get(header.api_key)
+    writes_refused = not ctx.broker.replication.accepts_writes
     if raw is not None:
+        if writes_refused and header.api_key in EXTENSION_WRITES and header.api_version == 0:
+            return extension_codec.error_response(header.api_key, header.correlation_id,
+                                                  NOT_LEADER_OR_FOLLOWER, MESSAGE)
         return await raw(ctx, header, frame_bytes)
     handler = _HANDLERS.get(header.api_key)
     try:
@@ -139,6 +148,10 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fra
         raise CloseConnection(f"request {_name(header)}: {e}") from None
     if handler is None:
         raise CloseConnection(f"no handler for {_name(header)}")
+    if writes_refused and header.api_key in KAFKA_WRITES:
+        if header.api_key == PRODUCE_KEY and body.acks == 0:
+            return None  # acks=0: no answer; the client learns the leader from Metadata
+        return encode_response_frame(header.correlation_id, refused(header, body))
     try:
         response = await handler(ctx, header, body)
     except EventStoreError as e:

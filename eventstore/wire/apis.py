@@ -17,6 +17,7 @@ __all__ = [
     "EXTENSION_APIS",
     "EXTENSION_KEYS",
     "FLEXIBLE_FROM",
+    "REPLICATION_KEYS",
     "KAFKA_API_NAMES",
     "SERVED",
     "advertised",
@@ -77,9 +78,12 @@ EXTENSION_APIS: Final[dict[int, str]] = {
     20012: "AppendEvents",
     20013: "ReadEvents",
     20014: "PollEvents",
+    20015: "ReplicaCatalog",
+    20016: "Promote",
 }
 EXTENSION_KEYS: Final = range(20000, 20012)
 DCB_KEYS: Final = range(20012, 20015)  # dynamic consistency boundaries (handlers/dcb.py)
+REPLICATION_KEYS: Final = range(20015, 20017)  # replication control (docs/replication.md, 5 and 6)
 
 KAFKA_API_NAMES: Final[dict[int, str]] = {key: spec[0] for key, spec in _KAFKA.items()}
 SERVED: Final[dict[int, tuple[int, int]]] = {key: (spec[1], spec[2]) for key, spec in _KAFKA.items()}

@@ -32,6 +32,7 @@ from .primitives import Malformed, read_uvarint, write_uvarint
 __all__ = [
     "NEW_EVENT",
     "QUERY_ITEM",
+    "REPLICA",
     "RECORDED_EVENT",
     "REQUESTS",
     "RESPONSES",
@@ -67,6 +68,7 @@ SEQUENCED_EVENT: Final[Fields] = (("position", "i64"), ("type", "str"), ("data",
                                   ("tags", ("array", "str")))
 QUERY_ITEM: Final[Fields] = (("types", ("array", "str")), ("tags", ("array", "str")))
 _QUERY: Final = ("array", QUERY_ITEM)
+REPLICA: Final[Fields] = (("node_id", "i32"), ("host", "str"), ("port", "i32"), ("in_sync", "bool"))
 
 REQUESTS: Final[dict[int, Fields]] = {
     20000: (("stream_id", "str"), ("topic", "nstr"), ("expected_kind", "i8"),
@@ -90,6 +92,9 @@ REQUESTS: Final[dict[int, Fields]] = {
     20013: (("query", _QUERY), ("after", "i64"), ("limit", "i32"), ("max_bytes", "i32")),
     20014: (("query", _QUERY), ("after", "i64"), ("max_events", "i32"), ("max_bytes", "i32"),
             ("max_wait_ms", "i32")),
+    20015: (("node_id", "i32"), ("host", "str"), ("port", "i32"), ("leader_epoch", "i32"),
+            ("instance", "uuid"), ("applied_version", "i64"), ("max_wait_ms", "i32")),
+    20016: (("epoch", "i32"),),
 }
 
 RESPONSES: Final[dict[int, Fields]] = {
@@ -109,6 +114,10 @@ RESPONSES: Final[dict[int, Fields]] = {
     20012: (*COMMON_RESPONSE, ("position", "i64")),
     20013: (*COMMON_RESPONSE, ("events", ("array", SEQUENCED_EVENT)), ("head", "i64"), ("cut", "bool")),
     20014: (*COMMON_RESPONSE, ("events", ("array", SEQUENCED_EVENT)), ("next_after", "i64")),
+    20015: (*COMMON_RESPONSE, ("leader_id", "i32"), ("leader_host", "str"), ("leader_port", "i32"),
+            ("leader_epoch", "i32"), ("instance", "uuid"), ("version", "i64"), ("full", "bool"),
+            ("state", "bytes"), ("replicas", ("array", REPLICA))),
+    20016: (*COMMON_RESPONSE, ("node_id", "i32"), ("epoch", "i32")),
 }
 
 _i8 = struct.Struct(">b")

@@ -14,6 +14,7 @@ from . import (  # noqa: F401 (imported to register their handlers)
     offsets,
     produce,
     producers,
+    replication,
     streams,
     topics,
 )

@@ -1,9 +1,10 @@
 """Metadata (3) 0 to 12, DescribeCluster (60) 0 to 1, FindCoordinator (10) 0 to 6.
 
-One broker: this node (``node_id``, 0 by default) is the leader and the only replica
-of every partition, the controller, and the coordinator of every group and
-transactional id. Its address is the advertised one. Leader epochs are 0: the
-leader never changes.
+One store has one leader for all its partitions (docs/replication.md, section 1): the
+leader is every partition's leader, the controller and the coordinator of every group
+and transactional id, in the current leader epoch; the brokers are the leader and the
+followers it knows (``replication.view``). Without followers this node is the only
+broker and replica. A follower names the leader, so clients send their writes there.
 
 Topics are named by name, or from Metadata v10 on by id (``TopicConfig.topic_id``);
 an unknown id answers UNKNOWN_TOPIC_ID. An unknown name is created only when the
@@ -17,12 +18,14 @@ import uuid
 from typing import Any
 
 from ...errors import EventStoreError, TopicExistsError
-from ...records import NO_TOPIC_ID, TopicConfig
+from ...records import NO_TOPIC_ID, TopicConfig, TopicPartition
 from ...storage.names import is_valid_topic_name
 from ...wire import RequestHeader, kafka_error_for
 from ..context import Context
 from ..dispatch import handles
 from ..entities import entity, has_field, item_class, response_class, response_for
+from ..replication.state import NodeAddress
+from ..replication.view import ClusterView, cluster_view
 
 __all__ = ["NONE", "UNKNOWN_TOPIC_ID", "find_or_create_topic", "metadata_topic"]
 
@@ -62,13 +65,15 @@ def _create(ctx: Context, name: str) -> TopicConfig:
 
 def metadata_topic(ctx: Context, cls: Any, cfg: TopicConfig | None, name: str | None,
                    topic_id: uuid.UUID | None, error: int) -> Any:
-    """One topic of a Metadata response: its partitions all led by this node."""
+    """One topic of a Metadata response: its partitions all led by the leader."""
     if cfg is None:
         return entity(cls, error_code=error, name=name, topic_id=topic_id or NO_TOPIC_ID, partitions=())
     partition_cls = item_class(cls, "partitions")
-    node = ctx.node_id
-    partitions = tuple(entity(partition_cls, error_code=NONE, partition_index=p, leader_id=node,
-                              leader_epoch=0, replica_nodes=(node,), isr_nodes=(node,), offline_replicas=())
+    view = view_of(ctx)
+    leader, replicas = view.leader.node_id, view.replica_ids
+    partitions = tuple(entity(partition_cls, error_code=NONE, partition_index=p, leader_id=leader,
+                              leader_epoch=view.epoch, replica_nodes=replicas,
+                              isr_nodes=view.isr(TopicPartition(cfg.name, p)), offline_replicas=())
                        for p in range(cfg.partitions))
     return entity(cls, error_code=NONE, name=cfg.name, topic_id=cfg.topic_id, is_internal=False,
                   partitions=partitions)
@@ -87,9 +92,16 @@ async def metadata(ctx: Context, header: RequestHeader, body: Any) -> Any:
     else:
         topics = [await _requested_topic(ctx, topic_cls, t, allow_create) for t in requested]
     broker_cls = item_class(cls, "brokers")
-    broker = entity(broker_cls, node_id=ctx.node_id, host=ctx.host, port=ctx.port, rack=None)
-    return entity(cls, brokers=(broker,), cluster_id=ctx.cluster_id, controller_id=ctx.node_id,
+    view = view_of(ctx)
+    brokers = tuple(entity(broker_cls, node_id=b.node_id, host=b.host, port=b.port, rack=None)
+                    for b in view.brokers)
+    return entity(cls, brokers=brokers, cluster_id=ctx.cluster_id, controller_id=view.leader.node_id,
                   topics=tuple(topics))
+
+
+def view_of(ctx: Context) -> ClusterView:
+    """The cluster as this node sees it now."""
+    return cluster_view(ctx.broker, NodeAddress(ctx.node_id, ctx.host, ctx.port))
 
 
 async def _requested_topic(ctx: Context, topic_cls: Any, requested: Any, allow_create: bool) -> Any:
@@ -104,26 +116,29 @@ async def _requested_topic(ctx: Context, topic_cls: Any, requested: Any, allow_c
 
 @handles(60)
 async def describe_cluster(ctx: Context, header: RequestHeader, body: Any) -> Any:
-    """This node as the only broker and the controller."""
+    """The brokers (the leader first) and the leader as the controller."""
     cls = response_class(header)
     endpoint_type = getattr(body, "endpoint_type", BROKERS_ENDPOINT)
     if endpoint_type != BROKERS_ENDPOINT:
         return entity(cls, error_code=UNSUPPORTED_ENDPOINT_TYPE, endpoint_type=endpoint_type,
                       error_message="only the brokers endpoint is served", cluster_id=ctx.cluster_id)
-    broker = entity(item_class(cls, "brokers"), broker_id=ctx.node_id, host=ctx.host, port=ctx.port)
-    return entity(cls, error_code=NONE, cluster_id=ctx.cluster_id, controller_id=ctx.node_id,
-                  brokers=(broker,))
+    view = view_of(ctx)
+    brokers = tuple(entity(item_class(cls, "brokers"), broker_id=b.node_id, host=b.host, port=b.port)
+                    for b in view.brokers)
+    return entity(cls, error_code=NONE, cluster_id=ctx.cluster_id, controller_id=view.leader.node_id,
+                  brokers=brokers)
 
 
 @handles(10)
 async def find_coordinator(ctx: Context, header: RequestHeader, body: Any) -> Any:
-    """This node, for groups and transactional ids (v4+: for each key asked)."""
+    """The leader, for groups and transactional ids (v4+: for each key asked)."""
     key_type = getattr(body, "key_type", GROUP_KEY)
     error, message = (NONE, None) if key_type in (GROUP_KEY, TRANSACTION_KEY) else (
         INVALID_REQUEST, f"unknown key type {key_type}")
     cls = response_class(header)
-    where = {"node_id": ctx.node_id if not error else -1, "host": ctx.host if not error else "",
-             "port": ctx.port if not error else -1, "error_code": error, "error_message": message}
+    leader = view_of(ctx).leader
+    where = {"node_id": leader.node_id if not error else -1, "host": leader.host if not error else "",
+             "port": leader.port if not error else -1, "error_code": error, "error_message": message}
     if not has_field(cls, "coordinators"):
         return response_for(header, **where)
     item = item_class(cls, "coordinators")

@@ -9,13 +9,17 @@ loop; nothing blocks.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 __all__ = ["DEFAULT_REPLICA_LAG_MS", "FollowerInfo", "NodeAddress", "Replication", "Role"]
 
 Role = Literal["leader", "follower"]
+
+log = logging.getLogger("eventstore.server")
 
 DEFAULT_REPLICA_LAG_MS: Final = 10_000
 """replica_lag_time_max_ms: a follower not caught up for this long leaves the in-sync set."""
@@ -62,6 +66,10 @@ class Replication:
     fenced: str | None = None
     """Why this node may no longer accept writes (a newer epoch seen, its lease lost); None if it may."""
     followers: dict[int, FollowerInfo] = field(default_factory=dict)
+    replicas: tuple[tuple[NodeAddress, bool], ...] = ()
+    """On a follower: every replica and whether it is in sync, as the leader last told."""
+    on_promote: list[Callable[[], object]] = field(default_factory=list)
+    """Called (on the loop) when this node is promoted: the follower's tasks stop on it."""
 
     @property
     def accepts_writes(self) -> bool:
@@ -72,6 +80,18 @@ class Replication:
         """Stop accepting writes for good (until restarted as a follower)."""
         if self.fenced is None:
             self.fenced = reason
+
+    def known_epoch(self, *others: int) -> int:
+        """The largest epoch this node knows of: its own and ``others`` (its log's)."""
+        return max(self.epoch, *others)
+
+    def promote(self, epoch: int, address: NodeAddress) -> None:
+        """Become the leader in ``epoch`` (docs/replication.md, section 6): writes are accepted
+        from now on, and whatever follows an old leader is told to stop."""
+        self.role, self.epoch, self.leader, self.fenced = "leader", epoch, address, None
+        log.info("promoted: node %d leads in epoch %d", self.node_id, epoch)
+        for callback in list(self.on_promote):  # bounded by the tasks that follow
+            callback()
 
 
 def now_ms() -> float:

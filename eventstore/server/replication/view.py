@@ -1,0 +1,75 @@
+"""The cluster as Metadata, DescribeCluster, FindCoordinator and ReplicaCatalog describe it
+(docs/replication.md, sections 4.5 and 5): who leads, in which epoch, which nodes replicate,
+which are in sync.
+
+A leader knows its followers from their ReplicaCatalog requests (addresses) and replica
+fetches (positions: the ISR of each partition). A follower repeats what the leader last
+told it, with itself always among the brokers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ...records import TopicPartition
+from .state import NodeAddress, Replication, now_ms
+
+__all__ = ["ClusterView", "cluster_view"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """One answer's view of the cluster."""
+
+    leader: NodeAddress
+    epoch: int
+    brokers: tuple[NodeAddress, ...]
+    """The leader first, then the other replicas, each once."""
+    in_sync_all: frozenset[int]
+    """Nodes in sync as a whole (a follower's view, and ReplicaCatalog's ``in_sync``)."""
+    _broker: Any
+
+    @property
+    def replica_ids(self) -> tuple[int, ...]:
+        return tuple(b.node_id for b in self.brokers)
+
+    def isr(self, tp: TopicPartition) -> tuple[int, ...]:
+        """The in-sync replicas of one partition, the leader first."""
+        rep: Replication = self._broker.replication
+        if rep.role == "leader":
+            return (self.leader.node_id, *_followers_in_sync(rep, (tp.topic, tp.partition)))
+        return tuple(b.node_id for b in self.brokers if b.node_id in self.in_sync_all)
+
+
+def cluster_view(broker: Any, self_address: NodeAddress) -> ClusterView:
+    """The view from ``broker`` (its ``replication``), this node being at ``self_address``."""
+    rep = broker.replication
+    if rep.role == "leader":
+        followers = tuple(info.address for info in rep.followers.values() if info.address is not None)
+        in_sync = {self_address.node_id, *(b.node_id for b in followers if _in_sync(broker, b.node_id))}
+        return ClusterView(self_address, rep.epoch, (self_address, *followers), frozenset(in_sync), broker)
+    leader = rep.leader if rep.leader is not None else self_address
+    told = [address for address, _ in rep.replicas]
+    others = [b for b in told if b.node_id not in (leader.node_id, self_address.node_id)]
+    in_sync = {leader.node_id, *(address.node_id for address, flag in rep.replicas if flag)}
+    return ClusterView(leader, rep.epoch, (leader, *others, self_address), frozenset(in_sync), broker)
+
+
+def _in_sync(broker: Any, node_id: int) -> bool:
+    """Whether a follower is in the ISR of every partition (of none: whether it is alive)."""
+    rep: Replication = broker.replication
+    info = rep.followers.get(node_id)
+    if info is None:
+        return False
+    if not info.positions:
+        return now_ms() - info.last_seen_ms <= rep.replica_lag_ms
+    return all(node_id in _followers_in_sync(rep, key) for key in info.positions)
+
+
+def _followers_in_sync(rep: Replication, key: tuple[str, int]) -> tuple[int, ...]:
+    """Followers caught up on one partition within ``replica_lag_ms`` (section 3's ISR)."""
+    now = now_ms()
+    return tuple(sorted(node for node, info in rep.followers.items()
+                        if now - info.caught_up_ms.get(key, -math.inf) <= rep.replica_lag_ms))
