@@ -314,3 +314,18 @@ def test_promote_offline_rewrites_the_role_file(tmp_path: Path) -> None:
             assert {p.leader_epoch for t in metadata.topics for p in t.partitions} == {4}
     missing = _es("promote", "--data", str(tmp_path / "nothing"))
     assert missing.returncode == 1 and missing.stderr.startswith("error:")
+
+
+def test_the_remote_client_finds_the_leader_from_a_follower_address(tmp_path: Path) -> None:
+    with eventstore.open(tmp_path / "leader") as leader, leader.serve("127.0.0.1:0") as lh:
+        leader.create_topic("t")
+        leader_address = f"127.0.0.1:{lh.address[1]}"
+        with eventstore.open(tmp_path / "follower") as follower, \
+                follower.serve("127.0.0.1:0", replica_of=leader_address, node_id=1) as fh:
+            _wait_for(lambda: follower.log.find_topic("t") is not None, "the catalog on the follower")
+            with eventstore.connect(f"127.0.0.1:{fh.address[1]},{leader_address}") as remote:
+                result = remote.append_to_stream("order-1", eventstore.NewEvent(type="Placed"))
+                remote.append_to_stream("order-1", eventstore.NewEvent(type="Paid"),
+                                        result.next_expected_version)
+                events = leader.read_stream("order-1")
+                assert [e.type for e in events] == ["Placed", "Paid"]

@@ -10,6 +10,11 @@ names it (:class:`StreamsNotServedError`).
 A connection carries one request at a time (a lock); a subscription holds its
 own, so its long polls never hold up other calls. A broken connection is closed
 and opened again by the next call; the call that saw it break raises.
+
+Given several addresses, a call answered NOT_LEADER_OR_FOLLOWER (a follower, or a
+fenced leader: docs/replication.md, 4.5) asks that server's Metadata for the leader
+(its controller), connects there and sends the request again, at most
+``LEADER_REDIRECTS_MAX`` times; the refusing server did nothing, so the resend is safe.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import itertools
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 from ..errors import (
@@ -48,6 +54,9 @@ CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 60.0  # a request's answer, long polls excepted (they add their own wait)
 CLIENT_ID = "eventstore-remote"
 POOL_IDLE_MAX = 8  # connections a store keeps open for its stream calls between them
+NOT_LEADER_OR_FOLLOWER = 6
+LEADER_REDIRECTS_MAX = 3
+LEADER_WAIT_S = 0.2  # between redirects: a follower that does not know its leader yet
 
 
 class ServerUnavailableError(StoreClosedError):
@@ -106,8 +115,38 @@ class Connection:
             return APPEND_KEY in self._apis
 
     def call(self, api_key: int, fields: dict[str, Any], wait_s: float = 0.0) -> dict[str, Any]:
-        """Send one extension request and return the response's fields (error code unchecked).
+        """Send one extension request and return the response's fields (error code unchecked),
+        from the leader: a server that does not lead sends the call there (module docstring).
         ``wait_s``: how long the server may hold the answer (a long poll)."""
+        response = self._call_once(api_key, fields, wait_s)
+        for attempt in range(LEADER_REDIRECTS_MAX):  # bounded: a few redirects
+            if response["error_code"] != NOT_LEADER_OR_FOLLOWER or not self._follow_leader():
+                return response
+            if attempt:
+                time.sleep(LEADER_WAIT_S)
+            response = self._call_once(api_key, fields, wait_s)
+        return response
+
+    def _follow_leader(self) -> bool:
+        """Connect to the leader the current server names; False when it names none other."""
+        with self._lock:
+            sock = self._ensure()
+            cid = next(self._ids) & 0x7FFFFFFF
+            try:
+                sock.settimeout(REQUEST_TIMEOUT_S)
+                sock.sendall(codec.encode_metadata_request(cid, CLIENT_ID))
+                got, leader_id, brokers = codec.decode_metadata_leader(self._receive(sock))
+            except (OSError, ProtocolError):
+                self._drop()
+                return False
+            leader = brokers.get(leader_id)
+            if got != cid or leader is None or f"{leader[0]}:{leader[1]}" == self.address:
+                return False
+            self._drop()
+            self.addresses = [leader, *[a for a in self.addresses if a != leader]]
+            return True
+
+    def _call_once(self, api_key: int, fields: dict[str, Any], wait_s: float) -> dict[str, Any]:
         request = None
         with self._lock:
             reused = self._sock is not None
@@ -222,12 +261,14 @@ class ConnectionPool:
         return len(self._idle)
 
     def call(self, api_key: int, fields: dict[str, Any], wait_s: float = 0.0) -> dict[str, Any]:
-        """``Connection.call`` on a connection of the pool."""
+        """``Connection.call`` on a connection of the pool; the leader it found is where the
+        pool's next connections go first."""
         connection = self._acquire()
         try:
             return connection.call(api_key, fields, wait_s)
         finally:
             self._last_address = connection.address
+            self.addresses = connection.addresses
             self._release(connection)
 
     def _acquire(self) -> Connection:

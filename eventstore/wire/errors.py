@@ -122,6 +122,8 @@ KAFKA_ERRORS: Final[dict[type[es.EventStoreError], KafkaError]] = {
     es.StoreNotFoundError: KAFKA_STORAGE_ERROR,
     # a server shutting down: clients refresh their metadata and retry
     es.StoreClosedError: NOT_LEADER_OR_FOLLOWER,
+    # a write on a follower or a fenced leader: clients find the leader (docs/replication.md, 4.5)
+    es.NotLeaderError: NOT_LEADER_OR_FOLLOWER,
     # input refused before anything is written
     es.InvalidArgumentError: INVALID_REQUEST,
     es.InvalidTopicError: INVALID_TOPIC_EXCEPTION,

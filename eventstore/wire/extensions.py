@@ -39,9 +39,11 @@ __all__ = [
     "SEQUENCED_EVENT",
     "TAGGED_EVENT",
     "decode_api_versions_response",
+    "decode_metadata_leader",
     "decode_request_body",
     "decode_response",
     "encode_api_versions_request",
+    "encode_metadata_request",
     "encode_request",
     "encode_response",
 ]
@@ -496,6 +498,53 @@ def decode_api_versions_response(frame_bytes: bytes | bytearray | memoryview
         key, low, high = _api_range.unpack_from(buf, r.need(_api_range.size, "api range"))
         apis[key] = (low, high)
     return correlation_id, error_code, apis  # v0 has no more fields; later versions' extra are ignored
+
+
+METADATA_KEY: Final = 3
+
+
+def encode_metadata_request(correlation_id: int, client_id: str | None = None) -> bytes:
+    """A Metadata v1 request frame for no topic (an empty array): the brokers and the
+    controller, which on eventstore's server is the leader (docs/replication.md, 4.5)."""
+    client = None if client_id is None else client_id.encode()
+    out = bytearray(_header.pack(METADATA_KEY, 1, correlation_id, -1 if client is None else len(client)))
+    if client is not None:
+        out += client
+    out += _i32.pack(0)
+    return frame(out)
+
+
+def decode_metadata_leader(frame_bytes: bytes | bytearray | memoryview
+                           ) -> tuple[int, int, dict[int, tuple[str, int]]]:
+    """``(correlation_id, controller_id, {node_id: (host, port)})`` of a Metadata v1 response
+    (its topics, none asked, are not read)."""
+    buf = bytes(frame_bytes)
+    r = _Reader(buf, 0)
+    correlation_id = _i32.unpack_from(buf, r.need(4, "correlation id"))[0]
+    count = _i32.unpack_from(buf, r.need(4, "broker count"))[0]
+    if not 0 <= count <= (r.end - r.pos) // 12:  # a broker takes at least 12 bytes
+        raise ProtocolError(f"Metadata lists {count} brokers in {r.end - r.pos} bytes", r.pos)
+    brokers: dict[int, tuple[str, int]] = {}
+    for _ in range(count):  # bounded by the check above
+        node_id = _i32.unpack_from(buf, r.need(4, "node id"))[0]
+        host = _short_string(r, buf, "host")
+        port = _i32.unpack_from(buf, r.need(4, "port"))[0]
+        _short_string(r, buf, "rack")
+        brokers[node_id] = (host or "", port)
+    controller_id = _i32.unpack_from(buf, r.need(4, "controller id"))[0]
+    return correlation_id, controller_id, brokers
+
+
+def _short_string(r: _Reader, buf: bytes, what: str) -> str | None:
+    """A nullable string with an int16 length (the non-flexible encoding)."""
+    n = _i16.unpack_from(buf, r.need(2, what))[0]
+    if n < 0:
+        return None
+    start = r.need(n, what)
+    try:
+        return buf[start:start + n].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not UTF-8", start) from None
 
 
 def check_int(kind: str, value: int) -> bool:
