@@ -22,6 +22,7 @@ __all__ = [
     "InvalidProducerEpochError",
     "InvalidRecordError",
     "InvalidTopicError",
+    "MirrorError",
     "NoOffsetForPartitionError",
     "NotEnoughReplicasError",
     "NotLeaderError",
@@ -461,3 +462,11 @@ class CoordinatorError(EventStoreError):
         self.endpoint = endpoint
         self.reason = reason
         super().__init__(f"coordinator {endpoint}: {reason}")
+
+
+# --- when mirroring to or from a Kafka-protocol cluster ----------------------------------
+
+
+class MirrorError(EventStoreError):
+    """``es mirror`` cannot go on: a broker out of reach, a destination that does not match
+    the source or the checkpoint (docs/mirror.md)."""

@@ -37,7 +37,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("client",),  # consumer, producer, dead letters
     ("server", "remote"),  # the Kafka wire protocol server over the seams; the remote client
     ("store",),  # the embedded store: composition of the above
-    ("aio", "repair", "backups"),  # over the store: async facades, `es verify --repair`, `es backup`
+    ("aio", "repair", "backups", "mirror"),  # over the store: async facades, `es verify --repair`,
+    # `es backup`, `es mirror` (a store's reader or the store, and a Kafka cluster)
     ("eventstore",),  # the package's public names (__init__.py)
     ("examples", "eventsourcing"),  # programs over the public names
     ("cli",),  # `es`
