@@ -233,11 +233,14 @@ class Staging:
 
         A stream's envelopes of consecutive versions are added to its chunks in
         one call: one-event appends to one stream would otherwise rewrite its
-        last chunk once each.
+        last chunk once each. Likewise consecutive appends that continue one
+        another (same stream and partition, versions, positions and offsets in
+        sequence) have their ids and positions indexed in one ``put_events``.
         """
         index = self.index
         covered: dict[tuple[str, int], int] = {}
         runs: dict[str, tuple[int, list[bytes]]] = {}  # stream -> first version, envelopes
+        events = _EventRun(index, txn)
         for st in batch:  # bounded by the batch
             if st.target_head is not None:
                 put_metadata(index, txn, st.stream_id, st.target_head.meta, st.topic, st.partition)
@@ -254,14 +257,42 @@ class Staging:
                 if run is not None:
                     index.append_envelopes(txn, st.stream_id, *run)
                 runs[st.stream_id] = (st.current + 1, list(st.envelopes))
-            index.put_events(txn, st.ids, st.stream_id, st.current + 1, st.position, st.topic,
-                             st.partition, st.base_offset)
+            events.add(st)
             key = (st.topic, st.partition)
             covered[key] = max(covered.get(key, 0), st.base_offset + len(st.ids))
+        events.put()
         for stream_id, (first, envelopes) in runs.items():  # bounded by the batch's streams
             index.append_envelopes(txn, stream_id, first, envelopes)
         for (topic, partition), next_offset in covered.items():  # bounded by the partitions
             index.put_covered(txn, topic, partition, next_offset)
+
+
+class _EventRun:
+    """Staged appends whose events follow one another in their stream, in the global order
+    and in their partition, gathered for one ``put_events``."""
+
+    def __init__(self, index: StreamIndex, txn: Any) -> None:
+        self.index, self.txn = index, txn
+        self.first: Staged | None = None
+        self.ids: list[bytes] = []
+
+    def add(self, st: Staged) -> None:
+        first, n = self.first, len(self.ids)
+        if first is not None and (st.stream_id, st.topic, st.partition, st.current, st.position,
+                                  st.base_offset) == (first.stream_id, first.topic, first.partition,
+                                                      first.current + n, first.position + n,
+                                                      first.base_offset + n):
+            self.ids.extend(st.ids)
+            return
+        self.put()
+        self.first, self.ids = st, list(st.ids)
+
+    def put(self) -> None:
+        first = self.first
+        if first is not None:
+            self.index.put_events(self.txn, self.ids, first.stream_id, first.current + 1, first.position,
+                                  first.topic, first.partition, first.base_offset)
+            self.first, self.ids = None, []
 
 
 def put_metadata(index: StreamIndex, txn: Any, meta_stream: str, data: bytes, topic: str,
