@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import consuming, dcb, network, remote, replication, sourcing
+from bench import consuming, dcb, mirror, network, remote, replication, sourcing
 from bench.base import Measured, Progress, Skipped, System, make_values
 from bench.peers import PEERS
 from bench.workloads import EventStore, build_store, probe
@@ -368,6 +368,9 @@ WORKLOADS: dict[str, Workload] = {
                     replication.rp1, (Target("catch-up/append", ">=", 0.8),), peers=False),
     "RP2": Workload("produce 200,000 records with acks=all and 1 follower vs acks=1, same server",
                     replication.rp2, (Target("acks=all/acks=1", ">=", 0.6),), peers=False),
+    # es mirror into a Kafka-protocol broker, beside N1 into the same one (bench/mirror.py)
+    "R5": Workload("mirror a 1,000,000-record store into Tansu (es mirror), beside N1's produce",
+                   mirror.r5, (), peers=False),
 }
 
 

@@ -40,7 +40,7 @@ def mirror(source: Endpoint, destination: Endpoint, *, topics: str | None = None
     try:
         copier = Mirror(reader, Checkpoint(checkpoint, reader.name, end_name(destination)),
                         topic_filter(topics, include_internal), follow, stop or threading.Event())
-        writer = _destination(destination, timeout_s, copier)
+        writer = _destination(destination, timeout_s)
         try:
             return copier.run(writer)
         finally:
@@ -57,9 +57,9 @@ def _source(end: Endpoint, timeout_s: float) -> Source:
     return KafkaSource(end[1], timeout_s)
 
 
-def _destination(end: Endpoint, timeout_s: float, copier: Mirror) -> Destination:
+def _destination(end: Endpoint, timeout_s: float) -> Destination:
     if end[0] == "data":
-        return StoreDestination(end[1], copier.delivered)
+        return StoreDestination(end[1])
     from .kafka import KafkaDestination
 
-    return KafkaDestination(end[1], timeout_s, copier.delivered)
+    return KafkaDestination(end[1], timeout_s)

@@ -44,6 +44,7 @@ class Destination(Protocol):
     def grow(self, topic: str, partitions: int) -> None: ...
     def end(self, tp: TopicPartition) -> int: ...
     def send(self, records: list[Record]) -> None: ...
+    def delivered(self) -> dict[TopicPartition, tuple[int, int]]: ...
     def poll(self) -> None: ...
     def flush(self, timeout_s: float) -> None: ...
     def close(self) -> None: ...
@@ -65,8 +66,8 @@ def topic_filter(patterns: str | None, include_internal: bool) -> Callable[[str]
 class Mirror:
     """Copies the matching topics of ``source`` into ``destination``.
 
-    The destination reports each delivery through :meth:`delivered`; what it reported is
-    what the checkpoint records. Call :meth:`run`; it returns the records copied.
+    What the destination reports delivered is what the checkpoint records. Call :meth:`run`;
+    it returns the records copied.
     """
 
     def __init__(self, source: Source, checkpoint: Checkpoint, wanted: Callable[[str], bool],
@@ -84,9 +85,6 @@ class Mirror:
         self.targets: dict[TopicPartition, int] = {}
         self.copied = 0
 
-    def delivered(self, tp: TopicPartition, source_offset: int, destination_offset: int) -> None:
-        self.progress[tp] = (source_offset + 1, destination_offset + 1)
-
     def run(self, destination: Destination) -> int:
         """Copy until done (or, with ``follow``, until ``stop`` is set); checkpoint on the way out."""
         self.checkpoint.load()
@@ -96,8 +94,13 @@ class Mirror:
             self._copy(destination)
             destination.flush(FLUSH_S)
         finally:
-            self.checkpoint.save(self.progress)
+            self._save(destination)
         return self.copied
+
+    def _save(self, destination: Destination) -> None:
+        """Checkpoint what the destination reported delivered (skipped records before it)."""
+        self.progress.update(destination.delivered())
+        self.checkpoint.save(self.progress)
 
     def _copy(self, destination: Destination) -> None:
         saved = discovered = time.monotonic()
@@ -110,7 +113,7 @@ class Mirror:
             destination.poll()
             now = time.monotonic()
             if now - saved >= CHECKPOINT_EVERY_S:
-                self.checkpoint.save(self.progress)
+                self._save(destination)
                 saved = now
             if self.follow and now - discovered >= DISCOVER_EVERY_S:
                 self._discover(destination)
@@ -161,7 +164,7 @@ class Mirror:
                 if tp not in self.progress:
                     positions[tp] = self._resume(tp, destination)
         if positions:
-            self.checkpoint.save(self.progress)
+            self._save(destination)
             self.source.assign(positions)
         return len(topics)
 

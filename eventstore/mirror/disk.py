@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 
 from .. import store as store_module
 from ..errors import MirrorError, OffsetOutOfRangeError, TopicNotFoundError
 from ..reader import open_reader
 from ..records import Message, Record, TopicPartition
 from .endpoints import name as end_name
-
-Delivered = Callable[[TopicPartition, int, int], None]
 
 
 class StoreSource:
@@ -71,10 +68,10 @@ class StoreDestination:
     """Appends into a store opened with its lock; an append returns once durable per the
     store's mode, and that return is the delivery."""
 
-    def __init__(self, path: str, on_delivered: Delivered) -> None:
+    def __init__(self, path: str) -> None:
         self.name = end_name(("data", path))
         self.store = store_module.open(path)
-        self.on_delivered = on_delivered
+        self.done: dict[TopicPartition, tuple[int, int]] = {}
 
     def topics(self) -> dict[str, int]:
         return {c.name: c.partitions for c in self.store.topics()}
@@ -100,12 +97,16 @@ class StoreDestination:
             run = records[start:stop]
             written = self.store.append_batch(first.topic, [_message(r) for r in run],
                                               partition=first.partition)
-            self.on_delivered(TopicPartition(first.topic, first.partition), run[-1].offset,
-                              written[-1].offset)
+            self.done[TopicPartition(first.topic, first.partition)] = (run[-1].offset + 1,
+                                                                        written[-1].offset + 1)
             start = stop
 
+    def delivered(self) -> dict[TopicPartition, tuple[int, int]]:
+        """(next source offset, destination end) of each partition appended to."""
+        return self.done
+
     def poll(self) -> None:
-        """Nothing to serve: appends report as they return."""
+        """Nothing to serve: an append is delivered when it returns."""
 
     def flush(self, timeout_s: float) -> None:
         self.store.flush()

@@ -21,7 +21,6 @@ except ImportError as e:  # pragma: no cover - depends on the installation
                       "extra: pip install 'embedded-eventstore[remote]'") from None
 
 ck_admin: Any = _admin  # its classes are re-exported without annotations
-Delivered = Callable[[TopicPartition, int, int], None]
 
 #: librdkafka's own log goes here, silent unless the application configures logging.
 LOGGER = logging.getLogger("eventstore.mirror.librdkafka")
@@ -146,22 +145,40 @@ class KafkaSource:
         self.cluster.close()
 
 
+class Lane:
+    """One destination partition's deliveries. The idempotent producer reports a partition's
+    records in the order they were sent, so the source offsets sent wait in a queue and
+    each report takes the first; after a failed one the lane records nothing more."""
+
+    __slots__ = ("delivered", "failure", "sent", "tp")
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.sent: deque[int] = deque()
+        #: (next source offset, destination end) after the last delivery reported
+        self.delivered: tuple[int, int] | None = None
+        self.failure: str | None = None
+
+    def report(self, error: Any, message: Any) -> None:
+        source_offset = self.sent.popleft()
+        if error is not None:
+            self.failure = self.failure or error.str()
+        elif self.failure is None:
+            self.delivered = (source_offset + 1, message.offset() + 1)
+
+
 class KafkaDestination:
     """Writes a cluster with the idempotent producer (acks=all): within its session no retry
     duplicates a record and a partition's records land in order, without a gap; the
     checkpoint covers restarts (docs/mirror.md)."""
 
-    def __init__(self, bootstrap: str, timeout_s: float, on_delivered: Delivered) -> None:
+    def __init__(self, bootstrap: str, timeout_s: float) -> None:
         self.cluster = Cluster(bootstrap, timeout_s)
         self.name = self.cluster.name
-        self.on_delivered = on_delivered
         self.producer = ck.Producer(_common(bootstrap) | {
             "enable.idempotence": True, "acks": "all", "linger.ms": 5,
             "max.in.flight.requests.per.connection": 5})
-        #: Per partition, the source offsets sent and not yet reported, in order: the
-        #: idempotent producer reports a partition's deliveries in the order they were sent.
-        self.in_flight: dict[tuple[str, int], deque[int]] = {}
-        self.failure: str | None = None
+        self.lanes: dict[tuple[str, int], Lane] = {}
 
     def topics(self) -> dict[str, int]:
         return self.cluster.topics()
@@ -177,29 +194,24 @@ class KafkaDestination:
 
     def send(self, records: list[Record]) -> None:
         produce = self.producer.produce
+        lanes = self.lanes
         for r in records:
-            key = (r.topic, r.partition)
-            pending = self.in_flight.get(key)
-            if pending is None:
-                pending = self.in_flight[key] = deque()
+            lane = lanes.get((r.topic, r.partition))
+            if lane is None:
+                lane = lanes[(r.topic, r.partition)] = Lane(TopicPartition(r.topic, r.partition))
             while True:  # bounded: each turn serves reports, which frees the local queue
                 try:
-                    produce(r.topic, r.value, r.key, r.partition, on_delivery=self._report,
+                    produce(r.topic, r.value, r.key, r.partition, on_delivery=lane.report,
                             timestamp=r.timestamp_ms, headers=list(r.headers) if r.headers else None)
                     break
                 except BufferError:
                     self.poll(0.05)
-            pending.append(r.offset)
+            lane.sent.append(r.offset)
         self.poll()
 
-    def _report(self, error: Any, message: Any) -> None:
-        pending = self.in_flight[(message.topic(), message.partition())]
-        source_offset = pending.popleft()
-        if error is not None:
-            self.failure = self.failure or f"{message.topic()}[{message.partition()}]: {error.str()}"
-        elif self.failure is None:
-            self.on_delivered(TopicPartition(message.topic(), message.partition()), source_offset,
-                              message.offset())
+    def delivered(self) -> dict[TopicPartition, tuple[int, int]]:
+        """(next source offset, destination end) of each partition with deliveries reported."""
+        return {lane.tp: lane.delivered for lane in self.lanes.values() if lane.delivered is not None}
 
     def poll(self, timeout_s: float = 0) -> None:
         """Serve delivery reports; a failed delivery stops the mirror (what was delivered
@@ -214,8 +226,10 @@ class KafkaDestination:
             raise MirrorError(f"{self.name}: {remaining} records not acknowledged within {timeout_s:g} s")
 
     def _check(self) -> None:
-        if self.failure is not None:
-            raise MirrorError(f"{self.name}: delivery failed for {self.failure}")
+        failed = next((lane for lane in self.lanes.values() if lane.failure is not None), None)
+        if failed is not None:
+            raise MirrorError(f"{self.name}: delivery failed for {failed.tp.topic}[{failed.tp.partition}]: "
+                              f"{failed.failure}")
 
     def close(self) -> None:
         self.cluster.close()
