@@ -341,6 +341,8 @@ class DCB:
             result = self.streams.append(DCB_STREAM, new, StreamState.ANY, DCB_TOPIC, guard=guard)
             entry.durable = True
         finally:
+            if entry.req is not None:  # handled: no cycle (request, guard, entry) is left to the collector
+                entry.req.guard = None
             self.flush(FLUSH_EVERY if entry.durable else 1)
         return result.position + 1
 
