@@ -182,7 +182,7 @@ def _write_requests() -> dict[str, tuple[Any, int]]:
         "Heartbeat": (req(12, 4, group_id="g", generation_id=1, member_id="m"), 16),
         "LeaveGroup": (req(13, 5, group_id="g", members=()), 16),
         "SyncGroup": (req(14, 5, group_id="g", generation_id=1, member_id="m", assignments=()), 16),
-        "InitProducerId": (req(22, 4, transactional_id=None, transaction_timeout=60_000, producer_id=-1,
+        "InitProducerId": (req(22, 4, transactional_id="tx", transaction_timeout=60_000, producer_id=-1,
                                producer_epoch=-1), 16),
         "CreateTopics": (req(19, 7, topics=(item(19, 7, "topics", name="x", num_partitions=1,
                                                  replication_factor=1, assignments=(), configs=()),),
@@ -241,6 +241,10 @@ def test_a_follower_refuses_every_write_and_names_the_leader(tmp_path: Path) -> 
                 for name, (request, code) in _write_requests().items():
                     errors = _errors_of(client.call(request))
                     assert errors and set(errors) == {code}, (name, errors)
+                # an idempotent producer's id (no transactional id): the leader's, forwarded
+                pid = client.call(entity(request_type(22, 4), transactional_id=None,
+                                         transaction_timeout=60_000, producer_id=-1, producer_epoch=-1))
+                assert _errors_of(pid) == [0] and pid.producer_id == leader.log.allocate_producer_id() - 1
                 for key in (20000, 20004, 20005, 20006, 20011, 20012):
                     fields = {n: EMPTY.get(k, []) for n, k in codec.REQUESTS[key]}
                     assert _extension(client, key, fields)["error_code"] == 6, key
@@ -329,3 +333,48 @@ def test_the_remote_client_finds_the_leader_from_a_follower_address(tmp_path: Pa
                                         result.next_expected_version)
                 events = leader.read_stream("order-1")
                 assert [e.type for e in events] == ["Placed", "Paid"]
+
+
+def _metadata(client: RawClient) -> Any:
+    return client.call(entity(request_type(3, 12), topics=None, allow_auto_topic_creation=False,
+                              include_topic_authorized_operations=False))
+
+
+def test_with_min_insync_replicas_a_commit_is_answered_once_the_followers_applied_it(tmp_path: Path) -> None:
+    with eventstore.open(tmp_path / "leader") as leader, \
+            leader.serve("127.0.0.1:0", min_insync_replicas=2) as lh:
+        leader.create_topic("t")
+        leader_address = f"127.0.0.1:{lh.address[1]}"
+        with eventstore.open(tmp_path / "follower") as follower, \
+                follower.serve("127.0.0.1:0", replica_of=leader_address, node_id=1), \
+                RawClient(leader_address, timeout_s=TIMEOUT_S) as client:
+            _wait_for(lambda: _metadata(client).topics[0].partitions[0].isr_nodes == (0, 1),
+                      "the follower in the ISR")
+            tp = TopicPartition("t", 0)
+            for offset in range(1, 4):  # each answer comes after the follower has the commit
+                request = _write_requests()["OffsetCommit"][0]
+                request = entity(type(request), group_id="g", generation_id_or_member_epoch=-1, member_id="",
+                                 topics=(entity(type(request.topics[0]), name="t", partitions=(
+                                     entity(type(request.topics[0].partitions[0]), partition_index=0,
+                                            committed_offset=offset, committed_leader_epoch=-1,
+                                            committed_metadata=""),)),))
+                assert _errors_of(client.call(request)) == [0]
+                assert follower.groups.committed("g", tp) == OffsetAndMetadata(offset, "")
+
+
+def test_a_kafka_producer_given_only_the_follower_writes_to_the_leader(tmp_path: Path) -> None:
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    with eventstore.open(tmp_path / "leader") as leader, leader.serve("127.0.0.1:0") as lh:
+        leader.create_topic("t")
+        with eventstore.open(tmp_path / "follower") as follower, \
+                follower.serve("127.0.0.1:0", replica_of=f"127.0.0.1:{lh.address[1]}", node_id=1) as fh:
+            _wait_for(lambda: follower.log.find_topic("t") is not None, "the catalog on the follower")
+            producer = confluent_kafka.Producer({"bootstrap.servers": f"127.0.0.1:{fh.address[1]}",
+                                                 "enable.idempotence": True, "acks": "all"})
+            delivered: list[Any] = []
+            for i in range(5):
+                producer.produce("t", b"v%d" % i, partition=0, on_delivery=lambda e, m: delivered.append(e))
+            assert producer.flush(TIMEOUT_S) == 0
+            assert delivered == [None] * 5
+            assert leader.log.offsets("t", 0)[1] == 5
+            _wait_for(lambda: follower.log.offsets("t", 0)[1] == 5, "the records on the follower")

@@ -19,7 +19,8 @@ Modules are imported by ``handlers/__init__.py``; one API has one handler.
   ApiVersions above its range: its v0 form (KIP-511); anything else closes the
   connection (:class:`CloseConnection`), as Kafka does;
 * a write on a node that does not lead (a follower, a fenced leader): the refusal
-  ``refusals.py`` shapes, without the handler (docs/replication.md, section 4.5);
+  ``refusals.py`` shapes, without the handler (docs/replication.md, section 4.5); a
+  follower forwards InitProducerId without a transactional id to its leader;
 * a handler that raises an ``EventStoreError``: that error's Kafka code
   (``kafka_error_for``) in the response's top-level ``error_code``, if the
   response has one; otherwise, and on any other exception, the connection closes.
@@ -52,6 +53,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from .context import Context
 from .entities import entity
 from .refusals import EXTENSION_WRITES, KAFKA_WRITES, MESSAGE, NOT_LEADER_OR_FOLLOWER, refused
+from .replication.forward import forward_to_leader
 
 __all__ = [
     "CloseConnection", "Frame", "Handler", "RawHandler", "answer", "error_response", "extensions_served",
@@ -78,6 +80,7 @@ _HANDLERS: dict[int, Handler] = {}
 TRAILING = "bytes after the message"  # the end of the codec's reason for bytes after a body
 _RAW_HANDLERS: dict[int, RawHandler] = {}
 PRODUCE_KEY = 0
+INIT_PRODUCER_ID_KEY = 22
 
 
 class CloseConnection(Exception):
@@ -151,6 +154,10 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fra
     if writes_refused and header.api_key in KAFKA_WRITES:
         if header.api_key == PRODUCE_KEY and body.acks == 0:
             return None  # acks=0: no answer; the client learns the leader from Metadata
+        if header.api_key == INIT_PRODUCER_ID_KEY and body.transactional_id is None:
+            forwarded = await forward_to_leader(ctx.broker.replication, frame_bytes)
+            if forwarded is not None:
+                return forwarded
         return encode_response_frame(header.correlation_id, refused(header, body))
     try:
         response = await handler(ctx, header, body)

@@ -35,6 +35,7 @@ from ...wire import RequestHeader
 from ...wire.messages import response_type
 from ..context import Context
 from ..dispatch import handles
+from ..replication.catalog import wait_catalog_replicated
 
 __all__ = ["kafka_groups"]
 
@@ -57,6 +58,7 @@ WAIT_SLICE_S = 1.0
 
 OFFSET_METADATA_TOO_LARGE = 12
 INVALID_REQUEST = 42
+REQUEST_TIMED_OUT = 7
 NO_AUTHORIZED_OPERATIONS = -(2**31)  # Kafka's "not asked for"
 
 
@@ -273,6 +275,9 @@ async def offset_commit(ctx: Context, header: RequestHeader, body: Any) -> Any:
     if error is None and offsets:
         kg = kafka_groups(ctx)
         error = await ctx.blocking(kg.commit, group_id, member_id, generation, instance_id, offsets)
+        if not error and not await wait_catalog_replicated(ctx.broker):
+            # committed here, not known applied by the in-sync followers (docs/replication.md, 5)
+            codes = {k: (REQUEST_TIMED_OUT if c == GroupError.NONE else c) for k, c in codes.items()}
     if error:
         codes = {k: (error if c == GroupError.NONE else c) for k, c in codes.items()}
     return _build(cls, topics=_topics_of(cls, codes))

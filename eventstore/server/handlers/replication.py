@@ -68,8 +68,9 @@ async def _catalog(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     if not rep.accepts_writes:
         return {**_cluster_fields(ctx), "error_code": NOT_LEADER_OR_FOLLOWER, "error_message": MESSAGE,
                 "instance": bytes(16), "version": -1, "full": False, "state": b""}
-    register_follower(rep, request)
     tracker = await tracker_of(ctx.state, ctx.log, ctx.groups)
+    register_follower(rep, request)
+    tracker.reported()
     instance = uuid.UUID(bytes=bytes(request["instance"]))
     applied = request["applied_version"]
     wait_ms = min(max(0, request["max_wait_ms"]), MAX_WAIT_MS)

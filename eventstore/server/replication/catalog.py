@@ -41,11 +41,12 @@ from ...wire import FrameSplitter
 from ...wire import extensions as codec
 from ...wire.errors import ProtocolError
 from .state import FollowerInfo, NodeAddress, Replication, now_ms
+from .view import cluster_view
 
 __all__ = [
     "CATALOG_KEY", "Applied", "CatalogState", "CatalogTracker", "Change", "apply_changes",
     "apply_full", "diff", "first_catalog", "learn_leader", "register_follower", "snapshot", "sync_catalog",
-    "tracker_of",
+    "tracker_of", "wait_catalog_replicated",
 ]
 
 log = logging.getLogger("eventstore.server")
@@ -55,6 +56,8 @@ RING_VERSIONS: Final = 1024
 """Versions whose changes a leader keeps; a follower further behind gets the full state."""
 POLL_WAIT_MS: Final = 5_000
 RETRY_S: Final = 0.5
+CATALOG_ACK_TIMEOUT_S: Final = 5.0
+"""How long an OffsetCommit waits for the in-sync followers to apply it (section 5)."""
 STOP_CHECK_S: Final = 0.1
 """How often a held long poll looks whether the server is stopping."""
 NO_INSTANCE: Final = uuid.UUID(int=0)
@@ -147,6 +150,7 @@ class CatalogTracker:
         self._stale = False
         self._wakeups: set[Wakeup] = set()
         self._refreshing = anyio.Lock()
+        self._reported = anyio.Event()
         self.remove_hook = store_log.catalog.add_write_hook(self._mark_stale)
 
     def _mark_stale(self) -> None:
@@ -194,6 +198,29 @@ class CatalogTracker:
                     await wakeup.wait()
         finally:
             self._wakeups.discard(wakeup)
+
+    def reported(self) -> None:
+        """A follower said what it applied: wake the commits waiting for it."""
+        self._reported.set()
+        self._reported = anyio.Event()
+
+    async def wait_applied(self, replication: Replication, followers: Iterable[int],
+                           timeout_s: float) -> bool:
+        """Wait until each of ``followers`` has applied this instance's current version;
+        False if ``timeout_s`` passed first."""
+        await self.refresh()
+        version, instance = self.version, self.instance.bytes
+
+        def done() -> bool:
+            infos = [replication.followers.get(node) for node in followers]
+            return all(i is not None and i.applied_instance == instance and i.applied_catalog >= version
+                       for i in infos)
+
+        with anyio.move_on_after(timeout_s):
+            while not done():  # one pass per follower report; ends by the timeout
+                await self._reported.wait()
+            return True
+        return False
 
     def close(self) -> None:
         self.remove_hook()
@@ -406,4 +433,20 @@ def register_follower(replication: Replication, request: dict[str, Any]) -> None
         info = replication.followers[node_id] = FollowerInfo(address)
     info.address = address
     info.applied_catalog = request["applied_version"]
+    info.applied_instance = bytes(request["instance"])
     info.last_seen_ms = now_ms()
+
+
+async def wait_catalog_replicated(broker: Any, timeout_s: float = CATALOG_ACK_TIMEOUT_S) -> bool:
+    """After a catalog write on a leader with ``min_insync_replicas > 1`` (an OffsetCommit):
+    wait until the in-sync followers have applied a version that holds it (section 5); False
+    after ``timeout_s``. Without that setting, or on a node that does not lead: True at once."""
+    rep: Replication = broker.replication
+    if rep.min_insync_replicas <= 1 or rep.role != "leader":
+        return True
+    view = cluster_view(broker, NodeAddress(rep.node_id, broker.advertised_host, broker.advertised_port))
+    followers = [node for node in view.in_sync_all if node != rep.node_id]
+    if not followers:
+        return True
+    tracker = await tracker_of(broker.state, broker.log, broker.groups)
+    return await tracker.wait_applied(rep, followers, timeout_s)

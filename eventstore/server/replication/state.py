@@ -46,6 +46,8 @@ class FollowerInfo:
     """Per (topic, partition): monotonic ms of its last fetch that had caught up."""
     applied_catalog: int = -1
     """The catalog version it last said it applied (section 5)."""
+    applied_instance: bytes = bytes(16)
+    """The leader instance (uuid bytes) that version belongs to."""
     last_seen_ms: float = 0.0
 
 
