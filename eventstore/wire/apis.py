@@ -49,6 +49,7 @@ _KAFKA: Final[dict[int, tuple[str, int, int, int | None]]] = {
     20: ("DeleteTopics", 1, 6, 4),
     21: ("DeleteRecords", 0, 2, 2),
     22: ("InitProducerId", 0, 5, 2),
+    23: ("OffsetForLeaderEpoch", 2, 4, 4),
     32: ("DescribeConfigs", 1, 4, 4),
     33: ("AlterConfigs", 0, 2, 2),
     35: ("DescribeLogDirs", 1, 4, 2),

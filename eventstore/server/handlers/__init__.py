@@ -10,6 +10,7 @@ from . import (  # noqa: F401 (imported to register their handlers)
     dcb,
     fetch,
     groups,
+    leader_epochs,
     metadata,
     offsets,
     produce,
