@@ -249,8 +249,7 @@ class Log:
             log_starts.put(catalog, topic, p, offset)
 
         cp = None if fields is None else Checkpoint(*fields)
-        local: LocalDurability = "fsync" if self.durability == "replicated" else self.durability
-        plog = PartitionLog(directory, cfg.name, p, cfg, local, cp, self.report, save,
+        plog = PartitionLog(directory, cfg.name, p, cfg, self.local_durability, cp, self.report, save,
                             log_start=log_starts.get(catalog, topic, p) or 0, on_log_start=save_log_start)
         if self._leader_epoch > plog.leader_epoch:
             plog.set_leader_epoch(self._leader_epoch)
@@ -364,6 +363,12 @@ class Log:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def local_durability(self) -> LocalDurability:
+        """The mode of the local disk: ``"fsync"`` for ``"replicated"`` (which fsyncs, then
+        waits for the replicas), else ``durability`` itself."""
+        return "fsync" if self.durability == "replicated" else self.durability
 
     def check_open(self) -> None:
         """Raise ``StoreClosedError`` if the log is closed."""
