@@ -6,6 +6,7 @@ the leader. Loopback only; every server is stopped by the test that started it."
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -305,6 +306,9 @@ def test_promote_offline_rewrites_the_role_file(tmp_path: Path) -> None:
     with eventstore.open(data) as store:
         store.create_topic("t")
     write_role(str(data), DurableRole("follower", 3, "127.0.0.1:1"))
+    with socket.socket() as dead:  # a server killed before it removed its serving file
+        dead.bind(("127.0.0.1", 0))
+        (data / "serving").write_text(f"127.0.0.1:{dead.getsockname()[1]}\n")
     with pytest.raises(eventstore.errors.ServerError, match="follower"), eventstore.open(data) as store:
         store.serve("127.0.0.1:0")
     result = _es("promote", "--data", str(data))
@@ -378,3 +382,18 @@ def test_a_kafka_producer_given_only_the_follower_writes_to_the_leader(tmp_path:
             assert delivered == [None] * 5
             assert leader.log.offsets("t", 0)[1] == 5
             _wait_for(lambda: follower.log.offsets("t", 0)[1] == 5, "the records on the follower")
+
+
+def test_the_role_file_is_checked_and_absent_means_leader_of_epoch_0(tmp_path: Path) -> None:
+    assert read_role(str(tmp_path)) == DurableRole()
+    (tmp_path / "replication.json").write_text('{"version": 1, "role": "boss", "epoch": 1}')
+    with pytest.raises(eventstore.errors.CorruptionError, match="replication role"):
+        read_role(str(tmp_path))
+    (tmp_path / "replication.json").write_text("{")
+    with pytest.raises(eventstore.errors.CorruptionError):
+        read_role(str(tmp_path))
+    write_role(str(tmp_path), DurableRole("follower", 7, "h:1"))
+    assert read_role(str(tmp_path)) == DurableRole("follower", 7, "h:1")
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(eventstore.errors.InvalidArgumentError):
+        write_role(str(tmp_path), DurableRole("leader", -1, None))

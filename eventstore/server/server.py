@@ -34,6 +34,7 @@ from .cluster import cluster_id
 from .config import ServerConfig, format_address, server_config
 from .connection import Connection
 from .context import Broker
+from .replication.catalog import close_tracker
 from .replication.durable import remove_serving, write_serving
 from .replication.run import run_replication
 from .sockets import RawStream, accept
@@ -129,6 +130,7 @@ class Server:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.close_listeners()
+                close_tracker(self.broker.state)
                 remove_serving(store_path)
             self._stopped.set()
 

@@ -46,7 +46,7 @@ from .view import cluster_view
 __all__ = [
     "CATALOG_KEY", "Applied", "CatalogState", "CatalogTracker", "Change", "apply_changes",
     "apply_full", "diff", "first_catalog", "learn_leader", "register_follower", "snapshot", "sync_catalog",
-    "tracker_of", "wait_catalog_replicated",
+    "close_tracker", "tracker_of", "wait_catalog_replicated",
 ]
 
 log = logging.getLogger("eventstore.server")
@@ -238,6 +238,13 @@ async def tracker_of(state: dict[str, Any], store_log: Log, groups: GroupCoordin
             tracker = state[__name__] = CatalogTracker(store_log, groups, first)
     assert isinstance(tracker, CatalogTracker)
     return tracker
+
+
+def close_tracker(state: dict[str, Any]) -> None:
+    """At a server's stop: its tracker (if one was made) stops watching the catalog."""
+    tracker = state.pop(__name__, None)
+    if isinstance(tracker, CatalogTracker):
+        tracker.close()
 
 
 # --- the follower ---------------------------------------------------------------------------

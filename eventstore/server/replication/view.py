@@ -50,11 +50,13 @@ def cluster_view(broker: Any, self_address: NodeAddress) -> ClusterView:
         followers = tuple(info.address for info in rep.followers.values() if info.address is not None)
         in_sync = {self_address.node_id, *(b.node_id for b in followers if _in_sync(broker, b.node_id))}
         return ClusterView(self_address, rep.epoch, (self_address, *followers), frozenset(in_sync), broker)
-    leader = rep.leader if rep.leader is not None else self_address
+    leader = rep.leader if rep.leader is not None else NodeAddress(-1, "", -1)
     told = [address for address, _ in rep.replicas]
     others = [b for b in told if b.node_id not in (leader.node_id, self_address.node_id)]
     in_sync = {leader.node_id, *(address.node_id for address, flag in rep.replicas if flag)}
-    return ClusterView(leader, rep.epoch, (leader, *others, self_address), frozenset(in_sync), broker)
+    # a leader not heard from yet (node id -1) is no broker: clients see "leader not available"
+    known = (leader,) if leader.node_id >= 0 else ()
+    return ClusterView(leader, rep.epoch, (*known, *others, self_address), frozenset(in_sync), broker)
 
 
 def _in_sync(broker: Any, node_id: int) -> bool:
