@@ -325,3 +325,45 @@ def count_at_or_zero(bootstrap: str) -> int:
 def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("ES_DATA", raising=False)
     yield
+
+
+def test_kafka_to_kafka_and_a_source_topic_that_grows(tmp_path: Path, source: Path) -> None:
+    """--bootstrap as the source (an es serve), another es serve as the destination; a
+    partition added at the source while following is added at the destination."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with served(tmp_path / "a") as (first, a), served(tmp_path / "b") as (_second, b):
+        first.create_topic("grows", 1)
+        first.append("grows", b"p0", partition=0)
+        stop = threading.Event()
+        copied: list[int] = []
+        thread = threading.Thread(target=lambda: copied.append(mirror(
+            ("kafka", a), ("kafka", b), follow=True, stop=stop, checkpoint=str(tmp_path / "c.json"))))
+        thread.start()
+        try:
+            deadline = time.monotonic() + TIMEOUT_S
+            while time.monotonic() < deadline and count_at_or_zero_of(b, "grows", 1) < 1:  # bounded
+                time.sleep(0.05)
+            first.alter_topic("grows", partitions=2)
+            first.append("grows", b"p1", partition=1)
+            deadline = time.monotonic() + TIMEOUT_S
+            while time.monotonic() < deadline and count_at_or_zero_of(b, "grows", 2) < 2:  # bounded
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join(TIMEOUT_S)
+        assert not thread.is_alive() and copied == [2]
+        assert kafka_contents(b, ("grows",)) == {("grows", 0): [(None, b"p0", (), source_ts(first, 0))],
+                                                ("grows", 1): [(None, b"p1", (), source_ts(first, 1))]}
+
+
+def source_ts(store: eventstore.Store, partition: int) -> int:
+    """The timestamp the source gave its one record of ``grows[partition]``."""
+    return store.read("grows", partition, 0)[0].timestamp_ms
+
+
+def count_at_or_zero_of(bootstrap: str, topic: str, partitions: int) -> int:
+    try:
+        return count_at(bootstrap, topic, partitions)
+    except ck.KafkaException:
+        return 0

@@ -58,6 +58,7 @@ class Cluster:
         Tansu's memory engine gives its last batch's base offset + 1)."""
         part = ck.TopicPartition(tp.topic, tp.partition)
         try:
+            self.offsets.list_topics(tp.topic, timeout=self.timeout_s)  # a partition just added
             low, high = self.offsets.get_watermark_offsets(part, timeout=self.timeout_s, cached=False)
         except ck.KafkaException as e:
             raise MirrorError(f"{self.name}: no offsets for {tp.topic}[{tp.partition}]: {_reason(e)}",
@@ -77,13 +78,13 @@ class Cluster:
         futures = self.admin.create_topics([ck_admin.NewTopic(topic, partitions)],
                                            operation_timeout=self.timeout_s)
         self._wait(futures, f"create topic {topic!r}")
-        self._until(lambda: self.topics().get(topic) == partitions, f"topic {topic!r} to appear")
+        self.until(lambda: self.topics().get(topic) == partitions, f"topic {topic!r} to appear")
 
     def grow(self, topic: str, partitions: int) -> None:
         futures = self.admin.create_partitions([ck_admin.NewPartitions(topic, partitions)],
                                                operation_timeout=self.timeout_s)
         self._wait(futures, f"grow topic {topic!r} to {partitions} partitions")
-        self._until(lambda: self.topics().get(topic) == partitions, f"topic {topic!r} to grow")
+        self.until(lambda: self.topics().get(topic) == partitions, f"topic {topic!r} to grow")
 
     def _wait(self, futures: dict[str, Any], what: str) -> None:
         for future in futures.values():
@@ -92,7 +93,8 @@ class Cluster:
             except ck.KafkaException as e:
                 raise MirrorError(f"{self.name}: cannot {what}: {_reason(e)}") from None
 
-    def _until(self, condition: Callable[[], bool], what: str) -> None:
+    def until(self, condition: Callable[[], bool], what: str) -> None:
+        """Wait until ``condition`` holds, at most the timeout."""
         deadline = time.monotonic() + self.timeout_s
         while not condition():  # bounded by the deadline
             if time.monotonic() > deadline:
@@ -185,9 +187,19 @@ class KafkaDestination:
 
     def create(self, topic: str, partitions: int) -> None:
         self.cluster.create(topic, partitions)
+        self._known(topic, partitions)
 
     def grow(self, topic: str, partitions: int) -> None:
         self.cluster.grow(topic, partitions)
+        self._known(topic, partitions)
+
+    def _known(self, topic: str, partitions: int) -> None:
+        """Wait until the producer's own metadata has every partition (it refuses the others)."""
+        def known() -> bool:
+            metadata = self.producer.list_topics(topic, timeout=self.cluster.timeout_s).topics.get(topic)
+            return metadata is not None and len(metadata.partitions) == partitions
+
+        self.cluster.until(known, f"the producer to see {partitions} partitions of {topic!r}")
 
     def end(self, tp: TopicPartition) -> int:
         return self.cluster.bounds(tp)[1]
@@ -206,6 +218,9 @@ class KafkaDestination:
                     break
                 except BufferError:
                     self.poll(0.05)
+                except ck.KafkaException as e:
+                    raise MirrorError(f"{self.name}: cannot send to {r.topic}[{r.partition}]: "
+                                      f"{_reason(e)}") from None
             lane.sent.append(r.offset)
         self.poll()
 
