@@ -7,7 +7,8 @@ application's name in front (``BANKACCOUNTS_EVENTSTORE_PATH``), then alone:
 key                                 meaning (default)
 ==================================  ===========================================================
 ``EVENTSTORE_PATH``                 the store's directory (required); made if missing
-``EVENTSTORE_DURABILITY``           ``fsync``, ``interval`` or ``none`` (``fsync``)
+``EVENTSTORE_DURABILITY``           ``fsync``, ``interval``, ``none`` or ``replicated``
+                                    (``fsync``)
 ``EVENTSTORE_FSYNC_INTERVAL_MS``    the background fsync period of ``interval`` (1000)
 ``EVENTSTORE_PARTITIONS``           partitions of the topics it creates (4)
 ``ORIGINATOR_ID_TYPE``              ``uuid`` or ``text``: what notifications' originator ids
@@ -39,7 +40,7 @@ FSYNC_INTERVAL_MS = "EVENTSTORE_FSYNC_INTERVAL_MS"
 PARTITIONS = "EVENTSTORE_PARTITIONS"
 ORIGINATOR_ID_TYPE = "ORIGINATOR_ID_TYPE"
 
-_DURABILITIES = ("fsync", "interval", "none")
+_DURABILITIES = ("fsync", "interval", "none", "replicated")
 _NOT_IN_TOPIC_NAMES = re.compile(r"[^A-Za-z0-9._-]")
 _PREFIX_MAX = 200  # leaves room for "_tracking" within a topic name's 249 characters
 
@@ -50,7 +51,7 @@ class SettingsError(InvalidArgumentError, InfrastructureFactoryError):
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     path: str
-    durability: Literal["fsync", "interval", "none"] = "fsync"
+    durability: Literal["fsync", "interval", "none", "replicated"] = "fsync"
     fsync_interval_ms: int = 1000
     partitions: int = 4
     originator_id_type: Literal["uuid", "text"] = "uuid"
