@@ -473,6 +473,35 @@ def test_watchers_wake_when_the_watermark_moves(store: eventstore.Store) -> None
     assert store.log.partition("t", 0).listener_count() == 0
 
 
+def test_a_waiting_consumer_sees_records_only_once_the_watermark_covers_them(
+        store: eventstore.Store) -> None:
+    store.create_topic("t")
+    store.log.enable_high_watermark()
+    consumer = store.consumer(auto_offset_reset="earliest")
+    consumer.assign([TopicPartition("t", 0)])
+    store.append_batch("t", [b"a", b"b"])
+    assert consumer.poll(timeout_ms=50) == {}
+    timer = threading.Timer(0.2, store.log.set_high_watermark, ("t", 0, 2))
+    timer.start()
+    started = time.monotonic()
+    got = consumer.poll(timeout_ms=5000)
+    timer.join()
+    assert [r.value for r in got[TopicPartition("t", 0)]] == [b"a", b"b"]
+    assert 0.1 < time.monotonic() - started < 4  # woken by the watermark, not the timeout
+    consumer.close()
+
+
+def test_read_all_stops_at_the_watermark(store: eventstore.Store) -> None:
+    store.append_to_stream("order-1", [eventstore.NewEvent(type="Made", data=b"{}")])
+    store.log.enable_high_watermark()
+    store.append_to_stream("order-2", [eventstore.NewEvent(type="Made", data=b"{}")])
+    assert [e.stream_id for e in store.read_all()] == ["order-1"]
+    for topic in store.topics():
+        for p in range(topic.partitions):
+            store.log.set_high_watermark(topic.name, p, store.log.log_end(topic.name, p))
+    assert [e.stream_id for e in store.read_all()] == ["order-1", "order-2"]
+
+
 def test_truncate_lowers_the_visible_end_and_the_watermark(store: eventstore.Store) -> None:
     store.create_topic("t")
     store.log.enable_high_watermark()
