@@ -342,6 +342,43 @@ def test_truncate_rebuilds_producer_state(store: eventstore.Store) -> None:
     assert first.base_offset == 0
 
 
+def test_truncations_during_group_commits_leave_a_consistent_end(tmp_path: Path) -> None:
+    with eventstore.open(tmp_path / "s") as store:
+        store.create_topic("t", segment_bytes=1024)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def append() -> None:
+            try:
+                while not stop.is_set():
+                    store.append("t", b"x" * 100)
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        appenders = [threading.Thread(target=append) for _ in range(3)]
+        for thread in appenders:
+            thread.start()
+        try:
+            for _ in range(30):
+                time.sleep(0.005)
+                end = store.log.log_end("t", 0)
+                store.log.truncate("t", 0, max(0, end - 3))
+        finally:
+            stop.set()
+            for thread in appenders:
+                thread.join(10)
+        assert not errors
+        plog = store.log.partition("t", 0)
+        plog.wait_durable(plog.end_written)
+        end = plog.end_written
+        assert store.offsets("t", 0) == (0, end) and store.log.log_end("t", 0) == end
+        assert [r.offset for r in store.read("t", 0, 0, max_records=100_000)] == list(range(end))
+        assert store.check().ok
+    with eventstore.open(tmp_path / "s") as store:
+        assert store.offsets("t", 0) == (0, end)
+        assert store.check().ok
+
+
 def test_reset_partition_restarts_it_empty_at_an_offset(tmp_path: Path) -> None:
     with eventstore.open(tmp_path / "s") as store:
         store.create_topic("t", segment_bytes=1024)

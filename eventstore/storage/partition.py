@@ -134,6 +134,7 @@ class PartitionLog:
         self._checkpoint_position = (active.base_offset, active.size)
         self._visible: Visible = (self._next_offset, active, active.size)
         self._durable: Visible = self._visible  # the durable end: kept apart once gated
+        self._cuts = 0  # truncations and resets so far (guarded by _sync_mutex)
         self._gated = False
         self._high_watermark = self._next_offset
         self._publish_on_write = durability != "fsync"  # and not gated
@@ -317,6 +318,8 @@ class PartitionLog:
 
     def _cut(self, intent: Intent) -> None:
         """Truncation and reset, docs/format.md; with the write lock held."""
+        with self._sync_mutex:
+            self._cuts += 1  # a sync that started before publishes nothing of the old end
         if not intent.reset:
             self._sync_or_fail(self.active.sync_all)  # what stays is durable before the cut
         write_intent(self.directory, intent)
@@ -506,6 +509,7 @@ class PartitionLog:
     def _lead_sync(self) -> None:
         with self._lock:
             target, seg, position = self._next_offset, self.active, self.active.size
+            cuts = self._cuts
         error: StorageError | None = None
         try:
             seg.datasync()
@@ -518,9 +522,10 @@ class PartitionLog:
                 nxt = None
             else:
                 self.fsyncs += 1
-                self._synced_offset = max(self._synced_offset, target)
-                if self._fsync_mode:  # other modes publish on write
-                    self._publish(target, seg, position)
+                if cuts == self._cuts:  # else a truncation since made its own end durable
+                    self._synced_offset = max(self._synced_offset, target)
+                    if self._fsync_mode:  # other modes publish on write
+                        self._publish(target, seg, position)
                 covered = [w for w in self._waiters if w.end_offset <= target]
                 self._waiters = [w for w in self._waiters if w.end_offset > target]
                 nxt = self._waiters.pop(0) if self._waiters else None
