@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from siblings import load
 
 import eventstore
 from eventstore import Message, TopicPartition
-from eventstore.errors import InvalidArgumentError, NotEnoughReplicasError
+from eventstore.errors import CorruptionError, InvalidArgumentError, NotEnoughReplicasError
 from eventstore.storage import format as fmt
 from eventstore.wire import batch as kb
 from eventstore.wire.errors import CorruptRecordError
@@ -169,6 +170,29 @@ def test_recovery_drops_epoch_entries_past_the_recovered_end(tmp_path: Path) -> 
     with eventstore.open(tmp_path / "s") as store:
         assert path.read_bytes() == b"1\n0 0\n1 2\n3 3\n"
         assert store.log.leader_epoch == 3
+
+
+def test_recovery_finds_valid_batches_of_a_later_epoch_after_a_bad_one(tmp_path: Path) -> None:
+    """A bad batch followed by valid ones is corruption (R5), not a torn tail to cut, whatever
+    the epoch the batches after it carry."""
+    cw = load("crash_writer")
+    path = tmp_path / "s"
+    with eventstore.open(path, durability="none") as store:
+        store.create_topic("t")
+        store.log.set_leader_epoch(3)
+        for i in range(20):
+            store.append("t", b"%d" % i * 50, timestamp_ms=TS + i)
+        log = Path(store.log.partition_path("t", 0)) / "00000000000000000000.log"
+    spans = cw.batch_layout(log.read_bytes())
+    position = spans[-6].position
+    next_offset = spans[-6].base_offset
+    cw.write_checkpoint(path, "t", 0, [0, position, next_offset, TS + next_offset - 1, 0, 0])
+    data = bytearray(log.read_bytes())
+    data[spans[-4].end - 3] ^= 0x01  # its checksum; the three batches after it are valid
+    log.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match="valid data follows"):
+        eventstore.open(path)
+    assert log.read_bytes() == bytes(data)
 
 
 # --- append_replica ----------------------------------------------------------------------------
