@@ -74,6 +74,14 @@ TRUNCATION_ROUNDS: Final = 64
 """OffsetForLeaderEpoch questions per partition at most (each asks for an older epoch)."""
 
 
+def _reasons(group: BaseExceptionGroup[BaseException]) -> list[str]:
+    """What each error of a task group says (its name when it says nothing: EndOfStream)."""
+    out: list[str] = []
+    for e in group.exceptions:  # bounded by the group
+        out.extend(_reasons(e) if isinstance(e, BaseExceptionGroup) else [str(e) or type(e).__name__])
+    return out
+
+
 class LeaderRefused(Exception):
     """The leader answered with an error that ends this connection (another leader, a stale epoch)."""
 
@@ -116,9 +124,9 @@ class Follower:
                 try:
                     await self._follow(host, port)
                     backoff = BACKOFF_S[0]
-                except (OSError, anyio.EndOfStream, anyio.BrokenResourceError, ProtocolError,
-                        EventStoreError, LeaderRefused) as e:
-                    log.warning("following %s:%d: %s", host, port, e)
+                except* (OSError, anyio.EndOfStream, anyio.BrokenResourceError, ProtocolError,
+                         EventStoreError, LeaderRefused) as group:  # raised inside _follow's task group
+                    log.warning("following %s:%d: %s", host, port, "; ".join(_reasons(group)))
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_S[1])
 
