@@ -17,6 +17,7 @@ from ..reader import DEFAULT_POLL_INTERVAL_MS
 from ..reader import StoreReader as BlockingReader
 from ..reader import open_reader as open_blocking
 from ..records import PartitionStatistics, Record, TopicConfig, TopicPartition
+from ..storage.view import SegmentExtent
 from ..validation import check_wait
 from .threads import complete_in_thread
 
@@ -95,6 +96,10 @@ class StoreReader:
 
     async def partition_statistics(self, topic: str | None = None) -> list[PartitionStatistics]:
         return await complete_in_thread(self.blocking.partition_statistics, topic)
+
+    async def segments(self, topic: str, partition: int) -> list[SegmentExtent]:
+        """The partition's segment files and their whole, valid bytes (see ``eventstore.StoreReader``)."""
+        return await complete_in_thread(self.blocking.segments, topic, partition)
 
     async def list_groups(self) -> list[str]:
         return await complete_in_thread(self.blocking.list_groups)
