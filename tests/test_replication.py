@@ -142,6 +142,21 @@ def test_acks_all_waits_for_the_follower_and_fails_when_it_is_gone(tmp_path: Pat
             assert store.log.log_end("t", 0) == before
 
 
+def test_acks_all_answers_error_20_when_the_follower_drops_out_during_the_wait(tmp_path: Path) -> None:
+    with leader(tmp_path, min_insync_replicas=2, replica_lag_ms=1000) as (store, bootstrap):
+        store.create_topic("t", 1)
+        with follower(tmp_path, bootstrap) as f, RawClient(bootstrap) as raw:
+            until(lambda: isr(bootstrap) == [0, 1])
+            os.kill(f.proc.pid, signal.SIGSTOP)  # in sync for one more second, then out
+            try:
+                started = time.monotonic()
+                assert produce_raw(raw, "t") == 20  # written, not known replicated
+                assert 0.5 < time.monotonic() - started < 4.0  # answered when it left, not at the timeout
+                assert store.log.log_end("t", 0) == 1
+            finally:
+                os.kill(f.proc.pid, signal.SIGCONT)
+
+
 def produce_raw(raw: RawClient, topic: str) -> int:
     """One Produce v9 with acks -1 and one record; the partition's error code."""
     from kio.schema.produce.v9 import request as pr

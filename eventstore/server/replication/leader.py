@@ -142,21 +142,20 @@ class Leader:
         now = now_ms()
         sizes_changed = False
         for tp in tps:  # bounded by the caller's partitions
+            isr = self._followers_in_sync(tp, now)
             try:
                 hw = self._compute(tp, now)
+                if hw != self._hw.get(tp) and self._rep.enabled:
+                    self._log.set_high_watermark(tp.topic, tp.partition, hw)
             except EventStoreError:  # a deleted topic
                 self._forget(tp)
                 continue
-            isr = self._followers_in_sync(tp, now)
+            self._hw[tp] = hw
             if isr != self._isr.get(tp, ()):
                 log.info("%s/%d: in-sync replicas now %s", tp.topic, tp.partition,
                          [self._rep.node_id, *isr])
                 self._isr[tp] = isr
                 sizes_changed = True
-            if hw != self._hw.get(tp):
-                self._hw[tp] = hw
-                if self._rep.enabled:
-                    self._log.set_high_watermark(tp.topic, tp.partition, hw)
             self._wake(tp, hw, len(isr) + 1 < self._rep.min_insync_replicas)
         if sizes_changed:
             self.isr_sizes = {tp: len(isr) + 1 for tp, isr in self._isr.items() if isr}
