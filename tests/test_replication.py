@@ -22,7 +22,7 @@ import pytest
 from serverkit import RawClient, es_serve
 
 import eventstore
-from eventstore.errors import NotEnoughReplicasError
+from eventstore.errors import NotEnoughReplicasError, StreamNotFoundError
 from eventstore.wire.batch import encode_batch
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
@@ -257,6 +257,29 @@ def _appended(store: eventstore.Store) -> bool:
         time.sleep(0.1)
         return False
     return True
+
+
+def test_streams_appended_on_the_leader_are_read_by_stream_on_the_follower(tmp_path: Path) -> None:
+    with leader(tmp_path) as (store, bootstrap):
+        placed, paid = eventstore.NewEvent(type="Placed"), eventstore.NewEvent(type="Paid")
+        store.append_to_stream("order-1", [placed, paid])
+        copy = eventstore.open(tmp_path / "follower")
+        try:
+            with copy.serve("127.0.0.1:0", replica_of=bootstrap, node_id=1):
+                until(lambda: len(stream_events(copy, "order-1")) == 2)
+                store.append_to_stream("order-1", eventstore.NewEvent(type="Shipped"), expected_version=1)
+                until(lambda: len(stream_events(copy, "order-1")) == 3)  # tailing: the index follows
+                assert [e.type for e in copy.read_all()] == ["Placed", "Paid", "Shipped"]
+                assert copy.stream_version("order-1") == 2
+        finally:
+            copy.close()
+
+
+def stream_events(store: eventstore.Store, stream_id: str) -> list[Any]:
+    try:
+        return store.read_stream(stream_id)
+    except StreamNotFoundError:
+        return []
 
 
 def test_serve_options_are_checked() -> None:

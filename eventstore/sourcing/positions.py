@@ -52,6 +52,17 @@ class Positions:
         if moved:
             self.wake()
 
+    def advance_to(self, last: int) -> None:
+        """Positions up to ``last`` were handed out elsewhere (a leader's appends a follower
+        indexed): the counter and the watermark move past them; never back."""
+        with self._lock:
+            if last + 1 <= self._next:
+                return
+            self._next = last + 1
+            if not self._pending:
+                self.watermark = self._next
+        self.wake()
+
     def wake(self) -> None:
         """Call every watcher (the watermark moved, or the store is closing)."""
         for listener in list(self._listeners.values()):  # bounded by the watchers

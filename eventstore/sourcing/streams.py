@@ -126,6 +126,18 @@ class Streams:
         """Write every staged index update to the index (reads do it themselves)."""
         self.staging.flush()
 
+    def catch_up(self) -> None:
+        """Index what reached the log without these streams: a follower's replica appends
+        (docs/replication.md, 4.3). The index follows the log as at open, the heads memory
+        holds are dropped (the index has newer ones), and the global positions move past
+        the indexed ones, waking ``$all`` readers. For a store nothing appends to through
+        these streams meanwhile (a follower refuses writes)."""
+        self.staging.flush()
+        catch_up(self.log, self.index)
+        self.staging.evict()
+        with self.index.read() as txn:
+            self.positions.advance_to(self.index.last_position(txn))
+
     def watch(self, callback: Callable[[], object]) -> Watch:
         """Call ``callback()`` whenever the watermark moves: events may be there to read."""
         return self.positions.watch(callback)

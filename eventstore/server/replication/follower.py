@@ -11,7 +11,8 @@ byte at the same offsets.
 3. a loop of replica Fetches for every partition of every topic it has, from its
    log end: each partition's bytes to ``Log.append_replica``, one durability
    barrier for the round (``Log.wait_durable_each``), then the follower's high
-   watermark ``min(its log end, the leader's)`` (``Log.set_high_watermark``) and
+   watermark ``min(its log end, the leader's)`` (``Log.set_high_watermark``), the
+   stream index's catch-up when a streams topic grew (``Streams.catch_up``), and
    the next Fetch, whose offsets tell the leader what is durable here.
 
 OFFSET_OUT_OF_RANGE below the leader's log start empties the partition and restarts
@@ -35,6 +36,7 @@ import anyio.to_thread
 from ...errors import EventStoreError
 from ...log import Log
 from ...records import TopicPartition
+from ...sourcing.streams import Streams
 from ...wire.errors import ProtocolError
 from ..config import parse_address
 from .catalog import first_catalog, sync_catalog
@@ -98,8 +100,10 @@ class Follower:
     """Copies the leader's partitions into this node's log until promoted or cancelled."""
 
     def __init__(self, log_: Log, groups: Any, replication: Replication, leaders: tuple[str, ...],
-                 advertised: NodeAddress, limiter: anyio.CapacityLimiter) -> None:
+                 advertised: NodeAddress, limiter: anyio.CapacityLimiter,
+                 streams: Callable[[], Streams | None]) -> None:
         self._log = log_
+        self._streams = streams
         self._groups = groups
         self._rep = replication
         self._leaders = [parse_address(a, "replica_of address") for a in leaders]
@@ -246,10 +250,23 @@ class Follower:
         failed = self._log.wait_durable_each(ends)
         if failed:
             raise next(iter(failed.values()))
+        visible: set[str] = set()
         for tp, part in answers:  # bounded by the request
             if int(part.error_code) == NONE:
                 hw = min(self._log.log_end(tp.topic, tp.partition), int(part.high_watermark))
-                self._log.set_high_watermark(tp.topic, tp.partition, hw)
+                if hw > self._log.high_watermark(tp.topic, tp.partition):
+                    self._log.set_high_watermark(tp.topic, tp.partition, hw)
+                    visible.add(tp.topic)
+        self._index_streams(visible)
+
+    def _index_streams(self, topics: set[str]) -> None:
+        """The stream index catches up from the log when records of a streams topic became
+        visible (below the HW: what readers may see)."""
+        if not any(cfg.streams for cfg in self._log.topics() if cfg.name in topics):
+            return
+        streams = self._streams()
+        if streams is not None:
+            streams.catch_up()
 
     def _follow_log_start(self, tp: TopicPartition, leader_start: int) -> None:
         start, _end = self._log.offsets(tp.topic, tp.partition)

@@ -31,7 +31,7 @@ async def run_replication(broker: Any) -> None:
         if replication.role == "follower" and broker.config.replica_of:
             advertised = NodeAddress(broker.config.node_id, broker.advertised_host, broker.advertised_port)
             await Follower(log, broker.groups, replication, broker.config.replica_of, advertised,
-                           broker.limiter).run()
+                           broker.limiter, lambda: broker.streams).run()
         await leader.run()
     finally:
         log.set_replication(None)
