@@ -17,8 +17,9 @@ one bad batch does not fail the others.
   The requests of every connection so share each partition's fsyncs (group commit,
   docs/format.md section 7) and one thread hand-off per round, not per request.
 * **acks**: 0 appends and answers nothing; 1 and -1 answer once the batches are durable
-  per the store's durability mode (the only replica is the leader, so "all in-sync
-  replicas" is this one); anything else answers INVALID_REQUIRED_ACKS. In ``fsync``
+  per the store's local durability mode (``fsync`` for ``replicated``); without
+  followers the only replica is the leader, so "all in-sync replicas" is this one;
+  anything else answers INVALID_REQUIRED_ACKS. In ``fsync``
   mode an acks 0 request still waits for its fsync before the next request of its
   connection is read: records become visible to readers only once synced.
 * **acks=all with followers** (docs/replication.md, section 3): on a leader that
@@ -246,7 +247,7 @@ def append_and_settle(log: Log, requests: Sequence[Asked], appended_now: Callabl
     mode, ``settle`` (in a worker thread)."""
     appended = append_round(log, requests)
     appended_now()
-    if log.durability == "fsync":
+    if log.local_durability == "fsync":
         settle(log, appended)
     return appended
 
@@ -255,7 +256,7 @@ def append_all(log: Log, asked: Asked) -> list[Outcome]:
     """Append one request's batches and, in ``fsync`` mode, wait until they are durable
     (acks 0 too: in that mode records become visible to readers only once synced)."""
     appended = append_round(log, [asked])
-    if log.durability == "fsync":
+    if log.local_durability == "fsync":
         settle(log, appended)
     return appended[0]
 
