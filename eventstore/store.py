@@ -193,7 +193,10 @@ class Store:
         ``close()`` of the store stops it first. ``options``: ``advertised_listener``
         (``HOST:PORT`` clients are told), ``auto_create_topics``, ``max_connections``,
         ``max_in_flight``, ``max_frame_bytes``, ``node_id``, ``fetch_cache_bytes``
-        (docs/protocol.md). Needs the ``server`` extra.
+        (docs/protocol.md); ``replica_of`` (``"HOST:PORT[,...]"``: follow that leader),
+        ``min_insync_replicas``, ``replica_lag_ms`` (docs/replication.md: with
+        ``min_insync_replicas=2``, appends in ``"replicated"`` durability wait for a
+        follower). Needs the ``server`` extra.
         """
         self.log.check_open()
         from .server import ServerHandle, server_factory
