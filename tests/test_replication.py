@@ -259,6 +259,40 @@ def _appended(store: eventstore.Store) -> bool:
     return True
 
 
+def test_a_follower_restarts_a_partition_whose_missing_records_the_leader_deleted(tmp_path: Path) -> None:
+    with leader(tmp_path) as (store, bootstrap):
+        store.create_topic("t", 1)
+        store.append_batch("t", [b"a", b"b"], partition=0)
+        with follower(tmp_path, bootstrap) as f:
+            until(lambda: caught_up(tmp_path, store))
+            store.append_batch("t", [b"c", b"d"], partition=0)
+            store.log.delete_records("t", 0, 1)  # below the follower's end: its log start follows
+            until(lambda: watermarks(f.bootstrap) == (1, 4))
+            f.stop()
+        store.append_batch("t", [b"e", b"f", b"g"], partition=0)
+        store.log.delete_records("t", 0, 6)  # past the follower's end (4): what it lacked is gone
+        store.append("t", b"h", partition=0)
+        with follower(tmp_path, bootstrap) as f:
+            until(lambda: watermarks(f.bootstrap) == (6, 8))
+            f.stop()
+    with eventstore.open_reader(tmp_path / "follower") as reader:
+        assert [r.value for r in reader.read("t", 0, 6)] == [b"g", b"h"]
+
+
+def watermarks(bootstrap: str) -> tuple[int, int]:
+    """The log start and the end a server itself answers for t/0 (ListOffsets v1, sent to it)."""
+    from kio.schema.list_offsets.v1 import request as lo
+
+    def offset(timestamp: int) -> int:
+        part = lo.ListOffsetsPartition(partition_index=lo.i32(0), timestamp=lo.i64(timestamp))
+        request = lo.ListOffsetsRequest(replica_id=lo.BrokerId(-1), topics=(
+            lo.ListOffsetsTopic(name=lo.TopicName("t"), partitions=(part,)),))
+        with RawClient(bootstrap) as raw:
+            return int(raw.call(request).topics[0].partitions[0].offset)
+
+    return offset(-2), offset(-1)
+
+
 def test_streams_appended_on_the_leader_are_read_by_stream_on_the_follower(tmp_path: Path) -> None:
     with leader(tmp_path) as (store, bootstrap):
         placed, paid = eventstore.NewEvent(type="Placed"), eventstore.NewEvent(type="Paid")

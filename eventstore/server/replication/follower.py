@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, TypeVarTuple
@@ -72,6 +73,8 @@ PARTITION_MAX_BYTES: Final = 8 << 20
 FETCH_MAX_BYTES: Final = 32 << 20
 BACKOFF_S: Final = (0.1, 5.0)
 """The first and the largest wait between two connection attempts (doubling)."""
+_BASE_OFFSET: Final = struct.Struct(">q")
+"""Both batch kinds begin with their base offset (docs/format.md, section 2)."""
 TRUNCATION_ROUNDS: Final = 64
 """OffsetForLeaderEpoch questions per partition at most (each asks for an older epoch)."""
 
@@ -243,9 +246,9 @@ class Follower:
             self._check_error(tp, error)
             if error != NONE:
                 continue
-            self._follow_log_start(tp, int(part.log_start_offset))
             records = part.records
             if records:
+                self._align_empty(tp, records)
                 ends[tp] = self._log.append_replica(tp.topic, tp.partition, records)
         failed = self._log.wait_durable_each(ends)
         if failed:
@@ -257,6 +260,7 @@ class Follower:
                 if hw > self._log.high_watermark(tp.topic, tp.partition):
                     self._log.set_high_watermark(tp.topic, tp.partition, hw)
                     visible.add(tp.topic)
+                self._follow_log_start(tp, int(part.log_start_offset))
         self._index_streams(visible)
 
     def _index_streams(self, topics: set[str]) -> None:
@@ -269,10 +273,21 @@ class Follower:
             streams.catch_up()
 
     def _follow_log_start(self, tp: TopicPartition, leader_start: int) -> None:
+        """A leader log start above this one (and below what is visible here) moves it."""
+        start, visible_end = self._log.offsets(tp.topic, tp.partition)
+        if start < leader_start <= visible_end:
+            self._log.delete_records(tp.topic, tp.partition, leader_start)
+
+    def _align_empty(self, tp: TopicPartition, records: bytes) -> None:
+        """An empty partition restarted at the leader's log start (``_out_of_range``) gets
+        the batch holding that offset, which may begin before it: the partition restarts at
+        the batch's base offset instead, and the log start follows the leader's after the
+        round (``_follow_log_start``)."""
+        (base,) = _BASE_OFFSET.unpack_from(records)
         start, _end = self._log.offsets(tp.topic, tp.partition)
         end = self._log.log_end(tp.topic, tp.partition)
-        if start < leader_start <= end:
-            self._log.delete_records(tp.topic, tp.partition, leader_start)
+        if start == end and base < end:
+            self._log.reset_partition(tp.topic, tp.partition, base)
 
     def _out_of_range(self, tp: TopicPartition, offset: int, leader_start: int) -> None:
         """Below the leader's log start: start again there; above its end: truncate again."""
