@@ -10,14 +10,24 @@ RP2: one ``es serve --min-insync-replicas 2`` leader with one follower; librdkaf
 produces the same records with acks=1 into one topic and acks=all into another, in
 turns; the ratio is acks=all's rate / acks=1's.
 
+RP3: replication lag at 1,000 records/s. A leader (``--min-insync-replicas 1``, so it
+keeps a high watermark) and one follower; librdkafka produces one record each 1 ms
+(acks=1, linger.ms=0), each value carrying its send time; a consumer Fetch long-polls
+the *follower*. The lag of a record is from ``produce`` to the follower letting a reader
+see it (its high watermark): the leader's write, the follower's replica fetch and
+fsync, and the round trip that tells the follower the leader's new high watermark.
+It bounds what acks=1 loses when the leader dies and this follower takes over.
+
 Every process runs on 127.0.0.1 with a free port and is stopped by its handle.
 """
 
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +35,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.base import Measured, System
-from bench.network import DEADLINE_SECONDS, Delivery, free_port, kafka, stop, tail, wait_accepting
+from bench.network import (
+    DEADLINE_SECONDS,
+    N3_RATE,
+    N3_WARMUP,
+    Delivery,
+    create_topic,
+    free_port,
+    kafka,
+    percentile,
+    producer,
+    send_paced,
+    stop,
+    tail,
+    wait_accepting,
+)
 
 if TYPE_CHECKING:
     from bench.runner import Context, Metrics, Row, WorkloadResult
@@ -34,6 +58,7 @@ TOPIC = "bench"
 PARTITIONS = 3
 BATCH = 1_000
 RP_RECORDS = 200_000
+RP3_RECORDS = 10_000
 POLL_SECONDS = 0.02
 
 
@@ -171,6 +196,82 @@ def produce_rate(bootstrap: str, topic: str, acks: str, values: list[bytes], rec
     return records / seconds
 
 
+def rp3_lag(directory: Path, records: int) -> Measured:
+    """Produce at 1,000 records/s to the leader; every record's lag until the follower shows it."""
+    from bench import network
+
+    lags: list[float] = []
+    with es_serve(directory, "leader", "--min-insync-replicas", "1") as leader, \
+            es_serve(directory, "follower", "--replica-of", leader, "--replica-id", "1") as follower:
+        create_topic(leader)
+        wait_equal_topics(directory / "follower", {network.TOPIC})
+        client = producer(leader, **{"linger.ms": 0, "acks": "1"})
+        done = threading.Event()
+        reader = threading.Thread(target=follower_lags, args=(follower, records + N3_WARMUP, lags, done),
+                                  daemon=True)
+        reader.start()
+        delivery = Delivery()
+        send_paced(client, records + N3_WARMUP, delivery)
+        reader.join(DEADLINE_SECONDS)
+        done.set()
+        delivery.check(records + N3_WARMUP)
+    measured = sorted(lags[N3_WARMUP:])
+    if len(measured) != records:
+        raise RuntimeError(f"the follower showed {len(measured)} of {records} records")
+    return Measured(records / N3_RATE, f"es serve + 1 follower (fsync); {N3_RATE:,}/s, acks=1, linger.ms=0",
+                    {"p50_ms": percentile(measured, 50), "p99_ms": percentile(measured, 99),
+                     "max_ms": measured[-1]})
+
+
+def follower_lags(follower: str, count: int, lags: list[float], done: threading.Event) -> None:
+    """Long-poll consumer Fetches on the follower (not a replica: what its readers see);
+    each record's lag from the send time its value starts with."""
+    import anyio
+
+    anyio.run(_follower_lags, follower, count, lags, done)
+
+
+async def _follower_lags(follower: str, count: int, lags: list[float], done: threading.Event) -> None:
+    from bench import network
+    from eventstore.server.replication.client import LeaderConnection
+    from eventstore.wire.batch import decode_records, parse_header
+
+    host, _, port = follower.rpartition(":")
+    offsets = dict.fromkeys(range(network.PARTITIONS), 0)
+    async with await LeaderConnection.open(host, int(port)) as conn:
+        while len(lags) < count and not done.is_set():  # bounded by the count and the sender's end
+            answer = await conn.call(_consumer_fetch(network.TOPIC, offsets))
+            now = time.perf_counter()
+            for part in answer.responses[0].partitions:
+                data, position = bytes(part.records or b""), 0
+                while position + 61 <= len(data):  # bounded by the bytes
+                    size = parse_header(data, position).size
+                    if position + size > len(data):
+                        break
+                    for row in decode_records(data, position):
+                        offset, value = row[0], row[3] or b""
+                        if offset >= offsets[int(part.partition_index)] and len(value) >= 8:
+                            lags.append((now - struct.unpack_from(">d", value)[0]) * 1000)
+                            offsets[int(part.partition_index)] = offset + 1
+                    position += size
+
+
+def _consumer_fetch(topic: str, offsets: dict[int, int]) -> Any:
+    import datetime
+
+    from kio.schema.fetch.v12 import request as fr
+    from kio.schema.types import BrokerId, TopicName
+    from kio.static.primitive import i8, i32, i32Timedelta, i64
+
+    parts = tuple(fr.FetchPartition(partition=i32(p), current_leader_epoch=i32(-1), fetch_offset=i64(o),
+                                    partition_max_bytes=i32(1 << 20)) for p, o in offsets.items())
+    return fr.FetchRequest(
+        replica_id=BrokerId(-1), max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=500)),
+        min_bytes=i32(1), max_bytes=i32(4 << 20), isolation_level=i8(0), session_id=i32(0),
+        session_epoch=i32(-1), topics=(fr.FetchTopic(topic=TopicName(topic), partitions=parts),),
+        forgotten_topics_data=(), rack_id="")
+
+
 # ------------------------------------------------------------------------- for runner.py
 
 
@@ -202,4 +303,11 @@ def rp2(ctx: Context) -> WorkloadResult:
     row: Row = ctx.measure("RP2", Replicated(), records, action, "acks=all")
     ratio = rates["all"] / rates["1"] if rates.get("1") and rates.get("all") else None
     metrics: Metrics = {"acks=all/acks=1": ratio}
+    return [row], metrics, {}
+
+
+def rp3(ctx: Context) -> WorkloadResult:
+    records = ctx.scaled(RP3_RECORDS)
+    row: Row = ctx.measure("RP3", Replicated(), records, lambda d: rp3_lag(d, records))
+    metrics: Metrics = {"follower lag p99 ms": row.get("p99_ms"), "follower lag p50 ms": row.get("p50_ms")}
     return [row], metrics, {}

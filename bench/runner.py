@@ -368,6 +368,8 @@ WORKLOADS: dict[str, Workload] = {
                     replication.rp1, (Target("catch-up/append", ">=", 0.8),), peers=False),
     "RP2": Workload("produce 200,000 records with acks=all and 1 follower vs acks=1, same server",
                     replication.rp2, (Target("acks=all/acks=1", ">=", 0.6),), peers=False),
+    "RP3": Workload("replication lag: produce at 1,000 records/s until a follower's readers see it",
+                    replication.rp3, (Target("follower lag p99 ms", "<=", 20.0),), peers=False),
     # es mirror into a Kafka-protocol broker, beside N1 into the same one (bench/mirror.py)
     "R5": Workload("mirror a 1,000,000-record store into Tansu (es mirror), beside N1's produce",
                    mirror.r5, (), peers=False),
