@@ -179,6 +179,23 @@ class StoreReader:
                 time.sleep(interval)
             self._check_open()
 
+    def read_batches(self, topic: str, partition: int, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """The stored batches from the one holding ``offset``, byte for byte, at most
+        ``max_bytes`` (the first whole), and the offset after them: what a replica copies."""
+        if type(offset) is not int:
+            raise InvalidArgumentError(f"offset must be an int, got {type(offset).__name__}")
+        if type(max_bytes) is not int or max_bytes < 1:
+            raise InvalidArgumentError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        return self._view(topic, partition).read_batches(offset, max_bytes)
+
+    def max_timestamp(self, topic: str, partition: int) -> int:
+        """The largest record timestamp of a partition, -1 when it has none."""
+        return self._view(topic, partition).max_timestamp()
+
+    def epoch_entries(self, topic: str, partition: int) -> list[tuple[int, int]]:
+        """``(epoch, start offset)`` of every leader epoch that wrote into the partition."""
+        return self._view(topic, partition).epoch_entries()
+
     def partition_statistics(self, topic: str | None = None) -> list[PartitionStatistics]:
         """Offsets, size and segments of every partition (of ``topic`` if given), as written now."""
         configs = [self.topic(topic)] if topic is not None else self.topics()

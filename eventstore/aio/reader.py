@@ -94,6 +94,17 @@ class StoreReader:
         """Which partition of that name the reader reads (see ``eventstore.StoreReader``)."""
         return await complete_in_thread(self.blocking.incarnation, topic, partition)
 
+    async def read_batches(self, topic: str, partition: int, offset: int,
+                           max_bytes: int) -> tuple[bytes, int]:
+        """The stored batches from ``offset``, byte for byte (see ``eventstore.StoreReader``)."""
+        return await complete_in_thread(self.blocking.read_batches, topic, partition, offset, max_bytes)
+
+    async def max_timestamp(self, topic: str, partition: int) -> int:
+        return await complete_in_thread(self.blocking.max_timestamp, topic, partition)
+
+    async def epoch_entries(self, topic: str, partition: int) -> list[tuple[int, int]]:
+        return await complete_in_thread(self.blocking.epoch_entries, topic, partition)
+
     async def partition_statistics(self, topic: str | None = None) -> list[PartitionStatistics]:
         return await complete_in_thread(self.blocking.partition_statistics, topic)
 

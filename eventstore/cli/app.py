@@ -24,6 +24,7 @@ from ..repair import damaged_catalog
 from . import backup as backup_cli
 from . import consume, dump, groups, produce, promote, retention, serve, stats, streams, topics, verify
 from . import mirror as mirror_cli
+from . import replicate as replicate_cli
 from .access import DATA_HELP, CliError, DataOption
 
 __all__ = ["DATA_HELP", "DataOption", "app", "main"]
@@ -113,6 +114,7 @@ app.command()(stats.stats)
 app.command()(retention.retention)
 app.command()(serve.serve)
 app.command()(promote.promote)
+app.command()(replicate_cli.replicate)
 app.command(name="mirror")(mirror_cli.mirror_command)
 
 # These modules register themselves on ``app``; import them last.

@@ -55,7 +55,7 @@ def serve(
     """
     if durability not in DURABILITY_MODES:
         raise CliError(f"--durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}")
-    _log_to_stderr()
+    log_to_stderr()
     from ..server import server_factory  # the server extra: imported only by this command
     from ..server.handle import backend_options
 
@@ -75,7 +75,7 @@ def serve(
             server: Server = make()
             await server.start()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_stop_on_signal, server)
+                tg.start_soon(stop_on_signal, server)
                 await server.serve_forever()
                 tg.cancel_scope.cancel()
 
@@ -83,7 +83,7 @@ def serve(
     logging.getLogger("eventstore.server").info("stopped; store closed")
 
 
-async def _stop_on_signal(server: Server) -> None:
+async def stop_on_signal(server: Server) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:  # the first signal stops the server
             logging.getLogger("eventstore.server").info(
@@ -96,7 +96,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The server's log lines on stderr: one per listener, one per connection closed on purpose."""
 
 
-def _log_to_stderr() -> None:
+def log_to_stderr() -> None:
     server_log = logging.getLogger("eventstore.server")
     if not any(isinstance(h, _StderrHandler) for h in server_log.handlers):  # once per process
         handler = _StderrHandler(sys.stderr)

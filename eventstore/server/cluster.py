@@ -18,7 +18,7 @@ from ..storage import disk
 from ..storage.index import write_synced
 from ..storage.recovery import fsync_dir
 
-__all__ = ["CLUSTER_ID_FILE", "cluster_id"]
+__all__ = ["CLUSTER_ID_FILE", "cluster_id", "new_cluster_id", "read_cluster_id"]
 
 CLUSTER_ID_FILE = "cluster.id"
 _VALID = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -27,17 +27,11 @@ _VALID = re.compile(r"[A-Za-z0-9_-]{22}")
 def cluster_id(store_path: str) -> str:
     """The cluster id of the store at ``store_path``; made and written if it has none (or if
     the file does not hold one: a torn write cannot happen, but an edit can)."""
+    found = read_cluster_id(store_path)
+    if found is not None:
+        return found
     path = os.path.join(store_path, CLUSTER_ID_FILE)
-    try:
-        with open(path, "rb") as f:
-            text = f.read(64).decode("ascii", "replace").strip()
-        if _VALID.fullmatch(text):
-            return text
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise StorageError(path, f"reading the cluster id: {e.strerror}") from e
-    made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    made = new_cluster_id()
     tmp = path + ".tmp"
     try:
         write_synced(tmp, made.encode("ascii") + b"\n")
@@ -46,3 +40,22 @@ def cluster_id(store_path: str) -> str:
     except OSError as e:
         raise StorageError(path, f"writing the cluster id: {e.strerror}") from e
     return made
+
+
+def read_cluster_id(store_path: str) -> str | None:
+    """The cluster id the store's file holds, or None (no file, or not an id): what a server
+    that may write nothing into the store (``es replicate``) answers with."""
+    path = os.path.join(store_path, CLUSTER_ID_FILE)
+    try:
+        with open(path, "rb") as f:
+            text = f.read(64).decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StorageError(path, f"reading the cluster id: {e.strerror}") from e
+    return text if _VALID.fullmatch(text) else None
+
+
+def new_cluster_id() -> str:
+    """A fresh id in Kafka's form."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")

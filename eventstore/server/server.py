@@ -52,10 +52,13 @@ class Server:
     """A Kafka wire protocol server over one store's seams; make it on its event loop."""
 
     def __init__(self, log: Log, groups: GroupCoordinator, streams: Streams | Callable[[], Streams] | None,
-                 config: ServerConfig, cluster_id: str, *, grace_s: float = GRACE_S) -> None:
+                 config: ServerConfig, cluster_id: str, *, grace_s: float = GRACE_S,
+                 announce: bool = True) -> None:
         self.broker = Broker(log, groups, streams, config, cluster_id)
         self.config = config
         self.grace_s = grace_s
+        self.announce = announce
+        """Whether to write ``<store>/serving`` while serving (``es replicate`` writes nothing there)."""
         self._listeners: list[anyio.abc.SocketListener] = []
         self._connections: set[Connection] = set()
         self._stop = anyio.Event()
@@ -117,7 +120,8 @@ class Server:
         await self.start()
         store_path = self.broker.log.path
         try:
-            await anyio.to_thread.run_sync(write_serving, store_path, self._admin_address())
+            if self.announce:
+                await anyio.to_thread.run_sync(write_serving, store_path, self._admin_address())
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run_replication, self.broker)
                 async with anyio.create_task_group() as accepting:
@@ -131,7 +135,8 @@ class Server:
             with anyio.CancelScope(shield=True):
                 await self.close_listeners()
                 close_tracker(self.broker.state)
-                remove_serving(store_path)
+                if self.announce:
+                    remove_serving(store_path)
             self._stopped.set()
 
     def _admin_address(self) -> str:

@@ -16,6 +16,7 @@ from typing import NamedTuple, TypeVar
 
 from ..errors import CorruptionError, OffsetOutOfRangeError, TopicNotFoundError
 from ..records import Record
+from . import epochs
 from . import format as fmt
 from .index import INDEX_INTERVAL_BYTES
 from .names import LOG_SUFFIX, parse_segment_name
@@ -265,6 +266,36 @@ class PartitionView:
             i += 1
         return out
 
+    def read_batches(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """The stored batches from the one holding ``offset``, byte for byte (checksums
+        verified), at most ``max_bytes`` but the first whole, and the offset after them:
+        what a replica copies (``es replicate``). At the end: ``(b"", end)``."""
+        start, end = self._known_offsets()
+        if not start <= offset < end or self._directory_identity() != self._directory:
+            self.refresh()
+        return self._retrying(lambda: self._read_batches_once(offset, max_bytes), offset)
+
+    def _read_batches_once(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        end = self._end
+        bases, segments = self._layout
+        start = bases[0] if bases else 0
+        if offset < start or offset > end.offset:
+            raise OffsetOutOfRangeError(self.topic, self.partition, offset, start, end.offset)
+        chunks: list[bytes] = []
+        budget = max_bytes
+        i = bisect_right(bases, offset) - 1
+        while offset < end.offset and i < len(segments):  # bounded by i
+            seg = segments[i]
+            limit = end.position if seg is end.active else seg.size
+            data, offset = seg.read_batches(offset, limit, budget, must_progress=not chunks)
+            if data:
+                chunks.append(data)
+                budget -= len(data)
+            if budget <= 0 or seg is end.active or offset < seg.next_offset:
+                break  # the byte budget, the end of the view, or the budget stopped this segment
+            i += 1
+        return b"".join(chunks), offset
+
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The first offset whose timestamp is ≥ ``timestamp_ms``, or None."""
         self.refresh()
@@ -293,6 +324,23 @@ class PartitionView:
         return [SegmentExtent(s.base_offset, s.log_path, end.position, end.offset, False) if s is end.active
                 else SegmentExtent(s.base_offset, s.log_path, s.size, s.next_offset, True)
                 for s in segments]
+
+    def epoch_entries(self) -> list[tuple[int, int]]:
+        """The partition's leader epochs as ``(epoch, start offset)`` (docs/replication.md,
+        1.1): its epoch file, or without one the implicit epoch 0 of every record."""
+        path = os.path.join(self.directory, epochs.FILE_NAME)
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read()
+        except FileNotFoundError:
+            start, end = self.offsets()
+            return [(0, start)] if end > start else []
+        except (OSError, UnicodeDecodeError) as e:
+            raise CorruptionError(path, 0, f"unreadable leader-epoch file: {e}") from None
+        entries = epochs.parse(text)
+        if entries is None:  # the writer rebuilds it at its next open; a view writes nothing
+            raise CorruptionError(path, 0, "not a leader-epoch file")
+        return entries
 
     @property
     def incarnation(self) -> object:

@@ -65,7 +65,7 @@ async def _catalog(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     if rep.role == "leader" and request["leader_epoch"] > rep.epoch:
         rep.fence(f"replica {request['node_id']} knows epoch {request['leader_epoch']}, "
                   f"newer than {rep.epoch}")
-    if not rep.accepts_writes:
+    if not rep.leads:
         return {**_cluster_fields(ctx), "error_code": NOT_LEADER_OR_FOLLOWER, "error_message": MESSAGE,
                 "instance": bytes(16), "version": -1, "full": False, "state": b""}
     tracker = await tracker_of(ctx.state, ctx.log, ctx.groups)

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from ...errors import InvalidArgumentError
+from ...errors import InvalidArgumentError, NotLeaderError
 from ...log import Log
 from .durable import DurableRole, write_role
 from .state import NodeAddress
@@ -27,6 +27,8 @@ async def promote(broker: Any, epoch: int | None = None) -> int:
     it must be larger than that. A node that leads already, unfenced, keeps its epoch when
     none is given."""
     rep = broker.replication
+    if rep.read_only is not None:
+        raise NotLeaderError(f"this node cannot lead: {rep.read_only}")
     known = rep.known_epoch(broker.log.leader_epoch)
     if epoch is None:
         if rep.accepts_writes:

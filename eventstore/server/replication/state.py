@@ -67,6 +67,9 @@ class Replication:
     replica_lag_ms: int = DEFAULT_REPLICA_LAG_MS
     fenced: str | None = None
     """Why this node may no longer accept writes (a newer epoch seen, its lease lost); None if it may."""
+    read_only: str | None = None
+    """Why this node serves a store it may never write (``es replicate`` beside the store's
+    owner): it leads its followers but refuses every write; None if it may write."""
     followers: dict[int, FollowerInfo] = field(default_factory=dict)
     replicas: tuple[tuple[NodeAddress, bool], ...] = ()
     """On a follower: every replica and whether it is in sync, as the leader last told."""
@@ -74,9 +77,14 @@ class Replication:
     """Called (on the loop) when this node is promoted: the follower's tasks stop on it."""
 
     @property
+    def leads(self) -> bool:
+        """Whether this node is the unfenced leader its followers copy."""
+        return self.role == "leader" and self.fenced is None
+
+    @property
     def accepts_writes(self) -> bool:
         """Whether a write reaching this node may be applied here."""
-        return self.role == "leader" and self.fenced is None
+        return self.leads and self.read_only is None
 
     def fence(self, reason: str) -> None:
         """Stop accepting writes for good (until restarted as a follower)."""
