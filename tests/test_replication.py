@@ -115,6 +115,9 @@ def test_follower_copies_both_batch_kinds_byte_for_byte_from_fresh_and_after_res
             started = time.monotonic()
             until(lambda: caught_up(tmp_path, store), timeout_s=5.0, every_s=0.005)
             assert time.monotonic() - started < 2.0
+            end = store.log.log_end("t", 0)  # and the follower's readers see it soon after,
+            until(lambda: watermarks(f.bootstrap)[1] == end, timeout_s=5.0, every_s=0.005)
+            assert time.monotonic() - started < 0.45  # not after the next long poll's 500 ms
             f.stop()
         produce(bootstrap, "t", 100)  # behind: written while the follower is down
         with follower(tmp_path, bootstrap) as f:

@@ -171,21 +171,36 @@ async def _replica_fetch(ctx: Context, body: Any, replica: int, wanted: list[Wan
     max_bytes, min_bytes = int(body.max_bytes), int(body.min_bytes)
     on_loop = min(max_bytes, sum(max(w.max_bytes, 0) for w in live)) <= LOOP_READ_BYTES
     size = await _read_replica(ctx, leader, live, max_bytes, on_loop)
-    if not _answered(ctx, live, size, min_bytes, deadline):
+    if not _replica_answered(ctx, leader, replica, live, size, min_bytes, deadline):
         wakeup = Wakeup()
         try:
             watch = ctx.log.watch_log_end(list(tps), wakeup.notify)
         except EventStoreError:  # a topic deleted since: one read tells which
             await _read_replica(ctx, leader, live, max_bytes, on_loop)
-            return _response(cls, wanted)
+            return _told(leader, replica, cls, wanted)
         with watch:
             while True:  # one pass per wake-up; bounded by max_wait_ms
                 wakeup.clear()
                 size = await _read_replica(ctx, leader, live, max_bytes, on_loop)
-                if _answered(ctx, live, size, min_bytes, deadline):
+                if _replica_answered(ctx, leader, replica, live, size, min_bytes, deadline):
                     break
                 with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
                     await wakeup.wait()
+    return _told(leader, replica, cls, wanted)
+
+
+def _replica_answered(ctx: Context, leader: Leader, replica: int, live: list[Wanted], size: int,
+                      min_bytes: int, deadline: float) -> bool:
+    """``_answered``, or a high watermark above the one last told to this follower: it then
+    learns at once what its readers may see (its own fetch may have moved it)."""
+    return _answered(ctx, live, size, min_bytes, deadline) or leader.news_for(
+        replica, {TopicPartition(w.name, w.partition): w.high_watermark for w in live if w.name is not None})
+
+
+def _told(leader: Leader, replica: int, cls: Any, wanted: list[Wanted]) -> Any:
+    """The response, the high watermarks it carries noted as told to the follower."""
+    leader.told(replica, {TopicPartition(w.name, w.partition): w.high_watermark
+                          for w in wanted if not w.error and w.name is not None})
     return _response(cls, wanted)
 
 

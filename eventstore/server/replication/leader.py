@@ -70,6 +70,8 @@ class Leader:
         self._answered: dict[tuple[int, TopicPartition], tuple[int, float]] = {}
         """Per (follower, partition): the log end when its last fetch was answered, and that
         fetch's time: a next fetch from at least that end was caught up then."""
+        self._told: dict[tuple[int, TopicPartition], int] = {}
+        """Per (follower, partition): the high watermark its last answer carried."""
         self._isr: dict[TopicPartition, tuple[int, ...]] = {}
         """The last ISR computed per partition (followers only), to log its changes."""
         self.isr_sizes: dict[TopicPartition, int] = {}
@@ -104,6 +106,15 @@ class Leader:
                 info.caught_up_ms[key] = max(info.caught_up_ms.get(key, answered[1]), answered[1])
             self._answered[(follower_id, tp)] = (end, now)
         self.update(positions)
+
+    def news_for(self, follower_id: int, hws: Mapping[TopicPartition, int]) -> bool:
+        """Whether a high watermark of ``hws`` is above the one last told to the follower."""
+        return any(hw > self._told.get((follower_id, tp), -1) for tp, hw in hws.items())
+
+    def told(self, follower_id: int, hws: Mapping[TopicPartition, int]) -> None:
+        """The high watermarks an answer to the follower carried."""
+        for tp, hw in hws.items():  # bounded by the request
+            self._told[(follower_id, tp)] = hw
 
     # --- the ISR and the HW --------------------------------------------------------
 
@@ -175,6 +186,9 @@ class Leader:
     def _forget(self, tp: TopicPartition) -> None:
         self._hw.pop(tp, None)
         self._isr.pop(tp, None)
+        for per_follower in (self._told, self._answered):
+            for key in [key for key in per_follower if key[1] == tp]:  # bounded by the followers
+                del per_follower[key]
         for _end, event in self._waits.pop(tp, []):  # bounded by the writes waiting
             event.set()
 
