@@ -131,7 +131,7 @@ def r3_replicate(ctx: Context) -> WorkloadResult:
                         {"p50_ms": round(percentile(lags, 0.5), 2),
                          "p99_ms": round(percentile(lags, 0.99), 2)})
 
-    row: Row = ctx.measure("RP3b", Replicated(), count, action, "es replicate beside an app")
+    row: Row = ctx.measure("RP3R", Replicated(), count, action, "es replicate beside an app")
     metrics: Metrics = {"es replicate lag p50 ms": percentile(lags, 0.5) if lags else None,
                         "es replicate lag p99 ms": percentile(lags, 0.99) if lags else None}
     return [row], metrics, {}

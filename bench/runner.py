@@ -370,7 +370,7 @@ WORKLOADS: dict[str, Workload] = {
                     replication.rp2, (Target("acks=all/acks=1", ">=", 0.6),), peers=False),
     "RP3": Workload("replication lag: produce at 1,000 records/s until a follower's readers see it",
                     replication.rp3, (Target("follower lag p99 ms", "<=", 20.0),), peers=False),
-    "RP3b": Workload("replication lag of es replicate beside an embedded app appending at 1,000 records/s",
+    "RP3R": Workload("replication lag of es replicate beside an embedded app appending at 1,000 records/s",
                      replicate_lag.r3_replicate, (), peers=False),
     # es mirror into a Kafka-protocol broker, beside N1 into the same one (bench/mirror.py)
     "R5": Workload("mirror a 1,000,000-record store into Tansu (es mirror), beside N1's produce",
