@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,6 +152,11 @@ def test_replicate_writes_nothing_serves_a_follower_and_refuses_writes(tmp_path:
             created = admin.create_topics([kafka_admin.NewTopic("new", 1, 1)])["new"]
             with pytest.raises(confluent_kafka.KafkaException, match=r"NOT_CONTROLLER|controller"):
                 created.result(TIMEOUT_S)
+            # the application's groups are not served (list_groups: the call that sends ListGroups plainly)
+            not_leader = pytest.raises(confluent_kafka.KafkaException, match=r"(?i)not leader")
+            with warnings.catch_warnings(), not_leader:
+                warnings.simplefilter("ignore", DeprecationWarning)
+                admin.list_groups(timeout=TIMEOUT_S)
             producer = confluent_kafka.Producer({"bootstrap.servers": replicate.bootstrap,
                                                  "message.timeout.ms": 2000})
             errors: list[object] = []

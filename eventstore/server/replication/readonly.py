@@ -7,8 +7,10 @@ hands the server a :class:`ReadOnlyLog` and :class:`ReadOnlyGroups`: the calls t
 read paths of the handlers make on ``Log`` and ``GroupCoordinator`` (topics,
 offsets, stored batches, epochs, committed offsets, the producer id sequence),
 answered from the reader. The same handlers then serve ApiVersions, Metadata,
-replica Fetch, ListOffsets, OffsetForLeaderEpoch and ReplicaCatalog; every write
-is refused before a handler runs (``Replication.read_only``).
+replica Fetch, ListOffsets, OffsetForLeaderEpoch and ReplicaCatalog (and consumer
+Fetch); every write is refused before a handler runs (``Replication.read_only``),
+and any other call a handler makes raises ``NotLeaderError``, which the dispatcher
+answers as NOT_LEADER_OR_FOLLOWER in that API's response.
 
 Another process's appends wake nothing here, so a :class:`Poller` thread looks:
 every ``poll_ms`` at the ends of the partitions someone waits on (a replica's
@@ -25,10 +27,10 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final, cast
+from typing import Final, NoReturn, cast
 
 from ...catalog import Catalog, cursors
-from ...errors import EventStoreError, TopicNotFoundError
+from ...errors import EventStoreError, NotLeaderError, TopicNotFoundError
 from ...groups import GroupCoordinator
 from ...log import Log, Watch
 from ...reader import StoreReader
@@ -195,6 +197,9 @@ class ReadOnlyLog:
         with self._lock:
             return {tp: list(callbacks) for tp, callbacks in self._listeners.items()}
 
+    def __getattr__(self, name: str) -> NoReturn:
+        raise _not_served(name)
+
 
 class ReadOnlyGroups:
     """The ``GroupCoordinator`` call of the ReplicaCatalog leader: the committed offsets."""
@@ -204,6 +209,15 @@ class ReadOnlyGroups:
 
     def stored_cursors(self) -> list[cursors.Cursor]:
         return cursors.all_cursors(self._catalog)
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise _not_served(name)
+
+
+def _not_served(name: str) -> NotLeaderError:
+    """What a request beyond a follower's needs meets (consumer groups, configurations,
+    streams: the application's own): the handler's answer is NOT_LEADER_OR_FOLLOWER."""
+    return NotLeaderError(f"es replicate serves followers only ({name} is the application's)")
 
 
 class Poller:
