@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -42,23 +43,31 @@ class App:
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
         self.lines: list[str] = []
-        assert self._line() == "READY"
-
-    def _line(self) -> str:
+        self.done = threading.Event()
         assert self.proc.stdout is not None
-        return self.proc.stdout.readline().decode().strip()
+        assert self.proc.stdout.readline().strip() == b"READY"
+        # read as it prints, so that a full pipe never stalls the application
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:  # ends when the application dies
+            line = raw.decode().strip()
+            if line == "DONE":
+                self.done.set()
+            elif line.startswith("A "):
+                self.lines.append(line)
 
     def read_until_done(self) -> None:
-        while (line := self._line()) not in ("DONE", ""):  # bounded by the app's count
-            self.lines.append(line)
+        assert self.done.wait(TIMEOUT_S), "the application did not finish its appends"
 
     def kill(self) -> None:
         """SIGKILL, then every acknowledgement it printed before dying."""
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(TIMEOUT_S)
+        self._reader.join(TIMEOUT_S)
         assert self.proc.stdout is not None
-        rest = self.proc.stdout.read().decode().splitlines()
-        self.lines += [line for line in rest if line.startswith("A ")]
         self.proc.stdout.close()
 
     def history(self) -> History:
