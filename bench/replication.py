@@ -206,10 +206,12 @@ def rp3_lag(directory: Path, records: int) -> Measured:
         create_topic(leader)
         wait_equal_topics(directory / "follower", {network.TOPIC})
         client = producer(leader, **{"linger.ms": 0, "acks": "1"})
-        done = threading.Event()
-        reader = threading.Thread(target=follower_lags, args=(follower, records + N3_WARMUP, lags, done),
-                                  daemon=True)
+        done, ready = threading.Event(), threading.Event()
+        reader = threading.Thread(target=follower_lags,
+                                  args=(follower, records + N3_WARMUP, lags, done, ready), daemon=True)
         reader.start()
+        if not ready.wait(DEADLINE_SECONDS):
+            raise RuntimeError("the reader did not reach the follower")
         delivery = Delivery()
         send_paced(client, records + N3_WARMUP, delivery)
         reader.join(DEADLINE_SECONDS)
@@ -223,15 +225,19 @@ def rp3_lag(directory: Path, records: int) -> Measured:
                      "max_ms": measured[-1]})
 
 
-def follower_lags(follower: str, count: int, lags: list[float], done: threading.Event) -> None:
+def follower_lags(follower: str, count: int, lags: list[float], done: threading.Event,
+                  ready: threading.Event) -> None:
     """Long-poll consumer Fetches on the follower (not a replica: what its readers see);
-    each record's lag from the send time its value starts with."""
+    each record's lag from the send time its value starts with. ``ready`` is set once the
+    first Fetch is answered: the sender starts then, so that the reader's imports and
+    connection (about a second on a loaded machine) are not counted as lag."""
     import anyio
 
-    anyio.run(_follower_lags, follower, count, lags, done)
+    anyio.run(_follower_lags, follower, count, lags, done, ready)
 
 
-async def _follower_lags(follower: str, count: int, lags: list[float], done: threading.Event) -> None:
+async def _follower_lags(follower: str, count: int, lags: list[float], done: threading.Event,
+                         ready: threading.Event) -> None:
     from bench import network
     from eventstore.server.replication.client import LeaderConnection
     from eventstore.wire.batch import decode_records, parse_header
@@ -239,6 +245,8 @@ async def _follower_lags(follower: str, count: int, lags: list[float], done: thr
     host, _, port = follower.rpartition(":")
     offsets = dict.fromkeys(range(network.PARTITIONS), 0)
     async with await LeaderConnection.open(host, int(port)) as conn:
+        await conn.call(_consumer_fetch(network.TOPIC, offsets, max_wait_ms=0))
+        ready.set()
         while len(lags) < count and not done.is_set():  # bounded by the count and the sender's end
             answer = await conn.call(_consumer_fetch(network.TOPIC, offsets))
             now = time.perf_counter()
@@ -256,7 +264,7 @@ async def _follower_lags(follower: str, count: int, lags: list[float], done: thr
                     position += size
 
 
-def _consumer_fetch(topic: str, offsets: dict[int, int]) -> Any:
+def _consumer_fetch(topic: str, offsets: dict[int, int], max_wait_ms: int = 500) -> Any:
     import datetime
 
     from kio.schema.fetch.v12 import request as fr
@@ -266,7 +274,7 @@ def _consumer_fetch(topic: str, offsets: dict[int, int]) -> Any:
     parts = tuple(fr.FetchPartition(partition=i32(p), current_leader_epoch=i32(-1), fetch_offset=i64(o),
                                     partition_max_bytes=i32(1 << 20)) for p, o in offsets.items())
     return fr.FetchRequest(
-        replica_id=BrokerId(-1), max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=500)),
+        replica_id=BrokerId(-1), max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=max_wait_ms)),
         min_bytes=i32(1), max_bytes=i32(4 << 20), isolation_level=i8(0), session_id=i32(0),
         session_epoch=i32(-1), topics=(fr.FetchTopic(topic=TopicName(topic), partitions=parts),),
         forgotten_topics_data=(), rack_id="")

@@ -30,7 +30,9 @@
   not its high watermark; ``current_leader_epoch`` checked (``epoch_error``); the
   fetch offsets reported as the follower's positions (``Leader.fetched``), which
   move the in-sync set and the high watermark; the long poll waits for the log end
-  to move (``Log.watch_log_end``).
+  to move (``Log.watch_log_end``) or the high watermark to pass the one last told to
+  that follower (``Leader.watch_high_watermarks``), so a follower learns what its
+  readers may see one round trip after the leader knows it.
 """
 
 from __future__ import annotations
@@ -178,14 +180,18 @@ async def _replica_fetch(ctx: Context, body: Any, replica: int, wanted: list[Wan
         except EventStoreError:  # a topic deleted since: one read tells which
             await _read_replica(ctx, leader, live, max_bytes, on_loop)
             return _told(leader, replica, cls, wanted)
-        with watch:
-            while True:  # one pass per wake-up; bounded by max_wait_ms
-                wakeup.clear()
-                size = await _read_replica(ctx, leader, live, max_bytes, on_loop)
-                if _replica_answered(ctx, leader, replica, live, size, min_bytes, deadline):
-                    break
-                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
-                    await wakeup.wait()
+        unwatch = leader.watch_high_watermarks(wakeup.notify)
+        try:
+            with watch:
+                while True:  # one pass per wake-up; bounded by max_wait_ms
+                    wakeup.clear()
+                    size = await _read_replica(ctx, leader, live, max_bytes, on_loop)
+                    if _replica_answered(ctx, leader, replica, live, size, min_bytes, deadline):
+                        break
+                    with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                        await wakeup.wait()
+        finally:
+            unwatch()
     return _told(leader, replica, cls, wanted)
 
 

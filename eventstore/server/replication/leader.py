@@ -12,17 +12,21 @@ except :class:`ReplicatedWaiter`, which an application's threads call.
   lower than before; it is pushed to the log (``Log.set_high_watermark``) when
   the store is served with replication enabled, which gates what readers see.
 * It is recomputed when a follower fetches, when a partition's log end moves
-  (``Log.watch_log_end``: appends of any kind, embedded ones too) and on a tick
-  that lets silent followers leave the ISR.
+  (``Log.watch_log_end``: appends of any kind, embedded ones too; the wake-up is
+  scheduled from the appending thread, so the HW follows each move, not a tick) and
+  on a tick that only lets silent followers leave the ISR. A moved HW wakes the
+  replica long polls (``watch_high_watermarks``), which answer a follower whose last
+  answer carried a lower one.
 * An acks=all write waits on an event per partition that the recomputation sets
   once the HW reaches the write's end: no polling.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import anyio
@@ -77,6 +81,8 @@ class Leader:
         self.isr_sizes: dict[TopicPartition, int] = {}
         """ISR sizes (the leader included) per partition with followers in sync: replaced
         whole on each change, so other threads read a consistent dict."""
+        self._hw_listeners: dict[object, Callable[[], object]] = {}
+        """Replica long polls to wake when a high watermark moves (``watch_high_watermarks``)."""
         self._wakeup: Wakeup | None = None
         self._watch: Watch | None = None
         self._watched: frozenset[TopicPartition] = frozenset()
@@ -116,6 +122,15 @@ class Leader:
         for tp, hw in hws.items():  # bounded by the request
             self._told[(follower_id, tp)] = hw
 
+    def watch_high_watermarks(self, callback: Callable[[], object]) -> Callable[[], object]:
+        """Call ``callback()`` (on the loop) whenever a high watermark moves, until the returned
+        function is called: a follower's long poll then answers with the news at once, even
+        when the log's readers are not gated (no ``--min-insync-replicas``) and so nothing
+        in the log moved."""
+        token = object()
+        self._hw_listeners[token] = callback
+        return functools.partial(self._hw_listeners.pop, token, None)
+
     # --- the ISR and the HW --------------------------------------------------------
 
     def in_sync(self, tp: TopicPartition) -> list[int]:
@@ -151,17 +166,19 @@ class Leader:
         """Recompute the ISR and HW of ``tps``; push a moved HW to the log and wake the
         acks=all waits it satisfies (on the loop)."""
         now = now_ms()
-        sizes_changed = False
+        sizes_changed = hw_moved = False
         for tp in tps:  # bounded by the caller's partitions
             isr = self._followers_in_sync(tp, now)
             try:
                 hw = self._compute(tp, now)
-                if hw != self._hw.get(tp) and self._rep.enabled:
+                moved = hw != self._hw.get(tp)
+                if moved and self._rep.enabled:
                     self._log.set_high_watermark(tp.topic, tp.partition, hw)
             except EventStoreError:  # a deleted topic
                 self._forget(tp)
                 continue
             self._hw[tp] = hw
+            hw_moved = hw_moved or moved
             if isr != self._isr.get(tp, ()):
                 log.info("%s/%d: in-sync replicas now %s", tp.topic, tp.partition,
                          [self._rep.node_id, *isr])
@@ -170,6 +187,9 @@ class Leader:
             self._wake(tp, hw, len(isr) + 1 < self._rep.min_insync_replicas)
         if sizes_changed:
             self.isr_sizes = {tp: len(isr) + 1 for tp, isr in self._isr.items() if isr}
+        if hw_moved:
+            for listener in list(self._hw_listeners.values()):  # bounded by the waiting replica fetches
+                listener()
 
     def _wake(self, tp: TopicPartition, hw: int, too_few: bool) -> None:
         waits = self._waits.get(tp)
