@@ -237,8 +237,9 @@ class DCB:
         with self.index.read() as txn:
             #: the last DCB position in the index: a check after it needs no index read
             self.indexed_last = self._last(txn, 2**64 - 2) or 0
-        self._catch_up()
+        self.catch_up()
         streams.log.add_delete_hook(self._drop_topic)
+        streams.catch_up_hooks.append(self.catch_up)
 
     # --- the tag index ----------------------------------------------------------------
 
@@ -252,9 +253,16 @@ class DCB:
             raw = txn.get(b"covered", db=self.dbs[DB_META])
         return 0 if raw is None else int(_u64.unpack(raw)[0])
 
-    def _catch_up(self) -> None:
-        """Index the ``$dcb`` events the tag index lacks (appends not yet written to it when
-        the store closed or crashed, or an index deleted or rebuilt), in pages."""
+    def catch_up(self) -> None:
+        """Index the ``$dcb`` events the tag index lacks, in pages: at open (appends not yet
+        written to it when the store closed or crashed, or an index deleted or rebuilt), and
+        after the stream index caught up with records that reached the log without these
+        streams (a follower's replica appends: ``Streams.catch_up``). Nothing may append to
+        ``$dcb`` through this store meanwhile (a follower refuses local writes)."""
+        with self._flush_lock:
+            self._index_missing()
+
+    def _index_missing(self) -> None:
         version = self.covered()
         while True:  # bounded by the stream's length
             try:

@@ -89,6 +89,9 @@ class Streams:
         self._default_partitions = default_partitions
         self.layers: dict[str, object] = {}
         """Layers made once per store over these streams, by name (``dcb.dcb_of``)."""
+        self.catch_up_hooks: list[Callable[[], object]] = []
+        """Called by ``catch_up`` after the stream index, before readers are woken: the
+        layers' own derived indexes (the DCB tag index) follow the log too."""
         self._topic_lock = threading.Lock()
         self._queues: dict[tuple[str, int], AppendQueue] = {}
         catch_up(log, index)
@@ -131,10 +134,14 @@ class Streams:
         (docs/replication.md, 4.3). The index follows the log as at open, the heads memory
         holds are dropped (the index has newer ones), and the global positions move past
         the indexed ones, waking ``$all`` readers. For a store nothing appends to through
-        these streams meanwhile (a follower refuses writes)."""
+        these streams meanwhile (a follower refuses writes). The layers' indexes follow
+        (``catch_up_hooks``) before the global positions move, so a reader woken by the
+        move finds them caught up."""
         self.staging.flush()
         catch_up(self.log, self.index)
         self.staging.evict()
+        for hook in list(self.catch_up_hooks):  # bounded by the layers
+            hook()
         with self.index.read() as txn:
             self.positions.advance_to(self.index.last_position(txn))
 
