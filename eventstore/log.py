@@ -16,6 +16,7 @@ them consistent whoever calls them. All methods are thread-safe.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import difflib
 import functools
 import itertools
@@ -24,7 +25,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidTopicError,
     NotEnoughReplicasError,
+    NotLeaderError,
     OffsetOutOfRangeError,
     StorageError,
     StoreClosedError,
@@ -158,6 +160,8 @@ class Log:
         self._replication: ReplicationWaiter | None = None
         self._leader_epoch = 0
         self._gated = False  # enable_high_watermark
+        self._refusal: str | None = None  # set_writable(False, reason): why local writes are refused
+        self._replica_thread = threading.local()  # replica_writes(): this thread applies a leader's state
         self._lock = threading.RLock()
         self._closed = False
         self._configs: dict[str, TopicConfig] = {}
@@ -421,6 +425,7 @@ class Log:
         changes a topic).
         """
         self.check_open()
+        self._check_writable()
         if not is_valid_topic_name(name):
             raise InvalidTopicError(
                 f"invalid topic name {name!r}: use 1-249 of [A-Za-z0-9._-], not '.' or '..'"
@@ -513,6 +518,7 @@ class Log:
     ) -> TopicConfig:
         """Change a topic's configuration; partitions can only grow (as in Kafka)."""
         self.check_open()
+        self._check_writable()
         with self._lock:
             old = self.topic(name)
             given = {"partitions": partitions, "retention_ms": retention_ms,
@@ -540,6 +546,7 @@ class Log:
     def delete_topic(self, name: str) -> None:
         """Delete a topic and all its data (the delete hooks of the layers above included)."""
         self.check_open()
+        self._check_writable()
         with self._lock:
             cfg = self.topic(name)
             configs, all_partitions, gone = self._configs, self._partitions, self._partitions[name]
@@ -635,6 +642,8 @@ class Log:
         """Append one record; returns where it landed once it is durable per the mode."""
         if self._closed:
             raise StoreClosedError(self.path)
+        if self._refusal is not None:
+            self._check_writable()
         cfg = (self._configs.get(topic) if type(topic) is str else None) or self.topic(topic)
         if cfg.streams:
             check_plain_topic(cfg)
@@ -686,6 +695,7 @@ class Log:
         before anything is written.
         """
         self.check_open()
+        self._check_writable()
         cfg = self.topic(topic)
         check_plain_topic(cfg)
         if isinstance(items, (bytes, str, Message)) or not isinstance(items, Iterable):
@@ -730,6 +740,7 @@ class Log:
         is done here.
         """
         plog = self.partition(topic, partition)
+        self._check_writable()
         if self._replicated:
             self._check_replicas((TopicPartition(topic, plog.partition),))
         base, end = plog.append_prepared(prepare)
@@ -755,6 +766,8 @@ class Log:
         offset)`` once the records are durable per the mode.
         """
         self.check_open()
+        if not replica:
+            self._check_writable()
         cfg = self.topic(topic)
         check_plain_topic(cfg)
         p = valid_partition(cfg, partition)
@@ -801,6 +814,7 @@ class Log:
         partition it appended to, so one Produce shares its waits.
         """
         self.check_open()
+        self._check_writable()
         cfg = self.topic(topic)
         check_plain_topic(cfg)
         p = valid_partition(cfg, partition)
@@ -892,6 +906,42 @@ class Log:
         """Register the waiter appends in ``"replicated"`` durability go through (None: none;
         such appends then raise ``NotEnoughReplicasError`` before writing)."""
         self._replication = waiter
+
+    def set_writable(self, writable: bool, reason: str = "") -> None:
+        """Accept local writes (``True``) or refuse them with ``NotLeaderError`` saying
+        ``reason`` (a follower, a fenced leader: a local write would fork the leader's
+        history; docs/replication.md, section 4).
+
+        Refused: ``append``, ``append_batch``, ``append_prepared`` (the stream and DCB
+        appends), ``append_encoded`` (but with ``replica``), ``append_kafka``,
+        ``create_topic``, ``alter_topic``, ``delete_topic``, ``delete_records``. Never
+        refused: what copies the leader (``append_replica``, ``truncate``,
+        ``reset_partition``, ``adopt_topic``), and within ``replica_writes`` the calling
+        thread's topic changes and ``delete_records`` (the leader's catalog applied)."""
+        if not writable and not (isinstance(reason, str) and reason):
+            raise InvalidArgumentError("refusing local writes needs a reason (a non-empty str)")
+        self._refusal = None if writable else reason
+
+    @property
+    def writable(self) -> bool:
+        """Whether local writes are accepted (``set_writable``)."""
+        return self._refusal is None
+
+    @contextlib.contextmanager
+    def replica_writes(self) -> Iterator[None]:
+        """Within it, the calling thread's writes pass ``set_writable(False)``: for a follower
+        applying what its leader did (topics, log starts), never for local writes."""
+        outer = getattr(self._replica_thread, "active", False)
+        self._replica_thread.active = True
+        try:
+            yield
+        finally:
+            self._replica_thread.active = outer
+
+    def _check_writable(self) -> None:
+        refusal = self._refusal
+        if refusal is not None and not getattr(self._replica_thread, "active", False):
+            raise NotLeaderError(f"{self.path}: local writes are refused ({refusal}); write to the leader")
 
     def _check_replicas(self, partitions: Iterable[TopicPartition]) -> None:
         waiter = self._replication
@@ -1109,6 +1159,7 @@ class Log:
         log start .. end raises ``OffsetOutOfRangeError``.
         """
         plog = self.partition(topic, partition)
+        self._check_writable()
         if type(before_offset) is not int:
             raise InvalidArgumentError(f"before_offset must be an int, got {type(before_offset).__name__}")
         start, end = plog.offsets()

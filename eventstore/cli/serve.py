@@ -31,8 +31,9 @@ def serve(
         "--advertised-listener", metavar="HOST:PORT",
         help="Address clients are told to connect to (default: the listen address).")] = None,
     durability: Annotated[str, typer.Option(
-        "--durability", metavar="fsync|interval|none",
-        help="When appends reach the disk (docs/format.md, section 11).")] = "fsync",
+        "--durability", metavar="fsync|interval|none|replicated",
+        help="When appends reach the disk (docs/format.md, section 11); replicated: fsync, "
+             "then the in-sync followers (docs/replication.md, 3).")] = "fsync",
     auto_create_topics: Annotated[bool, typer.Option(
         "--auto-create-topics", help="Create a topic a client names that does not exist.")] = False,
     replica_of: Annotated[str | None, typer.Option(

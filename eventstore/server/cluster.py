@@ -3,7 +3,8 @@
 Clients compare the cluster id across reconnects (a changed id means another cluster),
 so it must survive restarts: it lives in ``<store>/cluster.id`` (docs/format.md,
 section 1), 22 characters, Kafka's form (URL-safe base64 of a random UUID, no
-padding), written once by replace-by-rename and read at every later start.
+padding), written by replace-by-rename and read at every later start. A follower
+takes its leader's (one cluster, one id; it then survives the follower's promotion).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import os
 import re
 import uuid
 
-from ..errors import StorageError
+from ..errors import InvalidArgumentError, StorageError
 from ..storage import disk
 from ..storage.index import write_synced
 from ..storage.recovery import fsync_dir
 
-__all__ = ["CLUSTER_ID_FILE", "cluster_id", "new_cluster_id", "read_cluster_id"]
+__all__ = ["CLUSTER_ID_FILE", "cluster_id", "new_cluster_id", "read_cluster_id", "write_cluster_id"]
 
 CLUSTER_ID_FILE = "cluster.id"
 _VALID = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -30,16 +31,25 @@ def cluster_id(store_path: str) -> str:
     found = read_cluster_id(store_path)
     if found is not None:
         return found
-    path = os.path.join(store_path, CLUSTER_ID_FILE)
     made = new_cluster_id()
+    write_cluster_id(store_path, made)
+    return made
+
+
+def write_cluster_id(store_path: str, cluster: str) -> None:
+    """Make ``cluster`` the store's cluster id (replace by rename, synced): at the first
+    server's start, and when a follower takes its leader's (docs/replication.md, section 4).
+    Not an id of Kafka's form: ``InvalidArgumentError``."""
+    if not isinstance(cluster, str) or not _VALID.fullmatch(cluster):
+        raise InvalidArgumentError(f"a cluster id is 22 characters of [A-Za-z0-9_-], got {cluster!r}")
+    path = os.path.join(store_path, CLUSTER_ID_FILE)
     tmp = path + ".tmp"
     try:
-        write_synced(tmp, made.encode("ascii") + b"\n")
+        write_synced(tmp, cluster.encode("ascii") + b"\n")
         disk.replace(tmp, path)
         fsync_dir(store_path)
     except OSError as e:
         raise StorageError(path, f"writing the cluster id: {e.strerror}") from e
-    return made
 
 
 def read_cluster_id(store_path: str) -> str | None:

@@ -147,7 +147,9 @@ class CatalogTracker:
         self.state = state
         self._log, self._groups = store_log, groups
         self._ring: collections.deque[tuple[int, list[Change]]] = collections.deque(maxlen=RING_VERSIONS)
-        self._stale = False
+        self._stale = True
+        """Starts true: a write between ``state``'s snapshot and the hook's registration
+        below would otherwise never make a version."""
         self._wakeups: set[Wakeup] = set()
         self._refreshing = anyio.Lock()
         self._reported = anyio.Event()
@@ -251,7 +253,13 @@ def close_tracker(state: dict[str, Any]) -> None:
 
 
 def apply_full(store: Log, groups: GroupCoordinator, state: CatalogState) -> None:
-    """Make the follower's catalog equal to the leader's ``state`` (blocking)."""
+    """Make the follower's catalog equal to the leader's ``state`` (blocking; the log's
+    refusal of local writes does not apply: ``Log.replica_writes``)."""
+    with store.replica_writes():
+        _apply_full(store, groups, state)
+
+
+def _apply_full(store: Log, groups: GroupCoordinator, state: CatalogState) -> None:
     for cfg in store.topics():  # bounded by the topics
         if cfg.name not in state.topics:
             _delete_topic(store, cfg.name)
@@ -266,7 +274,13 @@ def apply_full(store: Log, groups: GroupCoordinator, state: CatalogState) -> Non
 
 
 def apply_changes(store: Log, groups: GroupCoordinator, changes: Iterable[Change]) -> None:
-    """Apply a delta's changes in order (blocking); ``ProtocolError`` on one not understood."""
+    """Apply a delta's changes in order (blocking, as ``apply_full``); ``ProtocolError`` on
+    one not understood."""
+    with store.replica_writes():
+        _apply_changes(store, groups, changes)
+
+
+def _apply_changes(store: Log, groups: GroupCoordinator, changes: Iterable[Change]) -> None:
     for change in changes:  # bounded by the delta
         kind, args = change[0], change[1:]
         try:

@@ -4,14 +4,16 @@ byte at the same offsets.
 ``Follower(broker).run()`` runs as a task of the server while this node follows:
 
 1. connect to one of the leader's addresses (each in turn; backoff between rounds);
-   ApiVersions; the first catalog (``first_catalog``: topics, offsets, log starts),
-   then the catalog's long poll beside the fetches (``sync_catalog``);
+   ApiVersions; the leader's cluster id (Metadata) taken as this node's; the first
+   catalog (``first_catalog``: topics, offsets, log starts), then the catalog's long
+   poll beside the fetches (``sync_catalog``);
 2. per partition, OffsetForLeaderEpoch from its last epoch, and ``Log.truncate`` of
    a tail the leader does not have (4.2);
 3. a loop of replica Fetches for every partition of every topic it has, from its
-   log end: each partition's bytes to ``Log.append_replica``, one durability
-   barrier for the round (``Log.wait_durable_each``), then the follower's high
-   watermark ``min(its log end, the leader's)`` (``Log.set_high_watermark``), the
+   log end: the follower's high watermark ``min(its log end, the leader's)``
+   (``Log.set_high_watermark``) over what is durable already, each partition's
+   bytes to ``Log.append_replica``, one durability barrier for the round
+   (``Log.wait_durable_each``), then the high watermark again, the
    stream index's catch-up when a streams topic grew (``Streams.catch_up``), and
    the next Fetch, whose offsets tell the leader what is durable here.
 
@@ -47,6 +49,7 @@ from .state import NodeAddress, Replication
 try:
     from kio.schema.api_versions.v3.request import ApiVersionsRequest
     from kio.schema.fetch.v12 import request as fetch_request
+    from kio.schema.metadata.v12 import request as metadata_request
     from kio.schema.offset_for_leader_epoch.v4 import request as epoch_request
     from kio.schema.types import BrokerId, TopicName
     from kio.static.primitive import i8, i32, i32Timedelta, i64
@@ -104,8 +107,11 @@ class Follower:
 
     def __init__(self, log_: Log, groups: Any, replication: Replication, leaders: tuple[str, ...],
                  advertised: NodeAddress, limiter: anyio.CapacityLimiter,
-                 streams: Callable[[], Streams | None]) -> None:
+                 streams: Callable[[], Streams | None],
+                 adopt_cluster_id: Callable[[str], object] | None = None) -> None:
         self._log = log_
+        self._adopt_cluster_id = adopt_cluster_id
+        """Called (in a worker thread) with the leader's cluster id on each connection."""
         self._streams = streams
         self._groups = groups
         self._rep = replication
@@ -142,6 +148,7 @@ class Follower:
         async with await LeaderConnection.open(host, port) as conn:
             await conn.call(ApiVersionsRequest(client_software_name="eventstore-follower",
                                                client_software_version="1"))
+            await self._take_cluster_id(conn)
             applied = await first_catalog((host, port), self._log, self._groups, self._rep, self._advertised)
             log.info("following %s:%d in leader epoch %d", host, port, self._rep.epoch)
             self._truncated.clear()
@@ -154,6 +161,16 @@ class Follower:
                         await self._fetch_round(conn)
                 finally:
                     tg.cancel_scope.cancel()
+
+    async def _take_cluster_id(self, conn: LeaderConnection) -> None:
+        """The leader's cluster id (its Metadata) becomes this node's: clients see one cluster."""
+        if self._adopt_cluster_id is None:
+            return
+        response = await conn.call(metadata_request.MetadataRequest(
+            topics=(), allow_auto_topic_creation=False, include_topic_authorized_operations=False))
+        cluster = response.cluster_id
+        if cluster:
+            await self._blocking(self._adopt_cluster_id, str(cluster))
 
     # --- truncation ------------------------------------------------------------------
 
@@ -236,7 +253,19 @@ class Follower:
 
     def _apply(self, answers: list[tuple[TopicPartition, Any]],
                by_tp: dict[TopicPartition, _Partition]) -> None:
-        """In a worker thread: append each partition's bytes, one barrier, then the HW."""
+        """In a worker thread: the HW over what is already durable here, then each partition's
+        bytes, one barrier, then the HW again over what the barrier made durable.
+
+        The leader's HW in an answer covers at most what this follower had fetched before
+        (its position), which is durable here already: readers see it at once, not after
+        the barrier of the bytes that came with it. The log's refusal of local writes does
+        not apply (``Log.replica_writes``: log starts follow the leader's)."""
+        with self._log.replica_writes():
+            self._apply_answers(answers, by_tp)
+
+    def _apply_answers(self, answers: list[tuple[TopicPartition, Any]],
+                       by_tp: dict[TopicPartition, _Partition]) -> None:
+        visible = self._raise_high_watermarks(answers)
         ends: dict[TopicPartition, int] = {}
         for tp, part in answers:  # bounded by the request
             error = int(part.error_code)
@@ -253,15 +282,23 @@ class Follower:
         failed = self._log.wait_durable_each(ends)
         if failed:
             raise next(iter(failed.values()))
-        visible: set[str] = set()
+        visible |= self._raise_high_watermarks(answers)
+        for tp, part in answers:  # bounded by the request
+            if int(part.error_code) == NONE:
+                self._follow_log_start(tp, int(part.log_start_offset))
+        self._index_streams(visible)
+
+    def _raise_high_watermarks(self, answers: list[tuple[TopicPartition, Any]]) -> set[str]:
+        """Each answered partition's HW := min(its durable end here, the leader's HW); the
+        topics whose HW moved."""
+        moved: set[str] = set()
         for tp, part in answers:  # bounded by the request
             if int(part.error_code) == NONE:
                 hw = min(self._log.log_end(tp.topic, tp.partition), int(part.high_watermark))
                 if hw > self._log.high_watermark(tp.topic, tp.partition):
                     self._log.set_high_watermark(tp.topic, tp.partition, hw)
-                    visible.add(tp.topic)
-                self._follow_log_start(tp, int(part.log_start_offset))
-        self._index_streams(visible)
+                    moved.add(tp.topic)
+        return moved
 
     def _index_streams(self, topics: set[str]) -> None:
         """The stream index catches up from the log when records of a streams topic became

@@ -6,17 +6,28 @@ With replication enabled the log's readers stop at the high watermark
 (``Log.enable_high_watermark``), and embedded appends in ``"replicated"``
 durability wait for the followers through :class:`ReplicatedWaiter`
 (``Log.set_replication``), registered for the server's life.
+
+While the node does not accept writes (a follower, a fenced leader) its log refuses
+local writes too (``Log.set_writable``): an application serving its store in-process
+as a follower cannot fork its leader's history. A promotion lifts the refusal; it
+stays after the server stops (the store still follows, as its role file says).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
+from ...log import Log
+from ..cluster import write_cluster_id
 from .follower import Follower
 from .leader import ReplicatedWaiter, leader_of
-from .state import NodeAddress
+from .state import NodeAddress, Replication
 
 __all__ = ["run_replication"]
+
+logger = logging.getLogger("eventstore.server.replication")
 
 
 async def run_replication(broker: Any) -> None:
@@ -27,11 +38,37 @@ async def run_replication(broker: Any) -> None:
     if replication.enabled:
         log.enable_high_watermark()
         log.set_replication(ReplicatedWaiter(leader, replication))
+    if replication.read_only is None:  # a read-only log refuses every write already
+        replication.on_change.append(lambda: _follow_role(log, replication))
+        _follow_role(log, replication)
     try:
         if replication.role == "follower" and broker.config.replica_of:
             advertised = NodeAddress(broker.config.node_id, broker.advertised_host, broker.advertised_port)
             await Follower(log, broker.groups, replication, broker.config.replica_of, advertised,
-                           broker.limiter, lambda: broker.streams).run()
+                           broker.limiter, lambda: broker.streams,
+                           functools.partial(_adopt_cluster_id, broker)).run()
         await leader.run()
     finally:
         log.set_replication(None)
+
+
+def _follow_role(log: Log, replication: Replication) -> None:
+    """The log accepts local writes exactly while the node does."""
+    if replication.accepts_writes:
+        log.set_writable(True)
+    elif replication.fenced is not None:
+        log.set_writable(False, f"this node was the leader and is fenced: {replication.fenced}")
+    else:
+        leader = replication.leader
+        where = f" (the leader is node {leader.node_id} at {leader.host}:{leader.port})" if leader else ""
+        log.set_writable(False, f"this node is a follower{where}")
+
+
+def _adopt_cluster_id(broker: Any, cluster: str) -> None:
+    """In a worker thread: the leader's cluster id becomes this store's (its ``cluster.id``,
+    so a promotion keeps it) and the one this server answers with."""
+    if cluster == broker.cluster_id:
+        return
+    write_cluster_id(broker.log.path, cluster)
+    logger.info("cluster id %s taken from the leader (was %s)", cluster, broker.cluster_id)
+    broker.cluster_id = cluster

@@ -75,6 +75,9 @@ class Replication:
     """On a follower: every replica and whether it is in sync, as the leader last told."""
     on_promote: list[Callable[[], object]] = field(default_factory=list)
     """Called (on the loop) when this node is promoted: the follower's tasks stop on it."""
+    on_change: list[Callable[[], object]] = field(default_factory=list)
+    """Called (on the loop) after the role changed (a promotion, a fence): the server makes
+    the log accept or refuse local writes by ``accepts_writes``."""
 
     @property
     def leads(self) -> bool:
@@ -90,6 +93,7 @@ class Replication:
         """Stop accepting writes for good (until restarted as a follower)."""
         if self.fenced is None:
             self.fenced = reason
+            self._changed()
 
     def known_epoch(self, *others: int) -> int:
         """The largest epoch this node knows of: its own and ``others`` (its log's)."""
@@ -101,6 +105,11 @@ class Replication:
         self.role, self.epoch, self.leader, self.fenced = "leader", epoch, address, None
         log.info("promoted: node %d leads in epoch %d", self.node_id, epoch)
         for callback in list(self.on_promote):  # bounded by the tasks that follow
+            callback()
+        self._changed()
+
+    def _changed(self) -> None:
+        for callback in list(self.on_change):  # bounded by the server's registrations
             callback()
 
 
