@@ -92,6 +92,7 @@ CORRUPT_MESSAGE: Final = KafkaError(2, "CORRUPT_MESSAGE", True)
 UNKNOWN_TOPIC_OR_PARTITION: Final = KafkaError(3, "UNKNOWN_TOPIC_OR_PARTITION", True)
 NOT_LEADER_OR_FOLLOWER: Final = KafkaError(6, "NOT_LEADER_OR_FOLLOWER", True)
 MESSAGE_TOO_LARGE: Final = KafkaError(10, "MESSAGE_TOO_LARGE", False)
+NOT_ENOUGH_REPLICAS: Final = KafkaError(19, "NOT_ENOUGH_REPLICAS", True)
 INVALID_TOPIC_EXCEPTION: Final = KafkaError(17, "INVALID_TOPIC_EXCEPTION", False)
 ILLEGAL_GENERATION: Final = KafkaError(22, "ILLEGAL_GENERATION", False)
 UNSUPPORTED_VERSION: Final = KafkaError(35, "UNSUPPORTED_VERSION", False)
@@ -124,6 +125,8 @@ KAFKA_ERRORS: Final[dict[type[es.EventStoreError], KafkaError]] = {
     es.StoreClosedError: NOT_LEADER_OR_FOLLOWER,
     # a write on a follower or a fenced leader: clients find the leader (docs/replication.md, 4.5)
     es.NotLeaderError: NOT_LEADER_OR_FOLLOWER,
+    # acks=all or "replicated" with too few in-sync replicas (docs/replication.md, 3)
+    es.NotEnoughReplicasError: NOT_ENOUGH_REPLICAS,
     # input refused before anything is written
     es.InvalidArgumentError: INVALID_REQUEST,
     es.InvalidTopicError: INVALID_TOPIC_EXCEPTION,
@@ -163,12 +166,17 @@ KAFKA_ERRORS: Final[dict[type[es.EventStoreError], KafkaError]] = {
 }
 
 # Raised only inside a client (a consumer's deserializer, its state, a typed event's
-# decoding): the server never sends them, so they have no code of their own.
+# decoding) or a command (a backup, a mirror, a coordinator that cannot reach etcd at a
+# server's start): the server never answers a request with them, so they have no code.
 CLIENT_SIDE_ERRORS: Final[frozenset[type[es.EventStoreError]]] = frozenset({
     es.NoOffsetForPartitionError,
     es.IllegalStateError,
     es.RecordDeserializationError,
     es.EventDecodeError,
+    es.BackupError,
+    es.BackupCorruptionError,
+    es.MirrorError,
+    es.CoordinatorError,
 })
 
 
