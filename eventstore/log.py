@@ -69,6 +69,7 @@ from .storage.names import is_valid_topic_name
 from .storage.partition import Durability as LocalDurability
 from .storage.partition import PartitionLog, Prepared
 from .storage.recovery import Checkpoint
+from .storage.timings import LogTimings
 from .validation import (
     NO_HEADERS,
     as_bytes,
@@ -155,6 +156,8 @@ class Log:
         self.durability: Durability = durability
         self.fsync_interval_ms = fsync_interval_ms
         self.recovery_events: list[RecoveryEvent] = []
+        self.timings = LogTimings()
+        """Append and fsync latencies, batches and records per fsync (``eventstore.metrics``)."""
         self._fsync = durability in ("fsync", "replicated")
         self._replicated = durability == "replicated"  # fsync, then the replicas (set_replication)
         self._replication: ReplicationWaiter | None = None
@@ -254,7 +257,8 @@ class Log:
 
         cp = None if fields is None else Checkpoint(*fields)
         plog = PartitionLog(directory, cfg.name, p, cfg, self.local_durability, cp, self.report, save,
-                            log_start=log_starts.get(catalog, topic, p) or 0, on_log_start=save_log_start)
+                            log_start=log_starts.get(catalog, topic, p) or 0, on_log_start=save_log_start,
+                            timings=self.timings)
         if self._leader_epoch > plog.leader_epoch:
             plog.set_leader_epoch(self._leader_epoch)
         if self._gated:
@@ -640,6 +644,7 @@ class Log:
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Append one record; returns where it landed once it is durable per the mode."""
+        started = time.perf_counter()
         if self._closed:
             raise StoreClosedError(self.path)
         if self._refusal is not None:
@@ -678,6 +683,7 @@ class Log:
             plog.wait_durable(base + 1)
             if self._replicated:
                 self._wait_replicas({TopicPartition(topic, partition): base + 1})
+        self.timings.append_seconds.observe(time.perf_counter() - started)
         return RecordMetadata(topic, partition, base, ts)
 
     def append_batch(
@@ -694,6 +700,7 @@ class Log:
         the metadata in input order (a read-only sequence). Invalid input raises
         before anything is written.
         """
+        started = time.perf_counter()
         self.check_open()
         self._check_writable()
         cfg = self.topic(topic)
@@ -722,6 +729,7 @@ class Log:
             if self._replicated:
                 self._wait_replicas({TopicPartition(topic, g.partition): base + len(g.values)
                                      for g, base in zip(groups, bases, strict=True)})
+        self.timings.append_seconds.observe(time.perf_counter() - started)
         if len(groups) == 1:
             g = groups[0]
             return BatchMetadata(topic, g.partition, bases[0], len(g.values), g.ts_list)
@@ -739,6 +747,7 @@ class Log:
         once the records are durable per the mode; no validation of the records
         is done here.
         """
+        started = time.perf_counter()
         plog = self.partition(topic, partition)
         self._check_writable()
         if self._replicated:
@@ -748,6 +757,7 @@ class Log:
             plog.wait_durable(end)
             if self._replicated:
                 self._wait_replicas({TopicPartition(topic, plog.partition): end})
+        self.timings.append_seconds.observe(time.perf_counter() - started)
         return base, end
 
     def append_encoded(self, topic: str, partition: int, batch: bytes | bytearray | memoryview, *,
@@ -765,6 +775,7 @@ class Log:
         RecordBatch v2 (magic 2) is refused. Returns ``(base offset, end
         offset)`` once the records are durable per the mode.
         """
+        started = time.perf_counter()
         self.check_open()
         if not replica:
             self._check_writable()
@@ -794,6 +805,7 @@ class Log:
             plog.wait_durable(end)
             if self._replicated:
                 self._wait_replicas({TopicPartition(topic, p): end})
+        self.timings.append_seconds.observe(time.perf_counter() - started)
         return base, end
 
     def append_kafka(self, topic: str, partition: int, batch: bytes | bytearray | memoryview, *,
@@ -813,6 +825,7 @@ class Log:
         ``durable=False``: the caller then ends with ``barrier`` over every
         partition it appended to, so one Produce shares its waits.
         """
+        started = time.perf_counter()
         self.check_open()
         self._check_writable()
         cfg = self.topic(topic)
@@ -829,6 +842,7 @@ class Log:
             if self._replicated:
                 self._wait_replicas({TopicPartition(topic, p): base + header.record_count})
         append_time_ms = -1 if append_time is None or duplicate else append_time
+        self.timings.append_seconds.observe(time.perf_counter() - started)
         return KafkaAppendResult(base, header.record_count, append_time_ms, plog.offsets()[0], duplicate)
 
     def allocate_producer_id(self) -> int:

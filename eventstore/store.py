@@ -22,6 +22,7 @@ from .client.producer import Producer
 from .errors import InvalidArgumentError, StoreNotFoundError
 from .groups import GroupCoordinator, GroupDescription
 from .log import DEFAULT_MAX_RECORDS, UNSET, Log, holds_store
+from .metrics import StoreCollector, StoreMetrics, register_store_metrics, store_metrics
 from .records import (
     Durability,
     Message,
@@ -45,6 +46,8 @@ from .storage.check import CheckReport
 from .transactions import Transaction, Transactions
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
     from .server import ServerHandle
 
 __all__ = ["DEFAULT_MAX_RECORDS", "DEFAULT_PATH", "BatchMetadata", "Store", "open"]
@@ -501,6 +504,19 @@ class Store:
 
     def statistics(self) -> StoreStatistics:
         return self.log.statistics()
+
+    def metrics(self, registry: CollectorRegistry | None = None) -> StoreMetrics:
+        """Partition sizes and offsets, consumer-group lag, append and fsync histograms, now
+        (docs/operations.md, 4); with ``registry`` (prometheus-client's), a collector of the
+        same figures is registered with it first (``register_metrics``)."""
+        if registry is not None:
+            self.register_metrics(registry)
+        return store_metrics(self.log, self.groups)
+
+    def register_metrics(self, registry: CollectorRegistry) -> StoreCollector:
+        """Register a Prometheus collector of ``metrics()`` with ``registry``, read at each
+        scrape; returns it (``registry.unregister(collector)`` before the store closes)."""
+        return register_store_metrics(self.log, self.groups, registry)
 
 
 for _name in _LOG_METHODS:  # one docstring per method: the Log's

@@ -33,6 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("batches",),  # what appends hand the log, checked: append_batch's columns, encoded batches
     ("log", "reader"),  # the log over storage + catalog; the read-only view beside an owner
     ("groups", "sourcing"),  # consumer groups; event streams: both over the log
+    ("metrics",),  # the store's figures (sizes, offsets, lag, append/fsync histograms) and their
+    # Prometheus collector
     ("transactions",),  # appends + group offsets through the outbox
     ("client",),  # consumer, producer, dead letters
     ("server", "remote"),  # the Kafka wire protocol server over the seams; the remote client

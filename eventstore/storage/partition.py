@@ -33,6 +33,7 @@ from .epochs import EpochFile
 from .producers import EXPIRATION_MS, ProducerState
 from .recovery import Checkpoint, Report, open_segments, sync_dir
 from .segment import Segment, SegmentDeletedError
+from .timings import LogTimings
 from .truncation import Intent, apply_intent, read_intent, remove_intent, write_intent
 
 Durability = Literal["fsync", "interval", "none"]
@@ -66,8 +67,12 @@ class PartitionLog:
         log_start: int = 0,
         on_log_start: Callable[[int], None] | None = None,
         producer_expiration_ms: int = EXPIRATION_MS,
+        timings: LogTimings | None = None,
     ) -> None:
         self.directory = directory
+        self.timings = timings or LogTimings()
+        """Where fsync latencies and batches/records per fsync are counted (shared by a log's
+        partitions)."""
         self.topic = topic
         self.partition = partition
         self.config = config
@@ -144,6 +149,7 @@ class PartitionLog:
         self.appended_batches = 0
         self.appended_records = 0  # records beyond one per batch; see appended_total
         self.fsyncs = 0
+        self._synced_batches = 0  # appended_batches at the last fsync (guarded by _sync_mutex)
 
     # --- appending ---------------------------------------------------------
 
@@ -509,12 +515,14 @@ class PartitionLog:
     def _lead_sync(self) -> None:
         with self._lock:
             target, seg, position = self._next_offset, self.active, self.active.size
-            cuts = self._cuts
+            cuts, batches = self._cuts, self.appended_batches
         error: StorageError | None = None
+        started = time.perf_counter()
         try:
             seg.datasync()
         except StorageError as e:
             error = e
+        self.timings.fsync_seconds.observe(time.perf_counter() - started)
         with self._sync_mutex:
             if error is not None:
                 self._failed = error
@@ -522,6 +530,7 @@ class PartitionLog:
                 nxt = None
             else:
                 self.fsyncs += 1
+                self._count_fsync(batches, target)
                 if cuts == self._cuts:  # else a truncation since made its own end durable
                     self._synced_offset = max(self._synced_offset, target)
                     if self._fsync_mode:  # other modes publish on write
@@ -688,14 +697,23 @@ class PartitionLog:
                 raise self._failed
             seg = self.active
             cp = self._checkpoint_of(seg)
+            started = time.perf_counter()
             self._sync_or_fail(seg.sync_all)
+            self.timings.fsync_seconds.observe(time.perf_counter() - started)
             faults.point("checkpoint.synced")
             self.fsyncs += 1
             with self._sync_mutex:
+                self._count_fsync(self.appended_batches, cp.next_offset)
                 self._synced_offset = max(self._synced_offset, cp.next_offset)
             self._publish(cp.next_offset, seg, cp.position)
             self._write_checkpoint(cp)
             faults.point("checkpoint.written")
+
+    def _count_fsync(self, batches: int, end: int) -> None:
+        """Batches and records one successful fsync made durable (with ``_sync_mutex`` held)."""
+        self.timings.batches_per_fsync.observe(max(0, batches - self._synced_batches))
+        self.timings.records_per_fsync.observe(max(0, end - self._synced_offset))
+        self._synced_batches = max(self._synced_batches, batches)
 
     def _sync_or_fail(self, sync: Callable[[], None]) -> None:
         """Run a sync of the active segment; if it fails, the partition fails for good, as
