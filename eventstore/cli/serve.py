@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import anyio
 import typer
@@ -48,6 +48,14 @@ def serve(
     replica_lag_ms: Annotated[int, typer.Option(
         "--replica-lag-ms", metavar="MS",
         help="A follower not caught up for this long leaves the in-sync set.")] = 10_000,
+    coordinator: Annotated[str | None, typer.Option(
+        "--coordinator", metavar="etcd://HOST:PORT",
+        help="Let etcd elect the leader and fail over (docs/replication.md, 7); needs --cluster.")] = None,
+    cluster: Annotated[str, typer.Option(
+        "--cluster", metavar="NAME", help="The cluster's name under the coordinator.")] = "",
+    lease_ttl: Annotated[int, typer.Option(
+        "--lease-ttl", metavar="S",
+        help="Seconds of the coordinator's etcd lease; a leader cut off fences itself after half.")] = 2,
 ) -> None:
     """Serve the store to Kafka clients (docs/protocol.md) until SIGINT or SIGTERM.
 
@@ -70,7 +78,8 @@ def serve(
         make = server_factory(store.log, store.groups, lambda: store.streams, listen,
                               advertised_listener=advertised_listener, auto_create_topics=auto_create_topics,
                               node_id=replica_id, replica_of=replica_of or (),
-                              min_insync_replicas=min_insync_replicas, replica_lag_ms=replica_lag_ms)
+                              min_insync_replicas=min_insync_replicas, replica_lag_ms=replica_lag_ms,
+                              **_coordinated(coordinator, cluster, lease_ttl))
 
         async def run() -> None:
             server: Server = make()
@@ -82,6 +91,13 @@ def serve(
 
         anyio.run(run, backend="asyncio", backend_options=backend_options())
     logging.getLogger("eventstore.server").info("stopped; store closed")
+
+
+def _coordinated(coordinator: str | None, cluster: str, lease_ttl: int) -> dict[str, Any]:
+    """The coordinator's server options, only when one is given."""
+    if coordinator is None:
+        return {}
+    return {"coordinator": coordinator, "cluster": cluster, "lease_ttl": lease_ttl}
 
 
 async def stop_on_signal(server: Server) -> None:

@@ -44,6 +44,12 @@ class ServerConfig:
     """Replicas (the leader included) an acks=all write needs; None: not given (no high watermark gate)."""
     replica_lag_ms: int = 10_000
     """A follower not caught up for this long leaves the in-sync set (Kafka's replica.lag.time.max.ms)."""
+    coordinator: str | None = None
+    """``etcd://HOST:PORT``: etcd decides this node's role (docs/replication.md, 7); None: the options do."""
+    cluster: str = ""
+    """The cluster's name under the coordinator (its etcd keys' prefix)."""
+    lease_ttl: int = 2
+    """Seconds of the coordinator's etcd lease: a leader cut off from etcd fences itself after half of it."""
     extra: tuple[tuple[str, Any], ...] = field(default=())
     """Options for handler modules, by name (they check their own)."""
 
@@ -58,6 +64,7 @@ _INT_BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "fetch_cache_bytes": (0, 2**40),
     "min_insync_replicas": (1, 1000),
     "replica_lag_ms": (1, 2**31 - 1),
+    "lease_ttl": (1, 3600),
 }
 
 
@@ -96,7 +103,12 @@ def server_config(listen: str = DEFAULT_ADDRESS, *, advertised_listener: str | N
             names = ", ".join(sorted(known | {"advertised_listener"}))
             raise InvalidArgumentError(f"unknown server option {name!r}; known: {names}")
         given[name] = _checked(name, value)
-    return ServerConfig(**given)
+    config = ServerConfig(**given)
+    if config.coordinator is not None and config.replica_of:
+        raise InvalidArgumentError("replica_of and coordinator exclude each other: etcd names the leader")
+    if config.coordinator is not None and not config.cluster:
+        raise InvalidArgumentError("a coordinator needs a cluster name")
+    return config
 
 
 def _checked(name: str, value: Any) -> Any:
@@ -108,6 +120,12 @@ def _checked(name: str, value: Any) -> Any:
         return _leaders(value)
     if name == "min_insync_replicas" and value is None:
         return None
+    if name == "coordinator":
+        return _coordinator(value)
+    if name == "cluster":
+        if not isinstance(value, str) or not value or "/" in value:
+            raise InvalidArgumentError(f"cluster must be a non-empty name without '/', got {value!r}")
+        return value
     if name == "extra":
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise InvalidArgumentError(f"extra must be a dict of options by name, got {value!r}")
@@ -115,6 +133,16 @@ def _checked(name: str, value: Any) -> Any:
     low, high = _INT_BOUNDS[name]
     if type(value) is not int or not low <= value <= high:
         raise InvalidArgumentError(f"{name} must be an int in {low}..{high}, got {value!r}")
+    return value
+
+
+def _coordinator(value: Any) -> str | None:
+    """``etcd://HOST:PORT`` (or None)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("etcd://"):
+        raise InvalidArgumentError(f"coordinator must be 'etcd://HOST:PORT', got {value!r}")
+    parse_address(value.removeprefix("etcd://"), "coordinator address")
     return value
 
 

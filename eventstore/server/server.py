@@ -25,7 +25,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
-from ..errors import ServerError
+from ..errors import CoordinatorError, ServerError
 from ..groups import GroupCoordinator
 from ..log import Log
 from ..sourcing.streams import Streams
@@ -124,6 +124,8 @@ class Server:
                 await anyio.to_thread.run_sync(write_serving, store_path, self._admin_address())
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run_replication, self.broker)
+                if self.broker.config.coordinator is not None:
+                    await tg.start(_run_coordinated, self.broker)
                 async with anyio.create_task_group() as accepting:
                     for listener in self._listeners:
                         accepting.start_soon(self._accept, listener, tg)
@@ -216,3 +218,15 @@ def server_factory(log: Log, groups: GroupCoordinator, streams: Streams | Callab
     config = server_config(address, **options)
     cluster = cluster_id(log.path)
     return functools.partial(Server, log, groups, streams, config, cluster)
+
+
+async def _run_coordinated(broker: Broker, *,
+                           task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """The etcd coordinator of a ``--coordinator`` server (docs/replication.md, section 7);
+    its client is an optional dependency, imported only here."""
+    try:
+        from .replication.coordinated import run_coordinated
+    except ImportError as exc:
+        raise CoordinatorError(str(broker.config.coordinator), "the coordinator needs the cluster extra "
+                               f"(pip install 'embedded-eventstore[cluster]'): {exc}") from None
+    await run_coordinated(broker, task_status=task_status)

@@ -119,7 +119,8 @@ def initial_replication(store_log: Log, config: ServerConfig) -> Replication:
     durable = read_role(store_path)
     if durable.epoch > store_log.leader_epoch:
         store_log.set_leader_epoch(durable.epoch)
-    enabled = bool(config.replica_of) or config.min_insync_replicas is not None
+    enabled = (bool(config.replica_of) or config.min_insync_replicas is not None
+               or config.coordinator is not None)
     state = Replication(node_id=config.node_id, epoch=store_log.leader_epoch, enabled=enabled,
                         min_insync_replicas=config.min_insync_replicas or 1,
                         replica_lag_ms=config.replica_lag_ms)
@@ -128,6 +129,8 @@ def initial_replication(store_log: Log, config: ServerConfig) -> Replication:
         state.role, state.leader = "follower", NodeAddress(-1, host, port)
         if durable != DurableRole("follower", durable.epoch, config.replica_of[0]):
             write_role(store_path, DurableRole("follower", durable.epoch, config.replica_of[0]))
+    elif config.coordinator is not None:  # leaderless, refusing writes, until etcd names a leader
+        state.role, state.leader = "follower", None
     elif durable.role == "follower":
         raise ServerError(format_address(config.host, config.port),
                           f"the store is a follower of {durable.leader} ({ROLE_FILE}): serve it with "

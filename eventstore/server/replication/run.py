@@ -19,10 +19,13 @@ import functools
 import logging
 from typing import Any
 
+import anyio
+
 from ...log import Log
 from ..cluster import write_cluster_id
+from ..config import format_address
 from .follower import Follower
-from .leader import ReplicatedWaiter, leader_of
+from .leader import Leader, ReplicatedWaiter, leader_of
 from .state import NodeAddress, Replication
 
 __all__ = ["run_replication"]
@@ -31,7 +34,8 @@ logger = logging.getLogger("eventstore.server.replication")
 
 
 async def run_replication(broker: Any) -> None:
-    """Follow, then lead, until the server's task group is cancelled."""
+    """Follow or lead, as the node's role says and again at each change of it, until the
+    server's task group is cancelled."""
     replication = broker.replication
     log = broker.log
     leader = leader_of(broker)
@@ -42,14 +46,39 @@ async def run_replication(broker: Any) -> None:
         replication.on_change.append(lambda: _follow_role(log, replication))
         _follow_role(log, replication)
     try:
-        if replication.role == "follower" and broker.config.replica_of:
-            advertised = NodeAddress(broker.config.node_id, broker.advertised_host, broker.advertised_port)
-            await Follower(log, broker.groups, replication, broker.config.replica_of, advertised,
-                           broker.limiter, lambda: broker.streams,
-                           functools.partial(_adopt_cluster_id, broker)).run()
-        await leader.run()
+        while True:  # one pass per role; a coordinated node changes role at run time
+            await _run_role(broker, replication, leader)
     finally:
         log.set_replication(None)
+
+
+async def _run_role(broker: Any, replication: Replication, leader: Leader) -> None:
+    """Lead, or follow the known leader, or (a coordinated node before etcd named one)
+    wait, until a promotion or an order to follow another leader ends it."""
+    with anyio.CancelScope() as scope:
+        replication.on_promote.append(scope.cancel)
+        replication.on_follow.append(scope.cancel)
+        try:
+            if replication.role == "leader":
+                await leader.run()
+            elif leaders := _leaders(broker, replication):
+                config = broker.config
+                advertised = NodeAddress(config.node_id, broker.advertised_host, broker.advertised_port)
+                await Follower(broker.log, broker.groups, replication, leaders, advertised,
+                               broker.limiter, lambda: broker.streams,
+                               functools.partial(_adopt_cluster_id, broker)).run()
+            await anyio.sleep_forever()  # a follower promoted, or leaderless: until the next change
+        finally:
+            replication.on_promote.remove(scope.cancel)
+            replication.on_follow.remove(scope.cancel)
+
+
+def _leaders(broker: Any, replication: Replication) -> tuple[str, ...]:
+    """Whom a follower fetches from: ``--replica-of``, else the leader etcd named."""
+    if broker.config.replica_of:
+        return tuple(broker.config.replica_of)
+    known = replication.leader
+    return (format_address(known.host, known.port),) if known is not None else ()
 
 
 def _follow_role(log: Log, replication: Replication) -> None:

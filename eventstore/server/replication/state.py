@@ -75,6 +75,9 @@ class Replication:
     """On a follower: every replica and whether it is in sync, as the leader last told."""
     on_promote: list[Callable[[], object]] = field(default_factory=list)
     """Called (on the loop) when this node is promoted: the follower's tasks stop on it."""
+    on_follow: list[Callable[[], object]] = field(default_factory=list)
+    """Called (on the loop) when this node is told to follow a (new) leader: the replication
+    task ends what it runs and starts following it."""
     on_change: list[Callable[[], object]] = field(default_factory=list)
     """Called (on the loop) after the role changed (a promotion, a fence): the server makes
     the log accept or refuse local writes by ``accepts_writes``."""
@@ -105,6 +108,16 @@ class Replication:
         self.role, self.epoch, self.leader, self.fenced = "leader", epoch, address, None
         log.info("promoted: node %d leads in epoch %d", self.node_id, epoch)
         for callback in list(self.on_promote):  # bounded by the tasks that follow
+            callback()
+        self._changed()
+
+    def follow(self, leader: NodeAddress, epoch: int) -> None:
+        """Follow ``leader``, which leads in ``epoch`` (docs/replication.md, section 7: etcd
+        names it). A leader of this node steps down (a fence it had stays); a follower
+        retargets its fetcher, which truncates to the new leader's epochs first."""
+        self.role, self.leader, self.epoch = "follower", leader, max(self.epoch, epoch)
+        log.info("following node %d at %s:%d (epoch %d)", leader.node_id, leader.host, leader.port, epoch)
+        for callback in list(self.on_follow):  # bounded by the replication task's registrations
             callback()
         self._changed()
 
