@@ -22,6 +22,7 @@ from ..errors import (
 )
 from ..repair import damaged_catalog
 from . import backup as backup_cli
+from . import config_cmd as config_cli
 from . import consume, dump, groups, produce, promote, retention, serve, stats, streams, topics, verify
 from . import mirror as mirror_cli
 from . import replicate as replicate_cli
@@ -116,6 +117,7 @@ app.command()(serve.serve)
 app.command()(promote.promote)
 app.command()(replicate_cli.replicate)
 app.command(name="mirror")(mirror_cli.mirror_command)
+app.add_typer(config_cli.config_app, name="config")
 
 # These modules register themselves on ``app``; import them last.
 from . import bench_cmd, demo  # noqa: E402, F401

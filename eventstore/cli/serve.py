@@ -15,6 +15,7 @@ from ..errors import StoreLockedError
 from ..records import Durability
 from ..store import DURABILITY_MODES
 from .access import CliError, DataOption
+from .config_file import ConfigOption
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -24,6 +25,7 @@ DEFAULT_LISTEN = "127.0.0.1:9092"
 
 def serve(
     data: DataOption = store_module.DEFAULT_PATH,
+    config: ConfigOption = None,
     listen: Annotated[str, typer.Option(
         "--listen", metavar="HOST:PORT",
         help="Address to listen on (port 0: any free port).")] = DEFAULT_LISTEN,
@@ -65,6 +67,8 @@ def serve(
     if durability not in DURABILITY_MODES:
         raise CliError(f"--durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}")
     log_to_stderr()
+    logging.getLogger("eventstore.server").info(
+        "store %s, durability %s, settings from %s", data, durability, config or "flags and defaults")
     from ..server import server_factory  # the server extra: imported only by this command
     from ..server.handle import backend_options
 

@@ -50,6 +50,11 @@ class ServerConfig:
     """The cluster's name under the coordinator (its etcd keys' prefix)."""
     lease_ttl: int = 2
     """Seconds of the coordinator's etcd lease: a leader cut off from etcd fences itself after half of it."""
+    super_users: tuple[str, ...] = ()
+    """Principals (``User:NAME``) every ACL check permits (Kafka's super.users)."""
+    allow_everyone_if_no_acl_found: bool = False
+    """Once ACLs exist, a resource with no ACL at all is open to everyone (Kafka's
+    allow.everyone.if.no.acl.found); off: refused to all but super users."""
     extra: tuple[tuple[str, Any], ...] = field(default=())
     """Options for handler modules, by name (they check their own)."""
 
@@ -112,10 +117,12 @@ def server_config(listen: str = DEFAULT_ADDRESS, *, advertised_listener: str | N
 
 
 def _checked(name: str, value: Any) -> Any:
-    if name == "auto_create_topics":
+    if name in ("auto_create_topics", "allow_everyone_if_no_acl_found"):
         if type(value) is not bool:
-            raise InvalidArgumentError(f"auto_create_topics must be a bool, got {value!r}")
+            raise InvalidArgumentError(f"{name} must be a bool, got {value!r}")
         return value
+    if name == "super_users":
+        return _principals(value)
     if name == "replica_of":
         return _leaders(value)
     if name == "min_insync_replicas" and value is None:
@@ -160,4 +167,18 @@ def _leaders(value: Any) -> tuple[str, ...]:
         if port == 0:
             raise InvalidArgumentError(f"replica_of needs the leader's port, got {item!r}")
         out.append(format_address(host, port))
+    return tuple(out)
+
+def _principals(value: Any) -> tuple[str, ...]:
+    """``super_users``: principals ``TYPE:NAME`` (one string, commas separating several, or a sequence)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise InvalidArgumentError(f"super_users must be principals 'User:NAME', got {value!r}")
+    out = []
+    for item in items:  # bounded by the caller's list
+        text = str(item).strip()
+        kind, sep, name = text.partition(":")
+        if not sep or not kind or not name:
+            raise InvalidArgumentError(f"a super user is a principal 'User:NAME', got {item!r}")
+        out.append(text)
     return tuple(out)

@@ -50,6 +50,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 
     raise ImportError(f"{__name__}: {e.name} is missing; {SERVER_EXTRA}") from e
 
+from . import authorization
 from .context import Context
 from .entities import entity
 from .refusals import EXTENSION_WRITES, KAFKA_WRITES, MESSAGE, NOT_LEADER_OR_FOLLOWER, refused
@@ -159,6 +160,13 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fra
             if forwarded is not None:
                 return forwarded
         return encode_response_frame(header.correlation_id, refused(header, body))
+    body, refusal, after = authorization.check(ctx, header, body)
+    if refusal is not None:
+        log.info("%s from %s (%s) refused: not authorized", _name(header), ctx.client,
+                 getattr(ctx, "principal", None))
+        if header.api_key == PRODUCE_KEY and body.acks == 0:
+            return None
+        return encode_response_frame(header.correlation_id, refusal)
     try:
         response = await handler(ctx, header, body)
     except EventStoreError as e:
@@ -169,6 +177,8 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fra
         log.info("%s from %s answered %s: %s", _name(header), ctx.client, kafka_error_for(e).name, e)
     if response is None:
         return None
+    if after is not None:
+        response = after(response)
     return encode_response_frame(header.correlation_id, response)
 
 

@@ -1,0 +1,428 @@
+"""Every request checked before it acts (docs/protocol.md, "Authorization").
+
+``dispatch.answer`` calls :func:`check` with the decoded request before its handler.
+The rules are Kafka's, per API: Produce needs WRITE on each topic, Fetch READ,
+Metadata lists only the topics the principal may DESCRIBE, CreateTopics needs CREATE
+on the cluster or the topic, the group APIs READ on the group, and so on (the table
+``_CHECKS``). A request naming any resource the principal may not use is refused as
+a whole, before its handler: every item of the answer carries the authorization
+error (TOPIC_AUTHORIZATION_FAILED 29, GROUP_AUTHORIZATION_FAILED 30,
+CLUSTER_AUTHORIZATION_FAILED 31, TRANSACTIONAL_ID_AUTHORIZATION_FAILED 53), and
+nothing of it is done. Metadata and ListGroups are filtered instead of refused.
+
+The principal is the connection's ``ctx.principal`` (``User:ANONYMOUS`` before
+authentication), the host the client's IP address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Final
+
+from ..catalog import acls as acl_rows
+from ..catalog.acls import CLUSTER_NAME, AclBinding, Operation, ResourceType
+from ..wire import RequestHeader
+from .authorizer import ANONYMOUS, Authorizer
+from .context import Broker, Context
+from .entities import entity, has_field, item_class, response_class
+
+__all__ = ["Checker", "Verdict", "authorizer_of", "check", "client_host", "set_acls"]
+
+TOPIC_AUTHORIZATION_FAILED: Final = 29
+GROUP_AUTHORIZATION_FAILED: Final = 30
+CLUSTER_AUTHORIZATION_FAILED: Final = 31
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED: Final = 53
+TOPIC_CONFIG: Final = 2
+"""The config resource type of a topic (4 is the broker: the cluster's configuration)."""
+_STATE_KEY = "authorization"
+
+
+def authorizer_of(broker: Broker) -> Authorizer:
+    """The server's authorizer, made from the catalog's ACLs and the configuration at first use."""
+    found = broker.state.get(_STATE_KEY)
+    if found is None:
+        config = broker.config
+        found = Authorizer(acl_rows.load(broker.log.catalog), config.super_users,
+                           config.allow_everyone_if_no_acl_found)
+        broker.state[_STATE_KEY] = found
+    return found
+
+
+def set_acls(broker: Broker, bindings: list[AclBinding]) -> None:
+    """The server's ACLs changed (CreateAcls, DeleteAcls): decide from ``bindings`` now."""
+    authorizer_of(broker).replace(bindings)
+
+
+class Checker:
+    """One request's questions to the authorizer, for one principal and host."""
+
+    __slots__ = ("authorizer", "host", "principal")
+
+    def __init__(self, authorizer: Authorizer, principal: str, host: str) -> None:
+        self.authorizer = authorizer
+        self.principal = principal
+        self.host = host
+
+    def may(self, operation: int, resource_type: int, name: str) -> bool:
+        return self.authorizer.authorize(self.principal, self.host, operation, resource_type, name)
+
+    def topic(self, operation: int, name: Any) -> bool:
+        return self.may(operation, ResourceType.TOPIC, str(name))
+
+    def group(self, operation: int, name: Any) -> bool:
+        return self.may(operation, ResourceType.GROUP, str(name))
+
+    def cluster(self, operation: int) -> bool:
+        return self.may(operation, ResourceType.CLUSTER, CLUSTER_NAME)
+
+    def create_topic(self, name: Any) -> bool:
+        return self.cluster(Operation.CREATE) or self.topic(Operation.CREATE, name)
+
+
+def checker(ctx: Context) -> Checker | None:
+    """The request's checker, or None when every request is permitted (no ACL at all)."""
+    authorizer = authorizer_of(ctx.broker)
+    if not authorizer.enforcing:
+        return None
+    return Checker(authorizer, getattr(ctx, "principal", ANONYMOUS), client_host(ctx.client))
+
+
+def client_host(client: str) -> str:
+    """The host of ``host:port`` (an IPv6 one without its brackets)."""
+    host = client.rpartition(":")[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+Refusal = Callable[[Any, Any], Any]
+"""``(response class, request body) -> refusal``."""
+After = Callable[[Any], Any]
+"""``response -> response``: what the principal may see of a handler's answer."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verdict:
+    """A rule's answer: go on with ``body`` (perhaps narrowed), or answer ``refusal``;
+    ``after`` filters the handler's response."""
+
+    body: Any
+    refusal: Refusal | None = None
+    after: After | None = None
+
+
+Check = Callable[[Context, Checker, Any], Verdict]
+
+
+def check(ctx: Context, header: RequestHeader, body: Any) -> tuple[Any, Any, After | None]:
+    """``(body, None, after)`` to go on with (the body perhaps narrowed: Metadata; ``after``,
+    if not None, filters the handler's response), or ``(body, refusal response, None)`` to
+    answer without the handler."""
+    rule = _CHECKS.get(header.api_key)
+    if rule is None:
+        return body, None, None
+    who = checker(ctx)
+    if who is None:
+        return body, None, None
+    verdict = rule(ctx, who, body)
+    if verdict.refusal is None:
+        return verdict.body, None, verdict.after
+    return body, verdict.refusal(response_class(header), body), None
+
+
+# --- refusals, in each API's response shape --------------------------------------------
+
+
+def _top(code: int) -> Refusal:
+    return lambda cls, body: entity(cls, error_code=code)
+
+
+def _produce(code: int) -> Refusal:
+    def build(cls: Any, body: Any) -> Any:
+        topic_cls = item_class(cls, "responses")
+        part_cls = item_class(topic_cls, "partition_responses")
+        return entity(cls, responses=tuple(
+            entity(topic_cls, name=t.name, partition_responses=tuple(
+                entity(part_cls, index=p.index, error_code=code, base_offset=-1, log_start_offset=-1)
+                for p in t.partition_data))
+            for t in body.topic_data))
+    return build
+
+
+def _fetch(cls: Any, body: Any) -> Any:
+    topic_cls = item_class(cls, "responses")
+    part_cls = item_class(topic_cls, "partitions")
+    return entity(cls, responses=tuple(
+        entity(topic_cls, topic=getattr(t, "topic", None), topic_id=getattr(t, "topic_id", None),
+               partitions=tuple(entity(part_cls, partition_index=p.partition,
+                                       error_code=TOPIC_AUTHORIZATION_FAILED, high_watermark=-1,
+                                       last_stable_offset=-1, log_start_offset=-1)
+                                for p in t.partitions))
+        for t in body.topics))
+
+
+def _partitions(field: str, topic_field: str, index_field: str, code: int, **extra: Any) -> Refusal:
+    """``<field>`` [``<topic_field>``, ``partitions`` [``<index_field>``, ``error_code``]]."""
+    def build(cls: Any, body: Any) -> Any:
+        topic_cls = item_class(cls, field)
+        part_cls = item_class(topic_cls, "partitions")
+        return entity(cls, **{field: tuple(
+            entity(topic_cls, **{topic_field: getattr(t, topic_field), "partitions": tuple(
+                entity(part_cls, **{index_field: getattr(p, index_field)}, error_code=code, **extra)
+                for p in t.partitions)})
+            for t in body.topics)})
+    return build
+
+
+def _describe_producers(cls: Any, body: Any) -> Any:
+    topic_cls = item_class(cls, "topics")
+    part_cls = item_class(topic_cls, "partitions")
+    return entity(cls, topics=tuple(
+        entity(topic_cls, name=t.name, partitions=tuple(
+            entity(part_cls, partition_index=i, error_code=TOPIC_AUTHORIZATION_FAILED)
+            for i in t.partition_indexes))
+        for t in body.topics))
+
+
+def _named(field: str, code: int, names: Callable[[Any], list[Any]], key: str = "name",
+           **extra: Any) -> Refusal:
+    """One item per name the request holds, in ``field``, carrying ``code``."""
+    def build(cls: Any, body: Any) -> Any:
+        item = item_class(cls, field)
+        return entity(cls, **{field: tuple(entity(item, **{key: n}, error_code=code, **extra)
+                                           for n in names(body))})
+    return build
+
+
+def _configs(codes: dict[int, int]) -> Refusal:
+    def build(cls: Any, body: Any) -> Any:
+        field = "results" if has_field(cls, "results") else "responses"
+        item = item_class(cls, field)
+        return entity(cls, **{field: tuple(
+            entity(item, error_code=codes.get(int(r.resource_type), CLUSTER_AUTHORIZATION_FAILED),
+                   resource_type=r.resource_type, resource_name=r.resource_name)
+            for r in body.resources)})
+    return build
+
+
+def _find_coordinator(code: int) -> Refusal:
+    def build(cls: Any, body: Any) -> Any:
+        if not has_field(cls, "coordinators"):
+            return entity(cls, error_code=code, node_id=-1, port=-1)
+        item = item_class(cls, "coordinators")
+        return entity(cls, coordinators=tuple(entity(item, key=k, error_code=code, node_id=-1, port=-1)
+                                              for k in body.coordinator_keys))
+    return build
+
+
+def _offset_fetch(cls: Any, body: Any) -> Any:
+    if not has_field(cls, "groups"):
+        return entity(cls, error_code=GROUP_AUTHORIZATION_FAILED)
+    item = item_class(cls, "groups")
+    return entity(cls, groups=tuple(entity(item, group_id=g.group_id, error_code=GROUP_AUTHORIZATION_FAILED)
+                                    for g in body.groups))
+
+
+def _acl_results(field: str, request_field: str) -> Refusal:
+    def build(cls: Any, body: Any) -> Any:
+        item = item_class(cls, field)
+        return entity(cls, **{field: tuple(entity(item, error_code=CLUSTER_AUTHORIZATION_FAILED)
+                                           for _ in getattr(body, request_field))})
+    return build
+
+
+# --- the rules, per API -------------------------------------------------------------------
+
+def _refuse_if(allowed: bool, body: Any, refusal: Refusal) -> Verdict:
+    return Verdict(body, None if allowed else refusal)
+
+
+def _produce_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    txn = getattr(body, "transactional_id", None)
+    if txn is not None and not who.may(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn):
+        return Verdict(body, _produce(TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+    return _refuse_if(all(who.topic(Operation.WRITE, t.name) for t in body.topic_data), body,
+                      _produce(TOPIC_AUTHORIZATION_FAILED))
+
+
+def _fetch_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    for t in body.topics:  # bounded by the request
+        name = getattr(t, "topic", None)
+        if name is None:  # v13+: by id; an unknown id is the handler's UNKNOWN_TOPIC_ID
+            cfg = ctx.log.topic_by_id(t.topic_id)
+            name = None if cfg is None else cfg.name
+        if name is not None and not who.topic(Operation.READ, name):
+            return Verdict(body, _fetch)
+    return Verdict(body)
+
+
+def _topics_check(operation: int, refusal: Refusal, name_field: str = "name") -> Check:
+    def rule(ctx: Context, who: Checker, body: Any) -> Verdict:
+        allowed = all(who.topic(operation, getattr(t, name_field)) for t in body.topics)
+        return _refuse_if(allowed, body, refusal)
+    return rule
+
+
+def _metadata_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    """Only the topics the principal may DESCRIBE are listed; one it names but may not is
+    answered TOPIC_AUTHORIZATION_FAILED (and not looked up); auto-creation needs CREATE."""
+    named = body.topics or ()
+    hidden = [t for t in named if t.name is not None and not who.topic(Operation.DESCRIBE, t.name)]
+    changes: dict[str, Any] = {}
+    if hidden:
+        changes["topics"] = tuple(t for t in named if t not in hidden)
+    if getattr(body, "allow_auto_topic_creation", False) and not all(
+            who.create_topic(t.name) for t in named if t.name is not None):
+        changes["allow_auto_topic_creation"] = False
+    narrowed = dataclasses.replace(body, **changes) if changes else body
+
+    def after(response: Any) -> Any:
+        topic_cls = item_class(type(response), "topics")
+        shown = tuple(t for t in response.topics if t.name is None or who.topic(Operation.DESCRIBE, t.name))
+        shown += tuple(entity(topic_cls, name=t.name, error_code=TOPIC_AUTHORIZATION_FAILED,
+                              topic_id=getattr(t, "topic_id", None)) for t in hidden)
+        return dataclasses.replace(response, topics=shown)
+
+    return Verdict(narrowed, None, after)
+
+
+def _list_groups_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    """All groups with DESCRIBE on the cluster; otherwise those the principal may DESCRIBE."""
+    if who.cluster(Operation.DESCRIBE):
+        return Verdict(body)
+
+    def after(response: Any) -> Any:
+        return dataclasses.replace(response, groups=tuple(
+            g for g in response.groups if who.group(Operation.DESCRIBE, g.group_id)))
+
+    return Verdict(body, None, after)
+
+
+def _create_topics_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    return _refuse_if(all(who.create_topic(t.name) for t in body.topics), body,
+                      _named("topics", TOPIC_AUTHORIZATION_FAILED, lambda b: [t.name for t in b.topics]))
+
+
+def _group_check(operation: int, refusal: Refusal) -> Check:
+    def rule(ctx: Context, who: Checker, body: Any) -> Verdict:
+        return _refuse_if(who.group(operation, body.group_id), body, refusal)
+    return rule
+
+
+def _offset_commit_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    if not who.group(Operation.READ, body.group_id):
+        return Verdict(body, _partitions("topics", "name", "partition_index", GROUP_AUTHORIZATION_FAILED))
+    return _topics_check(Operation.READ, _partitions("topics", "name", "partition_index",
+                                                     TOPIC_AUTHORIZATION_FAILED))(ctx, who, body)
+
+
+def _offset_fetch_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    groups = [g.group_id for g in body.groups] if hasattr(body, "groups") else [body.group_id]
+    return _refuse_if(all(who.group(Operation.DESCRIBE, g) for g in groups), body, _offset_fetch)
+
+
+def _find_coordinator_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    keys = list(body.coordinator_keys) if hasattr(body, "coordinator_keys") else [body.key]
+    if int(getattr(body, "key_type", 0)) == 1:
+        allowed = all(who.may(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, k) for k in keys)
+        return _refuse_if(allowed, body, _find_coordinator(TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+    return _refuse_if(all(who.group(Operation.DESCRIBE, k) for k in keys), body,
+                      _find_coordinator(GROUP_AUTHORIZATION_FAILED))
+
+
+def _init_producer_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    txn = body.transactional_id
+    if txn is not None:
+        return _refuse_if(who.may(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn), body,
+                          _top(TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+    allowed = (who.cluster(Operation.IDEMPOTENT_WRITE)
+               or who.authorizer.may_write_some_topic(who.principal, who.host))
+    return _refuse_if(allowed, body, _top(CLUSTER_AUTHORIZATION_FAILED))
+
+
+def _config_resources(operation: int) -> Check:
+    def rule(ctx: Context, who: Checker, body: Any) -> Verdict:
+        allowed = all(who.topic(operation, r.resource_name) if int(r.resource_type) == TOPIC_CONFIG
+                      else who.cluster(operation) for r in body.resources)
+        return _refuse_if(allowed, body, _configs({TOPIC_CONFIG: TOPIC_AUTHORIZATION_FAILED}))
+    return rule
+
+
+def _cluster_check(operation: int, refusal: Refusal) -> Check:
+    def rule(ctx: Context, who: Checker, body: Any) -> Verdict:
+        return _refuse_if(who.cluster(operation), body, refusal)
+    return rule
+
+
+def _delete_topics_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    names = _delete_topic_names(ctx, body)
+    return _refuse_if(all(who.topic(Operation.DELETE, n) for n in names if n is not None), body,
+                      _named("responses", TOPIC_AUTHORIZATION_FAILED, lambda b: _delete_topic_names(ctx, b)))
+
+
+def _delete_topic_names(ctx: Context, body: Any) -> list[str | None]:
+    if hasattr(body, "topic_names"):
+        return [str(n) for n in body.topic_names]
+    out: list[str | None] = []
+    for t in body.topics:  # bounded by the request
+        if t.name is not None:
+            out.append(str(t.name))
+        else:
+            cfg = ctx.log.topic_by_id(t.topic_id)
+            out.append(None if cfg is None else cfg.name)
+    return out
+
+
+def _groups_check(operation: int, field: str) -> Check:
+    def rule(ctx: Context, who: Checker, body: Any) -> Verdict:
+        groups = list(getattr(body, field))
+        return _refuse_if(all(who.group(operation, g) for g in groups), body,
+                          _named("groups" if field == "groups" else "results", GROUP_AUTHORIZATION_FAILED,
+                                 lambda b: list(getattr(b, field)), key="group_id"))
+    return rule
+
+
+def _offset_delete_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    if not who.group(Operation.DELETE, body.group_id):
+        return Verdict(body, _top(GROUP_AUTHORIZATION_FAILED))
+    return _refuse_if(all(who.topic(Operation.READ, t.name) for t in body.topics), body,
+                      _top(TOPIC_AUTHORIZATION_FAILED))
+
+
+_CHECKS: Final[dict[int, Check]] = {
+    0: _produce_check,
+    1: _fetch_check,
+    2: _topics_check(Operation.DESCRIBE, _partitions("topics", "name", "partition_index",
+                                                     TOPIC_AUTHORIZATION_FAILED, timestamp=-1, offset=-1)),
+    3: _metadata_check,
+    8: _offset_commit_check,
+    9: _offset_fetch_check,
+    10: _find_coordinator_check,
+    11: _group_check(Operation.READ, _top(GROUP_AUTHORIZATION_FAILED)),
+    12: _group_check(Operation.READ, _top(GROUP_AUTHORIZATION_FAILED)),
+    13: _group_check(Operation.READ, _top(GROUP_AUTHORIZATION_FAILED)),
+    14: _group_check(Operation.READ, _top(GROUP_AUTHORIZATION_FAILED)),
+    15: _groups_check(Operation.DESCRIBE, "groups"),
+    16: _list_groups_check,
+    19: _create_topics_check,
+    20: _delete_topics_check,
+    21: _topics_check(Operation.DELETE, _partitions("topics", "name", "partition_index",
+                                                    TOPIC_AUTHORIZATION_FAILED, low_watermark=-1)),
+    22: _init_producer_check,
+    23: _topics_check(Operation.DESCRIBE, _partitions(
+        "topics", "topic", "partition", TOPIC_AUTHORIZATION_FAILED, leader_epoch=-1, end_offset=-1),
+        name_field="topic"),
+    29: _cluster_check(Operation.DESCRIBE, _top(CLUSTER_AUTHORIZATION_FAILED)),
+    30: _cluster_check(Operation.ALTER, _acl_results("results", "creations")),
+    31: _cluster_check(Operation.ALTER, _acl_results("filter_results", "filters")),
+    32: _config_resources(Operation.DESCRIBE_CONFIGS),
+    33: _config_resources(Operation.ALTER_CONFIGS),
+    35: _cluster_check(Operation.DESCRIBE, _top(CLUSTER_AUTHORIZATION_FAILED)),
+    37: _topics_check(Operation.ALTER, _named("results", TOPIC_AUTHORIZATION_FAILED,
+                                              lambda b: [t.name for t in b.topics])),
+    42: _groups_check(Operation.DELETE, "groups_names"),
+    44: _config_resources(Operation.ALTER_CONFIGS),
+    47: _offset_delete_check,
+    61: _topics_check(Operation.READ, _describe_producers),
+}
+"""The rule of each API. An API not listed needs nothing: ApiVersions, SaslHandshake and
+SaslAuthenticate (asked before anything is known), DescribeCluster (as Kafka)."""

@@ -1,0 +1,361 @@
+"""ACLs: the model and its catalog rows, the authorizer's decisions, every API's check for
+two principals (allowed, denied, no ACL), and the admin APIs and checks through kafka-python.
+
+Real clients connect without authentication, as ``User:ANONYMOUS``; a second principal is
+given to the checks directly (a connection's ``principal``, as authentication sets it).
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import (
+    ACL,
+    ACLFilter,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    ResourcePattern,
+    ResourcePatternFilter,
+    ResourceType,
+)
+from kafka.errors import TopicAuthorizationFailedError
+from serverkit import served
+
+import eventstore
+from eventstore.catalog import acls as acl_rows
+from eventstore.catalog.acls import AclBinding, AclFilter, Operation, PatternType, Permission
+from eventstore.catalog.acls import ResourceType as RT
+from eventstore.errors import InvalidArgumentError
+from eventstore.server.authorization import check
+from eventstore.server.authorizer import Authorizer
+from eventstore.server.config import server_config
+from eventstore.server.entities import entity, item_class, response_class
+from eventstore.wire import RequestHeader
+from eventstore.wire.messages import request_type
+
+ALICE, BOB, ANON = "User:alice", "User:bob", "User:ANONYMOUS"
+HOST = "127.0.0.1"
+
+
+def acl(rt: int, name: str, op: int, principal: str = ALICE, perm: int = Permission.ALLOW,
+        pattern: int = PatternType.LITERAL, host: str = "*") -> AclBinding:
+    return acl_rows.binding(rt, name, pattern, principal, host, op, perm)
+
+
+# --- the authorizer ----------------------------------------------------------------------
+
+
+def test_no_acl_at_all_permits_everything() -> None:
+    auth = Authorizer()
+    assert auth.authorize(BOB, HOST, Operation.WRITE, RT.TOPIC, "t")
+
+
+def test_once_an_acl_exists_an_unmatched_request_is_refused() -> None:
+    auth = Authorizer([acl(RT.TOPIC, "orders", Operation.READ)])
+    assert auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "orders")
+    assert not auth.authorize(BOB, HOST, Operation.READ, RT.TOPIC, "orders")
+    assert not auth.authorize(ALICE, HOST, Operation.WRITE, RT.TOPIC, "orders")
+    assert not auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "other")
+
+
+def test_allow_everyone_if_no_acl_found_opens_only_resources_without_acls() -> None:
+    auth = Authorizer([acl(RT.TOPIC, "orders", Operation.READ)], allow_if_no_acl=True)
+    assert auth.authorize(BOB, HOST, Operation.WRITE, RT.TOPIC, "other")
+    assert not auth.authorize(BOB, HOST, Operation.READ, RT.TOPIC, "orders")
+
+
+def test_prefixed_and_literal_patterns() -> None:
+    auth = Authorizer([acl(RT.TOPIC, "sales-", Operation.READ, pattern=PatternType.PREFIXED),
+                       acl(RT.TOPIC, "audit", Operation.READ)])
+    assert auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "sales-eu")
+    assert auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "sales-")
+    assert not auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "sales")
+    assert auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "audit")
+    assert not auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "audit-log")  # literal is not a prefix
+
+
+def test_deny_wins_over_allow() -> None:
+    auth = Authorizer([acl(RT.TOPIC, "*", Operation.ALL),
+                       acl(RT.TOPIC, "secret-", Operation.READ, perm=Permission.DENY,
+                           pattern=PatternType.PREFIXED)])
+    assert auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "public")
+    assert not auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "secret-plans")
+    assert auth.authorize(ALICE, HOST, Operation.WRITE, RT.TOPIC, "secret-plans")
+
+
+def test_implied_operations() -> None:
+    auth = Authorizer([acl(RT.TOPIC, "t", Operation.WRITE), acl(RT.TOPIC, "t", Operation.ALTER_CONFIGS)])
+    assert auth.authorize(ALICE, HOST, Operation.DESCRIBE, RT.TOPIC, "t")
+    assert auth.authorize(ALICE, HOST, Operation.DESCRIBE_CONFIGS, RT.TOPIC, "t")
+    assert not auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "t")
+
+
+def test_wildcard_principal_host_and_super_user() -> None:
+    auth = Authorizer([acl(RT.GROUP, "g", Operation.READ, principal="User:*", host="10.0.0.1")],
+                      super_users=[BOB])
+    assert auth.authorize(ALICE, "10.0.0.1", Operation.READ, RT.GROUP, "g")
+    assert not auth.authorize(ALICE, HOST, Operation.READ, RT.GROUP, "g")
+    assert auth.authorize(BOB, HOST, Operation.DELETE, RT.CLUSTER, "kafka-cluster")
+
+
+def test_replace_drops_cached_decisions() -> None:
+    auth = Authorizer([acl(RT.TOPIC, "t", Operation.READ)])
+    assert auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "t")
+    auth.replace([acl(RT.TOPIC, "t", Operation.READ, perm=Permission.DENY)])
+    assert not auth.authorize(ALICE, HOST, Operation.READ, RT.TOPIC, "t")
+
+
+def test_a_check_looks_only_at_the_resource_acls() -> None:
+    many = [acl(RT.TOPIC, f"topic-{i}", Operation.READ) for i in range(1000)]
+    auth = Authorizer([*many, acl(RT.TOPIC, "topic-", Operation.WRITE, pattern=PatternType.PREFIXED)])
+    assert len(auth.matching_resource(RT.TOPIC, "topic-7")) == 2
+
+
+def test_bindings_are_checked() -> None:
+    for bad in [dict(principal="alice"), dict(host=""), dict(resource_name=""), dict(operation=99),
+                dict(pattern_type=PatternType.MATCH), dict(resource_type=RT.CLUSTER, resource_name="x")]:
+        args = dict(resource_type=RT.TOPIC, resource_name="t", pattern_type=PatternType.LITERAL,
+                    principal=ALICE, host="*", operation=Operation.READ, permission=Permission.ALLOW) | bad
+        with pytest.raises(InvalidArgumentError):
+            acl_rows.binding(**args)
+
+
+def test_filters_match_as_kafka() -> None:
+    prefixed = acl(RT.TOPIC, "sales-", Operation.READ, pattern=PatternType.PREFIXED)
+    literal = acl(RT.TOPIC, "sales-eu", Operation.READ)
+    match = AclFilter(resource_type=RT.TOPIC, resource_name="sales-eu", pattern_type=PatternType.MATCH)
+    assert match.matches(prefixed) and match.matches(literal)
+    assert not AclFilter(resource_name="sales-eu", pattern_type=PatternType.LITERAL).matches(prefixed)
+    assert AclFilter(principal=ALICE).matches(literal) and not AclFilter(principal=BOB).matches(literal)
+
+
+# --- the catalog rows ----------------------------------------------------------------------
+
+
+def test_acls_survive_a_reopen_and_are_removed(tmp_path: Path) -> None:
+    one, two = acl(RT.TOPIC, "t", Operation.READ), acl(RT.GROUP, "g", Operation.READ, principal=BOB)
+    with eventstore.open(tmp_path / "s") as store:
+        acl_rows.add(store.log.catalog, [one, two, one])
+    with eventstore.open(tmp_path / "s") as store:
+        assert sorted(acl_rows.load(store.log.catalog), key=str) == sorted([one, two], key=str)
+        acl_rows.remove(store.log.catalog, [one])
+        assert acl_rows.load(store.log.catalog) == [two]
+
+
+# --- every API's check, for two principals -------------------------------------------------
+
+
+class FakeBroker:
+    def __init__(self, bindings: list[AclBinding], **options: Any) -> None:
+        self.config = server_config("127.0.0.1:0", **options)
+        self.state: dict[str, Any] = {"authorization": Authorizer(
+            bindings, self.config.super_users, self.config.allow_everyone_if_no_acl_found)}
+        self.log = types.SimpleNamespace(topic_by_id=lambda topic_id: None)
+
+
+def ctx_for(broker: FakeBroker, principal: str) -> Any:
+    return types.SimpleNamespace(broker=broker, principal=principal, client="127.0.0.1:40000", log=broker.log,
+                                 state=broker.state)
+
+
+def request(api_key: int, version: int, **values: Any) -> tuple[RequestHeader, Any]:
+    cls = request_type(api_key, version)
+    return RequestHeader(api_key, version, 1, "test", 2, 0), build(cls, values)
+
+
+def build(cls: Any, values: dict[str, Any]) -> Any:
+    """``values`` by field name; a list of dicts becomes items of the field's class."""
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            item = item_class(cls, name)
+            out[name] = tuple(build(item, v) for v in value)
+        else:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return entity(cls, **out)
+
+
+T, G, TX, C = RT.TOPIC, RT.GROUP, RT.TRANSACTIONAL_ID, RT.CLUSTER
+TOPIC_DENIED, GROUP_DENIED, CLUSTER_DENIED, TXN_DENIED = 29, 30, 31, 53
+PARTS = [{"partition_index": 0}]
+
+# api key, version, request fields, the ACL that permits it, the code a refusal carries
+CASES: list[tuple[int, int, dict[str, Any], tuple[int, str, int], int]] = [
+    (0, 9, {"acks": 1, "topic_data": [{"name": "t", "partition_data": [{"index": 0}]}]},
+     (T, "t", Operation.WRITE), TOPIC_DENIED),
+    (1, 12, {"topics": [{"topic": "t", "partitions": [{"partition": 0}]}]}, (T, "t", Operation.READ),
+     TOPIC_DENIED),
+    (2, 7, {"topics": [{"name": "t", "partitions": PARTS}]}, (T, "t", Operation.DESCRIBE), TOPIC_DENIED),
+    (8, 8, {"group_id": "g", "topics": [{"name": "t", "partitions": PARTS}]}, (G, "g", Operation.READ),
+     GROUP_DENIED),
+    (9, 7, {"group_id": "g"}, (G, "g", Operation.DESCRIBE), GROUP_DENIED),
+    (9, 8, {"groups": [{"group_id": "g"}]}, (G, "g", Operation.DESCRIBE), GROUP_DENIED),
+    (10, 3, {"key": "g", "key_type": 0}, (G, "g", Operation.DESCRIBE), GROUP_DENIED),
+    (10, 4, {"key_type": 1, "coordinator_keys": ["x"]}, (TX, "x", Operation.DESCRIBE), TXN_DENIED),
+    (11, 5, {"group_id": "g"}, (G, "g", Operation.READ), GROUP_DENIED),
+    (12, 4, {"group_id": "g"}, (G, "g", Operation.READ), GROUP_DENIED),
+    (13, 4, {"group_id": "g"}, (G, "g", Operation.READ), GROUP_DENIED),
+    (14, 5, {"group_id": "g"}, (G, "g", Operation.READ), GROUP_DENIED),
+    (15, 5, {"groups": ["g"]}, (G, "g", Operation.DESCRIBE), GROUP_DENIED),
+    (19, 5, {"topics": [{"name": "t"}]}, (T, "t", Operation.CREATE), TOPIC_DENIED),
+    (20, 4, {"topic_names": ["t"]}, (T, "t", Operation.DELETE), TOPIC_DENIED),
+    (21, 2, {"topics": [{"name": "t", "partitions": PARTS}]}, (T, "t", Operation.DELETE), TOPIC_DENIED),
+    (22, 4, {"transactional_id": None}, (C, "kafka-cluster", Operation.IDEMPOTENT_WRITE), CLUSTER_DENIED),
+    (22, 4, {"transactional_id": "x"}, (TX, "x", Operation.WRITE), TXN_DENIED),
+    (23, 4, {"topics": [{"topic": "t", "partitions": [{"partition": 0}]}]}, (T, "t", Operation.DESCRIBE),
+     TOPIC_DENIED),
+    (29, 3, {"resource_type_filter": 1, "pattern_type_filter": 1, "operation": 1, "permission_type": 1},
+     (C, "kafka-cluster", Operation.DESCRIBE), CLUSTER_DENIED),
+    (30, 3, {"creations": [{"resource_type": 2, "resource_name": "t"}]},
+     (C, "kafka-cluster", Operation.ALTER), CLUSTER_DENIED),
+    (31, 3, {"filters": [{"resource_type_filter": 2}]}, (C, "kafka-cluster", Operation.ALTER),
+     CLUSTER_DENIED),
+    (32, 4, {"resources": [{"resource_type": 2, "resource_name": "t"}]}, (T, "t", Operation.DESCRIBE_CONFIGS),
+     TOPIC_DENIED),
+    (32, 4, {"resources": [{"resource_type": 4, "resource_name": "0"}]},
+     (C, "kafka-cluster", Operation.DESCRIBE_CONFIGS), CLUSTER_DENIED),
+    (33, 2, {"resources": [{"resource_type": 2, "resource_name": "t"}]}, (T, "t", Operation.ALTER_CONFIGS),
+     TOPIC_DENIED),
+    (44, 1, {"resources": [{"resource_type": 2, "resource_name": "t"}]}, (T, "t", Operation.ALTER_CONFIGS),
+     TOPIC_DENIED),
+    (35, 4, {}, (C, "kafka-cluster", Operation.DESCRIBE), CLUSTER_DENIED),
+    (37, 3, {"topics": [{"name": "t", "count": 2}]}, (T, "t", Operation.ALTER), TOPIC_DENIED),
+    (42, 2, {"groups_names": ["g"]}, (G, "g", Operation.DELETE), GROUP_DENIED),
+    (47, 0, {"group_id": "g", "topics": [{"name": "t", "partitions": PARTS}]}, (G, "g", Operation.DELETE),
+     GROUP_DENIED),
+    (61, 0, {"topics": [{"name": "t", "partition_indexes": [0]}]}, (T, "t", Operation.READ), TOPIC_DENIED),
+]
+
+
+def codes(response: Any) -> set[int]:
+    """Every ``error_code`` but NONE in a response, nested items included (Fetch's top level
+    says NONE, its partitions the error, as Kafka answers)."""
+    found: set[int] = set()
+    stack = [response]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple):
+            stack.extend(item)
+        elif hasattr(item, "__dataclass_fields__"):
+            for name in item.__dataclass_fields__:
+                value = getattr(item, name)
+                if name == "error_code" and int(value) != 0:
+                    found.add(int(value))
+                else:
+                    stack.append(value)
+    return found
+
+
+@pytest.mark.parametrize(("api_key", "version", "fields", "permits", "code"), CASES,
+                         ids=[f"{c[0]}v{c[1]}-{c[3][2].name}" for c in CASES])
+def test_every_api_checks_for_two_principals(api_key: int, version: int, fields: dict[str, Any],
+                                             permits: tuple[int, str, int], code: int) -> None:
+    header, body = request(api_key, version, **fields)
+    rt, name, op = permits
+    extra = [acl(RT.TOPIC, "t", Operation.READ)] if api_key in (8, 47) else []  # their topic part
+    allowing = FakeBroker([acl(rt, name, op), *extra])
+    for principal, refused in ((ALICE, False), (BOB, True)):
+        _, refusal, _ = check(ctx_for(allowing, principal), header, body)
+        assert (refusal is not None) == refused, principal
+        if refused:
+            assert codes(refusal) == {code}
+    denying = FakeBroker([acl(rt, name, op), *extra, acl(rt, name, op, perm=Permission.DENY)])
+    _, refusal, _ = check(ctx_for(denying, ALICE), header, body)
+    assert refusal is not None and codes(refusal) == {code}
+    for no_acl in (FakeBroker([]), FakeBroker([acl(T, "other", Operation.READ)], super_users=[BOB])):
+        _, refusal, _ = check(ctx_for(no_acl, BOB), header, body)
+        assert refusal is None
+
+
+def test_metadata_lists_only_describable_topics() -> None:
+    broker = FakeBroker([acl(T, "mine", Operation.READ)])
+    header, body = request(3, 12, topics=[{"name": "mine"}, {"name": "theirs"}],
+                           allow_auto_topic_creation=True)
+    narrowed, refusal, after = check(ctx_for(broker, ALICE), header, body)
+    assert refusal is None and after is not None
+    assert [t.name for t in narrowed.topics] == ["mine"] and not narrowed.allow_auto_topic_creation
+    cls = response_class(header)
+    topic_cls = item_class(cls, "topics")
+    answered = after(entity(cls, topics=(entity(topic_cls, name="mine"), entity(topic_cls, name="other"))))
+    assert [(t.name, int(t.error_code)) for t in answered.topics] == [("mine", 0), ("theirs", TOPIC_DENIED)]
+
+
+def test_list_groups_shows_only_describable_groups() -> None:
+    broker = FakeBroker([acl(G, "mine", Operation.DESCRIBE)])
+    header, body = request(16, 4)
+    _, refusal, after = check(ctx_for(broker, ALICE), header, body)
+    assert refusal is None and after is not None
+    cls = response_class(header)
+    group_cls = item_class(cls, "groups")
+    groups = (entity(group_cls, group_id="mine"), entity(group_cls, group_id="x"))
+    answered = after(entity(cls, groups=groups))
+    assert [g.group_id for g in answered.groups] == ["mine"]
+
+
+# --- through kafka-python ------------------------------------------------------------------
+
+
+def test_admin_client_manages_acls_and_produce_is_checked(tmp_path: Path) -> None:
+    with served(tmp_path) as (store, bootstrap):
+        store.create_topic("open-t")
+        store.create_topic("closed-t")
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        try:
+            everything = ResourcePattern(ResourceType.CLUSTER, "kafka-cluster")
+            granted = [
+                ACL(ANON, "*", ACLOperation.ALL, ACLPermissionType.ALLOW, everything),
+                ACL(ANON, "*", ACLOperation.ALL, ACLPermissionType.ALLOW,
+                    ResourcePattern(ResourceType.TOPIC, "open-", ACLResourcePatternType.PREFIXED)),
+                ACL(ANON, "*", ACLOperation.ALL, ACLPermissionType.ALLOW,
+                    ResourcePattern(ResourceType.GROUP, "*")),
+                ACL(BOB, "*", ACLOperation.READ, ACLPermissionType.ALLOW,
+                    ResourcePattern(ResourceType.TOPIC, "closed-t")),
+            ]
+            result = admin.create_acls(granted)
+            assert not result["failed"] and len(result["succeeded"]) == 4
+            described, _ = admin.describe_acls(ACLFilter(
+                principal=None, host=None, operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
+                resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
+            assert len(described) == 4
+            assert sorted(t for t in admin.list_topics()) == ["open-t"]
+
+            producer = KafkaProducer(bootstrap_servers=bootstrap, retries=0, max_block_ms=5_000)
+            try:
+                producer.send("open-t", b"yes").get(timeout=10)
+                with pytest.raises(TopicAuthorizationFailedError):
+                    producer.send("closed-t", b"no").get(timeout=10)
+            finally:
+                producer.close(timeout=5)
+            assert store.log.offsets("closed-t", 0)[1] == 0  # nothing written on the refused request
+
+            consumer = KafkaConsumer("open-t", bootstrap_servers=bootstrap, group_id="g",
+                                     auto_offset_reset="earliest", consumer_timeout_ms=5_000)
+            try:
+                assert [r.value for r in consumer] == [b"yes"]
+            finally:
+                consumer.close()
+
+            removed = admin.delete_acls([ACLFilter(
+                principal=BOB, host=None, operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
+                resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))])
+            assert [len(matches) for _, matches, _ in removed] == [1]
+            assert len(acl_rows.load(store.log.catalog)) == 3
+        finally:
+            admin.close()
+
+
+def test_super_user_passes_every_check(tmp_path: Path) -> None:
+    with served(tmp_path, super_users=[ANON]) as (store, bootstrap):
+        acl_rows.add(store.log.catalog, [acl(T, "x", Operation.READ, principal=BOB)])
+        store.create_topic("t")
+        producer = KafkaProducer(bootstrap_servers=bootstrap, retries=0, max_block_ms=5_000)
+        try:
+            producer.send("t", b"v").get(timeout=10)
+        finally:
+            producer.close(timeout=5)
+        assert store.log.offsets("t", 0)[1] == 1
