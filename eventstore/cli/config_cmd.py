@@ -10,7 +10,7 @@ import typer
 from typer.main import get_command
 
 from . import serve as serve_cli
-from .config_file import SECRET_WORDS, Effective, check_effective, effective
+from .config_file import OTHER_SECTION, SECRET_WORDS, SECTION_RULES, Effective, check_effective, effective
 
 config_app = typer.Typer(help="Check an es serve configuration file.", no_args_is_help=True)
 
@@ -41,10 +41,12 @@ def _serve_only() -> typer.Typer:
 
 
 def render(settings: list[Effective]) -> str:
-    """The settings as TOML by section, each value followed by its source as a comment; a
-    setting with no value is a comment, a secret is masked."""
+    """The settings as TOML by section (in the documentation's order), each value followed by
+    its source as a comment; a setting with no value is a comment, a secret is masked."""
     lines: list[str] = []
-    for section in dict.fromkeys(item.setting.section for item in settings):  # bounded by the table
+    order = [name for name, _ in SECTION_RULES] + [OTHER_SECTION]
+    sections = sorted({item.setting.section for item in settings}, key=order.index)
+    for section in sections:  # bounded by the table
         lines.append(f"\n[{section}]" if lines else f"[{section}]")
         for item in settings:  # bounded by the table
             if item.setting.section != section:
