@@ -13,10 +13,38 @@ from typing import Any, Final
 from ..errors import InvalidArgumentError
 from ..wire import FRAME_BYTES_MAX
 
-__all__ = ["DEFAULT_ADDRESS", "ServerConfig", "format_address", "parse_address", "server_config"]
+__all__ = [
+    "DEFAULT_ADDRESS", "SASL_MECHANISMS", "SECURITY_PROTOCOLS", "Listener", "ServerConfig", "format_address",
+    "parse_address", "parse_listener", "server_config",
+]
+
 
 DEFAULT_ADDRESS: Final = "127.0.0.1:9092"
 FETCH_CACHE_BYTES: Final = 64 * 1024 * 1024
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+"""Kafka's security protocols, each a listener's name here (docs/operations.md, section 1)."""
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One address the server listens on, and how its clients authenticate."""
+
+    name: str
+    """The security protocol: one of ``SECURITY_PROTOCOLS``."""
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.name in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.name in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def __str__(self) -> str:
+        return f"{self.name}://{format_address(self.host, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +66,17 @@ class ServerConfig:
     node_id: int = 0
     fetch_cache_bytes: int = FETCH_CACHE_BYTES
     """Bound of the cache of native batches converted to Kafka batches for Fetch."""
+    listeners: tuple[Listener, ...] = ()
+    """Every listener, the first at ``host:port``; empty: one PLAINTEXT listener at ``host:port``."""
+    ssl_certfile: str | None = None
+    """The server's certificate chain (PEM), for the SSL and SASL_SSL listeners."""
+    ssl_keyfile: str | None = None
+    """The certificate's private key (PEM); None: it is in ``ssl_certfile``."""
+    ssl_cafile: str | None = None
+    """CA certificates (PEM): given, every TLS client must present a certificate they signed
+    (mutual TLS; the principal is ``User:<CN>``)."""
+    sasl_mechanisms: tuple[str, ...] = SASL_MECHANISMS
+    """The SASL mechanisms the SASL listeners offer."""
     replica_of: tuple[str, ...] = ()
     """The leader's addresses (``host:port``) when this node is a follower (docs/replication.md, 4)."""
     min_insync_replicas: int | None = None
@@ -57,6 +96,10 @@ class ServerConfig:
     allow.everyone.if.no.acl.found); off: refused to all but super users."""
     extra: tuple[tuple[str, Any], ...] = field(default=())
     """Options for handler modules, by name (they check their own)."""
+
+    @property
+    def all_listeners(self) -> tuple[Listener, ...]:
+        return self.listeners or (Listener("PLAINTEXT", self.host, self.port),)
 
 
 _INT_BOUNDS: Final[dict[str, tuple[int, int]]] = {
@@ -90,24 +133,39 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def server_config(listen: str = DEFAULT_ADDRESS, *, advertised_listener: str | None = None,
-                  **options: Any) -> ServerConfig:
+def parse_listener(text: str) -> Listener:
+    """``NAME://HOST:PORT`` with NAME one of ``SECURITY_PROTOCOLS``."""
+    name, sep, address = str(text).partition("://")
+    if not sep or name.upper() not in SECURITY_PROTOCOLS:
+        names = ", ".join(SECURITY_PROTOCOLS)
+        raise InvalidArgumentError(f"a listener is 'NAME://HOST:PORT', NAME one of {names}; got {text!r}")
+    host, port = parse_address(address, f"listener {text!r}")
+    return Listener(name.upper(), host, port)
+
+
+def server_config(listen: str | None = DEFAULT_ADDRESS, *, advertised_listener: str | None = None,
+                  listeners: Any = (), **options: Any) -> ServerConfig:
     """A checked :class:`ServerConfig`: ``listen`` and ``advertised_listener`` are
-    ``HOST:PORT``; ``options`` are the other fields by name (unknown names are refused,
-    except ``extra``, a mapping handed to handler modules)."""
-    host, port = parse_address(listen, "listen address")
-    given: dict[str, Any] = {"host": host, "port": port}
+    ``HOST:PORT``; ``listeners`` are more listeners (``NAME://HOST:PORT``, after ``listen``,
+    a PLAINTEXT one, unless it is None); ``options`` are the other fields by name
+    (unknown names are refused, except ``extra``, a mapping handed to handler modules)."""
+    every = _listeners(listen, listeners)
+    host, port = every[0].host, every[0].port
+    given: dict[str, Any] = {"host": host, "port": port, "listeners": every}
     if advertised_listener is not None:
         ahost, aport = parse_address(advertised_listener, "advertised listener")
         if aport == 0:
             raise InvalidArgumentError(f"advertised listener needs a port, got {advertised_listener!r}")
         given.update(advertised_host=ahost, advertised_port=aport)
-    known = {f.name for f in fields(ServerConfig)} - {"host", "port", "advertised_host", "advertised_port"}
+    known = {f.name for f in fields(ServerConfig)} - {"host", "port", "advertised_host", "advertised_port",
+                                                       "listeners"}
     for name, value in options.items():
         if name not in known:
             names = ", ".join(sorted(known | {"advertised_listener"}))
             raise InvalidArgumentError(f"unknown server option {name!r}; known: {names}")
         given[name] = _checked(name, value)
+    if any(listener.tls for listener in every) and given.get("ssl_certfile") is None:
+        raise InvalidArgumentError("an SSL or SASL_SSL listener needs a certificate (ssl_certfile)")
     config = ServerConfig(**given)
     if config.coordinator is not None and config.replica_of:
         raise InvalidArgumentError("replica_of and coordinator exclude each other: etcd names the leader")
@@ -116,7 +174,31 @@ def server_config(listen: str = DEFAULT_ADDRESS, *, advertised_listener: str | N
     return config
 
 
+def _listeners(listen: str | None, more: Any) -> tuple[Listener, ...]:
+    """``listen`` as a PLAINTEXT listener, then ``more``; at least one, no address twice."""
+    if isinstance(more, str) or not isinstance(more, (list, tuple)):
+        raise InvalidArgumentError(f"listeners must be a list of 'NAME://HOST:PORT', got {more!r}")
+    every = [] if listen is None else [Listener("PLAINTEXT", *parse_address(listen, "listen address"))]
+    every += [m if isinstance(m, Listener) else parse_listener(m) for m in more]
+    if not every:
+        raise InvalidArgumentError("no listener: give a listen address or at least one listener")
+    bound = [(m.host, m.port) for m in every if m.port != 0]
+    if len(set(bound)) != len(bound):
+        raise InvalidArgumentError(f"two listeners on one address: {', '.join(map(str, every))}")
+    return tuple(every)
+
+
 def _checked(name: str, value: Any) -> Any:
+    if name in ("ssl_certfile", "ssl_keyfile", "ssl_cafile"):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidArgumentError(f"{name} must be a file's path, got {value!r}")
+        return value
+    if name == "sasl_mechanisms":
+        items = tuple(value.split(",") if isinstance(value, str) else value)
+        if not items or any(m not in SASL_MECHANISMS for m in items):
+            names = ", ".join(SASL_MECHANISMS)
+            raise InvalidArgumentError(f"sasl_mechanisms must name some of {names}, got {value!r}")
+        return items
     if name in ("auto_create_topics", "allow_everyone_if_no_acl_found"):
         if type(value) is not bool:
             raise InvalidArgumentError(f"{name} must be a bool, got {value!r}")

@@ -19,6 +19,10 @@ A frame that cannot be read (bad size, header) stops the reader: the requests be
 it are still answered, then the connection closes, nothing of that frame written.
 A request that cannot be answered (``CloseConnection``, or a handler that fails in
 a way no error code says) closes the connection when its turn to be written comes.
+
+On a SASL listener, until the client has authenticated, a request of any API but
+ApiVersions, SaslHandshake and SaslAuthenticate stops the reader as a bad frame
+does, and frames are bounded by ``PRE_AUTH_FRAME_BYTES`` (docs/operations.md, 1.3).
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..wire import FrameSplitter, ProtocolError, RequestHeader, parse_request_header
-from .context import Broker, Context
+from .config import Listener
+from .context import ANONYMOUS, Broker, Context
 from .dispatch import CloseConnection, Frame, answer
 from .sockets import RawStream
+from .tls import TlsStream
 
 __all__ = ["Connection", "Slot"]
 
@@ -43,6 +49,10 @@ log = logging.getLogger("eventstore.server")
 READ_BYTES = 65536
 READ_BYTES_MAX = 1 << 20
 _CLOSE = object()
+PRE_AUTH_KEYS = frozenset((17, 18, 36))
+"""SaslHandshake, ApiVersions, SaslAuthenticate: all a SASL listener serves before authentication."""
+PRE_AUTH_FRAME_BYTES = 512 * 1024
+"""Largest frame before authentication (Kafka's sasl.server.max.receive.size)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -51,6 +61,8 @@ class Slot:
 
     done: anyio.Event = field(default_factory=anyio.Event)
     response: Frame | object | None = None
+    last: bool = False
+    """The connection closes once this response is written."""
 
     def fill(self, response: Frame | object | None) -> None:
         self.response = response
@@ -60,12 +72,16 @@ class Slot:
 class Connection:
     """Serves one accepted socket until the client leaves, a frame is bad, or the server stops."""
 
-    def __init__(self, broker: Broker, stream: RawStream, client: str) -> None:
+    def __init__(self, broker: Broker, stream: RawStream | TlsStream, client: str,
+                 listener: Listener | None = None, endpoint: tuple[str, int] | None = None,
+                 principal: str = ANONYMOUS) -> None:
         self.broker = broker
         self.stream = stream
-        self.ctx = Context(broker, client)
+        self.ctx = Context(broker, client, listener.name if listener is not None else "PLAINTEXT", endpoint,
+                           principal)
         config = broker.config
-        self.splitter = FrameSplitter(config.max_frame_bytes)
+        self.splitter = FrameSplitter(config.max_frame_bytes if self.ctx.authenticated
+                                      else min(config.max_frame_bytes, PRE_AUTH_FRAME_BYTES))
         self.tokens = anyio.Semaphore(config.max_in_flight)
         self.reading = anyio.CancelScope()
         self.closing = False
@@ -108,6 +124,14 @@ class Connection:
             if splitter.failed is not None:
                 log.warning("closing the connection from %s: %s", self.ctx.client, splitter.failed)
                 return True
+            splitter = self._splitter_after_auth(splitter)
+
+    def _splitter_after_auth(self, splitter: FrameSplitter) -> FrameSplitter:
+        """Once authenticated, frames up to ``max_frame_bytes`` (at a frame boundary)."""
+        limit = self.broker.config.max_frame_bytes
+        if splitter.max_frame_bytes < limit and self.ctx.authenticated and not splitter.buffered_bytes:
+            self.splitter = splitter = FrameSplitter(limit)
+        return splitter
 
     async def _start(self, frame_bytes: bytes, send: MemoryObjectSendStream[Slot],
                      tg: anyio.abc.TaskGroup) -> bool:
@@ -117,6 +141,10 @@ class Connection:
         except ProtocolError as e:
             log.warning("closing the connection from %s: request header: %s", self.ctx.client, e)
             return False
+        if not self.ctx.authenticated and header.api_key not in PRE_AUTH_KEYS:
+            log.warning("closing the connection from %s: API %d before authentication on %s",
+                        self.ctx.client, header.api_key, self.ctx.listener)
+            return False
         await self.tokens.acquire()  # back-pressure: wait for a response to be written
         slot = Slot()
         send.send_nowait(slot)
@@ -125,7 +153,9 @@ class Connection:
 
     async def _run(self, header: RequestHeader, frame_bytes: bytes, slot: Slot) -> None:
         try:
-            slot.fill(await answer(self.ctx, header, frame_bytes))
+            response = await answer(self.ctx, header, frame_bytes)
+            slot.last = self.ctx.close_after_answer
+            slot.fill(response)
         except CloseConnection as e:
             log.warning("closing the connection from %s: %s", self.ctx.client, e)
             slot.fill(_CLOSE)
@@ -145,6 +175,8 @@ class Connection:
                         await self._send(slot.response)
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                         break
+                if slot.last:
+                    break
                 self.tokens.release()
         scope.cancel()  # the client is gone or the connection must close: stop reading too
 

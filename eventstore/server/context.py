@@ -32,7 +32,10 @@ from .config import ServerConfig
 from .replication.durable import initial_replication
 from .replication.state import Replication
 
-__all__ = ["Broker", "Context", "RecordsWaiter"]
+__all__ = ["ANONYMOUS", "Broker", "Context", "RecordsWaiter"]
+
+ANONYMOUS = "User:ANONYMOUS"
+"""The principal of a client that has not authenticated (Kafka's name for it)."""
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -90,12 +93,29 @@ class Broker:
 class Context:
     """One connection's view of the server, handed to every handler of its requests."""
 
-    __slots__ = ("broker", "client")
+    __slots__ = ("authenticated", "broker", "client", "close_after_answer", "endpoint", "listener",
+                 "principal", "session")
 
-    def __init__(self, broker: Broker, client: str) -> None:
+    def __init__(self, broker: Broker, client: str, listener: str = "PLAINTEXT",
+                 endpoint: tuple[str, int] | None = None, principal: str = ANONYMOUS) -> None:
         self.broker = broker
         self.client = client
         """The client's address, ``host:port``, for log lines."""
+        self.listener = listener
+        """The name of the listener the client came in on (``PLAINTEXT``, ``SASL_SSL``, ...)."""
+        self.endpoint = endpoint
+        """That listener's advertised ``(host, port)``; None: the broker's."""
+        self.principal = principal
+        """Who the client is: ``User:NAME`` once authenticated (SASL, or a TLS client
+        certificate's CN), ``User:ANONYMOUS`` before or without authentication."""
+        self.authenticated = not listener.startswith("SASL_")
+        """False on a SASL listener until SaslAuthenticate succeeds: until then only
+        ApiVersions, SaslHandshake and SaslAuthenticate are served (connection.py)."""
+        self.close_after_answer = False
+        """Set by a handler whose answer must be the connection's last (a failed authentication)."""
+        self.session: dict[str, Any] = {}
+        """What a handler module keeps for this connection (e.g. a SASL exchange in progress),
+        under its own key."""
 
     @property
     def log(self) -> Log:
@@ -119,13 +139,13 @@ class Context:
 
     @property
     def host(self) -> str:
-        """The advertised host: what clients are told to connect to."""
-        return self.broker.advertised_host
+        """The advertised host of the client's listener: what clients are told to connect to."""
+        return self.endpoint[0] if self.endpoint is not None else self.broker.advertised_host
 
     @property
     def port(self) -> int:
-        """The advertised port."""
-        return self.broker.advertised_port
+        """The advertised port of the client's listener."""
+        return self.endpoint[1] if self.endpoint is not None else self.broker.advertised_port
 
     @property
     def cluster_id(self) -> str:

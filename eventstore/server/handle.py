@@ -54,6 +54,8 @@ class ServerHandle:
         self._lock = threading.Lock()
         self.address: tuple[str, int] = ("", 0)
         """``(host, port)`` actually bound (port 0 resolved)."""
+        self.listeners: dict[str, tuple[str, int]] = {}
+        """``(host, port)`` bound by listener name (``PLAINTEXT``, ``SASL_SSL``, ...), the first of each."""
         self._thread = threading.Thread(target=self._run, name="eventstore-server", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -83,6 +85,7 @@ class ServerHandle:
         self._server = server
         self._token = anyio.lowlevel.current_token()
         self.address = server.address
+        self.listeners = server.listeners
         self._ready.set()
         await server.serve_forever()
 

@@ -25,19 +25,20 @@ import anyio.abc
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
-from ..errors import CoordinatorError, ServerError
+from ..errors import CoordinatorError, EventStoreError, ServerError
 from ..groups import GroupCoordinator
 from ..log import Log
 from ..sourcing.streams import Streams
 from . import handlers  # noqa: F401 (registers every handler)
 from .cluster import cluster_id
-from .config import ServerConfig, format_address, server_config
+from .config import Listener, ServerConfig, format_address, server_config
 from .connection import Connection
-from .context import Broker
+from .context import ANONYMOUS, Broker
 from .replication.catalog import close_tracker
 from .replication.durable import remove_serving, write_serving
 from .replication.run import run_replication
 from .sockets import RawStream, accept
+from .tls import TlsContexts, TlsStream, handshake, peer_common_name
 
 __all__ = ["Server", "server_factory"]
 
@@ -60,6 +61,10 @@ class Server:
         self.announce = announce
         """Whether to write ``<store>/serving`` while serving (``es replicate`` writes nothing there)."""
         self._listeners: list[anyio.abc.SocketListener] = []
+        self._specs: list[Listener] = []
+        """The configured listener of each of ``_listeners`` (one host may bind several sockets)."""
+        self.tls = TlsContexts(config) if any(m.tls for m in config.all_listeners) else None
+        """The TLS context of the SSL and SASL_SSL listeners; ``reload_tls`` remakes it."""
         self._connections: set[Connection] = set()
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
@@ -77,6 +82,14 @@ class Server:
         return out
 
     @property
+    def listeners(self) -> dict[str, tuple[str, int]]:
+        """``(host, port)`` as bound by listener name, the first of each name."""
+        out: dict[str, tuple[str, int]] = {}
+        for spec, bound in zip(self._specs, self.addresses, strict=True):
+            out.setdefault(spec.name, bound)
+        return out
+
+    @property
     def address(self) -> tuple[str, int]:
         """The first listener's ``(host, port)``."""
         if not self._listeners:
@@ -87,19 +100,44 @@ class Server:
         """Bind the listeners; ``ServerError`` when the address is in use or cannot be bound."""
         if self._listeners:
             return
-        where = format_address(self.config.host, self.config.port)
-        try:
-            multi = await anyio.create_tcp_listener(local_host=self.config.host, local_port=self.config.port)
-        except OSError as e:
-            raise ServerError(where, _reason(e)) from None
-        self._listeners = [listener for listener in multi.listeners
-                           if isinstance(listener, anyio.abc.SocketListener)]
+        for spec in self.config.all_listeners:  # bounded: the configured listeners
+            try:
+                multi = await anyio.create_tcp_listener(local_host=spec.host, local_port=spec.port)
+            except OSError as e:
+                await self.close_listeners()
+                self._listeners, self._specs = [], []
+                raise ServerError(format_address(spec.host, spec.port), _reason(e)) from None
+            bound = [sock for sock in multi.listeners if isinstance(sock, anyio.abc.SocketListener)]
+            self._listeners += bound
+            self._specs += [spec] * len(bound)
         broker = self.broker
         if self.config.advertised_port is None:
             broker.advertised_port = self.address[1]
-        for bound_host, bound_port in self.addresses:
-            log.info("listening on %s (advertised %s)", format_address(bound_host, bound_port),
-                     format_address(broker.advertised_host, broker.advertised_port))
+        for spec, (bound_host, bound_port) in zip(self._specs, self.addresses, strict=True):
+            host, port = self._endpoint(spec, bound_port)
+            log.info("listening on %s (advertised %s) for %s", format_address(bound_host, bound_port),
+                     format_address(host, port), spec.name)
+
+    def _endpoint(self, spec: Listener, bound_port: int) -> tuple[str, int]:
+        """What Metadata and FindCoordinator tell a client of ``spec``: the advertised address for
+        the first listener, the listener's own (its host, else the advertised host) for the others."""
+        broker = self.broker
+        if spec is self.config.all_listeners[0]:
+            return broker.advertised_host, broker.advertised_port
+        wildcard = spec.host in ("0.0.0.0", "::", "")
+        return (broker.advertised_host if wildcard else spec.host), bound_port
+
+    def reload_tls(self) -> None:
+        """Read the TLS certificate, key and CA files again (SIGHUP): new connections use them,
+        the connections already made keep theirs; a file that cannot be read keeps the old ones."""
+        if self.tls is None:
+            return
+        try:
+            self.tls.reload()
+        except EventStoreError as e:
+            log.error("TLS files not reloaded (the old ones stay in use): %s", e)
+            return
+        log.info("TLS certificate reloaded: new connections use it")
 
     async def close_listeners(self) -> None:
         """Release the listeners of a server that was started but will not serve."""
@@ -127,8 +165,8 @@ class Server:
                 if self.broker.config.coordinator is not None:
                     await tg.start(_run_coordinated, self.broker)
                 async with anyio.create_task_group() as accepting:
-                    for listener in self._listeners:
-                        accepting.start_soon(self._accept, listener, tg)
+                    for listener, spec in zip(self._listeners, self._specs, strict=True):
+                        accepting.start_soon(self._accept, listener, spec, tg)
                     await self._stop.wait()
                     accepting.cancel_scope.cancel()
                 await self._drain()
@@ -157,7 +195,9 @@ class Server:
                 self._idle = anyio.Event()
                 await self._idle.wait()
 
-    async def _accept(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
+    async def _accept(self, listener: anyio.abc.SocketListener, spec: Listener,
+                      tg: anyio.abc.TaskGroup) -> None:
+        endpoint = self._endpoint(spec, int(listener.extra(SocketAttribute.local_port)))
         while True:  # one pass per connection accepted; ends when the stop cancels it
             try:
                 stream, peer = await accept(listener)
@@ -172,7 +212,7 @@ class Server:
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
                 continue
-            tg.start_soon(self._serve, stream, peer)
+            tg.start_soon(self._serve, stream, peer, spec, endpoint)
 
     def _refuse(self) -> None:
         self._refused += 1
@@ -183,9 +223,19 @@ class Server:
             self._refused_logged_at = now
             self._refused = 0
 
-    async def _serve(self, stream: RawStream, peer: object) -> None:
+    async def _serve(self, stream: RawStream, peer: object, spec: Listener,
+                     endpoint: tuple[str, int]) -> None:
         client = format_address(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else str(peer)
-        connection = Connection(self.broker, stream, client)
+        principal = ANONYMOUS
+        served: RawStream | TlsStream = stream
+        if spec.tls and self.tls is not None:
+            secured = await self._handshake(stream, client)
+            if secured is None:
+                return
+            common_name = peer_common_name(secured)
+            principal = f"User:{common_name}" if common_name is not None else ANONYMOUS
+            served = secured
+        connection = Connection(self.broker, served, client, spec, endpoint, principal)
         self._connections.add(connection)
         if self._stop.is_set():
             connection.stop_reading()
@@ -197,6 +247,17 @@ class Server:
             self._connections.discard(connection)
             if not self._connections:
                 self._idle.set()
+
+    async def _handshake(self, stream: RawStream, client: str) -> TlsStream | None:
+        """The TLS stream of a new connection, or None (logged, closed) when its handshake fails."""
+        assert self.tls is not None
+        try:
+            return await handshake(stream, self.tls.current)
+        except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError) as e:
+            log.warning("TLS handshake with %s failed: %s", client, e or type(e).__name__)
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        return None
 
 
 def _reason(error: OSError) -> str:

@@ -17,6 +17,8 @@ from . import (  # noqa: F401 (imported to register their handlers)
     produce,
     producers,
     replication,
+    sasl,
     streams,
     topics,
+    users,
 )
