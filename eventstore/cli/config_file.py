@@ -283,6 +283,7 @@ VALUE_CHECKS: Final[dict[str, Callable[[Any], str | None]]] = {
     "listen": _address,
     "advertised_listener": _address,
     "replica_of": _addresses,
+    "http": _address,
 }
 """Checks of a value beyond its type, by parameter name, made before the server starts so
 that a file's mistake is told with its line; the command checks the rest itself."""
