@@ -1,11 +1,10 @@
-"""DescribeAcls (29), CreateAcls (30), DeleteAcls (31), versions 0 to 3: ACLs managed by
+"""DescribeAcls (29), CreateAcls (30), DeleteAcls (31), versions 1 to 3: ACLs managed by
 Kafka admin clients (docs/protocol.md, "Authorization").
 
 Each change is one catalog transaction, durable before the answer, and the server's
-authorizer decides from the new ACLs for the next request. Version 0 has no pattern
-type: its bindings are LITERAL and its filters match LITERAL ones only, as in Kafka.
-A creation that is not a valid binding is answered INVALID_REQUEST (42) with the reason,
-and the others of the request are still made.
+authorizer decides from the new ACLs for the next request. (Version 0, without
+pattern types, is not served.) A creation that is not a valid binding is answered
+INVALID_REQUEST (42) with the reason, and the others of the request are still made.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from collections import defaultdict
 from typing import Any, Final
 
 from ...catalog import acls as acl_rows
-from ...catalog.acls import AclBinding, AclFilter, PatternType
+from ...catalog.acls import AclBinding, AclFilter
 from ...errors import InvalidArgumentError
 from ...wire import RequestHeader
 from ..authorization import authorizer_of, set_acls
@@ -51,10 +50,9 @@ async def create_acls(ctx: Context, header: RequestHeader, body: Any) -> Any:
     made: list[AclBinding] = []
     for c in body.creations:  # bounded by the request
         try:
-            pattern = int(getattr(c, "resource_pattern_type", PatternType.LITERAL))
             made.append(acl_rows.binding(
-                int(c.resource_type), str(c.resource_name), pattern, str(c.principal), str(c.host),
-                int(c.operation), int(c.permission_type)))
+                int(c.resource_type), str(c.resource_name), int(c.resource_pattern_type), str(c.principal),
+                str(c.host), int(c.operation), int(c.permission_type)))
             results.append((NONE, None))
         except InvalidArgumentError as e:
             results.append((INVALID_REQUEST, str(e)))
@@ -92,11 +90,11 @@ async def delete_acls(ctx: Context, header: RequestHeader, body: Any) -> Any:
 
 def acl_filter(request: Any, suffix: str, pattern_field: str) -> AclFilter:
     """The filter of a DescribeAcls request or of one DeleteAcls filter (fields
-    ``resource_type<suffix>``, ``resource_name<suffix>``, ...); version 0: LITERAL only."""
+    ``resource_type<suffix>``, ``resource_name<suffix>``, ...)."""
     return AclFilter(
         resource_type=int(getattr(request, f"resource_type{suffix}")),
         resource_name=getattr(request, f"resource_name{suffix}"),
-        pattern_type=int(getattr(request, pattern_field, PatternType.LITERAL)),
+        pattern_type=int(getattr(request, pattern_field)),
         principal=getattr(request, f"principal{suffix}"),
         host=getattr(request, f"host{suffix}"),
         operation=int(request.operation),
