@@ -94,6 +94,11 @@ class ServerConfig:
     allow_everyone_if_no_acl_found: bool = False
     """Once ACLs exist, a resource with no ACL at all is open to everyone (Kafka's
     allow.everyone.if.no.acl.found); off: refused to all but super users."""
+    http: str | None = None
+    """``HOST:PORT`` of the HTTP port (``/metrics``, ``/healthz``, ``/readyz``; docs/operations.md,
+    4); None: no HTTP port."""
+    slow_request_ms: int = 1000
+    """A request that takes longer is logged with its client and principal (0: never)."""
     extra: tuple[tuple[str, Any], ...] = field(default=())
     """Options for handler modules, by name (they check their own)."""
 
@@ -112,6 +117,7 @@ _INT_BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "fetch_cache_bytes": (0, 2**40),
     "min_insync_replicas": (1, 1000),
     "replica_lag_ms": (1, 2**31 - 1),
+    "slow_request_ms": (0, 2**31 - 1),
     "lease_ttl": (1, 3600),
 }
 
@@ -209,6 +215,8 @@ def _checked(name: str, value: Any) -> Any:
         return _leaders(value)
     if name == "min_insync_replicas" and value is None:
         return None
+    if name == "http":
+        return None if value is None else format_address(*parse_address(value, "http address"))
     if name == "coordinator":
         return _coordinator(value)
     if name == "cluster":

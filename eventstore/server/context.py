@@ -29,6 +29,7 @@ from ..records import TopicPartition
 from ..sourcing.streams import Streams
 from ..wakeup import Wakeup
 from .config import ServerConfig
+from .metrics import ServerMetrics
 from .replication.durable import initial_replication
 from .replication.state import Replication
 
@@ -64,6 +65,8 @@ class Broker:
         self.replication: Replication = initial_replication(log, config)
         """This node's role, epoch and followers (docs/replication.md)."""
         self.limiter = anyio.CapacityLimiter(BLOCKING_THREADS)
+        self.metrics = ServerMetrics(self)
+        """What ``/metrics`` shows (``metrics.py``): handlers, authentication and quotas count there."""
         self.stopping = False
         self._streams = streams
         self._waiters: set[RecordsWaiter] = set()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any, TypeVar
@@ -53,6 +54,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 from . import authorization
 from .context import Context
 from .entities import entity
+from .metrics import api_name
 from .refusals import EXTENSION_WRITES, KAFKA_WRITES, MESSAGE, NOT_LEADER_OR_FOLLOWER, refused
 from .replication.forward import forward_to_leader
 
@@ -135,7 +137,31 @@ def registered() -> dict[int, Handler]:
 
 async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Frame | None:
     """The response frame for one request (None: no response); :class:`CloseConnection`
-    when the request cannot be answered at all."""
+    when the request cannot be answered at all. Counted in ``/metrics`` (requests, errors,
+    latency per API), and logged when slower than ``slow_request_ms``."""
+    started = time.perf_counter()
+    error: str | None = "CLOSED_CONNECTION"  # unless the answer comes back
+    try:
+        response = await _answer(ctx, header, frame_bytes)
+        error = None
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        ctx.broker.metrics.request(header.api_key, elapsed, error)
+        slow_ms = ctx.config.slow_request_ms
+        if slow_ms and elapsed * 1000 >= slow_ms:
+            _log_slow(ctx, header, elapsed, error)
+
+
+def _log_slow(ctx: Context, header: RequestHeader, elapsed: float, error: str | None) -> None:
+    ms = round(elapsed * 1000, 1)
+    log.warning("slow request: %s from %s (%s) took %.0f ms%s", _name(header), ctx.client, ctx.principal, ms,
+                " (the connection closed)" if error else "",
+                extra={"event": "slow_request", "client": ctx.client, "principal": ctx.principal,
+                       "api": api_name(header.api_key), "ms": ms})
+
+
+async def _answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Frame | None:
     raw = _RAW_HANDLERS.get(header.api_key)
     writes_refused = not ctx.broker.replication.accepts_writes
     if raw is not None:
@@ -179,6 +205,9 @@ async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fra
         return None
     if after is not None:
         response = after(response)
+    code = getattr(response, "error_code", 0)  # the top-level one; Produce counts its partitions'
+    if code:
+        ctx.broker.metrics.answered_error(header.api_key, int(code))
     return encode_response_frame(header.correlation_id, response)
 
 

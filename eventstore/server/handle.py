@@ -56,6 +56,8 @@ class ServerHandle:
         """``(host, port)`` actually bound (port 0 resolved)."""
         self.listeners: dict[str, tuple[str, int]] = {}
         """``(host, port)`` bound by listener name (``PLAINTEXT``, ``SASL_SSL``, ...), the first of each."""
+        self.http_address: tuple[str, int] | None = None
+        """The HTTP port's ``(host, port)`` as bound, when the server has one (``http=``)."""
         self._thread = threading.Thread(target=self._run, name="eventstore-server", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -85,6 +87,7 @@ class ServerHandle:
         self._server = server
         self._token = anyio.lowlevel.current_token()
         self.address = server.address
+        self.http_address = server.http.address if server.http is not None else None
         self.listeners = server.listeners
         self._ready.set()
         await server.serve_forever()
@@ -131,6 +134,12 @@ class AsyncServerHandle:
     def address(self) -> tuple[str, int]:
         """``(host, port)`` actually bound (port 0 resolved)."""
         return self.server.address
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The HTTP port's ``(host, port)`` as bound, when the server has one (``http=``)."""
+        http = self.server.http
+        return http.address if http is not None else None
 
     async def serve_forever(self) -> None:
         """Serve until ``close()``; for ``task_group.start_soon(handle.serve_forever)``."""

@@ -31,9 +31,10 @@ from ..log import Log
 from ..sourcing.streams import Streams
 from . import handlers  # noqa: F401 (registers every handler)
 from .cluster import cluster_id
-from .config import Listener, ServerConfig, format_address, server_config
+from .config import Listener, ServerConfig, format_address, parse_address, server_config
 from .connection import Connection
-from .context import ANONYMOUS, Broker
+from .context import ANONYMOUS, Broker, Context
+from .http import HttpServer
 from .replication.catalog import close_tracker
 from .replication.durable import remove_serving, write_serving
 from .replication.run import run_replication
@@ -65,6 +66,8 @@ class Server:
         """The configured listener of each of ``_listeners`` (one host may bind several sockets)."""
         self.tls = TlsContexts(config) if any(m.tls for m in config.all_listeners) else None
         """The TLS context of the SSL and SASL_SSL listeners; ``reload_tls`` remakes it."""
+        self.http = HttpServer(self.broker, *parse_address(config.http)) if config.http else None
+        """The HTTP port (``/metrics``, ``/healthz``, ``/readyz``), when ``config.http`` names one."""
         self._connections: set[Connection] = set()
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
@@ -110,6 +113,13 @@ class Server:
             bound = [sock for sock in multi.listeners if isinstance(sock, anyio.abc.SocketListener)]
             self._listeners += bound
             self._specs += [spec] * len(bound)
+        if self.http is not None:
+            try:
+                await self.http.start()
+            except ServerError:
+                await self.close_listeners()
+                self._listeners = []
+                raise
         broker = self.broker
         if self.config.advertised_port is None:
             broker.advertised_port = self.address[1]
@@ -143,6 +153,8 @@ class Server:
         """Release the listeners of a server that was started but will not serve."""
         for listener in self._listeners:
             await listener.aclose()
+        if self.http is not None:
+            await self.http.aclose()
 
     def request_stop(self) -> None:
         """Begin the graceful stop (on the server's event loop)."""
@@ -162,6 +174,8 @@ class Server:
                 await anyio.to_thread.run_sync(write_serving, store_path, self._admin_address())
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run_replication, self.broker)
+                if self.http is not None:
+                    tg.start_soon(self.http.serve)
                 if self.broker.config.coordinator is not None:
                     await tg.start(_run_coordinated, self.broker)
                 async with anyio.create_task_group() as accepting:
@@ -239,11 +253,15 @@ class Server:
         self._connections.add(connection)
         if self._stop.is_set():
             connection.stop_reading()
+        _log_connection("open", connection.ctx)
+        self.broker.metrics.connection_opened(spec.name)
         try:
             await connection.serve()
         except Exception:  # a bug in the connection loop: that connection ends, the server goes on
             log.exception("the connection from %s failed", client)
         finally:
+            self.broker.metrics.connection_closed(spec.name)
+            _log_connection("closed", connection.ctx)
             self._connections.discard(connection)
             if not self._connections:
                 self._idle.set()
@@ -258,6 +276,14 @@ class Server:
         with anyio.CancelScope(shield=True):
             await stream.aclose()
         return None
+
+
+def _log_connection(event: str, ctx: Context) -> None:
+    """One line per connection opened and closed: the client, its listener, who it is (the
+    principal it authenticated as, by the close)."""
+    log.info("connection %s: %s on %s as %s", event, ctx.client, ctx.listener, ctx.principal,
+             extra={"event": f"connection_{event}", "client": ctx.client, "listener": ctx.listener,
+                    "principal": ctx.principal})
 
 
 def _reason(error: OSError) -> str:

@@ -120,13 +120,13 @@ async def fetch(ctx: Context, header: RequestHeader, body: Any) -> Any:
     on_loop = min(max_bytes, sum(max(w.max_bytes, 0) for w in live)) <= LOOP_READ_BYTES
     size = await _read(ctx, live, max_bytes, cache, on_loop)
     if _answered(ctx, live, size, min_bytes, deadline):
-        return _response(cls, wanted)
+        return _counted(ctx, cls, wanted)
     watched = [TopicPartition(w.name, w.partition) for w in live if w.name is not None]
     try:
         waiter = ctx.watch(watched)
     except EventStoreError:  # a topic deleted since: one read tells which, no wait
         await _read(ctx, live, max_bytes, cache, on_loop)
-        return _response(cls, wanted)
+        return _counted(ctx, cls, wanted)
     with waiter:
         while True:  # one pass per wake-up; bounded by max_wait_ms
             waiter.clear()
@@ -135,7 +135,7 @@ async def fetch(ctx: Context, header: RequestHeader, body: Any) -> Any:
                 break
             if not await waiter.wait(deadline - time.monotonic()):
                 break
-    return _response(cls, wanted)
+    return _counted(ctx, cls, wanted)
 
 
 async def _read(ctx: Context, live: list[Wanted], max_bytes: int, cache: ConvertedBatches,
@@ -315,6 +315,15 @@ def _read_all(log: Log, wanted: list[Wanted], max_bytes: int, cache: ConvertedBa
         except EventStoreError as e:
             w.error, w.records = kafka_error_for(e).code, b""
     return total
+
+
+def _counted(ctx: Context, cls: Any, wanted: list[Wanted]) -> Any:
+    """The response, its bytes counted per topic for ``/metrics`` (once per partition)."""
+    metrics = ctx.broker.metrics
+    for w in wanted:  # bounded by the request
+        if w.name is not None:
+            metrics.fetched(w.name, len(w.records))
+    return _response(cls, wanted)
 
 
 def _response(cls: Any, wanted: list[Wanted]) -> Any:

@@ -58,7 +58,7 @@ from ...records import TopicPartition
 from ...wire import RequestHeader, kafka_error_for
 from ...wire.errors import CorruptRecordError
 from ..context import Context
-from ..dispatch import handles
+from ..dispatch import PRODUCE_KEY, handles
 from ..entities import entity, item_class, response_class
 from ..replication.leader import NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND, leader_of
 
@@ -106,6 +106,7 @@ async def produce(ctx: Context, header: RequestHeader, body: Any) -> Any:
         outcomes = await _append_replicated(ctx, asked, body.timeout.total_seconds())
     else:  # no await before this: the request joins the queue in its connection's arrival order
         outcomes = await appender_of(ctx).append(ctx, asked)
+    _count(ctx, asked, outcomes)
     if acks == 0:  # no answer: a refused partition is only logged (docs/protocol.md, section 3)
         for o in outcomes:  # bounded by the request
             if o.error != NONE:
@@ -113,6 +114,18 @@ async def produce(ctx: Context, header: RequestHeader, body: Any) -> Any:
                             ctx.client, o.topic, o.partition, o.error, o.message)
         return None
     return _response(header, outcomes)
+
+
+def _count(ctx: Context, asked: Asked, outcomes: list[Outcome]) -> None:
+    """Bytes and records appended per topic, and the partitions refused, for ``/metrics``
+    (once per partition)."""
+    sizes = {(topic, partition): len(records) for topic, partition, records in asked if records is not None}
+    metrics = ctx.broker.metrics
+    for o in outcomes:  # bounded by the request
+        if o.error != NONE:
+            metrics.answered_error(PRODUCE_KEY, o.error)
+        elif o.end_offset > o.base_offset >= 0:
+            metrics.produced(o.topic, sizes.get((o.topic, o.partition), 0), o.end_offset - o.base_offset)
 
 
 def _replicates(ctx: Context) -> bool:
