@@ -7,6 +7,7 @@ given to the checks directly (a connection's ``principal``, as authentication se
 
 from __future__ import annotations
 
+import json
 import types
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,13 @@ from kafka.admin import (
 )
 from kafka.errors import TopicAuthorizationFailedError
 from serverkit import served
+from typer.testing import CliRunner
 
 import eventstore
 from eventstore.catalog import acls as acl_rows
 from eventstore.catalog.acls import AclBinding, AclFilter, Operation, PatternType, Permission
 from eventstore.catalog.acls import ResourceType as RT
+from eventstore.cli.app import app
 from eventstore.errors import InvalidArgumentError
 from eventstore.server.authorization import check
 from eventstore.server.authorizer import Authorizer
@@ -359,3 +362,32 @@ def test_super_user_passes_every_check(tmp_path: Path) -> None:
         finally:
             producer.close(timeout=5)
         assert store.log.offsets("t", 0)[1] == 1
+
+
+# --- es acls -----------------------------------------------------------------------------
+
+
+def test_es_acls_add_list_remove(tmp_path: Path) -> None:
+    data = str(tmp_path / "s")
+    eventstore.open(data).close()
+    runner = CliRunner()
+
+    def es(*args: str) -> Any:
+        return runner.invoke(app, [*args[:2], "--data", data, *args[2:]])
+
+    added = es("acls", "add", "--principal", ALICE, "--operation", "read", "--operation", "WRITE",
+               "--topic", "sales-", "--prefixed")
+    assert added.exit_code == 0, added.output
+    bob_on_g = ("--principal", BOB, "--operation", "READ", "--group", "g")
+    assert es("acls", "add", *bob_on_g, "--deny").exit_code == 0
+    listed = es("acls", "list", "--json", "--topic", "sales-eu")
+    assert listed.exit_code == 0
+    rows = json.loads(listed.stdout)
+    assert [(r["principal"], r["operation"]) for r in rows] == [(ALICE, "READ"), (ALICE, "WRITE")]
+    not_denied = es("acls", "remove", *bob_on_g)
+    assert not_denied.exit_code == 1  # it was added with --deny
+    assert es("acls", "remove", *bob_on_g, "--deny").exit_code == 0
+    bad = es("acls", "add", "--principal", "bob", "--operation", "READ", "--topic", "t")
+    assert bad.exit_code == 1 and "TYPE:NAME" in bad.output
+    with eventstore.open(data) as store:
+        assert {a.principal for a in acl_rows.load(store.log.catalog)} == {ALICE}

@@ -21,6 +21,7 @@ from ..errors import (
     TopicNotFoundError,
 )
 from ..repair import damaged_catalog
+from . import acls as acls_cli
 from . import backup as backup_cli
 from . import config_cmd as config_cli
 from . import consume, dump, groups, produce, promote, retention, serve, stats, streams, topics, verify
@@ -118,6 +119,7 @@ app.command()(promote.promote)
 app.command()(replicate_cli.replicate)
 app.command(name="mirror")(mirror_cli.mirror_command)
 app.add_typer(config_cli.config_app, name="config")
+app.add_typer(acls_cli.acls_app, name="acls")
 
 # These modules register themselves on ``app``; import them last.
 from . import bench_cmd, demo  # noqa: E402, F401
