@@ -11,7 +11,7 @@ import anyio
 import typer
 
 from .. import store as store_module
-from ..errors import StoreLockedError
+from ..errors import InvalidArgumentError, StoreLockedError
 from ..records import Durability
 from ..store import DURABILITY_MODES
 from .access import CliError, DataOption
@@ -58,6 +58,16 @@ def serve(
     lease_ttl: Annotated[int, typer.Option(
         "--lease-ttl", metavar="S",
         help="Seconds of the coordinator's etcd lease; a leader cut off fences itself after half.")] = 2,
+    http: Annotated[str | None, typer.Option(
+        "--http", metavar="HOST:PORT",
+        help="Serve /metrics, /healthz and /readyz over HTTP here (docs/operations.md, 4).")] = None,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", metavar="text|json",
+        help="Log lines on stderr as text or one JSON object each.")] = "text",
+    log_level: Annotated[str, typer.Option(
+        "--log-level", metavar="debug|info|warning|error", help="Least severe log lines shown.")] = "info",
+    slow_request_ms: Annotated[int, typer.Option(
+        "--slow-request-ms", metavar="MS", help="Log requests slower than this (0: none).")] = 1000,
 ) -> None:
     """Serve the store to Kafka clients (docs/protocol.md) until SIGINT or SIGTERM.
 
@@ -66,7 +76,12 @@ def serve(
     """
     if durability not in DURABILITY_MODES:
         raise CliError(f"--durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}")
-    log_to_stderr()
+    from ..server.logs import configure_logging  # the server extra: imported only by this command
+
+    try:
+        configure_logging(log_format, log_level)
+    except InvalidArgumentError as e:
+        raise CliError(f"{e}") from None
     logging.getLogger("eventstore.server").info(
         "store %s, durability %s, settings from %s", data, durability, config or "flags and defaults")
     from ..server import server_factory  # the server extra: imported only by this command
@@ -83,6 +98,7 @@ def serve(
                               advertised_listener=advertised_listener, auto_create_topics=auto_create_topics,
                               node_id=replica_id, replica_of=replica_of or (),
                               min_insync_replicas=min_insync_replicas, replica_lag_ms=replica_lag_ms,
+                              http=http, slow_request_ms=slow_request_ms,
                               **_coordinated(coordinator, cluster, lease_ttl))
 
         async def run() -> None:
