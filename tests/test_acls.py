@@ -26,7 +26,7 @@ from kafka.admin import (
     ResourceType,
 )
 from kafka.errors import TopicAuthorizationFailedError
-from serverkit import served
+from serverkit import es_serve, served
 from typer.testing import CliRunner
 
 import eventstore
@@ -448,3 +448,24 @@ def test_es_acls_add_list_remove(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "TYPE:NAME" in bad.output
     with eventstore.open(data) as store:
         assert {a.principal for a in acl_rows.load(store.log.catalog)} == {ALICE}
+
+
+def test_es_serve_super_user_flag(tmp_path: Path) -> None:
+    data = tmp_path / "s"
+    with eventstore.open(data) as store:
+        store.create_topic("t")
+        acl_rows.add(store.log.catalog, [acl(T, "t", Operation.READ, principal=BOB)])
+    for flags, permitted in (((), False), (("--super-user", "User:carol", "--super-user", ANON), True)):
+        with es_serve(data, *flags) as server:
+            producer = KafkaProducer(bootstrap_servers=server.bootstrap, retries=0, max_block_ms=5_000)
+            try:
+                sent = producer.send("t", b"v")
+                if permitted:
+                    sent.get(timeout=10)
+                else:
+                    with pytest.raises(TopicAuthorizationFailedError):
+                        sent.get(timeout=10)
+            finally:
+                producer.close(timeout=5)
+    with eventstore.open(data) as store:
+        assert store.log.offsets("t", 0)[1] == 1

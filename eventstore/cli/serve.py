@@ -58,6 +58,12 @@ def serve(
     lease_ttl: Annotated[int, typer.Option(
         "--lease-ttl", metavar="S",
         help="Seconds of the coordinator's etcd lease; a leader cut off fences itself after half.")] = 2,
+    super_user: Annotated[list[str] | None, typer.Option(
+        "--super-user", metavar="User:NAME",
+        help="A principal every ACL check permits (repeatable; docs/operations.md, 2).")] = None,
+    allow_everyone_if_no_acl_found: Annotated[bool, typer.Option(
+        "--allow-everyone-if-no-acl-found",
+        help="Once ACLs exist, a resource no ACL names is open to every client (default: refused).")] = False,
     http: Annotated[str | None, typer.Option(
         "--http", metavar="HOST:PORT",
         help="Serve /metrics, /healthz and /readyz over HTTP here (docs/operations.md, 4).")] = None,
@@ -97,6 +103,8 @@ def serve(
         make = server_factory(store.log, store.groups, lambda: store.streams, listen,
                               advertised_listener=advertised_listener, auto_create_topics=auto_create_topics,
                               node_id=replica_id, replica_of=replica_of or (),
+                              super_users=tuple(super_user or ()),
+                              allow_everyone_if_no_acl_found=allow_everyone_if_no_acl_found,
                               min_insync_replicas=min_insync_replicas, replica_lag_ms=replica_lag_ms,
                               http=http, slow_request_ms=slow_request_ms,
                               **_coordinated(coordinator, cluster, lease_ttl))
