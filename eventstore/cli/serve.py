@@ -11,7 +11,7 @@ import anyio
 import typer
 
 from .. import store as store_module
-from ..errors import InvalidArgumentError, StoreLockedError
+from ..errors import StoreLockedError
 from ..records import Durability
 from ..store import DURABILITY_MODES
 from .access import CliError, DataOption
@@ -58,22 +58,26 @@ def serve(
     lease_ttl: Annotated[int, typer.Option(
         "--lease-ttl", metavar="S",
         help="Seconds of the coordinator's etcd lease; a leader cut off fences itself after half.")] = 2,
-    super_user: Annotated[list[str] | None, typer.Option(
-        "--super-user", metavar="User:NAME",
-        help="A principal every ACL check permits (repeatable; docs/operations.md, 2).")] = None,
-    allow_everyone_if_no_acl_found: Annotated[bool, typer.Option(
-        "--allow-everyone-if-no-acl-found",
-        help="Once ACLs exist, a resource no ACL names is open to every client (default: refused).")] = False,
-    http: Annotated[str | None, typer.Option(
-        "--http", metavar="HOST:PORT",
-        help="Serve /metrics, /healthz and /readyz over HTTP here (docs/operations.md, 4).")] = None,
-    log_format: Annotated[str, typer.Option(
-        "--log-format", metavar="text|json",
-        help="Log lines on stderr as text or one JSON object each.")] = "text",
-    log_level: Annotated[str, typer.Option(
-        "--log-level", metavar="debug|info|warning|error", help="Least severe log lines shown.")] = "info",
-    slow_request_ms: Annotated[int, typer.Option(
-        "--slow-request-ms", metavar="MS", help="Log requests slower than this (0: none).")] = 1000,
+    max_connections: Annotated[int, typer.Option(
+        "--max-connections", metavar="N", help="Client connections served at once; more are closed.")] = 1000,
+    max_connections_per_ip: Annotated[int, typer.Option(
+        "--max-connections-per-ip", metavar="N",
+        help="Connections one client address may hold at once; more are closed.")] = 2**31 - 1,
+    quota_default_producer_bytes: Annotated[int | None, typer.Option(
+        "--quota-default-producer-bytes", metavar="BYTES/S",
+        help="Produce bytes per second each client id may send (below any quota set with "
+             "AlterClientQuotas).")] = None,
+    quota_default_consumer_bytes: Annotated[int | None, typer.Option(
+        "--quota-default-consumer-bytes", metavar="BYTES/S",
+        help="Fetch bytes per second each client id may receive (below any quota set with "
+             "AlterClientQuotas).")] = None,
+    quota_default_request_percentage: Annotated[float | None, typer.Option(
+        "--quota-default-request-percentage", metavar="PERCENT",
+        help="Share of one thread's time each client id's requests may take (100: a whole thread).")] = None,
+    quota_window_num: Annotated[int, typer.Option(
+        "--quota-window-num", metavar="N", help="Samples a quota's rate is measured over.")] = 11,
+    quota_window_size_ms: Annotated[int, typer.Option(
+        "--quota-window-size-ms", metavar="MS", help="Length of one quota sample.")] = 1000,
 ) -> None:
     """Serve the store to Kafka clients (docs/protocol.md) until SIGINT or SIGTERM.
 
@@ -82,12 +86,7 @@ def serve(
     """
     if durability not in DURABILITY_MODES:
         raise CliError(f"--durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}")
-    from ..server.logs import configure_logging  # the server extra: imported only by this command
-
-    try:
-        configure_logging(log_format, log_level)
-    except InvalidArgumentError as e:
-        raise CliError(f"{e}") from None
+    log_to_stderr()
     logging.getLogger("eventstore.server").info(
         "store %s, durability %s, settings from %s", data, durability, config or "flags and defaults")
     from ..server import server_factory  # the server extra: imported only by this command
@@ -103,10 +102,12 @@ def serve(
         make = server_factory(store.log, store.groups, lambda: store.streams, listen,
                               advertised_listener=advertised_listener, auto_create_topics=auto_create_topics,
                               node_id=replica_id, replica_of=replica_of or (),
-                              super_users=tuple(super_user or ()),
-                              allow_everyone_if_no_acl_found=allow_everyone_if_no_acl_found,
+                              max_connections=max_connections, max_connections_per_ip=max_connections_per_ip,
+                              quota_default_producer_bytes=quota_default_producer_bytes,
+                              quota_default_consumer_bytes=quota_default_consumer_bytes,
+                              quota_default_request_percentage=quota_default_request_percentage,
+                              quota_window_num=quota_window_num, quota_window_size_ms=quota_window_size_ms,
                               min_insync_replicas=min_insync_replicas, replica_lag_ms=replica_lag_ms,
-                              http=http, slow_request_ms=slow_request_ms,
                               **_coordinated(coordinator, cluster, lease_ttl))
 
         async def run() -> None:

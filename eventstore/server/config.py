@@ -99,6 +99,19 @@ class ServerConfig:
     4); None: no HTTP port."""
     slow_request_ms: int = 1000
     """A request that takes longer is logged with its client and principal (0: never)."""
+    max_connections_per_ip: int = 2**31 - 1
+    """Connections one client address may hold at once (Kafka's max.connections.per.ip)."""
+    quota_default_producer_bytes: int | None = None
+    """Produce bytes per second each client id may send unless a stored quota says otherwise."""
+    quota_default_consumer_bytes: int | None = None
+    """Fetch bytes per second each client id may receive unless a stored quota says otherwise."""
+    quota_default_request_percentage: float | None = None
+    """Percent of one thread's time each client id's requests may take unless a stored quota
+    says otherwise."""
+    quota_window_num: int = 11
+    """Samples a quota's rate is measured over (Kafka's quota.window.num)."""
+    quota_window_size_ms: int = 1000
+    """Length of one sample (Kafka's quota.window.size.seconds, in milliseconds)."""
     extra: tuple[tuple[str, Any], ...] = field(default=())
     """Options for handler modules, by name (they check their own)."""
 
@@ -117,9 +130,16 @@ _INT_BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "fetch_cache_bytes": (0, 2**40),
     "min_insync_replicas": (1, 1000),
     "replica_lag_ms": (1, 2**31 - 1),
+    "max_connections_per_ip": (1, 2**31 - 1),
+    "quota_default_producer_bytes": (1, 2**63 - 1),
+    "quota_default_consumer_bytes": (1, 2**63 - 1),
+    "quota_window_num": (2, 1000),
+    "quota_window_size_ms": (1, 3_600_000),
     "slow_request_ms": (0, 2**31 - 1),
     "lease_ttl": (1, 3600),
 }
+_QUOTA_DEFAULTS: Final = ("quota_default_producer_bytes", "quota_default_consumer_bytes",
+                          "quota_default_request_percentage")
 
 
 def parse_address(address: str, what: str = "address") -> tuple[str, int]:
@@ -215,6 +235,12 @@ def _checked(name: str, value: Any) -> Any:
         return _leaders(value)
     if name == "min_insync_replicas" and value is None:
         return None
+    if name in _QUOTA_DEFAULTS and value is None:
+        return None
+    if name == "quota_default_request_percentage":
+        if type(value) not in (int, float) or not 0 < value < float("inf"):
+            raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
+        return float(value)
     if name == "http":
         return None if value is None else format_address(*parse_address(value, "http address"))
     if name == "coordinator":

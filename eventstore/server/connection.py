@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 import anyio
@@ -145,6 +146,9 @@ class Connection:
             log.warning("closing the connection from %s: API %d before authentication on %s",
                         self.ctx.client, header.api_key, self.ctx.listener)
             return False
+        delay = self.ctx.throttled_until - time.monotonic()
+        if delay > 0:  # a quota's throttle: read nothing more of this client until it has passed
+            await anyio.sleep(delay)
         await self.tokens.acquire()  # back-pressure: wait for a response to be written
         slot = Slot()
         send.send_nowait(slot)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -30,6 +31,7 @@ from ..sourcing.streams import Streams
 from ..wakeup import Wakeup
 from .config import ServerConfig
 from .metrics import ServerMetrics
+from .quotas import Quotas, charge_engine_time
 from .replication.durable import initial_replication
 from .replication.state import Replication
 
@@ -64,6 +66,8 @@ class Broker:
         (e.g. its module name); set up lazily with ``state.setdefault``."""
         self.replication: Replication = initial_replication(log, config)
         """This node's role, epoch and followers (docs/replication.md)."""
+        self.quotas = Quotas(config, log.catalog if isinstance(log, Log) else None)
+        """Client quotas and connections per address (``quotas.py``)."""
         self.limiter = anyio.CapacityLimiter(BLOCKING_THREADS)
         self.metrics = ServerMetrics(self)
         """What ``/metrics`` shows (``metrics.py``): handlers, authentication and quotas count there."""
@@ -97,13 +101,16 @@ class Context:
     """One connection's view of the server, handed to every handler of its requests."""
 
     __slots__ = ("authenticated", "broker", "client", "close_after_answer", "endpoint", "listener",
-                 "principal", "session")
+                 "principal", "session", "throttled_until")
 
     def __init__(self, broker: Broker, client: str, listener: str = "PLAINTEXT",
                  endpoint: tuple[str, int] | None = None, principal: str = ANONYMOUS) -> None:
         self.broker = broker
         self.client = client
         """The client's address, ``host:port``, for log lines."""
+        self.throttled_until = 0.0
+        """Until when (``time.monotonic``) a quota throttles this client: its connection reads
+        no request before then (``quotas.py``)."""
         self.listener = listener
         """The name of the listener the client came in on (``PLAINTEXT``, ``SASL_SSL``, ...)."""
         self.endpoint = endpoint
@@ -162,8 +169,10 @@ class Context:
         """``fn(*args)`` in a worker thread; once started it runs to its end even if the
         request is cancelled (a shutdown), so an append is never half-known."""
         await anyio.lowlevel.checkpoint_if_cancelled()
+        started = time.monotonic()
         with anyio.CancelScope(shield=True):
             result = await anyio.to_thread.run_sync(fn, *args, limiter=self.broker.limiter)
+        charge_engine_time(time.monotonic() - started)
         return result
 
     def watch(self, partitions: Iterable[TopicPartition]) -> RecordsWaiter:

@@ -55,6 +55,7 @@ from . import authorization
 from .context import Context
 from .entities import entity
 from .metrics import api_name
+from .quotas import charge_request, engine_timer, throttled
 from .refusals import EXTENSION_WRITES, KAFKA_WRITES, MESSAGE, NOT_LEADER_OR_FOLLOWER, refused
 from .replication.forward import forward_to_leader
 
@@ -168,10 +169,6 @@ async def _answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fr
         if writes_refused and header.api_key in EXTENSION_WRITES and header.api_version == 0:
             return extension_codec.error_response(header.api_key, header.correlation_id,
                                                   NOT_LEADER_OR_FOLLOWER, MESSAGE)
-        refused_frame = authorization.check_extension(ctx, header, frame_bytes)
-        if refused_frame is not None:
-            log.info("%s from %s (%s) refused: not authorized", _name(header), ctx.client, ctx.principal)
-            return refused_frame
         return await raw(ctx, header, frame_bytes)
     handler = _HANDLERS.get(header.api_key)
     try:
@@ -192,10 +189,13 @@ async def _answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fr
         return encode_response_frame(header.correlation_id, refused(header, body))
     body, refusal, after = authorization.check(ctx, header, body)
     if refusal is not None:
-        log.info("%s from %s (%s) refused: not authorized", _name(header), ctx.client, ctx.principal)
+        log.info("%s from %s (%s) refused: not authorized", _name(header), ctx.client,
+                 getattr(ctx, "principal", None))
         if header.api_key == PRODUCE_KEY and body.acks == 0:
             return None
         return encode_response_frame(header.correlation_id, refusal)
+    held = engine_timer()
+    charged_ms = _throttle(ctx, charge_request(ctx.broker.quotas, ctx.principal, header, len(frame_bytes)))
     try:
         response = await handler(ctx, header, body)
     except EventStoreError as e:
@@ -204,6 +204,9 @@ async def _answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fr
         if response is None:
             raise CloseConnection(f"{_name(header)} failed and its response has no error code: {e}") from e
         log.info("%s from %s answered %s: %s", _name(header), ctx.client, kafka_error_for(e).name, e)
+    response, throttle_ms = throttled(ctx.broker.quotas, ctx.principal, header, body, response, held[0],
+                                      charged_ms)
+    _throttle(ctx, throttle_ms)
     if response is None:
         return None
     if after is not None:
@@ -212,6 +215,14 @@ async def _answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fr
     if code:
         ctx.broker.metrics.answered_error(header.api_key, int(code))
     return encode_response_frame(header.correlation_id, response)
+
+
+def _throttle(ctx: Context, throttle_ms: int) -> int:
+    """Hold the client's next requests back for ``throttle_ms`` (its quotas': docs/operations.md,
+    "Quotas"): its connection reads none before then. Returns ``throttle_ms``."""
+    if throttle_ms:
+        ctx.throttled_until = max(ctx.throttled_until, time.monotonic() + throttle_ms / 1000)
+    return throttle_ms
 
 
 def _decode(header: RequestHeader, frame_bytes: bytes) -> Any:

@@ -221,19 +221,28 @@ class Server:
                 log.warning("accepting a connection: %s", e)
                 await anyio.sleep(0.1)
                 continue
-            if len(self._connections) >= self.config.max_connections:
+            host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+            if len(self._connections) >= self.config.max_connections or not self.broker.quotas.admit(host):
                 self._refuse()
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
                 continue
-            tg.start_soon(self._serve, stream, peer, spec, endpoint)
+            tg.start_soon(self._serve_counted, host, stream, peer, spec, endpoint)
+
+    async def _serve_counted(self, host: str, *serve_args: Any) -> None:
+        """``_serve``, then the connection from ``host`` no longer counts (``Quotas.admit``)."""
+        try:
+            await self._serve(*serve_args)
+        finally:
+            self.broker.quotas.release(host)
 
     def _refuse(self) -> None:
         self._refused += 1
         now = time.monotonic()
         if now - self._refused_logged_at >= REFUSED_LOG_INTERVAL_S:
-            log.warning("%d connection(s) refused: max_connections (%d) reached",
-                        self._refused, self.config.max_connections)
+            log.warning("%d connection(s) refused: max_connections (%d) or max_connections_per_ip (%d)"
+                        " reached",
+                        self._refused, self.config.max_connections, self.config.max_connections_per_ip)
             self._refused_logged_at = now
             self._refused = 0
 

@@ -62,6 +62,8 @@ _KAFKA: Final[dict[int, tuple[str, int, int, int | None]]] = {
     42: ("DeleteGroups", 0, 2, 2),
     44: ("IncrementalAlterConfigs", 0, 1, 1),
     47: ("OffsetDelete", 0, 0, None),
+    48: ("DescribeClientQuotas", 0, 1, 1),
+    49: ("AlterClientQuotas", 0, 1, 1),
     50: ("DescribeUserScramCredentials", 0, 0, 0),
     51: ("AlterUserScramCredentials", 0, 0, 0),
     60: ("DescribeCluster", 0, 1, 0),

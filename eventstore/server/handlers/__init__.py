@@ -7,6 +7,7 @@ Each module registers its coroutines with ``@handles(api_key)``
 from . import (  # noqa: F401 (imported to register their handlers)
     acls,
     api_versions,
+    client_quotas,
     configs,
     dcb,
     fetch,
