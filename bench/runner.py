@@ -24,7 +24,6 @@ from typing import Any
 from bench import (
     consuming,
     dcb,
-    failover,
     mirror,
     network,
     operations,
@@ -383,8 +382,6 @@ WORKLOADS: dict[str, Workload] = {
                     replication.rp3, (Target("follower lag p99 ms", "<=", 20.0),), peers=False),
     "RP3R": Workload("replication lag of es replicate beside an embedded app appending at 1,000 records/s",
                      replicate_lag.r3_replicate, (), peers=False),
-    "RP4": Workload("automatic failover, 10 kills: leader SIGKILL to the first acks=all write on the next",
-                    failover.rp4, (Target("failover max s", "<=", 5.0),), peers=False),
     # Operations (bench/operations.py; docs/operations.md, 4)
     "OPS1": Workload("a /metrics scrape of es serve with 1,000 partitions (HTTP GET, median of 20)",
                      operations.ops1, (Target("scrape p50 ms", "<=", 100.0),), peers=False),

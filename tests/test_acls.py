@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import types
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from kafka.admin import (
     ResourceType,
 )
 from kafka.errors import TopicAuthorizationFailedError
-from serverkit import served
+from serverkit import es_serve, served
 from typer.testing import CliRunner
 
 import eventstore
@@ -34,11 +35,14 @@ from eventstore.catalog.acls import AclBinding, AclFilter, Operation, PatternTyp
 from eventstore.catalog.acls import ResourceType as RT
 from eventstore.cli.app import app
 from eventstore.errors import InvalidArgumentError
-from eventstore.server.authorization import check
+from eventstore.server.authorization import check, check_extension
 from eventstore.server.authorizer import Authorizer
 from eventstore.server.config import server_config
 from eventstore.server.entities import entity, item_class, response_class
 from eventstore.wire import RequestHeader
+from eventstore.wire import extensions as extension_codec
+from eventstore.wire.apis import SERVED
+from eventstore.wire.header import parse_request_header
 from eventstore.wire.messages import request_type
 
 ALICE, BOB, ANON = "User:alice", "User:bob", "User:ANONYMOUS"
@@ -232,6 +236,12 @@ CASES: list[tuple[int, int, dict[str, Any], tuple[int, str, int], int]] = [
     (47, 0, {"group_id": "g", "topics": [{"name": "t", "partitions": PARTS}]}, (G, "g", Operation.DELETE),
      GROUP_DENIED),
     (61, 0, {"topics": [{"name": "t", "partition_indexes": [0]}]}, (T, "t", Operation.READ), TOPIC_DENIED),
+    (48, 1, {}, (C, "kafka-cluster", Operation.DESCRIBE_CONFIGS), CLUSTER_DENIED),
+    (49, 1, {"entries": [{"entity": [{"entity_type": "user", "entity_name": "a"}]}]},
+     (C, "kafka-cluster", Operation.ALTER_CONFIGS), CLUSTER_DENIED),
+    (50, 0, {}, (C, "kafka-cluster", Operation.DESCRIBE), CLUSTER_DENIED),
+    (51, 0, {"deletions": [{"name": "a", "mechanism": 1}]}, (C, "kafka-cluster", Operation.ALTER),
+     CLUSTER_DENIED),
 ]
 
 
@@ -258,6 +268,8 @@ def codes(response: Any) -> set[int]:
                          ids=[f"{c[0]}v{c[1]}-{c[3][2].name}" for c in CASES])
 def test_every_api_checks_for_two_principals(api_key: int, version: int, fields: dict[str, Any],
                                              permits: tuple[int, str, int], code: int) -> None:
+    if api_key not in SERVED:
+        pytest.skip(f"API {api_key} is not served by this build")
     header, body = request(api_key, version, **fields)
     rt, name, op = permits
     extra = [acl(RT.TOPIC, "t", Operation.READ)] if api_key in (8, 47) else []  # their topic part
@@ -273,6 +285,51 @@ def test_every_api_checks_for_two_principals(api_key: int, version: int, fields:
     for no_acl in (FakeBroker([]), FakeBroker([acl(T, "other", Operation.READ)], super_users=[BOB])):
         _, refusal, _ = check(ctx_for(no_acl, BOB), header, body)
         assert refusal is None
+
+
+NEW = {"id": uuid.UUID(int=1), "type": "Opened", "data": b"{}", "metadata": b""}
+QUERY = [{"types": ["Opened"], "tags": []}]
+# api key, request fields, the operation and topic that permit it
+STREAM_CASES: list[tuple[int, dict[str, Any], int, str]] = [
+    (20000, {"stream_id": "account-1", "topic": None, "expected_kind": 1, "expected_version": 0,
+             "events": [NEW]}, Operation.WRITE, "account"),
+    (20000, {"stream_id": "account-1", "topic": "ledger", "expected_kind": 1, "expected_version": 0,
+             "events": [NEW]}, Operation.WRITE, "ledger"),
+    (20001, {"stream_id": "account-1", "from_version": 0, "limit": 10, "backwards": False, "max_bytes": 1000},
+     Operation.READ, "account"),
+    (20002, {"from_position": 0, "limit": 10, "max_bytes": 1000}, Operation.READ, "*"),
+    (20003, {"stream_id": "account-1"}, Operation.READ, "account"),
+    (20004, {"stream_id": "account-1", "metadata": b"{}"}, Operation.WRITE, "account"),
+    (20005, {"stream_id": "account-1"}, Operation.WRITE, "account"),
+    (20006, {"stream_id": "account-1", "before_version": 1}, Operation.WRITE, "account"),
+    (20007, {"kind": 1, "target": "account", "from": 0, "max_events": 10}, Operation.READ, "account"),
+    (20007, {"kind": 2, "target": "account-1", "from": 0, "max_events": 10}, Operation.READ, "account"),
+    (20008, {"stream_ids": ["account-1", "account-2"]}, Operation.READ, "account"),
+    (20009, {"category": "account"}, Operation.DESCRIBE, "account"),
+    (20009, {"category": None}, Operation.DESCRIBE, "*"),
+    (20010, {"stream_id": "account-1"}, Operation.READ, "account"),
+    (20012, {"events": [], "conditional": False, "fail_if_events_match": QUERY, "after": 0}, Operation.WRITE,
+     "__dcb"),
+    (20013, {"query": QUERY, "after": 0, "limit": 10, "max_bytes": 1000}, Operation.READ, "__dcb"),
+]
+
+
+@pytest.mark.parametrize(("api_key", "fields", "operation", "topic"), STREAM_CASES,
+                         ids=[f"{c[0]}-{c[3]}" for c in STREAM_CASES])
+def test_stream_apis_check_the_category_topic(api_key: int, fields: dict[str, Any], operation: int,
+                                              topic: str) -> None:
+    layout = dict(extension_codec.REQUESTS[api_key])
+    values = {name: fields.get(name, extension_codec._empty(kind)) for name, kind in layout.items()}
+    framed = extension_codec.encode_request(api_key, 7, values)[4:]
+    header = parse_request_header(framed)
+    allowing = FakeBroker([acl(T, topic, operation)])
+    assert check_extension(ctx_for(allowing, ALICE), header, framed) is None
+    refused = check_extension(ctx_for(allowing, BOB), header, framed)
+    assert refused is not None
+    assert extension_codec.decode_response(api_key, refused[4:])[1]["error_code"] == TOPIC_DENIED
+    other = FakeBroker([acl(T, "elsewhere", Operation.ALL)])
+    assert check_extension(ctx_for(other, ALICE), header, framed) is not None
+    assert check_extension(ctx_for(FakeBroker([]), BOB), header, framed) is None
 
 
 def test_metadata_lists_only_describable_topics() -> None:
@@ -391,3 +448,24 @@ def test_es_acls_add_list_remove(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "TYPE:NAME" in bad.output
     with eventstore.open(data) as store:
         assert {a.principal for a in acl_rows.load(store.log.catalog)} == {ALICE}
+
+
+def test_es_serve_super_user_flag(tmp_path: Path) -> None:
+    data = tmp_path / "s"
+    with eventstore.open(data) as store:
+        store.create_topic("t")
+        acl_rows.add(store.log.catalog, [acl(T, "t", Operation.READ, principal=BOB)])
+    for flags, permitted in (((), False), (("--super-user", "User:carol", "--super-user", ANON), True)):
+        with es_serve(data, *flags) as server:
+            producer = KafkaProducer(bootstrap_servers=server.bootstrap, retries=0, max_block_ms=5_000)
+            try:
+                sent = producer.send("t", b"v")
+                if permitted:
+                    sent.get(timeout=10)
+                else:
+                    with pytest.raises(TopicAuthorizationFailedError):
+                        sent.get(timeout=10)
+            finally:
+                producer.close(timeout=5)
+    with eventstore.open(data) as store:
+        assert store.log.offsets("t", 0)[1] == 1

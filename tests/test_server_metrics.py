@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from serverkit import es_serve
 
 import eventstore
 from eventstore import TopicPartition
@@ -178,6 +179,24 @@ def test_a_follower_not_caught_up_is_not_ready(tmp_path: Path) -> None:
         assert get(address, "/healthz")[0] == 200
         status, body = get(address, "/readyz")
     assert status == 503 and b"not caught up" in body
+
+
+def test_json_logs_connection_lines_and_slow_requests(tmp_path: Path) -> None:
+    with es_serve(tmp_path / "store", "--log-format", "json", "--slow-request-ms", "1",
+                  "--http", "127.0.0.1:0") as proc:
+        consumer = Consumer({"bootstrap.servers": proc.bootstrap, "group.id": "g", "fetch.wait.max.ms": 50})
+        consumer.list_topics(timeout=TIMEOUT_S)
+        consumer.close()
+        assert proc.stop() == 0
+        stderr = proc.stderr
+    lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+    assert lines and all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    events = [line.get("event") for line in lines]
+    assert "connection_open" in events and "connection_closed" in events
+    opened = next(line for line in lines if line.get("event") == "connection_open")
+    assert opened["principal"] == "User:ANONYMOUS" and opened["listener"] == "PLAINTEXT"
+    assert opened["client"].startswith("127.0.0.1:")
+    assert any(line.get("event") == "slow_request" and line["ms"] >= 1 for line in lines)
 
 
 def test_json_formatter_keeps_extra_fields() -> None:

@@ -11,7 +11,7 @@ import anyio
 import typer
 
 from .. import store as store_module
-from ..errors import StoreLockedError
+from ..errors import InvalidArgumentError, StoreLockedError
 from ..records import Durability
 from ..store import DURABILITY_MODES
 from .access import CliError, DataOption
@@ -58,6 +58,22 @@ def serve(
     lease_ttl: Annotated[int, typer.Option(
         "--lease-ttl", metavar="S",
         help="Seconds of the coordinator's etcd lease; a leader cut off fences itself after half.")] = 2,
+    super_user: Annotated[list[str] | None, typer.Option(
+        "--super-user", metavar="User:NAME",
+        help="A principal every ACL check permits (repeatable; docs/operations.md, 2).")] = None,
+    allow_everyone_if_no_acl_found: Annotated[bool, typer.Option(
+        "--allow-everyone-if-no-acl-found",
+        help="Once ACLs exist, a resource no ACL names is open to every client (default: refused).")] = False,
+    http: Annotated[str | None, typer.Option(
+        "--http", metavar="HOST:PORT",
+        help="Serve /metrics, /healthz and /readyz over HTTP here (docs/operations.md, 4).")] = None,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", metavar="text|json",
+        help="Log lines on stderr as text or one JSON object each.")] = "text",
+    log_level: Annotated[str, typer.Option(
+        "--log-level", metavar="debug|info|warning|error", help="Least severe log lines shown.")] = "info",
+    slow_request_ms: Annotated[int, typer.Option(
+        "--slow-request-ms", metavar="MS", help="Log requests slower than this (0: none).")] = 1000,
     max_connections: Annotated[int, typer.Option(
         "--max-connections", metavar="N", help="Client connections served at once; more are closed.")] = 1000,
     max_connections_per_ip: Annotated[int, typer.Option(
@@ -86,7 +102,12 @@ def serve(
     """
     if durability not in DURABILITY_MODES:
         raise CliError(f"--durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}")
-    log_to_stderr()
+    from ..server.logs import configure_logging  # the server extra: imported only by this command
+
+    try:
+        configure_logging(log_format, log_level)
+    except InvalidArgumentError as e:
+        raise CliError(f"{e}") from None
     logging.getLogger("eventstore.server").info(
         "store %s, durability %s, settings from %s", data, durability, config or "flags and defaults")
     from ..server import server_factory  # the server extra: imported only by this command
@@ -107,7 +128,10 @@ def serve(
                               quota_default_consumer_bytes=quota_default_consumer_bytes,
                               quota_default_request_percentage=quota_default_request_percentage,
                               quota_window_num=quota_window_num, quota_window_size_ms=quota_window_size_ms,
+                              super_users=tuple(super_user or ()),
+                              allow_everyone_if_no_acl_found=allow_everyone_if_no_acl_found,
                               min_insync_replicas=min_insync_replicas, replica_lag_ms=replica_lag_ms,
+                              http=http, slow_request_ms=slow_request_ms,
                               **_coordinated(coordinator, cluster, lease_ttl))
 
         async def run() -> None:

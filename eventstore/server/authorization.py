@@ -11,7 +11,9 @@ CLUSTER_AUTHORIZATION_FAILED 31, TRANSACTIONAL_ID_AUTHORIZATION_FAILED 53), and
 nothing of it is done. Metadata and ListGroups are filtered instead of refused.
 
 The principal is the connection's ``ctx.principal`` (``User:ANONYMOUS`` before
-authentication), the host the client's IP address.
+authentication), the host the client's IP address. The extension APIs are checked on
+their streams' category topics (:func:`check_extension`); the replication APIs are not
+checked (a follower's connection).
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ..catalog import acls as acl_rows
-from ..catalog.acls import CLUSTER_NAME, AclBinding, Operation, ResourceType
+from ..catalog.acls import CLUSTER_NAME, WILDCARD, AclBinding, Operation, ResourceType
+from ..sourcing.dcb import DCB_TOPIC
+from ..sourcing.rules import category_of
 from ..wire import RequestHeader
-from .authorizer import ANONYMOUS, Authorizer
+from ..wire import extensions as extension_codec
+from ..wire.errors import ProtocolError
+from .authorizer import Authorizer
 from .context import Broker, Context
 from .entities import entity, has_field, item_class, response_class
 
-__all__ = ["Checker", "Verdict", "authorizer_of", "check", "client_host", "set_acls"]
+__all__ = ["Checker", "Verdict", "authorizer_of", "check", "check_extension", "client_host", "set_acls"]
 
 TOPIC_AUTHORIZATION_FAILED: Final = 29
 GROUP_AUTHORIZATION_FAILED: Final = 30
@@ -85,7 +91,7 @@ def checker(ctx: Context) -> Checker | None:
     authorizer = authorizer_of(ctx.broker)
     if not authorizer.enforcing:
         return None
-    return Checker(authorizer, getattr(ctx, "principal", ANONYMOUS), client_host(ctx.client))
+    return Checker(authorizer, ctx.principal, client_host(ctx.client))
 
 
 def client_host(client: str) -> str:
@@ -228,6 +234,19 @@ def _acl_results(field: str, request_field: str) -> Refusal:
         return entity(cls, **{field: tuple(entity(item, error_code=CLUSTER_AUTHORIZATION_FAILED)
                                            for _ in getattr(body, request_field))})
     return build
+
+
+def _client_quota_entries(cls: Any, body: Any) -> Any:
+    entry_cls = item_class(cls, "entries")
+    entity_cls = item_class(entry_cls, "entity")
+    return entity(cls, entries=tuple(
+        entity(entry_cls, error_code=CLUSTER_AUTHORIZATION_FAILED, entity=tuple(
+            entity(entity_cls, entity_type=e.entity_type, entity_name=e.entity_name) for e in entry.entity))
+        for entry in body.entries))
+
+
+def _scram_users(body: Any) -> list[str]:
+    return list(dict.fromkeys([*(d.name for d in body.deletions), *(u.name for u in body.upsertions)]))
 
 
 # --- the rules, per API -------------------------------------------------------------------
@@ -422,7 +441,68 @@ _CHECKS: Final[dict[int, Check]] = {
     42: _groups_check(Operation.DELETE, "groups_names"),
     44: _config_resources(Operation.ALTER_CONFIGS),
     47: _offset_delete_check,
+    48: _cluster_check(Operation.DESCRIBE_CONFIGS, _top(CLUSTER_AUTHORIZATION_FAILED)),
+    49: _cluster_check(Operation.ALTER_CONFIGS, _client_quota_entries),
+    50: _cluster_check(Operation.DESCRIBE, _top(CLUSTER_AUTHORIZATION_FAILED)),
+    51: _cluster_check(Operation.ALTER, _named("results", CLUSTER_AUTHORIZATION_FAILED, _scram_users,
+                                               key="user")),
     61: _topics_check(Operation.READ, _describe_producers),
 }
 """The rule of each API. An API not listed needs nothing: ApiVersions, SaslHandshake and
 SaslAuthenticate (asked before anything is known), DescribeCluster (as Kafka)."""
+
+
+# --- the extension APIs: the stream's category topic ----------------------------------------
+
+_STREAM_READS: Final = frozenset({20001, 20003, 20010})
+"""ReadStream, GetStreamMetadata, LoadSnapshot: READ on the stream's category topic."""
+_STREAM_WRITES: Final = frozenset({20000, 20004, 20005, 20006, 20011})
+"""AppendToStream, SetStreamMetadata, DeleteStream, TruncateStream, SaveSnapshot: WRITE."""
+POLL_ALL, POLL_CATEGORY = 0, 1
+
+
+def check_extension(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> bytes | None:
+    """The refusal frame of an extension request the principal may not make, or None.
+    A stream is checked on its category topic (the topic a new stream of it goes to, or
+    the one an append names); ReadAll, a PollSubscription of all and ListStreams without a
+    category need READ (DESCRIBE) on every topic, i.e. an ACL for the topic ``*``; the DCB
+    APIs WRITE or READ on its topic. Bad bytes are left to the handler to answer."""
+    who = checker(ctx)
+    key = header.api_key
+    if who is None or key not in _EXTENSION_NEEDS:
+        return None
+    try:
+        request = extension_codec.decode_request_body(key, frame_bytes, header.body_position)
+    except ProtocolError:
+        return None
+    operation, topics = _EXTENSION_NEEDS[key](request)
+    if all(who.topic(operation, t) for t in topics):
+        return None
+    return extension_codec.error_response(key, header.correlation_id, TOPIC_AUTHORIZATION_FAILED,
+                                          "not authorized for the stream's topic")
+
+
+def _stream_topic(request: dict[str, Any]) -> list[str]:
+    return [request.get("topic") or category_of(request["stream_id"])]
+
+
+def _poll_topics(request: dict[str, Any]) -> list[str]:
+    kind, target = request["kind"], request["target"]
+    if kind == POLL_ALL or target is None:
+        return [WILDCARD]
+    return [target if kind == POLL_CATEGORY else category_of(target)]
+
+
+Needs = Callable[[dict[str, Any]], tuple[int, list[str]]]
+_EXTENSION_NEEDS: Final[dict[int, Needs]] = {
+    **{k: (lambda r: (Operation.READ, _stream_topic(r))) for k in _STREAM_READS},
+    **{k: (lambda r: (Operation.WRITE, _stream_topic(r))) for k in _STREAM_WRITES},
+    20002: lambda r: (Operation.READ, [WILDCARD]),
+    20007: lambda r: (Operation.READ, _poll_topics(r)),
+    20008: lambda r: (Operation.READ, sorted({category_of(s) for s in r["stream_ids"]})),
+    20009: lambda r: (Operation.DESCRIBE, [r["category"] or WILDCARD]),
+    20012: lambda r: (Operation.WRITE, [DCB_TOPIC]),
+    20013: lambda r: (Operation.READ, [DCB_TOPIC]),
+    20014: lambda r: (Operation.READ, [DCB_TOPIC]),
+}
+"""What each extension API needs: an operation on topics, from the decoded request."""

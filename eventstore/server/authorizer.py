@@ -28,9 +28,8 @@ from collections.abc import Iterable
 
 from ..catalog.acls import WILDCARD, AclBinding, Operation, PatternType, Permission, ResourceType
 
-__all__ = ["ANONYMOUS", "Authorizer"]
+__all__ = ["Authorizer"]
 
-ANONYMOUS = "User:ANONYMOUS"
 ALL_PRINCIPALS = "User:*"
 CACHE_ENTRIES = 65_536
 """Decisions kept; past this the cache starts again (a bound, not a policy)."""

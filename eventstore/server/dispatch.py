@@ -169,6 +169,10 @@ async def _answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fr
         if writes_refused and header.api_key in EXTENSION_WRITES and header.api_version == 0:
             return extension_codec.error_response(header.api_key, header.correlation_id,
                                                   NOT_LEADER_OR_FOLLOWER, MESSAGE)
+        refused_frame = authorization.check_extension(ctx, header, frame_bytes)
+        if refused_frame is not None:
+            log.info("%s from %s (%s) refused: not authorized", _name(header), ctx.client, ctx.principal)
+            return refused_frame
         return await raw(ctx, header, frame_bytes)
     handler = _HANDLERS.get(header.api_key)
     try:
@@ -189,8 +193,7 @@ async def _answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fr
         return encode_response_frame(header.correlation_id, refused(header, body))
     body, refusal, after = authorization.check(ctx, header, body)
     if refusal is not None:
-        log.info("%s from %s (%s) refused: not authorized", _name(header), ctx.client,
-                 getattr(ctx, "principal", None))
+        log.info("%s from %s (%s) refused: not authorized", _name(header), ctx.client, ctx.principal)
         if header.api_key == PRODUCE_KEY and body.acks == 0:
             return None
         return encode_response_frame(header.correlation_id, refusal)
