@@ -128,6 +128,25 @@ def test_request_errors_are_counted_per_api_and_error(tmp_path: Path) -> None:
     assert sample(m, "eventstore_requests_total", api="Metadata") >= 1
 
 
+def test_failed_authentication_is_counted(tmp_path: Path) -> None:
+    sasl = ["SASL_PLAINTEXT://127.0.0.1:0"]
+    with eventstore.open(tmp_path / "store") as store, \
+            store.serve("127.0.0.1:0", listeners=sasl, http="127.0.0.1:0") as handle:
+        assert handle.http_address is not None
+        address = f"127.0.0.1:{handle.http_address[1]}"
+        producer = Producer({"bootstrap.servers": f"127.0.0.1:{handle.listeners['SASL_PLAINTEXT'][1]}",
+                             "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                             "sasl.username": "nobody", "sasl.password": "wrong"})
+        labels = (("listener", "SASL_PLAINTEXT"), ("mechanism", "PLAIN"))
+        failures = ("eventstore_authentication_failures_total", labels)
+        deadline = time.monotonic() + TIMEOUT_S
+        m = scrape(address)
+        while not m.get(failures) and time.monotonic() < deadline:  # bounded by the deadline
+            producer.poll(0.1)
+            m = scrape(address)
+    assert m.get(failures, 0) >= 1
+
+
 def test_consumer_group_lag_gauge(tmp_path: Path) -> None:
     with served_http(tmp_path) as (store, _bootstrap, address):
         store.create_topic("events", partitions=2)

@@ -73,8 +73,16 @@ async def _failed(ctx: Context, header: RequestHeader, reason: str) -> Any:
     delay = delays.failed(ctx.client.rpartition(":")[0])
     log.warning("authentication failed for %s on %s: %s (answered in %.1f s, then closed)",
                 ctx.client, ctx.listener, reason, delay)
+    ctx.broker.metrics.auth_failure(_mechanism(ctx.session.get(_EXCHANGE)), ctx.listener)
     await anyio.sleep(delay)
     ctx.close_after_answer = True
     ctx.session.pop(_EXCHANGE, None)
     return response_for(header, error_code=SASL_AUTHENTICATION_FAILED,
                         error_message="Authentication failed: invalid credentials", auth_bytes=b"")
+
+
+def _mechanism(current: PlainExchange | ScramExchange | None) -> str:
+    """The mechanism label of an authentication failure in ``/metrics``."""
+    if current is None:
+        return "none"
+    return "PLAIN" if isinstance(current, PlainExchange) else "SCRAM"
