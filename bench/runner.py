@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    acls,
     consuming,
     dcb,
     mirror,
@@ -382,6 +383,9 @@ WORKLOADS: dict[str, Workload] = {
                     replication.rp3, (Target("follower lag p99 ms", "<=", 20.0),), peers=False),
     "RP3R": Workload("replication lag of es replicate beside an embedded app appending at 1,000 records/s",
                      replicate_lag.r3_replicate, (), peers=False),
+    # Authorization (bench/acls.py; docs/operations.md, 2)
+    "N1A": Workload("N1 with 1,000 ACLs defined vs none (every request decided by the authorizer)",
+                    acls.n1_acls, (Target("ACLs/none", ">=", 0.95),), peers=False),
     # Operations (bench/operations.py; docs/operations.md, 4)
     "OPS1": Workload("a /metrics scrape of es serve with 1,000 partitions (HTTP GET, median of 20)",
                      operations.ops1, (Target("scrape p50 ms", "<=", 100.0),), peers=False),
