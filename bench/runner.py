@@ -25,6 +25,7 @@ from bench import (
     acls,
     consuming,
     dcb,
+    failover,
     mirror,
     network,
     operations,
@@ -383,6 +384,8 @@ WORKLOADS: dict[str, Workload] = {
                     replication.rp3, (Target("follower lag p99 ms", "<=", 20.0),), peers=False),
     "RP3R": Workload("replication lag of es replicate beside an embedded app appending at 1,000 records/s",
                      replicate_lag.r3_replicate, (), peers=False),
+    "RP4": Workload("automatic failover, 10 kills: leader SIGKILL to the first acks=all write on the next",
+                    failover.rp4, (Target("failover max s", "<=", 5.0),), peers=False),
     # Authorization (bench/acls.py; docs/operations.md, 2)
     "N1A": Workload("N1 with 1,000 ACLs defined vs none (every request decided by the authorizer)",
                     acls.n1_acls, (Target("ACLs/none", ">=", 0.95),), peers=False),
