@@ -210,6 +210,8 @@ async def _answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fr
     response, throttle_ms = throttled(ctx.broker.quotas, ctx.principal, header, body, response, held[0],
                                       charged_ms)
     _throttle(ctx, throttle_ms)
+    if throttle_ms:
+        ctx.broker.metrics.throttled(THROTTLE_KINDS.get(header.api_key, "request"), throttle_ms / 1000)
     if response is None:
         return None
     if after is not None:
@@ -218,6 +220,10 @@ async def _answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Fr
     if code:
         ctx.broker.metrics.answered_error(header.api_key, int(code))
     return encode_response_frame(header.correlation_id, response)
+
+
+THROTTLE_KINDS = {PRODUCE_KEY: "produce", 1: "fetch"}
+"""The ``kind`` of a throttle in ``/metrics`` by API (any other: ``request``)."""
 
 
 def _throttle(ctx: Context, throttle_ms: int) -> int:

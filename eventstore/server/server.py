@@ -223,6 +223,7 @@ class Server:
                 continue
             host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
             if len(self._connections) >= self.config.max_connections or not self.broker.quotas.admit(host):
+                self.broker.metrics.throttled("connection", 0.0)
                 self._refuse()
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
