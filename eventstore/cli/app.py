@@ -27,6 +27,7 @@ from . import config_cmd as config_cli
 from . import consume, dump, groups, produce, promote, retention, serve, stats, streams, topics, verify
 from . import mirror as mirror_cli
 from . import replicate as replicate_cli
+from . import users as users_cli
 from .access import DATA_HELP, CliError, DataOption
 
 __all__ = ["DATA_HELP", "DataOption", "app", "main"]
@@ -119,6 +120,7 @@ app.command()(promote.promote)
 app.command()(replicate_cli.replicate)
 app.command(name="mirror")(mirror_cli.mirror_command)
 app.add_typer(config_cli.config_app, name="config")
+app.add_typer(users_cli.users_app, name="users")
 app.add_typer(acls_cli.acls_app, name="acls")
 
 # These modules register themselves on ``app``; import them last.

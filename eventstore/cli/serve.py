@@ -26,9 +26,28 @@ DEFAULT_LISTEN = "127.0.0.1:9092"
 def serve(
     data: DataOption = store_module.DEFAULT_PATH,
     config: ConfigOption = None,
-    listen: Annotated[str, typer.Option(
+    listen: Annotated[str | None, typer.Option(
         "--listen", metavar="HOST:PORT",
-        help="Address to listen on (port 0: any free port).")] = DEFAULT_LISTEN,
+        help="Address of a PLAINTEXT listener (port 0: any free port); default 127.0.0.1:9092 when no "
+             "--listener is given.")] = None,
+    listener: Annotated[list[str] | None, typer.Option(
+        "--listener", metavar="NAME://HOST:PORT",
+        help="A listener: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (repeatable; docs/operations.md, 1).")
+    ] = None,
+    ssl_certfile: Annotated[str | None, typer.Option(
+        "--ssl-certfile", metavar="PEM",
+        help="The server's certificate chain for SSL and SASL_SSL listeners (reloaded on SIGHUP).")] = None,
+    ssl_keyfile: Annotated[str | None, typer.Option(
+        "--ssl-keyfile", metavar="PEM",
+        help="The certificate's private key (default: in --ssl-certfile).")] = None,
+    ssl_cafile: Annotated[str | None, typer.Option(
+        "--ssl-cafile", metavar="PEM",
+        help="CA certificates: TLS clients must present a certificate they signed (principal User:CN).")
+    ] = None,
+    sasl_mechanisms: Annotated[str, typer.Option(
+        "--sasl-mechanisms", metavar="M[,M...]",
+        help="SASL mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.")
+    ] = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
     advertised_listener: Annotated[str | None, typer.Option(
         "--advertised-listener", metavar="HOST:PORT",
         help="Address clients are told to connect to (default: the listen address).")] = None,
@@ -120,7 +139,11 @@ def serve(
         raise CliError(f"store {data!r} is in use by {holder} (another es serve, or an application)",
                        ) from None
     with store:
-        make = server_factory(store.log, store.groups, lambda: store.streams, listen,
+        make = server_factory(store.log, store.groups, lambda: store.streams,
+                              listen if listen is not None or listener else DEFAULT_LISTEN,
+                              listeners=listener or (),
+                              ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, ssl_cafile=ssl_cafile,
+                              sasl_mechanisms=sasl_mechanisms,
                               advertised_listener=advertised_listener, auto_create_topics=auto_create_topics,
                               node_id=replica_id, replica_of=replica_of or (),
                               max_connections=max_connections, max_connections_per_ip=max_connections_per_ip,
@@ -139,6 +162,7 @@ def serve(
             await server.start()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stop_on_signal, server)
+                tg.start_soon(reload_tls_on_sighup, server)
                 await server.serve_forever()
                 tg.cancel_scope.cancel()
 
@@ -160,6 +184,13 @@ async def stop_on_signal(server: Server) -> None:
                 "%s: stopping (requests in flight are answered first)", signal.Signals(signum).name)
             server.request_stop()
             return
+
+
+async def reload_tls_on_sighup(server: Server) -> None:
+    """SIGHUP: read the TLS certificate, key and CA files again, for the connections made after."""
+    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:  # one reload per signal, until the server stops
+            server.reload_tls()
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -26,6 +26,7 @@ from ..errors import InvalidArgumentError
 
 try:
     from scramp import ScramException, ScramMechanism
+    from scramp.utils import saslprep
 except ImportError as e:  # pragma: no cover - depends on the installation
     from ..wire.errors import SERVER_EXTRA
 
@@ -51,12 +52,16 @@ class AuthenticationFailed(Exception):
 
 def credential(mechanism: str, password: str, iterations: int = DEFAULT_ITERATIONS,
                salt: bytes | None = None) -> users.Credential:
-    """The stored form of ``password`` for a SCRAM ``mechanism`` (a new random salt unless given)."""
+    """The stored form of ``password`` for a SCRAM ``mechanism`` (a new random salt unless given):
+    SaltedPassword = PBKDF2(SASLprep(password), salt, iterations) (RFC 5802, section 3)."""
     _check(mechanism, iterations)
-    made = ScramMechanism(mechanism).make_auth_info(password, iteration_count=iterations,
-                                                    salt=salt if salt is not None else os.urandom(32))
-    salt_out, stored_key, server_key, count = made
-    return users.Credential(salt_out, count, stored_key, server_key)
+    try:
+        prepared = saslprep(password)
+    except ScramException as e:  # SASLprep refuses it (control characters, ...)
+        raise InvalidArgumentError(f"the password cannot be used with SCRAM: {e}") from None
+    salt = salt if salt is not None else os.urandom(32)
+    salted = hashlib.pbkdf2_hmac(_HASHES[mechanism]().name, prepared.encode("utf-8"), salt, iterations)
+    return credential_from_salted(mechanism, salt, iterations, salted)
 
 
 def credential_from_salted(mechanism: str, salt: bytes, iterations: int,
@@ -85,7 +90,10 @@ def plain_matches(credentials: dict[str, users.Credential], password: str) -> bo
     for mechanism in reversed(SCRAM_MECHANISMS):  # bounded: two mechanisms
         found = credentials.get(mechanism)
         if found is not None:
-            derived = credential(mechanism, password, found.iterations, found.salt)
+            try:
+                derived = credential(mechanism, password, found.iterations, found.salt)
+            except InvalidArgumentError:  # not a password SCRAM takes: not the user's
+                return False
             return hmac.compare_digest(derived.stored_key, found.stored_key)
     return False
 

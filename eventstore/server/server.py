@@ -258,6 +258,8 @@ class Server:
                 return
             common_name = peer_common_name(secured)
             principal = f"User:{common_name}" if common_name is not None else ANONYMOUS
+            if common_name is not None:
+                log.info("%s authenticated as %s by its TLS certificate on %s", client, principal, spec.name)
             served = secured
         connection = Connection(self.broker, served, client, spec, endpoint, principal)
         self._connections.add(connection)
@@ -309,7 +311,7 @@ def _reason(error: OSError) -> str:
 
 
 def server_factory(log: Log, groups: GroupCoordinator, streams: Streams | Callable[[], Streams] | None,
-                   address: str, **options: Any) -> Callable[[], Server]:
+                   address: str | None, **options: Any) -> Callable[[], Server]:
     """Check the options and read (or make) the cluster id now, in the caller; the returned
     function makes the server on the loop that will run it."""
     config = server_config(address, **options)

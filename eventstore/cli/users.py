@@ -1,0 +1,109 @@
+"""``es users``: the SASL users of a store (docs/operations.md, section 1.4)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .. import store as store_module
+from ..catalog import users as user_rows
+from ..errors import InvalidArgumentError, StoreLockedError
+from .access import CliError, DataOption, open_store
+from .output import JsonOption, add_row, console, note, print_json, table
+
+users_app = typer.Typer(help="Add, list and delete the SASL users (PLAIN, SCRAM).", no_args_is_help=True)
+
+SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+IN_USE_HINT = ("stop 'es serve' first, or change users through the server with a Kafka admin client "
+               "(AlterUserScramCredentials)")
+
+
+def _catalog_of(data: str) -> store_module.Store:
+    """The store at ``data`` (its catalog holds the users); an error naming what holds it."""
+    try:
+        return open_store(data)
+    except StoreLockedError as e:
+        holder = f"process {e.pid}" if e.pid is not None else "another process"
+        raise CliError(f"store {data!r} is in use by {holder}", hint=IN_USE_HINT) from None
+
+
+def read_password(password_file: str | None) -> str:
+    """The password: the first line of ``password_file`` ("-": standard input), of standard input
+    when it is not a terminal, else asked twice at a prompt (never a command-line argument,
+    which other users of the machine could see)."""
+    if password_file is not None:
+        try:
+            with (sys.stdin if password_file == "-" else open(password_file, encoding="utf-8")) as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise CliError(f"cannot read the password file {password_file!r}: {e.strerror}") from None
+    elif not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise CliError("the password is empty")
+    return password
+
+
+@users_app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="The user name (the principal is User:NAME).")],
+    data: DataOption = store_module.DEFAULT_PATH,
+    password_file: Annotated[str | None, typer.Option(
+        "--password-file", metavar="FILE",
+        help="Read the password from FILE's first line ('-': stdin).")] = None,
+    mechanism: Annotated[list[str] | None, typer.Option(
+        "--mechanism", metavar="SCRAM-SHA-256|SCRAM-SHA-512",
+        help="Credentials to store (repeatable; default both). PLAIN checks against them.")] = None,
+    iterations: Annotated[int, typer.Option(
+        "--iterations", metavar="N", help="SCRAM iterations (4096..16384).")] = 4096,
+) -> None:
+    """Add a user, or set a user's password: salted SCRAM credentials, never the password."""
+    from ..server.auth import credential  # the server extra: imported only by this command
+
+    mechanisms = tuple(mechanism or SCRAM)
+    unknown = [m for m in mechanisms if m not in SCRAM]
+    if unknown:
+        raise CliError(f"--mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512, got {', '.join(unknown)}")
+    if not name:
+        raise CliError("the user name is empty")
+    password = read_password(password_file)
+    try:
+        made = {m: credential(m, password, iterations) for m in mechanisms}
+    except InvalidArgumentError as e:
+        raise CliError(str(e)) from None
+    with _catalog_of(data) as store:
+        existed = bool(user_rows.get(store.log.catalog, name))
+        for m, c in made.items():  # bounded: two mechanisms
+            user_rows.put(store.log.catalog, name, m, c)
+    done = "updated" if existed else "added"
+    note(f"{done} user {name!r} ({', '.join(mechanisms)}, {iterations} iterations)")
+
+
+@users_app.command("list")
+def list_users(data: DataOption = store_module.DEFAULT_PATH,
+               as_json: Annotated[bool, JsonOption] = False) -> None:
+    """The users, their mechanisms and iterations (never a key)."""
+    with _catalog_of(data) as store:
+        found = user_rows.names(store.log.catalog)
+    if as_json:
+        print_json([{"user": name, "mechanisms": {m: {"iterations": c.iterations} for m, c in creds.items()}}
+                    for name, creds in found.items()])
+        return
+    t = table("user", "mechanisms", "iterations")
+    for name, creds in found.items():  # bounded by the users
+        add_row(t, name, ", ".join(creds), ", ".join(str(c.iterations) for c in creds.values()))
+    console().print(t)
+
+
+@users_app.command("delete")
+def delete(name: Annotated[str, typer.Argument(help="The user to delete.")],
+           data: DataOption = store_module.DEFAULT_PATH) -> None:
+    """Delete a user and all its credentials (its open connections stay; new ones fail)."""
+    with _catalog_of(data) as store:
+        if not user_rows.delete(store.log.catalog, name):
+            raise CliError(f"no user {name!r}")
+    note(f"deleted user {name!r}")
