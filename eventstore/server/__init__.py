@@ -19,6 +19,7 @@ Modules, in the order a request meets them:
 The codec is ``eventstore.wire`` (sans I/O); nothing here parses bytes itself.
 """
 
+from . import console as console  # the web console's routes on the HTTP port
 from .config import DEFAULT_ADDRESS, ServerConfig, parse_address, server_config
 from .context import Broker, Context
 from .dispatch import Handler, handler_for, handles

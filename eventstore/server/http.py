@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -31,7 +31,8 @@ from .config import format_address
 from .context import Broker
 from .metrics import CONTENT_TYPE
 
-__all__ = ["HttpRequest", "HttpResponse", "HttpServer", "add_route", "readiness", "route_for"]
+__all__ = ["HttpHandler", "HttpRequest", "HttpResponse", "HttpServer", "add_route", "add_task", "readiness",
+           "route_for"]
 
 log = logging.getLogger("eventstore.server")
 
@@ -68,6 +69,8 @@ class HttpResponse:
 
 HttpHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 _ROUTES: dict[tuple[str, str], HttpHandler] = {}
+HttpTask = Callable[[Broker], Coroutine[Any, Any, None]]
+_TASKS: list[HttpTask] = []
 
 
 def add_route(method: str, path_prefix: str, handler: HttpHandler) -> None:
@@ -76,6 +79,13 @@ def add_route(method: str, path_prefix: str, handler: HttpHandler) -> None:
     if not path_prefix.startswith("/"):
         raise ValueError(f"a path prefix starts with '/', got {path_prefix!r}")
     _ROUTES[(method.upper(), path_prefix.rstrip("/") or "/")] = handler
+
+
+def add_task(task: HttpTask) -> None:
+    """Run ``task(broker)`` beside the HTTP listener while it serves (cancelled with it): a
+    route that shows history samples it here, from before anyone asks."""
+    if task not in _TASKS:
+        _TASKS.append(task)
 
 
 def route_for(method: str, path: str) -> tuple[HttpHandler | None, bool]:
@@ -117,7 +127,9 @@ class HttpServer:
 
     async def serve(self) -> None:
         assert self._listener is not None, "start() first"
-        async with self._listener:
+        async with anyio.create_task_group() as tg, self._listener:
+            for task in _TASKS:  # bounded by the tasks registered
+                tg.start_soon(task, self.broker)
             await self._listener.serve(self._connection)
 
     async def aclose(self) -> None:
