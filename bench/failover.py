@@ -170,7 +170,8 @@ def _records(client: Any, prefix: str) -> dict[str, dict[str, Any]]:
 def rp4_failover(directory: Path, kills: int) -> list[float]:
     """Seconds from each SIGKILL of the leader to the first acknowledged write on the next one."""
     import etcd3gw
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     from eventstore.server.replication.coordinator import parse_endpoint
 
