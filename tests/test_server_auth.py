@@ -463,3 +463,31 @@ def test_scram_credentials_through_an_admin_client(fresh: str) -> None:
         future.result(TIMEOUT_S)
     with pytest.raises(Exception, match=r"RESOURCE_NOT_FOUND|not found|No SCRAM"):
         admin.describe_user_scram_credentials(["erin"])["erin"].result(TIMEOUT_S)
+
+
+@pytest.mark.parametrize("password", [PASSWORD, "wrong"])
+def test_sasl_handshake_v0_then_bare_frames(fresh: str, password: str) -> None:
+    from kio.schema.sasl_handshake.v0.request import SaslHandshakeRequest
+    from scramp import ScramClient
+
+    scram = ScramClient(["SCRAM-SHA-256"], USER, password)
+    with RawClient(fresh) as client:
+        assert int(client.call(SaslHandshakeRequest(mechanism="SCRAM-SHA-256")).error_code) == 0
+        client.send(struct.pack(">i", len(first := scram.get_client_first().encode())) + first)
+        server_first = client.response()
+        assert server_first is not None
+        scram.set_server_first(server_first.decode())
+        client.send(struct.pack(">i", len(final := scram.get_client_final().encode())) + final)
+        server_final = client.response()
+        if password != PASSWORD:
+            assert server_final is None  # v0 has no error to send: the connection just closes
+            return
+        assert server_final is not None
+        scram.set_server_final(server_final.decode())
+        client.request(3, 1, 4, struct.pack(">i", -1))  # now a request with a header again
+        assert client.response() is not None
+    with RawClient(fresh) as client:  # PLAIN: one message, an empty answer
+        assert int(client.call(SaslHandshakeRequest(mechanism="PLAIN")).error_code) == 0
+        message = f"\x00{USER}\x00{PASSWORD}".encode()
+        client.send(struct.pack(">i", len(message)) + message)
+        assert client.response() == b""

@@ -38,7 +38,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..wire import FrameSplitter, ProtocolError, RequestHeader, parse_request_header
 from .config import Listener
-from .context import ANONYMOUS, Broker, Context
+from .context import ANONYMOUS, RAW_FRAMES, Broker, Context
 from .dispatch import CloseConnection, Frame, answer
 from .sockets import RawStream
 from .tls import TlsStream
@@ -137,6 +137,12 @@ class Connection:
     async def _start(self, frame_bytes: bytes, send: MemoryObjectSendStream[Slot],
                      tg: anyio.abc.TaskGroup) -> bool:
         """Start one request; False when its header cannot be read (the connection closes)."""
+        if RAW_FRAMES in self.ctx.session:  # a frame without a header, for the handler that asked
+            await self.tokens.acquire()
+            slot = Slot()
+            send.send_nowait(slot)
+            tg.start_soon(self._run_raw, frame_bytes, slot)
+            return True
         try:
             header = parse_request_header(frame_bytes)
         except ProtocolError as e:
@@ -167,6 +173,15 @@ class Connection:
             log.exception("closing the connection from %s: API %d v%d (correlation id %d) failed",
                           self.ctx.client, header.api_key, header.api_version, header.correlation_id)
             slot.fill(_CLOSE)
+
+    async def _run_raw(self, frame_bytes: bytes, slot: Slot) -> None:
+        try:
+            response = await self.ctx.session[RAW_FRAMES](self.ctx, frame_bytes)
+        except Exception:  # a handler's bug: this connection ends, the server goes on
+            log.exception("closing the connection from %s: a frame without a header failed", self.ctx.client)
+            response = None
+        slot.last = self.ctx.close_after_answer
+        slot.fill(_CLOSE if response is None else response)
 
     async def _write(self, receive: MemoryObjectReceiveStream[Slot], scope: anyio.CancelScope) -> None:
         async with receive:

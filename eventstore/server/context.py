@@ -35,10 +35,14 @@ from .quotas import Quotas, charge_engine_time
 from .replication.durable import initial_replication
 from .replication.state import Replication
 
-__all__ = ["ANONYMOUS", "Broker", "Context", "RecordsWaiter"]
+__all__ = ["ANONYMOUS", "RAW_FRAMES", "Broker", "Context", "RecordsWaiter"]
 
 ANONYMOUS = "User:ANONYMOUS"
 """The principal of a client that has not authenticated (Kafka's name for it)."""
+RAW_FRAMES = "raw_frames"
+"""``Context.session`` key of ``async fn(ctx, frame_bytes) -> response frame | None`` that a
+handler sets to take the connection's next frames as they are, with no request header (the
+SASL messages after a SaslHandshake v0); None from it closes the connection."""
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")

@@ -1,11 +1,13 @@
 """SaslHandshake (17) and SaslAuthenticate (36): who a client on a SASL listener is.
 
 The handshake picks the mechanism; each SaslAuthenticate carries one message of it
-(``eventstore.server.auth``). Success sets the connection's principal to
-``User:NAME`` and lets every API through; a failure is answered with
-SASL_AUTHENTICATION_FAILED after a delay that grows with the failures from that
-address, logged with the address, and the connection closes after the answer
-(docs/operations.md, section 1.3).
+(``eventstore.server.auth``); after a v0 handshake the messages come as bare frames
+instead (Kafka before 1.0), which the connection hands to ``raw_message``. Success
+sets the connection's principal to ``User:NAME`` and lets every API through; a
+failure is answered with SASL_AUTHENTICATION_FAILED (v0: not answered) after a
+delay that grows with the failures from that address, logged with the address,
+and the connection closes after the answer
+(docs/operations.md, section 1.2).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any, Final
 import anyio
 
 from ...wire import RequestHeader
+from ...wire.framing import frame
 from ..auth import AuthenticationFailed, FailureDelays, PlainExchange, ScramExchange, exchange
-from ..context import Context
+from ..context import RAW_FRAMES, Context
 from ..dispatch import handles
 from ..entities import response_for
 
@@ -45,6 +48,8 @@ async def sasl_handshake(ctx: Context, header: RequestHeader, body: Any) -> Any:
         ctx.close_after_answer = True
         return response_for(header, error_code=UNSUPPORTED_SASL_MECHANISM, mechanisms=tuple(offered))
     ctx.session[_EXCHANGE] = exchange(ctx.log.catalog, body.mechanism)
+    if header.api_version == 0:
+        ctx.session[RAW_FRAMES] = raw_message
     return response_for(header, error_code=0, mechanisms=tuple(offered))
 
 
@@ -57,18 +62,43 @@ async def sasl_authenticate(ctx: Context, header: RequestHeader, body: Any) -> A
         return response_for(header, error_code=ILLEGAL_SASL_STATE,
                             error_message="SaslAuthenticate without a SaslHandshake before it")
     try:
-        answer, user = await ctx.blocking(current.step, bytes(body.auth_bytes))
+        answer = await _step(ctx, current, bytes(body.auth_bytes))
     except AuthenticationFailed as e:
-        return await _failed(ctx, header, str(e))
+        await _failed(ctx, str(e))
+        return response_for(header, error_code=SASL_AUTHENTICATION_FAILED,
+                            error_message="Authentication failed: invalid credentials", auth_bytes=b"")
+    return response_for(header, error_code=0, auth_bytes=answer)
+
+
+async def raw_message(ctx: Context, message: bytes) -> bytes | None:
+    """One message of the exchange a v0 handshake started, as a bare frame; its answer as one
+    (None on a failure: Kafka's v0 has no error to send, the connection just closes)."""
+    current: PlainExchange | ScramExchange | None = ctx.session.get(_EXCHANGE)
+    if current is None:
+        return None
+    try:
+        answer = await _step(ctx, current, message)
+    except AuthenticationFailed as e:
+        await _failed(ctx, str(e))
+        return None
+    if ctx.authenticated:
+        ctx.session.pop(RAW_FRAMES, None)
+    return frame(answer)
+
+
+async def _step(ctx: Context, current: PlainExchange | ScramExchange, message: bytes) -> bytes:
+    """One message in, the answer out; the principal once the exchange succeeds."""
+    answer, user = await ctx.blocking(current.step, message)
     if user is not None:
         del ctx.session[_EXCHANGE]
         ctx.principal = f"User:{user}"
         ctx.authenticated = True
         log.info("%s authenticated as %s on %s", ctx.client, ctx.principal, ctx.listener)
-    return response_for(header, error_code=0, auth_bytes=answer)
+    return answer
 
 
-async def _failed(ctx: Context, header: RequestHeader, reason: str) -> Any:
+async def _failed(ctx: Context, reason: str) -> None:
+    """Log and count the failure, wait the address's delay; the connection closes after the answer."""
     delays: FailureDelays = ctx.state.setdefault(_DELAYS, FailureDelays())
     delay = delays.failed(ctx.client.rpartition(":")[0])
     log.warning("authentication failed for %s on %s: %s (answered in %.1f s, then closed)",
@@ -77,8 +107,6 @@ async def _failed(ctx: Context, header: RequestHeader, reason: str) -> Any:
     await anyio.sleep(delay)
     ctx.close_after_answer = True
     ctx.session.pop(_EXCHANGE, None)
-    return response_for(header, error_code=SASL_AUTHENTICATION_FAILED,
-                        error_message="Authentication failed: invalid credentials", auth_bytes=b"")
 
 
 def _mechanism(current: PlainExchange | ScramExchange | None) -> str:
