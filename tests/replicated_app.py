@@ -22,7 +22,7 @@ import threading
 import time
 
 import eventstore
-from eventstore.errors import NotEnoughReplicasError, TopicNotFoundError
+from eventstore.errors import NotEnoughReplicasError, NotLeaderError, TopicNotFoundError
 
 TOPIC = "t"
 PARTITIONS = 2
@@ -46,7 +46,7 @@ def main(data: str, node_id: int, leader: str | None) -> None:
             count += 1
             try:
                 done = store.append(TOPIC, value.encode(), partition=count % PARTITIONS)
-            except (NotEnoughReplicasError, TopicNotFoundError):  # not leading, or before the catalog
+            except (NotLeaderError, NotEnoughReplicasError, TopicNotFoundError):  # following; no catalog yet
                 time.sleep(REFUSED_PAUSE_S)
                 continue
             print(f"ack {done.topic} {done.partition} {done.offset} {value}", flush=True)
