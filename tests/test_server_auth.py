@@ -491,3 +491,23 @@ def test_sasl_handshake_v0_then_bare_frames(fresh: str, password: str) -> None:
         message = f"\x00{USER}\x00{PASSWORD}".encode()
         client.send(struct.pack(">i", len(message)) + message)
         assert client.response() == b""
+
+
+def test_frames_above_the_pre_authentication_bound_once_authenticated(
+        secured: tuple[eventstore.Store, dict[str, str]]) -> None:
+    """A produce of 900 KB right after authenticating: the 512 KiB bound no longer applies."""
+    from kafka import KafkaProducer
+
+    _store, listeners = secured
+    producer = KafkaProducer(bootstrap_servers=listeners["SASL_PLAINTEXT"],
+                             security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                             sasl_plain_username=USER, sasl_plain_password=PASSWORD,
+                             max_request_size=2_000_000, batch_size=2_000_000, linger_ms=50,
+                             request_timeout_ms=5000,
+                             delivery_timeout_ms=10_000)
+    try:
+        futures = [producer.send("big-after-auth", b"x" * 100_000) for _ in range(9)]
+        producer.flush(TIMEOUT_S)
+        assert all(f.is_done and f.succeeded() for f in futures)
+    finally:
+        producer.close()

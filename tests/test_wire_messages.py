@@ -322,7 +322,8 @@ def test_the_served_table_is_the_documented_one() -> None:
     assert SERVED[11] == (0, 9) and SERVED[14] == (0, 5) and SERVED[12] == (0, 4) and SERVED[13] == (0, 5)
     assert SERVED[8] == (2, 9) and SERVED[9] == (1, 9) and SERVED[21] == (0, 2) and SERVED[10] == (0, 6)
     assert SERVED[23] == (2, 4)  # OffsetForLeaderEpoch, for followers (docs/replication.md, 4)
-    for not_served in (7, 17, 36, 24, 25, 26, 27, 28, 71, 72):
+    assert SERVED[17] == (0, 1) and SERVED[36] == (0, 2)  # SASL (docs/operations.md, 1.2)
+    for not_served in (7, 24, 25, 26, 27, 28, 71, 72):
         assert not_served not in SERVED
     # ApiVersions is answered in header v0 at every version
     assert all(response_header_version(18, v) == 0 for v in range(10))

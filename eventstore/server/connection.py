@@ -114,6 +114,7 @@ class Connection:
                 data = await self.stream.receive(wanted)
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                 return False
+            splitter = self._splitter_after_auth(splitter)  # before the bytes sent after the answer
             try:
                 frames = splitter.feed(data)
             except ProtocolError as e:
@@ -125,7 +126,6 @@ class Connection:
             if splitter.failed is not None:
                 log.warning("closing the connection from %s: %s", self.ctx.client, splitter.failed)
                 return True
-            splitter = self._splitter_after_auth(splitter)
 
     def _splitter_after_auth(self, splitter: FrameSplitter) -> FrameSplitter:
         """Once authenticated, frames up to ``max_frame_bytes`` (at a frame boundary)."""
