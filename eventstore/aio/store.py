@@ -46,6 +46,9 @@ from .threads import Wakeup, complete_in_thread
 from .transactions import Transaction
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+    from ..metrics import StoreCollector, StoreMetrics
     from ..server import AsyncServerHandle
 
 
@@ -425,3 +428,13 @@ class Store:
         """A frozen snapshot of sizes, offsets and counters."""
         await anyio.lowlevel.checkpoint()
         return self.blocking.statistics()
+
+    async def metrics(self, registry: CollectorRegistry | None = None) -> StoreMetrics:
+        """The store's figures now (see ``eventstore.Store.metrics``); group lag reads the
+        catalog, so it runs in a worker thread."""
+        return await complete_in_thread(self.blocking.metrics, registry)
+
+    async def register_metrics(self, registry: CollectorRegistry) -> StoreCollector:
+        """Register a Prometheus collector of the store's figures (``eventstore.Store.register_metrics``)."""
+        await anyio.lowlevel.checkpoint()
+        return self.blocking.register_metrics(registry)
