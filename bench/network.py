@@ -69,6 +69,11 @@ class Broker(System):
     """A Kafka-speaking server run as a subprocess for one workload."""
 
     config = ""
+    #: librdkafka settings a client of this broker needs (security).
+    client: dict[str, Any] = {}
+
+    def prepare(self, data: Path) -> None:
+        """What the broker needs in its directory before it starts (certificates, users)."""
 
     def command(self, data: Path, port: int) -> list[str]:
         raise NotImplementedError
@@ -79,6 +84,7 @@ class Broker(System):
         port = free_port()
         data = directory / "data"
         data.mkdir()
+        self.prepare(data)
         log = (directory / "server.log").open("wb")
         process = subprocess.Popen(self.command(data, port), stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
@@ -172,6 +178,43 @@ class EventStoreServer(Broker):
                 "--listen", f"127.0.0.1:{port}", "--durability", self.durability]
 
 
+class SecuredEventStoreServer(EventStoreServer):
+    """``es serve`` with only a SASL_SSL listener; the client authenticates with SCRAM-SHA-512.
+
+    The certificate is self-signed for 127.0.0.1 (made by ``openssl``), the user is
+    written into the new store's catalog before the server starts."""
+
+    name = "eventstore"
+    USER, PASSWORD = "bench", "bench-password"
+
+    def __init__(self) -> None:
+        super().__init__("fsync")
+        self.config = "es serve --durability fsync, SASL_SSL listener, SCRAM-SHA-512"
+        self.client: dict[str, Any] = {}
+
+    def prepare(self, data: Path) -> None:
+        import eventstore
+        from eventstore.catalog import users
+        from eventstore.server.auth import credential
+
+        cert, key = data / "server.pem", data / "server.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert), "-days", "1"],
+                       check=True, capture_output=True, timeout=READY_SECONDS)
+        with eventstore.open(data / "store") as store:
+            users.put(store.log.catalog, self.USER, "SCRAM-SHA-512",
+                      credential("SCRAM-SHA-512", self.PASSWORD))
+        self.client = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                       "sasl.username": self.USER, "sasl.password": self.PASSWORD,
+                       "ssl.ca.location": str(cert)}
+
+    def command(self, data: Path, port: int) -> list[str]:
+        return [sys.executable, "-m", "eventstore.cli", "serve", "--data", str(data / "store"),
+                "--listener", f"SASL_SSL://127.0.0.1:{port}", "--ssl-certfile", str(data / "server.pem"),
+                "--ssl-keyfile", str(data / "server.key"), "--durability", self.durability]
+
+
 # ------------------------------------------------------------------------------ clients
 
 
@@ -183,11 +226,11 @@ def kafka() -> Any:
     return confluent_kafka
 
 
-def create_topic(bootstrap: str, partitions: int = PARTITIONS) -> None:
+def create_topic(bootstrap: str, partitions: int = PARTITIONS, **settings: Any) -> None:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap} | settings)
     futures = admin.create_topics([NewTopic(TOPIC, partitions, 1)], operation_timeout=10)
     for future in futures.values():
         future.result(timeout=30)
@@ -249,8 +292,8 @@ def n1_produce(broker: Broker, directory: Path, values: list[bytes], records: in
     """N1: produce ``records`` 100-byte records, acks=all, linger.ms=5; until every ack."""
     kafka()
     with broker.running(directory) as server:
-        create_topic(server.bootstrap)
-        client = producer(server.bootstrap)
+        create_topic(server.bootstrap, **broker.client)
+        client = producer(server.bootstrap, **broker.client)
         delivery = Delivery()
         started = time.perf_counter()
         produce_all(client, values, records, delivery)
@@ -443,6 +486,8 @@ def read_exactly(sock: socket.socket, count: int) -> bytes:
 # ------------------------------------------------------------------------- for runner.py
 
 BROKERS: tuple[Broker, ...] = (EventStoreServer("fsync"), Tansu())
+#: N1 runs eventstore over SASL_SSL with SCRAM too: the cost of security (issue: at least 0.7x).
+N1_BROKERS: tuple[Broker, ...] = (EventStoreServer("fsync"), SecuredEventStoreServer(), Tansu())
 #: In N3 eventstore also runs with durability none, to show what the fsync costs.
 N3_BROKERS: tuple[Broker, ...] = (EventStoreServer("fsync"), EventStoreServer("none"), Tansu())
 N_RECORDS = 200_000
@@ -450,7 +495,16 @@ N3_RECORDS = 5_000
 
 
 def _variant(broker: Broker) -> str | None:
+    if isinstance(broker, SecuredEventStoreServer):
+        return "sasl_ssl"
     return broker.durability if isinstance(broker, EventStoreServer) else None
+
+
+def _secured_ratio(rows: list[Row]) -> float | None:
+    """N1 over SASL_SSL + SCRAM over N1 over PLAINTEXT (both eventstore, fsync)."""
+    rates = {r.get("variant"): r.get("records_per_s") for r in rows if r["system"] == "eventstore"}
+    secured, plain = rates.get("sasl_ssl"), rates.get("fsync")
+    return secured / plain if secured and plain else None
 
 
 def _ratio(rows: list[Row], key: str = "records_per_s", invert: bool = False) -> Metrics:
@@ -490,9 +544,9 @@ def _median(rows: list[Row]) -> Row:
 
 def n1(ctx: Context) -> WorkloadResult:
     records = ctx.scaled(N_RECORDS)
-    rows = _rows(ctx, "N1", BROKERS, records,
+    rows = _rows(ctx, "N1", N1_BROKERS, records,
                  lambda b, d: n1_produce(b, d, ctx.values, records), REPEATS)
-    return rows, _ratio(rows), {}
+    return rows, _ratio(rows), {"sasl_ssl/plaintext": _secured_ratio(rows)}
 
 
 def n2(ctx: Context) -> WorkloadResult:

@@ -363,8 +363,10 @@ WORKLOADS: dict[str, Workload] = {
                     "read_events of 10,000 matching among 1,000,000, beside the library's popo recorder",
                     dcb.w13, (Target("eventstore appends/s @1", ">=", 4_000),
                               Target("eventstore read_events ms", "<=", 5.0)), peers=False),
-    "N1": Workload("produce 200,000 records over the network, acks=all (es serve in fsync mode)",
-                   network.n1, (Target("eventstore/tansu", ">=", 1.0),), peers=False),
+    "N1": Workload("produce 200,000 records over the network, acks=all (es serve in fsync mode; again over "
+                   "SASL_SSL with SCRAM-SHA-512)",
+                   network.n1, (Target("eventstore/tansu", ">=", 1.0),
+                                Target("sasl_ssl/plaintext", ">=", 0.7)), peers=False),
     "N2": Workload("consume 200,000 records over the network from the beginning, in a group",
                    network.n2, (Target("eventstore/tansu", ">=", 1.0),), peers=False),
     "N3": Workload("produce-to-consume latency through the server at 1,000 records/s",

@@ -27,6 +27,13 @@ def test_n1_produce_counts_every_acknowledgement(broker: network.Broker, tmp_pat
     assert measured.seconds > 0
 
 
+def test_n1_produce_over_sasl_ssl_with_scram(tmp_path: Path) -> None:
+    secured = network.SecuredEventStoreServer()
+    measured = network.n1_produce(secured, tmp_path, make_values(50), 3_000)
+    assert measured.seconds > 0 and secured.client["security.protocol"] == "SASL_SSL"
+    assert "authenticated as User:bench on SASL_SSL" in (tmp_path / "server.log").read_text()
+
+
 def test_n2_consumes_every_record_in_a_group(broker: network.Broker, tmp_path: Path) -> None:
     measured = network.n2_consume(broker, tmp_path, make_values(50), 3_000)
     assert measured.seconds > 0

@@ -284,7 +284,7 @@ class Server:
         try:
             return await handshake(stream, self.tls.current)
         except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError) as e:
-            log.warning("TLS handshake with %s failed: %s", client, e or type(e).__name__)
+            log.warning("TLS handshake with %s failed: %s", client, str(e) or type(e).__name__)
         with anyio.CancelScope(shield=True):
             await stream.aclose()
         return None

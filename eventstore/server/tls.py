@@ -27,6 +27,7 @@ __all__ = ["HANDSHAKE_TIMEOUT_S", "TlsContexts", "TlsStream", "handshake", "peer
 HANDSHAKE_TIMEOUT_S = 10.0
 """A client that has not finished its TLS handshake by then is disconnected."""
 _CIPHERTEXT_BYTES = 65536
+_RECORD_OVERHEAD = 4096  # room for the TLS records' headers and tags around max_bytes of plaintext
 
 
 class TlsContexts:
@@ -60,13 +61,14 @@ class TlsContexts:
 class TlsStream:
     """``RawStream``'s receive / send / aclose, through TLS."""
 
-    __slots__ = ("_incoming", "_outgoing", "_raw", "_tls")
+    __slots__ = ("_fill_bytes", "_incoming", "_outgoing", "_raw", "_tls")
 
     def __init__(self, raw: RawStream, context: ssl.SSLContext) -> None:
         self._raw = raw
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._fill_bytes = _CIPHERTEXT_BYTES
 
     @property
     def tls(self) -> ssl.SSLObject:
@@ -86,6 +88,7 @@ class TlsStream:
 
     async def receive(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` of plaintext, waiting for the first; ``anyio.EndOfStream`` at the end."""
+        self._fill_bytes = max(_CIPHERTEXT_BYTES, max_bytes + _RECORD_OVERHEAD)
         while True:  # bounded: each pass reads ciphertext or returns plaintext
             try:
                 data = self._tls.read(max_bytes)
@@ -100,7 +103,23 @@ class TlsStream:
                 raise anyio.BrokenResourceError from e
             if not data:
                 raise anyio.EndOfStream
-            return data
+            return self._more(data, max_bytes) if len(data) < max_bytes else data
+
+    def _more(self, first: bytes, max_bytes: int) -> bytes:
+        """``first`` and the plaintext already decrypted or decryptable without waiting, up to
+        ``max_bytes``: a TLS read gives one record (16 KiB) at a time, and a large request
+        read record by record would cost the connection loop one pass each."""
+        parts, have = [first], len(first)
+        while have < max_bytes:  # bounded by max_bytes and the ciphertext buffered
+            try:
+                chunk = self._tls.read(max_bytes - have)
+            except ssl.SSLError:  # nothing more without the socket (or an error the next read says)
+                break
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        return first if len(parts) == 1 else b"".join(parts)
 
     async def send(self, data: Buffer) -> None:
         """All of ``data``, as TLS records."""
@@ -116,7 +135,7 @@ class TlsStream:
     async def _fill(self) -> None:
         """Ciphertext from the socket into the TLS object; end of stream when the peer left."""
         try:
-            self._incoming.write(await self._raw.receive(_CIPHERTEXT_BYTES))
+            self._incoming.write(await self._raw.receive(self._fill_bytes))
         except anyio.EndOfStream:
             self._incoming.write_eof()
             raise
