@@ -199,7 +199,10 @@ class Store:
         (docs/protocol.md); ``replica_of`` (``"HOST:PORT[,...]"``: follow that leader),
         ``min_insync_replicas``, ``replica_lag_ms`` (docs/replication.md: with
         ``min_insync_replicas=2``, appends in ``"replicated"`` durability wait for a
-        follower). Needs the ``server`` extra.
+        follower); ``listeners`` (more listeners besides ``address``, a PLAINTEXT one:
+        ``["SASL_SSL://HOST:PORT", ...]``; ``.listeners`` of the handle has each one's
+        address as bound), ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cafile``,
+        ``sasl_mechanisms`` (docs/operations.md, section 1). Needs the ``server`` extra.
         """
         self.log.check_open()
         from .server import ServerHandle, server_factory
