@@ -511,3 +511,23 @@ def test_frames_above_the_pre_authentication_bound_once_authenticated(
         assert all(f.is_done and f.succeeded() for f in futures)
     finally:
         producer.close()
+
+
+def test_a_client_that_does_not_authenticate_in_time_is_disconnected(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventstore.server import connection
+
+    monkeypatch.setattr(connection, "AUTH_TIMEOUT_S", 0.3)
+    with serving(tmp_path, listeners=["SASL_PLAINTEXT://127.0.0.1:0"]) as (store, listeners):
+        add_user(store)
+        with RawClient(listeners["SASL_PLAINTEXT"]) as idle, RawClient(listeners["SASL_PLAINTEXT"]) as good, \
+                RawClient(listeners["PLAINTEXT"]) as plain:
+            assert int(_handshake(good, "PLAIN").error_code) == 0
+            assert int(_authenticate(good, f"\x00{USER}\x00{PASSWORD}".encode()).error_code) == 0
+            started = time.monotonic()
+            assert idle.closed_by_server()
+            assert 0.25 <= time.monotonic() - started < 5.0
+            time.sleep(0.2)
+            for client in (good, plain):  # authenticated, or on a listener without it: still served
+                client.request(3, 1, 4, struct.pack(">i", -1))
+                assert client.response() is not None

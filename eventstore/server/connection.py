@@ -54,6 +54,9 @@ PRE_AUTH_KEYS = frozenset((17, 18, 36))
 """SaslHandshake, ApiVersions, SaslAuthenticate: all a SASL listener serves before authentication."""
 PRE_AUTH_FRAME_BYTES = 512 * 1024
 """Largest frame before authentication (Kafka's sasl.server.max.receive.size)."""
+AUTH_TIMEOUT_S = 30.0
+"""A client of a SASL listener not authenticated by then is disconnected: a connection
+that never authenticates holds nothing for long."""
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +99,8 @@ class Connection:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, receive, tg.cancel_scope)
+                if not self.ctx.authenticated:
+                    tg.start_soon(self._authenticated_in_time, tg.cancel_scope)
                 async with send:
                     with self.reading:
                         if not await self._read(send, tg):
@@ -126,6 +131,14 @@ class Connection:
             if splitter.failed is not None:
                 log.warning("closing the connection from %s: %s", self.ctx.client, splitter.failed)
                 return True
+
+    async def _authenticated_in_time(self, scope: anyio.CancelScope) -> None:
+        """Close the connection if the client has not authenticated within ``AUTH_TIMEOUT_S``."""
+        await anyio.sleep(AUTH_TIMEOUT_S)
+        if not self.ctx.authenticated:
+            log.warning("closing the connection from %s: not authenticated within %g s on %s",
+                        self.ctx.client, AUTH_TIMEOUT_S, self.ctx.listener)
+            scope.cancel()
 
     def _splitter_after_auth(self, splitter: FrameSplitter) -> FrameSplitter:
         """Once authenticated, frames up to ``max_frame_bytes`` (at a frame boundary)."""
