@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from consolekit import MARKUP, console_server
@@ -21,8 +22,10 @@ import eventstore
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_S = 10.0
+T = TypeVar("T")
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -50,11 +53,22 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
+def wait(driver: WebDriver) -> WebDriverWait[WebDriver]:
+    """A bounded wait that tries again when the page redrew an element it was reading
+    (the console refreshes its views while a test reads them)."""
+    return WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def settled(driver: WebDriver, read: Callable[[WebDriver], T]) -> T:
+    """``read(driver)``, read again if the page redrew what it was reading meanwhile."""
+    return wait(driver).until(lambda d: (read(d),))[0]
+
+
 def open_view(driver: WebDriver, base: str, fragment: str, view: str) -> None:
     """Load the page at ``#fragment`` and wait until ``view`` is drawn."""
     driver.get(f"{base}/console#{fragment}")
     driver.refresh()  # a new fragment on the same page only fires hashchange; start clean
-    WebDriverWait(driver, WAIT_S).until(
+    wait(driver).until(
         lambda d: d.find_element(By.ID, "view").get_attribute("data-view") == view)
 
 
@@ -69,7 +83,7 @@ def screenshot(driver: WebDriver, tmp_path: Path, name: str) -> None:
 
 
 def cell(driver: WebDriver, row: str, field: str) -> str:
-    return driver.find_element(By.CSS_SELECTOR, f"{row} [data-field='{field}']").text
+    return settled(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} [data-field='{field}']").text)
 
 
 def test_console_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, browser: WebDriver) -> None:
@@ -94,7 +108,7 @@ def check_topics(driver: WebDriver, base: str, store: eventstore.Store, tmp_path
     assert cell(driver, "tr[data-topic='orders']", "retention") == "24 h"
     screenshot(driver, tmp_path, "topics")
     driver.find_element(By.LINK_TEXT, "orders").click()
-    WebDriverWait(driver, WAIT_S).until(
+    wait(driver).until(
         expected_conditions.presence_of_element_located((By.ID, "partitions")))
     for p in (p for p in stats.partition_stats if p.topic == "orders"):
         row = f"tr[data-partition='{p.partition}']"
@@ -108,7 +122,7 @@ def check_groups(driver: WebDriver, base: str, tmp_path: Path) -> None:
     assert cell(driver, "tr[data-group='billing']", "lag") == "8"
     screenshot(driver, tmp_path, "groups")
     driver.find_element(By.LINK_TEXT, "billing").click()
-    WebDriverWait(driver, WAIT_S).until(
+    wait(driver).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#lag-charts svg polyline")) == 2)
     assert cell(driver, "tr[data-partition='orders-1']", "lag") == "5"
     chart = driver.find_element(By.CSS_SELECTOR, "[data-chart='lag-orders-1'] [data-field='lag-orders-1']")
@@ -125,10 +139,10 @@ def check_messages(driver: WebDriver, base: str, store: eventstore.Store, tmp_pa
     driver.find_element(By.NAME, "offset").send_keys("2")
     Select(driver.find_element(By.NAME, "format")).select_by_value("json")
     driver.find_element(By.ID, "browse-go").click()
-    WebDriverWait(driver, WAIT_S).until(expected_conditions.presence_of_element_located(
+    wait(driver).until(expected_conditions.presence_of_element_located(
         (By.CSS_SELECTOR, "tr[data-offset='2']")))
-    rows = driver.find_elements(By.CSS_SELECTOR, "#records tbody tr")
-    offsets = [int(r.get_attribute("data-offset") or -1) for r in rows]
+    offsets = settled(driver, lambda d: [int(r.get_attribute("data-offset") or -1)
+                                          for r in d.find_elements(By.CSS_SELECTOR, "#records tbody tr")])
     assert offsets == [r.offset for r in store.read("orders", 1, 2)] == [2, 3, 4, 5]
     assert cell(driver, "tr[data-offset='2']", "value").replace(" ", "").replace("\n", "") == '{"n":5}'
     screenshot(driver, tmp_path, "messages")
@@ -143,15 +157,16 @@ def check_messages(driver: WebDriver, base: str, store: eventstore.Store, tmp_pa
 
 def check_streams(driver: WebDriver, base: str, tmp_path: Path) -> None:
     open_view(driver, base, "streams", "streams")
-    categories = driver.find_elements(By.CSS_SELECTOR, "#categories li")
-    assert [li.text for li in categories] == ["order (2)", "user (1)"]
+    categories = settled(driver, lambda d: [
+        li.text for li in d.find_elements(By.CSS_SELECTOR, "#categories li")])
+    assert categories == ["order (2)", "user (1)"]
     driver.find_element(By.LINK_TEXT, "order").click()
-    WebDriverWait(driver, WAIT_S).until(
+    wait(driver).until(
         lambda d: [li.text for li in d.find_elements(By.CSS_SELECTOR, "#streams li")] == [
             "order-1", "order-2"])
     screenshot(driver, tmp_path, "streams")
     driver.find_element(By.LINK_TEXT, "order-1").click()
-    WebDriverWait(driver, WAIT_S).until(expected_conditions.presence_of_element_located((By.ID, "events")))
+    wait(driver).until(expected_conditions.presence_of_element_located((By.ID, "events")))
     assert [cell(driver, f"tr[data-version='{v}']", "type") for v in (0, 1)] == ["Placed", "Paid"]
     assert cell(driver, "tr[data-version='1']", "data") == MARKUP
     screenshot(driver, tmp_path, "stream")
