@@ -21,7 +21,7 @@ from ..errors import CorruptionError
 from . import datafile, keys, sealed
 from .env import Catalog
 
-__all__ = ["Credential", "delete", "get", "names", "put", "remove_mechanism"]
+__all__ = ["Credential", "delete", "get", "names", "put", "remove_mechanism", "replace"]
 
 PREFIX = b"user\x00"
 _encode = msgspec.msgpack.encode
@@ -64,6 +64,21 @@ def put(catalog: Catalog, user: str, mechanism: str, credential: Credential) -> 
         found = {} if raw is None else _decode(catalog, key, raw)
         found[mechanism] = credential
         txn.put(key, _encoded(key, found), db=catalog.dbs[keys.DB_META])  # type: ignore[attr-defined]
+
+    catalog.write(write)
+
+
+def replace(catalog: Catalog, user: str, credentials: dict[str, Credential]) -> None:
+    """Set ``user``'s credentials to exactly ``credentials`` (a follower copying its leader's
+    row), in one write transaction; none deletes the user."""
+    key = _key(user)
+
+    def write(txn: object) -> None:
+        db = catalog.dbs[keys.DB_META]
+        if credentials:
+            txn.put(key, _encoded(key, credentials), db=db)  # type: ignore[attr-defined]
+        else:
+            txn.delete(key, db=db)  # type: ignore[attr-defined]
 
     catalog.write(write)
 

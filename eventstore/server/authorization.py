@@ -33,7 +33,9 @@ from .authorizer import Authorizer
 from .context import Broker, Context
 from .entities import entity, has_field, item_class, response_class
 
-__all__ = ["Checker", "Verdict", "authorizer_of", "check", "check_extension", "client_host", "set_acls"]
+__all__ = ["Checker", "Verdict", "authorizer_of", "catalog_changed", "check", "check_extension",
+           "client_host",
+           "set_acls"]
 
 TOPIC_AUTHORIZATION_FAILED: Final = 29
 GROUP_AUTHORIZATION_FAILED: Final = 30
@@ -58,6 +60,15 @@ def authorizer_of(broker: Broker) -> Authorizer:
 def set_acls(broker: Broker, bindings: list[AclBinding]) -> None:
     """The server's ACLs changed (CreateAcls, DeleteAcls): decide from ``bindings`` now."""
     authorizer_of(broker).replace(bindings)
+
+
+def catalog_changed(broker: Broker, kinds: frozenset[str]) -> None:
+    """A follower copied its leader's ACLs or client quotas (``Replication.on_catalog``):
+    decide from them now. Users need nothing: each authentication reads its row."""
+    if "acls" in kinds:
+        set_acls(broker, acl_rows.load(broker.log.catalog))
+    if "quotas" in kinds:
+        broker.quotas.reload()
 
 
 class Checker:

@@ -294,6 +294,13 @@ class Quotas:
         self._bounds.clear()
 
 
+    def reload(self) -> None:
+        """Take the catalog's quotas as they are now (a follower copied its leader's)."""
+        if self.catalog is not None:
+            self.stored = quota_table.load(self.catalog)
+            self._bounds.clear()
+
+
 def check_entity(entity: Entity) -> None:
     """``QuotaError`` unless ``entity`` names known types, each once, sorted."""
     types = [entity_type for entity_type, _ in entity]

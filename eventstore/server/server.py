@@ -30,6 +30,7 @@ from ..groups import GroupCoordinator
 from ..log import Log
 from ..sourcing.streams import Streams
 from . import handlers  # noqa: F401 (registers every handler)
+from .authorization import catalog_changed
 from .cluster import cluster_id
 from .config import Listener, ServerConfig, format_address, parse_address, server_config
 from .connection import Connection
@@ -173,6 +174,7 @@ class Server:
             if self.announce:
                 await anyio.to_thread.run_sync(write_serving, store_path, self._admin_address())
             async with anyio.create_task_group() as tg:
+                self.broker.replication.on_catalog.append(functools.partial(catalog_changed, self.broker))
                 tg.start_soon(run_replication, self.broker)
                 if self.http is not None:
                     tg.start_soon(self.http.serve)

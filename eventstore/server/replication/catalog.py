@@ -1,5 +1,6 @@
 """The catalog over the wire (docs/replication.md, section 5): what lives in LMDB and not in
-the log — topics, committed offsets, log starts, the producer id sequence — copied from
+the log — topics, committed offsets, log starts, the producer id sequence, ACLs, SCRAM
+users and client quotas — copied from
 the leader to its followers with the ReplicaCatalog extension API (20015).
 
 Leader: a :class:`CatalogTracker` keeps a snapshot of the catalog, a version that
@@ -14,7 +15,9 @@ Follower: :func:`sync_catalog` long-polls the leader on a connection of its own 
 applies each answer (:func:`apply_full`, :func:`apply_changes`): topics with the
 leader's id and creation time (``Log.adopt_topic``), deletions, partitions added,
 configurations altered, cursors copied, log starts moved up, the producer id
-sequence advanced.
+sequence advanced, ACLs, users and client quotas made equal. Each applied answer that
+changed ACLs, users or quotas calls ``Replication.on_catalog`` with those kinds, so the
+running server's authorizer and quotas decide from them at once.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ import anyio
 import anyio.abc
 import msgspec
 
+from ...catalog import acls as acl_rows
 from ...catalog import producer_ids
+from ...catalog import quotas as quota_rows
+from ...catalog import users as user_rows
 from ...errors import EventStoreError, InvalidArgumentError, TopicNotFoundError
 from ...groups import GroupCoordinator
 from ...log import Log
@@ -68,6 +74,13 @@ ALTERABLE: Final = ("partitions", "retention_ms", "retention_bytes", "segment_by
 Change = list[Any]
 """One change of a delta, as section 5 lists them: ``["topic", config]`` and the others."""
 CursorKey = tuple[str, str, int]
+AclKey = tuple[Any, ...]
+"""An ACL binding's seven fields (``catalog.acls.AclBinding``)."""
+UserCredentials = dict[str, list[Any]]
+"""Mechanism -> [salt, iterations, stored_key, server_key]."""
+QuotaEntity = tuple[tuple[str, str | None], ...]
+SECURITY_KINDS: Final = ("acls", "users", "quotas")
+"""What an applied answer reports to ``Replication.on_catalog`` when it changed them."""
 
 
 @dataclass(slots=True)
@@ -79,6 +92,9 @@ class CatalogState:
     """(group, topic, partition) -> [offset, metadata, committed_ms, incarnation]."""
     log_starts: dict[tuple[str, int], int] = field(default_factory=dict)
     producer_id_seq: int = -1
+    acls: set[AclKey] = field(default_factory=set)
+    users: dict[str, UserCredentials] = field(default_factory=dict)
+    quotas: dict[QuotaEntity, dict[str, float]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         """The full state as section 5's MessagePack map."""
@@ -87,6 +103,9 @@ class CatalogState:
             "cursors": [[g, t, p, *rest] for (g, t, p), rest in self.cursors.items()],
             "log_starts": [[t, p, o] for (t, p), o in self.log_starts.items()],
             "producer_id_seq": self.producer_id_seq,
+            "acls": sorted(list(a) for a in self.acls),
+            "users": self.users,
+            "quotas": [[[list(part) for part in entity], values] for entity, values in self.quotas.items()],
         })
 
     @classmethod
@@ -99,9 +118,26 @@ class CatalogState:
                 cursors={(c[0], c[1], int(c[2])): list(c[3:7]) for c in raw["cursors"]},
                 log_starts={(t, int(p)): int(o) for t, p, o in raw["log_starts"]},
                 producer_id_seq=int(raw["producer_id_seq"]),
+                acls={tuple(a) for a in raw.get("acls", ())},
+                users={str(name): dict(creds) for name, creds in raw.get("users", {}).items()},
+                quotas={_entity(e): dict(v) for e, v in raw.get("quotas", ())},
             )
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError, IndexError) as e:
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ProtocolError(f"ReplicaCatalog state: {e}") from None
+
+
+def _entity(raw: Any) -> QuotaEntity:
+    return tuple((str(kind), None if name is None else str(name)) for kind, name in raw)
+
+
+def _security_rows(store_log: Log) -> tuple[set[AclKey], dict[str, UserCredentials],
+                                            dict[QuotaEntity, dict[str, float]]]:
+    """The catalog's ACLs, users and client quotas, in the shapes the wire carries (blocking)."""
+    catalog = store_log.catalog
+    acls = {tuple(msgspec.to_builtins(b)) for b in acl_rows.load(catalog)}
+    users = {name: {m: [c.salt, c.iterations, c.stored_key, c.server_key] for m, c in creds.items()}
+             for name, creds in user_rows.names(catalog).items()}
+    return acls, users, quota_rows.load(catalog)
 
 
 def snapshot(store_log: Log, groups: GroupCoordinator) -> CatalogState:
@@ -114,12 +150,14 @@ def snapshot(store_log: Log, groups: GroupCoordinator) -> CatalogState:
             if start > 0:
                 starts[(cfg.name, p)] = start
     last = producer_ids.last_allocated(store_log.catalog)
+    acls, users, quotas = _security_rows(store_log)
     return CatalogState(
         topics={cfg.name: msgspec.to_builtins(cfg) for cfg in topics},
         cursors={(g, t, p): [offset, metadata, committed_ms, incarnation]
                  for g, t, p, offset, metadata, committed_ms, incarnation in groups.stored_cursors()},
         log_starts=starts,
         producer_id_seq=-1 if last is None else last,
+        acls=acls, users=users, quotas=quotas,
     )
 
 
@@ -135,6 +173,17 @@ def diff(old: CatalogState, new: CatalogState) -> list[Change]:
                 if old.cursors.get(key) != value]
     if new.producer_id_seq != old.producer_id_seq:
         changes.append(["producer_id_seq", new.producer_id_seq])
+    return changes + _security_diff(old, new)
+
+
+def _security_diff(old: CatalogState, new: CatalogState) -> list[Change]:
+    changes: list[Change] = [["acl_deleted", *a] for a in sorted(old.acls - new.acls)]
+    changes += [["acl", *a] for a in sorted(new.acls - old.acls)]
+    changes += [["user_deleted", name] for name in old.users if name not in new.users]
+    changes += [["user", name, creds] for name, creds in new.users.items() if old.users.get(name) != creds]
+    changes += [["quota", [list(p) for p in entity], {}] for entity in old.quotas if entity not in new.quotas]
+    changes += [["quota", [list(p) for p in entity], values] for entity, values in new.quotas.items()
+                if old.quotas.get(entity) != values]
     return changes
 
 
@@ -252,11 +301,15 @@ def close_tracker(state: dict[str, Any]) -> None:
 # --- the follower ---------------------------------------------------------------------------
 
 
-def apply_full(store: Log, groups: GroupCoordinator, state: CatalogState) -> None:
+def apply_full(store: Log, groups: GroupCoordinator, state: CatalogState) -> set[str]:
     """Make the follower's catalog equal to the leader's ``state`` (blocking; the log's
-    refusal of local writes does not apply: ``Log.replica_writes``)."""
+    refusal of local writes does not apply: ``Log.replica_writes``). Returns which of
+    ``SECURITY_KINDS`` it changed."""
     with store.replica_writes():
         _apply_full(store, groups, state)
+        local = CatalogState()
+        local.acls, local.users, local.quotas = _security_rows(store)
+        return _apply_changes(store, groups, _security_diff(local, state))
 
 
 def _apply_full(store: Log, groups: GroupCoordinator, state: CatalogState) -> None:
@@ -273,14 +326,15 @@ def _apply_full(store: Log, groups: GroupCoordinator, state: CatalogState) -> No
     _advance_producer_ids(store, state.producer_id_seq)
 
 
-def apply_changes(store: Log, groups: GroupCoordinator, changes: Iterable[Change]) -> None:
+def apply_changes(store: Log, groups: GroupCoordinator, changes: Iterable[Change]) -> set[str]:
     """Apply a delta's changes in order (blocking, as ``apply_full``); ``ProtocolError`` on
-    one not understood."""
+    one not understood. Returns which of ``SECURITY_KINDS`` it changed."""
     with store.replica_writes():
-        _apply_changes(store, groups, changes)
+        return _apply_changes(store, groups, changes)
 
 
-def _apply_changes(store: Log, groups: GroupCoordinator, changes: Iterable[Change]) -> None:
+def _apply_changes(store: Log, groups: GroupCoordinator, changes: Iterable[Change]) -> set[str]:
+    touched: set[str] = set()
     for change in changes:  # bounded by the delta
         kind, args = change[0], change[1:]
         try:
@@ -296,10 +350,48 @@ def _apply_changes(store: Log, groups: GroupCoordinator, changes: Iterable[Chang
                 groups.copy_cursors([], [(args[0], args[1], int(args[2]))])
             elif kind == "producer_id_seq":
                 _advance_producer_ids(store, int(args[0]))
+            elif kind in _SECURITY_APPLY:
+                touched.add(_SECURITY_APPLY[kind](store, args))
             else:
                 raise ProtocolError(f"ReplicaCatalog: unknown change {kind!r}")
-        except (IndexError, TypeError, ValueError) as e:
+        except (IndexError, TypeError, ValueError, msgspec.ValidationError) as e:
             raise ProtocolError(f"ReplicaCatalog: change {change!r}: {e}") from None
+    return touched
+
+
+def _put_acl(store: Log, args: list[Any]) -> str:
+    acl_rows.add(store.catalog, [msgspec.convert(args, acl_rows.AclBinding)])
+    return "acls"
+
+
+def _delete_acl(store: Log, args: list[Any]) -> str:
+    acl_rows.remove(store.catalog, [msgspec.convert(args, acl_rows.AclBinding)])
+    return "acls"
+
+
+def _put_user(store: Log, args: list[Any]) -> str:
+    credentials = {str(m): user_rows.Credential(bytes(c[0]), int(c[1]), bytes(c[2]), bytes(c[3]))
+                   for m, c in dict(args[1]).items()}
+    user_rows.replace(store.catalog, str(args[0]), credentials)
+    return "users"
+
+
+def _delete_user(store: Log, args: list[Any]) -> str:
+    user_rows.delete(store.catalog, str(args[0]))
+    return "users"
+
+
+def _put_quota(store: Log, args: list[Any]) -> str:
+    """Quotas of one entity set to the leader's (none: the entity's row goes)."""
+    values = {str(k): float(v) for k, v in dict(args[1]).items()}
+    quota_rows.replace(store.catalog, {_entity(args[0]): values})
+    return "quotas"
+
+
+_SECURITY_APPLY: Final[dict[str, Callable[[Log, list[Any]], str]]] = {
+    "acl": _put_acl, "acl_deleted": _delete_acl, "user": _put_user, "user_deleted": _delete_user,
+    "quota": _put_quota,
+}
 
 
 def _put_topic(store: Log, config: dict[str, Any]) -> None:
@@ -410,11 +502,14 @@ async def _exchange(stream: anyio.abc.ByteStream, store: Log, groups: GroupCoord
     state = bytes(response["state"])
     if response["full"]:
         full = CatalogState.decode(state)
-        await anyio.to_thread.run_sync(apply_full, store, groups, full)
+        touched = await anyio.to_thread.run_sync(apply_full, store, groups, full)
     else:
         changes = _decode_changes(state)
-        await anyio.to_thread.run_sync(apply_changes, store, groups, changes)
+        touched = await anyio.to_thread.run_sync(apply_changes, store, groups, changes)
     applied.instance, applied.version = instance, int(response["version"])
+    if touched:
+        for callback in list(replication.on_catalog):  # bounded by the server's registrations
+            callback(frozenset(touched))
 
 
 def learn_leader(replication: Replication, response: dict[str, Any]) -> None:

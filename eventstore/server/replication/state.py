@@ -81,6 +81,10 @@ class Replication:
     on_change: list[Callable[[], object]] = field(default_factory=list)
     """Called (on the loop) after the role changed (a promotion, a fence): the server makes
     the log accept or refuse local writes by ``accepts_writes``."""
+    on_catalog: list[Callable[[frozenset[str]], object]] = field(default_factory=list)
+    """Called (on the loop) after a follower applied a catalog answer that changed ACLs,
+    users or client quotas, with those kinds (``"acls"``, ``"users"``, ``"quotas"``): the
+    server's authorizer and quotas take them up."""
 
     @property
     def leads(self) -> bool:

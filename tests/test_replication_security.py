@@ -1,0 +1,115 @@
+"""ACLs, SCRAM users and client quotas reach a follower with the rest of the catalog
+(docs/replication.md, section 5), and its running server decides from them at once.
+
+A leader and an in-process follower on 127.0.0.1 (ports the system picked); what the
+follower enforces is seen over the wire as an unauthenticated client (``User:ANONYMOUS``).
+Every wait is bounded and every server is closed by its handle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serverkit import RawClient
+
+import eventstore
+from eventstore.catalog import acls as acl_rows
+from eventstore.catalog import quotas as quota_rows
+from eventstore.catalog import users as user_rows
+from eventstore.catalog.acls import Operation, PatternType, Permission, ResourceType
+from eventstore.server.entities import entity, item_class
+
+kio_index = pytest.importorskip("kio.index")
+
+TIMEOUT_S = 30.0
+ANON = "User:ANONYMOUS"
+TOPIC_AUTHORIZATION_FAILED = 29
+
+
+def until(condition: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:  # bounded by the deadline
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {TIMEOUT_S} s: {what}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def pair(tmp_path: Path, before: Callable[[eventstore.Store], object]
+         ) -> Iterator[tuple[eventstore.Store, eventstore.Store, str]]:
+    """(leader, follower, the follower's address); ``before`` gets the leader's store before
+    the follower starts, so what it writes comes in the follower's first (full) catalog."""
+    with eventstore.open(tmp_path / "leader") as leader, leader.serve("127.0.0.1:0") as lh:
+        before(leader)
+        with eventstore.open(tmp_path / "follower") as follower, \
+                follower.serve("127.0.0.1:0", replica_of=f"127.0.0.1:{lh.address[1]}", node_id=1) as fh:
+            yield leader, follower, f"127.0.0.1:{fh.address[1]}"
+
+
+def allow(resource_type: int, name: str, operation: int, principal: str = ANON) -> acl_rows.AclBinding:
+    return acl_rows.binding(resource_type, name, PatternType.LITERAL, principal, "*", operation,
+                            Permission.ALLOW)
+
+
+def metadata_code(address: str, topic: str) -> int:
+    """The follower's Metadata answer for ``topic`` to an unauthenticated client."""
+    cls = kio_index.load_request_schema(3, 12)
+    topic_cls = item_class(cls, "topics")
+    with RawClient(address) as raw:
+        answer = raw.call(entity(cls, topics=(entity(topic_cls, name=topic),),
+                                 allow_auto_topic_creation=False))
+    return int(answer.topics[0].error_code)
+
+
+def described_quotas(address: str) -> list[tuple[Any, dict[str, float]]]:
+    cls = kio_index.load_request_schema(48, 1)
+    with RawClient(address) as raw:
+        answer = raw.call(entity(cls, strict=False, components=()))
+    return sorted((tuple((e.entity_type, e.entity_name) for e in entry.entity),
+                   {v.key: v.value for v in entry.values}) for entry in answer.entries or ())
+
+
+def test_acls_users_and_quotas_reach_a_follower_and_are_enforced(tmp_path: Path) -> None:
+    def before(leader: eventstore.Store) -> None:
+        leader.create_topic("t")
+        leader.create_topic("u")
+        acl_rows.add(leader.log.catalog, [
+            allow(ResourceType.TOPIC, "u", Operation.DESCRIBE),
+            allow(ResourceType.CLUSTER, acl_rows.CLUSTER_NAME, Operation.DESCRIBE_CONFIGS)])
+
+    with pair(tmp_path, before) as (leader, follower, address):
+        catalog = follower.log.catalog
+        until(lambda: len(acl_rows.load(catalog)) == 2, "the first ACLs on the follower")
+        until(lambda: follower.log.find_topic("t") is not None, "the topics on the follower")
+        # enforced: only 'u' may be described by an unauthenticated client
+        assert metadata_code(address, "t") == TOPIC_AUTHORIZATION_FAILED
+        assert metadata_code(address, "u") == 0
+
+        # later changes come as a delta: an ACL added and one removed, a user, a quota
+        acl_rows.add(leader.log.catalog, [allow(ResourceType.TOPIC, "t", Operation.DESCRIBE)])
+        acl_rows.remove(leader.log.catalog, [allow(ResourceType.TOPIC, "u", Operation.DESCRIBE)])
+        credential = user_rows.Credential(b"salt", 4096, b"s" * 32, b"k" * 32)
+        user_rows.put(leader.log.catalog, "alice", "SCRAM-SHA-256", credential)
+        quota_rows.replace(leader.log.catalog, {(("user", "alice"),): {"producer_byte_rate": 1024.0}})
+
+        until(lambda: metadata_code(address, "t") == 0, "the added ACL enforced on the follower")
+        assert metadata_code(address, "u") == TOPIC_AUTHORIZATION_FAILED
+        until(lambda: user_rows.get(catalog, "alice") == {"SCRAM-SHA-256": credential}, "the user")
+        until(lambda: described_quotas(address) == [((("user", "alice"),), {"producer_byte_rate": 1024.0})],
+              "the quota in the follower's DescribeClientQuotas")
+
+        # deletions too
+        user_rows.delete(leader.log.catalog, "alice")
+        quota_rows.replace(leader.log.catalog, {(("user", "alice"),): {}})
+        until(lambda: not user_rows.get(catalog, "alice"), "the user deleted on the follower")
+        until(lambda: described_quotas(address) == [], "the quota deleted on the follower")
+        assert {(a.resource_name, a.operation) for a in acl_rows.load(catalog)} == {
+            ("t", Operation.DESCRIBE), (acl_rows.CLUSTER_NAME, Operation.DESCRIBE_CONFIGS)}
