@@ -127,8 +127,6 @@ def serve(
         configure_logging(log_format, log_level)
     except InvalidArgumentError as e:
         raise CliError(f"{e}") from None
-    logging.getLogger("eventstore.server").info(
-        "store %s, durability %s, settings from %s", data, durability, config or "flags and defaults")
     from ..server import server_factory  # the server extra: imported only by this command
     from ..server.handle import backend_options
 
@@ -160,6 +158,9 @@ def serve(
         async def run() -> None:
             server: Server = make()
             await server.start()
+            # logged once the store is open and the ports bound: a failure to start stays one line
+            logging.getLogger("eventstore.server").info(
+                "store %s, durability %s, settings from %s", data, durability, config or "flags and defaults")
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stop_on_signal, server)
                 tg.start_soon(reload_tls_on_sighup, server)
