@@ -28,10 +28,12 @@ Modules are imported by ``handlers/__init__.py``; one API has one handler.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import cache
 from typing import Any, TypeVar
 
@@ -61,8 +63,25 @@ from .replication.forward import forward_to_leader
 
 __all__ = [
     "CloseConnection", "Frame", "Handler", "RawHandler", "answer", "error_response", "extensions_served",
-    "handler_for", "handles", "handles_frames", "registered",
+    "handler_for", "handles", "handles_frames", "registered", "waiting",
 ]
+
+_WAITED: contextvars.ContextVar[list[float]] = contextvars.ContextVar("eventstore_waited")
+"""The seconds the request being answered spent in declared waits (``waiting``)."""
+
+
+@contextlib.contextmanager
+def waiting() -> Iterator[None]:
+    """Around a wait the request asked for (a Fetch's long poll up to ``max_wait_ms``, a
+    ReplicaCatalog poll): its time is not the server's slowness, so the slow-request log
+    leaves it out."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        waited = _WAITED.get(None)
+        if waited is not None:
+            waited[0] += time.perf_counter() - started
 
 log = logging.getLogger("eventstore.server")
 
@@ -139,19 +158,23 @@ def registered() -> dict[int, Handler]:
 async def answer(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> Frame | None:
     """The response frame for one request (None: no response); :class:`CloseConnection`
     when the request cannot be answered at all. Counted in ``/metrics`` (requests, errors,
-    latency per API), and logged when slower than ``slow_request_ms``."""
+    latency per API), and logged when its handling time, declared waits (``waiting``) left
+    out, is above ``slow_request_ms``."""
     started = time.perf_counter()
+    waited = [0.0]
+    token = _WAITED.set(waited)
     error: str | None = "CLOSED_CONNECTION"  # unless the answer comes back
     try:
         response = await _answer(ctx, header, frame_bytes)
         error = None
         return response
     finally:
+        _WAITED.reset(token)
         elapsed = time.perf_counter() - started
         ctx.broker.metrics.request(header.api_key, elapsed, error)
         slow_ms = ctx.config.slow_request_ms
-        if slow_ms and elapsed * 1000 >= slow_ms:
-            _log_slow(ctx, header, elapsed, error)
+        if slow_ms and (elapsed - waited[0]) * 1000 >= slow_ms:
+            _log_slow(ctx, header, elapsed - waited[0], error)
 
 
 def _log_slow(ctx: Context, header: RequestHeader, elapsed: float, error: str | None) -> None:

@@ -51,7 +51,7 @@ from ...wakeup import Wakeup
 from ...wire import RequestHeader, kafka_error_for
 from ..batches import ConvertedBatches, NotConverted, as_kafka_batches
 from ..context import Context
-from ..dispatch import handles
+from ..dispatch import handles, waiting
 from ..entities import entity, item_class, response_class
 from ..replication.epochs import epoch_error
 from ..replication.leader import Leader, leader_of
@@ -133,7 +133,9 @@ async def fetch(ctx: Context, header: RequestHeader, body: Any) -> Any:
             size = await _read(ctx, live, max_bytes, cache, on_loop)  # again: appends may precede the watch
             if _answered(ctx, live, size, min_bytes, deadline):
                 break
-            if not await waiter.wait(deadline - time.monotonic()):
+            with waiting():
+                woken = await waiter.wait(deadline - time.monotonic())
+            if not woken:
                 break
     return _counted(ctx, cls, wanted)
 
@@ -188,7 +190,7 @@ async def _replica_fetch(ctx: Context, body: Any, replica: int, wanted: list[Wan
                     size = await _read_replica(ctx, leader, live, max_bytes, on_loop)
                     if _replica_answered(ctx, leader, replica, live, size, min_bytes, deadline):
                         break
-                    with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                    with waiting(), anyio.move_on_after(max(0.0, deadline - time.monotonic())):
                         await wakeup.wait()
         finally:
             unwatch()

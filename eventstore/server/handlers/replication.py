@@ -20,7 +20,7 @@ from typing import Any, Final
 from ...wire import RequestHeader
 from ...wire.apis import REPLICATION_KEYS
 from ..context import Context
-from ..dispatch import handles_frames
+from ..dispatch import handles_frames, waiting
 from ..extension import answer_extension
 from ..refusals import MESSAGE, NOT_LEADER_OR_FOLLOWER
 from ..replication.catalog import register_follower, tracker_of
@@ -74,7 +74,8 @@ async def _catalog(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     instance = uuid.UUID(bytes=bytes(request["instance"]))
     applied = request["applied_version"]
     wait_ms = min(max(0, request["max_wait_ms"]), MAX_WAIT_MS)
-    await tracker.wait_newer(instance, applied, wait_ms, lambda: ctx.broker.stopping)
+    with waiting():
+        await tracker.wait_newer(instance, applied, wait_ms, lambda: ctx.broker.stopping)
     full, state = tracker.answer(instance, applied)
     return {**_cluster_fields(ctx), "instance": tracker.instance.bytes, "version": tracker.version,
             "full": full, "state": state}
