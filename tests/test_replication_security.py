@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern
+from kafka.admin import ResourceType as KafkaResourceType
 from serverkit import RawClient
 
 import eventstore
@@ -44,14 +47,14 @@ def until(condition: Callable[[], Any], what: str) -> Any:
 
 @contextmanager
 def pair(tmp_path: Path, before: Callable[[eventstore.Store], object]
-         ) -> Iterator[tuple[eventstore.Store, eventstore.Store, str]]:
-    """(leader, follower, the follower's address); ``before`` gets the leader's store before
+         ) -> Iterator[tuple[eventstore.Store, str, eventstore.Store, str]]:
+    """(leader, its address, follower, its address); ``before`` gets the leader's store before
     the follower starts, so what it writes comes in the follower's first (full) catalog."""
     with eventstore.open(tmp_path / "leader") as leader, leader.serve("127.0.0.1:0") as lh:
         before(leader)
         with eventstore.open(tmp_path / "follower") as follower, \
                 follower.serve("127.0.0.1:0", replica_of=f"127.0.0.1:{lh.address[1]}", node_id=1) as fh:
-            yield leader, follower, f"127.0.0.1:{fh.address[1]}"
+            yield leader, f"127.0.0.1:{lh.address[1]}", follower, f"127.0.0.1:{fh.address[1]}"
 
 
 def allow(resource_type: int, name: str, operation: int, principal: str = ANON) -> acl_rows.AclBinding:
@@ -83,11 +86,12 @@ def test_acls_users_and_quotas_reach_a_follower_and_are_enforced(tmp_path: Path)
         leader.create_topic("u")
         acl_rows.add(leader.log.catalog, [
             allow(ResourceType.TOPIC, "u", Operation.DESCRIBE),
-            allow(ResourceType.CLUSTER, acl_rows.CLUSTER_NAME, Operation.DESCRIBE_CONFIGS)])
+            allow(ResourceType.CLUSTER, acl_rows.CLUSTER_NAME, Operation.DESCRIBE_CONFIGS),
+            allow(ResourceType.CLUSTER, acl_rows.CLUSTER_NAME, Operation.CLUSTER_ACTION)])
 
-    with pair(tmp_path, before) as (leader, follower, address):
+    with pair(tmp_path, before) as (leader, _leader_address, follower, address):
         catalog = follower.log.catalog
-        until(lambda: len(acl_rows.load(catalog)) == 2, "the first ACLs on the follower")
+        until(lambda: len(acl_rows.load(catalog)) == 3, "the first ACLs on the follower")
         until(lambda: follower.log.find_topic("t") is not None, "the topics on the follower")
         # enforced: only 'u' may be described by an unauthenticated client
         assert metadata_code(address, "t") == TOPIC_AUTHORIZATION_FAILED
@@ -101,7 +105,7 @@ def test_acls_users_and_quotas_reach_a_follower_and_are_enforced(tmp_path: Path)
         quota_rows.replace(leader.log.catalog, {(("user", "alice"),): {"producer_byte_rate": 1024.0}})
 
         until(lambda: metadata_code(address, "t") == 0, "the added ACL enforced on the follower")
-        assert metadata_code(address, "u") == TOPIC_AUTHORIZATION_FAILED
+        until(lambda: metadata_code(address, "u") == TOPIC_AUTHORIZATION_FAILED, "the removed ACL enforced")
         until(lambda: user_rows.get(catalog, "alice") == {"SCRAM-SHA-256": credential}, "the user")
         until(lambda: described_quotas(address) == [((("user", "alice"),), {"producer_byte_rate": 1024.0})],
               "the quota in the follower's DescribeClientQuotas")
@@ -112,4 +116,29 @@ def test_acls_users_and_quotas_reach_a_follower_and_are_enforced(tmp_path: Path)
         until(lambda: not user_rows.get(catalog, "alice"), "the user deleted on the follower")
         until(lambda: described_quotas(address) == [], "the quota deleted on the follower")
         assert {(a.resource_name, a.operation) for a in acl_rows.load(catalog)} == {
-            ("t", Operation.DESCRIBE), (acl_rows.CLUSTER_NAME, Operation.DESCRIBE_CONFIGS)}
+            ("t", Operation.DESCRIBE), (acl_rows.CLUSTER_NAME, Operation.DESCRIBE_CONFIGS),
+            (acl_rows.CLUSTER_NAME, Operation.CLUSTER_ACTION)}
+
+
+def test_a_follower_needs_cluster_action_once_acls_exist(tmp_path: Path) -> None:
+    """Followers connect unauthenticated (``User:ANONYMOUS``): with ACLs defined, the leader
+    serves their ReplicaCatalog, replica Fetch and OffsetForLeaderEpoch only once CLUSTER_ACTION
+    on the cluster is granted to them (here from their address)."""
+    def before(leader: eventstore.Store) -> None:
+        leader.create_topic("t")
+        leader.append("t", b"one")
+        acl_rows.add(leader.log.catalog, [
+            allow(ResourceType.TOPIC, "t", Operation.READ, "User:alice"),
+            allow(ResourceType.CLUSTER, acl_rows.CLUSTER_NAME, Operation.ALTER)])
+
+    with pair(tmp_path, before) as (_leader, leader_address, follower, _address):
+        time.sleep(1.5)  # three catalog retries: each refused
+        assert follower.log.find_topic("t") is None
+        admin = KafkaAdminClient(bootstrap_servers=leader_address)
+        try:
+            admin.create_acls([ACL(ANON, "127.0.0.1", ACLOperation.CLUSTER_ACTION, ACLPermissionType.ALLOW,
+                                   ResourcePattern(KafkaResourceType.CLUSTER, acl_rows.CLUSTER_NAME))])
+        finally:
+            admin.close()
+        until(lambda: follower.log.find_topic("t") is not None, "the topic once CLUSTER_ACTION is granted")
+        until(lambda: follower.offsets("t", 0) == (0, 1), "the record replicated")

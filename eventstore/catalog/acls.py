@@ -63,6 +63,8 @@ class Operation(IntEnum):
     DELETE = 6
     ALTER = 7
     DESCRIBE = 8
+    CLUSTER_ACTION = 9
+    """On the cluster: what a follower does (replica Fetch, OffsetForLeaderEpoch, ReplicaCatalog, Promote)."""
     DESCRIBE_CONFIGS = 10
     ALTER_CONFIGS = 11
     IDEMPOTENT_WRITE = 12

@@ -12,8 +12,9 @@ nothing of it is done. Metadata and ListGroups are filtered instead of refused.
 
 The principal is the connection's ``ctx.principal`` (``User:ANONYMOUS`` before
 authentication), the host the client's IP address. The extension APIs are checked on
-their streams' category topics (:func:`check_extension`); the replication APIs are not
-checked (a follower's connection).
+their streams' category topics (:func:`check_extension`); the replication APIs (a
+Fetch or OffsetForLeaderEpoch with a replica id >= 0, ReplicaCatalog, Promote) need
+CLUSTER_ACTION on the cluster, as Kafka's inter-broker requests do.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..sourcing.dcb import DCB_TOPIC
 from ..sourcing.rules import category_of
 from ..wire import RequestHeader
 from ..wire import extensions as extension_codec
+from ..wire.apis import REPLICATION_KEYS
 from ..wire.errors import ProtocolError
 from .authorizer import Authorizer
 from .context import Broker, Context
@@ -274,7 +276,15 @@ def _produce_check(ctx: Context, who: Checker, body: Any) -> Verdict:
                       _produce(TOPIC_AUTHORIZATION_FAILED))
 
 
+def _replica_id(body: Any) -> int:
+    """A Fetch's or OffsetForLeaderEpoch's replica id (-1: a client; v15+ Fetch: in ``replica_state``)."""
+    state = getattr(body, "replica_state", None)
+    return int(state.replica_id) if state is not None else int(getattr(body, "replica_id", -1))
+
+
 def _fetch_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    if _replica_id(body) >= 0:
+        return _refuse_if(who.cluster(Operation.CLUSTER_ACTION), body, _fetch)
     for t in body.topics:  # bounded by the request
         name = getattr(t, "topic", None)
         if name is None:  # v13+: by id; an unknown id is the handler's UNKNOWN_TOPIC_ID
@@ -418,6 +428,17 @@ def _offset_delete_check(ctx: Context, who: Checker, body: Any) -> Verdict:
                       _top(TOPIC_AUTHORIZATION_FAILED))
 
 
+def _epoch_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    """OffsetForLeaderEpoch: a follower's (replica id >= 0) needs CLUSTER_ACTION, a client's
+    DESCRIBE on each topic."""
+    if _replica_id(body) >= 0:
+        return _refuse_if(who.cluster(Operation.CLUSTER_ACTION), body, _EPOCH_REFUSAL)
+    return _topics_check(Operation.DESCRIBE, _EPOCH_REFUSAL, name_field="topic")(ctx, who, body)
+
+
+_EPOCH_REFUSAL: Final = _partitions("topics", "topic", "partition", TOPIC_AUTHORIZATION_FAILED,
+                                    leader_epoch=-1, end_offset=-1)
+
 _CHECKS: Final[dict[int, Check]] = {
     0: _produce_check,
     1: _fetch_check,
@@ -438,9 +459,7 @@ _CHECKS: Final[dict[int, Check]] = {
     21: _topics_check(Operation.DELETE, _partitions("topics", "name", "partition_index",
                                                     TOPIC_AUTHORIZATION_FAILED, low_watermark=-1)),
     22: _init_producer_check,
-    23: _topics_check(Operation.DESCRIBE, _partitions(
-        "topics", "topic", "partition", TOPIC_AUTHORIZATION_FAILED, leader_epoch=-1, end_offset=-1),
-        name_field="topic"),
+    23: _epoch_check,
     29: _cluster_check(Operation.DESCRIBE, _top(CLUSTER_AUTHORIZATION_FAILED)),
     30: _cluster_check(Operation.ALTER, _acl_results("results", "creations")),
     31: _cluster_check(Operation.ALTER, _acl_results("filter_results", "filters")),
@@ -480,6 +499,11 @@ def check_extension(ctx: Context, header: RequestHeader, frame_bytes: bytes) -> 
     APIs WRITE or READ on its topic. Bad bytes are left to the handler to answer."""
     who = checker(ctx)
     key = header.api_key
+    if who is not None and key in REPLICATION_KEYS:
+        if who.cluster(Operation.CLUSTER_ACTION):
+            return None
+        return extension_codec.error_response(key, header.correlation_id, CLUSTER_AUTHORIZATION_FAILED,
+                                              "not authorized for CLUSTER_ACTION on the cluster")
     if who is None or key not in _EXTENSION_NEEDS:
         return None
     try:
