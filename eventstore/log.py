@@ -1050,16 +1050,18 @@ class Log:
         check_int64(start_offset, "start_offset")
         plog.reset(start_offset)
 
-    def enable_high_watermark(self) -> None:
+    def enable_high_watermark(self, from_start: bool = False) -> None:
         """From now on every partition's visible end (reads, fetches, ``offsets``,
         subscriptions, ``watch``) is min(durable end, high watermark); each high watermark
-        starts at the visible end. Partitions of topics created later are gated too."""
+        starts at the visible end, or at the log start with ``from_start`` (a follower: what
+        it holds may be a tail its leader lacks, until the leader's high watermark covers
+        it). Partitions of topics created later are gated too."""
         with self._lock:
             self.check_open()
             self._gated = True
             for partitions in self._partitions.values():
                 for plog in partitions:
-                    plog.enable_high_watermark()
+                    plog.enable_high_watermark(from_start)
 
     def set_high_watermark(self, topic: str, partition: int, offset: int) -> None:
         """Raise the partition's high watermark (a lower one is ignored); readers and

@@ -74,6 +74,16 @@ def ends(path: Path) -> dict[tuple[str, int], int]:
                 for cfg in reader.topics() if not cfg.name.startswith("__") for p in range(cfg.partitions)}
 
 
+def standing(path: Path) -> tuple[int, int]:
+    """``(last epoch written, sum of the ends)``: the best placed follower has the largest
+    (docs/replication.md, section 6). An old leader back as a follower may hold a longer
+    tail of an older epoch until it is truncated: its end alone would pick it wrongly."""
+    with eventstore.open_reader(path) as reader:
+        epochs = [e for cfg in reader.topics() for p in range(cfg.partitions)
+                  for e, _start in reader.epoch_entries(cfg.name, p)]
+    return max(epochs, default=-1), sum(ends(path).values())
+
+
 def same_ends(paths: list[Path]) -> bool:
     first = ends(paths[0])
     return bool(first) and all(ends(p) == first for p in paths[1:])
@@ -220,11 +230,11 @@ class Cluster:
         self.procs[node].stop(signal.SIGKILL)
 
     def fail_over(self) -> None:
-        """Kill the leader; promote the follower holding the most; the others follow it."""
+        """Kill the leader; promote the best placed follower (``standing``); the others follow it."""
         old = self.leader
         self.kill(old)
         followers = [n for n in self.procs if n != old]
-        new = max(followers, key=lambda n: sum(ends(self.data(n)).values()))
+        new = max(followers, key=lambda n: standing(self.data(n)))
         promote(self.data(new))
         self.leader = new
         for node in followers:

@@ -287,6 +287,7 @@ def test_promote_online_makes_the_follower_lead_in_a_new_epoch(tmp_path: Path) -
             result = _es("promote", "--data", str(tmp_path / "follower"))
             assert result.returncode == 0, result.stderr
             assert "epoch 1" in result.stdout
+            assert "log end 0 (the sum over 1 partition(s)), last written epoch none" in result.stdout
             assert read_role(str(tmp_path / "follower")) == DurableRole("leader", 1, None)
             assert follower.log.leader_epoch == 1
             with RawClient(serving, timeout_s=TIMEOUT_S) as client:

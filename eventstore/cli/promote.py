@@ -4,7 +4,8 @@ Online when a server holds the store (``<store>/serving`` names it and it answer
 asked with the Promote extension API and leads at once. Otherwise offline: the store is
 opened (so no server may hold it), the new epoch is one more than the largest it knows
 (``replication.json`` and its partitions' epoch files), and ``replication.json`` is
-rewritten so that the next ``es serve`` without ``--replica-of`` leads.
+rewritten so that the next ``es serve`` without ``--replica-of`` leads. Either way it first
+prints the node's log end and last written epoch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import typer
 
 from .. import store as store_module
+from ..errors import EventStoreError
 from ..wire import FrameSplitter
 from ..wire import extensions as codec
 from ..wire.errors import ProtocolError
@@ -27,6 +29,7 @@ def promote(data: DataOption = store_module.DEFAULT_PATH) -> None:
     """Make this store's node the leader in a new epoch (online if a server holds it)."""
     from ..server.replication.durable import read_serving  # the server extra: only for this command
 
+    typer.echo(_describe(str(data)))
     address = read_serving(str(data))
     if address is not None:
         try:
@@ -38,6 +41,27 @@ def promote(data: DataOption = store_module.DEFAULT_PATH) -> None:
             return
     epoch = _promote_offline(str(data))
     typer.echo(f"promoted offline: epoch {epoch}; the next 'es serve --data {data}' leads")
+
+
+def _describe(data: str) -> str:
+    """What the node holds before it leads: the sum of its partitions' ends and the last
+    epoch written, so an operator can check it is the best placed (docs/replication.md,
+    section 6: the largest end in the newest epoch)."""
+    from ..reader import open_reader
+
+    total = partitions = 0
+    last_epoch = -1
+    try:
+        with open_reader(data) as reader:
+            for cfg in reader.topics():  # bounded by the topics and their partitions
+                for p in range(cfg.partitions):
+                    total += reader.offsets(cfg.name, p)[1]
+                    partitions += 1
+                    last_epoch = max([last_epoch, *(e for e, _start in reader.epoch_entries(cfg.name, p))])
+    except EventStoreError as e:
+        raise CliError(f"cannot read the store at {data}: {e}") from None
+    epoch = "none" if last_epoch < 0 else str(last_epoch)
+    return f"log end {total} (the sum over {partitions} partition(s)), last written epoch {epoch}"
 
 
 def _promote_online(address: str) -> tuple[int, int]:

@@ -361,8 +361,11 @@ class PartitionLog:
         faults.point("truncate.epochs")
         remove_intent(self.directory)
         with self._vis_lock:
-            self._visible = self._durable = (end, active, active.size)
+            self._durable = (end, active, active.size)
             self._high_watermark = min(self._high_watermark, end)
+            self._visible = self._durable
+            if self._gated and self._high_watermark < end:  # what the watermark hid stays hidden
+                self._visible = self._boundary(max(self._high_watermark, self._layout[0][0]), self._durable)
 
     def describe_producers(self) -> list[tuple[int, int, int, int]]:
         """``(producer_id, epoch, last_sequence, last_timestamp)`` of each idempotent producer
@@ -571,14 +574,19 @@ class PartitionLog:
 
     # --- the high-watermark gate (docs/replication.md, section 3) -----------
 
-    def enable_high_watermark(self) -> None:
-        """From now on readers see up to min(durable end, high watermark); the high
-        watermark starts at the visible end, so nothing visible is hidden."""
+    def enable_high_watermark(self, from_start: bool = False) -> None:
+        """From now on readers see up to min(durable end, high watermark). The high
+        watermark starts at the visible end (nothing visible is hidden) or, ``from_start``,
+        at the log start: a follower's records are hidden until its leader's high watermark
+        covers them (docs/replication.md, section 4: a tail the leader lacks is cut first)."""
         with self._lock, self._vis_lock:
             if self._gated:
                 return
             self._durable = self._visible
             self._high_watermark = self._visible[0]
+            if from_start:
+                self._visible = self._boundary_after(self.offsets()[0], self._durable)
+                self._high_watermark = min(self._high_watermark, self._visible[0])
             self._gated = True
             self._publish_on_write = False
 
@@ -625,6 +633,17 @@ class PartitionLog:
         if position >= limit:
             return offset, seg, limit
         return fmt.read_prefix(mm, position)[0], seg, position
+
+    def _boundary_after(self, offset: int, durable: Visible) -> Visible:
+        """The batch boundary at or above ``offset`` (at most the durable end). A follower's
+        log start inside a batch came from its leader's, which it takes only once visible
+        (docs/replication.md, section 4): the rest of that batch was below a high watermark."""
+        found = self._boundary(offset, durable)
+        if found[0] >= offset:
+            return found
+        _base, seg, position = found
+        mm = seg.view(durable[2] if seg is durable[1] else seg.size)
+        return self._boundary(found[0] + fmt.batch_record_count(mm, position), durable)
 
     def _notify(self) -> None:
         for listener in list(self._listeners.values()):  # bounded by the number of waiters

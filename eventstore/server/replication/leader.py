@@ -9,7 +9,8 @@ except :class:`ReplicatedWaiter`, which an application's threads call.
   leader had when it answered that follower before), and stays in the ISR while its
   last catch-up is within ``replica_lag_ms``.
 * The HW of a partition is ``min(log end, position of every ISR follower)``, never
-  lower than before; it is pushed to the log (``Log.set_high_watermark``) when
+  lower than before; it moves only while the ISR has at least ``min_insync_replicas``
+  members (else it stays). It is pushed to the log (``Log.set_high_watermark``) when
   the store is served with replication enabled, which gates what readers see.
 * It is recomputed when a follower fetches, when a partition's log end moves
   (``Log.watch_log_end``: appends of any kind, embedded ones too; the wake-up is
@@ -156,11 +157,21 @@ class Leader:
                             if now - info.caught_up_ms.get(key, -math.inf) <= lag))
 
     def _compute(self, tp: TopicPartition, now: float) -> int:
+        """``min(log end, every ISR follower's position)`` while the ISR has at least
+        ``min_insync_replicas`` members; with fewer it stays where it is (the gated log's
+        HW if never computed): a record only this node holds may be lost at the next
+        failover, so no reader may see it (docs/replication.md, section 3)."""
         key = (tp.topic, tp.partition)
+        previous = self._hw.get(tp)
+        if previous is None:  # the gated log's HW (a promotion set it to the log end), if gated
+            previous = self._log.high_watermark(tp.topic, tp.partition) if self._rep.enabled else -1
+        in_sync = self._followers_in_sync(tp, now)
+        if 1 + len(in_sync) < self._rep.min_insync_replicas:
+            return previous
         end: int = self._log.log_end(tp.topic, tp.partition)
         followers = self._rep.followers
-        positions = [followers[node].positions.get(key, 0) for node in self._followers_in_sync(tp, now)]
-        return max(min([end, *positions]), self._hw.get(tp, -1))
+        positions = [followers[node].positions.get(key, 0) for node in in_sync]
+        return max(min([end, *positions]), previous)
 
     def update(self, tps: Iterable[TopicPartition]) -> None:
         """Recompute the ISR and HW of ``tps``; push a moved HW to the log and wake the
@@ -248,6 +259,7 @@ class Leader:
         """Keep the HW of every partition current until cancelled: on log end moves and on
         a tick that lets silent followers leave the ISR."""
         self._wakeup = Wakeup()
+        self._hw.clear()  # leading again (elected after following): from the log's HW, not an old one
         tick_s = min(TICK_MS_MAX, self._rep.replica_lag_ms / 4) / 1000.0
         try:
             while True:  # one pass per wake-up or tick; ends when the server's task group is cancelled

@@ -3,8 +3,9 @@ fetcher while the node follows, then (from the start on a leader, or after a
 promotion) the leader's bookkeeping of the in-sync set and high watermark.
 
 With replication enabled the log's readers stop at the high watermark
-(``Log.enable_high_watermark``), and embedded appends in ``"replicated"``
-durability wait for the followers through :class:`ReplicatedWaiter`
+(``Log.enable_high_watermark``; on a follower it starts at the log start, so that a
+restarted node shows nothing of a tail its leader may lack), and embedded appends in
+``"replicated"`` durability wait for the followers through :class:`ReplicatedWaiter`
 (``Log.set_replication``), registered for the server's life.
 
 While the node does not accept writes (a follower, a fenced leader) its log refuses
@@ -39,8 +40,8 @@ async def run_replication(broker: Any) -> None:
     replication = broker.replication
     log = broker.log
     leader = leader_of(broker)
-    if replication.enabled:
-        log.enable_high_watermark()
+    if replication.enabled:  # a follower shows nothing its leader's HW has not covered yet
+        log.enable_high_watermark(from_start=replication.role == "follower")
         log.set_replication(ReplicatedWaiter(leader, replication))
     if replication.read_only is None:  # a read-only log refuses every write already
         replication.on_change.append(lambda: _follow_role(log, replication))
