@@ -28,10 +28,13 @@ def backup(
         backup_module.DEFAULT_INTERVAL_MS,
     passes: Annotated[int | None, typer.Option("--passes", help="Stop after this many passes.")] = None,
 ) -> None:
-    """Copy the store into DEST, beside the process that owns it (no lock, nothing written to
-    --data): closed segments once, the active segments' new batches as they land, the catalog's
-    group offsets, log starts and producer ids. Runs until interrupted unless --once or
-    --passes; a backup started again continues where the last one ended."""
+    """Copy the store into DEST continuously, beside the process that owns it.
+
+    No lock is taken and nothing is written to --data: closed segments are copied once,
+    the active segments' new batches as they land, and the catalog's group offsets, log
+    starts and producer ids. Runs until interrupted unless --once or --passes; a backup
+    started again continues where the last one ended.
+    """
     stop = threading.Event()
 
     def report(result: backup_module.PassResult) -> None:
@@ -57,8 +60,11 @@ def restore(
         "--offsets", metavar="TOPIC:PARTITION=OFFSET,...",
         help="End these partitions before the batch holding each offset; the others are whole.")] = None,
 ) -> None:
-    """Make a store from a backup: the latest state, or a point in time. Group offsets are
-    clamped to where each partition ends; the store is checked before it appears at --to."""
+    """Make a store from a backup: the latest state, or a point in time.
+
+    Group offsets are clamped to where each partition ends; the store is checked before
+    it appears at --to.
+    """
     if at is not None and offsets is not None:
         raise typer.BadParameter("give --at or --offsets, not both", param_hint="--at")
     at_ms = parse_time_ms(at, "--at") if at is not None else None
