@@ -32,6 +32,7 @@ kio_index = pytest.importorskip("kio.index")
 TIMEOUT_S = 30.0
 ANON = "User:ANONYMOUS"
 TOPIC_AUTHORIZATION_FAILED = 29
+NOT_CONTROLLER = 41
 
 
 def until(condition: Callable[[], Any], what: str) -> Any:
@@ -142,3 +143,61 @@ def test_a_follower_needs_cluster_action_once_acls_exist(tmp_path: Path) -> None
             admin.close()
         until(lambda: follower.log.find_topic("t") is not None, "the topic once CLUSTER_ACTION is granted")
         until(lambda: follower.offsets("t", 0) == (0, 1), "the record replicated")
+
+
+def _security_writes() -> dict[str, Any]:
+    """One request of each security write (ACLs, SCRAM users, client quotas), by name."""
+    def req(api: int, version: int, **fields: Any) -> Any:
+        return entity(kio_index.load_request_schema(api, version), **fields)
+
+    def item(api: int, version: int, *path: str, **fields: Any) -> Any:
+        cls = kio_index.load_request_schema(api, version)
+        for name in path:
+            cls = item_class(cls, name)
+        return entity(cls, **fields)
+
+    return {
+        "CreateAcls": req(30, 3, creations=(item(
+            30, 3, "creations", resource_type=ResourceType.TOPIC, resource_name="t",
+            resource_pattern_type=PatternType.LITERAL, principal="User:bob", host="*",
+            operation=Operation.READ, permission_type=Permission.ALLOW),)),
+        "DeleteAcls": req(31, 3, filters=(item(
+            31, 3, "filters", resource_type_filter=1, resource_name_filter=None, pattern_type_filter=1,
+            principal_filter=None, host_filter=None, operation=1, permission_type=1),)),
+        "AlterUserScramCredentials": req(51, 0, deletions=(), upsertions=(item(
+            51, 0, "upsertions", name="bob", mechanism=1, iterations=4096, salt=b"salt",
+            salted_password=b"p" * 32),)),
+        "AlterClientQuotas": req(49, 1, validate_only=False, entries=(item(
+            49, 1, "entries",
+            entity=(item(49, 1, "entries", "entity", entity_type="user", entity_name="bob"),),
+            ops=(item(49, 1, "entries", "ops", key="producer_byte_rate", value=1024.0, remove=False),)),)),
+    }
+
+
+def _codes(answer: Any, field: str) -> list[int]:
+    return [int(getattr(r.error_code, "value", r.error_code)) for r in getattr(answer, field)]
+
+
+def test_a_follower_refuses_acl_user_and_quota_writes(tmp_path: Path) -> None:
+    """They are the leader's to make (they reach followers with its catalog): a follower answers
+    NOT_CONTROLLER per item, as for the other administrative writes, and writes nothing."""
+    def before(leader: eventstore.Store) -> None:
+        leader.create_topic("t")
+        acl_rows.add(leader.log.catalog, [
+            allow(ResourceType.TOPIC, "t", Operation.DESCRIBE, "User:alice"),
+            allow(ResourceType.CLUSTER, acl_rows.CLUSTER_NAME, Operation.CLUSTER_ACTION),
+            allow(ResourceType.CLUSTER, acl_rows.CLUSTER_NAME, Operation.ALTER),
+            allow(ResourceType.CLUSTER, acl_rows.CLUSTER_NAME, Operation.ALTER_CONFIGS),
+            allow(ResourceType.CLUSTER, acl_rows.CLUSTER_NAME, Operation.DESCRIBE_CONFIGS)])
+
+    with pair(tmp_path, before) as (_leader, _leader_address, follower, address):
+        catalog = follower.log.catalog
+        until(lambda: len(acl_rows.load(catalog)) == 5, "the ACLs on the follower")
+        fields = {"CreateAcls": "results", "DeleteAcls": "filter_results",
+                  "AlterUserScramCredentials": "results", "AlterClientQuotas": "entries"}
+        with RawClient(address) as raw:
+            for name, request in _security_writes().items():
+                assert _codes(raw.call(request), fields[name]) == [NOT_CONTROLLER], name
+        assert len(acl_rows.load(catalog)) == 5
+        assert not user_rows.get(catalog, "bob")
+        assert described_quotas(address) == []

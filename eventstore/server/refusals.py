@@ -4,7 +4,8 @@ follows to the leader, in the response shape of its API, without reaching its ha
 
 Produce answers NOT_LEADER_OR_FOLLOWER per partition; the group and producer-id writes
 NOT_COORDINATOR (the client asks FindCoordinator again, which names the leader); the
-administrative writes NOT_CONTROLLER per topic, resource or group; the extension APIs
+administrative writes NOT_CONTROLLER per topic, resource, group, ACL creation or filter, user
+or quota entry (ACLs, SCRAM users and quotas come from the leader's catalog); the extension APIs
 that write NOT_LEADER_OR_FOLLOWER in their common ``error_code``.
 """
 
@@ -86,6 +87,34 @@ def _per_group(cls: Any, body: Any) -> Any:
                                      for g in body.groups_names))
 
 
+def _per_creation(cls: Any, body: Any) -> Any:
+    item = item_class(cls, "results")
+    return entity(cls, results=tuple(entity(item, error_code=NOT_CONTROLLER, error_message=MESSAGE)
+                                     for _ in body.creations))
+
+
+def _per_filter(cls: Any, body: Any) -> Any:
+    item = item_class(cls, "filter_results")
+    return entity(cls, filter_results=tuple(entity(item, error_code=NOT_CONTROLLER, error_message=MESSAGE,
+                                                   matching_acls=()) for _ in body.filters))
+
+
+def _per_user(cls: Any, body: Any) -> Any:
+    item = item_class(cls, "results")
+    names = dict.fromkeys(str(c.name) for c in (*body.deletions, *body.upsertions))
+    return entity(cls, results=tuple(entity(item, user=n, error_code=NOT_CONTROLLER, error_message=MESSAGE)
+                                     for n in names))
+
+
+def _per_quota_entry(cls: Any, body: Any) -> Any:
+    item = item_class(cls, "entries")
+    named = item_class(item, "entity")
+    return entity(cls, entries=tuple(
+        entity(item, error_code=NOT_CONTROLLER, error_message=MESSAGE, entity=tuple(
+            entity(named, entity_type=e.entity_type, entity_name=e.entity_name) for e in given.entity))
+        for given in body.entries))
+
+
 MESSAGE: Final = "this node does not lead: ask Metadata for the leader"
 
 KAFKA_WRITES: Final[dict[int, Callable[[Any, Any], Any]]] = {
@@ -104,6 +133,10 @@ KAFKA_WRITES: Final[dict[int, Callable[[Any, Any], Any]]] = {
     21: _per_partition(NOT_CONTROLLER, {"low_watermark": -1}),  # DeleteRecords
     42: _per_group,  # DeleteGroups
     47: _top(NOT_CONTROLLER),  # OffsetDelete
+    30: _per_creation,  # CreateAcls
+    31: _per_filter,  # DeleteAcls
+    51: _per_user,  # AlterUserScramCredentials
+    49: _per_quota_entry,  # AlterClientQuotas
 }
 """Each write API and how its refusal is shaped, from the request's body."""
 
