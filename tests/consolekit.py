@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,18 @@ def fill(store: eventstore.Store) -> None:
 
 
 @contextmanager
-def console_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[eventstore.Store, str]]:
-    """A filled store served with an HTTP port sampling every 0.2 s: ``(store, host:port)``."""
+def console_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   prepare: Callable[[eventstore.Store], object] | None = None,
+                   **options: Any) -> Iterator[tuple[eventstore.Store, str]]:
+    """A filled store served with an HTTP port sampling every 0.2 s: ``(store, host:port)``;
+    ``prepare`` gets the store before it is served, ``options`` go to ``serve``."""
     monkeypatch.setattr(console_history, "SAMPLE_INTERVAL_S", 0.2)
     store = eventstore.open(tmp_path / "store")
     try:
         fill(store)
-        handle = store.serve("127.0.0.1:0", http="127.0.0.1:0")
+        if prepare is not None:
+            prepare(store)
+        handle = store.serve("127.0.0.1:0", http="127.0.0.1:0", **options)
         try:
             assert handle.http_address is not None
             yield store, f"127.0.0.1:{handle.http_address[1]}"
@@ -54,11 +59,12 @@ def console_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         store.close()
 
 
-def request(address: str, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def request(address: str, path: str, method: str = "GET",
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     host, port = address.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
     try:
-        conn.request(method, path)
+        conn.request(method, path, headers=headers or {})
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:

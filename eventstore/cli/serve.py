@@ -93,6 +93,9 @@ def serve(
         "--log-level", metavar="debug|info|warning|error", help="Least severe log lines shown.")] = "info",
     slow_request_ms: Annotated[int, typer.Option(
         "--slow-request-ms", metavar="MS", help="Log requests slower than this (0: none).")] = 1000,
+    console: Annotated[bool, typer.Option(
+        "--console/--no-console",
+        help="Serve the web console on the HTTP port (docs/operations.md, 6).")] = True,
     max_connections: Annotated[int, typer.Option(
         "--max-connections", metavar="N", help="Client connections served at once; more are closed.")] = 1000,
     max_connections_per_ip: Annotated[int, typer.Option(
@@ -152,7 +155,7 @@ def serve(
                               super_users=tuple(super_user or ()),
                               allow_everyone_if_no_acl_found=allow_everyone_if_no_acl_found,
                               min_insync_replicas=min_insync_replicas, replica_lag_ms=replica_lag_ms,
-                              http=http, slow_request_ms=slow_request_ms,
+                              http=http, slow_request_ms=slow_request_ms, console=console,
                               **_coordinated(coordinator, cluster, lease_ttl))
 
         async def run() -> None:

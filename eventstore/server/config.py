@@ -99,6 +99,9 @@ class ServerConfig:
     4); None: no HTTP port."""
     slow_request_ms: int = 1000
     """A request that takes longer is logged with its client and principal (0: never)."""
+    console: bool = True
+    """Serve the web console (``/console``, ``/api/...``) on the HTTP port; off: those paths are
+    404 and only ``/metrics``, ``/healthz``, ``/readyz`` answer (docs/operations.md, 6)."""
     max_connections_per_ip: int = 2**31 - 1
     """Connections one client address may hold at once (Kafka's max.connections.per.ip)."""
     quota_default_producer_bytes: int | None = None
@@ -225,7 +228,7 @@ def _checked(name: str, value: Any) -> Any:
             names = ", ".join(SASL_MECHANISMS)
             raise InvalidArgumentError(f"sasl_mechanisms must name some of {names}, got {value!r}")
         return items
-    if name in ("auto_create_topics", "allow_everyone_if_no_acl_found"):
+    if name in ("auto_create_topics", "allow_everyone_if_no_acl_found", "console"):
         if type(value) is not bool:
             raise InvalidArgumentError(f"{name} must be a bool, got {value!r}")
         return value

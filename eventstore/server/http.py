@@ -39,7 +39,8 @@ log = logging.getLogger("eventstore.server")
 HEAD_BYTES_MAX = 16 * 1024
 BODY_BYTES_MAX = 1024 * 1024
 IDLE_TIMEOUT_S = 30.0
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed",
            413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -53,6 +54,8 @@ class HttpRequest:
     """Lower-cased names."""
     body: bytes
     broker: Broker
+    client: str = ""
+    """The client's ``host:port`` (a route that authenticates delays failures per host)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +141,11 @@ class HttpServer:
 
     async def _connection(self, stream: anyio.abc.ByteStream) -> None:
         buffer = bytearray()
+        client = _peer(stream)
         async with stream:
             while True:  # one pass per request of a keep-alive connection
                 with anyio.move_on_after(IDLE_TIMEOUT_S):
-                    request, keep_alive, status = await self._read(stream, buffer)
+                    request, keep_alive, status = await self._read(stream, buffer, client)
                     if request is None:
                         if status:
                             await _write(stream, HttpResponse(status, REASONS[status].encode()), False)
@@ -152,8 +156,8 @@ class HttpServer:
                         continue
                 return
 
-    async def _read(self, stream: anyio.abc.ByteStream,
-                    buffer: bytearray) -> tuple[HttpRequest | None, bool, int]:
+    async def _read(self, stream: anyio.abc.ByteStream, buffer: bytearray,
+                    client: str) -> tuple[HttpRequest | None, bool, int]:
         """The next request (None: the client left, or ``status`` to answer before closing)."""
         while b"\r\n\r\n" not in buffer:  # bounded by HEAD_BYTES_MAX
             if len(buffer) > HEAD_BYTES_MAX:
@@ -191,7 +195,7 @@ class HttpServer:
         connection = headers.get("connection", "").lower()
         keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
         request = HttpRequest(method.upper(), unquote(url.path) or "/", parse_qs(url.query), headers,
-                              bytes(body[:length]), self.broker)
+                              bytes(body[:length]), self.broker, client)
         return request, keep_alive, 0
 
     async def _respond(self, request: HttpRequest) -> HttpResponse:
@@ -204,6 +208,12 @@ class HttpServer:
         except Exception:  # a route's bug: that request fails, the server goes on
             log.exception("HTTP %s %s failed", request.method, request.path)
             return HttpResponse(500, b"Internal Server Error\n")
+
+
+def _peer(stream: anyio.abc.ByteStream) -> str:
+    """``host:port`` of the connection's client."""
+    found: Any = stream.extra(SocketAttribute.remote_address, ("", 0))
+    return format_address(str(found[0]), int(found[1])) if isinstance(found, tuple) else str(found)
 
 
 async def _write(stream: anyio.abc.ByteStream, response: HttpResponse, keep_alive: bool) -> None:
