@@ -81,21 +81,26 @@ def listed_topics(name: str, bootstrap: str) -> list[str]:
         admin.close()
 
 
-def raw_produce_code(name: str, bootstrap: str) -> int:
-    """A Produce request to ``t`` sent without asking Metadata first: its partition's error code."""
+def raw_produce_codes(name: str, bootstrap: str, topics: tuple[str, ...] = ("t",)) -> dict[str, int]:
+    """One Produce request of a record to partition 0 of each of ``topics``, sent without asking
+    Metadata first: each topic's error code."""
     client = KafkaNetClient(**as_user(name, bootstrap))
     try:
         batch = MemoryRecordsBuilder(2, 0, 1 << 16)
         batch.append(0, None, b"raw", [])
         batch.close()
+        records = batch.buffer()
         topic = ProduceRequest.TopicProduceData
         request = ProduceRequest(transactional_id=None, acks=1, timeout_ms=5_000, topic_data=[
-            topic(name="t", partition_data=[topic.PartitionProduceData(index=0, records=batch.buffer())])],
+            topic(name=n, partition_data=[topic.PartitionProduceData(index=0, records=records)])
+            for n in topics],
             min_version=3, max_version=9)
         response = client.send_and_receive("bootstrap-0", request, timeout_ms=int(TIMEOUT_S * 1000))
-        (answered,) = response.responses
-        (partition,) = answered.partition_responses
-        return int(partition.error_code)
+        codes = {}
+        for answered in response.responses:
+            (partition,) = answered.partition_responses
+            codes[answered.name] = int(partition.error_code)
+        return codes
     finally:
         client.close()
 
@@ -108,10 +113,22 @@ def test_acls_decide_per_sasl_principal(tmp_path: Path) -> None:
 
         refused = produce("bob", bootstrap, b"from bob")
         assert isinstance(refused, TopicAuthorizationFailedError), refused
-        assert raw_produce_code("bob", bootstrap) == TOPIC_AUTHORIZATION_FAILED
+        assert raw_produce_codes("bob", bootstrap) == {"t": TOPIC_AUTHORIZATION_FAILED}
         assert listed_topics("bob", bootstrap) == []
         assert read_all("bob", bootstrap) == []
         assert store.offsets("t", 0) == (0, 2)
         assert [r.value for r in store.read("t", 0, 0)] == [b"before", b"from alice"]
-        assert raw_produce_code("alice", bootstrap) == 0
+        assert raw_produce_codes("alice", bootstrap) == {"t": 0}
         assert store.offsets("t", 0) == (0, 3)
+
+
+def test_produce_is_refused_per_topic(tmp_path: Path) -> None:
+    """As Kafka: the topics alice may write are written, the others answered
+    TOPIC_AUTHORIZATION_FAILED, in one request (both refused: nothing written)."""
+    with served(tmp_path) as (store, bootstrap):
+        store.create_topic("u")
+        assert raw_produce_codes("alice", bootstrap, ("u", "t")) == {"t": 0, "u": TOPIC_AUTHORIZATION_FAILED}
+        assert store.offsets("t", 0) == (0, 2) and store.offsets("u", 0) == (0, 0)
+        assert raw_produce_codes("bob", bootstrap, ("t", "u")) == {"t": TOPIC_AUTHORIZATION_FAILED,
+                                                                   "u": TOPIC_AUTHORIZATION_FAILED}
+        assert store.offsets("t", 0) == (0, 2) and store.offsets("u", 0) == (0, 0)

@@ -8,7 +8,8 @@ on the cluster or the topic, the group APIs READ on the group, and so on (the ta
 a whole, before its handler: every item of the answer carries the authorization
 error (TOPIC_AUTHORIZATION_FAILED 29, GROUP_AUTHORIZATION_FAILED 30,
 CLUSTER_AUTHORIZATION_FAILED 31, TRANSACTIONAL_ID_AUTHORIZATION_FAILED 53), and
-nothing of it is done. Metadata and ListGroups are filtered instead of refused.
+nothing of it is done. Metadata and ListGroups are filtered instead of refused; Produce is
+decided per topic, as Kafka does: the topics allowed are written, the others answered 29.
 
 The principal is the connection's ``ctx.principal`` (``User:ANONYMOUS`` before
 authentication), the host the client's IP address. The extension APIs are checked on
@@ -269,11 +270,26 @@ def _refuse_if(allowed: bool, body: Any, refusal: Refusal) -> Verdict:
 
 
 def _produce_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    """Per topic, as Kafka: the topics the principal may not write are taken out of the request
+    and answered TOPIC_AUTHORIZATION_FAILED beside the handler's answer for the others."""
     txn = getattr(body, "transactional_id", None)
     if txn is not None and not who.may(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn):
         return Verdict(body, _produce(TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
-    return _refuse_if(all(who.topic(Operation.WRITE, t.name) for t in body.topic_data), body,
-                      _produce(TOPIC_AUTHORIZATION_FAILED))
+    may = [who.topic(Operation.WRITE, t.name) for t in body.topic_data]
+    if all(may):
+        return Verdict(body)
+    refusal = _produce(TOPIC_AUTHORIZATION_FAILED)
+    if not any(may):
+        return Verdict(body, refusal)
+    allowed = tuple(t for t, ok in zip(body.topic_data, may, strict=True) if ok)
+    denied = dataclasses.replace(body, topic_data=tuple(
+        t for t, ok in zip(body.topic_data, may, strict=True) if not ok))
+
+    def after(response: Any) -> Any:
+        refused = refusal(type(response), denied).responses
+        return dataclasses.replace(response, responses=(*response.responses, *refused))
+
+    return Verdict(dataclasses.replace(body, topic_data=allowed), None, after)
 
 
 def _replica_id(body: Any) -> int:
