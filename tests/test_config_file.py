@@ -322,6 +322,7 @@ def test_the_example_in_operations_md_is_examples_es_toml() -> None:
 # --- a real es serve -------------------------------------------------------------------------------
 
 LISTENING = re.compile(rb"listening on (?:\w+://)?(\S+?):(\d+)\b")
+SETTINGS = re.compile(rb"settings from .*\n")
 
 
 def test_es_serve_takes_its_listener_and_durability_from_the_file(tmp_path: Path) -> None:
@@ -334,7 +335,7 @@ def test_es_serve_takes_its_listener_and_durability_from_the_file(tmp_path: Path
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=env)
     try:
-        stderr = _read_until(proc, LISTENING)
+        stderr = _read_until(proc, SETTINGS)  # logged once the ports are bound, after "listening on"
         found = LISTENING.search(stderr)
         assert found is not None, stderr.decode(errors="replace")
         assert found.group(1) == b"127.0.0.1"
