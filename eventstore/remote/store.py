@@ -50,6 +50,8 @@ EMBEDDED_ONLY: dict[str, str] = {
     "transaction": "appends to several partitions under the store's own lock",
     "pending_transactions": "the transactions of the store's own process",
     "serve": "serves the store's own files (run es serve where they are)",
+    "metrics": "measures the store's own process (scrape the server's /metrics instead)",
+    "register_metrics": "measures the store's own process (scrape the server's /metrics instead)",
 }
 
 
@@ -450,3 +452,9 @@ class RemoteStore:
 
     def serve(self, address: str = "127.0.0.1:9092", **options: Any) -> Any:
         raise EmbeddedOnlyError("serve")
+
+    def metrics(self, registry: Any = None) -> Any:
+        raise EmbeddedOnlyError("metrics")
+
+    def register_metrics(self, registry: Any) -> Any:
+        raise EmbeddedOnlyError("register_metrics")
