@@ -27,17 +27,19 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import eventstore
 
-__all__ = ["History", "Proxy", "log_of"]
+__all__ = ["History", "Proxy", "ends", "log_of", "until"]
 
 Partition = tuple[str, int]
 Log = Mapping[Partition, list[tuple[int, bytes]]]
 
+TIMEOUT_S = 30.0
 _CHUNK = 65536
 _POLL_S = 0.05
 
@@ -144,6 +146,30 @@ class Proxy:
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+
+
+def until(condition: Callable[[], Any], what: str = "", *, timeout_s: float = TIMEOUT_S,
+          every_s: float = 0.02) -> Any:
+    """Poll ``condition`` until it is truthy (returned) or ``timeout_s`` passes (AssertionError
+    naming ``what``, or the condition)."""
+    deadline = time.monotonic() + timeout_s
+    while True:  # bounded by the deadline
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {what or condition}")
+        time.sleep(every_s)
+
+
+def ends(path: str | Path) -> dict[Partition, int]:
+    """Every user partition's end offset (no ``__`` topics), read beside whichever process
+    holds the store; empty if it has no topic directory yet."""
+    if not (Path(path) / "topics").exists():
+        return {}
+    with eventstore.open_reader(str(path)) as reader:
+        return {(cfg.name, p): reader.offsets(cfg.name, p)[1]
+                for cfg in reader.topics() if not cfg.name.startswith("__") for p in range(cfg.partitions)}
 
 
 def log_of(path: str | Path, topics: Iterable[str] | None = None) -> dict[Partition, list[tuple[int, bytes]]]:

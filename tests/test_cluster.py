@@ -25,13 +25,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import History, Proxy, log_of
+from clusterkit import History, Proxy, ends, log_of, until
 from entry_points import environment, es_command
 from serverkit import RawClient, ServeProcess, es_serve
 
@@ -53,25 +52,6 @@ KILLS_EMBEDDED = 14
 APP = Path(__file__).with_name("replicated_app.py")
 
 
-def until(condition: Callable[[], Any], timeout_s: float = TIMEOUT_S, every_s: float = 0.05) -> Any:
-    """Poll ``condition`` until it is truthy (returned) or the timeout (AssertionError)."""
-    deadline = time.monotonic() + timeout_s
-    while True:  # bounded by the deadline
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s} s: {condition}")
-        time.sleep(every_s)
-
-
-def ends(path: Path) -> dict[tuple[str, int], int]:
-    """Every partition's end offset (user topics), read beside whichever process holds the store."""
-    if not (path / "topics").exists():
-        return {}
-    with eventstore.open_reader(path) as reader:
-        return {(cfg.name, p): reader.offsets(cfg.name, p)[1]
-                for cfg in reader.topics() if not cfg.name.startswith("__") for p in range(cfg.partitions)}
 
 
 def standing(path: Path) -> tuple[int, int]:

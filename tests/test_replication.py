@@ -13,12 +13,13 @@ import datetime
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clusterkit import ends, until
 from serverkit import RawClient, es_serve
 
 import eventstore
@@ -31,23 +32,6 @@ kafka_admin = pytest.importorskip("confluent_kafka.admin")
 TIMEOUT_S = 30.0
 
 
-def until(condition: Callable[[], Any], timeout_s: float = TIMEOUT_S, every_s: float = 0.02) -> Any:
-    """Poll ``condition`` until it is truthy (returned) or the timeout (AssertionError)."""
-    deadline = time.monotonic() + timeout_s
-    while True:  # bounded by the deadline
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s} s: {condition}")
-        time.sleep(every_s)
-
-
-def ends(path: Path) -> dict[tuple[str, int], int]:
-    """Every partition's end offset, read beside whichever process holds the store."""
-    with eventstore.open_reader(path) as reader:
-        return {(cfg.name, p): reader.offsets(cfg.name, p)[1]
-                for cfg in reader.topics() for p in range(cfg.partitions)}
 
 
 def log_files(path: Path) -> dict[str, bytes]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clusterkit import until
 from serverkit import RawClient
 from typer.testing import CliRunner
 
@@ -41,16 +42,6 @@ kio_fetch = pytest.importorskip("kio.schema.fetch.v12.request")
 
 TIMEOUT_S = 30.0
 
-
-def until(condition: Callable[[], Any], what: str, timeout_s: float = TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:  # bounded by the deadline
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(0.01)
 
 
 @contextmanager

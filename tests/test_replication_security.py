@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clusterkit import until
 from kafka import KafkaAdminClient
 from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern
 from kafka.admin import ResourceType as KafkaResourceType
@@ -34,16 +35,6 @@ ANON = "User:ANONYMOUS"
 TOPIC_AUTHORIZATION_FAILED = 29
 NOT_CONTROLLER = 41
 
-
-def until(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:  # bounded by the deadline
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {TIMEOUT_S} s: {what}")
-        time.sleep(0.02)
 
 
 @contextmanager
