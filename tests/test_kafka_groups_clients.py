@@ -31,7 +31,10 @@ from eventstore import TopicPartition
 
 TP = TopicPartition
 DEADLINE_S = 20.0
-FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 200, "max_poll_interval_ms": 20000}
+# metadata_max_age_ms: kafka-python may join before its first Metadata answer and assign
+# nothing; it rejoins only when it refreshes its metadata (every 5 min by default)
+FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 200, "max_poll_interval_ms": 20000,
+        "metadata_max_age_ms": 1000}
 
 
 @contextmanager
