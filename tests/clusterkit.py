@@ -24,6 +24,7 @@ value)``) and raises ``AssertionError`` naming the first breach of:
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -34,7 +35,7 @@ from typing import Any
 
 import eventstore
 
-__all__ = ["History", "Proxy", "ends", "log_of", "until"]
+__all__ = ["History", "Proxy", "ends", "log_files", "log_of", "until"]
 
 Partition = tuple[str, int]
 Log = Mapping[Partition, list[tuple[int, bytes]]]
@@ -170,6 +171,19 @@ def ends(path: str | Path) -> dict[Partition, int]:
     with eventstore.open_reader(str(path)) as reader:
         return {(cfg.name, p): reader.offsets(cfg.name, p)[1]
                 for cfg in reader.topics() if not cfg.name.startswith("__") for p in range(cfg.partitions)}
+
+
+def log_files(path: str | Path) -> dict[str, bytes]:
+    """The segment files (``.log``) and epoch files of every partition, by relative path:
+    what must be byte for byte the same on every replica."""
+    root_dir = Path(path)
+    out = {}
+    for root, _dirs, files in os.walk(root_dir / "topics"):
+        for name in files:
+            if name.endswith(".log") or name == "leader-epoch":
+                full = Path(root) / name
+                out[str(full.relative_to(root_dir))] = full.read_bytes()
+    return out
 
 
 def log_of(path: str | Path, topics: Iterable[str] | None = None) -> dict[Partition, list[tuple[int, bytes]]]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import History, Proxy, ends, log_of, until
+from clusterkit import History, Proxy, ends, log_files, log_of, until
 from entry_points import environment, es_command
 from serverkit import RawClient, ServeProcess, es_serve
 
@@ -68,16 +68,6 @@ def same_ends(paths: list[Path]) -> bool:
     first = ends(paths[0])
     return bool(first) and all(ends(p) == first for p in paths[1:])
 
-
-def log_files(path: Path) -> dict[str, bytes]:
-    """The segment files and epoch files of every partition, by relative path."""
-    out = {}
-    for root, _dirs, files in os.walk(path / "topics"):
-        for name in files:
-            if name.endswith(".log") or name == "leader-epoch":
-                full = Path(root) / name
-                out[str(full.relative_to(path))] = full.read_bytes()
-    return out
 
 
 def isr(bootstrap: str, topic: str = TOPIC, partition: int = 0) -> list[int]:

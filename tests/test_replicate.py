@@ -21,9 +21,8 @@ from pathlib import Path
 
 import entry_points
 import pytest
-from clusterkit import History, log_of
+from clusterkit import History, ends, log_files, log_of, until
 from serverkit import ServeProcess, es_serve
-from test_replication import ends, log_files, until
 
 import eventstore
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import ends, until
+from clusterkit import ends, log_files, until
 from serverkit import RawClient, es_serve
 
 import eventstore
@@ -33,16 +33,6 @@ TIMEOUT_S = 30.0
 
 
 
-
-def log_files(path: Path) -> dict[str, bytes]:
-    """The segment files (``.log``) and epoch files of every partition, by relative path."""
-    out = {}
-    for root, _dirs, files in os.walk(path / "topics"):
-        for name in files:
-            if name.endswith(".log") or name == "leader-epoch":
-                full = Path(root) / name
-                out[str(full.relative_to(path))] = full.read_bytes()
-    return out
 
 
 def produce(bootstrap: str, topic: str, count: int, *, partitions: int = 2, acks: str = "all") -> None:
