@@ -8,8 +8,12 @@ given to the checks directly (a connection's ``principal``, as authentication se
 from __future__ import annotations
 
 import json
+import threading
+import time
 import types
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ from kafka.admin import (
     ResourceType,
 )
 from kafka.errors import TopicAuthorizationFailedError
-from serverkit import es_serve, served
+from serverkit import RawClient, es_serve, served
 from typer.testing import CliRunner
 
 import eventstore
@@ -355,6 +359,200 @@ def test_list_groups_shows_only_describable_groups() -> None:
     groups = (entity(group_cls, group_id="mine"), entity(group_cls, group_id="x"))
     answered = after(entity(cls, groups=groups))
     assert [g.group_id for g in answered.groups] == ["mine"]
+
+
+# --- one request, allowed and refused items: per item, as Kafka --------------------------------
+
+MIXED_ACLS = [acl(T, "ok", Operation.ALL, principal=ANON, pattern=PatternType.PREFIXED),
+              acl(G, "g", Operation.ALL, principal=ANON, pattern=PatternType.PREFIXED)]
+"""ANONYMOUS may do everything on topics ``ok*`` and groups ``g*``, nothing on ``no*``, ``h*``
+or the cluster."""
+
+
+@contextmanager
+def mixed(tmp_path: Path) -> Iterator[tuple[eventstore.Store, RawClient]]:
+    """Topics ``ok`` and ``no`` with two records each, offsets 1 of both committed by group
+    ``g`` and ``h``; the ACLs ``MIXED_ACLS``; a raw connection (``User:ANONYMOUS``)."""
+    with served(tmp_path) as (store, bootstrap):
+        for name in ("ok", "no"):
+            store.create_topic(name)
+            store.append_batch(name, [b"a", b"b"])
+        for group in ("g", "h"):
+            store.reset_group_offsets(group, {("ok", 0): 1, ("no", 0): 1})
+        acl_rows.add(store.log.catalog, MIXED_ACLS)
+        with RawClient(bootstrap) as client:
+            yield store, client
+
+
+def call(client: RawClient, api_key: int, version: int, **fields: Any) -> Any:
+    return client.call(request(api_key, version, **fields)[1])
+
+
+def by_name(items: Any, name_field: str = "name") -> dict[Any, Any]:
+    return {getattr(i, name_field): i for i in items}
+
+
+def part_codes(topics: Any, name_field: str = "name") -> dict[str, list[int]]:
+    """``{topic: [each partition's error code]}`` of a response's topics."""
+    return {getattr(t, name_field): [int(p.error_code) for p in t.partitions] for t in topics}
+
+
+def committed(store: eventstore.Store, group: str) -> dict[str, int]:
+    return {tp.topic: offset for tp, offset in store.group_offsets(group).items()}
+
+
+def test_fetch_reads_the_allowed_topics_and_refuses_the_others(tmp_path: Path) -> None:
+    with mixed(tmp_path) as (store, client):
+        ids = {name: store.topic(name).topic_id for name in ("ok", "no")}
+        for version, key, named in ((12, "topic", ids.keys()), (13, "topic_id", ids.values())):
+            answer = call(client, 1, version, max_wait=0, min_bytes=1, max_bytes=1 << 20, topics=[
+                {key: n, "partitions": [{"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}
+                for n in named])
+            parts = {getattr(t, key): t.partitions[0] for t in answer.responses}
+            ok, no = (parts[n] for n in named)
+            assert (int(ok.error_code), int(ok.high_watermark)) == (0, 2) and ok.records
+            assert (int(no.error_code), int(no.high_watermark)) == (TOPIC_DENIED, -1) and not no.records
+
+
+def test_fetch_long_poll_watches_only_the_allowed_topics(tmp_path: Path) -> None:
+    """At the end of both topics, an append to the refused one does not answer the poll."""
+    with mixed(tmp_path) as (store, client):
+        timer = threading.Timer(0.1, store.append, ("no", b"c"))
+        timer.start()
+        started = time.monotonic()
+        try:
+            answer = call(client, 1, 12, max_wait=1000, min_bytes=1, max_bytes=1 << 20, topics=[
+                {"topic": n, "partitions": [{"partition": 0, "fetch_offset": 2, "partition_max_bytes": 1000}]}
+                for n in ("ok", "no")])
+        finally:
+            timer.join(5)
+        assert time.monotonic() - started >= 0.9
+        assert part_codes(answer.responses, "topic") == {"ok": [0], "no": [TOPIC_DENIED]}
+        assert store.offsets("no", 0) == (0, 3)
+
+
+def test_offset_lookups_answer_per_topic(tmp_path: Path) -> None:
+    """ListOffsets, OffsetForLeaderEpoch and DescribeProducers: the allowed topic answered,
+    the refused one 29."""
+    with mixed(tmp_path) as (_, client):
+        listed = call(client, 2, 7, replica_id=-1, topics=[
+            {"name": n, "partitions": [{"partition_index": 0, "timestamp": -1}]} for n in ("ok", "no")])
+        assert {t.name: (int(t.partitions[0].error_code), int(t.partitions[0].offset))
+                for t in listed.topics} == {"ok": (0, 2), "no": (TOPIC_DENIED, -1)}
+        epochs = call(client, 23, 4, replica_id=-1, topics=[
+            {"topic": n, "partitions": [{"partition": 0, "current_leader_epoch": -1, "leader_epoch": 0}]}
+            for n in ("ok", "no")])
+        assert part_codes(epochs.topics, "topic") == {"ok": [0], "no": [TOPIC_DENIED]}
+        assert int(by_name(epochs.topics, "topic")["ok"].partitions[0].end_offset) == 2
+        producers = call(client, 61, 0, topics=[{"name": n, "partition_indexes": [0]} for n in ("ok", "no")])
+        assert part_codes(producers.topics) == {"ok": [0], "no": [TOPIC_DENIED]}
+
+
+def test_offset_commit_commits_only_the_allowed_topics(tmp_path: Path) -> None:
+    with mixed(tmp_path) as (store, client):
+        def commit(group: str, *topics: str) -> Any:
+            return call(client, 8, 8, group_id=group, generation_id_or_member_epoch=-1, member_id="", topics=[
+                {"name": n, "partitions": [{"partition_index": 0, "committed_offset": 2}]} for n in topics])
+
+        assert part_codes(commit("g", "ok", "no").topics) == {"ok": [0], "no": [TOPIC_DENIED]}
+        assert committed(store, "g") == {"ok": 2, "no": 1}
+        assert part_codes(commit("g2", "no").topics) == {"no": [TOPIC_DENIED]}
+        assert part_codes(commit("h", "ok", "no").topics) == {"ok": [GROUP_DENIED], "no": [GROUP_DENIED]}
+        assert "g2" not in store.list_groups() and committed(store, "h") == {"ok": 1, "no": 1}
+
+
+def test_offset_fetch_shows_only_describable_topics(tmp_path: Path) -> None:
+    """All of a group's partitions: the refused topic left out; named ones: 29 and no offset;
+    v8 several groups: each decided on its own."""
+    with mixed(tmp_path) as (_, client):
+        everything = call(client, 9, 7, group_id="g", topics=None)
+        assert [t.name for t in everything.topics] == ["ok"]
+        named = call(client, 9, 7, group_id="g", topics=[{"name": n, "partition_indexes": [0]}
+                                                          for n in ("ok", "no")])
+        assert {t.name: (int(t.partitions[0].error_code), int(t.partitions[0].committed_offset))
+                for t in named.topics} == {"ok": (0, 1), "no": (TOPIC_DENIED, -1)}
+        no_0 = [{"name": "no", "partition_indexes": [0]}]
+        groups = call(client, 9, 8, groups=[{"group_id": "g", "topics": None},
+                                            {"group_id": "h", "topics": None},
+                                            {"group_id": "g2", "topics": no_0}])
+        assert [(g.group_id, int(g.error_code), part_codes(g.topics)) for g in groups.groups] == [
+            ("g", 0, {"ok": [0]}), ("g2", 0, {"no": [TOPIC_DENIED]}), ("h", GROUP_DENIED, {})]
+
+
+def test_offset_delete_deletes_only_the_allowed_topics(tmp_path: Path) -> None:
+    with mixed(tmp_path) as (store, client):
+        answer = call(client, 47, 0, group_id="g", topics=[{"name": n, "partitions": PARTS}
+                                                           for n in ("ok", "no")])
+        assert int(answer.error_code) == 0 and part_codes(answer.topics) == {"ok": [0], "no": [TOPIC_DENIED]}
+        assert committed(store, "g") == {"no": 1}
+        refused = call(client, 47, 0, group_id="h", topics=[{"name": "ok", "partitions": PARTS}])
+        assert int(refused.error_code) == GROUP_DENIED and committed(store, "h") == {"ok": 1, "no": 1}
+
+
+def test_topic_administration_per_topic(tmp_path: Path) -> None:
+    """CreateTopics, CreatePartitions, DeleteRecords, DeleteTopics (by name, by id): the
+    allowed topic changed, the refused one answered 29 and left as it was."""
+    with mixed(tmp_path) as (store, client):
+        created = call(client, 19, 5, topics=[{"name": n, "num_partitions": 1, "replication_factor": -1}
+                                              for n in ("ok-new", "no-new")])
+        assert {t.name: int(t.error_code) for t in created.topics} == {"ok-new": 0, "no-new": TOPIC_DENIED}
+        assert {t.name for t in store.topics()} == {"ok", "no", "ok-new"}
+
+        grown = call(client, 37, 3, topics=[{"name": n, "count": 2} for n in ("ok", "no")])
+        assert {t.name: int(t.error_code) for t in grown.results} == {"ok": 0, "no": TOPIC_DENIED}
+        assert (store.topic("ok").partitions, store.topic("no").partitions) == (2, 1)
+
+        deleted = call(client, 21, 2, topics=[{"name": n, "partitions": [{"partition_index": 0, "offset": 1}]}
+                                              for n in ("ok", "no")])
+        assert part_codes(deleted.topics) == {"ok": [0], "no": [TOPIC_DENIED]}
+        assert (store.offsets("ok", 0), store.offsets("no", 0)) == ((1, 2), (0, 2))
+
+        gone = call(client, 20, 4, topic_names=["ok-new", "no"])
+        assert {t.name: int(t.error_code) for t in gone.responses} == {"ok-new": 0, "no": TOPIC_DENIED}
+        assert {t.name for t in store.topics()} == {"ok", "no"}
+        ids = [store.topic(n).topic_id for n in ("ok", "no")]
+        by_id = call(client, 20, 6, topics=[{"name": None, "topic_id": i} for i in ids])
+        assert {t.topic_id: (t.name, int(t.error_code)) for t in by_id.responses} == {
+            ids[0]: ("ok", 0), ids[1]: (None, TOPIC_DENIED)}  # no DESCRIBE on "no": its name not shown
+        assert {t.name for t in store.topics()} == {"no"}
+
+
+def test_configs_per_resource(tmp_path: Path) -> None:
+    """DescribeConfigs answers the allowed topic, 29 for the refused one, 31 for the broker
+    (no cluster ACL); AlterConfigs and IncrementalAlterConfigs change only the allowed topic."""
+    with mixed(tmp_path) as (store, client):
+        described = call(client, 32, 4, resources=[{"resource_type": 2, "resource_name": "ok"},
+                                                   {"resource_type": 2, "resource_name": "no"},
+                                                   {"resource_type": 4, "resource_name": ""}])
+        assert {r.resource_name: int(r.error_code) for r in described.results} == {
+            "ok": 0, "no": TOPIC_DENIED, "": CLUSTER_DENIED}
+        assert by_name(described.results, "resource_name")["ok"].configs
+        replaced = call(client, 33, 2, resources=[
+            {"resource_type": 2, "resource_name": n, "configs": [{"name": "retention.ms", "value": "1000"}]}
+            for n in ("ok", "no")])
+        assert {r.resource_name: int(r.error_code) for r in replaced.responses} == {"ok": 0,
+                                                                                    "no": TOPIC_DENIED}
+        assert (store.topic("ok").retention_ms, store.topic("no").retention_ms) == (1000, None)
+        altered = call(client, 44, 1, resources=[
+            {"resource_type": 2, "resource_name": n,
+             "configs": [{"name": "retention.ms", "config_operation": 0, "value": "2000"}]}
+            for n in ("ok", "no")])
+        assert {r.resource_name: int(r.error_code) for r in altered.responses} == {"ok": 0,
+                                                                                   "no": TOPIC_DENIED}
+        assert (store.topic("ok").retention_ms, store.topic("no").retention_ms) == (2000, None)
+
+
+def test_group_administration_per_group(tmp_path: Path) -> None:
+    """DescribeGroups, FindCoordinator v4 and DeleteGroups: the allowed group answered (and
+    deleted), the refused one 30 (and kept)."""
+    with mixed(tmp_path) as (store, client):
+        described = call(client, 15, 5, groups=["g", "h"])
+        assert {g.group_id: int(g.error_code) for g in described.groups} == {"g": 0, "h": GROUP_DENIED}
+        found = call(client, 10, 4, key_type=0, coordinator_keys=["g", "h"])
+        assert {c.key: int(c.error_code) for c in found.coordinators} == {"g": 0, "h": GROUP_DENIED}
+        deleted = call(client, 42, 2, groups_names=["g", "h"])
+        assert {g.group_id: int(g.error_code) for g in deleted.results} == {"g": 0, "h": GROUP_DENIED}
+        assert committed(store, "g") == {} and committed(store, "h") == {"ok": 1, "no": 1}
 
 
 # --- through kafka-python ------------------------------------------------------------------

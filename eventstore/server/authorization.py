@@ -4,12 +4,14 @@
 The rules are Kafka's, per API: Produce needs WRITE on each topic, Fetch READ,
 Metadata lists only the topics the principal may DESCRIBE, CreateTopics needs CREATE
 on the cluster or the topic, the group APIs READ on the group, and so on (the table
-``_CHECKS``). A request naming any resource the principal may not use is refused as
-a whole, before its handler: every item of the answer carries the authorization
+``_CHECKS``). As Kafka, a request naming several resources is decided per item
+(:func:`_split`): the items the principal may not use are taken out of the request
+before its handler, so nothing of them is done, and are answered with the authorization
 error (TOPIC_AUTHORIZATION_FAILED 29, GROUP_AUTHORIZATION_FAILED 30,
-CLUSTER_AUTHORIZATION_FAILED 31, TRANSACTIONAL_ID_AUTHORIZATION_FAILED 53), and
-nothing of it is done. Metadata and ListGroups are filtered instead of refused; Produce is
-decided per topic, as Kafka does: the topics allowed are written, the others answered 29.
+CLUSTER_AUTHORIZATION_FAILED 31) beside the handler's answer for the others. A request
+whose every item is refused, or whose one resource is (the group of an OffsetCommit, a
+transactional id: 53, the cluster), is answered without its handler. Metadata, ListGroups
+and OffsetFetch leave out what the principal may not DESCRIBE.
 
 The principal is the connection's ``ctx.principal`` (``User:ANONYMOUS`` before
 authentication), the host the client's IP address. The extension APIs are checked on
@@ -269,27 +271,34 @@ def _refuse_if(allowed: bool, body: Any, refusal: Refusal) -> Verdict:
     return Verdict(body, None if allowed else refusal)
 
 
+def _split(body: Any, field: str, may: list[bool], refusal: Refusal, answer: str) -> Verdict:
+    """Per item, as Kafka: the items of ``body.<field>`` the principal may not use (``may``
+    False) are taken out of the request and answered by ``refusal`` in the response's
+    ``answer``, after the handler's answer for the others. All refused: ``refusal`` for the
+    whole request, without the handler (so nothing of it is done)."""
+    if all(may):
+        return Verdict(body)
+    if not any(may):
+        return Verdict(body, refusal)
+    items = getattr(body, field)
+    allowed = tuple(i for i, ok in zip(items, may, strict=True) if ok)
+    refused_items = tuple(i for i, ok in zip(items, may, strict=True) if not ok)
+    denied = dataclasses.replace(body, **{field: refused_items})
+
+    def after(response: Any) -> Any:
+        refused = getattr(refusal(type(response), denied), answer)
+        return dataclasses.replace(response, **{answer: (*getattr(response, answer), *refused)})
+
+    return Verdict(dataclasses.replace(body, **{field: allowed}), None, after)
+
+
 def _produce_check(ctx: Context, who: Checker, body: Any) -> Verdict:
-    """Per topic, as Kafka: the topics the principal may not write are taken out of the request
-    and answered TOPIC_AUTHORIZATION_FAILED beside the handler's answer for the others."""
+    """WRITE on the transactional id (if any) for the whole request, then per topic."""
     txn = getattr(body, "transactional_id", None)
     if txn is not None and not who.may(Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn):
         return Verdict(body, _produce(TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
     may = [who.topic(Operation.WRITE, t.name) for t in body.topic_data]
-    if all(may):
-        return Verdict(body)
-    refusal = _produce(TOPIC_AUTHORIZATION_FAILED)
-    if not any(may):
-        return Verdict(body, refusal)
-    allowed = tuple(t for t, ok in zip(body.topic_data, may, strict=True) if ok)
-    denied = dataclasses.replace(body, topic_data=tuple(
-        t for t, ok in zip(body.topic_data, may, strict=True) if not ok))
-
-    def after(response: Any) -> Any:
-        refused = refusal(type(response), denied).responses
-        return dataclasses.replace(response, responses=(*response.responses, *refused))
-
-    return Verdict(dataclasses.replace(body, topic_data=allowed), None, after)
+    return _split(body, "topic_data", may, _produce(TOPIC_AUTHORIZATION_FAILED), "responses")
 
 
 def _replica_id(body: Any) -> int:
@@ -299,22 +308,26 @@ def _replica_id(body: Any) -> int:
 
 
 def _fetch_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    """A follower's: CLUSTER_ACTION, whole. A consumer's: READ per topic; the refused topics
+    are not read, nor watched by the long poll."""
     if _replica_id(body) >= 0:
         return _refuse_if(who.cluster(Operation.CLUSTER_ACTION), body, _fetch)
+    may = []
     for t in body.topics:  # bounded by the request
         name = getattr(t, "topic", None)
         if name is None:  # v13+: by id; an unknown id is the handler's UNKNOWN_TOPIC_ID
             cfg = ctx.log.topic_by_id(t.topic_id)
             name = None if cfg is None else cfg.name
-        if name is not None and not who.topic(Operation.READ, name):
-            return Verdict(body, _fetch)
-    return Verdict(body)
+        may.append(name is None or who.topic(Operation.READ, name))
+    return _split(body, "topics", may, _fetch, "responses")
 
 
-def _topics_check(operation: int, refusal: Refusal, name_field: str = "name") -> Check:
+def _topics_check(operation: int, refusal: Refusal, name_field: str = "name",
+                  answer: str = "topics") -> Check:
+    """``operation`` on each of ``body.topics``, per topic."""
     def rule(ctx: Context, who: Checker, body: Any) -> Verdict:
-        allowed = all(who.topic(operation, getattr(t, name_field)) for t in body.topics)
-        return _refuse_if(allowed, body, refusal)
+        may = [who.topic(operation, getattr(t, name_field)) for t in body.topics]
+        return _split(body, "topics", may, refusal, answer)
     return rule
 
 
@@ -354,8 +367,9 @@ def _list_groups_check(ctx: Context, who: Checker, body: Any) -> Verdict:
 
 
 def _create_topics_check(ctx: Context, who: Checker, body: Any) -> Verdict:
-    return _refuse_if(all(who.create_topic(t.name) for t in body.topics), body,
-                      _named("topics", TOPIC_AUTHORIZATION_FAILED, lambda b: [t.name for t in b.topics]))
+    may = [who.create_topic(t.name) for t in body.topics]
+    return _split(body, "topics", may, _named("topics", TOPIC_AUTHORIZATION_FAILED,
+                                              lambda b: [t.name for t in b.topics]), "topics")
 
 
 def _group_check(operation: int, refusal: Refusal) -> Check:
@@ -364,25 +378,85 @@ def _group_check(operation: int, refusal: Refusal) -> Check:
     return rule
 
 
+_COMMIT_REFUSAL: Final = _partitions("topics", "name", "partition_index", TOPIC_AUTHORIZATION_FAILED)
+"""OffsetCommit's and OffsetDelete's answer for the partitions of refused topics."""
+
+
 def _offset_commit_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    """READ on the group for the whole request, then READ per topic: a refused topic's
+    partitions are not committed."""
     if not who.group(Operation.READ, body.group_id):
         return Verdict(body, _partitions("topics", "name", "partition_index", GROUP_AUTHORIZATION_FAILED))
-    return _topics_check(Operation.READ, _partitions("topics", "name", "partition_index",
-                                                     TOPIC_AUTHORIZATION_FAILED))(ctx, who, body)
+    return _topics_check(Operation.READ, _COMMIT_REFUSAL)(ctx, who, body)
 
 
 def _offset_fetch_check(ctx: Context, who: Checker, body: Any) -> Verdict:
-    groups = [g.group_id for g in body.groups] if hasattr(body, "groups") else [body.group_id]
-    return _refuse_if(all(who.group(Operation.DESCRIBE, g) for g in groups), body, _offset_fetch)
+    """DESCRIBE on each group (v8+: per group, the others answered GROUP_AUTHORIZATION_FAILED),
+    then, as Kafka, only topics the principal may DESCRIBE: left out of an answer for all
+    the group's partitions, answered TOPIC_AUTHORIZATION_FAILED when named."""
+    if not hasattr(body, "groups"):
+        if not who.group(Operation.DESCRIBE, body.group_id):
+            return Verdict(body, _offset_fetch)
+
+        def after_one(response: Any) -> Any:
+            if getattr(response, "error_code", 0):
+                return response
+            return dataclasses.replace(response, topics=_offsets_shown(who, body.topics, response.topics,
+                                                                       type(response)))
+
+        return Verdict(dataclasses.replace(body, topics=_describable(who, body.topics)), None, after_one)
+    may = [who.group(Operation.DESCRIBE, g.group_id) for g in body.groups]
+    if not any(may):
+        return Verdict(body, _offset_fetch)
+    asked = [g for g, ok in zip(body.groups, may, strict=True) if ok]
+    narrowed = tuple(dataclasses.replace(g, topics=_describable(who, g.topics)) for g in asked)
+
+    def after(response: Any) -> Any:
+        group_cls = item_class(type(response), "groups")
+        shown = tuple(g if g.error_code else dataclasses.replace(
+            g, topics=_offsets_shown(who, a.topics, g.topics, group_cls))
+            for g, a in zip(response.groups, asked, strict=False))  # the handler's: one per group asked
+        refused = tuple(entity(group_cls, group_id=g.group_id, error_code=GROUP_AUTHORIZATION_FAILED)
+                        for g, ok in zip(body.groups, may, strict=True) if not ok)
+        return dataclasses.replace(response, groups=(*shown, *refused))
+
+    return Verdict(dataclasses.replace(body, groups=narrowed), None, after)
+
+
+def _describable(who: Checker, topics: Any) -> Any:
+    """The named topics the principal may DESCRIBE (None, all of the group's, stays None)."""
+    if topics is None:
+        return None
+    return tuple(t for t in topics if who.topic(Operation.DESCRIBE, t.name))
+
+
+def _offsets_shown(who: Checker, asked: Any, answered: tuple[Any, ...], holder: Any) -> tuple[Any, ...]:
+    """One group's answered topics as the principal may see them: for all partitions
+    (``asked`` None), those it may DESCRIBE; for named ones, those answered and each
+    partition of a refused topic with TOPIC_AUTHORIZATION_FAILED and no offset."""
+    if asked is None:
+        return tuple(t for t in answered if who.topic(Operation.DESCRIBE, t.name))
+    topic_cls = item_class(holder, "topics")
+    part_cls = item_class(topic_cls, "partitions")
+    refused = tuple(entity(topic_cls, name=t.name, partitions=tuple(
+        entity(part_cls, partition_index=p, committed_offset=-1, committed_leader_epoch=-1, metadata="",
+               error_code=TOPIC_AUTHORIZATION_FAILED) for p in t.partition_indexes))
+        for t in asked if not who.topic(Operation.DESCRIBE, t.name))
+    return (*answered, *refused)
 
 
 def _find_coordinator_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    """DESCRIBE on the group or transactional id; v4+ per key."""
     keys = list(body.coordinator_keys) if hasattr(body, "coordinator_keys") else [body.key]
     if int(getattr(body, "key_type", 0)) == 1:
-        allowed = all(who.may(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, k) for k in keys)
-        return _refuse_if(allowed, body, _find_coordinator(TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
-    return _refuse_if(all(who.group(Operation.DESCRIBE, k) for k in keys), body,
-                      _find_coordinator(GROUP_AUTHORIZATION_FAILED))
+        may = [who.may(Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, k) for k in keys]
+        refusal = _find_coordinator(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    else:
+        may = [who.group(Operation.DESCRIBE, k) for k in keys]
+        refusal = _find_coordinator(GROUP_AUTHORIZATION_FAILED)
+    if not hasattr(body, "coordinator_keys"):
+        return _refuse_if(all(may), body, refusal)
+    return _split(body, "coordinator_keys", may, refusal, "coordinators")
 
 
 def _init_producer_check(ctx: Context, who: Checker, body: Any) -> Verdict:
@@ -395,11 +469,12 @@ def _init_producer_check(ctx: Context, who: Checker, body: Any) -> Verdict:
     return _refuse_if(allowed, body, _top(CLUSTER_AUTHORIZATION_FAILED))
 
 
-def _config_resources(operation: int) -> Check:
+def _config_resources(operation: int, answer: str) -> Check:
+    """``operation`` per resource: on the topic for a topic, on the cluster for the others."""
     def rule(ctx: Context, who: Checker, body: Any) -> Verdict:
-        allowed = all(who.topic(operation, r.resource_name) if int(r.resource_type) == TOPIC_CONFIG
-                      else who.cluster(operation) for r in body.resources)
-        return _refuse_if(allowed, body, _configs({TOPIC_CONFIG: TOPIC_AUTHORIZATION_FAILED}))
+        may = [who.topic(operation, r.resource_name) if int(r.resource_type) == TOPIC_CONFIG
+               else who.cluster(operation) for r in body.resources]
+        return _split(body, "resources", may, _configs({TOPIC_CONFIG: TOPIC_AUTHORIZATION_FAILED}), answer)
     return rule
 
 
@@ -410,9 +485,34 @@ def _cluster_check(operation: int, refusal: Refusal) -> Check:
 
 
 def _delete_topics_check(ctx: Context, who: Checker, body: Any) -> Verdict:
-    names = _delete_topic_names(ctx, body)
-    return _refuse_if(all(who.topic(Operation.DELETE, n) for n in names if n is not None), body,
-                      _named("responses", TOPIC_AUTHORIZATION_FAILED, lambda b: _delete_topic_names(ctx, b)))
+    """DELETE per topic; a topic named by an unknown id is left to the handler (UNKNOWN_TOPIC_ID)."""
+    field = "topic_names" if hasattr(body, "topic_names") else "topics"
+    may = [n is None or who.topic(Operation.DELETE, n) for n in _delete_topic_names(ctx, body)]
+    return _split(body, field, may, _delete_topics_refusal(ctx, who), "responses")
+
+
+def _delete_topics_refusal(ctx: Context, who: Checker) -> Refusal:
+    """TOPIC_AUTHORIZATION_FAILED per topic; one named by id shows its name only to a
+    principal that may DESCRIBE it (as Kafka)."""
+    def build(cls: Any, body: Any) -> Any:
+        item = item_class(cls, "responses")
+        if hasattr(body, "topic_names"):
+            return entity(cls, responses=tuple(entity(item, name=n, error_code=TOPIC_AUTHORIZATION_FAILED)
+                                               for n in body.topic_names))
+        names = _delete_topic_names(ctx, body)
+        return entity(cls, responses=tuple(
+            entity(item, name=_shown_name(who, t.name, n), topic_id=t.topic_id,
+                   error_code=TOPIC_AUTHORIZATION_FAILED)
+            for t, n in zip(body.topics, names, strict=True)))
+    return build
+
+
+def _shown_name(who: Checker, asked: str | None, found: str | None) -> str | None:
+    """The name a refused topic is answered with: the one asked, else (named by id) the one
+    found if the principal may DESCRIBE it, else none."""
+    if asked is not None:
+        return asked
+    return found if found is not None and who.topic(Operation.DESCRIBE, found) else None
 
 
 def _delete_topic_names(ctx: Context, body: Any) -> list[str | None]:
@@ -428,25 +528,26 @@ def _delete_topic_names(ctx: Context, body: Any) -> list[str | None]:
     return out
 
 
-def _groups_check(operation: int, field: str) -> Check:
+def _groups_check(operation: int, field: str, answer: str) -> Check:
+    """``operation`` per group of ``body.<field>`` (a list of group ids)."""
     def rule(ctx: Context, who: Checker, body: Any) -> Verdict:
-        groups = list(getattr(body, field))
-        return _refuse_if(all(who.group(operation, g) for g in groups), body,
-                          _named("groups" if field == "groups" else "results", GROUP_AUTHORIZATION_FAILED,
-                                 lambda b: list(getattr(b, field)), key="group_id"))
+        may = [who.group(operation, g) for g in getattr(body, field)]
+        refusal = _named(answer, GROUP_AUTHORIZATION_FAILED, lambda b: list(getattr(b, field)),
+                         key="group_id")
+        return _split(body, field, may, refusal, answer)
     return rule
 
 
 def _offset_delete_check(ctx: Context, who: Checker, body: Any) -> Verdict:
+    """DELETE on the group for the whole request, then READ per topic."""
     if not who.group(Operation.DELETE, body.group_id):
         return Verdict(body, _top(GROUP_AUTHORIZATION_FAILED))
-    return _refuse_if(all(who.topic(Operation.READ, t.name) for t in body.topics), body,
-                      _top(TOPIC_AUTHORIZATION_FAILED))
+    return _topics_check(Operation.READ, _COMMIT_REFUSAL)(ctx, who, body)
 
 
 def _epoch_check(ctx: Context, who: Checker, body: Any) -> Verdict:
     """OffsetForLeaderEpoch: a follower's (replica id >= 0) needs CLUSTER_ACTION, a client's
-    DESCRIBE on each topic."""
+    DESCRIBE per topic."""
     if _replica_id(body) >= 0:
         return _refuse_if(who.cluster(Operation.CLUSTER_ACTION), body, _EPOCH_REFUSAL)
     return _topics_check(Operation.DESCRIBE, _EPOCH_REFUSAL, name_field="topic")(ctx, who, body)
@@ -468,7 +569,7 @@ _CHECKS: Final[dict[int, Check]] = {
     12: _group_check(Operation.READ, _top(GROUP_AUTHORIZATION_FAILED)),
     13: _group_check(Operation.READ, _top(GROUP_AUTHORIZATION_FAILED)),
     14: _group_check(Operation.READ, _top(GROUP_AUTHORIZATION_FAILED)),
-    15: _groups_check(Operation.DESCRIBE, "groups"),
+    15: _groups_check(Operation.DESCRIBE, "groups", "groups"),
     16: _list_groups_check,
     19: _create_topics_check,
     20: _delete_topics_check,
@@ -479,13 +580,13 @@ _CHECKS: Final[dict[int, Check]] = {
     29: _cluster_check(Operation.DESCRIBE, _top(CLUSTER_AUTHORIZATION_FAILED)),
     30: _cluster_check(Operation.ALTER, _acl_results("results", "creations")),
     31: _cluster_check(Operation.ALTER, _acl_results("filter_results", "filters")),
-    32: _config_resources(Operation.DESCRIBE_CONFIGS),
-    33: _config_resources(Operation.ALTER_CONFIGS),
+    32: _config_resources(Operation.DESCRIBE_CONFIGS, "results"),
+    33: _config_resources(Operation.ALTER_CONFIGS, "responses"),
     35: _cluster_check(Operation.DESCRIBE, _top(CLUSTER_AUTHORIZATION_FAILED)),
     37: _topics_check(Operation.ALTER, _named("results", TOPIC_AUTHORIZATION_FAILED,
-                                              lambda b: [t.name for t in b.topics])),
-    42: _groups_check(Operation.DELETE, "groups_names"),
-    44: _config_resources(Operation.ALTER_CONFIGS),
+                                              lambda b: [t.name for t in b.topics]), answer="results"),
+    42: _groups_check(Operation.DELETE, "groups_names", "results"),
+    44: _config_resources(Operation.ALTER_CONFIGS, "responses"),
     47: _offset_delete_check,
     48: _cluster_check(Operation.DESCRIBE_CONFIGS, _top(CLUSTER_AUTHORIZATION_FAILED)),
     49: _cluster_check(Operation.ALTER_CONFIGS, _client_quota_entries),
