@@ -30,9 +30,10 @@
   not its high watermark; ``current_leader_epoch`` checked (``epoch_error``); the
   fetch offsets reported as the follower's positions (``Leader.fetched``), which
   move the in-sync set and the high watermark; the long poll waits for the log end
-  to move (``Log.watch_log_end``) or the high watermark to pass the one last told to
-  that follower (``Leader.watch_high_watermarks``), so a follower learns what its
-  readers may see one round trip after the leader knows it.
+  to move (``Log.watch_log_end``), the high watermark to pass the one last told to
+  that follower (``Leader.watch_news``), so a follower learns what its readers may
+  see one round trip after the leader knows it, or that follower to report a newer
+  catalog version (its next fetch asks for the partitions of topics it made).
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ async def _replica_fetch(ctx: Context, body: Any, replica: int, wanted: list[Wan
     deadline = time.monotonic() + body.max_wait.total_seconds()
     max_bytes, min_bytes = int(body.max_bytes), int(body.min_bytes)
     on_loop = min(max_bytes, sum(max(w.max_bytes, 0) for w in live)) <= LOOP_READ_BYTES
+    catalog = leader.catalog_version(replica)
     size = await _read_replica(ctx, leader, live, max_bytes, on_loop)
     if not _replica_answered(ctx, leader, replica, live, size, min_bytes, deadline):
         wakeup = Wakeup()
@@ -182,13 +184,14 @@ async def _replica_fetch(ctx: Context, body: Any, replica: int, wanted: list[Wan
         except EventStoreError:  # a topic deleted since: one read tells which
             await _read_replica(ctx, leader, live, max_bytes, on_loop)
             return _told(leader, replica, cls, wanted)
-        unwatch = leader.watch_high_watermarks(wakeup.notify)
+        unwatch = leader.watch_news(wakeup.notify)
         try:
             with watch:
                 while True:  # one pass per wake-up; bounded by max_wait_ms
                     wakeup.clear()
                     size = await _read_replica(ctx, leader, live, max_bytes, on_loop)
-                    if _replica_answered(ctx, leader, replica, live, size, min_bytes, deadline):
+                    if (_replica_answered(ctx, leader, replica, live, size, min_bytes, deadline)
+                            or leader.catalog_version(replica) != catalog):
                         break
                     with waiting(), anyio.move_on_after(max(0.0, deadline - time.monotonic())):
                         await wakeup.wait()

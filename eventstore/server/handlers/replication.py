@@ -24,6 +24,7 @@ from ..dispatch import handles_frames, waiting
 from ..extension import answer_extension
 from ..refusals import MESSAGE, NOT_LEADER_OR_FOLLOWER
 from ..replication.catalog import register_follower, tracker_of
+from ..replication.leader import leader_of
 from ..replication.promotion import promote
 from ..replication.state import NodeAddress
 from ..replication.view import cluster_view
@@ -71,6 +72,7 @@ async def _catalog(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     tracker = await tracker_of(ctx.state, ctx.log, ctx.groups)
     register_follower(rep, request)
     tracker.reported()
+    leader_of(ctx.broker).catalog_applied()
     instance = uuid.UUID(bytes=bytes(request["instance"]))
     applied = request["applied_version"]
     wait_ms = min(max(0, request["max_wait_ms"]), MAX_WAIT_MS)

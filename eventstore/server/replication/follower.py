@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import logging
 import struct
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, TypeVarTuple
@@ -48,7 +49,7 @@ from .state import NodeAddress, Replication
 
 try:
     from kio.schema.api_versions.v3.request import ApiVersionsRequest
-    from kio.schema.fetch.v12 import request as fetch_request
+    from kio.schema.fetch.v13 import request as fetch_request
     from kio.schema.metadata.v12 import request as metadata_request
     from kio.schema.offset_for_leader_epoch.v4 import request as epoch_request
     from kio.schema.types import BrokerId, TopicName
@@ -68,10 +69,13 @@ Ts = TypeVarTuple("Ts")
 NONE: Final = 0
 OFFSET_OUT_OF_RANGE: Final = 1
 UNKNOWN_TOPIC_OR_PARTITION: Final = 3
+UNKNOWN_TOPIC_ID: Final = 100
 NOT_LEADER_OR_FOLLOWER: Final = 6
 FENCED_LEADER_EPOCH: Final = 74
 UNKNOWN_LEADER_EPOCH: Final = 75
 MAX_WAIT_MS: Final = 500
+NO_TOPIC_POLL_S: Final = 0.02
+"""How often a follower with no topic looks whether the catalog has made one (a local look)."""
 PARTITION_MAX_BYTES: Final = 8 << 20
 FETCH_MAX_BYTES: Final = 32 << 20
 BACKOFF_S: Final = (0.1, 5.0)
@@ -96,10 +100,11 @@ class LeaderRefused(Exception):
 
 @dataclass(slots=True)
 class _Partition:
-    """One partition of a Fetch round: what was asked, what came back."""
+    """One partition of a Fetch round: what was asked, of which topic incarnation."""
 
     tp: TopicPartition
     offset: int
+    topic_id: uuid.UUID
 
 
 class Follower:
@@ -220,26 +225,32 @@ class Follower:
 
     async def _fetch_round(self, conn: LeaderConnection) -> None:
         """One replica Fetch of every partition from its log end; append, barrier, HW."""
-        asked = [_Partition(tp, self._log.log_end(tp.topic, tp.partition)) for tp in self._partitions()]
-        if not asked:
-            await anyio.sleep(MAX_WAIT_MS / 1000)  # no topic yet: the catalog brings them
+        asked = [_Partition(TopicPartition(cfg.name, p), self._log.log_end(cfg.name, p), cfg.topic_id)
+                 for cfg in self._log.topics() for p in range(cfg.partitions)]
+        if not asked:  # no topic yet: the catalog brings them, and the first is fetched soon after
+            await anyio.sleep(NO_TOPIC_POLL_S)
             return
         response = await conn.call(self._fetch_request(asked))
         if int(response.error_code) != NONE:
             raise LeaderRefused(f"Fetch answered error {int(response.error_code)}")
         by_tp = {p.tp: p for p in asked}
+        names = {p.topic_id: p.tp.topic for p in asked}
         answers: list[tuple[TopicPartition, Any]] = []
         for topic in response.responses:  # bounded by the request
+            name = names.get(topic.topic_id)
             for part in topic.partitions:
-                tp = TopicPartition(str(topic.topic), int(part.partition_index))
-                if tp in by_tp:
+                tp = TopicPartition(name or "", int(part.partition_index))
+                if name is not None and tp in by_tp:
                     answers.append((tp, part))
         await self._blocking(self._apply, answers, by_tp)
 
     def _fetch_request(self, asked: list[_Partition]) -> Any:
-        topics: dict[str, list[Any]] = {}
+        """Fetch v13: topics by id, so a topic deleted and made again under its name on the
+        leader answers UNKNOWN_TOPIC_ID to a fetch of the old one (whose offsets would
+        otherwise count as positions in the new one) until the catalog brings the new one."""
+        topics: dict[uuid.UUID, list[Any]] = {}
         for p in asked:  # bounded by the partitions
-            topics.setdefault(p.tp.topic, []).append(fetch_request.FetchPartition(
+            topics.setdefault(p.topic_id, []).append(fetch_request.FetchPartition(
                 partition=i32(p.tp.partition), current_leader_epoch=i32(self._rep.epoch),
                 fetch_offset=i64(p.offset), partition_max_bytes=i32(PARTITION_MAX_BYTES)))
         return fetch_request.FetchRequest(
@@ -247,8 +258,8 @@ class Follower:
             max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=MAX_WAIT_MS)),
             min_bytes=i32(1), max_bytes=i32(FETCH_MAX_BYTES), isolation_level=i8(0),
             session_id=i32(0), session_epoch=i32(-1),
-            topics=tuple(fetch_request.FetchTopic(topic=TopicName(name), partitions=tuple(parts))
-                         for name, parts in topics.items()),
+            topics=tuple(fetch_request.FetchTopic(topic_id=topic_id, partitions=tuple(parts))
+                         for topic_id, parts in topics.items()),
             forgotten_topics_data=(), rack_id="")
 
     def _apply(self, answers: list[tuple[TopicPartition, Any]],
@@ -337,7 +348,7 @@ class Follower:
             self._truncated.discard(tp)
 
     def _check_error(self, tp: TopicPartition, error: int) -> None:
-        if error in (NONE, UNKNOWN_TOPIC_OR_PARTITION):
+        if error in (NONE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID):
             return  # an unknown topic: the catalog deletes or makes it
         if error == NOT_LEADER_OR_FOLLOWER:
             raise LeaderRefused("it is not the leader")

@@ -27,6 +27,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -78,12 +80,15 @@ class Leader:
         self._told: dict[tuple[int, TopicPartition], int] = {}
         """Per (follower, partition): the high watermark its last answer carried."""
         self._isr: dict[TopicPartition, tuple[int, ...]] = {}
+        self._incarnations: dict[TopicPartition, uuid.UUID] = {}
+        """The topic id each partition's bookkeeping belongs to (``_check_incarnation``)."""
         """The last ISR computed per partition (followers only), to log its changes."""
         self.isr_sizes: dict[TopicPartition, int] = {}
-        """ISR sizes (the leader included) per partition with followers in sync: replaced
+        """ISR sizes (the leader included) of every partition computed so far: replaced
         whole on each change, so other threads read a consistent dict."""
-        self._hw_listeners: dict[object, Callable[[], object]] = {}
-        """Replica long polls to wake when a high watermark moves (``watch_high_watermarks``)."""
+        self._listeners: dict[object, Callable[[], object]] = {}
+        """Replica long polls to wake when a high watermark moves or a follower applied a
+        catalog version (``watch_news``)."""
         self._wakeup: Wakeup | None = None
         self._watch: Watch | None = None
         self._watched: frozenset[TopicPartition] = frozenset()
@@ -102,8 +107,11 @@ class Leader:
         for tp, offset in positions.items():  # bounded by the request
             key = (tp.topic, tp.partition)
             try:
+                self._check_incarnation(tp)
                 end = self._log.log_end(tp.topic, tp.partition)
             except EventStoreError:
+                continue
+            if offset > end:  # not a position in this log (answered OFFSET_OUT_OF_RANGE)
                 continue
             info.positions[key] = offset
             answered = self._answered.get((follower_id, tp))
@@ -123,14 +131,30 @@ class Leader:
         for tp, hw in hws.items():  # bounded by the request
             self._told[(follower_id, tp)] = hw
 
-    def watch_high_watermarks(self, callback: Callable[[], object]) -> Callable[[], object]:
-        """Call ``callback()`` (on the loop) whenever a high watermark moves, until the returned
-        function is called: a follower's long poll then answers with the news at once, even
-        when the log's readers are not gated (no ``--min-insync-replicas``) and so nothing
-        in the log moved."""
+    def watch_news(self, callback: Callable[[], object]) -> Callable[[], object]:
+        """Call ``callback()`` (on the loop) whenever a high watermark moves or a follower
+        reports a catalog version (``catalog_applied``), until the returned function is
+        called: a follower's long poll then answers with the news at once, even when the
+        log's readers are not gated (no ``--min-insync-replicas``) and so nothing in the
+        log moved."""
         token = object()
-        self._hw_listeners[token] = callback
-        return functools.partial(self._hw_listeners.pop, token, None)
+        self._listeners[token] = callback
+        return functools.partial(self._listeners.pop, token, None)
+
+    def catalog_applied(self) -> None:
+        """A follower reported the catalog version it applied (section 5): a newer one may
+        have made topics, whose partitions its next fetch asks for, so its long poll
+        looks whether to answer now (``catalog_version``)."""
+        self._notify()
+
+    def catalog_version(self, follower_id: int) -> tuple[bytes, int]:
+        """The catalog (instance, version) ``follower_id`` last reported applied."""
+        info = self._rep.followers.get(follower_id)
+        return (bytes(16), -1) if info is None else (info.applied_instance, info.applied_catalog)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners.values()):  # bounded by the waiting replica fetches
+            listener()
 
     # --- the ISR and the HW --------------------------------------------------------
 
@@ -153,8 +177,26 @@ class Leader:
     def _followers_in_sync(self, tp: TopicPartition, now: float) -> tuple[int, ...]:
         key = (tp.topic, tp.partition)
         lag = self._rep.replica_lag_ms
-        return tuple(sorted(node for node, info in self._rep.followers.items()
-                            if now - info.caught_up_ms.get(key, -math.inf) <= lag))
+        born = -math.inf
+        in_sync = []
+        for node, info in self._rep.followers.items():  # bounded by the followers
+            caught_up = info.caught_up_ms.get(key)
+            if caught_up is None:  # never fetched: in sync while the partition is new (section 3)
+                if born == -math.inf:
+                    born = self._born_ms(tp, now)
+                caught_up = min(born, info.last_seen_ms)
+            if now - caught_up <= lag:
+                in_sync.append(node)
+        return tuple(sorted(in_sync))
+
+    def _born_ms(self, tp: TopicPartition, now: float) -> float:
+        """When ``tp``'s topic was made, on the monotonic clock of ``now`` (-inf if unknown
+        or long ago): a live follower counts as caught up on a new, empty partition."""
+        config = self._log.find_topic(tp.topic)
+        if config is None or not config.created_ms:
+            return -math.inf
+        age_ms = time.time() * 1000.0 - config.created_ms
+        return now - age_ms if age_ms >= 0 else now
 
     def _compute(self, tp: TopicPartition, now: float) -> int:
         """``min(log end, every ISR follower's position)`` while the ISR has at least
@@ -179,8 +221,9 @@ class Leader:
         now = now_ms()
         sizes_changed = hw_moved = False
         for tp in tps:  # bounded by the caller's partitions
-            isr = self._followers_in_sync(tp, now)
             try:
+                self._check_incarnation(tp)
+                isr = self._followers_in_sync(tp, now)
                 hw = self._compute(tp, now)
                 moved = hw != self._hw.get(tp)
                 if moved and self._rep.enabled:
@@ -190,17 +233,18 @@ class Leader:
                 continue
             self._hw[tp] = hw
             hw_moved = hw_moved or moved
-            if isr != self._isr.get(tp, ()):
-                log.info("%s/%d: in-sync replicas now %s", tp.topic, tp.partition,
-                         [self._rep.node_id, *isr])
+            known = self._isr.get(tp)
+            if isr != known:
+                if isr != (known or ()):
+                    log.info("%s/%d: in-sync replicas now %s", tp.topic, tp.partition,
+                             [self._rep.node_id, *isr])
                 self._isr[tp] = isr
                 sizes_changed = True
             self._wake(tp, hw, len(isr) + 1 < self._rep.min_insync_replicas)
         if sizes_changed:
-            self.isr_sizes = {tp: len(isr) + 1 for tp, isr in self._isr.items() if isr}
+            self.isr_sizes = {tp: len(isr) + 1 for tp, isr in self._isr.items()}
         if hw_moved:
-            for listener in list(self._hw_listeners.values()):  # bounded by the waiting replica fetches
-                listener()
+            self._notify()
 
     def _wake(self, tp: TopicPartition, hw: int, too_few: bool) -> None:
         waits = self._waits.get(tp)
@@ -214,12 +258,28 @@ class Leader:
                 keep.append((end, event))
         self._waits[tp] = keep
 
+    def _check_incarnation(self, tp: TopicPartition) -> None:
+        """Forget what is known of ``tp`` when its topic was deleted and made again under the
+        same name since (another topic id): followers' positions in the old one say nothing of
+        the new one. ``TopicNotFoundError`` if it is gone."""
+        topic_id = self._log.topic(tp.topic).topic_id
+        known = self._incarnations.get(tp)
+        if known != topic_id:
+            if known is not None:
+                self._forget(tp)
+            self._incarnations[tp] = topic_id
+
     def _forget(self, tp: TopicPartition) -> None:
         self._hw.pop(tp, None)
         self._isr.pop(tp, None)
+        self._incarnations.pop(tp, None)
         for per_follower in (self._told, self._answered):
             for key in [key for key in per_follower if key[1] == tp]:  # bounded by the followers
                 del per_follower[key]
+        key_ = (tp.topic, tp.partition)
+        for info in self._rep.followers.values():  # bounded by the followers
+            info.positions.pop(key_, None)
+            info.caught_up_ms.pop(key_, None)
         for _end, event in self._waits.pop(tp, []):  # bounded by the writes waiting
             event.set()
 
@@ -315,7 +375,12 @@ class ReplicatedWaiter:
         sizes = self._leader.isr_sizes
         need = self._rep.min_insync_replicas
         for tp in topics_partitions:  # bounded by the append
-            have = sizes.get(tp, 1)
+            have = sizes.get(tp)
+            if have is None:  # not computed yet (a new topic): asked on the loop
+                try:
+                    have = anyio.from_thread.run_sync(self._leader.isr_size, tp, token=self._token)
+                except (anyio.RunFinishedError, RuntimeError) as e:
+                    raise NotEnoughReplicasError(f"the server is not running: {e}; nothing written") from None
             if have < need:
                 raise NotEnoughReplicasError(
                     f"{tp.topic}/{tp.partition}: {have} in-sync replica(s), {need} needed; nothing written")
