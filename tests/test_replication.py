@@ -123,16 +123,16 @@ def test_acks_all_to_a_topic_made_after_the_follower_joined_is_accepted_at_once(
     """A new partition starts with the live followers in its ISR (section 3): the first acks=all
     write is taken, not refused with NOT_ENOUGH_REPLICAS until the follower fetched it, and the
     follower (with no topic until then) fetches it promptly."""
-    with leader(tmp_path, min_insync_replicas=2) as (store, bootstrap):
-        with follower(tmp_path, bootstrap) as f, RawClient(bootstrap) as raw:
-            admin = kafka_admin.AdminClient({"bootstrap.servers": bootstrap})
-            until(lambda: len(admin.list_topics(timeout=10).brokers) == 2)  # the follower is known
-            store.create_topic("t", 1)
-            started = time.monotonic()
-            assert produce_raw(raw, "t") == 0
-            assert time.monotonic() - started < 2.0  # not after the follower's idle polls
-            assert ends(tmp_path / "follower")[("t", 0)] == 1  # it had the record before the answer
-            f.stop()
+    with leader(tmp_path, min_insync_replicas=2) as (store, bootstrap), \
+            follower(tmp_path, bootstrap) as f, RawClient(bootstrap) as raw:
+        admin = kafka_admin.AdminClient({"bootstrap.servers": bootstrap})
+        until(lambda: len(admin.list_topics(timeout=10).brokers) == 2)  # the follower is known
+        store.create_topic("t", 1)
+        started = time.monotonic()
+        assert produce_raw(raw, "t") == 0
+        assert time.monotonic() - started < 2.0  # not after the follower's idle polls
+        assert ends(tmp_path / "follower")[("t", 0)] == 1  # it had the record before the answer
+        f.stop()
 
 
 def test_acks_all_answers_error_20_when_the_follower_drops_out_during_the_wait(tmp_path: Path) -> None:
