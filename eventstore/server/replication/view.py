@@ -9,11 +9,11 @@ told it, with itself always among the brokers.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ...records import TopicPartition
+from .leader import leader_of
 from .state import NodeAddress, Replication, now_ms
 
 __all__ = ["ClusterView", "cluster_view"]
@@ -39,7 +39,7 @@ class ClusterView:
         """The in-sync replicas of one partition, the leader first."""
         rep: Replication = self._broker.replication
         if rep.role == "leader":
-            return (self.leader.node_id, *_followers_in_sync(rep, (tp.topic, tp.partition)))
+            return tuple(leader_of(self._broker).in_sync(tp))
         return tuple(b.node_id for b in self.brokers if b.node_id in self.in_sync_all)
 
 
@@ -67,11 +67,5 @@ def _in_sync(broker: Any, node_id: int) -> bool:
         return False
     if not info.positions:
         return now_ms() - info.last_seen_ms <= rep.replica_lag_ms
-    return all(node_id in _followers_in_sync(rep, key) for key in info.positions)
-
-
-def _followers_in_sync(rep: Replication, key: tuple[str, int]) -> tuple[int, ...]:
-    """Followers caught up on one partition within ``replica_lag_ms`` (section 3's ISR)."""
-    now = now_ms()
-    return tuple(sorted(node for node, info in rep.followers.items()
-                        if now - info.caught_up_ms.get(key, -math.inf) <= rep.replica_lag_ms))
+    leader = leader_of(broker)
+    return all(node_id in leader.in_sync(TopicPartition(*key)) for key in info.positions)
