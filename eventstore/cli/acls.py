@@ -1,8 +1,9 @@
 """``es acls``: add, list and remove the ACLs of a store (docs/operations.md, "Authorization").
 
-These commands open the store itself (``--data``), so the server must be stopped; a
-running server's ACLs are managed with any Kafka admin client (CreateAcls, DescribeAcls,
-DeleteAcls), which it applies at once.
+With ``--data`` these commands open the store itself, so the server must be stopped;
+with ``--bootstrap`` they are a Kafka admin client of the running server (CreateAcls,
+DescribeAcls, DeleteAcls; ``admin_client.py``), which applies a change at once. Both
+forms take the same options and print the same output.
 """
 
 from __future__ import annotations
@@ -24,10 +25,22 @@ from ..catalog.acls import (
 )
 from ..errors import InvalidArgumentError
 from .access import CliError, DataOption, open_store
+from .admin_client import (
+    DEFAULT_TIMEOUT_S,
+    BootstrapOption,
+    CommandConfigOption,
+    PasswordEnvOption,
+    SaslMechanismOption,
+    SecurityProtocolOption,
+    TimeoutOption,
+    UsernameOption,
+    connect,
+    connection,
+)
 from .output import JsonOption, add_row, console, note, plural, print_json, table
 
-acls_app = typer.Typer(help="Add, list and remove ACLs (the server stopped; else a Kafka admin client).",
-                       no_args_is_help=True)
+acls_app = typer.Typer(help="Add, list and remove ACLs of a stopped store (--data) or a running server "
+                            "(--bootstrap).", no_args_is_help=True)
 
 Json = Annotated[bool, JsonOption]
 Principal = Annotated[str, typer.Option(
@@ -82,54 +95,90 @@ def _bindings(principal: str, host: str, operations: list[str], resource: tuple[
 
 
 @acls_app.command()
-def add(principal: Principal, operation: Operations, data: DataOption = store_module.DEFAULT_PATH,
+def add(ctx: typer.Context, principal: Principal, operation: Operations,
+        data: DataOption = store_module.DEFAULT_PATH,
         host: Host = "*", topic: Topic = None, group: Group = None, cluster: Cluster = False,
-        transactional_id: TransactionalId = None, prefixed: Prefixed = False, deny: Deny = False) -> None:
+        transactional_id: TransactionalId = None, prefixed: Prefixed = False, deny: Deny = False,
+        bootstrap: BootstrapOption = None, command_config: CommandConfigOption = None,
+        security_protocol: SecurityProtocolOption = None, sasl_mechanism: SaslMechanismOption = None,
+        username: UsernameOption = None, password_env: PasswordEnvOption = None,
+        timeout: TimeoutOption = DEFAULT_TIMEOUT_S) -> None:
     """Allow (or --deny) a principal operations on one resource."""
     resource = _resource(topic, group, cluster, transactional_id)
     made = _bindings(principal, host, operation, resource, prefixed, deny)
-    with open_store(data) as store:
-        acl_rows.add(store.log.catalog, made)
+    server = connection(ctx, bootstrap, command_config, security_protocol, sasl_mechanism, username,
+                        password_env, timeout)
+    if server is not None:
+        connect(server).create_acls(made)
+    else:
+        with open_store(data) as store:
+            acl_rows.add(store.log.catalog, made)
     for acl in made:
         note(f"added: {acl.describe()}")
 
 
 @acls_app.command()
-def remove(principal: Principal, operation: Operations, data: DataOption = store_module.DEFAULT_PATH,
+def remove(ctx: typer.Context, principal: Principal, operation: Operations,
+           data: DataOption = store_module.DEFAULT_PATH,
            host: Host = "*", topic: Topic = None, group: Group = None, cluster: Cluster = False,
-           transactional_id: TransactionalId = None, prefixed: Prefixed = False, deny: Deny = False) -> None:
-    """Remove the ACLs given exactly as they were added."""
+           transactional_id: TransactionalId = None, prefixed: Prefixed = False, deny: Deny = False,
+           bootstrap: BootstrapOption = None, command_config: CommandConfigOption = None,
+           security_protocol: SecurityProtocolOption = None, sasl_mechanism: SaslMechanismOption = None,
+           username: UsernameOption = None, password_env: PasswordEnvOption = None,
+           timeout: TimeoutOption = DEFAULT_TIMEOUT_S) -> None:
+    """Remove the ACLs given exactly as they were added (none unless all exist)."""
     resource = _resource(topic, group, cluster, transactional_id)
     doomed = _bindings(principal, host, operation, resource, prefixed, deny)
-    with open_store(data) as store:
-        stored = set(acl_rows.load(store.log.catalog))
-        missing = [acl for acl in doomed if acl not in stored]
-        if missing:
-            raise CliError(f"no such ACL: {missing[0].describe()}", hint="list them with: es acls list")
-        acl_rows.remove(store.log.catalog, doomed)
+    server = connection(ctx, bootstrap, command_config, security_protocol, sasl_mechanism, username,
+                        password_env, timeout)
+    if server is not None:
+        admin = connect(server)
+        _check_exist(doomed, admin.describe_acls(None, principal))
+        admin.delete_acls(doomed)
+    else:
+        with open_store(data) as store:
+            _check_exist(doomed, acl_rows.load(store.log.catalog))
+            acl_rows.remove(store.log.catalog, doomed)
     note(f"removed {plural(len(doomed), 'ACL')}")
 
 
+def _check_exist(doomed: list[AclBinding], stored: list[AclBinding]) -> None:
+    missing = [acl for acl in doomed if acl not in set(stored)]
+    if missing:
+        raise CliError(f"no such ACL: {missing[0].describe()}", hint="list them with: es acls list")
+
+
 @acls_app.command("list")
-def list_acls(data: DataOption = store_module.DEFAULT_PATH, json: Json = False,
+def list_acls(ctx: typer.Context, data: DataOption = store_module.DEFAULT_PATH, json: Json = False,
               principal: Annotated[str | None, typer.Option(
                   "--principal", help="Only this principal's.")] = None,
               topic: Topic = None, group: Group = None, cluster: Cluster = False,
-              transactional_id: TransactionalId = None) -> None:
+              transactional_id: TransactionalId = None,
+              bootstrap: BootstrapOption = None, command_config: CommandConfigOption = None,
+              security_protocol: SecurityProtocolOption = None, sasl_mechanism: SaslMechanismOption = None,
+              username: UsernameOption = None, password_env: PasswordEnvOption = None,
+              timeout: TimeoutOption = DEFAULT_TIMEOUT_S) -> None:
     """The ACLs (those matching a resource: literal, '*' and prefixes of its name)."""
     resource = _resource(topic, group, cluster, transactional_id)
-    chosen = AclFilter(principal=principal) if resource is None else AclFilter(
-        resource_type=resource[0], resource_name=resource[1], pattern_type=PatternType.MATCH,
-        principal=principal)
-    with open_store(data) as store:
-        found = sorted((a for a in acl_rows.load(store.log.catalog) if chosen.matches(a)),
-                       key=lambda a: (a.resource_type, a.resource_name, a.principal, a.operation))
+    server = connection(ctx, bootstrap, command_config, security_protocol, sasl_mechanism, username,
+                        password_env, timeout)
+    if server is not None:
+        matching = connect(server).describe_acls(resource, principal)
+    else:
+        chosen = AclFilter(principal=principal) if resource is None else AclFilter(
+            resource_type=resource[0], resource_name=resource[1], pattern_type=PatternType.MATCH,
+            principal=principal)
+        with open_store(data) as store:
+            matching = [a for a in acl_rows.load(store.log.catalog) if chosen.matches(a)]
+    found = sorted(matching, key=lambda a: (a.resource_type, a.resource_name, a.pattern_type, a.principal,
+                                            a.host, a.operation, a.permission))
     if json:
         print_json([_row(a) for a in found])
         return
     if not found:
         everything = resource is None and principal is None
-        note(f"no ACLs in {data} (every client may do everything)" if everything else "no ACL matches")
+        where = data if server is None else server.bootstrap
+        note(f"no ACLs in {where} (every client may do everything)" if everything else "no ACL matches")
         return
     t = table("PERMISSION", "PRINCIPAL", "HOST", "OPERATION", "RESOURCE", "NAME", "PATTERN")
     for a in found:
