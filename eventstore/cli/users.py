@@ -91,7 +91,7 @@ def add(
     server = connection(ctx, bootstrap, command_config, security_protocol, sasl_mechanism, username,
                         password_env, timeout)
     password = read_password(password_file)
-    try:
+    try:  # checks the iterations and the password for either form; the offline one stores these
         made = {m: credential(m, password, iterations) for m in mechanisms}
     except InvalidArgumentError as e:
         raise CliError(str(e)) from None
