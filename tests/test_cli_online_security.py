@@ -154,8 +154,6 @@ def test_users_and_acls_of_a_running_server(server: tuple[eventstore.Store, str]
     assert f"no user '{CAROL}'" in one_error(run("users", "delete", CAROL, *as_admin(address), env=ADMIN_ENV))
 
 
-@pytest.mark.xfail(strict=True, reason="the server answers DescribeUserScramCredentials with an empty user "
-                   "list (what librdkafka sends for 'all users') with no users; Kafka describes every user")
 def test_users_list_names_every_user(server: tuple[eventstore.Store, str], run: Run) -> None:
     store, address = server
     listed = json.loads(ok(run("users", "list", "--json", *as_admin(address), env=ADMIN_ENV)))

@@ -31,12 +31,13 @@ _CODE_OF: Final = {name: code for code, name in MECHANISM_CODES.items()}
 
 @handles(50)
 async def describe_user_scram_credentials(ctx: Context, header: RequestHeader, body: Any) -> Any:
-    """Each user's mechanisms and iterations (all users when none are named); never a key."""
+    """Each user's mechanisms and iterations (all users when none are named: a null or an
+    empty list, as Kafka; librdkafka sends the empty one); never a key."""
     cls = response_class(header)
     result_cls = item_class(cls, "results")
     info_cls = item_class(result_cls, "credential_infos")
     catalog = ctx.log.catalog
-    if body.users is None:
+    if not body.users:
         known = await ctx.blocking(users.names, catalog)
         asked = sorted(known)
     else:
