@@ -11,8 +11,9 @@ byte at the same offsets.
    a tail the leader does not have (4.2);
 3. a loop of replica Fetches for every partition of every topic it has, from its
    log end: the follower's high watermark ``min(its log end, the leader's)``
-   (``Log.set_high_watermark``) over what is durable already, each partition's
-   bytes to ``Log.append_replica``, one durability barrier for the round
+   (``Log.set_high_watermark``, on the loop) over what is durable already, each
+   partition's bytes to ``Log.append_replica`` (in a worker thread, skipped for an
+   answer that brought only high watermarks), one durability barrier for the round
    (``Log.wait_durable_each``), then the high watermark again, the
    stream index's catch-up when a streams topic grew (``Streams.catch_up``), and
    the next Fetch, whose offsets tell the leader what is durable here.
@@ -242,7 +243,20 @@ class Follower:
                 tp = TopicPartition(name or "", int(part.partition_index))
                 if name is not None and tp in by_tp:
                     answers.append((tp, part))
-        await self._blocking(self._apply, answers, by_tp)
+        visible = self._raise_high_watermarks(answers)  # on the loop: readers see it without a hop
+        if self._worker_needed(answers, visible):
+            await self._blocking(self._apply, answers, by_tp, visible)
+
+    def _worker_needed(self, answers: list[tuple[TopicPartition, Any]], visible: set[str]) -> bool:
+        """Whether an answer asks for more than its high watermarks, which are set already:
+        records to append, an error, a log start to follow, or a streams topic to index.
+        Most answers at a steady rate are only the high watermark a Fetch brought back."""
+        for tp, part in answers:  # bounded by the request
+            if part.records or int(part.error_code) != NONE:
+                return True
+            if self._log.offsets(tp.topic, tp.partition)[0] < int(part.log_start_offset):
+                return True
+        return any(cfg.streams for cfg in self._log.topics() if cfg.name in visible)
 
     def _fetch_request(self, asked: list[_Partition]) -> Any:
         """Fetch v13: topics by id, so a topic deleted and made again under its name on the
@@ -263,20 +277,20 @@ class Follower:
             forgotten_topics_data=(), rack_id="")
 
     def _apply(self, answers: list[tuple[TopicPartition, Any]],
-               by_tp: dict[TopicPartition, _Partition]) -> None:
-        """In a worker thread: the HW over what is already durable here, then each partition's
-        bytes, one barrier, then the HW again over what the barrier made durable.
+               by_tp: dict[TopicPartition, _Partition], visible: set[str]) -> None:
+        """In a worker thread, after the HW was set over what is already durable here (on the
+        loop, ``visible`` the topics it moved): each partition's bytes, one barrier, then
+        the HW again over what the barrier made durable.
 
         The leader's HW in an answer covers at most what this follower had fetched before
         (its position), which is durable here already: readers see it at once, not after
         the barrier of the bytes that came with it. The log's refusal of local writes does
         not apply (``Log.replica_writes``: log starts follow the leader's)."""
         with self._log.replica_writes():
-            self._apply_answers(answers, by_tp)
+            self._apply_answers(answers, by_tp, set(visible))
 
     def _apply_answers(self, answers: list[tuple[TopicPartition, Any]],
-                       by_tp: dict[TopicPartition, _Partition]) -> None:
-        visible = self._raise_high_watermarks(answers)
+                       by_tp: dict[TopicPartition, _Partition], visible: set[str]) -> None:
         ends: dict[TopicPartition, int] = {}
         for tp, part in answers:  # bounded by the request
             error = int(part.error_code)
