@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -161,6 +162,10 @@ def serve(
         async def run() -> None:
             server: Server = make()
             await server.start()
+            # What exists now (modules, the open store, its indexes) lives as long as the
+            # process: out of the cycle collector's reach, a full collection scans only what
+            # requests made since, instead of pausing every request for 20-40 ms each time.
+            gc.freeze()
             # logged once the store is open and the ports bound: a failure to start stays one line
             logging.getLogger("eventstore.server").info(
                 "store %s, durability %s, settings from %s", data, durability, config or "flags and defaults")
