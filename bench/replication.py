@@ -24,6 +24,7 @@ Every process runs on 127.0.0.1 with a free port and is stopped by its handle.
 
 from __future__ import annotations
 
+import gc
 import re
 import struct
 import subprocess
@@ -232,6 +233,7 @@ def rp3_lag(directory: Path, records: int) -> Measured:
         if not ready.wait(DEADLINE_SECONDS):
             raise RuntimeError("the reader did not reach the follower")
         delivery = Delivery()
+        gc.freeze()  # this process's own collections would count as lag: only what the run makes is scanned
         send_paced(client, records + N3_WARMUP, delivery)
         reader.join(DEADLINE_SECONDS)
         done.set()
