@@ -203,13 +203,18 @@ def test_a_wrong_password_is_one_line(server: tuple[eventstore.Store, str], run:
     assert "authentication failed" in failed
 
 
+SLACK_S = 6.0
+"""Beyond the timeout: the command's start and, for ``es users``, the child process that asks
+(a loaded machine takes seconds to start Python and librdkafka); well below a hang."""
+
+
 def test_an_unreachable_server_fails_within_the_timeout(run: Run) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening: refused
         started = time.monotonic()
         failed = one_error(run("acls", "list", "--bootstrap", address, "--timeout", "2"))
-    assert time.monotonic() - started < 2 + 2
+    assert time.monotonic() - started < 2 + SLACK_S
     assert f"cannot reach {address}" in failed or f"no answer from {address}" in failed
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -219,7 +224,7 @@ def test_an_unreachable_server_fails_within_the_timeout(run: Run) -> None:
         failed = one_error(run("users", "list", "--bootstrap", address, "--timeout", "1"))
         elapsed = time.monotonic() - started
     assert f"no answer from {address} within 1 s" in failed
-    assert 1 <= elapsed < 1 + 2
+    assert 1 <= elapsed < 1 + SLACK_S
 
 
 def test_options_that_do_not_go_together(run: Run, tmp_path: Path) -> None:
