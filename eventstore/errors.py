@@ -8,6 +8,7 @@ a full disk, corrupt bytes, a store held by someone else) raise one of these;
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationFailedError",
     "BackupCorruptionError",
     "BackupError",
     "CommitFailedError",
@@ -462,6 +463,18 @@ class CoordinatorError(EventStoreError):
         self.endpoint = endpoint
         self.reason = reason
         super().__init__(f"coordinator {endpoint}: {reason}")
+
+
+class AuthenticationFailedError(EventStoreError):
+    """A client could not authenticate to a server: the server refused its SASL credentials
+    (or the mechanism), or the server's TLS certificate is not one the client trusts.
+    Nothing was sent but the authentication; the message never holds a password."""
+
+    def __init__(self, address: str, mechanism: str, reason: str) -> None:
+        self.address = address
+        self.mechanism = mechanism
+        self.reason = reason
+        super().__init__(f"authentication to {address} with {mechanism} failed: {reason}")
 
 
 # --- when mirroring to or from a Kafka-protocol cluster ----------------------------------

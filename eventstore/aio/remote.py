@@ -31,10 +31,17 @@ from .threads import complete_in_thread, wait_in_thread
 __all__ = ["RemoteConsumer", "RemoteProducer", "RemoteStore", "RemoteSubscription", "connect"]
 
 
-async def connect(address: str, *, max_bytes: int = 4 * 1024 * 1024) -> RemoteStore:
-    """A store served at ``address`` (``"host:port[,host:port...]"``); as ``eventstore.connect``.
+async def connect(address: str, *, security_protocol: str = "PLAINTEXT", sasl_mechanism: str | None = None,
+                  username: str | None = None, password: str | None = None, ssl_cafile: str | None = None,
+                  ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                  ssl_check_hostname: bool = True, max_bytes: int = 4 * 1024 * 1024) -> RemoteStore:
+    """A store served at ``address`` (``"host:port[,host:port...]"``), with the security
+    settings of ``eventstore.connect`` (checked the same way, before anything connects).
     Use it as ``async with await eventstore.aio.connect(address) as store:``."""
-    opener = functools.partial(remote_store.connect, address, max_bytes=max_bytes)
+    opener = functools.partial(
+        remote_store.connect, address, security_protocol=security_protocol, sasl_mechanism=sasl_mechanism,
+        username=username, password=password, ssl_cafile=ssl_cafile, ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile, ssl_check_hostname=ssl_check_hostname, max_bytes=max_bytes)
     return RemoteStore(await complete_in_thread(opener))
 
 

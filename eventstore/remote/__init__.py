@@ -8,6 +8,8 @@ the extension APIs over a connection of our own (``connection.py``,
 
 * ``connection``: one blocking connection for the extension APIs, and the error
   codes back to the store's exceptions;
+* ``security``: ``connect``'s TLS and SASL settings, checked; librdkafka's settings
+  from them, and the SASL exchange of the connections of our own;
 * ``streams``: the stream calls, snapshots and subscriptions;
 * ``kafka``: topics, appends, reads, producers, consumers and groups on librdkafka
   (imported on first use);

@@ -5,7 +5,10 @@ calls have no Kafka client, so they go over this: a blocking socket, the framing
 and headers of ``eventstore.wire``, the extension codec. It opens with ApiVersions
 (v0, which every Kafka server answers): a server that does not list key 20000
 is not an eventstore server, and every stream call then raises one error that
-names it (:class:`StreamsNotServedError`).
+names it (:class:`StreamsNotServedError`). On a secured server the socket is wrapped
+in TLS before ApiVersions and the connection authenticates with SASL after it
+(``security.py``); every connection does, the ones opened again after a break and
+the ones to a leader too.
 
 A connection carries one request at a time (a lock); a subscription holds its
 own, so its long polls never hold up other calls. A broken connection is closed
@@ -29,6 +32,7 @@ import time
 from typing import Any
 
 from ..errors import (
+    AuthenticationFailedError,
     EventStoreError,
     InvalidArgumentError,
     InvalidTopicError,
@@ -43,6 +47,7 @@ from ..errors import (
 from ..wire import FrameSplitter
 from ..wire import extensions as codec
 from ..wire.errors import ProtocolError
+from .security import Security, authenticate
 
 __all__ = [
     "Connection", "ConnectionPool", "ServerUnavailableError", "StreamsNotServedError", "error_with_message",
@@ -95,8 +100,9 @@ def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
 class Connection:
     """A blocking connection to the first server of ``addresses`` that answers."""
 
-    def __init__(self, addresses: list[tuple[str, int]]) -> None:
+    def __init__(self, addresses: list[tuple[str, int]], security: Security | None = None) -> None:
         self.addresses = addresses
+        self.security = security or Security()
         self.address = f"{addresses[0][0]}:{addresses[0][1]}"
         """The server connected to (``host:port``), or the first one before any connection."""
         self._lock = threading.Lock()
@@ -170,11 +176,46 @@ class Connection:
                         # request may be sent again (appends carry their event ids)
                         reused = False
                         continue
-                    raise ServerUnavailableError(self.address, f"connection lost: {e}") from e
+                    raise ServerUnavailableError(self.address, f"connection lost: {e}{self._hint(e)}") from e
                 if got != cid:
                     self._drop()
                     raise ServerUnavailableError(self.address, f"answered request {got}, expected {cid}")
                 return response
+
+    def check_access(self) -> None:
+        """Connect (TLS, SASL) and ask the server's Metadata, as a Kafka client's first request:
+        what the log half does first, checked here so that a refusal raises at once
+        (``AuthenticationFailedError``, or a server that closes on a client that did not
+        authenticate) instead of librdkafka's retries until its timeout."""
+        with self._lock:
+            sock = self._ensure()
+            cid = next(self._ids) & 0x7FFFFFFF
+            try:
+                sock.settimeout(REQUEST_TIMEOUT_S)
+                sock.sendall(codec.encode_metadata_request(cid, CLIENT_ID))
+                got = codec.decode_metadata_leader(self._receive(sock))[0]
+            except (OSError, ProtocolError) as e:
+                self._drop()
+                reason = f"Metadata not answered: {e}{self._hint(e)}"
+                raise ServerUnavailableError(self.address, reason) from e
+            if got != cid:
+                self._drop()
+                raise ServerUnavailableError(self.address, f"answered request {got}, expected {cid}")
+
+    def _hint(self, error: Exception, opening: bool = False) -> str:
+        """Why a server may close a connection at once: while ``opening`` (before ApiVersions is
+        answered), a TLS listener on a plaintext client or a missing client certificate; on the
+        first request, a SASL listener on a client that did not authenticate."""
+        if "closed" not in str(error):
+            return ""
+        protocol = f"this client connects with security_protocol={self.security.protocol!r}"
+        if opening and not self.security.tls:
+            return f" (a TLS listener closes a connection that does not start TLS; {protocol})"
+        if opening and self.security.certfile is None:
+            return " (a listener that asks for a client certificate closes a connection without one)"
+        if not opening and not self.security.sasl:
+            return f" (a SASL listener closes a connection that has not authenticated; {protocol})"
+        return ""
 
     def close(self) -> None:
         """Close the socket; later calls raise ``StoreClosedError``. Idempotent, any thread."""
@@ -198,13 +239,23 @@ class Connection:
                 errors.append(f"{host}:{port}: {e}")
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock, self.address = sock, f"{host}:{port}"
+            address = f"{host}:{port}"
+            try:
+                sock = self.security.wrap(sock, host, address)
+            except OSError as e:
+                errors.append(f"{address}: TLS handshake: {e}")
+                continue
+            self._sock, self.address = sock, address
             self._splitter = FrameSplitter()
             try:
                 self._apis = self._api_versions(sock)
+                authenticate(self.security, self._round_trip, self._next_id, address, CLIENT_ID)
+            except AuthenticationFailedError:
+                self._drop()
+                raise
             except (OSError, ProtocolError) as e:
                 self._drop()
-                errors.append(f"{host}:{port}: {e}")
+                errors.append(f"{address}: {e}{self._hint(e, opening=True)}")
                 continue
             return sock
         raise ServerUnavailableError(self.address, f"cannot connect: {'; '.join(errors)}")
@@ -217,6 +268,15 @@ class Connection:
         if got != cid or error != 0:
             raise ProtocolError(f"ApiVersions answered correlation id {got}, error {error}")
         return apis
+
+    def _next_id(self) -> int:
+        return next(self._ids) & 0x7FFFFFFF
+
+    def _round_trip(self, request: bytes) -> bytes:
+        """One request on the socket being opened, its answer (the SASL exchange's)."""
+        assert self._sock is not None
+        self._sock.sendall(request)
+        return self._receive(self._sock)
 
     def _receive(self, sock: socket.socket) -> bytes:
         splitter = self._splitter
@@ -241,8 +301,10 @@ class ConnectionPool:
     (or opens one), so threads do not wait for each other's round trips; at most ``idle_max``
     are kept open between calls."""
 
-    def __init__(self, addresses: list[tuple[str, int]], idle_max: int = POOL_IDLE_MAX) -> None:
+    def __init__(self, addresses: list[tuple[str, int]], security: Security | None = None,
+                 idle_max: int = POOL_IDLE_MAX) -> None:
         self.addresses = addresses
+        self.security = security or Security()
         self._idle_max = idle_max
         self._lock = threading.Lock()
         self._idle: list[Connection] = []
@@ -271,11 +333,23 @@ class ConnectionPool:
             self.addresses = connection.addresses
             self._release(connection)
 
+    def open_one(self) -> Connection:
+        """A connection of the pool's servers and security, not kept by the pool (a subscription's)."""
+        return Connection(self.addresses, self.security)
+
+    def check_access(self) -> None:
+        """``Connection.check_access`` on a connection of the pool."""
+        connection = self._acquire()
+        try:
+            connection.check_access()
+        finally:
+            self._release(connection)
+
     def _acquire(self) -> Connection:
         with self._lock:
             if self._closed:
                 raise StoreClosedError(self._last_address)
-            connection = self._idle.pop() if self._idle else Connection(self.addresses)
+            connection = self._idle.pop() if self._idle else self.open_one()
             self._busy.add(connection)
             return connection
 

@@ -54,9 +54,8 @@ def _checked(response: dict[str, Any]) -> dict[str, Any]:
 class RemoteDCB:
     """The DCB calls of a store served at ``connection``'s address."""
 
-    def __init__(self, connection: ConnectionPool, addresses: list[tuple[str, int]], max_bytes: int) -> None:
+    def __init__(self, connection: ConnectionPool, max_bytes: int) -> None:
         self.connection = connection
-        self.addresses = addresses
         self.max_bytes = max_bytes
 
     def append(self, events: Sequence[TaggedEvent] | TaggedEvent,
@@ -98,7 +97,7 @@ class RemoteDCB:
         query = check_query(query)
         start = check_after(after)
         check_count(page_events, "page_events")
-        return RemoteTaggedSubscription(Connection(self.addresses), query, start, page_events, self.max_bytes)
+        return RemoteTaggedSubscription(self.connection.open_one(), query, start, page_events, self.max_bytes)
 
 
 class RemoteTaggedSubscription(PolledSubscription[SequencedEvent]):

@@ -7,6 +7,13 @@ hand and never joins a group. ``producer()`` and ``consumer()`` give objects wit
 the embedded clients' API over librdkafka's own producer and consumer, groups
 included. librdkafka was chosen by measurement (docs/protocol.md, section 1).
 
+Every librdkafka client the store makes gets its settings from one place
+(``KafkaLog.client_config``): the servers, the logger and the security settings of
+``connect`` (``security.py``). The first of them is made only after a connection of
+our own has authenticated and been answered a Metadata request (``check_access``), so
+a wrong password raises ``AuthenticationFailedError`` at once rather than after
+librdkafka's retries.
+
 Kafka errors come back as the embedded store's exceptions (``raise_kafka``).
 """
 
@@ -146,8 +153,12 @@ _CONFIGS = (("retention_ms", "retention.ms"), ("retention_bytes", "retention.byt
 class KafkaLog:
     """Topics, appends and reads of a store (or any Kafka cluster) at ``bootstrap``."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, settings: Mapping[str, str] | None = None,
+                 check_access: Callable[[], None] | None = None) -> None:
         self.bootstrap = bootstrap
+        self._common: dict[str, Any] = {**(settings or {}), "bootstrap.servers": bootstrap, "logger": LOGGER}
+        self._check_access = check_access
+        self._access_checked = check_access is None
         self._admin_lock = threading.Lock()
         self._admin_client: Any = None
         self._counts: dict[str, int] = {}  # partition counts seen (check_partition)
@@ -156,14 +167,22 @@ class KafkaLog:
         self._reader_lock = threading.Lock()
         self._reader: Any = None
 
+    def client_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` with the settings every client of the store shares; the first call
+        checks that the server lets this client in (``check_access``; raises if not)."""
+        if not self._access_checked:
+            assert self._check_access is not None
+            self._check_access()
+            self._access_checked = True
+        return {**config, **self._common}
+
     @property
     def _admin(self) -> Any:
         """The admin client, made on first use: a store used for streams only starts none of
         librdkafka's threads."""
         with self._admin_lock:
             if self._admin_client is None:
-                self._admin_client = ck_admin.AdminClient(
-                    {"bootstrap.servers": self.bootstrap, "logger": LOGGER})
+                self._admin_client = ck_admin.AdminClient(self.client_config({}))
             return self._admin_client
 
     def close(self) -> None:
@@ -274,8 +293,7 @@ class KafkaLog:
     def _shared_producer(self) -> Any:
         with self._producer_lock:
             if self._producer is None:
-                self._producer = ck.Producer({**PRODUCER_CONFIG, "bootstrap.servers": self.bootstrap,
-                                              "linger.ms": 0})
+                self._producer = ck.Producer(self.client_config({**PRODUCER_CONFIG, "linger.ms": 0}))
             return self._producer
 
     def append_many(self, topic: str, messages: Sequence[Message]) -> list[RecordMetadata]:
@@ -326,13 +344,12 @@ class KafkaLog:
 
     def _shared_reader(self) -> Any:
         if self._reader is None:
-            self._reader = ck.Consumer({
-                "bootstrap.servers": self.bootstrap, "logger": LOGGER,
+            self._reader = ck.Consumer(self.client_config({
                 "group.id": f"eventstore-reader-{uuid.uuid4()}",
                 "enable.auto.commit": False, "auto.offset.reset": "error",
                 "isolation.level": "read_uncommitted",  # the high watermark, as Store.offsets
                 "fetch.wait.max.ms": FETCH_WAIT_MS,
-                "enable.partition.eof": True})
+                "enable.partition.eof": True}))
         return self._reader
 
     def offsets(self, topic: str, partition: int) -> tuple[int, int]:
@@ -385,10 +402,10 @@ class KafkaLog:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         if self.offsets(topic, partition)[1] > offset:
             return True
-        waiter = ck.Consumer({
-            "bootstrap.servers": self.bootstrap, "logger": LOGGER, "enable.auto.commit": False,
+        waiter = ck.Consumer(self.client_config({
+            "enable.auto.commit": False,
             "group.id": f"eventstore-waiter-{uuid.uuid4()}", "auto.offset.reset": "latest",
-            "isolation.level": "read_uncommitted", "fetch.wait.max.ms": FETCH_WAIT_MS})
+            "isolation.level": "read_uncommitted", "fetch.wait.max.ms": FETCH_WAIT_MS}))
         try:
             waiter.assign([ck.TopicPartition(topic, partition, offset)])
             while True:  # bounded by the deadline (None: until the record comes)
@@ -527,8 +544,8 @@ class RemoteProducer:
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
         self.client_id = client_id
-        self._producer = ck.Producer({**PRODUCER_CONFIG, "bootstrap.servers": log.bootstrap,
-                                      "client.id": client_id, "linger.ms": 5})
+        self._producer = ck.Producer(log.client_config({**PRODUCER_CONFIG, "client.id": client_id,
+                                                        "linger.ms": 5}))
         self._known: set[str] = set()  # topics seen to exist: send checks others once
         self._closed = False
         self._stop = threading.Event()
@@ -634,8 +651,8 @@ class RemoteConsumer:
         if strategy is None:
             raise InvalidArgumentError(f"partition_assignment_strategy must be 'range', 'roundrobin' or "
                                        f"'cooperative-sticky', got {partition_assignment_strategy!r}")
-        self._consumer = ck.Consumer({
-            "bootstrap.servers": log.bootstrap, "client.id": client_id, "logger": LOGGER,
+        self._consumer = ck.Consumer(log.client_config({
+            "client.id": client_id,
             "group.id": group_id or f"eventstore-unnamed-{uuid.uuid4()}",
             "enable.auto.commit": bool(enable_auto_commit and group_id is not None),
             "auto.commit.interval.ms": auto_commit_interval_ms,
@@ -646,7 +663,7 @@ class RemoteConsumer:
             "partition.assignment.strategy": strategy,
             # a seek or a new assignment waits for the fetch in flight: keep those waits short
             "fetch.wait.max.ms": FETCH_WAIT_MS,
-        })
+        }))
         self._subscription: set[str] | None = None
         self._manual: set[TopicPartition] | None = None
         self._paused: set[TopicPartition] = set()

@@ -31,8 +31,9 @@ from ..sourcing.events import AppendResult, NewEvent, RecordedEvent, StreamMetad
 from ..sourcing.rules import check_stream_id
 from ..sourcing.subscriptions import PAGE_EVENTS, check_count
 from ..validation import check_group_id, check_int64, check_wait
-from .connection import Connection, ConnectionPool, parse_bootstrap
+from .connection import ConnectionPool, parse_bootstrap
 from .dcb import RemoteDCB, RemoteTaggedSubscription
+from .security import Security, security
 from .streams import RemoteStreams, RemoteSubscription
 
 if TYPE_CHECKING:  # imported when first used: the Kafka client library is the 'remote' extra
@@ -64,32 +65,50 @@ class EmbeddedOnlyError(EventStoreError):
                          f"it {EMBEDDED_ONLY[method]}")
 
 
-def connect(address: str, *, max_bytes: int = 4 * 1024 * 1024) -> RemoteStore:
+def connect(address: str, *, security_protocol: str = "PLAINTEXT", sasl_mechanism: str | None = None,
+            username: str | None = None, password: str | None = None, ssl_cafile: str | None = None,
+            ssl_certfile: str | None = None, ssl_keyfile: str | None = None, ssl_check_hostname: bool = True,
+            max_bytes: int = 4 * 1024 * 1024) -> RemoteStore:
     """A store served at ``address`` (``"host:port[,host:port...]"``), with ``Store``'s API.
 
+    The security settings are named as Kafka clients name them (docs/operations.md,
+    section 1.4): ``security_protocol`` PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL;
+    on a SASL protocol ``username``, ``password`` and ``sasl_mechanism`` (PLAIN,
+    SCRAM-SHA-256, default SCRAM-SHA-512); with TLS ``ssl_cafile`` (the CA that signed
+    the server's certificate; default the system's), ``ssl_certfile`` and
+    ``ssl_keyfile`` (a client certificate, for a server that asks for one), and
+    ``ssl_check_hostname`` (False: the certificate need not name the host).
     ``max_bytes``: about how many bytes one stream read asks for at a time (larger
-    reads are paged). Connecting checks the address only; the first call connects.
+    reads are paged). Connecting checks the arguments and reads the TLS files only;
+    the first call connects (and raises ``AuthenticationFailedError`` if refused).
     """
     addresses = parse_bootstrap(address)
     if type(max_bytes) is not int or max_bytes < 1:
         raise InvalidArgumentError(f"max_bytes must be a positive int, got {max_bytes!r}")
-    return RemoteStore(address, addresses, max_bytes)
+    settings = security(security_protocol, sasl_mechanism, username, password, ssl_cafile, ssl_certfile,
+                        ssl_keyfile, ssl_check_hostname)
+    return RemoteStore(address, addresses, max_bytes, settings)
 
 
 class RemoteStore:
     """A store on a server. Use ``eventstore.connect()`` to get one; close it (or use ``with``)."""
 
-    def __init__(self, address: str, addresses: list[tuple[str, int]], max_bytes: int) -> None:
+    def __init__(self, address: str, addresses: list[tuple[str, int]], max_bytes: int,
+                 settings: Security | None = None) -> None:
         self.address = address
         self.path = address
         """Where the store is: its address (``Store.path`` is its directory)."""
-        self._addresses = addresses
         self._max_bytes = max_bytes
         from .kafka import KafkaLog
 
-        self._log = KafkaLog(",".join(f"{h}:{p}" for h, p in addresses))
-        self._streams = RemoteStreams(ConnectionPool(addresses), max_bytes)
-        self._dcb = RemoteDCB(self._streams.connection, addresses, max_bytes)
+        settings = settings or Security()
+        self.security_protocol = settings.protocol
+        """How the store reaches the server (``connect``'s ``security_protocol``)."""
+        pool = ConnectionPool(addresses, settings)
+        self._log = KafkaLog(",".join(f"{h}:{p}" for h, p in addresses), settings.kafka_settings(),
+                             pool.check_access)
+        self._streams = RemoteStreams(pool, max_bytes)
+        self._dcb = RemoteDCB(pool, max_bytes)
         self._clients: weakref.WeakSet[Any] = weakref.WeakSet()  # producers and consumers made here
         self._closed = False
 
@@ -394,7 +413,7 @@ class RemoteStore:
                 start = streams.watermark()
         else:
             streams.stream_versions([])  # the server serves streams: fail here, not in next()
-        return RemoteSubscription(Connection(self._addresses), kind, target, start, page_events,
+        return RemoteSubscription(streams.connection.open_one(), kind, target, start, page_events,
                                   self._max_bytes)
 
     # --- dynamic consistency boundaries (AppendEvents, ReadEvents, PollEvents) ----------

@@ -14,7 +14,8 @@ Decoding is bounded and total: every length and count is checked against the
 bytes left before anything is built, unknown tagged fields are skipped, and any
 bytes give either a value or :class:`ProtocolError`, never another exception
 (held by a fuzz test). The ApiVersions v0 request and response the remote client
-opens with are here too, so that it needs no kio.
+opens with are here too, and SaslHandshake v1 and SaslAuthenticate v1 it authenticates
+with, so that it needs no kio.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ __all__ = [
     "decode_metadata_leader",
     "decode_request_body",
     "decode_response",
+    "decode_sasl_authenticate_response",
+    "decode_sasl_handshake_response",
     "encode_api_versions_request",
     "encode_metadata_request",
     "encode_request",
     "encode_response",
+    "encode_sasl_authenticate_request",
+    "encode_sasl_handshake_request",
 ]
 
 # A field type is a primitive's name, a struct (a tuple of (name, type) pairs, ending in
@@ -533,6 +538,65 @@ def decode_metadata_leader(frame_bytes: bytes | bytearray | memoryview
         brokers[node_id] = (host or "", port)
     controller_id = _i32.unpack_from(buf, r.need(4, "controller id"))[0]
     return correlation_id, controller_id, brokers
+
+
+# --- SaslHandshake v1 and SaslAuthenticate v1, the remote client's authentication -----------
+
+SASL_HANDSHAKE_KEY: Final = 17
+SASL_AUTHENTICATE_KEY: Final = 36
+
+
+def _v1_request(api_key: int, correlation_id: int, client_id: str | None, body: bytes) -> bytes:
+    """A version 1 request frame of ``api_key`` (header v1, not flexible) carrying ``body``."""
+    client = None if client_id is None else client_id.encode()
+    out = bytearray(_header.pack(api_key, 1, correlation_id, -1 if client is None else len(client)))
+    if client is not None:
+        out += client
+    out += body
+    return frame(out)
+
+
+def encode_sasl_handshake_request(correlation_id: int, mechanism: str,
+                                  client_id: str | None = None) -> bytes:
+    """A SaslHandshake v1 request frame: the mechanism (an int16-length string)."""
+    name = mechanism.encode()
+    return _v1_request(SASL_HANDSHAKE_KEY, correlation_id, client_id, _i16.pack(len(name)) + name)
+
+
+def decode_sasl_handshake_response(frame_bytes: bytes | bytearray | memoryview
+                                   ) -> tuple[int, int, list[str]]:
+    """``(correlation_id, error_code, mechanisms offered)`` of a SaslHandshake v1 response."""
+    buf = bytes(frame_bytes)
+    r = _Reader(buf, 0)
+    correlation_id = _i32.unpack_from(buf, r.need(4, "correlation id"))[0]
+    error_code = _i16.unpack_from(buf, r.need(2, "error code"))[0]
+    count = _i32.unpack_from(buf, r.need(4, "mechanism count"))[0]
+    if not 0 <= count <= (r.end - r.pos) // 2:  # a string takes at least its two length bytes
+        raise ProtocolError(f"SaslHandshake lists {count} mechanisms in {r.end - r.pos} bytes", r.pos)
+    mechanisms = [_short_string(r, buf, "mechanism") or "" for _ in range(count)]  # bounded above
+    return correlation_id, error_code, mechanisms
+
+
+def encode_sasl_authenticate_request(correlation_id: int, message: bytes,
+                                     client_id: str | None = None) -> bytes:
+    """A SaslAuthenticate v1 request frame: one message of the mechanism (int32-length bytes)."""
+    return _v1_request(SASL_AUTHENTICATE_KEY, correlation_id, client_id, _i32.pack(len(message)) + message)
+
+
+def decode_sasl_authenticate_response(frame_bytes: bytes | bytearray | memoryview
+                                      ) -> tuple[int, int, str | None, bytes]:
+    """``(correlation_id, error_code, error_message, the server's message)`` of a
+    SaslAuthenticate v1 response (its session lifetime is not read)."""
+    buf = bytes(frame_bytes)
+    r = _Reader(buf, 0)
+    correlation_id = _i32.unpack_from(buf, r.need(4, "correlation id"))[0]
+    error_code = _i16.unpack_from(buf, r.need(2, "error code"))[0]
+    error_message = _short_string(r, buf, "error message")
+    size = _i32.unpack_from(buf, r.need(4, "auth bytes length"))[0]
+    if size < 0:
+        return correlation_id, error_code, error_message, b""
+    start = r.need(size, "auth bytes")
+    return correlation_id, error_code, error_message, buf[start:start + size]
 
 
 def _short_string(r: _Reader, buf: bytes, what: str) -> str | None:
