@@ -186,9 +186,14 @@ class Connection:
         """Connect (TLS, SASL) and ask the server's Metadata, as a Kafka client's first request:
         what the log half does first, checked here so that a refusal raises at once
         (``AuthenticationFailedError``, or a server that closes on a client that did not
-        authenticate) instead of librdkafka's retries until its timeout."""
+        authenticate) instead of librdkafka's retries until its timeout. A server without
+        Metadata v1 (Kafka 4 dropped it) is only connected to."""
         with self._lock:
             sock = self._ensure()
+            assert self._apis is not None
+            low, high = self._apis.get(codec.METADATA_KEY, (1, 0))
+            if not low <= 1 <= high:
+                return
             cid = next(self._ids) & 0x7FFFFFFF
             try:
                 sock.settimeout(REQUEST_TIMEOUT_S)
