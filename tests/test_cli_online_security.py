@@ -242,3 +242,33 @@ def test_options_that_do_not_go_together(run: Run, tmp_path: Path) -> None:
     assert "needs a SASL protocol" in plaintext
     flag_wins = one_error(run("acls", "list", "--data", str(tmp_path), env={"ES_BOOTSTRAP": "127.0.0.1:9"}))
     assert f"no store at '{tmp_path}'" in flag_wins
+
+
+def test_the_bootstrap_commands_are_secured_by_the_environment(server: tuple[eventstore.Store, str],
+                                                               run: Run) -> None:
+    """es produce, consume and topics with --bootstrap reach a SASL listener as es acls does:
+    the protocol, user and password from ES_* variables; a wrong password is one error line."""
+    store, address = server
+    env = {"ES_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "ES_USERNAME": ADMIN, "ES_PASSWORD": ADMIN_PASSWORD}
+    store.create_topic("via-cli", 1)
+    produced = run("produce", "via-cli", "--bootstrap", address, "--value", "over-sasl", env=env)
+    assert produced.exit_code == 0, produced.output
+    assert [r.value for r in store.read("via-cli", 0, 0)] == [b"over-sasl"]
+    listed = run("topics", "list", "--bootstrap", address, "--json", env=env)
+    assert listed.exit_code == 0, listed.output
+    assert {"via-cli", "orders", "audit"} <= {t["name"] for t in json.loads(listed.stdout)}
+    started = time.monotonic()
+    failed = one_error(run("topics", "list", "--bootstrap", address, env={**env, "ES_PASSWORD": "wrong"}))
+    assert "authentication" in failed.lower() and "wrong" not in failed
+    assert time.monotonic() - started < SLACK_S
+    kerberos = _properties(store, "sasl.kerberos.service.name=kafka")
+    unknown = one_error(run("topics", "list", "--bootstrap", address,
+                            env={**env, "ES_COMMAND_CONFIG": kerberos}))
+    assert "sasl.kerberos.service.name" in unknown
+
+
+def _properties(store: eventstore.Store, *lines: str) -> str:
+    path = store.path + ".properties"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return path

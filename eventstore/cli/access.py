@@ -6,7 +6,7 @@ import difflib
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,7 +20,8 @@ from ..remote.store import RemoteStore
 DATA_HELP = "Store directory (env ES_DATA)."
 DataOption = Annotated[str, typer.Option("--data", envvar="ES_DATA", help=DATA_HELP)]
 BOOTSTRAP_HELP = ("The store a server serves, at HOST:PORT[,HOST:PORT...], instead of --data "
-                  "(env ES_BOOTSTRAP); any Kafka-protocol server for topics, records and groups.")
+                  "(env ES_BOOTSTRAP); any Kafka-protocol server for topics, records and groups. "
+                  "A secured one: ES_SECURITY_PROTOCOL, ES_USERNAME, ES_PASSWORD, ES_COMMAND_CONFIG.")
 BootstrapOption = Annotated[str | None, typer.Option(
     "--bootstrap", envvar="ES_BOOTSTRAP", metavar="HOST:PORT", help=BOOTSTRAP_HELP)]
 AnyStore = store_module.Store | RemoteStore
@@ -56,8 +57,41 @@ def open_store(data: str, *, create: bool = False) -> store_module.Store:
 def open_any(data: str, bootstrap: str | None, *, create: bool = False) -> AnyStore:
     """The store served at ``bootstrap`` if given (``eventstore.connect``), else the one at ``data``."""
     if bootstrap:
-        return remote_store.connect(bootstrap)
+        return connect(bootstrap)
     return open_store(data, create=create)
+
+
+#: librdkafka's security settings and ``eventstore.connect``'s names for them
+_CONNECT_OPTIONS = {
+    "security.protocol": "security_protocol", "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "username", "sasl.password": "password", "ssl.ca.location": "ssl_cafile",
+    "ssl.certificate.location": "ssl_certfile", "ssl.key.location": "ssl_keyfile",
+}
+
+
+def connect(bootstrap: str) -> RemoteStore:
+    """``eventstore.connect(bootstrap)`` secured as the environment says, as ``es acls`` and
+    ``es users`` read it (docs/operations.md, 2.4): ``ES_COMMAND_CONFIG`` (Kafka client
+    properties), ``ES_SECURITY_PROTOCOL``, ``ES_SASL_MECHANISM``, ``ES_USERNAME`` and the
+    password from ``ES_PASSWORD`` (or the variable ``ES_PASSWORD_ENV`` names)."""
+    from .admin_client import Connection, client_settings  # it imports this module
+
+    env = os.environ.get
+    settings = client_settings(Connection(
+        bootstrap, command_config=env("ES_COMMAND_CONFIG"), security_protocol=env("ES_SECURITY_PROTOCOL"),
+        sasl_mechanism=env("ES_SASL_MECHANISM"), username=env("ES_USERNAME"),
+        password_env=env("ES_PASSWORD_ENV")))
+    options: dict[str, Any] = {}
+    for key, value in settings.items():  # bounded by the properties
+        if key in _CONNECT_OPTIONS:
+            options[_CONNECT_OPTIONS[key]] = value
+        elif key == "ssl.endpoint.identification.algorithm":
+            options["ssl_check_hostname"] = value.lower() != "none"
+        elif key.startswith(("ssl.", "sasl.")):
+            supported = [*_CONNECT_OPTIONS, "ssl.endpoint.identification.algorithm"]
+            raise CliError(f"the client setting {key!r} is not supported with --bootstrap",
+                           hint="supported: " + ", ".join(supported))
+    return remote_store.connect(bootstrap, **options)
 
 
 def open_reader(data: str) -> StoreReader:
@@ -77,7 +111,7 @@ def store_or_reader(data: str, bootstrap: str | None = None
     durability mode) they report as unknown.
     """
     if bootstrap:
-        with remote_store.connect(bootstrap) as remote:
+        with connect(bootstrap) as remote:
             yield remote, None
         return
     try:
