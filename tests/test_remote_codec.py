@@ -147,3 +147,31 @@ def test_api_versions_v0_round_trip() -> None:
 def test_any_api_versions_bytes_decode_or_raise_protocol_error(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         x.decode_api_versions_response(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=120))
+def test_any_sasl_response_bytes_decode_or_raise_protocol_error(data: bytes) -> None:
+    """The remote client's SASL answers come from the network too: any bytes give a value
+    or ProtocolError, never another exception."""
+    for decode in (x.decode_sasl_handshake_response, x.decode_sasl_authenticate_response):
+        with contextlib.suppress(ProtocolError):
+            decode(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(mechanisms=st.lists(st.text(max_size=20), max_size=5), flips=st.lists(
+    st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4), cut=st.integers(0, 400))
+def test_mutated_sasl_handshake_answers_decode_or_raise_protocol_error(
+        mechanisms: list[str], flips: list[tuple[int, int]], cut: int) -> None:
+    """Near-valid SaslHandshake answers: a real one, bytes changed and cut."""
+    body = bytearray(struct.pack(">ihi", 7, 0, len(mechanisms)))
+    for name in mechanisms:
+        raw = name.encode()
+        body += struct.pack(">h", len(raw)) + raw
+    assert x.decode_sasl_handshake_response(bytes(body)) == (7, 0, mechanisms)
+    for position, value in flips:
+        if position < len(body):
+            body[position] = value
+    with contextlib.suppress(ProtocolError):
+        x.decode_sasl_handshake_response(bytes(body[:cut]))
