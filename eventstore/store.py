@@ -199,7 +199,10 @@ class Store:
         (docs/protocol.md); ``replica_of`` (``"HOST:PORT[,...]"``: follow that leader),
         ``min_insync_replicas``, ``replica_lag_ms`` (docs/replication.md: with
         ``min_insync_replicas=2``, appends in ``"replicated"`` durability wait for a
-        follower); ``listeners`` (more listeners besides ``address``, a PLAINTEXT one:
+        follower); how a follower reaches its leader: ``replica_security_protocol``,
+        ``replica_sasl_mechanism``, ``replica_username``, ``replica_password``,
+        ``replica_ssl_cafile``, ``replica_ssl_certfile``, ``replica_ssl_keyfile``
+        (docs/replication.md, section 4); ``listeners`` (more listeners besides ``address``, a PLAINTEXT one:
         ``["SASL_SSL://HOST:PORT", ...]``; ``.listeners`` of the handle has each one's
         address as bound), ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cafile``,
         ``sasl_mechanisms`` (docs/operations.md, section 1). Needs the ``server`` extra.

@@ -59,7 +59,7 @@ def render(settings: list[Effective]) -> str:
 
 
 def _toml(key: str, value: Any) -> str:
-    if any(word in key for word in SECRET_WORDS):
+    if any(word in key for word in SECRET_WORDS) and not key.endswith("_env"):
         return '"***"'
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -58,7 +58,8 @@ SECTION_RULES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
 """A flag's section: the first rule one of whose prefixes starts its key; else ``server``."""
 OTHER_SECTION: Final = "server"
 SECRET_WORDS: Final = ("password", "secret")
-"""A key holding one of these words is printed masked by ``es config check``."""
+"""A key holding one of these words is printed masked by ``es config check`` (but a key ending
+in ``_env``: it names the variable that holds the secret, as ``replica_password_env``)."""
 CONFIG_PARAMETER: Final = "config"
 META_KEY: Final = "eventstore.config_file"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -70,6 +71,28 @@ def serve(
     replica_lag_ms: Annotated[int, typer.Option(
         "--replica-lag-ms", metavar="MS",
         help="A follower not caught up for this long leaves the in-sync set.")] = 10_000,
+    replica_security_protocol: Annotated[str, typer.Option(
+        "--replica-security-protocol", metavar="PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL",
+        help="How a follower connects to its leader (docs/replication.md, 4).")] = "PLAINTEXT",
+    replica_sasl_mechanism: Annotated[str, typer.Option(
+        "--replica-sasl-mechanism", metavar="PLAIN|SCRAM-SHA-256|SCRAM-SHA-512",
+        help="The SASL mechanism a follower authenticates with.")] = "SCRAM-SHA-512",
+    replica_username: Annotated[str | None, typer.Option(
+        "--replica-username", metavar="NAME",
+        help="The user a follower authenticates as (on SASL_PLAINTEXT and SASL_SSL).")] = None,
+    replica_password_env: Annotated[str, typer.Option(
+        "--replica-password-env", metavar="VAR",
+        help="The environment variable holding that user's password.")] = "ES_REPLICA_PASSWORD",
+    replica_ssl_cafile: Annotated[str | None, typer.Option(
+        "--replica-ssl-cafile", metavar="PEM",
+        help="CA certificates a follower checks its leader's certificate with (default: the system's).")
+    ] = None,
+    replica_ssl_certfile: Annotated[str | None, typer.Option(
+        "--replica-ssl-certfile", metavar="PEM",
+        help="A follower's client certificate, for a leader that asks for one.")] = None,
+    replica_ssl_keyfile: Annotated[str | None, typer.Option(
+        "--replica-ssl-keyfile", metavar="PEM",
+        help="That certificate's private key (default: in --replica-ssl-certfile).")] = None,
     coordinator: Annotated[str | None, typer.Option(
         "--coordinator", metavar="etcd://HOST:PORT",
         help="Let etcd elect the leader and fail over (docs/replication.md, 7); needs --cluster.")] = None,
@@ -125,6 +148,7 @@ def serve(
     """
     if durability not in DURABILITY_MODES:
         raise CliError(f"--durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}")
+    replica_password = _replica_password(replica_security_protocol, replica_password_env)
     from ..server.logs import configure_logging  # the server extra: imported only by this command
 
     try:
@@ -156,6 +180,12 @@ def serve(
                               super_users=tuple(super_user or ()),
                               allow_everyone_if_no_acl_found=allow_everyone_if_no_acl_found,
                               min_insync_replicas=min_insync_replicas, replica_lag_ms=replica_lag_ms,
+                              replica_security_protocol=replica_security_protocol,
+                              replica_sasl_mechanism=replica_sasl_mechanism,
+                              replica_username=replica_username,
+                              replica_password=replica_password, replica_ssl_cafile=replica_ssl_cafile,
+                              replica_ssl_certfile=replica_ssl_certfile,
+                              replica_ssl_keyfile=replica_ssl_keyfile,
                               http=http, slow_request_ms=slow_request_ms, console=console,
                               **_coordinated(coordinator, cluster, lease_ttl))
 
@@ -177,6 +207,18 @@ def serve(
 
         anyio.run(run, backend="asyncio", backend_options=backend_options())
     logging.getLogger("eventstore.server").info("stopped; store closed")
+
+
+def _replica_password(protocol: str, variable: str) -> str | None:
+    """The follower's password, from the environment variable ``--replica-password-env`` names
+    (never a flag: a command line is visible to every user of the machine); only on SASL."""
+    if not protocol.upper().startswith("SASL_"):
+        return None
+    password = os.environ.get(variable)
+    if not password:
+        raise CliError(f"--replica-security-protocol {protocol} needs the follower's password in the "
+                       f"environment variable {variable} (--replica-password-env)")
+    return password
 
 
 def _coordinated(coordinator: str | None, cluster: str, lease_ttl: int) -> dict[str, Any]:

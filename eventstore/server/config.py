@@ -83,6 +83,20 @@ class ServerConfig:
     """Replicas (the leader included) an acks=all write needs; None: not given (no high watermark gate)."""
     replica_lag_ms: int = 10_000
     """A follower not caught up for this long leaves the in-sync set (Kafka's replica.lag.time.max.ms)."""
+    replica_security_protocol: str = "PLAINTEXT"
+    """How a follower connects to its leader: one of ``SECURITY_PROTOCOLS`` (docs/replication.md, 4)."""
+    replica_sasl_mechanism: str = "SCRAM-SHA-512"
+    """The SASL mechanism a follower authenticates with (on SASL_PLAINTEXT and SASL_SSL)."""
+    replica_username: str | None = None
+    """The user a follower authenticates as; the leader sees it as ``User:<name>``."""
+    replica_password: str | None = field(default=None, repr=False)
+    """That user's password (``es serve`` reads it from an environment variable)."""
+    replica_ssl_cafile: str | None = None
+    """CA certificates (PEM) a follower checks its leader's certificate with; None: the system's."""
+    replica_ssl_certfile: str | None = None
+    """A follower's client certificate (PEM), for a leader that asks for one."""
+    replica_ssl_keyfile: str | None = None
+    """That certificate's private key (PEM); None: it is in ``replica_ssl_certfile``."""
     coordinator: str | None = None
     """``etcd://HOST:PORT``: etcd decides this node's role (docs/replication.md, 7); None: the options do."""
     cluster: str = ""
@@ -200,7 +214,37 @@ def server_config(listen: str | None = DEFAULT_ADDRESS, *, advertised_listener: 
         raise InvalidArgumentError("replica_of and coordinator exclude each other: etcd names the leader")
     if config.coordinator is not None and not config.cluster:
         raise InvalidArgumentError("a coordinator needs a cluster name")
+    _check_replica_security(config)
     return config
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` as one of ``choices`` (in capitals, as given in any case)."""
+    if not isinstance(value, str) or value.upper() not in choices:
+        raise InvalidArgumentError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value.upper()
+
+
+def _check_replica_security(config: ServerConfig) -> None:
+    """A follower's settings that go together: credentials exactly with SASL, TLS files only with TLS."""
+    protocol = config.replica_security_protocol
+    if protocol.startswith("SASL_"):
+        if config.replica_username is None or config.replica_password is None:
+            raise InvalidArgumentError(f"replica_security_protocol {protocol} needs replica_username and "
+                                       f"a password")
+    elif config.replica_username is not None or config.replica_password is not None:
+        raise InvalidArgumentError(f"replica_username and a password need a SASL replica_security_protocol "
+                                   f"(SASL_SSL or SASL_PLAINTEXT), got {protocol}")
+    files = {"replica_ssl_cafile": config.replica_ssl_cafile,
+             "replica_ssl_certfile": config.replica_ssl_certfile,
+             "replica_ssl_keyfile": config.replica_ssl_keyfile}
+    given = [name for name, value in files.items() if value is not None]
+    if given and protocol not in ("SSL", "SASL_SSL"):
+        raise InvalidArgumentError(f"{', '.join(given)}: only with a TLS replica_security_protocol "
+                                   f"(SSL or SASL_SSL), got {protocol}")
+    if config.replica_ssl_keyfile is not None and config.replica_ssl_certfile is None:
+        raise InvalidArgumentError("replica_ssl_keyfile needs replica_ssl_certfile "
+                                   "(the certificate it goes with)")
 
 
 def _listeners(listen: str | None, more: Any) -> tuple[Listener, ...]:
@@ -218,7 +262,8 @@ def _listeners(listen: str | None, more: Any) -> tuple[Listener, ...]:
 
 
 def _checked(name: str, value: Any) -> Any:
-    if name in ("ssl_certfile", "ssl_keyfile", "ssl_cafile"):
+    if name in ("ssl_certfile", "ssl_keyfile", "ssl_cafile", "replica_ssl_certfile", "replica_ssl_keyfile",
+                "replica_ssl_cafile"):
         if value is not None and (not isinstance(value, str) or not value):
             raise InvalidArgumentError(f"{name} must be a file's path, got {value!r}")
         return value
@@ -228,6 +273,14 @@ def _checked(name: str, value: Any) -> Any:
             names = ", ".join(SASL_MECHANISMS)
             raise InvalidArgumentError(f"sasl_mechanisms must name some of {names}, got {value!r}")
         return items
+    if name == "replica_security_protocol":
+        return _choice(name, value, SECURITY_PROTOCOLS)
+    if name == "replica_sasl_mechanism":
+        return _choice(name, value, SASL_MECHANISMS)
+    if name in ("replica_username", "replica_password"):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidArgumentError(f"{name} must be a non-empty str")  # never the value: a password
+        return value
     if name in ("auto_create_topics", "allow_everyone_if_no_acl_found", "console"):
         if type(value) is not bool:
             raise InvalidArgumentError(f"{name} must be a bool, got {value!r}")

@@ -46,6 +46,7 @@ from ...wakeup import Wakeup
 from ...wire import FrameSplitter
 from ...wire import extensions as codec
 from ...wire.errors import ProtocolError
+from .client import connect_leader
 from .state import FollowerInfo, NodeAddress, Replication, now_ms
 from .view import cluster_view
 
@@ -452,7 +453,7 @@ async def first_catalog(leader: tuple[str, int], store: Log, groups: GroupCoordi
     """One ReplicaCatalog request (no wait), applied: what the follower needs before its
     first Fetch. Raises ``OSError``/``ProtocolError``/``EventStoreError`` when it fails."""
     applied = Applied()
-    async with await anyio.connect_tcp(*leader) as stream:
+    async with await connect_leader(*leader, replication.security) as stream:
         await _exchange(stream, store, groups, replication, advertised, applied, 0)
     return applied
 
@@ -469,7 +470,7 @@ async def sync_catalog(leader: tuple[str, int], store: Log, groups: GroupCoordin
         try:
             while replication.role == "follower":  # one pass per connection
                 try:
-                    async with await anyio.connect_tcp(*leader) as stream:
+                    async with await connect_leader(*leader, replication.security) as stream:
                         while replication.role == "follower":  # one pass per long poll
                             await _exchange(stream, store, groups, replication, advertised, applied,
                                             POLL_WAIT_MS)

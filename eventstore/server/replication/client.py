@@ -1,6 +1,14 @@
 """A follower's connection to its leader: Kafka requests as kio's classes over one TCP
 stream, one request at a time (docs/replication.md, section 4).
 
+:func:`connect_leader` opens every connection a follower makes to its leader (the
+fetcher's, the catalog's long poll, a forwarded request's) as ``--replica-security-protocol``
+says: TLS (1.2 or later, the leader's certificate checked), then on SASL a SaslHandshake
+v1 and the mechanism's messages in SaslAuthenticate v1 — PLAIN as one message
+``\\0user\\0password`` (RFC 4616), SCRAM through ``scramp``'s client, which also checks
+that the leader knows the user's key. A refusal raises ``AuthenticationFailedError``
+naming the leader and the reason; the follower logs it and tries again after its backoff.
+
 The server decodes requests and encodes responses (``eventstore.wire.messages``);
 this is the other direction, for the few APIs a follower sends (ApiVersions,
 OffsetForLeaderEpoch, Fetch). The leader is trusted no more than any peer: a frame
@@ -11,28 +19,103 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any, Final
 
 import anyio
 import anyio.abc
 
+from ...errors import AuthenticationFailedError
 from ...wire import FRAME_BYTES_MAX
 from ...wire.apis import request_header_version, response_header_version
 from ...wire.errors import ProtocolError
+from ..config import format_address
+from .secure import ReplicaSecurity
 
 try:
     from kio.index import load_response_schema
+    from kio.schema.sasl_authenticate.v1.request import SaslAuthenticateRequest
+    from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
     from kio.serial import entity_reader, entity_writer
+    from scramp import ScramClient, ScramException
 except ImportError as e:  # pragma: no cover - depends on the installation
     from ...wire.errors import SERVER_EXTRA
 
     raise ImportError(f"{__name__}: {e.name} is missing; {SERVER_EXTRA}") from e
 
-__all__ = ["LeaderConnection"]
+__all__ = ["CONNECT_TIMEOUT_S", "LeaderConnection", "connect_leader"]
 
 CLIENT_ID: Final = b"eventstore-follower"
+CONNECT_TIMEOUT_S: Final = 30.0
+"""A connection whose TCP connect, TLS handshake and SASL exchange take longer fails."""
+UNSUPPORTED_SASL_MECHANISM: Final = 33
+SASL_AUTHENTICATION_FAILED: Final = 58
 _size = struct.Struct(">i")
+
+
+async def connect_leader(host: str, port: int, security: ReplicaSecurity) -> anyio.abc.ByteStream:
+    """A stream to the leader at ``host:port``, over TLS and authenticated as ``security`` says
+    (a plain TCP stream on PLAINTEXT). Raises ``AuthenticationFailedError`` when the leader
+    refuses the credentials, ``OSError`` (``ssl.SSLError``: an untrusted certificate),
+    ``TimeoutError`` or an anyio stream error when the connection fails."""
+    with anyio.fail_after(CONNECT_TIMEOUT_S):
+        stream: anyio.abc.ByteStream
+        if security.context is None:
+            stream = await anyio.connect_tcp(host, port)
+        else:  # the leader's TlsStream closes without close_notify: its end is the stream's end
+            stream = await anyio.connect_tcp(host, port, ssl_context=security.context, tls_hostname=host,
+                                             tls_standard_compatible=False)
+        try:
+            if security.sasl:
+                await _authenticate(LeaderConnection(stream), security, format_address(host, port))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
+    return stream
+
+
+async def _authenticate(conn: LeaderConnection, security: ReplicaSecurity, address: str) -> None:
+    """SaslHandshake v1, then the mechanism's messages in SaslAuthenticate v1."""
+    mechanism, username, password = security.mechanism, security.username, security.password
+    assert username is not None and password is not None  # server_config checked them
+    answer = await conn.call(SaslHandshakeRequest(mechanism=mechanism))
+    error = int(answer.error_code)
+    if error == UNSUPPORTED_SASL_MECHANISM:
+        offered = ", ".join(answer.mechanisms)
+        raise AuthenticationFailedError(address, mechanism, f"the leader offers only {offered}")
+    if error != 0:
+        raise AuthenticationFailedError(address, mechanism, f"SaslHandshake answered error {error}")
+
+    async def step(message: bytes) -> bytes:
+        reply = await conn.call(SaslAuthenticateRequest(auth_bytes=message))
+        code = int(reply.error_code)
+        if code == SASL_AUTHENTICATION_FAILED:
+            reason = reply.error_message or "invalid credentials"
+            raise AuthenticationFailedError(address, mechanism, f"{reason} (user {username!r})")
+        if code != 0:
+            text = f": {reply.error_message}" if reply.error_message else ""
+            raise AuthenticationFailedError(address, mechanism,
+                                            f"SaslAuthenticate answered error {code}{text}")
+        return bytes(reply.auth_bytes)
+
+    if mechanism == "PLAIN":
+        await step(b"\0" + username.encode() + b"\0" + password.encode())
+    else:
+        await _scram(mechanism, username, password, step, address)
+
+
+async def _scram(mechanism: str, username: str, password: str, step: Callable[[bytes], Awaitable[bytes]],
+                 address: str) -> None:
+    """RFC 5802: client-first, server-first, client-final, server-final (checked)."""
+    client = ScramClient([mechanism], username, password)
+    try:
+        client.set_server_first((await step(client.get_client_first().encode())).decode())
+        client.set_server_final((await step(client.get_client_final().encode())).decode())
+    except (ScramException, UnicodeDecodeError) as e:
+        raise AuthenticationFailedError(address, mechanism, f"the leader's SCRAM answer is not valid: {e}"
+                                        ) from None
 
 
 class LeaderConnection:
@@ -44,8 +127,9 @@ class LeaderConnection:
         self._buffer = bytearray()
 
     @classmethod
-    async def open(cls, host: str, port: int) -> LeaderConnection:
-        return cls(await anyio.connect_tcp(host, port))
+    async def open(cls, host: str, port: int, security: ReplicaSecurity | None = None) -> LeaderConnection:
+        """A connection opened by :func:`connect_leader`; None: PLAINTEXT."""
+        return cls(await connect_leader(host, port, security or ReplicaSecurity()))
 
     async def close(self) -> None:
         await self._stream.aclose()

@@ -18,6 +18,7 @@ from typing import Final
 from ...errors import CorruptionError, InvalidArgumentError, ServerError, StorageError
 from ...log import Log
 from ..config import ServerConfig, format_address, parse_address
+from .secure import replica_security
 from .state import NodeAddress, Replication, Role
 
 __all__ = [
@@ -123,7 +124,7 @@ def initial_replication(store_log: Log, config: ServerConfig) -> Replication:
                or config.coordinator is not None)
     state = Replication(node_id=config.node_id, epoch=store_log.leader_epoch, enabled=enabled,
                         min_insync_replicas=config.min_insync_replicas or 1,
-                        replica_lag_ms=config.replica_lag_ms)
+                        replica_lag_ms=config.replica_lag_ms, security=replica_security(config))
     if config.replica_of:
         host, port = parse_address(config.replica_of[0], "replica_of address")
         state.role, state.leader = "follower", NodeAddress(-1, host, port)

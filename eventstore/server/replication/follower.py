@@ -151,7 +151,7 @@ class Follower:
 
     async def _follow(self, host: str, port: int) -> None:
         """One connection's life: hello, catalog, truncation, then fetch rounds until an error."""
-        async with await LeaderConnection.open(host, port) as conn:
+        async with await LeaderConnection.open(host, port, self._rep.security) as conn:
             await conn.call(ApiVersionsRequest(client_software_name="eventstore-follower",
                                                client_software_version="1"))
             await self._take_cluster_id(conn)

@@ -4,8 +4,9 @@ librdkafka's idempotent producer asks *any* broker for its producer id (InitProd
 without a transactional id, as Kafka allows), and keeps asking the same one when it is
 refused. Producer ids come from the leader's sequence, so a follower forwards that
 request's frame to the leader byte for byte on a connection of its own and returns the
-leader's answer as it is (same correlation id). When the leader cannot be reached, the
-caller refuses instead.
+leader's answer as it is (same correlation id), on a connection opened as the fetcher's
+are (``connect_leader``: TLS and SASL as configured). When the leader cannot be reached
+or refuses this node's credentials, the caller refuses instead.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Final
 
 import anyio
 
+from ...errors import AuthenticationFailedError
 from ...wire import FrameSplitter
+from ...wire.errors import ProtocolError
 from ...wire.framing import frame
+from .client import connect_leader
 from .state import Replication
 
 __all__ = ["forward_to_leader"]
@@ -31,12 +35,13 @@ async def forward_to_leader(replication: Replication, frame_bytes: bytes) -> byt
         return None
     try:
         with anyio.fail_after(FORWARD_TIMEOUT_S):
-            async with await anyio.connect_tcp(leader.host, leader.port) as stream:
+            async with await connect_leader(leader.host, leader.port, replication.security) as stream:
                 await stream.send(frame(frame_bytes))
                 splitter = FrameSplitter()
                 while True:  # one pass per chunk; bounded by the frame and the timeout
                     frames = splitter.feed(await stream.receive())
                     if frames:
                         return frame(frames[0])
-    except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError):
+    except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, ProtocolError,
+            AuthenticationFailedError):  # the fetcher logs why the leader cannot be reached
         return None

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from .secure import ReplicaSecurity
+
 __all__ = ["DEFAULT_REPLICA_LAG_MS", "FollowerInfo", "NodeAddress", "Replication", "Role"]
 
 Role = Literal["leader", "follower"]
@@ -65,6 +67,8 @@ class Replication:
     readers then stop at the high watermark."""
     min_insync_replicas: int = 1
     replica_lag_ms: int = DEFAULT_REPLICA_LAG_MS
+    security: ReplicaSecurity = field(default_factory=ReplicaSecurity)
+    """How this node connects to its leader when it follows (TLS, SASL)."""
     fenced: str | None = None
     """Why this node may no longer accept writes (a newer epoch seen, its lease lost); None if it may."""
     read_only: str | None = None
