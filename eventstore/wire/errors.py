@@ -177,6 +177,7 @@ CLIENT_SIDE_ERRORS: Final[frozenset[type[es.EventStoreError]]] = frozenset({
     es.BackupCorruptionError,
     es.MirrorError,
     es.CoordinatorError,
+    es.AuthenticationFailedError,
 })
 
 
