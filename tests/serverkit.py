@@ -98,7 +98,7 @@ def es_serve(data: Path, *args: str, timeout_s: float = TIMEOUT_S) -> Iterator[S
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=entry_points.environment(data))
     try:
-        stderr = _wait_for(proc, _LISTENING, timeout_s)
+        stderr = read_stderr_until(proc, _LISTENING, timeout_s)
         found = _LISTENING.search(stderr)
         if found is None:
             raise AssertionError(f"es serve did not start: {stderr.decode(errors='replace')}")
@@ -117,11 +117,12 @@ def es_serve(data: Path, *args: str, timeout_s: float = TIMEOUT_S) -> Iterator[S
                 stream.close()
 
 
-def _wait_for(proc: subprocess.Popen[bytes], pattern: re.Pattern[bytes], timeout_s: float) -> bytes:
-    """stderr of ``proc`` until ``pattern`` is in it, the process exits, or the timeout."""
+def read_stderr_until(proc: subprocess.Popen[bytes], pattern: re.Pattern[bytes], timeout_s: float,
+                      got: bytes = b"") -> bytes:
+    """stderr of ``proc`` (after ``got``, what was read of it before) until ``pattern`` is in
+    it, the process exits, or the timeout."""
     assert proc.stderr is not None
     fd = proc.stderr.fileno()
-    got = b""
     deadline = time.monotonic() + timeout_s
     while not pattern.search(got):  # bounded by the deadline
         remaining = deadline - time.monotonic()
@@ -136,7 +137,7 @@ def _wait_for(proc: subprocess.Popen[bytes], pattern: re.Pattern[bytes], timeout
 
 def _drain(proc: subprocess.Popen[bytes]) -> bytes:
     assert proc.stderr is not None
-    return _wait_for(proc, re.compile(rb"(?!x)x"), 1.0)  # a pattern that never matches: read to EOF
+    return read_stderr_until(proc, re.compile(rb"(?!x)x"), 1.0)  # a pattern that never matches: read to EOF
 
 
 # --- raw frames -------------------------------------------------------------------------------

@@ -10,9 +10,7 @@ stopped by PID; their password comes from an environment variable. Every address
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +19,7 @@ from typing import Any
 
 import pytest
 from clusterkit import ends, log_files, until
-from serverkit import ServeProcess, es_serve
+from serverkit import ServeProcess, es_serve, read_stderr_until
 from tlskit import Pem, make_ca, make_cert
 
 import eventstore
@@ -92,17 +90,7 @@ def follower(tmp_path: Path, address: str, cafile: Path, password: str,
 
 def wait_logged(process: ServeProcess, pattern: re.Pattern[bytes], timeout_s: float = TIMEOUT_S) -> None:
     """Read the running process's stderr into ``process.stderr`` until ``pattern`` is in it."""
-    assert process.proc.stderr is not None
-    fd = process.proc.stderr.fileno()
-    deadline = time.monotonic() + timeout_s
-    while not pattern.search(process.stderr):  # bounded by the deadline
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        process.stderr += chunk
+    process.stderr = read_stderr_until(process.proc, pattern, timeout_s, process.stderr)
     assert pattern.search(process.stderr), process.stderr.decode(errors="replace")
 
 
