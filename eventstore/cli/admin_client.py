@@ -31,6 +31,7 @@ import typer
 from ..catalog import acls as acl_rows
 from ..catalog.acls import AclBinding
 from ..errors import InvalidArgumentError
+from ..wire.security import DEFAULT_SASL_MECHANISM, SASL_MECHANISMS, SECURITY_PROTOCOLS
 from .access import CliError
 
 __all__ = [
@@ -49,9 +50,6 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S: Final = 10.0
-SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-DEFAULT_SASL_MECHANISM: Final = "SCRAM-SHA-512"
 """The mechanism on a SASL protocol when none is named: it never sends the password."""
 PASSWORD_VARIABLE: Final = "ES_PASSWORD"
 CHILD_START_S: Final = 5.0

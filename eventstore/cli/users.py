@@ -12,6 +12,7 @@ import typer
 from .. import store as store_module
 from ..catalog import users as user_rows
 from ..errors import InvalidArgumentError, StoreLockedError
+from ..wire.security import SCRAM_MECHANISMS
 from .access import CliError, DataOption, open_store
 from .admin_client import (
     DEFAULT_TIMEOUT_S,
@@ -29,7 +30,6 @@ from .output import JsonOption, add_row, console, note, print_json, table
 
 users_app = typer.Typer(help="Add, list and delete the SASL users (PLAIN, SCRAM).", no_args_is_help=True)
 
-SCRAM = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 IN_USE_HINT = "stop 'es serve' first, or change users through the server: --bootstrap HOST:PORT"
 
 
@@ -82,8 +82,8 @@ def add(
     """Add a user, or set a user's password: salted SCRAM credentials, never the password."""
     from ..server.auth import credential  # the server extra: imported only by this command
 
-    mechanisms = tuple(mechanism or SCRAM)
-    unknown = [m for m in mechanisms if m not in SCRAM]
+    mechanisms = tuple(mechanism or SCRAM_MECHANISMS)
+    unknown = [m for m in mechanisms if m not in SCRAM_MECHANISMS]
     if unknown:
         raise CliError(f"--mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512, got {', '.join(unknown)}")
     if not name:

@@ -30,14 +30,11 @@ from typing import Any, Final
 from ..errors import AuthenticationFailedError, InvalidArgumentError
 from ..wire import extensions as codec
 from ..wire.errors import ProtocolError
+from ..wire.security import DEFAULT_SASL_MECHANISM, SASL_MECHANISMS, SECURITY_PROTOCOLS
 
 __all__ = ["DEFAULT_SASL_MECHANISM", "SASL_MECHANISMS", "SECURITY_PROTOCOLS", "Security", "authenticate",
            "security"]
 
-SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-DEFAULT_SASL_MECHANISM: Final = "SCRAM-SHA-512"
-"""The mechanism on a SASL protocol when none is named: it never sends the password."""
 SASL_AUTHENTICATION_FAILED: Final = 58
 UNSUPPORTED_SASL_MECHANISM: Final = 33
 

@@ -23,6 +23,7 @@ from typing import Final
 
 from ..catalog import Catalog, users
 from ..errors import InvalidArgumentError
+from ..wire.security import SCRAM_MECHANISMS
 
 try:
     from scramp import ScramException, ScramMechanism
@@ -38,7 +39,6 @@ __all__ = [
     "plain_matches",
 ]
 
-SCRAM_MECHANISMS: Final = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 DEFAULT_ITERATIONS: Final = 4096
 ITERATIONS_MIN: Final = 4096
 """Kafka's bounds on a SCRAM credential's iterations."""

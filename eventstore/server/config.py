@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from ..errors import InvalidArgumentError
 from ..wire import FRAME_BYTES_MAX
+from ..wire.security import DEFAULT_SASL_MECHANISM, SASL_MECHANISMS, SECURITY_PROTOCOLS
 
 __all__ = [
     "DEFAULT_ADDRESS", "SASL_MECHANISMS", "SECURITY_PROTOCOLS", "Listener", "ServerConfig", "format_address",
@@ -21,9 +22,6 @@ __all__ = [
 
 DEFAULT_ADDRESS: Final = "127.0.0.1:9092"
 FETCH_CACHE_BYTES: Final = 64 * 1024 * 1024
-SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-"""Kafka's security protocols, each a listener's name here (docs/operations.md, section 1)."""
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +83,7 @@ class ServerConfig:
     """A follower not caught up for this long leaves the in-sync set (Kafka's replica.lag.time.max.ms)."""
     replica_security_protocol: str = "PLAINTEXT"
     """How a follower connects to its leader: one of ``SECURITY_PROTOCOLS`` (docs/replication.md, 4)."""
-    replica_sasl_mechanism: str = "SCRAM-SHA-512"
+    replica_sasl_mechanism: str = DEFAULT_SASL_MECHANISM
     """The SASL mechanism a follower authenticates with (on SASL_PLAINTEXT and SASL_SSL)."""
     replica_username: str | None = None
     """The user a follower authenticates as; the leader sees it as ``User:<name>``."""

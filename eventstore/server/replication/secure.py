@@ -16,6 +16,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from ...errors import InvalidArgumentError
+from ...wire.security import DEFAULT_SASL_MECHANISM
 from ..config import ServerConfig
 
 __all__ = ["ReplicaSecurity", "replica_security"]
@@ -26,7 +27,7 @@ class ReplicaSecurity:
     """The checked settings of a follower's connections; the default is PLAINTEXT (no TLS, no SASL)."""
 
     protocol: str = "PLAINTEXT"
-    mechanism: str = "SCRAM-SHA-512"
+    mechanism: str = DEFAULT_SASL_MECHANISM
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
