@@ -25,18 +25,16 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from ..errors import AuthenticationFailedError, InvalidArgumentError
 from ..wire import extensions as codec
 from ..wire.errors import ProtocolError
-from ..wire.security import DEFAULT_SASL_MECHANISM, SASL_MECHANISMS, SECURITY_PROTOCOLS
+from ..wire.security import DEFAULT_SASL_MECHANISM, SASL_MECHANISMS, SECURITY_PROTOCOLS, SaslClient
 
 __all__ = ["DEFAULT_SASL_MECHANISM", "SASL_MECHANISMS", "SECURITY_PROTOCOLS", "Security", "authenticate",
            "security"]
 
-SASL_AUTHENTICATION_FAILED: Final = 58
-UNSUPPORTED_SASL_MECHANISM: Final = 33
 
 
 @dataclass(frozen=True)
@@ -165,49 +163,19 @@ def authenticate(settings: Security, round_trip: RoundTrip, ids: Callable[[], in
         return
     mechanism, username, password = settings.mechanism, settings.username, settings.password
     assert mechanism is not None and username is not None and password is not None
+    sasl = SaslClient(mechanism, username, password, address)
     cid = ids()
     got, error, offered = codec.decode_sasl_handshake_response(
         round_trip(codec.encode_sasl_handshake_request(cid, mechanism, client_id)))
     _check_answer(got, cid)
-    if error == UNSUPPORTED_SASL_MECHANISM:
-        raise AuthenticationFailedError(address, mechanism, f"the server offers only {', '.join(offered)}")
-    if error != 0:
-        raise AuthenticationFailedError(address, mechanism, f"SaslHandshake answered error {error}")
-
-    def step(message: bytes) -> bytes:
+    sasl.handshake(error, offered)
+    message: bytes | None = sasl.first()
+    while message is not None:  # bounded: PLAIN sends one message, SCRAM two
         cid = ids()
         got, code, text, answer = codec.decode_sasl_authenticate_response(
             round_trip(codec.encode_sasl_authenticate_request(cid, message, client_id)))
         _check_answer(got, cid)
-        if code == SASL_AUTHENTICATION_FAILED:
-            raise AuthenticationFailedError(address, mechanism, f"{text or 'invalid credentials'} "
-                                                                f"(user {username!r})")
-        if code != 0:
-            raise AuthenticationFailedError(address, mechanism, f"SaslAuthenticate answered error {code}"
-                                                                f"{': ' + text if text else ''}")
-        return answer
-
-    if mechanism == "PLAIN":
-        step(b"\0" + username.encode() + b"\0" + password.encode())
-    else:
-        _scram(mechanism, username, password, step, address)
-
-
-def _scram(mechanism: str, username: str, password: str, step: Callable[[bytes], bytes],
-           address: str) -> None:
-    """RFC 5802: client-first, server-first, client-final, server-final (checked)."""
-    try:
-        from scramp import ScramClient, ScramException
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise ImportError(f"{__name__}: {e.name} is missing; SCRAM needs the 'remote' extra: "
-                          "pip install 'embedded-eventstore[remote]'") from e
-    client = ScramClient([mechanism], username, password)
-    try:
-        client.set_server_first(step(client.get_client_first().encode()).decode())
-        client.set_server_final(step(client.get_client_final().encode()).decode())
-    except (ScramException, UnicodeDecodeError) as e:
-        raise AuthenticationFailedError(address, mechanism, f"the server's SCRAM answer is not valid: {e}"
-                                        ) from None
+        message = sasl.next(code, text, answer)
 
 
 def _check_answer(got: int, expected: int) -> None:

@@ -14,7 +14,9 @@ them:
 * ``batch`` and ``compression``: Kafka RecordBatch v2 — header, CRC-32C, base-offset
   rewrite, records decoded and encoded (crc32c and cramjam: core dependencies);
 * ``errors``: :class:`ProtocolError`, :class:`CorruptRecordError`, and the table
-  from eventstore's errors to Kafka error codes.
+  from eventstore's errors to Kafka error codes;
+* ``security``: Kafka's security protocols and SASL mechanisms, and the client's side
+  of a SASL exchange (:class:`~eventstore.wire.security.SaslClient`).
 
 This package imports none of ``messages`` (kio, the ``server`` extra) nor ``batch``:
 import them where they are used.

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any, Final
 
 import anyio
 import anyio.abc
 
-from ...errors import AuthenticationFailedError
 from ...wire import FRAME_BYTES_MAX
 from ...wire.apis import request_header_version, response_header_version
 from ...wire.errors import ProtocolError
+from ...wire.security import SaslClient
 from ..config import format_address
 from .secure import ReplicaSecurity
 
@@ -38,7 +37,6 @@ try:
     from kio.schema.sasl_authenticate.v1.request import SaslAuthenticateRequest
     from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
     from kio.serial import entity_reader, entity_writer
-    from scramp import ScramClient, ScramException
 except ImportError as e:  # pragma: no cover - depends on the installation
     from ...wire.errors import SERVER_EXTRA
 
@@ -49,8 +47,6 @@ __all__ = ["CONNECT_TIMEOUT_S", "LeaderConnection", "connect_leader"]
 CLIENT_ID: Final = b"eventstore-follower"
 CONNECT_TIMEOUT_S: Final = 30.0
 """A connection whose TCP connect, TLS handshake and SASL exchange take longer fails."""
-UNSUPPORTED_SASL_MECHANISM: Final = 33
-SASL_AUTHENTICATION_FAILED: Final = 58
 _size = struct.Struct(">i")
 
 
@@ -78,44 +74,14 @@ async def connect_leader(host: str, port: int, security: ReplicaSecurity) -> any
 
 async def _authenticate(conn: LeaderConnection, security: ReplicaSecurity, address: str) -> None:
     """SaslHandshake v1, then the mechanism's messages in SaslAuthenticate v1."""
-    mechanism, username, password = security.mechanism, security.username, security.password
-    assert username is not None and password is not None  # server_config checked them
-    answer = await conn.call(SaslHandshakeRequest(mechanism=mechanism))
-    error = int(answer.error_code)
-    if error == UNSUPPORTED_SASL_MECHANISM:
-        offered = ", ".join(answer.mechanisms)
-        raise AuthenticationFailedError(address, mechanism, f"the leader offers only {offered}")
-    if error != 0:
-        raise AuthenticationFailedError(address, mechanism, f"SaslHandshake answered error {error}")
-
-    async def step(message: bytes) -> bytes:
+    assert security.username is not None and security.password is not None  # server_config checked them
+    sasl = SaslClient(security.mechanism, security.username, security.password, address)
+    answer = await conn.call(SaslHandshakeRequest(mechanism=security.mechanism))
+    sasl.handshake(int(answer.error_code), [str(m) for m in answer.mechanisms])
+    message: bytes | None = sasl.first()
+    while message is not None:  # bounded: PLAIN sends one message, SCRAM two
         reply = await conn.call(SaslAuthenticateRequest(auth_bytes=message))
-        code = int(reply.error_code)
-        if code == SASL_AUTHENTICATION_FAILED:
-            reason = reply.error_message or "invalid credentials"
-            raise AuthenticationFailedError(address, mechanism, f"{reason} (user {username!r})")
-        if code != 0:
-            text = f": {reply.error_message}" if reply.error_message else ""
-            raise AuthenticationFailedError(address, mechanism,
-                                            f"SaslAuthenticate answered error {code}{text}")
-        return bytes(reply.auth_bytes)
-
-    if mechanism == "PLAIN":
-        await step(b"\0" + username.encode() + b"\0" + password.encode())
-    else:
-        await _scram(mechanism, username, password, step, address)
-
-
-async def _scram(mechanism: str, username: str, password: str, step: Callable[[bytes], Awaitable[bytes]],
-                 address: str) -> None:
-    """RFC 5802: client-first, server-first, client-final, server-final (checked)."""
-    client = ScramClient([mechanism], username, password)
-    try:
-        client.set_server_first((await step(client.get_client_first().encode())).decode())
-        client.set_server_final((await step(client.get_client_final().encode())).decode())
-    except (ScramException, UnicodeDecodeError) as e:
-        raise AuthenticationFailedError(address, mechanism, f"the leader's SCRAM answer is not valid: {e}"
-                                        ) from None
+        message = sasl.next(int(reply.error_code), reply.error_message, bytes(reply.auth_bytes))
 
 
 class LeaderConnection:
