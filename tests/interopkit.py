@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterkit import until
+
 TIMEOUT_S = 30.0
 CLIENTS = ("kafka-python", "aiokafka", "confluent-kafka")
 #: Group settings a test runs each client under: the client's defaults, and short timeouts.
@@ -57,18 +59,6 @@ class Got:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def until(condition: Any, timeout_s: float = TIMEOUT_S, every_s: float = 0.05) -> Any:
-    """Poll ``condition()`` until it returns something true; that value, or fail."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(every_s)
 
 
 # ---------------------------------------------------------------------------- adapters
@@ -589,7 +579,7 @@ def tansu() -> Iterator[str]:
             with socket.socket() as sock:
                 return sock.connect_ex(("127.0.0.1", port)) == 0
 
-        until(accepting, 10.0)
+        until(accepting, timeout_s=10.0)
         yield f"127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from interopkit import CLIENTS, DroppingProxy, Rec, client, tansu, tansu_binary, unique, until
+from clusterkit import until
+from interopkit import CLIENTS, DroppingProxy, Rec, client, tansu, tansu_binary, unique
 from serverkit import served
 
 import eventstore

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from interopkit import TIMEOUT_S, client, unique, until
+from clusterkit import until
+from interopkit import TIMEOUT_S, client, unique
 
 IDLE = 1_000
 RECORDS = 5_000  # per producer
@@ -212,7 +213,7 @@ def produce_in_background(producer_class: Any, bootstrap: str, topic: str) -> An
     def wait() -> set[tuple[int, int]]:
         thread.join(TIMEOUT_S * 2)
         assert not thread.is_alive() and not failed, failed[:3]
-        until(lambda: len(delivered) == RECORDS, 5.0)
+        until(lambda: len(delivered) == RECORDS, timeout_s=5.0)
         return delivered
 
     return wait
