@@ -205,8 +205,7 @@ class KafkaPython(Client):
                 tps = [TopicPartition(topic, p) for p in sorted(parts)]
                 consumer.assign(tps)
                 consumer.seek_to_beginning(*tps)
-            else:  # the topic's metadata first: a leader assigning without it gives itself nothing
-                consumer.partitions_for_topic(topic)
+            else:
                 consumer.subscribe([topic])
             got: list[Got] = []
             deadline = time.monotonic() + TIMEOUT_S

@@ -66,16 +66,10 @@ def until(what: str, done: Callable[[], bool], step: Callable[[], object] = lamb
 
 
 def kp_consumer(bootstrap: str, name: str, **config: Any) -> KafkaConsumer:
-    """A kafka-python group member of ``t``, subscribed once its metadata knows the topic's
-    partitions: a leader that assigned before it did gives itself nothing (kafka-python's
-    range assignor: "No partition metadata"), and rejoins only when a refresh notices."""
     options: dict[str, Any] = {"bootstrap_servers": bootstrap, "group_id": "g", "client_id": name,
                                "enable_auto_commit": False, "auto_offset_reset": "earliest", **FAST}
     options.update(config)
-    consumer = KafkaConsumer(**options)
-    until("the partitions of t in its metadata", lambda: bool(consumer.partitions_for_topic("t")))
-    consumer.subscribe(["t"])
-    return consumer
+    return KafkaConsumer("t", **options)
 
 
 def poll_all(consumers: list[KafkaConsumer], got: dict[int, list[tuple[int, int]]]) -> None:
