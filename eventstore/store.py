@@ -195,8 +195,9 @@ class Store:
         has ``.address`` (as bound) and ``close()``, and is a context manager;
         ``close()`` of the store stops it first. ``options``: ``advertised_listener``
         (``HOST:PORT`` clients are told), ``auto_create_topics``, ``max_connections``,
-        ``max_in_flight``, ``max_frame_bytes``, ``node_id``, ``fetch_cache_bytes``
-        (docs/protocol.md); ``replica_of`` (``"HOST:PORT[,...]"``: follow that leader),
+        ``max_in_flight``, ``max_frame_bytes``, ``node_id``, ``fetch_cache_bytes``,
+        ``group_initial_rebalance_delay_ms`` (default 3000, as Kafka's; docs/protocol.md);
+        ``replica_of`` (``"HOST:PORT[,...]"``: follow that leader),
         ``min_insync_replicas``, ``replica_lag_ms`` (docs/replication.md: with
         ``min_insync_replicas=2``, appends in ``"replicated"`` durability wait for a
         follower); how a follower reaches its leader: ``replica_security_protocol``,

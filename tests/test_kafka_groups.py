@@ -227,6 +227,94 @@ def test_session_expiry_removes_a_member_and_rebalances(kg: KafkaGroups, clock: 
     assert r.generation == ra.generation + 1 and [m.member_id for m in r.members] == [a.member_id]
 
 
+# --- the initial rebalance delay (group.initial.rebalance.delay.ms) -----------------------
+
+
+@pytest.fixture
+def delayed(store: eventstore.Store, clock: Clock) -> KafkaGroups:
+    store.create_topic("t", partitions=4)
+    return KafkaGroups(store.groups, clock, initial_rebalance_delay_s=3.0)
+
+
+def tick(kg: KafkaGroups, clock: Clock, seconds: float) -> None:
+    clock.advance(seconds)
+    kg.expire("g")
+
+
+def test_the_first_join_of_an_empty_group_waits_the_initial_delay(delayed: KafkaGroups, clock: Clock) -> None:
+    first: JoinResult = done(delayed.join("g", jreq(required=True)))
+    assert first.error == E.MEMBER_ID_REQUIRED  # a member id given out starts no wait
+    pa = delayed.join("g", jreq(first.member_id, required=True))
+    assert not pa.done and delayed.describe("g").state == "PreparingRebalance"
+    deadline = delayed.next_deadline("g")
+    assert deadline is not None and abs(deadline - (clock.now + 3.0)) < 1e-6
+    tick(delayed, clock, 2.9)
+    assert not pa.done  # every member has joined, and still the join waits
+    tick(delayed, clock, 0.1)
+    ra = done(pa)
+    assert ra.error == E.NONE and ra.generation == 1 and ra.leader == first.member_id
+
+
+def test_a_member_joining_during_the_wait_starts_another(delayed: KafkaGroups, clock: Clock) -> None:
+    pa = delayed.join("g", jreq(client="a"))
+    tick(delayed, clock, 1.0)
+    pb = delayed.join("g", jreq(client="b"))
+    tick(delayed, clock, 2.0)  # the first wait is over, but b joined during it
+    assert not pa.done and not pb.done
+    deadline = delayed.next_deadline("g")
+    assert deadline is not None and abs(deadline - (clock.now + 3.0)) < 1e-6
+    tick(delayed, clock, 3.0)
+    ra, rb = done(pa), done(pb)
+    assert ra.generation == rb.generation == 1  # one generation for both, not one each
+    assert ra.leader == ra.member_id and {m.member_id for m in ra.members} == {ra.member_id, rb.member_id}
+
+
+def test_the_waits_never_pass_the_first_members_rebalance_timeout(delayed: KafkaGroups, clock: Clock) -> None:
+    pending = [delayed.join("g", jreq(client="m0", rebalance_ms=5_000))]
+    for i in range(1, 5):  # a member every 2 s would extend the wait forever
+        tick(delayed, clock, 2.0)
+        if pending[0].done:
+            break
+        pending.append(delayed.join("g", jreq(client=f"m{i}", rebalance_ms=5_000)))
+    # waits of 3 s and then 2 s (the 5 s budget): m2 joined during the second wait, and yet the
+    # join completed when it ended, with the three members that had joined
+    assert len(pending) == 3
+    results = [done(p) for p in pending[:3]]
+    assert {r.generation for r in results} == {1}
+    assert {m.member_id for m in results[0].members} == {r.member_id for r in results}
+
+
+def test_a_group_with_members_rebalances_without_the_delay(delayed: KafkaGroups, clock: Clock) -> None:
+    pa = delayed.join("g", jreq(client="a"))
+    tick(delayed, clock, 3.0)
+    ra = done(pa)
+    assign_all(delayed, "g", ra, {ra.member_id: [TP("t", p) for p in range(4)]})
+    pb = delayed.join("g", jreq(client="b"))
+    ra2, rb = done(delayed.join("g", jreq(ra.member_id))), done(pb)  # no wait: the group was not empty
+    assert ra2.generation == rb.generation == 2
+    # once every member has left, the group is empty again and the next rebalance waits again
+    assign_all(delayed, "g", ra2, {ra2.member_id: [], rb.member_id: []})
+    delayed.leave("g", [(ra2.member_id, None), (rb.member_id, None)])
+    assert delayed.describe("g").state == "Empty"
+    pc = delayed.join("g", jreq(client="c"))
+    assert not pc.done
+    tick(delayed, clock, 3.0)
+    assert done(pc).generation == 4  # the leaving made generation 3, an empty one
+
+
+def test_a_member_leaving_during_the_wait_is_not_in_the_generation(delayed: KafkaGroups,
+                                                                    clock: Clock) -> None:
+    pa = delayed.join("g", jreq(client="a"))
+    pb = delayed.join("g", jreq(client="b"))
+    tick(delayed, clock, 0.5)
+    rb_id = next(m.member_id for m in delayed.describe("g").members if m.client_id == "b")
+    delayed.leave("g", [(rb_id, None)])
+    assert done(pb).error == E.UNKNOWN_MEMBER_ID and not pa.done
+    tick(delayed, clock, 6.0)
+    ra = done(pa)
+    assert [m.member_id for m in ra.members] == [ra.member_id]
+
+
 def test_no_common_protocol_is_inconsistent_group_protocol(kg: KafkaGroups) -> None:
     join_one(kg, protocols=[("range", sub("t"))])
     r = done(kg.join("g", jreq(protocols=[("roundrobin", sub("t"))])))
@@ -429,15 +517,15 @@ class GroupMachine(RuleBasedStateMachine):
     silent and (static ones) restart under a new member id, in random order, against one group
     on a fake clock."""
 
-    @initialize()
-    def start(self) -> None:
+    @initialize(delay=st.sampled_from([0.0, 0.4]))
+    def start(self, delay: float) -> None:
         import tempfile
 
         self.tmp = tempfile.TemporaryDirectory()
         self.store = eventstore.open(self.tmp.name)
         self.store.create_topic("t", partitions=5)
         self.clock = Clock()
-        self.kg = KafkaGroups(self.store.groups, self.clock)
+        self.kg = KafkaGroups(self.store.groups, self.clock, initial_rebalance_delay_s=delay)
         self.ids: dict[str, str] = {}  # client -> member id
         self.joins: dict[str, Pending[JoinResult]] = {}
         self.gens: dict[str, int] = {}  # client -> generation it joined

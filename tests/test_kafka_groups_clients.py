@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ TP = TopicPartition
 DEADLINE_S = 20.0
 # metadata_max_age_ms: kafka-python may join before its first Metadata answer and assign
 # nothing; it rejoins only when it refreshes its metadata (every 5 min by default)
+GROUP_DELAY_MS = 300
+#: How long one poll of a kafka-python consumer waits: long, so that a rebalance is mostly
+#: answered during a poll rather than in between (see poll_all)
+POLL_MS = 500
 FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 200, "max_poll_interval_ms": 20000,
         "metadata_max_age_ms": 1000}
 
@@ -40,7 +45,7 @@ FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 200, "max_poll_inte
 @contextmanager
 def serving(store: eventstore.Store) -> Iterator[str]:
     """The store served on a free loopback port; the bootstrap address; closed on the way out."""
-    handle = store.serve("127.0.0.1:0")
+    handle = store.serve("127.0.0.1:0", group_initial_rebalance_delay_ms=GROUP_DELAY_MS)
     try:
         yield f"127.0.0.1:{handle.address[1]}"
     finally:
@@ -73,9 +78,17 @@ def kp_consumer(bootstrap: str, name: str, **config: Any) -> KafkaConsumer:
 
 
 def poll_all(consumers: list[KafkaConsumer], got: dict[int, list[tuple[int, int]]]) -> None:
-    """One poll of each consumer; records as ``got[consumer index] += (partition, offset)``."""
-    for i, c in enumerate(consumers):
-        for records in c.poll(timeout_ms=50).values():
+    """One poll of every consumer at once, each on a thread of its own (as members run in an
+    application); records as ``got[consumer index] += (partition, offset)``.
+
+    At once, because kafka-python (3.0) rejoins only inside ``poll()``: polled one after
+    the other, a member waits in its poll for members that are not polling, its poll
+    returns first, and the group answers in between; kafka-python then drops that answer
+    and joins again, and a leader that joins again starts another rebalance."""
+    with ThreadPoolExecutor(len(consumers)) as pool:
+        polled = list(pool.map(lambda c: c.poll(timeout_ms=POLL_MS), consumers))
+    for i, batch in enumerate(polled):
+        for records in batch.values():
             got.setdefault(i, []).extend((r.partition, r.offset) for r in records)
 
 
@@ -94,7 +107,7 @@ def commit(c: KafkaConsumer, offsets: dict[KTP, KOffset] | None = None) -> None:
         try:
             c.commit(offsets) if offsets is not None else c.commit()
         except (CommitFailedError, RebalanceInProgressError):
-            c.poll(timeout_ms=50)
+            c.poll(timeout_ms=POLL_MS)
             return False
         return True
 
@@ -161,7 +174,7 @@ def test_commit_metadata_fencing_and_standalone_commits(store: eventstore.Store)
     store.create_topic("t", partitions=2)
     with serving(store) as bootstrap:
         c = kp_consumer(bootstrap, "c")
-        until("an assignment", lambda: len(c.assignment()) == 2, lambda: c.poll(timeout_ms=50))
+        until("an assignment", lambda: len(c.assignment()) == 2, lambda: c.poll(timeout_ms=POLL_MS))
         commit(c, {KTP("t", 0): KOffset(0, "from kafka-python", -1)})
         assert store.groups.committed("g", TP("t", 0)) == eventstore.OffsetAndMetadata(0, "from kafka-python")
         assert c.committed(KTP("t", 1)) is None  # OffsetFetch answers -1: nothing committed
@@ -191,18 +204,19 @@ def test_a_killed_member_loses_its_partitions_after_its_session(store: eventstor
     with serving(store) as bootstrap:
         survivor = kp_consumer(bootstrap, "survivor", session_timeout_ms=1500)
         until("the survivor's assignment", lambda: len(survivor.assignment()) == 4,
-              lambda: survivor.poll(timeout_ms=50))
+              lambda: survivor.poll(timeout_ms=POLL_MS))
         proc = subprocess.Popen([sys.executable, "-c", child, bootstrap], stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL)
         try:
             until("two members", lambda: len(store.describe_group("g").members) == 2,
-                  lambda: survivor.poll(timeout_ms=50))
-            until("a split", lambda: len(survivor.assignment()) == 2, lambda: survivor.poll(timeout_ms=50))
+                  lambda: survivor.poll(timeout_ms=POLL_MS))
+            until("a split", lambda: len(survivor.assignment()) == 2,
+                  lambda: survivor.poll(timeout_ms=POLL_MS))
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
             killed = time.monotonic()
             until("the partitions back", lambda: len(survivor.assignment()) == 4,
-                  lambda: survivor.poll(timeout_ms=50))
+                  lambda: survivor.poll(timeout_ms=POLL_MS))
             took = time.monotonic() - killed
             assert 1.0 < took < 10, took  # the session (1.5 s), then a rebalance
             assert [m.client_id for m in store.describe_group("g").members] == ["survivor"]
@@ -243,7 +257,7 @@ def test_store_admin_on_a_group_of_network_consumers(store: eventstore.Store) ->
             mine.poll(timeout_ms=0)
             other = kp_consumer(bootstrap, "intruder", group_id="embedded")
             with pytest.raises(Exception, match="InconsistentGroupProtocol"):
-                until("an error", lambda: False, lambda: other.poll(timeout_ms=50), timeout_s=5)
+                until("an error", lambda: False, lambda: other.poll(timeout_ms=POLL_MS), timeout_s=5)
             other.close()
 
 
@@ -254,7 +268,7 @@ def test_kafka_admin_client_lists_describes_and_deletes_groups(store: eventstore
     with serving(store) as bootstrap:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         c = kp_consumer(bootstrap, "described")
-        until("an assignment", lambda: len(c.assignment()) == 3, lambda: c.poll(timeout_ms=50))
+        until("an assignment", lambda: len(c.assignment()) == 3, lambda: c.poll(timeout_ms=POLL_MS))
         commit(c, {KTP("t", 1): KOffset(0, "m", -1)})
         assert admin.list_groups() == [{"group_id": "g", "protocol_type": "consumer", "group_state": "Stable",
                                         "group_type": "classic"}]
@@ -400,7 +414,7 @@ async def test_a_group_on_a_server_in_the_callers_loop(tmp_path: Path) -> None:
     import anyio.to_thread
 
     async with await eventstore.aio.open(tmp_path / "s") as store, \
-            await store.serve("127.0.0.1:0") as server:
+            await store.serve("127.0.0.1:0", group_initial_rebalance_delay_ms=GROUP_DELAY_MS) as server:
         await store.create_topic("t", partitions=4)
         bootstrap = f"127.0.0.1:{server.address[1]}"
 

@@ -50,6 +50,7 @@ SECTION_RULES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("quotas", ("quota", "max_connections", "producer_byte", "consumer_byte", "request_percentage")),
     ("durability", ("durability", "fsync", "flush")),
     ("topics", ("auto_create", "default_", "num_partitions", "topic_")),
+    ("groups", ("group_",)),
     ("retention", ("retention", "retain")),
     ("replication", ("replica", "min_insync", "coordinator", "cluster", "lease_")),
     ("http", ("http", "metrics", "console")),

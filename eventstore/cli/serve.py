@@ -117,6 +117,9 @@ def serve(
         "--log-level", metavar="debug|info|warning|error", help="Least severe log lines shown.")] = "info",
     slow_request_ms: Annotated[int, typer.Option(
         "--slow-request-ms", metavar="MS", help="Log requests slower than this (0: none).")] = 1000,
+    group_initial_rebalance_delay_ms: Annotated[int, typer.Option(
+        "--group-initial-rebalance-delay-ms", metavar="MS",
+        help="How long a rebalance of an empty group waits for more members (0: none).")] = 3000,
     console: Annotated[bool, typer.Option(
         "--console/--no-console",
         help="Serve the web console on the HTTP port (docs/operations.md, 6).")] = True,
@@ -187,6 +190,7 @@ def serve(
                               replica_ssl_certfile=replica_ssl_certfile,
                               replica_ssl_keyfile=replica_ssl_keyfile,
                               http=http, slow_request_ms=slow_request_ms, console=console,
+                              group_initial_rebalance_delay_ms=group_initial_rebalance_delay_ms,
                               **_coordinated(coordinator, cluster, lease_ttl))
 
         async def run() -> None:

@@ -281,11 +281,12 @@ def _rebalance_timeout_ms(req: JoinRequest) -> int:
     return req.rebalance_timeout_ms if req.rebalance_timeout_ms > 0 else req.session_timeout_ms
 
 
-def kafka_state(group: Group) -> KafkaGroupState:
-    """The Kafka protocol state of ``group``, made on first use (under the group's lock)."""
+def kafka_state(group: Group, initial_delay_s: float = 0.0) -> KafkaGroupState:
+    """The Kafka protocol state of ``group``, made on first use (under the group's lock) with
+    ``initial_delay_s`` as its initial rebalance delay."""
     with group.lock:
         if group.kafka is None:
-            group.kafka = KafkaGroupState(group)
+            group.kafka = KafkaGroupState(group, initial_delay_s)
         return group.kafka
 
 
@@ -293,10 +294,12 @@ class KafkaGroupState:
     """Kafka's classic group state machine over one ``Group`` (its members and generation).
 
     Every method runs under the group's lock and takes ``now`` (monotonic seconds).
+    ``initial_delay_s`` is Kafka's ``group.initial.rebalance.delay.ms``, in seconds.
     """
 
-    def __init__(self, group: Group) -> None:
+    def __init__(self, group: Group, initial_delay_s: float = 0.0) -> None:
         self.group = group
+        self.initial_delay_s = initial_delay_s
         self.state = EMPTY
         self.protocol_type: str | None = None
         self.protocol_name: str | None = None
@@ -304,6 +307,12 @@ class KafkaGroupState:
         self.pending: dict[str, float] = {}  # member ids given out (MEMBER_ID_REQUIRED) -> deadline
         self.statics: dict[str, str] = {}  # group.instance.id -> member id
         self.rebalance_deadline = 0.0
+        # the initial rebalance delay of a rebalance that started in an Empty group: when the
+        # current wait ends (None: no such wait), the time left for more waits, and whether a
+        # member joined during the current one
+        self.initial_deadline: float | None = None
+        self.initial_left = 0.0
+        self.joined_while_waiting = False
 
     # --- what the group holds ------------------------------------------------------
 
@@ -419,6 +428,8 @@ class KafkaGroupState:
             self.statics[req.group_instance_id] = member_id
         if self.protocol_type is None:
             self.protocol_type = req.protocol_type
+        if self.initial_deadline is not None:
+            self.joined_while_waiting = True
         pending = member.awaiting_join
         self._prepare_rebalance(now)
         return pending
@@ -508,17 +519,37 @@ class KafkaGroupState:
         if self.state != PREPARING_REBALANCE:
             timeouts = [m.rebalance_timeout_s for m in self.members()]
             self.rebalance_deadline = now + max(timeouts, default=0.0)
+            if self.state == EMPTY and self.initial_delay_s > 0:
+                budget = max(timeouts, default=0.0)
+                self.initial_deadline = now + min(self.initial_delay_s, budget)
+                self.initial_left = max(budget - self.initial_delay_s, 0.0)
+                self.joined_while_waiting = False
             self.state = PREPARING_REBALANCE
             for m in self.members():
                 m.notify()
         self._try_complete_join(now)
 
     def _try_complete_join(self, now: float) -> None:
-        if self.state != PREPARING_REBALANCE:
+        if self.state != PREPARING_REBALANCE or self._initial_wait(now):
             return
         everyone = all(m.awaiting_join is not None for m in self.members())
         if (everyone and not self.pending) or now >= self.rebalance_deadline:
             self._complete_join(now)
+
+    def _initial_wait(self, now: float) -> bool:
+        """Whether the initial rebalance delay still holds the join back: a wait that ends
+        with a member having joined during it is followed by another, as long as time is left."""
+        if self.initial_deadline is None:
+            return False
+        if now >= self.initial_deadline and self.joined_while_waiting and self.initial_left > 0:
+            wait = min(self.initial_delay_s, self.initial_left)
+            self.initial_left -= wait
+            self.initial_deadline += wait
+            self.joined_while_waiting = False
+        if now < self.initial_deadline:
+            return True
+        self.initial_deadline = None
+        return False
 
     def _complete_join(self, now: float) -> None:
         """The barrier is down: members that did not rejoin go, a new generation starts."""
@@ -545,6 +576,7 @@ class KafkaGroupState:
 
     def _become_empty(self) -> None:
         self.state = EMPTY
+        self.initial_deadline = None
         self.protocol_type = None
         self.protocol_name = None
         self.leader = None
@@ -656,6 +688,8 @@ class KafkaGroupState:
         times += [d for m in self.members() if (d := m.session_deadline()) is not None]
         if self.state == PREPARING_REBALANCE:
             times.append(self.rebalance_deadline)
+            if self.initial_deadline is not None:
+                times.append(self.initial_deadline)
         return min(times, default=None)
 
     # --- offsets -------------------------------------------------------------------------

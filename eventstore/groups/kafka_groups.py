@@ -48,15 +48,18 @@ class GroupListing:
 
 
 class KafkaGroups:
-    """The group APIs of the Kafka protocol, over ``coordinator``; ``clock`` is monotonic seconds."""
+    """The group APIs of the Kafka protocol, over ``coordinator``; ``clock`` is monotonic seconds;
+    ``initial_rebalance_delay_s`` is Kafka's ``group.initial.rebalance.delay.ms`` in seconds."""
 
-    def __init__(self, coordinator: GroupCoordinator, clock: Clock = time.monotonic) -> None:
+    def __init__(self, coordinator: GroupCoordinator, clock: Clock = time.monotonic,
+                 initial_rebalance_delay_s: float = 0.0) -> None:
         self.coordinator = coordinator
         self.clock = clock
+        self.initial_rebalance_delay_s = initial_rebalance_delay_s
 
     def _state(self, group_id: str) -> tuple[Group, KafkaGroupState]:
         group = self.coordinator.group(group_id)
-        return group, kafka_state(group)
+        return group, kafka_state(group, self.initial_rebalance_delay_s)
 
     # --- membership --------------------------------------------------------------------
 

@@ -109,6 +109,9 @@ class ServerConfig:
     http: str | None = None
     """``HOST:PORT`` of the HTTP port (``/metrics``, ``/healthz``, ``/readyz``; docs/operations.md,
     4); None: no HTTP port."""
+    group_initial_rebalance_delay_ms: int = 3000
+    """How long a rebalance that starts in an empty group waits for more members before the
+    join completes (Kafka's group.initial.rebalance.delay.ms; docs/protocol.md; 0: not at all)."""
     slow_request_ms: int = 1000
     """A request that takes longer is logged with its client and principal (0: never)."""
     console: bool = True
@@ -151,6 +154,7 @@ _INT_BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "quota_window_num": (2, 1000),
     "quota_window_size_ms": (1, 3_600_000),
     "slow_request_ms": (0, 2**31 - 1),
+    "group_initial_rebalance_delay_ms": (0, 2**31 - 1),
     "lease_ttl": (1, 3600),
 }
 _QUOTA_DEFAULTS: Final = ("quota_default_producer_bytes", "quota_default_consumer_bytes",

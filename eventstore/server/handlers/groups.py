@@ -64,7 +64,11 @@ NO_AUTHORIZED_OPERATIONS = -(2**31)  # Kafka's "not asked for"
 
 def kafka_groups(ctx: Context) -> KafkaGroups:
     """The group APIs over this server's coordinator (one per server)."""
-    groups: KafkaGroups = ctx.state.setdefault("groups", KafkaGroups(ctx.groups))
+    groups = ctx.state.get("groups")
+    if groups is None:
+        delay_s = ctx.config.group_initial_rebalance_delay_ms / 1000
+        groups = ctx.state["groups"] = KafkaGroups(ctx.groups, initial_rebalance_delay_s=delay_s)
+    assert isinstance(groups, KafkaGroups)
     return groups
 
 
