@@ -222,7 +222,9 @@ def test_poll_wakes_as_soon_as_a_record_is_appended(open_store: Callable[..., An
     store = open_store()
     store.create_topic("orders", partitions=2)
     consumer = store.consumer("orders", group_id="g", auto_offset_reset="earliest")
-    assert consumer.poll(timeout_ms=50) == {}
+    deadline = time.monotonic() + 10
+    while not consumer.assignment():  # a served group forms after the initial rebalance delay
+        assert consumer.poll(timeout_ms=50) == {} and time.monotonic() < deadline
     with appending_later(0.1, store, "orders", b"late"):
         started = time.monotonic()
         batch = consumer.poll(timeout_ms=10_000)

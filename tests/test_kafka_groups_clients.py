@@ -34,7 +34,6 @@ TP = TopicPartition
 DEADLINE_S = 20.0
 # metadata_max_age_ms: kafka-python may join before its first Metadata answer and assign
 # nothing; it rejoins only when it refreshes its metadata (every 5 min by default)
-GROUP_DELAY_MS = 300
 #: How long one poll of a kafka-python consumer waits: long, so that a rebalance is mostly
 #: answered during a poll rather than in between (see poll_all)
 POLL_MS = 500
@@ -43,9 +42,9 @@ FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 200, "max_poll_inte
 
 
 @contextmanager
-def serving(store: eventstore.Store) -> Iterator[str]:
+def serving(store: eventstore.Store, **options: Any) -> Iterator[str]:
     """The store served on a free loopback port; the bootstrap address; closed on the way out."""
-    handle = store.serve("127.0.0.1:0", group_initial_rebalance_delay_ms=GROUP_DELAY_MS)
+    handle = store.serve("127.0.0.1:0", **options)
     try:
         yield f"127.0.0.1:{handle.address[1]}"
     finally:
@@ -168,6 +167,22 @@ def test_kafka_python_members_split_commit_and_resume_after_a_restart(tmp_path: 
             c.close()
     finally:
         store.close()
+
+
+def test_members_starting_together_make_one_generation(store: eventstore.Store) -> None:
+    """Kafka's initial rebalance delay: three members started together join the empty group's
+    first generation together, and no assignment comes before the delay is over. (1.2 s: the
+    answer comes in the middle of a poll, not as one poll of 500 ms ends; see poll_all.)"""
+    store.create_topic("t", partitions=6)
+    with serving(store, group_initial_rebalance_delay_ms=1200) as bootstrap:
+        consumers = [kp_consumer(bootstrap, f"c{i}") for i in range(3)]
+        started = time.monotonic()
+        until("a balanced assignment", lambda: balanced(consumers, 6), lambda: poll_all(consumers, {}))
+        assert time.monotonic() - started >= 1.2
+        desc = store.describe_group("g")
+        assert desc.generation == 1 and len(desc.members) == 3
+        for c in consumers:
+            c.close()
 
 
 def test_commit_metadata_fencing_and_standalone_commits(store: eventstore.Store) -> None:
@@ -414,7 +429,7 @@ async def test_a_group_on_a_server_in_the_callers_loop(tmp_path: Path) -> None:
     import anyio.to_thread
 
     async with await eventstore.aio.open(tmp_path / "s") as store, \
-            await store.serve("127.0.0.1:0", group_initial_rebalance_delay_ms=GROUP_DELAY_MS) as server:
+            await store.serve("127.0.0.1:0") as server:
         await store.create_topic("t", partitions=4)
         bootstrap = f"127.0.0.1:{server.address[1]}"
 
