@@ -160,7 +160,8 @@ def test_a_follower_store_refuses_every_local_write_until_promoted(tmp_path: Pat
         leader.create_topic("t")
         leader.create_topic("s", streams=True)
         leader.append("t", b"a")
-        until(lambda: follower.log.find_topic("s") is not None and follower.offsets("t", 0)[1] == 1,
+        until(lambda: None not in (follower.log.find_topic("s"), follower.log.find_topic("t"))
+              and follower.offsets("t", 0)[1] == 1,
               "the catalog and the record on the follower")
         attempts: dict[str, Callable[[], object]] = {
             "append": lambda: follower.append("t", b"x"),
