@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S: Final = 10.0
-"""The mechanism on a SASL protocol when none is named: it never sends the password."""
 PASSWORD_VARIABLE: Final = "ES_PASSWORD"
 CHILD_START_S: Final = 5.0
 """What a child process may take beyond the timeout to start (and import librdkafka)."""

@@ -17,7 +17,7 @@ SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SCRAM_MECHANISMS: Final = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 SASL_MECHANISMS: Final = ("PLAIN", *SCRAM_MECHANISMS)
 DEFAULT_SASL_MECHANISM: Final = "SCRAM-SHA-512"
-"""What a client uses on a SASL protocol when no mechanism is named."""
+"""What a client uses on a SASL protocol when no mechanism is named: it never sends the password."""
 
 SASL_AUTHENTICATION_FAILED: Final = 58
 UNSUPPORTED_SASL_MECHANISM: Final = 33
