@@ -308,10 +308,10 @@ class KafkaGroupState:
         self.statics: dict[str, str] = {}  # group.instance.id -> member id
         self.rebalance_deadline = 0.0
         # the initial rebalance delay of a rebalance that started in an Empty group: when the
-        # current wait ends (None: no such wait), the time left for more waits, and whether a
-        # member joined during the current one
+        # current wait ends (None: no such wait), when the last may end (the first member's
+        # rebalance timeout), and whether a member joined during the current one
         self.initial_deadline: float | None = None
-        self.initial_left = 0.0
+        self.initial_limit = 0.0
         self.joined_while_waiting = False
 
     # --- what the group holds ------------------------------------------------------
@@ -520,9 +520,8 @@ class KafkaGroupState:
             timeouts = [m.rebalance_timeout_s for m in self.members()]
             self.rebalance_deadline = now + max(timeouts, default=0.0)
             if self.state == EMPTY and self.initial_delay_s > 0:
-                budget = max(timeouts, default=0.0)
-                self.initial_deadline = now + min(self.initial_delay_s, budget)
-                self.initial_left = max(budget - self.initial_delay_s, 0.0)
+                self.initial_limit = self.rebalance_deadline
+                self.initial_deadline = min(now + self.initial_delay_s, self.initial_limit)
                 self.joined_while_waiting = False
             self.state = PREPARING_REBALANCE
             for m in self.members():
@@ -541,10 +540,8 @@ class KafkaGroupState:
         with a member having joined during it is followed by another, as long as time is left."""
         if self.initial_deadline is None:
             return False
-        if now >= self.initial_deadline and self.joined_while_waiting and self.initial_left > 0:
-            wait = min(self.initial_delay_s, self.initial_left)
-            self.initial_left -= wait
-            self.initial_deadline += wait
+        if now >= self.initial_deadline and self.joined_while_waiting:
+            self.initial_deadline = min(self.initial_deadline + self.initial_delay_s, self.initial_limit)
             self.joined_while_waiting = False
         if now < self.initial_deadline:
             return True
